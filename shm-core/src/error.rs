@@ -1,0 +1,547 @@
+//! One error type per operation. Each names the segment, says what failed and, where there
+//! is one, keeps the OS error (`std::error::Error::source`, [`raw_os_error`]).
+//!
+//! [`raw_os_error`]: OpenError::raw_os_error
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::header::{Fingerprint, Kind, SegmentState};
+use crate::name::NameError;
+use crate::ProcessId;
+
+/// `mlock` failed.
+#[derive(Debug)]
+pub struct MlockError {
+    /// Bytes we tried to lock.
+    pub len: u64,
+    /// The soft `RLIMIT_MEMLOCK` (`None` = unlimited).
+    pub soft_limit: Option<u64>,
+    /// The hard `RLIMIT_MEMLOCK` (`None` = unlimited).
+    pub hard_limit: Option<u64>,
+    /// The errno.
+    pub source: io::Error,
+}
+
+impl fmt::Display for MlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lim = |l: Option<u64>| l.map_or("unlimited".to_owned(), |v| format!("{v} bytes"));
+        write!(
+            f,
+            "mlock of {} bytes failed ({}); RLIMIT_MEMLOCK is {} (hard {}): raise it \
+             (`ulimit -l`, LimitMEMLOCK= in systemd, or CAP_IPC_LOCK) or turn mlock off",
+            self.len,
+            self.source,
+            lim(self.soft_limit),
+            lim(self.hard_limit)
+        )
+    }
+}
+
+/// Huge pages were asked for but the system cannot give them for shared memory.
+#[derive(Debug, Clone)]
+pub struct HugePagesError {
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl fmt::Display for HugePagesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "huge pages are not available for shared memory: {}",
+            self.reason
+        )
+    }
+}
+
+/// Why [`SegmentBuilder::create`](crate::SegmentBuilder::create) failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CreateErrorKind {
+    /// The name broke a naming rule.
+    InvalidName(NameError),
+    /// A segment of that name exists already.
+    AlreadyExists,
+    /// The OS refused (`EACCES`/`EPERM`).
+    PermissionDenied(io::Error),
+    /// The requested size does not fit in the address space.
+    TooLarge {
+        /// Bytes requested after the header.
+        requested: u64,
+    },
+    /// A system call failed.
+    Os {
+        /// Which call.
+        op: &'static str,
+        /// The errno.
+        source: io::Error,
+    },
+    /// `mlock` failed.
+    Mlock(MlockError),
+    /// Huge pages are not available.
+    HugePages(HugePagesError),
+    /// The caller's initialiser returned an error; the segment was removed.
+    Init(Box<dyn Error + Send + Sync>),
+}
+
+/// Creating a segment failed.
+#[derive(Debug)]
+pub struct CreateError {
+    pub(crate) name: String,
+    pub(crate) kind: CreateErrorKind,
+}
+
+impl CreateError {
+    pub(crate) fn new(name: &str, kind: CreateErrorKind) -> CreateError {
+        CreateError {
+            name: name.to_owned(),
+            kind,
+        }
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &CreateErrorKind {
+        &self.kind
+    }
+
+    /// The errno, where the failure came from the OS.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match &self.kind {
+            CreateErrorKind::PermissionDenied(e) | CreateErrorKind::Os { source: e, .. } => {
+                e.raw_os_error()
+            }
+            CreateErrorKind::Mlock(m) => m.source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = &self.name;
+        write!(f, "cannot create shared-memory segment {n:?}: ")?;
+        match &self.kind {
+            CreateErrorKind::InvalidName(e) => write!(f, "{e}"),
+            CreateErrorKind::AlreadyExists => write!(
+                f,
+                "a segment of that name already exists (open it, or remove it with `shmring rm {n}`)"
+            ),
+            CreateErrorKind::PermissionDenied(e) => {
+                write!(f, "permission denied ({e}); check the owner and mode of /dev/shm{n}")
+            }
+            CreateErrorKind::TooLarge { requested } => {
+                write!(f, "{requested} bytes do not fit in this process's address space")
+            }
+            CreateErrorKind::Os { op, source } => write!(f, "{op} failed: {source}"),
+            CreateErrorKind::Mlock(e) => write!(f, "{e}"),
+            CreateErrorKind::HugePages(e) => write!(f, "{e}"),
+            CreateErrorKind::Init(e) => {
+                write!(f, "the initialiser failed, so the segment was removed: {e}")
+            }
+        }
+    }
+}
+
+impl Error for CreateError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.kind {
+            CreateErrorKind::InvalidName(e) => Some(e),
+            CreateErrorKind::PermissionDenied(e) | CreateErrorKind::Os { source: e, .. } => Some(e),
+            CreateErrorKind::Mlock(e) => Some(&e.source),
+            CreateErrorKind::Init(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+/// Why opening (or inspecting) a segment failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OpenErrorKind {
+    /// The name broke a naming rule.
+    InvalidName(NameError),
+    /// No segment has that name.
+    NotFound,
+    /// The OS refused (`EACCES`/`EPERM`).
+    PermissionDenied(io::Error),
+    /// The name is a symbolic link (refused: `O_NOFOLLOW`).
+    Symlink,
+    /// The segment belongs to another user and foreign owners were not allowed.
+    ForeignOwner {
+        /// The segment's owner.
+        owner_uid: u32,
+        /// Our effective uid.
+        our_uid: u32,
+    },
+    /// A system call failed.
+    Os {
+        /// Which call.
+        op: &'static str,
+        /// The errno.
+        source: io::Error,
+    },
+    /// Its creator died before finishing initialisation; remove it and create it again.
+    Stale {
+        /// The creator, if it had written its identity.
+        creator: Option<ProcessId>,
+        /// The segment's length on disk.
+        len: u64,
+    },
+    /// Its creator is alive but did not finish initialising within the open timeout.
+    InitTimeout {
+        /// The creator, if it had written its identity.
+        creator: Option<ProcessId>,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// Its creator's initialiser failed; it must not be used.
+    Poisoned {
+        /// The creator.
+        creator: ProcessId,
+    },
+    /// The state word holds a value shmring never writes.
+    InvalidState {
+        /// The value found.
+        found: u32,
+    },
+    /// It is not a shmring segment (or its header was overwritten).
+    BadMagic {
+        /// The magic found.
+        found: u64,
+    },
+    /// It was written by an incompatible shmring header format.
+    VersionMismatch {
+        /// Our format.
+        expected: u32,
+        /// The segment's.
+        found: u32,
+    },
+    /// It holds another kind of object.
+    KindMismatch {
+        /// What the caller asked for.
+        expected: Kind,
+        /// The raw kind found.
+        found: u32,
+    },
+    /// Its layout fingerprint differs from the caller's.
+    FingerprintMismatch {
+        /// The caller's.
+        expected: Fingerprint,
+        /// The segment's.
+        found: Fingerprint,
+    },
+    /// The file's length differs from the length in the header (truncated, or lying).
+    LengthMismatch {
+        /// Length recorded in the header.
+        header: u64,
+        /// Length of the file (`fstat`).
+        actual: u64,
+    },
+    /// The file is shorter than a header (but not empty, as it is while being created).
+    TooShort {
+        /// Length of the file.
+        len: u64,
+    },
+    /// The header's data offset is not the one this format uses.
+    BadDataOffset {
+        /// The offset found.
+        found: u64,
+    },
+    /// `mlock` failed.
+    Mlock(MlockError),
+    /// Huge pages are not available.
+    HugePages(HugePagesError),
+}
+
+/// Opening a segment failed.
+#[derive(Debug)]
+pub struct OpenError {
+    pub(crate) name: String,
+    pub(crate) kind: OpenErrorKind,
+}
+
+impl OpenError {
+    pub(crate) fn new(name: &str, kind: OpenErrorKind) -> OpenError {
+        OpenError {
+            name: name.to_owned(),
+            kind,
+        }
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &OpenErrorKind {
+        &self.kind
+    }
+
+    /// The errno, where the failure came from the OS.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match &self.kind {
+            OpenErrorKind::PermissionDenied(e) | OpenErrorKind::Os { source: e, .. } => {
+                e.raw_os_error()
+            }
+            OpenErrorKind::Mlock(m) => m.source.raw_os_error(),
+            OpenErrorKind::NotFound => Some(libc::ENOENT),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = &self.name;
+        write!(f, "cannot open shared-memory segment {n:?}: ")?;
+        match &self.kind {
+            OpenErrorKind::InvalidName(e) => write!(f, "{e}"),
+            OpenErrorKind::NotFound => f.write_str("no segment of that name exists (`shmring ls` lists them)"),
+            OpenErrorKind::PermissionDenied(e) => write!(
+                f,
+                "permission denied ({e}); the segment's mode or owner does not let this user open it"
+            ),
+            OpenErrorKind::Symlink => write!(
+                f,
+                "/dev/shm{n} is a symbolic link, which shmring refuses to follow"
+            ),
+            OpenErrorKind::ForeignOwner { owner_uid, our_uid } => write!(
+                f,
+                "it is owned by uid {owner_uid}, not by us (uid {our_uid}); \
+                 allow it explicitly with `allow_foreign_owner(true)` if that is intended"
+            ),
+            OpenErrorKind::Os { op, source } => write!(f, "{op} failed: {source}"),
+            OpenErrorKind::Stale { creator: Some(c), .. } => write!(
+                f,
+                "it is stale: its creator ({c}) died before finishing initialisation; \
+                 remove it with `shmring rm --stale` or `shm_core::remove_stale`"
+            ),
+            OpenErrorKind::Stale { creator: None, len } => write!(
+                f,
+                "it is stale: its creator never wrote a header (the file is {len} bytes); \
+                 remove it with `shmring rm {n}`"
+            ),
+            OpenErrorKind::InitTimeout { creator, waited } => {
+                write!(f, "its creator")?;
+                if let Some(c) = creator {
+                    write!(f, " ({c})")?;
+                }
+                write!(
+                    f,
+                    " is alive but did not finish initialising it within {waited:?}; \
+                     retry, or raise the open timeout"
+                )
+            }
+            OpenErrorKind::Poisoned { creator } => write!(
+                f,
+                "its creator ({creator}) failed to initialise it; remove it and create it again"
+            ),
+            OpenErrorKind::InvalidState { found } => write!(
+                f,
+                "its header is corrupted: state word is {found}, which shmring never writes"
+            ),
+            OpenErrorKind::BadMagic { found } => write!(
+                f,
+                "it is not a shmring segment (magic expected {:#018x}, found {found:#018x})",
+                crate::header::MAGIC
+            ),
+            OpenErrorKind::VersionMismatch { expected, found } => write!(
+                f,
+                "it uses header format version {found}, but this library reads version {expected}"
+            ),
+            OpenErrorKind::KindMismatch { expected, found } => {
+                let found_name = Kind::from_raw(*found).map_or_else(
+                    || format!("unknown kind {found}"),
+                    |k| format!("a {k} segment"),
+                );
+                write!(f, "expected a {expected} segment, found {found_name}")
+            }
+            OpenErrorKind::FingerprintMismatch { expected, found } => write!(
+                f,
+                "its layout differs from the caller's: {}",
+                expected.differences(found).join(", ")
+            ),
+            OpenErrorKind::LengthMismatch { header, actual } => write!(
+                f,
+                "its header says {header} bytes but the file is {actual} bytes \
+                 (truncated or overwritten); refusing to map it"
+            ),
+            OpenErrorKind::TooShort { len } => write!(
+                f,
+                "the file is only {len} bytes, shorter than the {}-byte header: it was \
+                 truncated, or is not a shmring segment",
+                crate::header::HEADER_SIZE
+            ),
+            OpenErrorKind::BadDataOffset { found } => write!(
+                f,
+                "its header is corrupted: data offset is {found}, expected {}",
+                crate::header::HEADER_SIZE
+            ),
+            OpenErrorKind::Mlock(e) => write!(f, "{e}"),
+            OpenErrorKind::HugePages(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Error for OpenError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.kind {
+            OpenErrorKind::InvalidName(e) => Some(e),
+            OpenErrorKind::PermissionDenied(e) | OpenErrorKind::Os { source: e, .. } => Some(e),
+            OpenErrorKind::Mlock(e) => Some(&e.source),
+            _ => None,
+        }
+    }
+}
+
+/// [`SegmentBuilder::open_or_create`](crate::SegmentBuilder::open_or_create) failed: either
+/// while creating (no segment existed) or while opening the one another process created.
+#[derive(Debug)]
+pub enum OpenOrCreateError {
+    /// Creating failed.
+    Create(CreateError),
+    /// Opening the existing segment failed.
+    Open(OpenError),
+}
+
+impl fmt::Display for OpenOrCreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenOrCreateError::Create(e) => e.fmt(f),
+            OpenOrCreateError::Open(e) => e.fmt(f),
+        }
+    }
+}
+
+impl Error for OpenOrCreateError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            OpenOrCreateError::Create(e) => Some(e),
+            OpenOrCreateError::Open(e) => Some(e),
+        }
+    }
+}
+
+impl From<CreateError> for OpenOrCreateError {
+    fn from(e: CreateError) -> Self {
+        OpenOrCreateError::Create(e)
+    }
+}
+
+impl From<OpenError> for OpenOrCreateError {
+    fn from(e: OpenError) -> Self {
+        OpenOrCreateError::Open(e)
+    }
+}
+
+/// Why removing a segment failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RemoveErrorKind {
+    /// The name broke a naming rule.
+    InvalidName(NameError),
+    /// No segment has that name.
+    NotFound,
+    /// The OS refused (`EACCES`/`EPERM`).
+    PermissionDenied(io::Error),
+    /// `remove_stale` found a segment that is not stale: its creator is alive (or, for a
+    /// segment with no header yet, it is younger than the open timeout).
+    NotStale {
+        /// Its state.
+        state: SegmentState,
+        /// Its creator, if it wrote its identity.
+        creator: Option<ProcessId>,
+    },
+    /// `remove_stale` found a file that is not a shmring segment; it is left alone.
+    NotShmring {
+        /// The magic found.
+        found: u64,
+    },
+    /// `remove_stale` could not read the segment to decide.
+    Inspect(OpenError),
+    /// A system call failed.
+    Os {
+        /// Which call.
+        op: &'static str,
+        /// The errno.
+        source: io::Error,
+    },
+}
+
+/// Removing a segment failed.
+#[derive(Debug)]
+pub struct RemoveError {
+    pub(crate) name: String,
+    pub(crate) kind: RemoveErrorKind,
+}
+
+impl RemoveError {
+    pub(crate) fn new(name: &str, kind: RemoveErrorKind) -> RemoveError {
+        RemoveError {
+            name: name.to_owned(),
+            kind,
+        }
+    }
+
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &RemoveErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for RemoveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot remove shared-memory segment {:?}: ", self.name)?;
+        match &self.kind {
+            RemoveErrorKind::InvalidName(e) => write!(f, "{e}"),
+            RemoveErrorKind::NotFound => f.write_str("no segment of that name exists"),
+            RemoveErrorKind::PermissionDenied(e) => write!(f, "permission denied ({e})"),
+            RemoveErrorKind::NotStale {
+                state,
+                creator: Some(c),
+            } => write!(
+                f,
+                "it is not stale (state {state}; its creator, {c}, is alive); use a plain \
+                 remove if you mean it"
+            ),
+            RemoveErrorKind::NotStale {
+                state,
+                creator: None,
+            } => write!(
+                f,
+                "it is not stale (state {state}; it is being created right now)"
+            ),
+            RemoveErrorKind::NotShmring { found } => write!(
+                f,
+                "it is not a shmring segment (magic {found:#018x}), so --stale leaves it alone"
+            ),
+            RemoveErrorKind::Inspect(e) => write!(f, "could not inspect it: {e}"),
+            RemoveErrorKind::Os { op, source } => write!(f, "{op} failed: {source}"),
+        }
+    }
+}
+
+impl Error for RemoveError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.kind {
+            RemoveErrorKind::InvalidName(e) => Some(e),
+            RemoveErrorKind::PermissionDenied(e) | RemoveErrorKind::Os { source: e, .. } => Some(e),
+            RemoveErrorKind::Inspect(e) => Some(e),
+            _ => None,
+        }
+    }
+}

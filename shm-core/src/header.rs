@@ -1,0 +1,329 @@
+//! The header at offset 0 of every shmring segment.
+//!
+//! | offset | field            | written                                   |
+//! | ------ | ---------------- | ----------------------------------------- |
+//! | 0      | `magic`          | by the creator, before `state = INITIALIZING` |
+//! | 8      | `version`        | idem                                      |
+//! | 12     | `kind`           | idem                                      |
+//! | 16     | `state`          | creator: INITIALIZING, then READY / POISONED |
+//! | 20     | `creator_pid`    | before INITIALIZING                       |
+//! | 24     | `creator_start`  | idem                                      |
+//! | 32     | `total_len`      | idem                                      |
+//! | 40     | `data_offset`    | idem                                      |
+//! | 48..80 | fingerprint      | idem                                      |
+//! | 80..128| reserved (zero)  |                                           |
+//!
+//! Every field is an atomic so that reading bytes a peer may be writing is never a data
+//! race; readers copy the fields into a [`HeaderInfo`] once and validate the copy.
+//!
+//! State machine of `state` (a `u32`):
+//!
+//! | value | name           | meaning                                                    |
+//! | ----- | -------------- | ---------------------------------------------------------- |
+//! | 0     | (unwritten)    | fresh zero pages: the creator has not written the header   |
+//! | 1     | `INITIALIZING` | header written, creator building the contents              |
+//! | 2     | `READY`        | contents published (Release); openers may attach            |
+//! | 3     | `POISONED`     | the creator's initialiser failed; nobody may attach        |
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use static_assertions::{assert_eq_size, const_assert_eq};
+
+/// `b"SHMRING\x01"` read as a little-endian `u64`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\x01");
+/// Version of the header format described above.
+pub const FORMAT_VERSION: u32 = 1;
+/// Size of the header; the data area starts at this offset.
+pub const HEADER_SIZE: usize = 128;
+
+/// Raw values of the `state` word.
+pub(crate) mod state {
+    pub const UNWRITTEN: u32 = 0;
+    pub const INITIALIZING: u32 = 1;
+    pub const READY: u32 = 2;
+    pub const POISONED: u32 = 3;
+}
+
+/// Lifecycle state of a segment, as read from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentState {
+    /// The creator has not yet written the header.
+    Unwritten,
+    /// The creator is building the contents.
+    Initializing,
+    /// Ready to use.
+    Ready,
+    /// The creator's initialiser failed; the segment must not be used.
+    Poisoned,
+    /// A value no shmring writes: the header is corrupted.
+    Invalid(u32),
+}
+
+impl SegmentState {
+    pub(crate) fn from_raw(v: u32) -> SegmentState {
+        match v {
+            state::UNWRITTEN => SegmentState::Unwritten,
+            state::INITIALIZING => SegmentState::Initializing,
+            state::READY => SegmentState::Ready,
+            state::POISONED => SegmentState::Poisoned,
+            other => SegmentState::Invalid(other),
+        }
+    }
+}
+
+impl fmt::Display for SegmentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SegmentState::Unwritten => f.write_str("unwritten"),
+            SegmentState::Initializing => f.write_str("initializing"),
+            SegmentState::Ready => f.write_str("ready"),
+            SegmentState::Poisoned => f.write_str("poisoned"),
+            SegmentState::Invalid(v) => write!(f, "invalid ({v})"),
+        }
+    }
+}
+
+/// What a segment holds. Stored as a `u32` in the header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum Kind {
+    /// Bytes and regions laid out by the user.
+    Raw = 1,
+    /// shm-sync primitives (locks, condvars, semaphores, seqlocks).
+    Sync = 2,
+    /// A shm-ring single-producer single-consumer ring.
+    Spsc = 3,
+    /// A shm-ring multi-producer multi-consumer ring.
+    Mpmc = 4,
+}
+
+impl Kind {
+    /// The kind stored as `raw`, if it is one shmring knows.
+    pub fn from_raw(raw: u32) -> Option<Kind> {
+        Some(match raw {
+            1 => Kind::Raw,
+            2 => Kind::Sync,
+            3 => Kind::Spsc,
+            4 => Kind::Mpmc,
+            _ => return None,
+        })
+    }
+
+    /// Its value in the header.
+    pub fn as_raw(self) -> u32 {
+        self as u32
+    }
+
+    /// Lower-case name, as `shmring ls` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Raw => "raw",
+            Kind::Sync => "sync",
+            Kind::Spsc => "spsc",
+            Kind::Mpmc => "mpmc",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The layout fingerprint: what the creator put in the segment, compared field by field
+/// with what an opener expects before any typed access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Fingerprint {
+    /// `size_of` of the payload type (0 for untyped segments).
+    pub payload_size: u64,
+    /// `align_of` of the payload type (1 for untyped segments).
+    pub payload_align: u64,
+    /// A number the user picks to tell apart payload types of equal size and alignment.
+    pub schema_id: u64,
+    /// The layout version of the library component that laid the segment out
+    /// (e.g. shm-ring's SPSC control block).
+    pub layout_version: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of payload type `T`.
+    pub fn of<T>(schema_id: u64, layout_version: u64) -> Fingerprint {
+        Fingerprint {
+            payload_size: std::mem::size_of::<T>() as u64,
+            payload_align: std::mem::align_of::<T>() as u64,
+            schema_id,
+            layout_version,
+        }
+    }
+
+    /// The fingerprint of an untyped segment.
+    pub fn untyped(schema_id: u64) -> Fingerprint {
+        Fingerprint {
+            payload_size: 0,
+            payload_align: 1,
+            schema_id,
+            layout_version: 0,
+        }
+    }
+
+    /// The fields that differ from `other`, as `"name expected X, found Y"` phrases.
+    pub fn differences(&self, found: &Fingerprint) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cmp = |what: &str, e: u64, f: u64, hex: bool| {
+            if e != f && hex {
+                out.push(format!("{what} expected {e:#x}, found {f:#x}"));
+            } else if e != f {
+                out.push(format!("{what} expected {e}, found {f}"));
+            }
+        };
+        cmp("payload size", self.payload_size, found.payload_size, false);
+        cmp("payload alignment", self.payload_align, found.payload_align, false);
+        cmp("schema id", self.schema_id, found.schema_id, true);
+        cmp("layout version", self.layout_version, found.layout_version, false);
+        out
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "size {} align {} schema {:#x} layout v{}",
+            self.payload_size, self.payload_align, self.schema_id, self.layout_version
+        )
+    }
+}
+
+/// The header as it lies in shared memory. See the module docs for the layout.
+#[repr(C, align(128))]
+pub(crate) struct Header {
+    pub magic: AtomicU64,
+    pub version: AtomicU32,
+    pub kind: AtomicU32,
+    pub state: AtomicU32,
+    pub creator_pid: AtomicU32,
+    pub creator_start: AtomicU64,
+    pub total_len: AtomicU64,
+    pub data_offset: AtomicU64,
+    pub payload_size: AtomicU64,
+    pub payload_align: AtomicU64,
+    pub schema_id: AtomicU64,
+    pub layout_version: AtomicU64,
+    pub reserved: [AtomicU64; 6],
+}
+
+assert_eq_size!(Header, [u8; HEADER_SIZE]);
+const_assert_eq!(std::mem::align_of::<Header>(), 128);
+const_assert_eq!(std::mem::offset_of!(Header, magic), 0);
+const_assert_eq!(std::mem::offset_of!(Header, version), 8);
+const_assert_eq!(std::mem::offset_of!(Header, kind), 12);
+const_assert_eq!(std::mem::offset_of!(Header, state), 16);
+const_assert_eq!(std::mem::offset_of!(Header, creator_pid), 20);
+const_assert_eq!(std::mem::offset_of!(Header, creator_start), 24);
+const_assert_eq!(std::mem::offset_of!(Header, total_len), 32);
+const_assert_eq!(std::mem::offset_of!(Header, data_offset), 40);
+const_assert_eq!(std::mem::offset_of!(Header, payload_size), 48);
+const_assert_eq!(std::mem::offset_of!(Header, layout_version), 72);
+const_assert_eq!(std::mem::offset_of!(Header, reserved), 80);
+
+/// A copy of a segment's header, taken once; nothing in it is trusted until validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderInfo {
+    /// The magic number (`MAGIC` for a shmring segment).
+    pub magic: u64,
+    /// Header format version.
+    pub version: u32,
+    /// Raw kind value; see [`Kind::from_raw`].
+    pub kind: u32,
+    /// Lifecycle state.
+    pub state: SegmentState,
+    /// Who created the segment.
+    pub creator: crate::ProcessId,
+    /// Length the creator gave the segment, header included.
+    pub total_len: u64,
+    /// Offset of the data area from the segment base.
+    pub data_offset: u64,
+    /// Layout fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+impl HeaderInfo {
+    /// The kind, if shmring knows its value.
+    pub fn kind(&self) -> Option<Kind> {
+        Kind::from_raw(self.kind)
+    }
+}
+
+impl Header {
+    /// Copies every field. `state` is read first with Acquire, so that when it reads
+    /// INITIALIZING or READY the fields written before it are seen.
+    pub fn snapshot(&self) -> HeaderInfo {
+        // Acquire: pairs with the Release stores of `state` in `Header::publish_*`, so the
+        // fields written before them are visible to the Relaxed loads below.
+        let st = self.state.load(Ordering::Acquire);
+        HeaderInfo {
+            magic: self.magic.load(Ordering::Relaxed),
+            version: self.version.load(Ordering::Relaxed),
+            kind: self.kind.load(Ordering::Relaxed),
+            state: SegmentState::from_raw(st),
+            creator: crate::ProcessId {
+                pid: self.creator_pid.load(Ordering::Relaxed),
+                start_time: self.creator_start.load(Ordering::Relaxed),
+            },
+            total_len: self.total_len.load(Ordering::Relaxed),
+            data_offset: self.data_offset.load(Ordering::Relaxed),
+            fingerprint: Fingerprint {
+                payload_size: self.payload_size.load(Ordering::Relaxed),
+                payload_align: self.payload_align.load(Ordering::Relaxed),
+                schema_id: self.schema_id.load(Ordering::Relaxed),
+                layout_version: self.layout_version.load(Ordering::Relaxed),
+            },
+        }
+    }
+
+    /// Writes every field of a fresh header and moves `state` to INITIALIZING.
+    pub fn begin_init(
+        &self,
+        kind: Kind,
+        creator: crate::ProcessId,
+        total_len: u64,
+        fingerprint: &Fingerprint,
+    ) {
+        self.magic.store(MAGIC, Ordering::Relaxed);
+        self.version.store(FORMAT_VERSION, Ordering::Relaxed);
+        self.kind.store(kind.as_raw(), Ordering::Relaxed);
+        self.creator_pid.store(creator.pid, Ordering::Relaxed);
+        self.creator_start
+            .store(creator.start_time, Ordering::Relaxed);
+        self.total_len.store(total_len, Ordering::Relaxed);
+        self.data_offset
+            .store(HEADER_SIZE as u64, Ordering::Relaxed);
+        self.payload_size
+            .store(fingerprint.payload_size, Ordering::Relaxed);
+        self.payload_align
+            .store(fingerprint.payload_align, Ordering::Relaxed);
+        self.schema_id
+            .store(fingerprint.schema_id, Ordering::Relaxed);
+        self.layout_version
+            .store(fingerprint.layout_version, Ordering::Relaxed);
+        // Release: publishes the fields above; pairs with the Acquire load in `snapshot`.
+        self.state.store(state::INITIALIZING, Ordering::Release);
+    }
+
+    /// Publishes the initialised contents.
+    pub fn publish_ready(&self) {
+        // Release: publishes everything the initialiser wrote into the segment; pairs with
+        // the Acquire load of `state` in `snapshot` (and so in every open).
+        self.state.store(state::READY, Ordering::Release);
+    }
+
+    /// Marks the segment unusable after a failed initialiser.
+    pub fn publish_poisoned(&self) {
+        // Release: pairs with the Acquire load in `snapshot`; nothing is published, but it
+        // keeps the state word's history ordered after the header fields.
+        self.state.store(state::POISONED, Ordering::Release);
+    }
+}

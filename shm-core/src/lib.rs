@@ -1,0 +1,65 @@
+//! Named POSIX shared-memory segments for cross-process IPC on Linux.
+//!
+//! A segment is a file under `/dev/shm` that several processes map. shm-core gives it:
+//!
+//! - a validated name ([`SegmentName`]),
+//! - a header at offset 0 ([`HeaderInfo`]): magic, format version, [`Kind`], layout
+//!   [`Fingerprint`], length, state, and the creator's identity ([`ProcessId`]: pid + start
+//!   time, so pid reuse never fools a liveness check),
+//! - a creation handshake: exclusive create, mode 0600 whatever the umask, initialise in
+//!   place, publish `READY` with Release; openers wait (bounded) for it and report a
+//!   creator that died mid-way as stale,
+//! - checks at open, before any typed access: magic, version, kind, fingerprint, and that
+//!   the file's length equals the header's (a truncated segment is an error, not a SIGBUS),
+//! - typed regions at offsets ([`Layout`], [`Region`], [`ShmSafe`]),
+//! - prefault, `mlock` and huge-page options, and written-down drop semantics
+//!   (see [`Segment`]).
+//!
+//! ```
+//! use shm_core::{Fingerprint, Kind, Layout, SegmentBuilder};
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = format!("/shm-core-doc-{}", std::process::id());
+//! let mut layout = Layout::new();
+//! let hits = layout.push::<AtomicU64>(1)?;
+//! let fingerprint = Fingerprint::untyped(0x7469636b);
+//!
+//! // Process A creates the segment (removed again when `a` drops).
+//! let a = SegmentBuilder::new(&name)
+//!     .fingerprint(fingerprint)
+//!     .layout(&layout)
+//!     .create()?;
+//! a.get(hits)?.store(1, Ordering::Release);
+//!
+//! // Process B opens it by name; a wrong kind or fingerprint would be an error here.
+//! let b = SegmentBuilder::new(&name).kind(Kind::Raw).fingerprint(fingerprint).open()?;
+//! assert_eq!(b.get(hits)?.load(Ordering::Acquire), 1);
+//!
+//! let wrong = SegmentBuilder::new(&name).fingerprint(Fingerprint::untyped(1)).open();
+//! assert!(wrong.unwrap_err().to_string().contains("schema id expected 0x1, found 0x7469636b"));
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod error;
+mod header;
+mod name;
+mod process;
+mod region;
+mod segment;
+mod sys;
+
+pub use error::{
+    CreateError, CreateErrorKind, HugePagesError, MlockError, OpenError, OpenErrorKind,
+    OpenOrCreateError, RemoveError, RemoveErrorKind,
+};
+pub use header::{Fingerprint, HeaderInfo, Kind, SegmentState, FORMAT_VERSION, HEADER_SIZE, MAGIC};
+pub use name::{NameError, SegmentName, NAME_MAX};
+pub use process::{Liveness, ProcessId};
+pub use region::{Layout, Region, RegionError, ShmSafe};
+pub use segment::{
+    inspect, list, remove, remove_stale, Segment, SegmentBuilder, SegmentInfo, DEFAULT_MODE,
+    DEFAULT_OPEN_TIMEOUT,
+};

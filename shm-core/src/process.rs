@@ -1,0 +1,167 @@
+//! Process identity that survives pid reuse: a pid plus the process start time.
+//!
+//! Linux reuses pids quickly (`pid_max` can be as low as 32768), so a bare pid says
+//! nothing about whether the process that wrote it is still alive. [`ProcessId`] pairs the
+//! pid with the `starttime` field of `/proc/<pid>/stat` (clock ticks since boot), which a
+//! recycled pid will not match.
+
+use std::fmt;
+use std::sync::OnceLock;
+
+/// A process, named by pid and start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessId {
+    /// The process id.
+    pub pid: u32,
+    /// `starttime` from `/proc/<pid>/stat`: clock ticks after boot at which it started.
+    pub start_time: u64,
+}
+
+/// Whether a recorded process still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The same process (pid and start time) is running.
+    Alive,
+    /// It exited (or is a zombie), or its pid now belongs to another process.
+    Dead,
+    /// `/proc` could not tell (not mounted, or hidden by `hidepid`); treat as alive.
+    Unknown,
+}
+
+struct StatFields {
+    state: u8,
+    start_time: u64,
+}
+
+fn read_stat(pid: u32) -> Result<Option<StatFields>, ()> {
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    // The command name (field 2) is in parentheses and may itself contain spaces and
+    // parentheses, so parse from the last ')'.
+    let rest = &text[text.rfind(')').ok_or(())? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // Field 3 is the state; starttime is field 22, i.e. the 20th after the ')'.
+    let state = fields.next().and_then(|s| s.bytes().next()).ok_or(())?;
+    let start_time = fields.nth(18).and_then(|s| s.parse().ok()).ok_or(())?;
+    Ok(Some(StatFields { state, start_time }))
+}
+
+impl ProcessId {
+    /// The calling process.
+    pub fn current() -> ProcessId {
+        static ME: OnceLock<(u32, u64)> = OnceLock::new();
+        let pid = std::process::id();
+        // A forked child has a new pid: recompute if the cached one is not ours.
+        let cached = *ME.get_or_init(|| (pid, Self::start_time_of(pid)));
+        if cached.0 == pid {
+            ProcessId {
+                pid,
+                start_time: cached.1,
+            }
+        } else {
+            ProcessId {
+                pid,
+                start_time: Self::start_time_of(pid),
+            }
+        }
+    }
+
+    fn start_time_of(pid: u32) -> u64 {
+        match read_stat(pid) {
+            Ok(Some(f)) => f.start_time,
+            _ => 0,
+        }
+    }
+
+    /// The process with this pid now, if there is one.
+    pub fn of_pid(pid: u32) -> Option<ProcessId> {
+        match read_stat(pid) {
+            Ok(Some(f)) => Some(ProcessId {
+                pid,
+                start_time: f.start_time,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether this process is still running. A zombie counts as dead: it will never
+    /// run another instruction.
+    pub fn liveness(&self) -> Liveness {
+        if self.pid == 0 || self.pid > i32::MAX as u32 {
+            return Liveness::Dead;
+        }
+        match read_stat(self.pid) {
+            Ok(None) => Liveness::Dead,
+            Ok(Some(f)) if f.start_time != self.start_time => Liveness::Dead,
+            Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Liveness::Dead,
+            Ok(Some(_)) => Liveness::Alive,
+            Err(()) => Liveness::Unknown,
+        }
+    }
+
+    /// `liveness() == Liveness::Dead`.
+    pub fn is_dead(&self) -> bool {
+        self.liveness() == Liveness::Dead
+    }
+
+    /// The start time in seconds after boot.
+    pub fn start_secs_after_boot(&self) -> f64 {
+        self.start_time as f64 / crate::sys::clock_ticks() as f64
+    }
+}
+
+impl fmt::Display for ProcessId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid {} (started {:.2} s after boot)",
+            self.pid,
+            self.start_secs_after_boot()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_process_is_alive() {
+        let me = ProcessId::current();
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.start_time > 0);
+        assert_eq!(me.liveness(), Liveness::Alive);
+        assert_eq!(ProcessId::of_pid(me.pid), Some(me));
+    }
+
+    #[test]
+    fn wrong_start_time_is_dead() {
+        let me = ProcessId::current();
+        let other = ProcessId {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        };
+        assert_eq!(other.liveness(), Liveness::Dead);
+        assert_eq!(
+            ProcessId {
+                pid: 0,
+                start_time: 0
+            }
+            .liveness(),
+            Liveness::Dead
+        );
+    }
+
+    #[test]
+    fn exited_child_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let id = ProcessId::of_pid(child.id());
+        child.wait().unwrap();
+        if let Some(id) = id {
+            assert_eq!(id.liveness(), Liveness::Dead);
+        }
+    }
+}

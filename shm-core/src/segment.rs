@@ -1,0 +1,981 @@
+//! Named segments: create, open, open-or-create, inspect, list and remove.
+
+use std::error::Error;
+use std::io;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use crate::error::{
+    CreateError, CreateErrorKind, HugePagesError, MlockError, OpenError, OpenErrorKind,
+    OpenOrCreateError, RemoveError, RemoveErrorKind,
+};
+use crate::header::{Fingerprint, Header, HeaderInfo, Kind, SegmentState, FORMAT_VERSION};
+use crate::header::{HEADER_SIZE, MAGIC};
+use crate::name::SegmentName;
+use crate::region::{self, Region, RegionError, ShmSafe};
+use crate::{sys, Layout, ProcessId};
+
+/// Default time an opener waits for a segment's creator to publish `READY`.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default file mode of a new segment (owner read/write only), applied whatever the umask.
+pub const DEFAULT_MODE: u32 = 0o600;
+const HUGE_PAGE: u64 = 2 << 20;
+
+/// A mapping that is unmapped when dropped.
+struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Mapping {
+    fn header(&self) -> &Header {
+        // SAFETY: every `Mapping` is at least HEADER_SIZE bytes (checked before mapping),
+        // page-aligned (so 128-aligned), and `Header` is all atomics, valid for any bytes and
+        // safe to share with other processes that write it.
+        unsafe { self.ptr.cast::<Header>().as_ref() }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` came from `mmap_shared` and no reference into the mapping
+        // outlives `self` (every borrow handed out is tied to the owning `Segment`).
+        unsafe { sys::munmap(self.ptr, self.len) };
+    }
+}
+
+/// A mapped shmring segment.
+///
+/// Drop unmaps it. The creator also removes the *name* on drop unless told not to
+/// ([`SegmentBuilder::unlink_on_drop`], [`Segment::set_unlink_on_drop`]); openers never do
+/// unless told to. Removing the name does not disturb processes that have it mapped: they
+/// keep using the memory, which the kernel frees when the last one unmaps it; only new
+/// opens fail with `NotFound`. A name is only removed if it still refers to this very
+/// segment (same inode), so a creator never removes a successor created under its name.
+pub struct Segment {
+    name: SegmentName,
+    map: Mapping,
+    creator: bool,
+    unlink_on_drop: bool,
+    ino: u64,
+    dev: u64,
+}
+
+// SAFETY: a `Segment` is an owned mapping; all access to its bytes goes through `ShmSafe`
+// references (atomics, which are `Sync`) or raw pointers whose use is `unsafe` for the
+// caller, so sharing or moving it between threads adds nothing processes don't already do.
+unsafe impl Send for Segment {}
+// SAFETY: see `Send`; `&Segment` only exposes `Sync` views.
+unsafe impl Sync for Segment {}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("len", &self.map.len)
+            .field("creator", &self.creator)
+            .field("unlink_on_drop", &self.unlink_on_drop)
+            .finish()
+    }
+}
+
+impl Segment {
+    /// The segment's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Total mapped length in bytes, header included.
+    pub fn len(&self) -> usize {
+        self.map.len
+    }
+
+    /// Always false: a segment holds at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Offset of the data area (right after the header).
+    pub fn data_offset(&self) -> u64 {
+        HEADER_SIZE as u64
+    }
+
+    /// Bytes available after the header (at least what was asked for; the total is rounded
+    /// up to the page size).
+    pub fn data_len(&self) -> u64 {
+        (self.map.len - HEADER_SIZE) as u64
+    }
+
+    /// Base address of the mapping in this process. Valid while `self` lives.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.ptr.as_ptr()
+    }
+
+    /// Whether this handle created the segment.
+    pub fn is_creator(&self) -> bool {
+        self.creator
+    }
+
+    /// A fresh copy of the header.
+    pub fn header(&self) -> HeaderInfo {
+        self.map.header().snapshot()
+    }
+
+    /// Whether dropping this handle removes the segment's name.
+    pub fn unlink_on_drop(&self) -> bool {
+        self.unlink_on_drop
+    }
+
+    /// Keep the name past this handle (`false`), or remove it on drop (`true`).
+    pub fn set_unlink_on_drop(&mut self, unlink: bool) {
+        self.unlink_on_drop = unlink;
+    }
+
+    /// Removes the name now (if it still names this segment). The mapping stays valid.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `shm_unlink`.
+    pub fn unlink(&self) -> Result<(), RemoveError> {
+        unlink_if_same(&self.name, self.ino, self.dev)
+    }
+
+    /// A shared view of `region`, checked against the mapping (bounds, alignment, header).
+    ///
+    /// # Errors
+    ///
+    /// A [`RegionError`] if the region does not lie inside the data area.
+    pub fn region<T: ShmSafe>(&self, region: Region<T>) -> Result<&[T], RegionError> {
+        let off = region::check(&region, self.map.len)?;
+        let count = region.count() as usize; // fits: the byte length fitted in the mapping
+                                             // SAFETY: `check` proved `off..off + count * size_of::<T>()` lies inside the mapping
+                                             // and is aligned for `T`; `T: ShmSafe` is valid for any bytes and only mutated
+                                             // through atomics, so a shared slice may alias other processes' writes. The borrow
+                                             // is tied to `self`, which keeps the mapping alive.
+        Ok(
+            unsafe {
+                std::slice::from_raw_parts(self.map.ptr.as_ptr().add(off).cast::<T>(), count)
+            },
+        )
+    }
+
+    /// A shared view of the first value of `region` (its count must be at least 1).
+    ///
+    /// # Errors
+    ///
+    /// A [`RegionError`] if the region does not lie inside the data area or is empty.
+    pub fn get<T: ShmSafe>(&self, region: Region<T>) -> Result<&T, RegionError> {
+        let one = Region::<T>::from_raw(region.offset(), 1);
+        if region.count() == 0 {
+            return Err(RegionError::OutOfBounds {
+                offset: region.offset(),
+                len: Some(0),
+                segment_len: self.map.len as u64,
+            });
+        }
+        Ok(&self.region(one)?[0])
+    }
+
+    /// A raw pointer to the first `T` of `region`, checked like [`region`](Self::region).
+    /// For payload arrays whose access protocol the caller runs itself (e.g. ring slots);
+    /// dereferencing it is the caller's `unsafe`.
+    ///
+    /// # Errors
+    ///
+    /// A [`RegionError`] if the region does not lie inside the data area.
+    pub fn region_ptr<T>(&self, region: Region<T>) -> Result<NonNull<T>, RegionError> {
+        let off = region::check(&region, self.map.len)?;
+        // SAFETY: `check` proved `off` is inside the mapping, so the addition stays in bounds
+        // of the same allocation and the result is non-null.
+        Ok(unsafe { NonNull::new_unchecked(self.map.ptr.as_ptr().add(off).cast::<T>()) })
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.unlink_on_drop {
+            // Best effort: the name may already be gone (`shmring rm`), which is fine.
+            let _ = unlink_if_same(&self.name, self.ino, self.dev);
+        }
+    }
+}
+
+fn unlink_if_same(name: &SegmentName, ino: u64, dev: u64) -> Result<(), RemoveError> {
+    let path = std::ffi::CString::new(name.path().into_os_string().into_encoded_bytes())
+        .expect("validated names hold no NUL");
+    match sys::stat_path(&path) {
+        Ok(st) if st.ino == ino && st.dev == dev => remove_name(name),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RemoveError::new(
+            name.as_str(),
+            RemoveErrorKind::Os {
+                op: "stat",
+                source: e,
+            },
+        )),
+    }
+}
+
+fn remove_name(name: &SegmentName) -> Result<(), RemoveError> {
+    sys::shm_unlink(name.as_c()).map_err(|e| {
+        let kind = match e.raw_os_error() {
+            Some(libc::ENOENT) => RemoveErrorKind::NotFound,
+            Some(libc::EACCES) | Some(libc::EPERM) => RemoveErrorKind::PermissionDenied(e),
+            _ => RemoveErrorKind::Os {
+                op: "shm_unlink",
+                source: e,
+            },
+        };
+        RemoveError::new(name.as_str(), kind)
+    })
+}
+
+/// How to create or open a segment. Every option has a default; see each method.
+///
+/// ```
+/// use shm_core::{Kind, SegmentBuilder, Layout};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// let name = format!("/shm-core-doc-builder-{}", std::process::id());
+/// let mut layout = Layout::new();
+/// let counter = layout.push::<AtomicU64>(1).unwrap();
+///
+/// // The creator initialises the contents before openers can see them.
+/// let seg = SegmentBuilder::new(&name)
+///     .layout(&layout)
+///     .create_with(|seg| {
+///         seg.get(counter)?.store(41, Ordering::Relaxed);
+///         Ok::<_, shm_core::RegionError>(())
+///     })
+///     .unwrap();
+///
+/// // Any process can now open it by name (here: the same one).
+/// let other = SegmentBuilder::new(&name).open().unwrap();
+/// other.get(counter).unwrap().fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(seg.get(counter).unwrap().load(Ordering::Relaxed), 42);
+/// assert_eq!(other.header().kind(), Some(Kind::Raw));
+/// // Dropping `seg`, the creator, removes the name.
+/// ```
+#[derive(Debug, Clone)]
+pub struct SegmentBuilder {
+    name: String,
+    kind: Kind,
+    fingerprint: Fingerprint,
+    size: u64,
+    mode: u32,
+    open_timeout: Duration,
+    prefault: bool,
+    mlock: bool,
+    huge_pages: bool,
+    unlink_on_drop: Option<bool>,
+    allow_foreign_owner: bool,
+}
+
+impl SegmentBuilder {
+    /// Options for the segment `name` (`/` then up to 255 bytes with no `/`): kind
+    /// [`Kind::Raw`], an untyped fingerprint with schema 0, no data bytes, mode 0600, a 1 s
+    /// open timeout, prefault on, mlock and huge pages off, unlink on drop for the creator
+    /// only, foreign owners refused.
+    pub fn new(name: &str) -> SegmentBuilder {
+        SegmentBuilder {
+            name: name.to_owned(),
+            kind: Kind::Raw,
+            fingerprint: Fingerprint::untyped(0),
+            size: 0,
+            mode: DEFAULT_MODE,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
+            prefault: true,
+            mlock: false,
+            huge_pages: false,
+            unlink_on_drop: None,
+            allow_foreign_owner: false,
+        }
+    }
+
+    /// What the segment holds; `open` fails with `KindMismatch` on another kind.
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The layout fingerprint; `open` fails with `FingerprintMismatch` on another.
+    pub fn fingerprint(mut self, fingerprint: Fingerprint) -> Self {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// Bytes wanted after the header (create only; rounded up to whole pages).
+    pub fn size(mut self, bytes: u64) -> Self {
+        self.size = bytes;
+        self
+    }
+
+    /// Sizes the segment for `layout` (create only).
+    pub fn layout(self, layout: &Layout) -> Self {
+        self.size(layout.data_len())
+    }
+
+    /// File mode of a new segment, applied with `fchmod` so the umask does not weaken or
+    /// strengthen it. Only the permission bits (0o777) are used.
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode & 0o777;
+        self
+    }
+
+    /// How long `open` waits for a creator that is still initialising.
+    pub fn open_timeout(mut self, timeout: Duration) -> Self {
+        self.open_timeout = timeout;
+        self
+    }
+
+    /// Fault every page in at create/open, so the hot path takes no page fault.
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    /// `mlock` the whole mapping (needs `RLIMIT_MEMLOCK` headroom or `CAP_IPC_LOCK`).
+    pub fn mlock(mut self, mlock: bool) -> Self {
+        self.mlock = mlock;
+        self
+    }
+
+    /// Back the mapping with transparent huge pages. Needs `/dev/shm` mounted with `huge=`
+    /// (or `shmem_enabled=force`); otherwise create/open fail with a `HugePages` error
+    /// that says why. Sizes are rounded up to 2 MiB.
+    pub fn huge_pages(mut self, huge: bool) -> Self {
+        self.huge_pages = huge;
+        self
+    }
+
+    /// Whether dropping the handle removes the name. Default: yes for the creator, no for
+    /// openers. Set `false` on the creator to keep a segment alive past it.
+    pub fn unlink_on_drop(mut self, unlink: bool) -> Self {
+        self.unlink_on_drop = Some(unlink);
+        self
+    }
+
+    /// Let `open` attach to a segment owned by another uid (refused by default).
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
+        self.allow_foreign_owner = allow;
+        self
+    }
+
+    /// Creates the segment with zeroed contents and publishes it at once.
+    ///
+    /// # Errors
+    ///
+    /// A [`CreateError`]: bad name, `AlreadyExists`, permission, size, mlock, huge pages,
+    /// or the OS error of a failed call. On error nothing is left behind.
+    pub fn create(&self) -> Result<Segment, CreateError> {
+        self.create_with(|_| Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// Creates the segment and runs `init` on it before publishing `READY`, so no opener
+    /// sees the contents half-built. If `init` fails, the segment is marked poisoned and
+    /// removed, and the error is returned as [`CreateErrorKind::Init`].
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create), plus `Init`.
+    pub fn create_with<E, F>(&self, init: F) -> Result<Segment, CreateError>
+    where
+        F: FnOnce(&Segment) -> Result<(), E>,
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
+        let err = |kind| CreateError::new(&self.name, kind);
+        let name =
+            SegmentName::new(&self.name).map_err(|e| err(CreateErrorKind::InvalidName(e)))?;
+        let round = if self.huge_pages {
+            HUGE_PAGE
+        } else {
+            sys::page_size() as u64
+        };
+        let total = self
+            .size
+            .checked_add(HEADER_SIZE as u64 + round - 1)
+            .map(|t| t & !(round - 1))
+            .filter(|&t| usize::try_from(t).is_ok() && t <= i64::MAX as u64)
+            .ok_or_else(|| {
+                err(CreateErrorKind::TooLarge {
+                    requested: self.size,
+                })
+            })?;
+        if self.huge_pages {
+            huge_pages_available().map_err(|e| err(CreateErrorKind::HugePages(e)))?;
+        }
+
+        let fd = sys::shm_open(
+            name.as_c(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_RDWR,
+            self.mode,
+        )
+        .map_err(|e| {
+            err(match e.raw_os_error() {
+                Some(libc::EEXIST) => CreateErrorKind::AlreadyExists,
+                Some(libc::EACCES) | Some(libc::EPERM) => CreateErrorKind::PermissionDenied(e),
+                _ => CreateErrorKind::Os {
+                    op: "shm_open",
+                    source: e,
+                },
+            })
+        })?;
+        let os =
+            |op: &'static str| move |source: io::Error| err(CreateErrorKind::Os { op, source });
+        // From here on, a failure must remove the name we just created.
+        let mut guard = UnlinkGuard {
+            name: &name,
+            id: None,
+        };
+        let st = sys::fstat(&fd).map_err(os("fstat"))?;
+        guard.id = Some((st.ino, st.dev));
+        sys::fchmod(&fd, self.mode).map_err(os("fchmod"))?;
+        sys::ftruncate(&fd, total).map_err(os("ftruncate"))?;
+        let len = total as usize;
+        let ptr = sys::mmap_shared(&fd, len, true).map_err(os("mmap"))?;
+        let map = Mapping { ptr, len };
+        drop(fd);
+        // Write the header first, so an opener can tell who is initialising it.
+        map.header()
+            .begin_init(self.kind, ProcessId::current(), total, &self.fingerprint);
+        if self.huge_pages {
+            sys::madvise_hugepage(map.ptr, len).map_err(|e| {
+                err(CreateErrorKind::HugePages(HugePagesError {
+                    reason: format!("madvise(MADV_HUGEPAGE) failed: {e}"),
+                }))
+            })?;
+        }
+        if self.prefault {
+            sys::prefault(map.ptr, len, true).map_err(os("madvise(MADV_POPULATE_WRITE)"))?;
+        }
+        if self.mlock {
+            sys::mlock(map.ptr, len)
+                .map_err(|e| err(CreateErrorKind::Mlock(mlock_error(len, e))))?;
+        }
+        let mut seg = Segment {
+            name: name.clone(),
+            map,
+            creator: true,
+            unlink_on_drop: false,
+            ino: st.ino,
+            dev: st.dev,
+        };
+        if let Err(e) = init(&seg) {
+            seg.map.header().publish_poisoned();
+            return Err(err(CreateErrorKind::Init(e.into())));
+        }
+        seg.map.header().publish_ready();
+        guard.id = None;
+        seg.unlink_on_drop = self.unlink_on_drop.unwrap_or(true);
+        Ok(seg)
+    }
+
+    /// Opens an existing segment, waiting up to the open timeout for its creator to
+    /// publish it, and validates it before any typed access: magic, format version, data
+    /// offset, that the file length equals the header's, kind, and fingerprint.
+    ///
+    /// # Errors
+    ///
+    /// An [`OpenError`] whose kind says which check failed, with expected vs found.
+    pub fn open(&self) -> Result<Segment, OpenError> {
+        let err = |kind| OpenError::new(&self.name, kind);
+        let name = SegmentName::new(&self.name).map_err(|e| err(OpenErrorKind::InvalidName(e)))?;
+        if self.huge_pages {
+            huge_pages_available().map_err(|e| err(OpenErrorKind::HugePages(e)))?;
+        }
+        let (map, st) = attach(&name, true, self.allow_foreign_owner, self.open_timeout)?;
+        let info = wait_ready(&name, &map, self.open_timeout)?;
+        validate(&info, map.len as u64).map_err(err)?;
+        if info.kind != self.kind.as_raw() {
+            return Err(err(OpenErrorKind::KindMismatch {
+                expected: self.kind,
+                found: info.kind,
+            }));
+        }
+        if info.fingerprint != self.fingerprint {
+            return Err(err(OpenErrorKind::FingerprintMismatch {
+                expected: self.fingerprint,
+                found: info.fingerprint,
+            }));
+        }
+        if self.huge_pages {
+            sys::madvise_hugepage(map.ptr, map.len).map_err(|e| {
+                err(OpenErrorKind::HugePages(HugePagesError {
+                    reason: format!("madvise(MADV_HUGEPAGE) failed: {e}"),
+                }))
+            })?;
+        }
+        if self.prefault {
+            sys::prefault(map.ptr, map.len, true).map_err(|source| {
+                err(OpenErrorKind::Os {
+                    op: "madvise(MADV_POPULATE_WRITE)",
+                    source,
+                })
+            })?;
+        }
+        if self.mlock {
+            sys::mlock(map.ptr, map.len)
+                .map_err(|e| err(OpenErrorKind::Mlock(mlock_error(map.len, e))))?;
+        }
+        Ok(Segment {
+            name,
+            map,
+            creator: false,
+            unlink_on_drop: self.unlink_on_drop.unwrap_or(false),
+            ino: st.ino,
+            dev: st.dev,
+        })
+    }
+
+    /// Opens the segment if it exists, else creates it with zeroed contents.
+    /// [`Segment::is_creator`] tells which happened.
+    ///
+    /// # Errors
+    ///
+    /// See [`open_or_create_with`](Self::open_or_create_with).
+    pub fn open_or_create(&self) -> Result<Segment, OpenOrCreateError> {
+        self.open_or_create_with(|_| Ok::<(), std::convert::Infallible>(()))
+    }
+
+    /// Opens the segment if it exists, else creates it and runs `init` before publishing.
+    /// When many processes race, exactly one creates and initialises; the others open
+    /// what it published. A creator that fails and removes the segment makes the others
+    /// retry, within the open timeout.
+    ///
+    /// # Errors
+    ///
+    /// `Create` for a failure while creating, `Open` for a failure while opening the
+    /// segment another process created (including a stale one: it is not replaced).
+    pub fn open_or_create_with<E, F>(&self, init: F) -> Result<Segment, OpenOrCreateError>
+    where
+        F: FnOnce(&Segment) -> Result<(), E>,
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
+        let start = Instant::now();
+        let mut init = Some(init);
+        let mut pause = Backoff::new();
+        loop {
+            // `init` is only taken by a create that got the name, so it survives retries.
+            let created = self.create_with(|seg| match init.take() {
+                Some(f) => f(seg),
+                None => unreachable!("a successful exclusive create happens once"),
+            });
+            match created {
+                Ok(seg) => return Ok(seg),
+                Err(e) if matches!(e.kind, CreateErrorKind::AlreadyExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+            match self.open() {
+                Ok(seg) => return Ok(seg),
+                Err(e) if matches!(e.kind, OpenErrorKind::NotFound) => {
+                    // Its creator failed and removed it: try to create it ourselves.
+                    if start.elapsed() >= self.open_timeout {
+                        return Err(e.into());
+                    }
+                    pause.sleep();
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Removes the name when dropped, if armed and the name still refers to our file.
+struct UnlinkGuard<'a> {
+    name: &'a SegmentName,
+    id: Option<(u64, u64)>,
+}
+
+impl Drop for UnlinkGuard<'_> {
+    fn drop(&mut self) {
+        if let Some((ino, dev)) = self.id {
+            let _ = unlink_if_same(self.name, ino, dev);
+        }
+    }
+}
+
+fn mlock_error(len: usize, source: io::Error) -> MlockError {
+    let (soft_limit, hard_limit) = sys::memlock_limit();
+    MlockError {
+        len: len as u64,
+        soft_limit,
+        hard_limit,
+        source,
+    }
+}
+
+/// Sleeps 50 µs, doubling to 5 ms: for waits off the hot path (open, create races).
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_micros(50))
+    }
+    fn sleep(&mut self) {
+        std::thread::sleep(self.0);
+        self.0 = (self.0 * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// Opens the name, checks the owner, waits (bounded) until the file holds at least a
+/// header, and maps all of it.
+fn attach(
+    name: &SegmentName,
+    writable: bool,
+    allow_foreign_owner: bool,
+    timeout: Duration,
+) -> Result<(Mapping, sys::FileStat), OpenError> {
+    let err = |kind| OpenError::new(name.as_str(), kind);
+    let flags = if writable {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    let fd = sys::shm_open(name.as_c(), flags, 0).map_err(|e| {
+        err(match e.raw_os_error() {
+            Some(libc::ENOENT) => OpenErrorKind::NotFound,
+            Some(libc::EACCES) | Some(libc::EPERM) => OpenErrorKind::PermissionDenied(e),
+            Some(libc::ELOOP) => OpenErrorKind::Symlink,
+            _ => OpenErrorKind::Os {
+                op: "shm_open",
+                source: e,
+            },
+        })
+    })?;
+    let fstat = |fd| {
+        sys::fstat(fd).map_err(|source| {
+            err(OpenErrorKind::Os {
+                op: "fstat",
+                source,
+            })
+        })
+    };
+    let mut st = fstat(&fd)?;
+    let me = sys::geteuid();
+    if st.uid != me && !allow_foreign_owner {
+        return Err(err(OpenErrorKind::ForeignOwner {
+            owner_uid: st.uid,
+            our_uid: me,
+        }));
+    }
+    // A creator makes the file (O_EXCL) and sizes it in two steps: wait out the gap.
+    let start = Instant::now();
+    let mut pause = Backoff::new();
+    while st.size < HEADER_SIZE as u64 {
+        if st.size > 0 {
+            // Creators size the file in one ftruncate: a short, non-empty file is damaged.
+            return Err(err(OpenErrorKind::TooShort { len: st.size }));
+        }
+        if start.elapsed() >= timeout {
+            return Err(err(OpenErrorKind::Stale {
+                creator: None,
+                len: st.size,
+            }));
+        }
+        pause.sleep();
+        st = fstat(&fd)?;
+    }
+    let len = usize::try_from(st.size).map_err(|_| {
+        err(OpenErrorKind::Os {
+            op: "mmap",
+            source: io::Error::from_raw_os_error(libc::EFBIG),
+        })
+    })?;
+    let ptr = sys::mmap_shared(&fd, len, writable)
+        .map_err(|source| err(OpenErrorKind::Os { op: "mmap", source }))?;
+    Ok((Mapping { ptr, len }, st))
+}
+
+/// Waits (bounded) for `state == READY`, failing early on a dead creator or bad bytes.
+fn wait_ready(
+    name: &SegmentName,
+    map: &Mapping,
+    timeout: Duration,
+) -> Result<HeaderInfo, OpenError> {
+    let err = |kind| OpenError::new(name.as_str(), kind);
+    let start = Instant::now();
+    let mut pause = Backoff::new();
+    loop {
+        let info = map.header().snapshot();
+        if info.magic != 0 && info.magic != MAGIC {
+            return Err(err(OpenErrorKind::BadMagic { found: info.magic }));
+        }
+        let timed_out = start.elapsed() >= timeout;
+        match info.state {
+            SegmentState::Ready => return Ok(info),
+            SegmentState::Poisoned => {
+                return Err(err(OpenErrorKind::Poisoned {
+                    creator: info.creator,
+                }))
+            }
+            SegmentState::Invalid(found) => return Err(err(OpenErrorKind::InvalidState { found })),
+            SegmentState::Initializing => {
+                if info.creator.is_dead() {
+                    return Err(err(OpenErrorKind::Stale {
+                        creator: Some(info.creator),
+                        len: map.len as u64,
+                    }));
+                }
+                if timed_out {
+                    return Err(err(OpenErrorKind::InitTimeout {
+                        creator: Some(info.creator),
+                        waited: start.elapsed(),
+                    }));
+                }
+            }
+            SegmentState::Unwritten => {
+                if timed_out {
+                    return Err(err(OpenErrorKind::Stale {
+                        creator: None,
+                        len: map.len as u64,
+                    }));
+                }
+            }
+        }
+        pause.sleep();
+    }
+}
+
+/// Format checks common to every kind, on a header read after `READY`.
+fn validate(info: &HeaderInfo, actual_len: u64) -> Result<(), OpenErrorKind> {
+    if info.magic != MAGIC {
+        return Err(OpenErrorKind::BadMagic { found: info.magic });
+    }
+    if info.version != FORMAT_VERSION {
+        return Err(OpenErrorKind::VersionMismatch {
+            expected: FORMAT_VERSION,
+            found: info.version,
+        });
+    }
+    if info.data_offset != HEADER_SIZE as u64 {
+        return Err(OpenErrorKind::BadDataOffset {
+            found: info.data_offset,
+        });
+    }
+    if info.total_len != actual_len {
+        return Err(OpenErrorKind::LengthMismatch {
+            header: info.total_len,
+            actual: actual_len,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `/dev/shm` can be backed by transparent huge pages.
+fn huge_pages_available() -> Result<(), HugePagesError> {
+    let knob = "/sys/kernel/mm/transparent_hugepage/shmem_enabled";
+    let setting = std::fs::read_to_string(knob).map_err(|e| HugePagesError {
+        reason: format!("cannot read {knob} ({e}): this kernel has no transparent huge pages"),
+    })?;
+    let selected = setting
+        .split_whitespace()
+        .find(|w| w.starts_with('['))
+        .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_owned())
+        .unwrap_or_default();
+    match selected.as_str() {
+        "force" => return Ok(()),
+        "deny" => {
+            return Err(HugePagesError {
+                reason: format!("{knob} is \"deny\", which disables them for every tmpfs"),
+            })
+        }
+        _ => {}
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let opts = mounts
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, dir, _, opts) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            (dir == "/dev/shm").then(|| opts.to_owned())
+        })
+        .unwrap_or_default();
+    let huge = opts
+        .split(',')
+        .find_map(|o| o.strip_prefix("huge="))
+        .unwrap_or("never");
+    match huge {
+        "always" | "within_size" | "advise" => Ok(()),
+        other => Err(HugePagesError {
+            reason: format!(
+                "/dev/shm is mounted with huge={other} ({knob} is \"{selected}\"); remount it \
+                 with `mount -o remount,huge=advise /dev/shm` or set the knob to \"force\""
+            ),
+        }),
+    }
+}
+
+/// What [`inspect`] and [`list`] report about a segment, read without joining it.
+#[derive(Debug, Clone)]
+pub struct SegmentInfo {
+    /// The segment's name.
+    pub name: String,
+    /// Length of the file (`fstat`).
+    pub file_len: u64,
+    /// Owner uid.
+    pub owner_uid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// The header, if the file is long enough to hold one.
+    pub header: Option<HeaderInfo>,
+    /// How long ago the file was last changed (for telling a creation in progress from
+    /// a stale one when no creator is recorded).
+    pub age: Option<Duration>,
+}
+
+impl SegmentInfo {
+    /// Whether the file carries the shmring magic.
+    pub fn is_shmring(&self) -> bool {
+        self.header.is_some_and(|h| h.magic == MAGIC)
+    }
+
+    /// Whether the recorded creator is still running (`None` if none is recorded).
+    pub fn creator_alive(&self) -> Option<bool> {
+        let h = self.header?;
+        if h.magic != MAGIC || h.state == SegmentState::Unwritten {
+            return None;
+        }
+        Some(!h.creator.is_dead())
+    }
+
+    /// Stale: a shmring segment whose creator is dead, or a segment that never got a header
+    /// and has not changed for longer than [`DEFAULT_OPEN_TIMEOUT`].
+    pub fn is_stale(&self) -> bool {
+        let old = self.age.is_some_and(|a| a > DEFAULT_OPEN_TIMEOUT);
+        match self.header {
+            None => old,
+            Some(h) if h.magic == 0 && h.state == SegmentState::Unwritten => old,
+            Some(h) if h.magic != MAGIC => false,
+            Some(h) if h.state == SegmentState::Unwritten => old,
+            Some(h) => h.creator.is_dead(),
+        }
+    }
+}
+
+/// Reads a segment's header without joining it or checking its kind: for tools such as
+/// `shmring inspect`. Needs only read permission.
+///
+/// # Errors
+///
+/// `InvalidName`, `NotFound`, `PermissionDenied`, `Symlink` or an OS error.
+pub fn inspect(name: &str) -> Result<SegmentInfo, OpenError> {
+    let err = |kind| OpenError::new(name, kind);
+    let sname = SegmentName::new(name).map_err(|e| err(OpenErrorKind::InvalidName(e)))?;
+    let fd = sys::shm_open(sname.as_c(), libc::O_RDONLY, 0).map_err(|e| {
+        err(match e.raw_os_error() {
+            Some(libc::ENOENT) => OpenErrorKind::NotFound,
+            Some(libc::EACCES) | Some(libc::EPERM) => OpenErrorKind::PermissionDenied(e),
+            Some(libc::ELOOP) => OpenErrorKind::Symlink,
+            _ => OpenErrorKind::Os {
+                op: "shm_open",
+                source: e,
+            },
+        })
+    })?;
+    let st = sys::fstat(&fd).map_err(|source| {
+        err(OpenErrorKind::Os {
+            op: "fstat",
+            source,
+        })
+    })?;
+    let header = if st.size >= HEADER_SIZE as u64 {
+        let ptr = sys::mmap_shared(&fd, HEADER_SIZE, false)
+            .map_err(|source| err(OpenErrorKind::Os { op: "mmap", source }))?;
+        let map = Mapping {
+            ptr,
+            len: HEADER_SIZE,
+        };
+        Some(map.header().snapshot())
+    } else {
+        None
+    };
+    let age = std::fs::metadata(sname.path())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok());
+    Ok(SegmentInfo {
+        name: sname.as_str().to_owned(),
+        file_len: st.size,
+        owner_uid: st.uid,
+        mode: st.mode & 0o7777,
+        header,
+        age,
+    })
+}
+
+/// Every shmring segment on this machine (files under `/dev/shm` carrying the shmring
+/// magic, or too short to carry any header yet), sorted by name. Files this user cannot
+/// read are skipped.
+///
+/// # Errors
+///
+/// The OS error of reading `/dev/shm`.
+pub fn list() -> io::Result<Vec<SegmentInfo>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/dev/shm")? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let Some(file) = entry.file_name().to_str().map(|s| format!("/{s}")) else {
+            continue;
+        };
+        if let Ok(info) = inspect(&file) {
+            if info.is_shmring() {
+                out.push(info);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes the segment's name. Processes that have it mapped keep their mapping.
+///
+/// # Errors
+///
+/// `InvalidName`, `NotFound`, `PermissionDenied`, or the OS error.
+pub fn remove(name: &str) -> Result<(), RemoveError> {
+    let sname = SegmentName::new(name)
+        .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
+    remove_name(&sname)
+}
+
+/// Removes the segment only if it is stale (see [`SegmentInfo::is_stale`]): its creator
+/// died, or it never got a header. Returns what was found.
+///
+/// # Errors
+///
+/// `NotStale` if its creator is alive, `NotShmring` for foreign files, or why it could not
+/// be inspected or removed.
+pub fn remove_stale(name: &str) -> Result<SegmentInfo, RemoveError> {
+    let sname = SegmentName::new(name)
+        .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
+    let info = inspect(name).map_err(|e| {
+        let kind = match e.kind {
+            OpenErrorKind::NotFound => RemoveErrorKind::NotFound,
+            _ => RemoveErrorKind::Inspect(e),
+        };
+        RemoveError::new(name, kind)
+    })?;
+    if !info.is_stale() {
+        let kind = match info.header {
+            Some(h) if h.magic != MAGIC && h.magic != 0 => {
+                RemoveErrorKind::NotShmring { found: h.magic }
+            }
+            Some(h) => RemoveErrorKind::NotStale {
+                state: h.state,
+                creator: (h.state != SegmentState::Unwritten).then_some(h.creator),
+            },
+            None => RemoveErrorKind::NotStale {
+                state: SegmentState::Unwritten,
+                creator: None,
+            },
+        };
+        return Err(RemoveError::new(name, kind));
+    }
+    remove_name(&sname)?;
+    Ok(info)
+}

@@ -1,0 +1,208 @@
+//! Every system call shm-core makes. Nothing else in the crate touches `libc`.
+//!
+//! The wrappers return `io::Result` and keep the errno; callers turn it into the typed
+//! error of their operation.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+/// What `fstat` tells about a segment's file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileStat {
+    pub size: u64,
+    pub uid: u32,
+    pub mode: u32,
+    pub ino: u64,
+    pub dev: u64,
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `shm_open(3)`. glibc adds `O_NOFOLLOW | O_CLOEXEC`, so a symlink planted under
+/// `/dev/shm` is refused with `ELOOP`.
+pub(crate) fn shm_open(name: &CStr, oflag: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let fd = cvt(unsafe {
+        libc::shm_open(
+            name.as_ptr(),
+            oflag | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            mode,
+        )
+    })?;
+    // SAFETY: `shm_open` returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `shm_unlink(3)`.
+pub(crate) fn shm_unlink(name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    cvt(unsafe { libc::shm_unlink(name.as_ptr()) }).map(drop)
+}
+
+/// `fchmod(2)`: sets the exact mode, whatever the umask did at creation.
+pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode) }).map(drop)
+}
+
+/// `ftruncate(2)`.
+pub(crate) fn ftruncate(fd: &OwnedFd, len: u64) -> io::Result<()> {
+    let len = libc::off_t::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: plain syscall on a descriptor we own.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len) }).map(drop)
+}
+
+/// `fstat(2)`.
+pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<FileStat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a writable buffer of the right type; the kernel fills it on success.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: `fstat` returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(FileStat {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        uid: st.st_uid,
+        mode: st.st_mode,
+        ino: st.st_ino,
+        dev: st.st_dev,
+    })
+}
+
+/// `stat(2)` on a path; used to check that a name still refers to the file we created
+/// before unlinking it on a failed create.
+pub(crate) fn stat_path(path: &CStr) -> io::Result<FileStat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `path` is NUL-terminated and `st` is a writable buffer of the right type.
+    cvt(unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: `stat` returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(FileStat {
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        uid: st.st_uid,
+        mode: st.st_mode,
+        ino: st.st_ino,
+        dev: st.st_dev,
+    })
+}
+
+/// `mmap(2)` of a whole segment, shared.
+pub(crate) fn mmap_shared(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<NonNull<u8>> {
+    let prot = if writable {
+        libc::PROT_READ | libc::PROT_WRITE
+    } else {
+        libc::PROT_READ
+    };
+    // SAFETY: a fresh mapping chosen by the kernel (addr = NULL) aliases no Rust object;
+    // `fd` is a valid descriptor for the duration of the call.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    NonNull::new(ptr.cast::<u8>()).ok_or_else(|| io::Error::from_raw_os_error(libc::EFAULT))
+}
+
+/// `munmap(2)`.
+///
+/// # Safety
+///
+/// `ptr`/`len` must be exactly a mapping returned by [`mmap_shared`] that is not used again.
+pub(crate) unsafe fn munmap(ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the caller hands over a mapping of this length that nothing uses any more.
+    // munmap of a valid mapping cannot fail, so the result is ignored.
+    unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
+}
+
+/// `madvise(MADV_HUGEPAGE)`.
+pub(crate) fn madvise_hugepage(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: advice only; the range is a mapping we own.
+    cvt(unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) }).map(drop)
+}
+
+/// Faults every page of the mapping in now, so the hot path never takes a page fault.
+/// Uses `MADV_POPULATE_WRITE`/`READ` (Linux 5.14+) and falls back to touching each page
+/// with a volatile read.
+pub(crate) fn prefault(ptr: NonNull<u8>, len: usize, writable: bool) -> io::Result<()> {
+    const MADV_POPULATE_READ: libc::c_int = 22;
+    const MADV_POPULATE_WRITE: libc::c_int = 23;
+    let advice = if writable {
+        MADV_POPULATE_WRITE
+    } else {
+        MADV_POPULATE_READ
+    };
+    // SAFETY: advice only; the range is a mapping we own.
+    let ret = unsafe { libc::madvise(ptr.as_ptr().cast(), len, advice) };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EINVAL) {
+        return Err(err);
+    }
+    let page = page_size();
+    let mut off = 0;
+    while off < len {
+        // SAFETY: `off < len`, so the byte is inside the mapping; a volatile read of a
+        // `u8` is valid for any bit pattern and races with nothing the model forbids for
+        // plain memory we only read (the page content is irrelevant here).
+        unsafe { std::ptr::read_volatile(ptr.as_ptr().add(off)) };
+        off += page;
+    }
+    Ok(())
+}
+
+/// `mlock(2)`.
+pub(crate) fn mlock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: locks pages of a mapping we own; no memory is accessed.
+    cvt(unsafe { libc::mlock(ptr.as_ptr().cast(), len) }).map(drop)
+}
+
+/// The soft and hard `RLIMIT_MEMLOCK`, in bytes (`None` = unlimited).
+pub(crate) fn memlock_limit() -> (Option<u64>, Option<u64>) {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid out-parameter.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) } != 0 {
+        return (None, None);
+    }
+    let conv = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
+    (conv(rl.rlim_cur), conv(rl.rlim_max))
+}
+
+/// The page size.
+pub(crate) fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let sz = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(sz).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
+/// The effective uid of this process.
+pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Clock ticks per second, the unit of `starttime` in `/proc/<pid>/stat`.
+pub(crate) fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
+}
