@@ -180,9 +180,19 @@ impl Fingerprint {
             }
         };
         cmp("payload size", self.payload_size, found.payload_size, false);
-        cmp("payload alignment", self.payload_align, found.payload_align, false);
+        cmp(
+            "payload alignment",
+            self.payload_align,
+            found.payload_align,
+            false,
+        );
         cmp("schema id", self.schema_id, found.schema_id, true);
-        cmp("layout version", self.layout_version, found.layout_version, false);
+        cmp(
+            "layout version",
+            self.layout_version,
+            found.layout_version,
+            false,
+        );
         out
     }
 }

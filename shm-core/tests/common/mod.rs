@@ -1,0 +1,149 @@
+//! Helpers shared by the cross-process tests: unique names, cleanup guards, and re-launching
+//! this test binary as a child process that runs one `#[ignore]`d child test.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A segment name no other test (or parallel test run) uses.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "/shmring-test-{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes the segment when dropped, even if the test panicked.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = shm_core::remove(&self.0);
+    }
+}
+
+/// Env var telling a re-launched test binary which segment to use.
+pub const NAME_VAR: &str = "SHMRING_TEST_NAME";
+
+/// A command that re-runs this test binary, executing only the ignored test `test`.
+pub fn child(test: &str, name: &str) -> Command {
+    let mut c = Command::new(std::env::current_exe().unwrap());
+    c.args([
+        "--ignored",
+        "--exact",
+        test,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(NAME_VAR, name)
+    .stdin(Stdio::null());
+    c
+}
+
+/// In a child test: the segment name, or `None` when run outside a parent (then the child
+/// test does nothing).
+pub fn child_name() -> Option<String> {
+    std::env::var(NAME_VAR).ok()
+}
+
+/// The text after `CHILD:` (libtest may print `test name ... ` before it on the same line).
+fn child_payload(line: &str) -> Option<&str> {
+    line.find("CHILD:").map(|at| &line[at + "CHILD:".len()..])
+}
+
+/// Lines the child printed with the `CHILD:` prefix.
+pub fn child_lines(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| child_payload(l).map(str::to_owned))
+        .collect()
+}
+
+/// Runs a child to completion and returns its `CHILD:` lines; panics with its output if it
+/// failed.
+pub fn run_child(mut cmd: Command) -> Vec<String> {
+    let out = cmd.output().expect("spawn child");
+    assert!(
+        out.status.success(),
+        "child failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    child_lines(&out.stdout)
+}
+
+/// A spawned child whose stdout we read line by line; killed and reaped on drop.
+pub struct Running {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: Command) -> Running {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn child");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(l) = child_payload(&line) {
+                    if tx.send(l.to_owned()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Running { child, lines: rx }
+    }
+
+    /// Waits (bounded) for the child to print `CHILD:<want>`.
+    pub fn expect_line(&mut self, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l == want => return,
+                Ok(_) => continue,
+                Err(e) => panic!("child never printed {want:?}: {e:?}"),
+            }
+        }
+    }
+
+    /// SIGKILLs the child and reaps it.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Drops root to `nobody` (uid/gid 65534) in this process. Root ignores file modes, so a
+/// permission test must run its checks in a child that called this.
+pub fn become_nobody() {
+    // SAFETY: plain syscalls; this runs in a single-threaded child test process
+    // (--test-threads=1), so no other thread observes the uid change mid-way.
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0, "setgroups");
+        assert_eq!(libc::setgid(65534), 0, "setgid");
+        assert_eq!(libc::setuid(65534), 0, "setuid");
+    }
+}
+
+/// Whether this process runs as root (the permission tests need to drop from root).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -1,0 +1,741 @@
+//! Segments across real processes: round trip, the open-or-create race, every bad input,
+//! a creator killed mid-initialisation, permissions, and drop semantics.
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_core::{
+    CreateErrorKind, Fingerprint, Kind, Layout, OpenErrorKind, OpenOrCreateError, Region,
+    RemoveErrorKind, SegmentBuilder, SegmentState,
+};
+
+/// The layout every test here uses: an init counter, then 16 data words on their own line.
+fn layout() -> (Layout, Region<AtomicU64>, Region<AtomicU64>) {
+    let mut l = Layout::new();
+    let inits = l.push::<AtomicU64>(1).unwrap();
+    let data = l.push_aligned::<AtomicU64>(16, 128).unwrap();
+    (l, inits, data)
+}
+
+const FP: Fingerprint = Fingerprint {
+    payload_size: 8,
+    payload_align: 8,
+    schema_id: 0x5e6,
+    layout_version: 1,
+};
+
+fn builder(name: &str) -> SegmentBuilder {
+    SegmentBuilder::new(name)
+        .fingerprint(FP)
+        .layout(&layout().0)
+}
+
+fn shm_file(name: &str) -> std::fs::File {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap()
+}
+
+fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    let mut f = shm_file(name);
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+// ---------------------------------------------------------------- round trip
+
+#[test]
+fn round_trip_between_processes() {
+    let name = unique_name("rt");
+    let _c = Cleanup(name.clone());
+    let (_, _, data) = layout();
+    let seg = builder(&name)
+        .create_with(|s| {
+            s.region(data)?[0].store(0xfeed, Ordering::Relaxed);
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    let lines = run_child(child("child_round_trip", &name));
+    assert_eq!(lines, vec!["read=0xfeed".to_owned()]);
+    // The child wrote word 1; we see it through our own mapping.
+    assert_eq!(seg.region(data).unwrap()[1].load(Ordering::Acquire), 0xbeef);
+}
+
+#[test]
+#[ignore = "child process of round_trip_between_processes"]
+fn child_round_trip() {
+    let Some(name) = child_name() else { return };
+    let (_, _, data) = layout();
+    let seg = builder(&name).open().unwrap();
+    assert!(!seg.is_creator());
+    let words = seg.region(data).unwrap();
+    println!("CHILD:read={:#x}", words[0].load(Ordering::Acquire));
+    words[1].store(0xbeef, Ordering::Release);
+}
+
+// ---------------------------------------------------------------- open-or-create race
+
+#[test]
+fn eight_processes_race_open_or_create() {
+    let name = unique_name("race");
+    let _c = Cleanup(name.clone());
+    // Every child sleeps until the same instant, then calls open_or_create.
+    let start_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        + 300_000_000;
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let mut c = child("child_race", &name);
+            c.env("SHMRING_START_AT", start_at.to_string());
+            c.stdout(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let lines = child_lines(&out.stdout);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        reports.push(lines[0].clone());
+    }
+    let created = reports
+        .iter()
+        .filter(|r| r.starts_with("created=true"))
+        .count();
+    assert_eq!(created, 1, "exactly one process initialises: {reports:#?}");
+    // Everyone saw the same header (creator pid) and the same data.
+    let seen: Vec<&str> = reports
+        .iter()
+        .map(|r| r.split_once(' ').unwrap().1)
+        .collect();
+    assert!(seen.iter().all(|s| *s == seen[0]), "{reports:#?}");
+}
+
+#[test]
+#[ignore = "child process of eight_processes_race_open_or_create"]
+fn child_race() {
+    let Some(name) = child_name() else { return };
+    let start_at: u128 = std::env::var("SHMRING_START_AT").unwrap().parse().unwrap();
+    while std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        < start_at
+    {
+        std::hint::spin_loop();
+    }
+    let (_, inits, data) = layout();
+    let seg = builder(&name)
+        .unlink_on_drop(false)
+        .open_or_create_with(|s| {
+            s.get(inits)?.fetch_add(1, Ordering::Relaxed);
+            for (i, w) in s.region(data)?.iter().enumerate() {
+                w.store(
+                    std::process::id() as u64 * 100 + i as u64,
+                    Ordering::Relaxed,
+                );
+            }
+            // Stay in INITIALIZING a while, so openers exercise the wait for READY.
+            std::thread::sleep(Duration::from_millis(50));
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    let h = seg.header();
+    assert_eq!(h.state, SegmentState::Ready);
+    let words: Vec<u64> = seg
+        .region(data)
+        .unwrap()
+        .iter()
+        .map(|w| w.load(Ordering::Relaxed))
+        .collect();
+    println!(
+        "CHILD:created={} creator={} inits={} data={:?}",
+        seg.is_creator(),
+        h.creator.pid,
+        seg.get(inits).unwrap().load(Ordering::Relaxed),
+        words
+    );
+}
+
+// ---------------------------------------------------------------- bad input
+
+#[test]
+fn bad_names_are_typed_errors() {
+    let long = format!("/{}", "n".repeat(256));
+    for (bad, rule) in [
+        ("", "at least one character"),
+        ("/", "at least one character"),
+        ("noslash", "must start with '/'"),
+        ("/a/b", "only as the first character"),
+        ("/nul\0", "NUL"),
+        (long.as_str(), "NAME_MAX"),
+        ("/..", "not allowed"),
+    ] {
+        let e = SegmentBuilder::new(bad).create().unwrap_err();
+        assert!(matches!(e.kind(), CreateErrorKind::InvalidName(_)), "{e}");
+        assert!(e.to_string().contains(rule), "{e}");
+        let e = SegmentBuilder::new(bad).open().unwrap_err();
+        assert!(matches!(e.kind(), OpenErrorKind::InvalidName(_)), "{e}");
+        assert!(matches!(
+            shm_core::remove(bad).unwrap_err().kind(),
+            RemoveErrorKind::InvalidName(_)
+        ));
+    }
+}
+
+#[test]
+fn missing_segment_is_not_found() {
+    let name = unique_name("missing");
+    let e = builder(&name).open().unwrap_err();
+    assert!(matches!(e.kind(), OpenErrorKind::NotFound), "{e}");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    assert!(
+        e.to_string().contains(&name),
+        "message names the segment: {e}"
+    );
+    assert!(matches!(
+        shm_core::remove(&name).unwrap_err().kind(),
+        RemoveErrorKind::NotFound
+    ));
+}
+
+#[test]
+fn create_twice_is_already_exists() {
+    let name = unique_name("twice");
+    let _c = Cleanup(name.clone());
+    let _seg = builder(&name).create().unwrap();
+    let e = builder(&name).create().unwrap_err();
+    assert!(matches!(e.kind(), CreateErrorKind::AlreadyExists), "{e}");
+}
+
+#[test]
+fn wrong_magic_version_kind_and_fingerprint() {
+    let name = unique_name("mismatch");
+    let _c = Cleanup(name.clone());
+    let _seg = builder(&name).create().unwrap();
+
+    let e = builder(&name).kind(Kind::Spsc).open().unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            OpenErrorKind::KindMismatch {
+                expected: Kind::Spsc,
+                found: 1
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("expected a spsc segment, found a raw segment"),
+        "{e}"
+    );
+
+    let other = Fingerprint {
+        payload_size: 16,
+        ..FP
+    };
+    let e = builder(&name).fingerprint(other).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::FingerprintMismatch { .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("payload size expected 16, found 8"),
+        "{e}"
+    );
+    let e = builder(&name)
+        .fingerprint(Fingerprint::of::<[u32; 3]>(0x5e6, 1))
+        .open()
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("payload size expected 12, found 8"),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("payload alignment expected 4, found 8"),
+        "{e}"
+    );
+
+    // Format version (offset 8).
+    poke(&name, 8, &7u32.to_ne_bytes());
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            OpenErrorKind::VersionMismatch {
+                expected: 1,
+                found: 7
+            }
+        ),
+        "{e}"
+    );
+
+    // Magic (offset 0).
+    poke(&name, 0, b"NOTSHMRG");
+    let e = builder(&name).open().unwrap_err();
+    assert!(matches!(e.kind(), OpenErrorKind::BadMagic { .. }), "{e}");
+    assert!(e.to_string().contains("not a shmring segment"), "{e}");
+}
+
+#[test]
+fn corrupted_state_and_data_offset() {
+    let name = unique_name("state");
+    let _c = Cleanup(name.clone());
+    let _seg = builder(&name).create().unwrap();
+    poke(&name, 40, &64u64.to_ne_bytes());
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::BadDataOffset { found: 64 }),
+        "{e}"
+    );
+    poke(&name, 16, &99u32.to_ne_bytes());
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::InvalidState { found: 99 }),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_or_grown_segment_is_a_length_error_not_sigbus() {
+    let name = unique_name("trunc");
+    let _c = Cleanup(name.clone());
+    let seg = builder(&name).size(3 * 4096).create().unwrap();
+    let full = seg.len() as u64;
+    shm_file(&name).set_len(4096).unwrap();
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::LengthMismatch { header, actual: 4096 } if *header == full),
+        "{e}"
+    );
+    shm_file(&name).set_len(full + 4096).unwrap();
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::LengthMismatch { .. }),
+        "{e}"
+    );
+    // Shorter than a header: an immediate error, no waiting.
+    shm_file(&name).set_len(100).unwrap();
+    let t = Instant::now();
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::TooShort { len: 100 }),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    // The creator's own mapping must not be touched past the new end: just drop it.
+    drop(seg);
+}
+
+#[test]
+fn empty_file_never_initialised_is_stale_after_the_timeout() {
+    let name = unique_name("empty");
+    let _c = Cleanup(name.clone());
+    let f = OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap();
+    std::fs::set_permissions(format!("/dev/shm{name}"), PermissionsExt::from_mode(0o600)).unwrap();
+    drop(f);
+    let e = builder(&name)
+        .open_timeout(Duration::from_millis(50))
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            OpenErrorKind::Stale {
+                creator: None,
+                len: 0
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn failed_initialiser_removes_the_segment() {
+    let name = unique_name("poison");
+    let e = builder(&name)
+        .create_with(|_| Err("checksum table did not fit"))
+        .unwrap_err();
+    assert!(matches!(e.kind(), CreateErrorKind::Init(_)), "{e}");
+    assert!(e.to_string().contains("checksum table did not fit"), "{e}");
+    let e = builder(&name).open().unwrap_err();
+    assert!(matches!(e.kind(), OpenErrorKind::NotFound), "{e}");
+}
+
+#[test]
+fn too_large_is_refused_before_anything_is_created() {
+    let name = unique_name("huge-size");
+    let e = builder(&name).size(u64::MAX - 10).create().unwrap_err();
+    assert!(matches!(e.kind(), CreateErrorKind::TooLarge { .. }), "{e}");
+    assert!(matches!(
+        builder(&name).open().unwrap_err().kind(),
+        OpenErrorKind::NotFound
+    ));
+}
+
+#[test]
+fn symlink_is_refused() {
+    let name = unique_name("link");
+    let target = unique_name("link-target");
+    let _c = Cleanup(name.clone());
+    let _t = Cleanup(target.clone());
+    let _seg = builder(&target).create().unwrap();
+    std::os::unix::fs::symlink(format!("/dev/shm{target}"), format!("/dev/shm{name}")).unwrap();
+    let e = builder(&name).open().unwrap_err();
+    assert!(matches!(e.kind(), OpenErrorKind::Symlink), "{e}");
+}
+
+// ---------------------------------------------------------------- creator killed mid-init
+
+#[test]
+fn creator_killed_before_ready_is_stale() {
+    let name = unique_name("stuck");
+    let _c = Cleanup(name.clone());
+    let mut creator = Running::spawn(child("child_stuck_in_init", &name));
+    creator.expect_line("initializing", Duration::from_secs(30));
+    let pid = creator.child.id();
+
+    // Alive but slow: a timeout that names the creator.
+    let e = builder(&name)
+        .open_timeout(Duration::from_millis(100))
+        .open()
+        .unwrap_err();
+    match e.kind() {
+        OpenErrorKind::InitTimeout {
+            creator: Some(c), ..
+        } => assert_eq!(c.pid, pid),
+        _ => panic!("expected InitTimeout, got {e}"),
+    }
+    assert!(matches!(
+        shm_core::remove_stale(&name).unwrap_err().kind(),
+        RemoveErrorKind::NotStale { .. }
+    ));
+
+    creator.kill9();
+    // Dead: stale at once (no wait for the timeout), naming the dead creator.
+    let t = Instant::now();
+    let e = builder(&name)
+        .open_timeout(Duration::from_secs(10))
+        .open()
+        .unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    match e.kind() {
+        OpenErrorKind::Stale {
+            creator: Some(c), ..
+        } => assert_eq!(c.pid, pid),
+        _ => panic!("expected Stale, got {e}"),
+    }
+    assert!(e.to_string().contains(&format!("pid {pid}")), "{e}");
+    // open_or_create does not replace a stale segment either.
+    assert!(matches!(
+        builder(&name).open_or_create(),
+        Err(OpenOrCreateError::Open(ref o)) if matches!(o.kind(), OpenErrorKind::Stale { .. })
+    ));
+
+    let listed = shm_core::list().unwrap();
+    let mine = listed.iter().find(|i| i.name == name).expect("listed");
+    assert!(mine.is_stale());
+    assert_eq!(mine.creator_alive(), Some(false));
+
+    // One call removes it, and the name works again.
+    let info = shm_core::remove_stale(&name).unwrap();
+    assert_eq!(info.header.unwrap().state, SegmentState::Initializing);
+    let again = builder(&name).create().unwrap();
+    assert!(again.is_creator());
+}
+
+#[test]
+#[ignore = "child process of creator_killed_before_ready_is_stale"]
+fn child_stuck_in_init() {
+    let Some(name) = child_name() else { return };
+    let _seg = builder(&name).create_with(|_| {
+        println!("CHILD:initializing");
+        // Never finishes: the parent kills us with SIGKILL. Bounded all the same.
+        std::thread::sleep(Duration::from_secs(120));
+        Ok::<_, std::convert::Infallible>(())
+    });
+}
+
+// ---------------------------------------------------------------- permissions
+
+#[test]
+fn mode_is_exact_whatever_the_umask() {
+    let name = unique_name("umask");
+    let _c = Cleanup(name.clone());
+    let _d = Cleanup(format!("{name}-640"));
+    // umask is process-wide: change it in a child, not in this multi-threaded test process.
+    run_child(child("child_umask", &name));
+    let mode = |n: &str| {
+        std::fs::metadata(format!("/dev/shm{n}"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&name), 0o600);
+    assert_eq!(mode(&format!("{name}-640")), 0o640);
+}
+
+#[test]
+#[ignore = "child process of mode_is_exact_whatever_the_umask"]
+fn child_umask() {
+    let Some(name) = child_name() else { return };
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0) };
+    builder(&name).unlink_on_drop(false).create().unwrap();
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
+    builder(&format!("{name}-640"))
+        .mode(0o640)
+        .unlink_on_drop(false)
+        .create()
+        .unwrap();
+}
+
+#[test]
+fn permission_denied_and_foreign_owner_seen_by_an_unprivileged_child() {
+    if !is_root() {
+        // Without root we cannot make a second uid; the errno mapping is still covered by
+        // running as whoever we are against a 0000 segment.
+        let name = unique_name("perm");
+        let _c = Cleanup(name.clone());
+        let _seg = builder(&name).mode(0).create().unwrap();
+        let e = builder(&name).open().unwrap_err();
+        assert!(
+            matches!(e.kind(), OpenErrorKind::PermissionDenied(_)),
+            "{e}"
+        );
+        return;
+    }
+    let closed = unique_name("perm-closed");
+    let open = unique_name("perm-open");
+    let _c1 = Cleanup(closed.clone());
+    let _c2 = Cleanup(open.clone());
+    let _a = builder(&closed).mode(0).create().unwrap();
+    let _b = builder(&open).mode(0o666).create().unwrap();
+    let mut cmd = child("child_unprivileged", &closed);
+    cmd.env("SHMRING_OPEN_NAME", &open);
+    let lines = run_child(cmd);
+    assert_eq!(
+        lines,
+        vec![
+            "closed=PermissionDenied errno=13".to_owned(),
+            "open=ForeignOwner owner=0 us=65534".to_owned(),
+            "allowed=ok".to_owned(),
+            "mlock=refused RLIMIT_MEMLOCK".to_owned(),
+        ]
+    );
+}
+
+#[test]
+#[ignore = "child process of permission_denied_and_foreign_owner_seen_by_an_unprivileged_child"]
+fn child_unprivileged() {
+    let Some(closed) = child_name() else { return };
+    let open = std::env::var("SHMRING_OPEN_NAME").unwrap();
+    become_nobody();
+    let e = builder(&closed).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::PermissionDenied(_)),
+        "{e}"
+    );
+    println!(
+        "CHILD:closed=PermissionDenied errno={}",
+        e.raw_os_error().unwrap()
+    );
+    let e = builder(&open).open().unwrap_err();
+    match e.kind() {
+        OpenErrorKind::ForeignOwner { owner_uid, our_uid } => {
+            println!("CHILD:open=ForeignOwner owner={owner_uid} us={our_uid}")
+        }
+        _ => panic!("expected ForeignOwner, got {e}"),
+    }
+    builder(&open).allow_foreign_owner(true).open().unwrap();
+    println!("CHILD:allowed=ok");
+    // Without CAP_IPC_LOCK and with RLIMIT_MEMLOCK at 0, mlock must fail with an error that
+    // names the limit.
+    let rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rl) }, 0);
+    let mine = format!("{closed}-nobody");
+    let e = builder(&mine).mlock(true).create().unwrap_err();
+    assert!(matches!(e.kind(), CreateErrorKind::Mlock(_)), "{e}");
+    assert!(e.to_string().contains("RLIMIT_MEMLOCK is 0 bytes"), "{e}");
+    // The failed create left nothing behind.
+    assert!(matches!(
+        builder(&mine).open().unwrap_err().kind(),
+        OpenErrorKind::NotFound
+    ));
+    println!("CHILD:mlock=refused RLIMIT_MEMLOCK");
+}
+
+// ---------------------------------------------------------------- options
+
+#[test]
+fn prefault_and_mlock_work_with_headroom() {
+    let name = unique_name("mlock");
+    let _c = Cleanup(name.clone());
+    // 64 KiB fits in the default RLIMIT_MEMLOCK (8 MiB on most systems) and root ignores it.
+    let seg = builder(&name).size(64 << 10).mlock(true).create().unwrap();
+    assert!(seg.data_len() >= 64 << 10);
+    let opened = builder(&name).mlock(true).prefault(true).open().unwrap();
+    assert_eq!(opened.len(), seg.len());
+}
+
+#[test]
+fn huge_pages_succeed_or_say_why() {
+    let name = unique_name("huge");
+    let _c = Cleanup(name.clone());
+    let knob = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
+        .unwrap_or_default();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let shm_huge = mounts.lines().any(|l| {
+        l.split_whitespace().nth(1) == Some("/dev/shm")
+            && ["huge=always", "huge=within_size", "huge=advise"]
+                .iter()
+                .any(|o| l.contains(o))
+    });
+    let expect_ok = knob.contains("[force]") || (shm_huge && !knob.contains("[deny]"));
+    match builder(&name).huge_pages(true).create() {
+        Ok(seg) => {
+            assert!(
+                expect_ok,
+                "huge pages worked though {knob:?} / {mounts:?} say no"
+            );
+            assert_eq!(seg.len() % (2 << 20), 0);
+        }
+        Err(e) => {
+            assert!(!expect_ok, "{e}");
+            assert!(matches!(e.kind(), CreateErrorKind::HugePages(_)), "{e}");
+            assert!(
+                e.to_string().contains("/dev/shm") || e.to_string().contains("deny"),
+                "{e}"
+            );
+            // Nothing was created.
+            assert!(matches!(
+                builder(&name).open().unwrap_err().kind(),
+                OpenErrorKind::NotFound
+            ));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- drop semantics
+
+#[test]
+fn creator_unlinks_on_drop_openers_do_not() {
+    let name = unique_name("drop");
+    let _c = Cleanup(name.clone());
+    let (_, _, data) = layout();
+    let creator = builder(&name).create().unwrap();
+    let opener = builder(&name).open().unwrap();
+    drop(builder(&name).open().unwrap());
+    assert!(
+        builder(&name).open().is_ok(),
+        "an opener's drop keeps the name"
+    );
+    drop(creator);
+    assert!(matches!(
+        builder(&name).open().unwrap_err().kind(),
+        OpenErrorKind::NotFound
+    ));
+    // The opener's mapping outlives the name.
+    opener.region(data).unwrap()[3].store(7, Ordering::Relaxed);
+    assert_eq!(opener.region(data).unwrap()[3].load(Ordering::Relaxed), 7);
+}
+
+#[test]
+fn segment_can_outlive_its_creator() {
+    let name = unique_name("persist");
+    let _c = Cleanup(name.clone());
+    drop(builder(&name).unlink_on_drop(false).create().unwrap());
+    let mut seg = builder(&name).open().unwrap();
+    assert!(!seg.is_creator());
+    // A dead creator after READY is not "stale" for open: the segment is complete.
+    seg.set_unlink_on_drop(true);
+    drop(seg);
+    assert!(matches!(
+        builder(&name).open().unwrap_err().kind(),
+        OpenErrorKind::NotFound
+    ));
+}
+
+#[test]
+fn dropping_an_old_creator_never_removes_a_successor() {
+    let name = unique_name("succ");
+    let _c = Cleanup(name.clone());
+    let old = builder(&name).create().unwrap();
+    shm_core::remove(&name).unwrap();
+    let new = builder(&name).create().unwrap();
+    drop(old);
+    assert!(builder(&name).open().is_ok(), "the successor survives");
+    drop(new);
+}
+
+#[test]
+fn inspect_reads_the_header_without_joining() {
+    let name = unique_name("inspect");
+    let _c = Cleanup(name.clone());
+    let seg = builder(&name).kind(Kind::Sync).create().unwrap();
+    let info = shm_core::inspect(&name).unwrap();
+    let h = info.header.unwrap();
+    assert_eq!(h.kind(), Some(Kind::Sync));
+    assert_eq!(h.state, SegmentState::Ready);
+    assert_eq!(h.fingerprint, FP);
+    assert_eq!(h.creator.pid, std::process::id());
+    assert_eq!(info.file_len, seg.len() as u64);
+    assert_eq!(info.mode, 0o600);
+    assert_eq!(info.creator_alive(), Some(true));
+    assert!(!info.is_stale());
+    assert!(shm_core::list().unwrap().iter().any(|i| i.name == name));
+    // Our creator is alive, so remove_stale refuses.
+    assert!(matches!(
+        shm_core::remove_stale(&name).unwrap_err().kind(),
+        RemoveErrorKind::NotStale { .. }
+    ));
+}
+
+#[test]
+fn regions_are_bounds_checked() {
+    let name = unique_name("regions");
+    let _c = Cleanup(name.clone());
+    let seg = builder(&name).create().unwrap();
+    let len = seg.len() as u64;
+    assert!(seg
+        .region(Region::<AtomicU64>::from_raw(len - 8, 1))
+        .is_ok());
+    assert!(seg.region(Region::<AtomicU64>::from_raw(len, 1)).is_err());
+    assert!(seg
+        .region(Region::<AtomicU64>::from_raw(128, u64::MAX / 4))
+        .is_err());
+    assert!(seg.region(Region::<AtomicU64>::from_raw(0, 1)).is_err());
+    assert!(seg.region(Region::<AtomicU64>::from_raw(129, 1)).is_err());
+    assert!(seg.get(Region::<AtomicU64>::from_raw(128, 0)).is_err());
+    assert!(seg.region_ptr(Region::<u64>::from_raw(len - 4, 1)).is_err());
+}
