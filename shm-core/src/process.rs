@@ -28,6 +28,17 @@ pub enum Liveness {
     Unknown,
 }
 
+/// What [`ProcessId::lookup`] found under a pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A live process (or thread) with this identity.
+    Running(ProcessId),
+    /// Nothing runs under the pid (or only a zombie).
+    Gone,
+    /// `/proc` could not tell.
+    Unknown,
+}
+
 struct StatFields {
     state: u8,
     start_time: u64,
@@ -84,6 +95,23 @@ impl ProcessId {
                 start_time: f.start_time,
             }),
             _ => None,
+        }
+    }
+
+    /// What runs under `pid` now. Works for thread ids too (`/proc/<tid>/stat` exists for
+    /// every thread), where `start_time` is the thread's own start.
+    pub fn lookup(pid: u32) -> Lookup {
+        if pid == 0 || pid > i32::MAX as u32 {
+            return Lookup::Gone;
+        }
+        match read_stat(pid) {
+            Ok(None) => Lookup::Gone,
+            Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Lookup::Gone,
+            Ok(Some(f)) => Lookup::Running(ProcessId {
+                pid,
+                start_time: f.start_time,
+            }),
+            Err(()) => Lookup::Unknown,
         }
     }
 

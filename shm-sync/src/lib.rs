@@ -1,6 +1,68 @@
-//! Cross-process synchronisation primitives that live inside a shm-core segment.
+//! Cross-process synchronisation primitives that live inside a shared-memory mapping.
 //!
-//! Work in progress: the primitives (spinlock, robust futex mutex, condvar, semaphore,
-//! seqlock) arrive with their own issue. The crate builds so the workspace layout is final.
+//! Every primitive is `#[repr(C)]`, made of fixed-width atomics (plus a `Pod` payload),
+//! valid when zeroed, and built in place inside a [`shm_core`] segment, so any process that
+//! maps the segment can use it:
+//!
+//! - [`SpinLock`]: test-and-test-and-set with backoff; notices a dead holder.
+//! - [`Mutex`]: futex-backed, uncontended lock/unlock without a syscall, robust
+//!   ([`LockError::OwnerDied`] / `NotRecoverable`), optional priority inheritance.
+//! - [`Condvar`]: for `Mutex`, no lost wake-ups, `wait_timeout` on the monotonic clock.
+//! - [`Semaphore`] and [`Event`] (auto/manual reset).
+//! - [`SeqLock`]: one writer at a time publishes a `Pod` value; readers never block it and
+//!   never return a torn value.
+//! - [`futex`]: the process-shared wait/wake that shm-ring reuses.
+//!
+//! [`Shared`] puts one primitive in a segment of its own:
+//!
+//! ```
+//! use shm_sync::{LockError, Mutex, Protocol, Shared};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = format!("/shm-sync-doc-lib-{}", std::process::id());
+//! let counter = Shared::<Mutex<u64>>::create(&name, (0, Protocol::Normal))?;
+//!
+//! // Any process: open by name and lock. If a holder was killed, we learn it.
+//! let other = Shared::<Mutex<u64>>::open(&name)?;
+//! let mut guard = match other.lock() {
+//!     Ok(g) => g,
+//!     Err(LockError::OwnerDied(mut g)) => {
+//!         // repair *g here, then:
+//!         g.mark_consistent();
+//!         g
+//!     }
+//!     Err(e) => return Err(e.to_string().into()),
+//! };
+//! *guard += 1;
+//! drop(guard);
+//! assert_eq!(*counter.lock().map_err(|e| e.to_string())?, 1);
+//! # Ok(()) }
+//! ```
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod condvar;
+mod error;
+pub mod futex;
+mod mutex;
+mod owner;
+mod primitive;
+mod semaphore;
+mod seqlock;
+#[cfg(not(shm_loom))]
+mod shared;
+mod spin;
+#[cfg(not(shm_loom))]
+mod sys;
+
+pub use condvar::Condvar;
+pub use error::{LockError, WaitError};
+pub use mutex::{Mutex, MutexGuard, Protocol, MUTEX_LIVENESS_INTERVAL};
+#[cfg(shm_loom)]
+pub use owner::loom_die;
+pub use semaphore::{Event, Overflow, Reset, Semaphore};
+pub use seqlock::{SeqLock, SeqLockError};
+#[cfg(not(shm_loom))]
+pub use shared::{InPlace, Shared, SYNC_LAYOUT_VERSION};
 pub use shm_core;
+pub use spin::{SpinLock, SpinLockGuard, SPIN_LIVENESS_INTERVAL};

@@ -147,3 +147,38 @@ pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine, so
+/// timestamps printed by children compare with the parent's.
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Running {
+    /// Waits (bounded) for the next `CHILD:` line, whatever it says.
+    pub fn next_line(&mut self, timeout: Duration) -> String {
+        self.lines
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("child printed nothing within {timeout:?}: {e:?}"))
+    }
+
+    /// Waits (bounded) for the child to exit and returns whether it succeeded.
+    pub fn wait_success(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status.success();
+            }
+            if Instant::now() >= deadline {
+                panic!("child {} did not exit within {timeout:?}", self.child.id());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Process-shared futex wait and wake on a 32-bit word in a mapping.
+//!
+//! Always the shared form (never `FUTEX_PRIVATE_FLAG`, which keys waiters by the process's
+//! own address space and so never wakes a waiter in another process). Timeouts are relative
+//! and measured on `CLOCK_MONOTONIC`. Every outcome may be spurious: callers re-check the
+//! word in a loop.
+//!
+//! Under `cfg(shm_loom)` the same API is a loom model: a wait checks the word and enqueues
+//! atomically under one lock (as the kernel's hash-bucket lock does), and sleeps until a
+//! wake picks it, so a missing wake shows up as a loom deadlock. Timed waits sleep like
+//! untimed ones there.
+
+use std::time::Duration;
+
+use crate::primitive::AtomicU32;
+
+/// How a [`wait`] ended. Re-check the word whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// Woken by a [`wake`] (or spuriously).
+    Woken,
+    /// The word did not hold `expected` when the kernel checked it.
+    ValueChanged,
+    /// The timeout passed.
+    TimedOut,
+    /// A signal interrupted the wait.
+    Interrupted,
+}
+
+/// Sleeps while `*word == expected`, up to `timeout` (`None`: no limit).
+#[cfg(not(shm_loom))]
+pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+    match crate::sys::futex_wait(word, expected, timeout) {
+        Ok(()) => WaitOutcome::Woken,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN) => WaitOutcome::ValueChanged,
+            Some(libc::ETIMEDOUT) => WaitOutcome::TimedOut,
+            // EINTR, and anything unexpected: report as an interruption; callers re-check.
+            _ => WaitOutcome::Interrupted,
+        },
+    }
+}
+
+/// Wakes up to `n` threads waiting on `word`, in any process; returns how many woke.
+#[cfg(not(shm_loom))]
+pub fn wake(word: &AtomicU32, n: u32) -> u32 {
+    crate::sys::futex_wake(word, n)
+}
+
+#[cfg(shm_loom)]
+mod model {
+    use super::*;
+    use loom::sync::{Condvar, Mutex};
+
+    #[derive(Default)]
+    pub(super) struct Table {
+        next: u64,
+        waiting: Vec<(usize, u64)>,
+        woken: Vec<u64>,
+    }
+
+    loom::lazy_static! {
+        pub(super) static ref TABLE: Mutex<Table> = Mutex::new(Table::default());
+        pub(super) static ref CV: Condvar = Condvar::new();
+    }
+
+    fn key(word: &AtomicU32) -> usize {
+        word as *const AtomicU32 as usize
+    }
+
+    /// Sleeps while `*word == expected` (the loom model; timeouts are ignored).
+    pub fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+        let mut t = TABLE.lock().unwrap();
+        if word.load(crate::primitive::Ordering::SeqCst) != expected {
+            return WaitOutcome::ValueChanged;
+        }
+        let id = t.next;
+        t.next += 1;
+        t.waiting.push((key(word), id));
+        loop {
+            t = CV.wait(t).unwrap();
+            if let Some(i) = t.woken.iter().position(|&w| w == id) {
+                t.woken.swap_remove(i);
+                return WaitOutcome::Woken;
+            }
+        }
+    }
+
+    /// Wakes up to `n` waiters on `word` (the loom model).
+    pub fn wake(word: &AtomicU32, n: u32) -> u32 {
+        let mut t = TABLE.lock().unwrap();
+        let mut woke = 0;
+        while woke < n {
+            let Some(i) = t.waiting.iter().position(|w| w.0 == key(word)) else {
+                break;
+            };
+            let (_, id) = t.waiting.remove(i);
+            t.woken.push(id);
+            woke += 1;
+        }
+        if woke > 0 {
+            CV.notify_all();
+        }
+        woke
+    }
+}
+
+#[cfg(shm_loom)]
+pub use model::{wait, wake};
+
+/// Wakes every waiter on `word`.
+pub fn wake_all(word: &AtomicU32) -> u32 {
+    wake(word, i32::MAX as u32)
+}

@@ -1,0 +1,478 @@
+//! A futex-backed, process-shared, robust mutex, with optional priority inheritance.
+
+use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use crate::error::{robust, LockError};
+use crate::owner::{self, Start, TID_MASK};
+use crate::primitive::{AtomicU32, AtomicU64, Backoff, MutPtr, Ordering, UnsafeCell};
+
+/// Set in the lock word while threads may be sleeping on it (the kernel's `FUTEX_WAITERS`).
+const WAITERS: u32 = 0x8000_0000;
+/// How long a sleeping waiter sleeps before it re-checks that the holder lives. This bounds
+/// how late a dead holder is noticed when nobody unlocks.
+pub const MUTEX_LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How a [`Mutex`] waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// `FUTEX_WAIT`/`FUTEX_WAKE` with a waiters bit: fastest hand-off, no priority
+    /// inheritance. Waiters wake every [`MUTEX_LIVENESS_INTERVAL`] to check the holder.
+    #[default]
+    Normal,
+    /// `FUTEX_LOCK_PI2`/`FUTEX_UNLOCK_PI`: the kernel queues waiters by priority and lends
+    /// the holder the priority of the highest waiter (what real-time audio threads need),
+    /// and reports a holder that exited (`ESRCH`). Each contended lock or unlock is a
+    /// syscall. Needs Linux 5.14+.
+    PriorityInheritance,
+}
+
+/// A mutex shared between processes.
+///
+/// Lock word (`u32`, the futex word), in the kernel's PI-futex format so both protocols
+/// share it:
+///
+/// | bits      | meaning                                             |
+/// | --------- | --------------------------------------------------- |
+/// | 0..=29    | thread id of the holder; 0 = unlocked               |
+/// | 31        | `WAITERS`: someone may sleep on the word; unlock must wake |
+///
+/// Uncontended lock and unlock are one compare-exchange / swap each, no syscall.
+///
+/// **Robustness.** When the holder dies (SIGKILL, thread exit), the next locker gets
+/// [`LockError::OwnerDied`] with the guard: it holds the lock, repairs the data and calls
+/// [`MutexGuard::mark_consistent`]; if it drops the guard without doing so, the mutex
+/// becomes not recoverable and every later lock fails with `NotRecoverable`. Death is
+/// detected without the robust list (glibc owns each thread's `set_robust_list` slot, and
+/// shmring leaves it alone): a waiter checks the holder's tid and thread start time in
+/// `/proc` — when it is gone, or its tid now names a newer thread, the holder is dead.
+/// Normal waiters re-check every [`MUTEX_LIVENESS_INTERVAL`]. PI waiters learn it from the
+/// kernel: a holder that dies with waiters queued has its lock handed to the top waiter,
+/// which then finds the holder's start time still recorded (every unlock clears it), and a
+/// `FUTEX_LOCK_PI2` on the word of a holder that is already gone fails with `ESRCH`.
+///
+/// One window is documented rather than closed: the holder records its start time right
+/// after its compare-exchange. If it dies in between *and* its tid is reused by a live
+/// thread before anyone looks, the dead holder cannot be told from the live one: `lock`
+/// then waits for that thread, and `lock_timeout` returns `Timeout`.
+#[repr(C)]
+pub struct Mutex<T> {
+    word: AtomicU32,
+    state: AtomicU32,
+    protocol: AtomicU32,
+    _reserved: AtomicU32,
+    owner_start: AtomicU64,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the mutex hands the `T` to one thread at a time, so `T: Send` suffices.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: moving the mutex moves the `T` inside.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+#[cfg(not(shm_loom))]
+// SAFETY: `#[repr(C)]` of fixed-width atomics and a `Pod` payload: every bit pattern is
+// valid (garbage in the word reads as a holder that is dead or alive, never as UB), zero is
+// "unlocked, consistent, normal protocol", the payload is only accessed by the holder, and
+// there is no Drop glue.
+unsafe impl<T: bytemuck::Pod + Send> shm_core::ShmSafe for Mutex<T> {}
+
+#[cfg(not(shm_loom))]
+static_assertions::const_assert_eq!(std::mem::size_of::<Mutex<u64>>(), 32);
+#[cfg(not(shm_loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(Mutex<u64>, owner_start), 16);
+#[cfg(not(shm_loom))]
+static_assertions::const_assert_eq!(std::mem::offset_of!(Mutex<u64>, data), 24);
+
+type LockResult<'a, T> = Result<MutexGuard<'a, T>, LockError<MutexGuard<'a, T>>>;
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex (for use inside one process, or under loom).
+    pub fn new(value: T) -> Mutex<T> {
+        Mutex::with_protocol(value, Protocol::Normal)
+    }
+
+    /// A new unlocked mutex using `protocol`.
+    pub fn with_protocol(value: T, protocol: Protocol) -> Mutex<T> {
+        Mutex {
+            word: AtomicU32::new(0),
+            state: AtomicU32::new(robust::CONSISTENT),
+            protocol: AtomicU32::new(protocol as u32),
+            _reserved: AtomicU32::new(0),
+            owner_start: AtomicU64::new(0),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Initialises a zeroed mutex in place.
+    ///
+    /// # Safety
+    ///
+    /// No other thread or process may access `self` during the call (e.g. it lies in a
+    /// segment still inside its creator's `create_with`).
+    pub unsafe fn init_in_place(&self, value: T, protocol: Protocol) {
+        self.word.store(0, Ordering::Relaxed);
+        self.state.store(robust::CONSISTENT, Ordering::Relaxed);
+        self.protocol.store(protocol as u32, Ordering::Relaxed);
+        self.owner_start.store(0, Ordering::Relaxed);
+        // SAFETY: the caller guarantees exclusive access.
+        self.data.with_mut(|p| unsafe { p.write(value) });
+    }
+
+    /// The protocol chosen at creation (anything but 1 reads as `Normal`).
+    pub fn protocol(&self) -> Protocol {
+        if self.protocol.load(Ordering::Relaxed) == Protocol::PriorityInheritance as u32
+            && cfg!(not(shm_loom))
+        {
+            Protocol::PriorityInheritance
+        } else {
+            Protocol::Normal
+        }
+    }
+
+    /// Takes the lock if it is free. Never sleeps.
+    ///
+    /// # Errors
+    ///
+    /// `WouldBlock`, `WouldDeadlock`, `NotRecoverable`, or `OwnerDied` if the word names a
+    /// holder that is dead.
+    pub fn try_lock(&self) -> LockResult<'_, T> {
+        let me = owner::me();
+        // Acquire: pairs with the Release swap in `unlock` (or the kernel's hand-off).
+        match self
+            .word
+            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => self.acquired(me, false),
+            Err(w) if w & TID_MASK == me.tid => Err(LockError::WouldDeadlock),
+            Err(w) => match self.recover_if_dead(w, me) {
+                Some(r) => r,
+                None => Err(LockError::WouldBlock),
+            },
+        }
+    }
+
+    /// Takes the lock, sleeping while it is held.
+    ///
+    /// # Errors
+    ///
+    /// `OwnerDied` (you hold the lock), `NotRecoverable`, `WouldDeadlock`.
+    pub fn lock(&self) -> LockResult<'_, T> {
+        self.lock_until(None)
+    }
+
+    /// [`lock`](Self::lock), giving up after `timeout` (measured on the monotonic clock).
+    ///
+    /// # Errors
+    ///
+    /// As `lock`, plus `Timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_, T> {
+        self.lock_until(Some(Instant::now() + timeout))
+    }
+
+    fn lock_until(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
+        if self.is_not_recoverable() {
+            return Err(LockError::NotRecoverable);
+        }
+        let me = owner::me();
+        // Fast path: uncontended, one compare-exchange.
+        // Acquire: pairs with the Release swap in `unlock`.
+        match self
+            .word
+            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => return self.acquired(me, false),
+            Err(w) if w & TID_MASK == me.tid => return Err(LockError::WouldDeadlock),
+            Err(_) => {}
+        }
+        // Spin briefly: most critical sections are short.
+        let backoff = Backoff::new();
+        while !backoff.is_completed() {
+            let w = self.word.load(Ordering::Relaxed);
+            if w == 0 {
+                // Acquire: pairs with the Release swap in `unlock`.
+                if self
+                    .word
+                    .compare_exchange_weak(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.acquired(me, false);
+                }
+            }
+            backoff.snooze();
+        }
+        match self.protocol() {
+            Protocol::Normal => self.lock_slow(me, deadline),
+            #[cfg(not(shm_loom))]
+            Protocol::PriorityInheritance => self.lock_pi(me, deadline),
+            #[cfg(shm_loom)]
+            Protocol::PriorityInheritance => unreachable!("protocol() is Normal under loom"),
+        }
+    }
+
+    /// Sleeps on the word with the waiters bit set (Drepper's "mutex 2"): a thread that
+    /// takes the lock after sleeping keeps `WAITERS`, since others may still sleep.
+    fn lock_slow(&self, me: owner::Me, deadline: Option<Instant>) -> LockResult<'_, T> {
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK == 0 {
+                // Acquire: pairs with the Release swap in `unlock`.
+                if self
+                    .word
+                    .compare_exchange(w, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return self.acquired(me, false);
+                }
+                continue;
+            }
+            if w & TID_MASK == me.tid {
+                return Err(LockError::WouldDeadlock);
+            }
+            if let Some(r) = self.recover_if_dead(w, me) {
+                return r;
+            }
+            if w & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let slice = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(LockError::Timeout);
+                    }
+                    left.min(MUTEX_LIVENESS_INTERVAL)
+                }
+                None => MUTEX_LIVENESS_INTERVAL,
+            };
+            crate::futex::wait(&self.word, w | WAITERS, Some(slice));
+            if self.is_not_recoverable() {
+                return Err(LockError::NotRecoverable);
+            }
+        }
+    }
+
+    #[cfg(not(shm_loom))]
+    fn lock_pi(&self, me: owner::Me, deadline: Option<Instant>) -> LockResult<'_, T> {
+        loop {
+            let slice = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(LockError::Timeout);
+                    }
+                    left.min(MUTEX_LIVENESS_INTERVAL * 10)
+                }
+                None => MUTEX_LIVENESS_INTERVAL * 10,
+            };
+            match crate::sys::futex_lock_pi(&self.word, Some(crate::sys::monotonic_after(slice))) {
+                // The kernel made us the owner; its hand-off is a full barrier.
+                Ok(()) => return self.acquired(me, false),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::ESRCH) | Some(libc::ETIMEDOUT) => {
+                        let w = self.word.load(Ordering::Relaxed);
+                        if w & TID_MASK == 0 {
+                            continue;
+                        }
+                        if let Some(r) = self.recover_if_dead(w, me) {
+                            return r;
+                        }
+                        if self.is_not_recoverable() {
+                            return Err(LockError::NotRecoverable);
+                        }
+                    }
+                    Some(libc::EDEADLK) => return Err(LockError::WouldDeadlock),
+                    // EINTR, EAGAIN (owner exiting, retry), anything else: try again.
+                    _ => std::thread::yield_now(),
+                },
+            }
+        }
+    }
+
+    /// If `w` names a dead holder, takes the lock from it (keeping the waiters bit) and
+    /// returns `OwnerDied`. `None` if the holder may be alive or the word changed.
+    fn recover_if_dead(&self, w: u32, me: owner::Me) -> Option<LockResult<'_, T>> {
+        let tid = w & TID_MASK;
+        if tid == 0 {
+            return None;
+        }
+        let start = self.owner_start.load(Ordering::Relaxed);
+        // The start time must belong to the holder `w` names: re-read the word.
+        if self.word.load(Ordering::Relaxed) != w {
+            return None;
+        }
+        let start = if start == 0 {
+            Start::Unknown
+        } else {
+            Start::Exact(start)
+        };
+        if !owner::is_dead(tid, start) {
+            return None;
+        }
+        // Acquire: the dead holder published nothing; this orders us after whoever last
+        // released. The CAS only succeeds if the dead holder still holds the word.
+        self.word
+            .compare_exchange(
+                w,
+                me.tid | (w & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| self.acquired(me, true))
+    }
+
+    fn acquired(&self, me: owner::Me, owner_died: bool) -> LockResult<'_, T> {
+        // `owner_start` doubles as a "held" mark: every unlock zeroes it before releasing
+        // the word, so finding it non-zero means the previous holder never unlocked. That
+        // is how a PI waiter learns of a death: when the holder dies with waiters queued,
+        // the kernel hands the lock to the top waiter without any error.
+        let prev = self.owner_start.swap(me.start, Ordering::Relaxed);
+        let owner_died = owner_died || prev != 0;
+        let guard = MutexGuard {
+            mutex: self,
+            ptr: self.data.get_mut(),
+        };
+        if owner_died {
+            self.state.store(robust::INCONSISTENT, Ordering::Relaxed);
+            return Err(LockError::OwnerDied(guard));
+        }
+        match self.state.load(Ordering::Relaxed) {
+            robust::CONSISTENT => Ok(guard),
+            robust::INCONSISTENT => Err(LockError::OwnerDied(guard)),
+            _ => {
+                drop(guard);
+                Err(LockError::NotRecoverable)
+            }
+        }
+    }
+
+    fn unlock(&self) {
+        if self.state.load(Ordering::Relaxed) == robust::INCONSISTENT {
+            self.state.store(robust::NOT_RECOVERABLE, Ordering::Relaxed);
+        }
+        self.owner_start.store(0, Ordering::Relaxed);
+        #[cfg(not(shm_loom))]
+        if self.protocol() == Protocol::PriorityInheritance {
+            let me = owner::me().tid;
+            // Release: publishes the data; pairs with the Acquire CAS of the next locker.
+            if self
+                .word
+                .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
+                .is_err()
+            {
+                // Waiters queued in the kernel: it hands the lock to the top one. On error
+                // (the word was scribbled), fall back to clearing it and waking everyone.
+                if crate::sys::futex_unlock_pi(&self.word).is_err() {
+                    self.word.store(0, Ordering::Release);
+                    crate::futex::wake_all(&self.word);
+                }
+            }
+            self.wake_if_not_recoverable();
+            return;
+        }
+        // Release: publishes the data; pairs with the Acquire CAS of the next locker.
+        let prev = self.word.swap(0, Ordering::Release);
+        if prev & WAITERS != 0 {
+            crate::futex::wake(&self.word, 1);
+        }
+        self.wake_if_not_recoverable();
+    }
+
+    /// After a holder left the mutex not recoverable, every sleeper must wake to see it.
+    fn wake_if_not_recoverable(&self) {
+        if self.is_not_recoverable() {
+            crate::futex::wake_all(&self.word);
+        }
+    }
+
+    /// Whether a holder died and the data was never repaired.
+    pub fn is_not_recoverable(&self) -> bool {
+        !matches!(
+            self.state.load(Ordering::Relaxed),
+            robust::CONSISTENT | robust::INCONSISTENT
+        )
+    }
+
+    /// Whether the mutex is held right now (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & TID_MASK != 0
+    }
+
+    /// The holder's thread id, if held (a snapshot, for diagnostics).
+    pub fn holder_tid(&self) -> Option<u32> {
+        let tid = self.word.load(Ordering::Relaxed) & TID_MASK;
+        (tid != 0).then_some(tid)
+    }
+
+    /// Releases the lock held through `guard` without dropping the guard's borrow: for
+    /// [`Condvar`](crate::Condvar), which re-locks before returning the guard.
+    pub(crate) fn unlock_for_wait(&self) {
+        self.unlock();
+    }
+
+    /// Re-locks after a condvar wait.
+    pub(crate) fn relock(&self) -> LockResult<'_, T> {
+        self.lock()
+    }
+}
+
+/// Access to a [`Mutex`]'s data; unlocks on drop.
+pub struct MutexGuard<'a, T> {
+    mutex: &'a Mutex<T>,
+    ptr: MutPtr<T>,
+}
+
+impl<'a, T> MutexGuard<'a, T> {
+    /// After [`LockError::OwnerDied`]: the data is repaired; later holders get plain guards.
+    pub fn mark_consistent(&mut self) {
+        self.mutex
+            .state
+            .store(robust::CONSISTENT, Ordering::Relaxed);
+    }
+
+    /// The mutex this guard locks.
+    pub fn mutex(&self) -> &'a Mutex<T> {
+        self.mutex
+    }
+
+    /// Releases the lock and hands back the mutex without running `Drop` twice.
+    pub(crate) fn unlock_and_forget(self) -> &'a Mutex<T> {
+        let m = self.mutex;
+        std::mem::forget(self);
+        m.unlock_for_wait();
+        m
+    }
+}
+
+impl<T> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: holding the guard means holding the lock: no other thread accesses the data.
+        unsafe { self.ptr.deref() }
+    }
+}
+
+impl<T> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`; `&mut self` makes this the only reference from this guard.
+        unsafe { self.ptr.deref() }
+    }
+}
+
+impl<T> std::fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MutexGuard { .. }")
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        self.mutex.unlock();
+    }
+}

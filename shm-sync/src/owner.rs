@@ -1,0 +1,120 @@
+//! Who holds a lock: the calling thread's kernel thread id and start time, and whether a
+//! recorded holder still runs.
+//!
+//! Thread ids are reused quickly, so a holder is identified by tid + thread start time
+//! (`/proc/<tid>/stat`, field 22). A tid that names no task is certainly dead; a tid that
+//! names a task with another start time belongs to a newer thread, so the holder is dead.
+
+#[cfg(not(shm_loom))]
+use std::cell::Cell;
+#[cfg(not(shm_loom))]
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Largest thread id the kernel hands out (`PID_MAX_LIMIT` = 2^22) fits in these bits.
+pub(crate) const TID_MASK: u32 = 0x3fff_ffff;
+
+/// The calling thread's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Me {
+    pub tid: u32,
+    /// Thread start time; 0 if `/proc` could not tell.
+    pub start: u64,
+}
+
+#[cfg(not(shm_loom))]
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(not(shm_loom))]
+extern "C" fn after_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The calling thread. Cached per thread (one `/proc` read per thread, ever); a fork
+/// invalidates the cache, since the child's thread has a new tid.
+#[cfg(not(shm_loom))]
+pub(crate) fn me() -> Me {
+    thread_local! {
+        static CACHE: Cell<(u64, Me)> = const { Cell::new((u64::MAX, Me { tid: 0, start: 0 })) };
+    }
+    let generation = FORK_GENERATION.load(Ordering::Relaxed);
+    CACHE.with(|c| {
+        let (g, me) = c.get();
+        if g == generation {
+            return me;
+        }
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| crate::sys::at_fork_child(after_fork_in_child));
+        let tid = crate::sys::gettid();
+        let start = match shm_core::ProcessId::lookup(tid) {
+            shm_core::Lookup::Running(p) => p.start_time,
+            _ => 0,
+        };
+        let me = Me { tid, start };
+        c.set((generation, me));
+        me
+    })
+}
+
+/// How much of the holder's start time was recorded.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(shm_loom, allow(dead_code))]
+pub(crate) enum Start {
+    /// The full start time.
+    Exact(u64),
+    /// Its low 32 bits.
+    Low32(u32),
+    /// Not recorded (yet): only "no such task" proves death.
+    Unknown,
+}
+
+/// Whether the thread `tid` that started at `start` is certainly gone. `false` when in
+/// doubt: a lock is never taken from a holder that might be alive.
+#[cfg(not(shm_loom))]
+pub(crate) fn is_dead(tid: u32, start: Start) -> bool {
+    match shm_core::ProcessId::lookup(tid) {
+        shm_core::Lookup::Gone => true,
+        shm_core::Lookup::Unknown => false,
+        shm_core::Lookup::Running(p) => match start {
+            Start::Exact(s) => s != 0 && p.start_time != s,
+            Start::Low32(lo) => p.start_time as u32 != lo,
+            Start::Unknown => false,
+        },
+    }
+}
+
+// Under loom, threads are loom threads (all on one OS thread): each gets a small id, and a
+// model "kills" one by calling `loom_die` (it then forgets its guards and returns).
+#[cfg(shm_loom)]
+mod model {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    static DEAD: StdMutex<Vec<u32>> = StdMutex::new(Vec::new());
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+
+    loom::thread_local! {
+        static ID: u32 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & TID_MASK;
+    }
+
+    pub(crate) fn me() -> Me {
+        Me {
+            tid: ID.with(|id| *id),
+            start: 1,
+        }
+    }
+
+    pub(crate) fn is_dead(tid: u32, _start: Start) -> bool {
+        tid == 0 || DEAD.lock().unwrap().contains(&tid)
+    }
+
+    /// Marks the calling loom thread dead: holders of its locks may now be recovered.
+    pub fn loom_die() {
+        let tid = me().tid;
+        DEAD.lock().unwrap().push(tid);
+    }
+}
+
+#[cfg(shm_loom)]
+pub use model::loom_die;
+#[cfg(shm_loom)]
+pub(crate) use model::{is_dead, me};

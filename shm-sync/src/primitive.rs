@@ -1,0 +1,89 @@
+//! The atomics, cell and scheduling hooks every algorithm in this crate is written against:
+//! `loom`'s under `cfg(shm_loom)`, `core`/`std`'s otherwise. Loom's types cannot live in a
+//! real mapping, so loom builds heap-allocate the primitives through the same constructors.
+
+#[cfg(shm_loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+#[cfg(not(shm_loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+#[cfg(shm_loom)]
+pub(crate) use loom::thread::yield_now;
+#[cfg(not(shm_loom))]
+pub(crate) use std::thread::yield_now;
+
+#[cfg(shm_loom)]
+pub(crate) use loom::cell::{MutPtr, UnsafeCell};
+
+/// `std`'s `UnsafeCell` with loom's interface (`with`, `with_mut`, `get_mut`).
+#[cfg(not(shm_loom))]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(shm_loom))]
+#[allow(dead_code)]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    pub(crate) fn get_mut(&self) -> MutPtr<T> {
+        MutPtr(self.0.get())
+    }
+}
+
+/// A tracked mutable pointer into an [`UnsafeCell`] (loom's `MutPtr` outside loom).
+#[cfg(not(shm_loom))]
+pub(crate) struct MutPtr<T>(*mut T);
+
+#[cfg(not(shm_loom))]
+impl<T> MutPtr<T> {
+    /// # Safety
+    ///
+    /// The caller must have exclusive access to the value while the reference lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn deref(&self) -> &mut T {
+        // SAFETY: the caller guarantees exclusive access.
+        unsafe { &mut *self.0 }
+    }
+}
+
+/// Spins with exponential backoff, then yields: `crossbeam_utils::Backoff` outside loom, a
+/// plain `yield_now` under loom (which must see every spin as a yield to stay finite).
+pub(crate) struct Backoff {
+    #[cfg(not(shm_loom))]
+    inner: crossbeam_utils::Backoff,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff {
+            #[cfg(not(shm_loom))]
+            inner: crossbeam_utils::Backoff::new(),
+        }
+    }
+
+    /// One step of busy-waiting.
+    pub(crate) fn snooze(&self) {
+        #[cfg(not(shm_loom))]
+        self.inner.snooze();
+        #[cfg(shm_loom)]
+        yield_now();
+    }
+
+    /// Whether spinning has gone on long enough that the caller should block instead.
+    pub(crate) fn is_completed(&self) -> bool {
+        #[cfg(not(shm_loom))]
+        return self.inner.is_completed();
+        #[cfg(shm_loom)]
+        return true;
+    }
+}

@@ -1,0 +1,194 @@
+//! A segment holding one primitive, opened by name from any process.
+
+use std::ops::Deref;
+
+use shm_core::{
+    CreateError, Fingerprint, Kind, Layout, OpenError, Region, Segment, SegmentBuilder, ShmSafe,
+};
+
+use crate::{Condvar, Event, Mutex, Protocol, Reset, Semaphore, SeqLock, SpinLock};
+
+/// Version of the in-memory layout of shm-sync's primitives; part of every fingerprint.
+pub const SYNC_LAYOUT_VERSION: u64 = 1;
+
+/// A primitive that can be initialised in place inside a fresh (zeroed) segment.
+pub trait InPlace: ShmSafe {
+    /// What initialisation needs (the initial value, the protocol, the permit count...).
+    type Config;
+
+    /// Initialises `self` in place.
+    ///
+    /// # Safety
+    ///
+    /// No other thread or process may access `self` during the call, e.g. because it lies
+    /// in a segment still inside its creator's `create_with`.
+    unsafe fn init_in_place(&self, config: Self::Config);
+}
+
+impl<T: bytemuck::Pod + Send> InPlace for Mutex<T> {
+    type Config = (T, Protocol);
+    unsafe fn init_in_place(&self, (value, protocol): (T, Protocol)) {
+        // SAFETY: forwarded from our caller.
+        unsafe { Mutex::init_in_place(self, value, protocol) }
+    }
+}
+
+impl<T: bytemuck::Pod + Send> InPlace for SpinLock<T> {
+    type Config = T;
+    unsafe fn init_in_place(&self, value: T) {
+        // SAFETY: forwarded from our caller.
+        unsafe { SpinLock::init_in_place(self, value) }
+    }
+}
+
+impl<T: bytemuck::Pod + Send> InPlace for SeqLock<T> {
+    type Config = T;
+    unsafe fn init_in_place(&self, value: T) {
+        // SAFETY: forwarded from our caller.
+        unsafe { SeqLock::init_in_place(self, value) }
+    }
+}
+
+impl InPlace for Condvar {
+    type Config = ();
+    unsafe fn init_in_place(&self, (): ()) {
+        // A zeroed condvar is a fresh one.
+    }
+}
+
+impl InPlace for Semaphore {
+    type Config = u32;
+    unsafe fn init_in_place(&self, permits: u32) {
+        // Nobody else can see the semaphore yet, so releasing is the initialisation; the
+        // count of a zeroed semaphore cannot overflow from `permits <= MAX`.
+        let _ = self.release(permits.min(Semaphore::MAX));
+    }
+}
+
+impl InPlace for Event {
+    type Config = Reset;
+    unsafe fn init_in_place(&self, reset: Reset) {
+        // SAFETY: forwarded from our caller.
+        unsafe { Event::init_in_place(self, reset) }
+    }
+}
+
+/// A [`Kind::Sync`] segment that holds one primitive `P` (with the fingerprint of `P`).
+///
+/// ```
+/// use shm_sync::{Mutex, Protocol, Shared};
+///
+/// let name = format!("/shm-sync-doc-{}", std::process::id());
+/// let created = Shared::<Mutex<u64>>::create(&name, (0, Protocol::Normal)).unwrap();
+/// // In another process:
+/// let opened = Shared::<Mutex<u64>>::open(&name).unwrap();
+/// *opened.lock().unwrap() += 1;
+/// assert_eq!(*created.lock().unwrap(), 1);
+/// ```
+pub struct Shared<P> {
+    segment: Segment,
+    region: Region<P>,
+}
+
+impl<P: InPlace> Shared<P> {
+    fn layout() -> (Layout, Region<P>) {
+        let mut layout = Layout::new();
+        let region = layout
+            .push_aligned::<P>(1, 128)
+            .expect("one primitive always fits");
+        (layout, region)
+    }
+
+    /// The segment options `create` and `open` use for `name`; adjust and pass to
+    /// [`create_with`](Self::create_with) / [`open_with`](Self::open_with).
+    pub fn builder(name: &str) -> SegmentBuilder {
+        SegmentBuilder::new(name)
+            .kind(Kind::Sync)
+            .fingerprint(Fingerprint::of::<P>(0, SYNC_LAYOUT_VERSION))
+            .layout(&Self::layout().0)
+    }
+
+    /// Creates the segment `name` and initialises the primitive with `config` before any
+    /// other process can open it.
+    ///
+    /// # Errors
+    ///
+    /// See [`SegmentBuilder::create`].
+    pub fn create(name: &str, config: P::Config) -> Result<Shared<P>, CreateError> {
+        Self::create_with(Self::builder(name), config)
+    }
+
+    /// [`create`](Self::create) with your own segment options (mode, mlock, ...). The
+    /// builder's kind, fingerprint and size are set here.
+    ///
+    /// # Errors
+    ///
+    /// See [`SegmentBuilder::create`].
+    pub fn create_with(
+        builder: SegmentBuilder,
+        config: P::Config,
+    ) -> Result<Shared<P>, CreateError> {
+        let (layout, region) = Self::layout();
+        let builder = builder
+            .kind(Kind::Sync)
+            .fingerprint(Fingerprint::of::<P>(0, SYNC_LAYOUT_VERSION))
+            .layout(&layout);
+        let segment = builder.create_with(|seg| {
+            let p = seg.get(region)?;
+            // SAFETY: inside `create_with` the segment is not yet READY, so no other
+            // process can open it, and this thread is the only one with the mapping.
+            unsafe { p.init_in_place(config) };
+            Ok::<_, shm_core::RegionError>(())
+        })?;
+        Ok(Shared { segment, region })
+    }
+
+    /// Opens the segment `name`, checking that it holds a `P`.
+    ///
+    /// # Errors
+    ///
+    /// See [`SegmentBuilder::open`]; a different primitive is a `FingerprintMismatch`.
+    pub fn open(name: &str) -> Result<Shared<P>, OpenError> {
+        Self::open_with(Self::builder(name))
+    }
+
+    /// [`open`](Self::open) with your own segment options.
+    ///
+    /// # Errors
+    ///
+    /// See [`SegmentBuilder::open`].
+    pub fn open_with(builder: SegmentBuilder) -> Result<Shared<P>, OpenError> {
+        let (layout, region) = Self::layout();
+        let segment = builder
+            .kind(Kind::Sync)
+            .fingerprint(Fingerprint::of::<P>(0, SYNC_LAYOUT_VERSION))
+            .layout(&layout)
+            .open()?;
+        // The open checked the length and fingerprint, so the region is in bounds; check
+        // anyway rather than trust it.
+        segment.get(region).map_err(|_| {
+            // Unreachable after a successful open: the fingerprint fixes the size.
+            unreachable!("a validated Sync segment holds its primitive")
+        })?;
+        Ok(Shared { segment, region })
+    }
+
+    /// The segment underneath.
+    pub fn segment(&self) -> &Segment {
+        &self.segment
+    }
+
+    /// The segment underneath, mutably (to keep it past the creator, say).
+    pub fn segment_mut(&mut self) -> &mut Segment {
+        &mut self.segment
+    }
+}
+
+impl<P: InPlace> Deref for Shared<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        self.segment
+            .get(self.region)
+            .expect("checked when the segment was created or opened")
+    }
+}

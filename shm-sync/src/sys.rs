@@ -1,0 +1,152 @@
+//! Every system call shm-sync makes: futex operations (always process-shared: never
+//! `FUTEX_PRIVATE_FLAG`), `gettid`, and the monotonic clock.
+
+use std::io;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
+/// `FUTEX_WAIT` (shared): sleeps while `*word == expected`, for at most `timeout`
+/// (a relative time measured on `CLOCK_MONOTONIC`). Returns the errno on failure
+/// (`EAGAIN` value changed, `ETIMEDOUT`, `EINTR`).
+pub(crate) fn futex_wait(
+    word: &AtomicU32,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    let ts = timeout.map(timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the kernel only
+    // reads it (atomically). `ts_ptr` is null or points to a live timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            std::ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `FUTEX_WAKE` (shared): wakes up to `n` waiters; returns how many were woken.
+pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
+    let n = n.min(i32::MAX as u32);
+    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access memory beyond it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            0usize,
+            0usize,
+            0u32,
+        )
+    };
+    u32::try_from(r).unwrap_or(0)
+}
+
+const FUTEX_LOCK_PI2: libc::c_int = 13;
+
+/// `FUTEX_LOCK_PI2` (shared): takes a priority-inheritance lock word for the calling
+/// thread, sleeping in the kernel until `deadline` (an absolute `CLOCK_MONOTONIC` time).
+pub(crate) fn futex_lock_pi(word: &AtomicU32, deadline: Option<libc::timespec>) -> io::Result<()> {
+    let ts_ptr = deadline
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned u32 that the kernel reads and writes atomically;
+    // `ts_ptr` is null or points to a live timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            FUTEX_LOCK_PI2,
+            0u32,
+            ts_ptr,
+            0usize,
+            0u32,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `FUTEX_UNLOCK_PI` (shared): hands a contended PI lock to its top waiter.
+pub(crate) fn futex_unlock_pi(word: &AtomicU32) -> io::Result<()> {
+    // SAFETY: `word` is a valid, aligned u32 that the kernel reads and writes atomically.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_UNLOCK_PI,
+            0u32,
+            0usize,
+            0usize,
+            0u32,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `CLOCK_MONOTONIC` now.
+pub(crate) fn monotonic_now() -> libc::timespec {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid out-parameter; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts
+}
+
+/// `CLOCK_MONOTONIC` now plus `d`.
+pub(crate) fn monotonic_after(d: Duration) -> libc::timespec {
+    let now = monotonic_now();
+    let add = timespec(d);
+    let mut sec = now.tv_sec.saturating_add(add.tv_sec);
+    let mut nsec = now.tv_nsec + add.tv_nsec;
+    if nsec >= 1_000_000_000 {
+        nsec -= 1_000_000_000;
+        sec = sec.saturating_add(1);
+    }
+    libc::timespec {
+        tv_sec: sec,
+        tv_nsec: nsec,
+    }
+}
+
+/// The calling thread's kernel thread id.
+pub(crate) fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// Registers `child` to run in the child after `fork`, so per-thread caches of thread ids
+/// are refreshed there.
+pub(crate) fn at_fork_child(child: extern "C" fn()) {
+    // SAFETY: registering a plain `extern "C"` function with no captured state.
+    unsafe { libc::pthread_atfork(None, None, Some(child)) };
+}

@@ -1,0 +1,674 @@
+//! shm-sync primitives across real processes: mutual exclusion, SIGKILL of a holder with
+//! waiters blocked, condvar ping-pong, seqlock tearing, semaphores, events, and garbage in
+//! the lock words.
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use common::*;
+use shm_core::{Fingerprint, Kind, Layout, Region, Segment, SegmentBuilder};
+use shm_sync::{
+    Condvar, Event, LockError, Mutex, Protocol, Reset, Semaphore, SeqLock, SeqLockError, Shared,
+    SpinLock, WaitError,
+};
+
+const ROLE: &str = "SHMRING_ROLE";
+
+fn role(role: &str, name: &str) -> std::process::Command {
+    let mut c = child("child_sync", name);
+    c.env(ROLE, role);
+    c
+}
+
+/// Every child process of this file starts here and dispatches on its role.
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_sync() {
+    let Some(name) = child_name() else { return };
+    match std::env::var(ROLE).unwrap().as_str() {
+        "mutex-inc" => mutex_increments(&name),
+        "spin-inc" => spin_increments(&name),
+        "mutex-hold" => hold_mutex_forever(&name),
+        "spin-hold" => hold_spin_forever(&name),
+        "mutex-wait" => wait_for_mutex(&name),
+        "spin-wait" => wait_for_spin(&name),
+        "pingpong" => ping_pong(&name, 1),
+        "seq-writer" => seq_writer(&name),
+        "seq-reader" => seq_reader(&name),
+        "sem-worker" => sem_worker(&name),
+        "event-echo" => event_echo(&name),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ------------------------------------------------------------ mutual exclusion
+
+const INCREMENTS: u64 = 100_000;
+
+/// A counter that is *not* atomic: only mutual exclusion keeps it exact.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct Counter {
+    value: u64,
+    /// Written in two halves, to make torn critical sections visible.
+    check: u64,
+}
+
+fn mutex_increments(name: &str) {
+    let m = Shared::<Mutex<Counter>>::open(name).unwrap();
+    for _ in 0..INCREMENTS {
+        let mut g = m.lock().unwrap();
+        let v = g.value;
+        g.check = v;
+        g.value = v + 1;
+        assert_eq!(g.check + 1, g.value);
+    }
+}
+
+fn spin_increments(name: &str) {
+    let s = Shared::<SpinLock<Counter>>::open(name).unwrap();
+    for _ in 0..INCREMENTS {
+        let mut g = s.lock().unwrap();
+        let v = g.value;
+        g.check = v;
+        g.value = v + 1;
+    }
+}
+
+fn exclusion_run(role_name: &str, name: &str) {
+    let kids: Vec<_> = (0..4)
+        .map(|_| Running::spawn(role(role_name, name)))
+        .collect();
+    for mut k in kids {
+        assert!(
+            k.wait_success(Duration::from_secs(120)),
+            "{role_name} child failed"
+        );
+    }
+}
+
+#[test]
+fn mutex_four_processes_exact_total() {
+    for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
+        let name = unique_name("mutex-x");
+        let _c = Cleanup(name.clone());
+        let m = Shared::<Mutex<Counter>>::create(&name, (Counter::zeroed(), protocol)).unwrap();
+        assert_eq!(m.protocol(), protocol);
+        exclusion_run("mutex-inc", &name);
+        assert_eq!(m.lock().unwrap().value, 4 * INCREMENTS, "{protocol:?}");
+        assert!(!m.is_locked());
+    }
+}
+
+#[test]
+fn spinlock_four_processes_exact_total() {
+    let name = unique_name("spin-x");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SpinLock<Counter>>::create(&name, Counter::zeroed()).unwrap();
+    exclusion_run("spin-inc", &name);
+    assert_eq!(s.lock().unwrap().value, 4 * INCREMENTS);
+}
+
+// ------------------------------------------------------------ kill -9 the holder
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct Ledger {
+    /// Set to 1 by the holder, which then dies "mid-update".
+    dirty: u64,
+    /// How many waiters got through.
+    passed: u64,
+    /// How many repairs were made.
+    repairs: u64,
+}
+
+fn hold_mutex_forever(name: &str) {
+    let m = Shared::<Mutex<Ledger>>::open(name).unwrap();
+    let mut g = m.lock().unwrap();
+    g.dirty = 1;
+    println!("CHILD:locked");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn hold_spin_forever(name: &str) {
+    let s = Shared::<SpinLock<Ledger>>::open(name).unwrap();
+    let mut g = s.lock().unwrap();
+    g.dirty = 1;
+    println!("CHILD:locked");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Takes the lock (bounded), repairs if the holder died, and reports when it learnt it.
+fn wait_for_mutex(name: &str) {
+    let m = Shared::<Mutex<Ledger>>::open(name).unwrap();
+    println!("CHILD:waiting");
+    match m.lock_timeout(Duration::from_secs(20)) {
+        Ok(mut g) => {
+            assert_eq!(g.dirty, 0, "a plain guard must see repaired data");
+            g.passed += 1;
+            println!("CHILD:ok");
+        }
+        Err(LockError::OwnerDied(mut g)) => {
+            let at = mono_ns();
+            assert_eq!(g.dirty, 1);
+            g.dirty = 0;
+            g.repairs += 1;
+            g.passed += 1;
+            g.mark_consistent();
+            println!("CHILD:owner-died {at}");
+        }
+        Err(e) => panic!("lock failed: {e}"),
+    };
+}
+
+fn wait_for_spin(name: &str) {
+    let s = Shared::<SpinLock<Ledger>>::open(name).unwrap();
+    println!("CHILD:waiting");
+    match s.lock_timeout(Duration::from_secs(20)) {
+        Ok(mut g) => {
+            assert_eq!(g.dirty, 0);
+            g.passed += 1;
+            println!("CHILD:ok");
+        }
+        Err(LockError::OwnerDied(mut g)) => {
+            let at = mono_ns();
+            g.dirty = 0;
+            g.repairs += 1;
+            g.passed += 1;
+            g.mark_consistent();
+            println!("CHILD:owner-died {at}");
+        }
+        Err(e) => panic!("lock failed: {e}"),
+    };
+}
+
+/// Kills the holder with 3 waiters blocked; returns the detection delay in µs.
+fn kill_holder(hold: &str, wait: &str, name: &str) -> u64 {
+    let mut holder = Running::spawn(role(hold, name));
+    holder.expect_line("locked", Duration::from_secs(30));
+    let mut waiters: Vec<_> = (0..3).map(|_| Running::spawn(role(wait, name))).collect();
+    for w in &mut waiters {
+        w.expect_line("waiting", Duration::from_secs(30));
+    }
+    // Let them block in the lock.
+    std::thread::sleep(Duration::from_millis(100));
+    let killed_at = mono_ns();
+    holder.kill9();
+    let mut died = Vec::new();
+    let mut ok = 0;
+    for w in &mut waiters {
+        let line = w.next_line(Duration::from_secs(30));
+        if let Some(at) = line.strip_prefix("owner-died ") {
+            died.push(at.parse::<u64>().unwrap());
+        } else {
+            assert_eq!(line, "ok");
+            ok += 1;
+        }
+        assert!(w.wait_success(Duration::from_secs(30)));
+    }
+    assert_eq!(died.len(), 1, "exactly one waiter learns OwnerDied");
+    assert_eq!(ok, 2);
+    (died[0].saturating_sub(killed_at)) / 1000
+}
+
+#[test]
+fn mutex_holder_killed_with_three_waiters() {
+    for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
+        let name = unique_name("mutex-kill");
+        let _c = Cleanup(name.clone());
+        let zero = Ledger::zeroed();
+        let m = Shared::<Mutex<Ledger>>::create(&name, (zero, protocol)).unwrap();
+        let us = kill_holder("mutex-hold", "mutex-wait", &name);
+        println!("mutex ({protocol:?}): OwnerDied seen {us} µs after SIGKILL");
+        assert!(us < 5_000_000, "{us} µs");
+        let g = m.lock().unwrap();
+        assert_eq!((g.dirty, g.passed, g.repairs), (0, 3, 1));
+    }
+}
+
+#[test]
+fn spinlock_holder_killed_with_three_waiters() {
+    let name = unique_name("spin-kill");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap();
+    let us = kill_holder("spin-hold", "spin-wait", &name);
+    println!("spinlock: OwnerDied seen {us} µs after SIGKILL");
+    assert!(us < 5_000_000, "{us} µs");
+    let g = s.lock().unwrap();
+    assert_eq!((g.dirty, g.passed, g.repairs), (0, 3, 1));
+}
+
+#[test]
+fn unrepaired_owner_death_makes_the_mutex_not_recoverable() {
+    let name = unique_name("mutex-nr");
+    let _c = Cleanup(name.clone());
+    let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::Normal)).unwrap();
+    let mut holder = Running::spawn(role("mutex-hold", &name));
+    holder.expect_line("locked", Duration::from_secs(30));
+    holder.kill9();
+    let g = m.lock().unwrap_err().into_owner_died().expect("OwnerDied");
+    assert_eq!(g.dirty, 1);
+    drop(g); // not marked consistent
+    assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
+    assert!(m.is_not_recoverable());
+}
+
+// ------------------------------------------------------------ condvar ping-pong
+
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct Turn {
+    /// Whose turn: 0 (the parent) or 1 (the child).
+    turn: u32,
+    /// Completed hand-overs.
+    passes: u32,
+}
+
+const ROUND_TRIPS: u32 = 100_000;
+
+fn pingpong_layout() -> (Layout, Region<Mutex<Turn>>, Region<Condvar>) {
+    let mut l = Layout::new();
+    let m = l.push_aligned::<Mutex<Turn>>(1, 128).unwrap();
+    let c = l.push_aligned::<Condvar>(1, 128).unwrap();
+    (l, m, c)
+}
+
+fn pingpong_builder(name: &str) -> SegmentBuilder {
+    SegmentBuilder::new(name)
+        .kind(Kind::Sync)
+        .fingerprint(Fingerprint::of::<Turn>(0x9090, 1))
+        .layout(&pingpong_layout().0)
+}
+
+/// Plays side `me` for ROUND_TRIPS turns; a wait that times out is a lost wake-up.
+fn ping_pong_on(seg: &Segment, me: u32) {
+    let (_, mr, cr) = pingpong_layout();
+    let (m, cv) = (seg.get(mr).unwrap(), seg.get(cr).unwrap());
+    for _ in 0..ROUND_TRIPS {
+        let g = m.lock().unwrap();
+        let (g, timed_out) = cv.wait_timeout_while(g, Duration::from_secs(10), |t| t.turn != me);
+        assert!(
+            !timed_out,
+            "lost wake-up: side {me} waited 10 s for its turn"
+        );
+        let mut g = g.unwrap();
+        g.turn = 1 - me;
+        g.passes += 1;
+        drop(g);
+        cv.notify_all();
+    }
+}
+
+fn ping_pong(name: &str, me: u32) {
+    let seg = pingpong_builder(name).open().unwrap();
+    ping_pong_on(&seg, me);
+}
+
+#[test]
+fn condvar_ping_pong_100k_round_trips_between_processes() {
+    let name = unique_name("cv");
+    let _c = Cleanup(name.clone());
+    let (_, mr, cr) = pingpong_layout();
+    let seg = pingpong_builder(&name)
+        .create_with(|s| {
+            // SAFETY: inside create_with nobody else can reach the segment.
+            unsafe {
+                s.get(mr)?.init_in_place(Turn::zeroed(), Protocol::Normal);
+            }
+            let _ = s.get(cr)?;
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    let mut other = Running::spawn(role("pingpong", &name));
+    let t = Instant::now();
+    ping_pong_on(&seg, 0);
+    assert!(other.wait_success(Duration::from_secs(120)));
+    let elapsed = t.elapsed();
+    let m = seg.get(mr).unwrap();
+    assert_eq!(m.lock().unwrap().passes, 2 * ROUND_TRIPS);
+    println!(
+        "condvar ping-pong: {ROUND_TRIPS} round trips in {elapsed:?} ({:.1} µs each)",
+        elapsed.as_secs_f64() * 1e6 / ROUND_TRIPS as f64
+    );
+}
+
+#[test]
+fn condvar_wait_timeout_returns_on_time() {
+    let m = Mutex::new(0u32);
+    let cv = Condvar::new();
+    for ms in [1u64, 20, 100] {
+        let t = Instant::now();
+        let (g, timed_out) = cv.wait_timeout(m.lock().unwrap(), Duration::from_millis(ms));
+        let took = t.elapsed();
+        assert!(timed_out);
+        assert!(g.is_ok());
+        assert!(took >= Duration::from_millis(ms), "{took:?} < {ms} ms");
+        assert!(took < Duration::from_millis(ms + 1000), "{took:?}");
+    }
+}
+
+// ------------------------------------------------------------ seqlock
+
+/// 64 bytes whose fields must always be equal: any difference is a torn read.
+type Block = [u64; 8];
+const SEQ_SECONDS: u64 = 3;
+
+fn seq_writer(name: &str) {
+    let s = Shared::<SeqLock<Block>>::open(name).unwrap();
+    let end = Instant::now() + Duration::from_secs(SEQ_SECONDS);
+    let mut i = 1u64;
+    while Instant::now() < end {
+        for _ in 0..1000 {
+            s.write([i; 8]).unwrap();
+            i += 1;
+        }
+    }
+    println!("CHILD:writes {i}");
+}
+
+fn seq_reader(name: &str) {
+    let s = Shared::<SeqLock<Block>>::open(name).unwrap();
+    let end = Instant::now() + Duration::from_secs(SEQ_SECONDS);
+    let (mut reads, mut distinct, mut last) = (0u64, 0u64, u64::MAX);
+    while Instant::now() < end {
+        let v = s.read_timeout(Duration::from_secs(5)).unwrap();
+        assert!(v.iter().all(|&x| x == v[0]), "torn read: {v:?}");
+        assert!(
+            last == u64::MAX || v[0] >= last,
+            "went backwards: {last} -> {}",
+            v[0]
+        );
+        if v[0] != last {
+            distinct += 1;
+            last = v[0];
+        }
+        reads += 1;
+    }
+    println!("CHILD:reads {reads} distinct {distinct}");
+}
+
+#[test]
+fn seqlock_readers_never_see_a_torn_value() {
+    let name = unique_name("seq");
+    let _c = Cleanup(name.clone());
+    let _s = Shared::<SeqLock<Block>>::create(&name, [0; 8]).unwrap();
+    let mut writer = Running::spawn(role("seq-writer", &name));
+    let mut readers: Vec<_> = (0..2)
+        .map(|_| Running::spawn(role("seq-reader", &name)))
+        .collect();
+    let w = writer.next_line(Duration::from_secs(60));
+    for r in &mut readers {
+        let line = r.next_line(Duration::from_secs(60));
+        let distinct: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(distinct > 1, "the reader saw the value change: {line}");
+        println!("seqlock reader: {line}");
+        assert!(r.wait_success(Duration::from_secs(30)));
+    }
+    println!("seqlock writer: {w}");
+    assert!(writer.wait_success(Duration::from_secs(30)));
+}
+
+#[test]
+fn seqlock_reports_a_writer_that_died_mid_update() {
+    let name = unique_name("seq-dead");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SeqLock<Block>>::create(&name, [7; 8]).unwrap();
+    assert_eq!(s.read().unwrap(), [7; 8]);
+    // Forge "a writer died mid-update": seq odd (offset 0 of the primitive) and the writer
+    // spinlock held by a thread id that cannot exist.
+    let base = 128u64;
+    poke(&name, base, &1u64.to_ne_bytes());
+    poke(
+        &name,
+        base + 16,
+        &((0x3fff_fff0u64 << 32) | 1).to_ne_bytes(),
+    );
+    assert_eq!(s.read(), Err(SeqLockError::WriterDied));
+    assert_eq!(s.try_read(), None);
+    // The next write replaces the dead writer and makes the value consistent again.
+    s.write([9; 8]).unwrap();
+    assert_eq!(s.read().unwrap(), [9; 8]);
+}
+
+// ------------------------------------------------------------ semaphore and event
+
+fn sem_layout() -> (Layout, Region<Semaphore>, Region<AtomicU32>) {
+    let mut l = Layout::new();
+    let s = l.push_aligned::<Semaphore>(1, 128).unwrap();
+    let inside = l.push_aligned::<AtomicU32>(2, 128).unwrap();
+    (l, s, inside)
+}
+
+fn sem_builder(name: &str) -> SegmentBuilder {
+    SegmentBuilder::new(name)
+        .kind(Kind::Sync)
+        .fingerprint(Fingerprint::untyped(0x5e3a))
+        .layout(&sem_layout().0)
+}
+
+const SEM_PERMITS: u32 = 2;
+const SEM_ROUNDS: u32 = 20_000;
+
+fn sem_worker(name: &str) {
+    let seg = sem_builder(name).open().unwrap();
+    let (_, sr, ir) = sem_layout();
+    let sem = seg.get(sr).unwrap();
+    let words = seg.region(ir).unwrap();
+    let (inside, max_seen) = (&words[0], &words[1]);
+    for _ in 0..SEM_ROUNDS {
+        sem.acquire_timeout(Duration::from_secs(20)).unwrap();
+        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+        max_seen.fetch_max(now, Ordering::SeqCst);
+        assert!(now <= SEM_PERMITS, "{now} holders of {SEM_PERMITS} permits");
+        inside.fetch_sub(1, Ordering::SeqCst);
+        sem.release(1).unwrap();
+    }
+}
+
+#[test]
+fn semaphore_bounds_holders_across_four_processes() {
+    let name = unique_name("sem");
+    let _c = Cleanup(name.clone());
+    let (_, sr, ir) = sem_layout();
+    let seg = sem_builder(&name)
+        .create_with(|s| s.get(sr).map(|sem| sem.release(SEM_PERMITS).unwrap()))
+        .unwrap();
+    let kids: Vec<_> = (0..4)
+        .map(|_| Running::spawn(role("sem-worker", &name)))
+        .collect();
+    for mut k in kids {
+        assert!(k.wait_success(Duration::from_secs(120)));
+    }
+    let sem = seg.get(sr).unwrap();
+    assert_eq!(sem.available(), SEM_PERMITS, "no permit lost or created");
+    let words = seg.region(ir).unwrap();
+    assert_eq!(words[0].load(Ordering::SeqCst), 0);
+    assert!(words[1].load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn semaphore_timeouts_and_overflow() {
+    let s = Semaphore::new(0);
+    assert_eq!(s.try_acquire(), Err(WaitError::WouldBlock));
+    let t = Instant::now();
+    assert_eq!(
+        s.acquire_timeout(Duration::from_millis(30)),
+        Err(WaitError::Timeout)
+    );
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    s.release(Semaphore::MAX).unwrap();
+    let e = s.release(1).unwrap_err();
+    assert_eq!(e.count, Semaphore::MAX);
+    assert!(e.to_string().contains("past"));
+    assert_eq!(s.available(), Semaphore::MAX);
+}
+
+fn event_echo(name: &str) {
+    let seg = SegmentBuilder::new(name)
+        .kind(Kind::Sync)
+        .fingerprint(Fingerprint::untyped(0xe7))
+        .layout(&event_layout().0)
+        .open()
+        .unwrap();
+    let (_, ping, pong) = event_layout();
+    let (ping, pong) = (seg.get(ping).unwrap(), seg.get(pong).unwrap());
+    for _ in 0..1000 {
+        ping.wait_timeout(Duration::from_secs(10)).unwrap();
+        pong.set();
+    }
+}
+
+fn event_layout() -> (Layout, Region<Event>, Region<Event>) {
+    let mut l = Layout::new();
+    let a = l.push_aligned::<Event>(1, 128).unwrap();
+    let b = l.push_aligned::<Event>(1, 128).unwrap();
+    (l, a, b)
+}
+
+#[test]
+fn auto_reset_events_ping_pong_between_processes() {
+    let name = unique_name("event");
+    let _c = Cleanup(name.clone());
+    let (l, pr, qr) = event_layout();
+    let seg = SegmentBuilder::new(&name)
+        .kind(Kind::Sync)
+        .fingerprint(Fingerprint::untyped(0xe7))
+        .layout(&l)
+        .create_with(|s| {
+            // SAFETY: inside create_with nobody else can reach the segment.
+            unsafe {
+                s.get(pr)?.init_in_place(Reset::Auto);
+                s.get(qr)?.init_in_place(Reset::Auto);
+            }
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    let (ping, pong) = (seg.get(pr).unwrap(), seg.get(qr).unwrap());
+    let mut echo = Running::spawn(role("event-echo", &name));
+    for _ in 0..1000 {
+        ping.set();
+        pong.wait_timeout(Duration::from_secs(10)).unwrap();
+    }
+    assert!(echo.wait_success(Duration::from_secs(30)));
+    // Auto reset: consumed.
+    assert!(!pong.try_wait());
+    let manual = Event::new(Reset::Manual);
+    manual.set();
+    assert!(manual.try_wait() && manual.try_wait(), "manual stays set");
+    manual.reset();
+    assert_eq!(
+        manual.wait_timeout(Duration::from_millis(5)),
+        Err(WaitError::Timeout)
+    );
+}
+
+// ------------------------------------------------------------ garbage in lock words
+
+fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn garbage_in_the_mutex_word_never_hangs() {
+    let name = unique_name("garbage-m");
+    let _c = Cleanup(name.clone());
+    let m = Shared::<Mutex<u64>>::create(&name, (5, Protocol::Normal)).unwrap();
+    let word_at = 128;
+    // A live "holder" (pid 1 always runs): lock_timeout returns Timeout on time.
+    poke(&name, word_at, &1u32.to_ne_bytes());
+    let t = Instant::now();
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(100)),
+        Err(LockError::Timeout)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A holder that cannot exist (tid above PID_MAX_LIMIT), with the waiters bit: OwnerDied.
+    poke(&name, word_at, &0xbfff_fff7u32.to_ne_bytes());
+    let mut g = m
+        .lock_timeout(Duration::from_secs(5))
+        .unwrap_err()
+        .into_owner_died()
+        .unwrap();
+    assert_eq!(*g, 5);
+    g.mark_consistent();
+    drop(g);
+    assert_eq!(*m.lock().unwrap(), 5);
+    // A state word no shmring writes: not recoverable, at once.
+    poke(&name, word_at + 4, &0xdead_beefu32.to_ne_bytes());
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(100)),
+        Err(LockError::NotRecoverable)
+    ));
+}
+
+#[test]
+fn garbage_in_the_spinlock_word_never_hangs() {
+    let name = unique_name("garbage-s");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SpinLock<u64>>::create(&name, 5).unwrap();
+    // pid 1 with a start time it does not have: a dead holder.
+    poke(&name, 128, &((1u64 << 32) | 0xffff_fffe).to_ne_bytes());
+    let mut g = s
+        .lock_timeout(Duration::from_secs(5))
+        .unwrap_err()
+        .into_owner_died()
+        .unwrap();
+    g.mark_consistent();
+    drop(g);
+    // pid 1 with its real start time: alive, so Timeout within the timeout.
+    let init = shm_core::ProcessId::of_pid(1).expect("pid 1 exists");
+    poke(
+        &name,
+        128,
+        &((1u64 << 32) | (init.start_time & 0xffff_ffff)).to_ne_bytes(),
+    );
+    let t = Instant::now();
+    assert!(matches!(
+        s.lock_timeout(Duration::from_millis(100)),
+        Err(LockError::Timeout)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+}
+
+#[test]
+fn relocking_from_the_same_thread_is_an_error_not_a_hang() {
+    let m = Mutex::new(0u32);
+    let g = m.lock().unwrap();
+    assert!(matches!(m.try_lock(), Err(LockError::WouldDeadlock)));
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(10)),
+        Err(LockError::WouldDeadlock)
+    ));
+    drop(g);
+    let s = SpinLock::new(0u32);
+    let g = s.lock().unwrap();
+    assert!(matches!(s.lock(), Err(LockError::WouldDeadlock)));
+    drop(g);
+    assert!(s.try_lock().is_ok());
+}
+
+#[test]
+fn opening_the_wrong_primitive_is_a_fingerprint_error() {
+    let name = unique_name("wrong-prim");
+    let _c = Cleanup(name.clone());
+    let _m = Shared::<Mutex<u64>>::create(&name, (0, Protocol::Normal)).unwrap();
+    let e = Shared::<SpinLock<u64>>::open(&name).err().unwrap();
+    assert!(
+        matches!(
+            e.kind(),
+            shm_core::OpenErrorKind::FingerprintMismatch { .. }
+        ),
+        "{e}"
+    );
+}
