@@ -174,6 +174,11 @@ pub enum OpenErrorKind {
     PermissionDenied(io::Error),
     /// The name is a symbolic link (refused: `O_NOFOLLOW`).
     Symlink,
+    /// The name is not a regular file (a FIFO, socket or device planted under `/dev/shm`).
+    NotRegularFile {
+        /// The file's `st_mode`.
+        mode: u32,
+    },
     /// The segment belongs to another user and foreign owners were not allowed.
     ForeignOwner {
         /// The segment's owner.
@@ -314,6 +319,10 @@ impl fmt::Display for OpenError {
                 f,
                 "/dev/shm{n} is a symbolic link, which shmring refuses to follow"
             ),
+            OpenErrorKind::NotRegularFile { mode } => write!(
+                f,
+                "/dev/shm{n} is not a regular file (mode {mode:#o}), so it is not a segment"
+            ),
             OpenErrorKind::ForeignOwner { owner_uid, our_uid } => write!(
                 f,
                 "it is owned by uid {owner_uid}, not by us (uid {our_uid}); \
@@ -453,8 +462,8 @@ pub enum RemoveErrorKind {
     NotFound,
     /// The OS refused (`EACCES`/`EPERM`).
     PermissionDenied(io::Error),
-    /// `remove_stale` found a segment that is not stale: its creator is alive (or, for a
-    /// segment with no header yet, it is younger than the open timeout).
+    /// `remove_stale` found a segment that is not stale: its creator is alive, or some
+    /// process still maps it, or (with no header yet) it is younger than the open timeout.
     NotStale {
         /// Its state.
         state: SegmentState,
@@ -500,6 +509,18 @@ impl RemoveError {
     /// What went wrong.
     pub fn kind(&self) -> &RemoveErrorKind {
         &self.kind
+    }
+
+    /// The errno, where the failure came from the OS.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match &self.kind {
+            RemoveErrorKind::PermissionDenied(e) | RemoveErrorKind::Os { source: e, .. } => {
+                e.raw_os_error()
+            }
+            RemoveErrorKind::NotFound => Some(libc::ENOENT),
+            RemoveErrorKind::Inspect(e) => e.raw_os_error(),
+            _ => None,
+        }
     }
 }
 

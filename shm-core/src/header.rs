@@ -261,6 +261,30 @@ pub struct HeaderInfo {
 }
 
 impl HeaderInfo {
+    /// Decodes a header from its bytes (as read with `pread`, without mapping).
+    pub fn from_bytes(b: &[u8; HEADER_SIZE]) -> HeaderInfo {
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let u64_at = |o: usize| u64::from_ne_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        HeaderInfo {
+            magic: u64_at(0),
+            version: u32_at(8),
+            kind: u32_at(12),
+            state: SegmentState::from_raw(u32_at(16)),
+            creator: crate::ProcessId {
+                pid: u32_at(20),
+                start_time: u64_at(24),
+            },
+            total_len: u64_at(32),
+            data_offset: u64_at(40),
+            fingerprint: Fingerprint {
+                payload_size: u64_at(48),
+                payload_align: u64_at(56),
+                schema_id: u64_at(64),
+                layout_version: u64_at(72),
+            },
+        }
+    }
+
     /// The kind, if shmring knows its value.
     pub fn kind(&self) -> Option<Kind> {
         Kind::from_raw(self.kind)

@@ -10,10 +10,19 @@
 //!   place, publish `READY` with Release; openers wait (bounded) for it and report a
 //!   creator that died mid-way as stale,
 //! - checks at open, before any typed access: magic, version, kind, fingerprint, and that
-//!   the file's length equals the header's (a truncated segment is an error, not a SIGBUS),
+//!   the file's length equals the header's (a segment truncated before the open is an
+//!   error, not a SIGBUS),
 //! - typed regions at offsets ([`Layout`], [`Region`], [`ShmSafe`]),
 //! - prefault, `mlock` and huge-page options, and written-down drop semantics
 //!   (see [`Segment`]).
+//!
+//! **Trust boundary.** Bytes in the mapping are never trusted: every header field, index
+//! and length is validated before use. The *file's length* is another matter: a process
+//! that may write the file (the same uid, with the default mode 0600) can `ftruncate` it
+//! after you opened it, and touching the mapping past the new end then raises SIGBUS.
+//! POSIX shared memory cannot be sealed against shrinking, so shmring treats processes
+//! with write access to the file as trusted not to truncate it, and refuses segments
+//! owned by other uids unless told otherwise.
 //!
 //! ```
 //! use shm_core::{Fingerprint, Kind, Layout, SegmentBuilder};

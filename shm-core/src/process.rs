@@ -116,15 +116,17 @@ impl ProcessId {
     }
 
     /// Whether this process is still running. A zombie counts as dead: it will never
-    /// run another instruction.
+    /// run another instruction. A start time of 0 means the recorder could not read its
+    /// own: then only a pid that names nothing (or a zombie) proves death.
     pub fn liveness(&self) -> Liveness {
         if self.pid == 0 || self.pid > i32::MAX as u32 {
             return Liveness::Dead;
         }
         match read_stat(self.pid) {
             Ok(None) => Liveness::Dead,
-            Ok(Some(f)) if f.start_time != self.start_time => Liveness::Dead,
             Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Liveness::Dead,
+            Ok(Some(_)) if self.start_time == 0 => Liveness::Unknown,
+            Ok(Some(f)) if f.start_time != self.start_time => Liveness::Dead,
             Ok(Some(_)) => Liveness::Alive,
             Err(()) => Liveness::Unknown,
         }
@@ -186,10 +188,8 @@ mod tests {
     #[test]
     fn exited_child_is_dead() {
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let id = ProcessId::of_pid(child.id());
+        let id = ProcessId::of_pid(child.id()).expect("a child we have not reaped exists");
         child.wait().unwrap();
-        if let Some(id) = id {
-            assert_eq!(id.liveness(), Liveness::Dead);
-        }
+        assert_eq!(id.liveness(), Liveness::Dead);
     }
 }

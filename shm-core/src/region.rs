@@ -16,10 +16,14 @@ use crate::header::HEADER_SIZE;
 ///   in a 32-bit and a 64-bit process: no `usize`, pointers or references;
 /// - every bit pattern, including all zeroes, is a valid value (a crashed or hostile peer
 ///   may leave any bytes behind);
-/// - all mutation through `&T` goes through atomics or `UnsafeCell`-based types whose
-///   accesses are themselves atomic or otherwise race-free under the type's own protocol,
-///   so a peer writing concurrently is never a data race on plain memory;
-/// - it has no `Drop` glue (nothing runs when a process unmaps the segment).
+/// - all access through `&T` to bytes that another process may write at the same time is
+///   atomic. Non-atomic access (through an `UnsafeCell`) is allowed only to bytes that the
+///   type's own protocol gives one party exclusively, such as a lock's payload while the
+///   lock is held. (A hostile peer that ignores the protocol can still race on those
+///   bytes; that is why such payloads must be `Pod`: a race can garble them, not make them
+///   invalid values);
+/// - it has no `Drop` glue (nothing runs when a process unmaps the segment);
+/// - its alignment is at most the page size (a mapping is only page-aligned).
 pub unsafe trait ShmSafe: Sync {}
 
 macro_rules! shm_safe {
@@ -244,15 +248,21 @@ impl Layout {
     }
 }
 
-/// Checks `region` against a mapping of `segment_len` bytes and returns its byte offset.
-pub(crate) fn check<T>(region: &Region<T>, segment_len: usize) -> Result<usize, RegionError> {
+/// Checks `region` against a mapping of `segment_len` bytes at address `base` and returns
+/// its byte offset. Alignment is checked on the absolute address, so a type aligned more
+/// strictly than the mapping (more than a page) is refused rather than misaligned.
+pub(crate) fn check<T>(
+    region: &Region<T>,
+    base: usize,
+    segment_len: usize,
+) -> Result<usize, RegionError> {
     let offset = region.offset;
     let segment_len = segment_len as u64;
     if offset < HEADER_SIZE as u64 {
         return Err(RegionError::OverlapsHeader { offset });
     }
     let align = std::mem::align_of::<T>() as u64;
-    if offset % align != 0 {
+    if (base as u64).wrapping_add(offset) % align != 0 {
         return Err(RegionError::Misaligned { offset, align });
     }
     let len = region.byte_len();
@@ -296,25 +306,25 @@ mod tests {
 
     #[test]
     fn check_rejects_bad_regions() {
-        assert_eq!(check(&Region::<u64>::from_raw(128, 2), 144), Ok(128));
+        assert_eq!(check(&Region::<u64>::from_raw(128, 2), 4096, 144), Ok(128));
         assert!(matches!(
-            check(&Region::<u64>::from_raw(128, 3), 144),
+            check(&Region::<u64>::from_raw(128, 3), 4096, 144),
             Err(RegionError::OutOfBounds { .. })
         ));
         assert!(matches!(
-            check(&Region::<u64>::from_raw(132, 1), 4096),
+            check(&Region::<u64>::from_raw(132, 1), 4096, 4096),
             Err(RegionError::Misaligned { .. })
         ));
         assert!(matches!(
-            check(&Region::<u64>::from_raw(64, 1), 4096),
+            check(&Region::<u64>::from_raw(64, 1), 4096, 4096),
             Err(RegionError::OverlapsHeader { .. })
         ));
         assert!(matches!(
-            check(&Region::<u64>::from_raw(u64::MAX - 7, 1), 4096),
+            check(&Region::<u64>::from_raw(u64::MAX - 7, 1), 4096, 4096),
             Err(RegionError::Misaligned { .. }) | Err(RegionError::OutOfBounds { .. })
         ));
         assert!(matches!(
-            check(&Region::<u64>::from_raw(128, u64::MAX), 4096),
+            check(&Region::<u64>::from_raw(128, u64::MAX), 4096, 4096),
             Err(RegionError::OutOfBounds { len: None, .. })
         ));
     }

@@ -146,17 +146,16 @@ impl Segment {
     ///
     /// A [`RegionError`] if the region does not lie inside the data area.
     pub fn region<T: ShmSafe>(&self, region: Region<T>) -> Result<&[T], RegionError> {
-        let off = region::check(&region, self.map.len)?;
-        let count = region.count() as usize; // fits: the byte length fitted in the mapping
-                                             // SAFETY: `check` proved `off..off + count * size_of::<T>()` lies inside the mapping
-                                             // and is aligned for `T`; `T: ShmSafe` is valid for any bytes and only mutated
-                                             // through atomics, so a shared slice may alias other processes' writes. The borrow
-                                             // is tied to `self`, which keeps the mapping alive.
-        Ok(
-            unsafe {
-                std::slice::from_raw_parts(self.map.ptr.as_ptr().add(off).cast::<T>(), count)
-            },
-        )
+        let off = region::check(&region, self.map.ptr.as_ptr() as usize, self.map.len)?;
+        // Fits: the region's byte length fitted inside the mapping.
+        let count = region.count() as usize;
+        let first = self.map.ptr.as_ptr().wrapping_add(off).cast::<T>();
+        // SAFETY: `check` proved `off..off + count * size_of::<T>()` lies inside the mapping
+        // and that its address is aligned for `T`; `T: ShmSafe` is valid for any bytes and
+        // only accessed atomically where others may write, so a shared slice may alias other
+        // processes' writes. The borrow is tied to `self`, which keeps the mapping alive.
+        let slice = unsafe { std::slice::from_raw_parts(first, count) };
+        Ok(slice)
     }
 
     /// A shared view of the first value of `region` (its count must be at least 1).
@@ -184,7 +183,7 @@ impl Segment {
     ///
     /// A [`RegionError`] if the region does not lie inside the data area.
     pub fn region_ptr<T>(&self, region: Region<T>) -> Result<NonNull<T>, RegionError> {
-        let off = region::check(&region, self.map.len)?;
+        let off = region::check(&region, self.map.ptr.as_ptr() as usize, self.map.len)?;
         // SAFETY: `check` proved `off` is inside the mapping, so the addition stays in bounds
         // of the same allocation and the result is non-null.
         Ok(unsafe { NonNull::new_unchecked(self.map.ptr.as_ptr().add(off).cast::<T>()) })
@@ -203,7 +202,7 @@ impl Drop for Segment {
 fn unlink_if_same(name: &SegmentName, ino: u64, dev: u64) -> Result<(), RemoveError> {
     let path = std::ffi::CString::new(name.path().into_os_string().into_encoded_bytes())
         .expect("validated names hold no NUL");
-    match sys::stat_path(&path) {
+    match sys::lstat_path(&path) {
         Ok(st) if st.ino == ino && st.dev == dev => remove_name(name),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -426,6 +425,7 @@ impl SegmentBuilder {
         // From here on, a failure must remove the name we just created.
         let mut guard = UnlinkGuard {
             name: &name,
+            armed: true,
             id: None,
         };
         let st = sys::fstat(&fd).map_err(os("fstat"))?;
@@ -466,7 +466,7 @@ impl SegmentBuilder {
             return Err(err(CreateErrorKind::Init(e.into())));
         }
         seg.map.header().publish_ready();
-        guard.id = None;
+        guard.armed = false;
         seg.unlink_on_drop = self.unlink_on_drop.unwrap_or(true);
         Ok(seg)
     }
@@ -484,8 +484,9 @@ impl SegmentBuilder {
         if self.huge_pages {
             huge_pages_available().map_err(|e| err(OpenErrorKind::HugePages(e)))?;
         }
-        let (map, st) = attach(&name, true, self.allow_foreign_owner, self.open_timeout)?;
-        let info = wait_ready(&name, &map, self.open_timeout)?;
+        let deadline = Instant::now() + self.open_timeout;
+        let (map, st) = attach(&name, self.allow_foreign_owner, deadline)?;
+        let info = wait_ready(&name, &map, self.open_timeout, deadline)?;
         validate(&info, map.len as u64).map_err(err)?;
         if info.kind != self.kind.as_raw() {
             return Err(err(OpenErrorKind::KindMismatch {
@@ -568,8 +569,13 @@ impl SegmentBuilder {
             }
             match self.open() {
                 Ok(seg) => return Ok(seg),
-                Err(e) if matches!(e.kind, OpenErrorKind::NotFound) => {
-                    // Its creator failed and removed it: try to create it ourselves.
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        OpenErrorKind::NotFound | OpenErrorKind::Poisoned { .. }
+                    ) =>
+                {
+                    // Its creator failed (and removes it): try to create it ourselves.
                     if start.elapsed() >= self.open_timeout {
                         return Err(e.into());
                     }
@@ -581,17 +587,24 @@ impl SegmentBuilder {
     }
 }
 
-/// Removes the name when dropped, if armed and the name still refers to our file.
+/// Removes the name when dropped, if armed: only if it still refers to our file when we
+/// know which file that is (`id`), unconditionally if `fstat` of our own new file failed
+/// (we created it exclusively an instant before).
 struct UnlinkGuard<'a> {
     name: &'a SegmentName,
+    armed: bool,
     id: Option<(u64, u64)>,
 }
 
 impl Drop for UnlinkGuard<'_> {
     fn drop(&mut self) {
-        if let Some((ino, dev)) = self.id {
-            let _ = unlink_if_same(self.name, ino, dev);
+        if !self.armed {
+            return;
         }
+        let _ = match self.id {
+            Some((ino, dev)) => unlink_if_same(self.name, ino, dev),
+            None => remove_name(self.name),
+        };
     }
 }
 
@@ -622,36 +635,11 @@ impl Backoff {
 /// header, and maps all of it.
 fn attach(
     name: &SegmentName,
-    writable: bool,
     allow_foreign_owner: bool,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<(Mapping, sys::FileStat), OpenError> {
     let err = |kind| OpenError::new(name.as_str(), kind);
-    let flags = if writable {
-        libc::O_RDWR
-    } else {
-        libc::O_RDONLY
-    };
-    let fd = sys::shm_open(name.as_c(), flags, 0).map_err(|e| {
-        err(match e.raw_os_error() {
-            Some(libc::ENOENT) => OpenErrorKind::NotFound,
-            Some(libc::EACCES) | Some(libc::EPERM) => OpenErrorKind::PermissionDenied(e),
-            Some(libc::ELOOP) => OpenErrorKind::Symlink,
-            _ => OpenErrorKind::Os {
-                op: "shm_open",
-                source: e,
-            },
-        })
-    })?;
-    let fstat = |fd| {
-        sys::fstat(fd).map_err(|source| {
-            err(OpenErrorKind::Os {
-                op: "fstat",
-                source,
-            })
-        })
-    };
-    let mut st = fstat(&fd)?;
+    let (fd, mut st) = open_regular(name, libc::O_RDWR)?;
     let me = sys::geteuid();
     if st.uid != me && !allow_foreign_owner {
         return Err(err(OpenErrorKind::ForeignOwner {
@@ -660,21 +648,25 @@ fn attach(
         }));
     }
     // A creator makes the file (O_EXCL) and sizes it in two steps: wait out the gap.
-    let start = Instant::now();
     let mut pause = Backoff::new();
     while st.size < HEADER_SIZE as u64 {
         if st.size > 0 {
             // Creators size the file in one ftruncate: a short, non-empty file is damaged.
             return Err(err(OpenErrorKind::TooShort { len: st.size }));
         }
-        if start.elapsed() >= timeout {
+        if Instant::now() >= deadline {
             return Err(err(OpenErrorKind::Stale {
                 creator: None,
                 len: st.size,
             }));
         }
         pause.sleep();
-        st = fstat(&fd)?;
+        st = sys::fstat(&fd).map_err(|source| {
+            err(OpenErrorKind::Os {
+                op: "fstat",
+                source,
+            })
+        })?;
     }
     let len = usize::try_from(st.size).map_err(|_| {
         err(OpenErrorKind::Os {
@@ -682,26 +674,58 @@ fn attach(
             source: io::Error::from_raw_os_error(libc::EFBIG),
         })
     })?;
-    let ptr = sys::mmap_shared(&fd, len, writable)
+    let ptr = sys::mmap_shared(&fd, len, true)
         .map_err(|source| err(OpenErrorKind::Os { op: "mmap", source }))?;
     Ok((Mapping { ptr, len }, st))
 }
 
-/// Waits (bounded) for `state == READY`, failing early on a dead creator or bad bytes.
+/// Opens an existing name without blocking (a FIFO planted under `/dev/shm` would block a
+/// plain open forever) and checks that it is a regular file.
+fn open_regular(
+    name: &SegmentName,
+    flags: libc::c_int,
+) -> Result<(std::os::fd::OwnedFd, sys::FileStat), OpenError> {
+    let err = |kind| OpenError::new(name.as_str(), kind);
+    let fd = sys::shm_open(name.as_c(), flags | libc::O_NONBLOCK, 0).map_err(|e| {
+        err(match e.raw_os_error() {
+            Some(libc::ENOENT) => OpenErrorKind::NotFound,
+            Some(libc::EACCES) | Some(libc::EPERM) => OpenErrorKind::PermissionDenied(e),
+            Some(libc::ELOOP) => OpenErrorKind::Symlink,
+            Some(libc::ENXIO) => OpenErrorKind::NotRegularFile { mode: 0 },
+            _ => OpenErrorKind::Os {
+                op: "shm_open",
+                source: e,
+            },
+        })
+    })?;
+    let st = sys::fstat(&fd).map_err(|source| {
+        err(OpenErrorKind::Os {
+            op: "fstat",
+            source,
+        })
+    })?;
+    if !st.is_regular() {
+        return Err(err(OpenErrorKind::NotRegularFile { mode: st.mode }));
+    }
+    Ok((fd, st))
+}
+
+/// Waits (until `deadline`) for `state == READY`, failing early on a dead creator or bad
+/// bytes.
 fn wait_ready(
     name: &SegmentName,
     map: &Mapping,
     timeout: Duration,
+    deadline: Instant,
 ) -> Result<HeaderInfo, OpenError> {
     let err = |kind| OpenError::new(name.as_str(), kind);
-    let start = Instant::now();
     let mut pause = Backoff::new();
     loop {
         let info = map.header().snapshot();
         if info.magic != 0 && info.magic != MAGIC {
             return Err(err(OpenErrorKind::BadMagic { found: info.magic }));
         }
-        let timed_out = start.elapsed() >= timeout;
+        let timed_out = Instant::now() >= deadline;
         match info.state {
             SegmentState::Ready => return Ok(info),
             SegmentState::Poisoned => {
@@ -720,7 +744,7 @@ fn wait_ready(
                 if timed_out {
                     return Err(err(OpenErrorKind::InitTimeout {
                         creator: Some(info.creator),
-                        waited: start.elapsed(),
+                        waited: timeout,
                     }));
                 }
             }
@@ -818,11 +842,50 @@ pub struct SegmentInfo {
     pub owner_uid: u32,
     /// Permission bits.
     pub mode: u32,
+    /// Inode number (with `device`, identifies the file behind the name).
+    pub inode: u64,
+    /// Device number of `/dev/shm`.
+    pub device: u64,
     /// The header, if the file is long enough to hold one.
     pub header: Option<HeaderInfo>,
     /// How long ago the file was last changed (for telling a creation in progress from
     /// a stale one when no creator is recorded).
     pub age: Option<Duration>,
+}
+
+/// Whether any live process maps the file `inode` (scans `/proc/*/maps`). `true` if `/proc`
+/// itself cannot be read. Processes whose maps this user may not read (another user's, or
+/// a sandbox's init) are skipped: they could not open a 0600 segment of ours either.
+fn mapped_by_anyone(path: &std::path::Path, inode: u64) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    let path = path.to_string_lossy();
+    let inode = inode.to_string();
+    for p in procs.flatten() {
+        let fname = p.file_name();
+        let Some(pid) = fname
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+            Ok(m) => m,
+            // Gone meanwhile, or not ours to read.
+            Err(_) => continue,
+        };
+        let hit = maps.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let ino = f.nth(4);
+            let file = f.next();
+            ino == Some(inode.as_str()) && file.is_some_and(|f| f == path)
+        });
+        if hit {
+            return true;
+        }
+    }
+    false
 }
 
 impl SegmentInfo {
@@ -831,97 +894,109 @@ impl SegmentInfo {
         self.header.is_some_and(|h| h.magic == MAGIC)
     }
 
-    /// Whether the recorded creator is still running (`None` if none is recorded).
+    /// Whether the recorded creator is still running (`None` if none is recorded or
+    /// `/proc` cannot tell).
     pub fn creator_alive(&self) -> Option<bool> {
         let h = self.header?;
         if h.magic != MAGIC || h.state == SegmentState::Unwritten {
             return None;
         }
-        Some(!h.creator.is_dead())
+        match h.creator.liveness() {
+            crate::Liveness::Alive => Some(true),
+            crate::Liveness::Dead => Some(false),
+            crate::Liveness::Unknown => None,
+        }
     }
 
-    /// Stale: a shmring segment whose creator is dead, or a segment that never got a header
-    /// and has not changed for longer than [`DEFAULT_OPEN_TIMEOUT`].
+    /// Stale, i.e. garbage that nobody can use:
+    /// - a segment stuck in `INITIALIZING` whose creator died;
+    /// - a `POISONED` one (its creator's initialiser failed);
+    /// - a `READY` one whose creator died and that no live process maps any more (a ring
+    ///   whose both ends died); a complete segment still in use is never stale, even after
+    ///   its creator exits;
+    /// - a file with no header yet that has not changed for longer than
+    ///   [`DEFAULT_OPEN_TIMEOUT`].
+    ///
+    /// Files that are not shmring segments are never stale.
     pub fn is_stale(&self) -> bool {
         let old = self.age.is_some_and(|a| a > DEFAULT_OPEN_TIMEOUT);
-        match self.header {
-            None => old,
-            Some(h) if h.magic == 0 && h.state == SegmentState::Unwritten => old,
-            Some(h) if h.magic != MAGIC => false,
-            Some(h) if h.state == SegmentState::Unwritten => old,
-            Some(h) => h.creator.is_dead(),
+        let Some(h) = self.header else {
+            return old;
+        };
+        if h.magic == 0 && h.state == SegmentState::Unwritten {
+            return old;
+        }
+        if h.magic != MAGIC {
+            return false;
+        }
+        match h.state {
+            SegmentState::Unwritten => old,
+            SegmentState::Initializing => h.creator.is_dead(),
+            SegmentState::Poisoned => true,
+            SegmentState::Ready => {
+                h.creator.is_dead()
+                    && !mapped_by_anyone(
+                        &std::path::Path::new("/dev/shm").join(&self.name[1..]),
+                        self.inode,
+                    )
+            }
+            SegmentState::Invalid(_) => false,
         }
     }
 }
 
 /// Reads a segment's header without joining it or checking its kind: for tools such as
-/// `shmring inspect`. Needs only read permission.
+/// `shmring inspect`. Needs only read permission. The header is read with `pread`, not
+/// mapped, so a file truncated meanwhile cannot raise SIGBUS here.
 ///
 /// # Errors
 ///
-/// `InvalidName`, `NotFound`, `PermissionDenied`, `Symlink` or an OS error.
+/// `InvalidName`, `NotFound`, `PermissionDenied`, `Symlink`, `NotRegularFile` or an OS
+/// error.
 pub fn inspect(name: &str) -> Result<SegmentInfo, OpenError> {
     let err = |kind| OpenError::new(name, kind);
     let sname = SegmentName::new(name).map_err(|e| err(OpenErrorKind::InvalidName(e)))?;
-    let fd = sys::shm_open(sname.as_c(), libc::O_RDONLY, 0).map_err(|e| {
-        err(match e.raw_os_error() {
-            Some(libc::ENOENT) => OpenErrorKind::NotFound,
-            Some(libc::EACCES) | Some(libc::EPERM) => OpenErrorKind::PermissionDenied(e),
-            Some(libc::ELOOP) => OpenErrorKind::Symlink,
-            _ => OpenErrorKind::Os {
-                op: "shm_open",
-                source: e,
-            },
-        })
-    })?;
-    let st = sys::fstat(&fd).map_err(|source| {
-        err(OpenErrorKind::Os {
-            op: "fstat",
-            source,
-        })
-    })?;
-    let header = if st.size >= HEADER_SIZE as u64 {
-        let ptr = sys::mmap_shared(&fd, HEADER_SIZE, false)
-            .map_err(|source| err(OpenErrorKind::Os { op: "mmap", source }))?;
-        let map = Mapping {
-            ptr,
-            len: HEADER_SIZE,
-        };
-        Some(map.header().snapshot())
-    } else {
-        None
-    };
-    let age = std::fs::metadata(sname.path())
-        .and_then(|m| m.modified())
+    let (fd, st) = open_regular(&sname, libc::O_RDONLY)?;
+    let mut bytes = [0u8; HEADER_SIZE];
+    let header = sys::pread_exact(&fd, &mut bytes, 0)
+        .map_err(|source| {
+            err(OpenErrorKind::Os {
+                op: "pread",
+                source,
+            })
+        })?
+        .then(|| HeaderInfo::from_bytes(&bytes));
+    let age = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .ok()
-        .and_then(|t| t.elapsed().ok());
+        .and_then(|now| now.checked_sub(Duration::from_secs(u64::try_from(st.mtime).ok()?)));
     Ok(SegmentInfo {
         name: sname.as_str().to_owned(),
         file_len: st.size,
         owner_uid: st.uid,
         mode: st.mode & 0o7777,
+        inode: st.ino,
+        device: st.dev,
         header,
         age,
     })
 }
 
-/// Every shmring segment on this machine (files under `/dev/shm` carrying the shmring
-/// magic, or too short to carry any header yet), sorted by name. Files this user cannot
-/// read are skipped.
+/// Every shmring segment on this machine (regular files under `/dev/shm` that carry the
+/// shmring magic), sorted by name. Files this user cannot read are skipped.
 ///
 /// # Errors
 ///
 /// The OS error of reading `/dev/shm`.
 pub fn list() -> io::Result<Vec<SegmentInfo>> {
+    let ctx = |e: io::Error| io::Error::new(e.kind(), format!("cannot list /dev/shm: {e}"));
     let mut out = Vec::new();
-    for entry in std::fs::read_dir("/dev/shm")? {
-        let entry = entry?;
-        if !entry.file_type()?.is_file() {
-            continue;
-        }
+    for entry in std::fs::read_dir("/dev/shm").map_err(ctx)? {
+        let entry = entry.map_err(ctx)?;
         let Some(file) = entry.file_name().to_str().map(|s| format!("/{s}")) else {
             continue;
         };
+        // `inspect` opens without blocking and refuses anything but a regular file.
         if let Ok(info) = inspect(&file) {
             if info.is_shmring() {
                 out.push(info);
@@ -943,8 +1018,8 @@ pub fn remove(name: &str) -> Result<(), RemoveError> {
     remove_name(&sname)
 }
 
-/// Removes the segment only if it is stale (see [`SegmentInfo::is_stale`]): its creator
-/// died, or it never got a header. Returns what was found.
+/// Removes the segment only if it is stale (see [`SegmentInfo::is_stale`]). Returns what
+/// was found.
 ///
 /// # Errors
 ///
@@ -976,6 +1051,8 @@ pub fn remove_stale(name: &str) -> Result<SegmentInfo, RemoveError> {
         };
         return Err(RemoveError::new(name, kind));
     }
-    remove_name(&sname)?;
+    // Only if the name still names the file we judged (a successor created meanwhile
+    // survives; a window between this check and the unlink remains).
+    unlink_if_same(&sname, info.inode, info.device)?;
     Ok(info)
 }

@@ -16,6 +16,26 @@ pub(crate) struct FileStat {
     pub mode: u32,
     pub ino: u64,
     pub dev: u64,
+    /// Last modification, seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl FileStat {
+    fn from(st: &libc::stat) -> FileStat {
+        FileStat {
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            uid: st.st_uid,
+            mode: st.st_mode,
+            ino: st.st_ino,
+            dev: st.st_dev,
+            mtime: st.st_mtime,
+        }
+    }
+
+    /// Whether this is a regular file (not a FIFO, socket, device or directory).
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
 }
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -66,31 +86,42 @@ pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<FileStat> {
     // SAFETY: `st` is a writable buffer of the right type; the kernel fills it on success.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: `fstat` returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    Ok(FileStat {
-        size: u64::try_from(st.st_size).unwrap_or(0),
-        uid: st.st_uid,
-        mode: st.st_mode,
-        ino: st.st_ino,
-        dev: st.st_dev,
-    })
+    Ok(FileStat::from(&unsafe { st.assume_init() }))
 }
 
-/// `stat(2)` on a path; used to check that a name still refers to the file we created
-/// before unlinking it on a failed create.
-pub(crate) fn stat_path(path: &CStr) -> io::Result<FileStat> {
+/// `lstat(2)` on a path (a symlink is described, not followed); used to check that a name
+/// still refers to the file we created before unlinking it.
+pub(crate) fn lstat_path(path: &CStr) -> io::Result<FileStat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `path` is NUL-terminated and `st` is a writable buffer of the right type.
-    cvt(unsafe { libc::stat(path.as_ptr(), st.as_mut_ptr()) })?;
-    // SAFETY: `stat` returned 0, so it initialised `st`.
-    let st = unsafe { st.assume_init() };
-    Ok(FileStat {
-        size: u64::try_from(st.st_size).unwrap_or(0),
-        uid: st.st_uid,
-        mode: st.st_mode,
-        ino: st.st_ino,
-        dev: st.st_dev,
-    })
+    cvt(unsafe { libc::lstat(path.as_ptr(), st.as_mut_ptr()) })?;
+    // SAFETY: `lstat` returned 0, so it initialised `st`.
+    Ok(FileStat::from(&unsafe { st.assume_init() }))
+}
+
+/// `pread(2)` of exactly `buf.len()` bytes at `offset`; `Ok(false)` if the file is shorter.
+/// Used to read headers of segments we do not map (a file truncated under a mapping would
+/// raise SIGBUS; a short read is just an error).
+pub(crate) fn pread_exact(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        let off = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let rest = &mut buf[done..];
+        // SAFETY: `rest` is a writable buffer of `rest.len()` bytes.
+        let n = unsafe { libc::pread(fd.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), off) };
+        match n {
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            0 => return Ok(false),
+            n => done += n as usize,
+        }
+    }
+    Ok(true)
 }
 
 /// `mmap(2)` of a whole segment, shared.
@@ -158,10 +189,10 @@ pub(crate) fn prefault(ptr: NonNull<u8>, len: usize, writable: bool) -> io::Resu
     let page = page_size();
     let mut off = 0;
     while off < len {
-        // SAFETY: `off < len`, so the byte is inside the mapping; a volatile read of a
-        // `u8` is valid for any bit pattern and races with nothing the model forbids for
-        // plain memory we only read (the page content is irrelevant here).
-        unsafe { std::ptr::read_volatile(ptr.as_ptr().add(off)) };
+        // SAFETY: `off < len`, so the byte lies inside the mapping, which stays mapped for
+        // the call; peers access the mapping atomically, so we read it atomically too.
+        let byte = unsafe { std::sync::atomic::AtomicU8::from_ptr(ptr.as_ptr().add(off)) };
+        byte.load(std::sync::atomic::Ordering::Relaxed);
         off += page;
     }
     Ok(())

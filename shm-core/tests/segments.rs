@@ -601,9 +601,29 @@ fn child_unprivileged() {
 fn prefault_and_mlock_work_with_headroom() {
     let name = unique_name("mlock");
     let _c = Cleanup(name.clone());
-    // 64 KiB fits in the default RLIMIT_MEMLOCK (8 MiB on most systems) and root ignores it.
-    let seg = builder(&name).size(64 << 10).mlock(true).create().unwrap();
-    assert!(seg.data_len() >= 64 << 10);
+    let vm_locked = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmLck:"))
+            .unwrap()
+            .to_owned();
+        line.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    // 16 KiB (plus the header page) stays inside even a 64 KiB RLIMIT_MEMLOCK.
+    let before = vm_locked();
+    let seg = builder(&name).size(16 << 10).mlock(true).create().unwrap();
+    assert!(seg.data_len() >= 16 << 10);
+    let after = vm_locked();
+    assert!(
+        after >= before + seg.len() as u64 / 1024,
+        "VmLck went from {before} kB to {after} kB for a {}-byte segment",
+        seg.len()
+    );
     let opened = builder(&name).mlock(true).prefault(true).open().unwrap();
     assert_eq!(opened.len(), seg.len());
 }
@@ -674,16 +694,63 @@ fn creator_unlinks_on_drop_openers_do_not() {
 fn segment_can_outlive_its_creator() {
     let name = unique_name("persist");
     let _c = Cleanup(name.clone());
-    drop(builder(&name).unlink_on_drop(false).create().unwrap());
+    // The creator is another process, which exits after creating (keeping the name).
+    run_child(child("child_create_and_exit", &name));
+    let info = shm_core::inspect(&name).unwrap();
+    assert_eq!(info.creator_alive(), Some(false));
+    // A complete segment whose creator exited still opens...
     let mut seg = builder(&name).open().unwrap();
     assert!(!seg.is_creator());
-    // A dead creator after READY is not "stale" for open: the segment is complete.
-    seg.set_unlink_on_drop(true);
+    // ...and while we map it, it is not stale: `rm --stale` must leave it alone.
+    assert!(!shm_core::inspect(&name).unwrap().is_stale());
+    assert!(matches!(
+        shm_core::remove_stale(&name).unwrap_err().kind(),
+        RemoveErrorKind::NotStale { .. }
+    ));
     drop(seg);
+    // Nobody maps it and its creator is dead: now it is garbage.
+    assert!(shm_core::inspect(&name).unwrap().is_stale());
+    shm_core::remove_stale(&name).unwrap();
     assert!(matches!(
         builder(&name).open().unwrap_err().kind(),
         OpenErrorKind::NotFound
     ));
+    // An opener may take over removal explicitly.
+    let creator = builder(&name).create().unwrap();
+    seg = builder(&name).unlink_on_drop(true).open().unwrap();
+    drop(seg);
+    assert!(builder(&name).open().is_err());
+    drop(creator);
+}
+
+#[test]
+#[ignore = "child process of segment_can_outlive_its_creator"]
+fn child_create_and_exit() {
+    let Some(name) = child_name() else { return };
+    builder(&name).unlink_on_drop(false).create().unwrap();
+}
+
+#[test]
+fn fifo_at_the_name_is_refused_without_blocking() {
+    let name = unique_name("fifo");
+    let _c = Cleanup(name.clone());
+    let path = std::ffi::CString::new(format!("/dev/shm{name}")).unwrap();
+    // SAFETY: `path` is a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let t = Instant::now();
+    let e = builder(&name).open().unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::NotRegularFile { .. }),
+        "{e}"
+    );
+    let e = shm_core::inspect(&name).unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::NotRegularFile { .. }),
+        "{e}"
+    );
+    assert!(shm_core::remove_stale(&name).is_err());
+    assert!(!shm_core::list().unwrap().iter().any(|i| i.name == name));
+    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 #[test]
@@ -723,6 +790,7 @@ fn inspect_reads_the_header_without_joining() {
 
 #[test]
 fn regions_are_bounds_checked() {
+    use shm_core::RegionError;
     let name = unique_name("regions");
     let _c = Cleanup(name.clone());
     let seg = builder(&name).create().unwrap();
@@ -730,12 +798,35 @@ fn regions_are_bounds_checked() {
     assert!(seg
         .region(Region::<AtomicU64>::from_raw(len - 8, 1))
         .is_ok());
-    assert!(seg.region(Region::<AtomicU64>::from_raw(len, 1)).is_err());
-    assert!(seg
-        .region(Region::<AtomicU64>::from_raw(128, u64::MAX / 4))
-        .is_err());
-    assert!(seg.region(Region::<AtomicU64>::from_raw(0, 1)).is_err());
-    assert!(seg.region(Region::<AtomicU64>::from_raw(129, 1)).is_err());
-    assert!(seg.get(Region::<AtomicU64>::from_raw(128, 0)).is_err());
-    assert!(seg.region_ptr(Region::<u64>::from_raw(len - 4, 1)).is_err());
+    assert!(matches!(
+        seg.region(Region::<AtomicU64>::from_raw(len, 1)),
+        Err(RegionError::OutOfBounds { .. })
+    ));
+    assert!(matches!(
+        seg.region(Region::<AtomicU64>::from_raw(128, u64::MAX / 4)),
+        Err(RegionError::OutOfBounds { len: None, .. })
+    ));
+    assert!(matches!(
+        seg.region(Region::<AtomicU64>::from_raw(0, 1)),
+        Err(RegionError::OverlapsHeader { offset: 0 })
+    ));
+    assert!(matches!(
+        seg.region(Region::<AtomicU64>::from_raw(129, 1)),
+        Err(RegionError::Misaligned {
+            offset: 129,
+            align: 8
+        })
+    ));
+    assert!(matches!(
+        seg.get(Region::<AtomicU64>::from_raw(128, 0)),
+        Err(RegionError::OutOfBounds { len: Some(0), .. })
+    ));
+    assert!(matches!(
+        seg.region_ptr(Region::<u64>::from_raw(len - 4, 1)),
+        Err(RegionError::Misaligned { .. })
+    ));
+    assert!(matches!(
+        seg.region_ptr(Region::<u64>::from_raw(len, 1)),
+        Err(RegionError::OutOfBounds { .. })
+    ));
 }
