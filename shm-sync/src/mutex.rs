@@ -332,7 +332,10 @@ impl<T> Mutex<T> {
         // the word, so finding it non-zero means the previous holder never unlocked. That
         // is how a PI waiter learns of a death: when the holder dies with waiters queued,
         // the kernel hands the lock to the top waiter without any error.
-        let prev = self.owner_start.swap(me.start, Ordering::Relaxed);
+        // Only the holder writes it (we hold the lock now), so a load and a store do:
+        // no read-modify-write on the fast path.
+        let prev = self.owner_start.load(Ordering::Relaxed);
+        self.owner_start.store(me.start, Ordering::Relaxed);
         let owner_died = owner_died || prev != 0;
         let guard = MutexGuard {
             mutex: self,

@@ -7,8 +7,6 @@
 
 #[cfg(not(shm_loom))]
 use std::cell::Cell;
-#[cfg(not(shm_loom))]
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Largest thread id the kernel hands out (`PID_MAX_LIMIT` = 2^22) fits in these bits.
 pub(crate) const TID_MASK: u32 = 0x3fff_ffff;
@@ -22,37 +20,43 @@ pub(crate) struct Me {
 }
 
 #[cfg(not(shm_loom))]
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// This thread's identity; tid 0 until first computed.
+    static CACHE: Cell<Me> = const { Cell::new(Me { tid: 0, start: 0 }) };
+}
 
+/// Runs in the child of a `fork`, on the one thread the child has (the forking thread's
+/// copy): its cached identity is the parent thread's, so clear it.
 #[cfg(not(shm_loom))]
 extern "C" fn after_fork_in_child() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    let _ = CACHE.try_with(|c| c.set(Me { tid: 0, start: 0 }));
 }
 
 /// The calling thread. Cached per thread (one `/proc` read per thread, ever); a fork
-/// invalidates the cache, since the child's thread has a new tid.
+/// clears the cache, since the child's thread has a new tid.
 #[cfg(not(shm_loom))]
+#[inline]
 pub(crate) fn me() -> Me {
-    thread_local! {
-        static CACHE: Cell<(u64, Me)> = const { Cell::new((u64::MAX, Me { tid: 0, start: 0 })) };
+    let me = CACHE.with(Cell::get);
+    if me.tid != 0 {
+        return me;
     }
-    let generation = FORK_GENERATION.load(Ordering::Relaxed);
-    CACHE.with(|c| {
-        let (g, me) = c.get();
-        if g == generation {
-            return me;
-        }
-        static REGISTER: std::sync::Once = std::sync::Once::new();
-        REGISTER.call_once(|| crate::sys::at_fork_child(after_fork_in_child));
-        let tid = crate::sys::gettid();
-        let start = match shm_core::ProcessId::lookup(tid) {
-            shm_core::Lookup::Running(p) => p.start_time,
-            _ => 0,
-        };
-        let me = Me { tid, start };
-        c.set((generation, me));
-        me
-    })
+    me_slow()
+}
+
+#[cfg(not(shm_loom))]
+#[cold]
+fn me_slow() -> Me {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| crate::sys::at_fork_child(after_fork_in_child));
+    let tid = crate::sys::gettid();
+    let start = match shm_core::ProcessId::lookup(tid) {
+        shm_core::Lookup::Running(p) => p.start_time,
+        _ => 0,
+    };
+    let me = Me { tid, start };
+    CACHE.with(|c| c.set(me));
+    me
 }
 
 /// How much of the holder's start time was recorded.

@@ -87,8 +87,15 @@ impl InPlace for Event {
 /// ```
 pub struct Shared<P> {
     segment: Segment,
-    region: Region<P>,
+    /// The primitive inside `segment`, bounds- and alignment-checked once at create/open.
+    ptr: std::ptr::NonNull<P>,
 }
+
+// SAFETY: `ptr` points into `segment`'s mapping, which moves with it; `P: ShmSafe` is `Sync`,
+// so handing `&P` to other threads is what processes already do.
+unsafe impl<P: ShmSafe> Send for Shared<P> {}
+// SAFETY: as for `Send`: `&Shared<P>` only gives out `&P`, and `P: Sync`.
+unsafe impl<P: ShmSafe> Sync for Shared<P> {}
 
 impl<P: InPlace> Shared<P> {
     fn layout() -> (Layout, Region<P>) {
@@ -140,7 +147,8 @@ impl<P: InPlace> Shared<P> {
             unsafe { p.init_in_place(config) };
             Ok::<_, shm_core::RegionError>(())
         })?;
-        Ok(Shared { segment, region })
+        let ptr = std::ptr::NonNull::from(segment.get(region).expect("checked inside create_with"));
+        Ok(Shared { segment, ptr })
     }
 
     /// Opens the segment `name`, checking that it holds a `P`.
@@ -164,13 +172,13 @@ impl<P: InPlace> Shared<P> {
             .fingerprint(Fingerprint::of::<P>(0, SYNC_LAYOUT_VERSION))
             .layout(&layout)
             .open()?;
-        // The open checked the length and fingerprint, so the region is in bounds; check
-        // anyway rather than trust it.
-        segment.get(region).map_err(|_| {
-            // Unreachable after a successful open: the fingerprint fixes the size.
-            unreachable!("a validated Sync segment holds its primitive")
-        })?;
-        Ok(Shared { segment, region })
+        // The open checked the length and fingerprint, so the region is in bounds; `get`
+        // checks it once more rather than trust that.
+        let ptr = match segment.get(region) {
+            Ok(p) => std::ptr::NonNull::from(p),
+            Err(_) => unreachable!("a validated Sync segment is long enough for its primitive"),
+        };
+        Ok(Shared { segment, ptr })
     }
 
     /// The segment underneath.
@@ -187,8 +195,8 @@ impl<P: InPlace> Shared<P> {
 impl<P: InPlace> Deref for Shared<P> {
     type Target = P;
     fn deref(&self) -> &P {
-        self.segment
-            .get(self.region)
-            .expect("checked when the segment was created or opened")
+        // SAFETY: `ptr` came from `Segment::get`, which checked bounds and alignment, and
+        // the mapping lives as long as `self.segment`, which `&self` borrows.
+        unsafe { self.ptr.as_ref() }
     }
 }
