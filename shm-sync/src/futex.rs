@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::primitive::AtomicU32;
+use crate::primitive::{AtomicU32, AtomicU64};
 
 /// How a [`wait`] ended. Re-check the word whatever it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,21 +30,39 @@ pub enum WaitOutcome {
 /// Sleeps while `*word == expected`, up to `timeout` (`None`: no limit).
 #[cfg(not(shm_loom))]
 pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
-    match crate::sys::futex_wait(word, expected, timeout) {
-        Ok(()) => WaitOutcome::Woken,
-        Err(e) => match e.raw_os_error() {
-            Some(libc::EAGAIN) => WaitOutcome::ValueChanged,
-            Some(libc::ETIMEDOUT) => WaitOutcome::TimedOut,
-            // EINTR, and anything unexpected: report as an interruption; callers re-check.
-            _ => WaitOutcome::Interrupted,
-        },
-    }
+    // EINTR, and anything unexpected, read as an interruption; callers re-check.
+    outcome(crate::sys::futex_wait(word, expected, timeout))
 }
 
 /// Wakes up to `n` threads waiting on `word`, in any process; returns how many woke.
 #[cfg(not(shm_loom))]
 pub fn wake(word: &AtomicU32, n: u32) -> u32 {
     crate::sys::futex_wake(word, n)
+}
+
+#[cfg(not(shm_loom))]
+fn outcome(r: std::io::Result<()>) -> WaitOutcome {
+    match r {
+        Ok(()) => WaitOutcome::Woken,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN) => WaitOutcome::ValueChanged,
+            Some(libc::ETIMEDOUT) => WaitOutcome::TimedOut,
+            _ => WaitOutcome::Interrupted,
+        },
+    }
+}
+
+/// Sleeps while the low 32 bits of `word` equal `expected`, up to `timeout`: waiting on a
+/// 64-bit position (as shm-ring does) without a separate 32-bit word.
+#[cfg(not(shm_loom))]
+pub fn wait_low(word: &AtomicU64, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+    outcome(crate::sys::futex_wait_low(word, expected, timeout))
+}
+
+/// Wakes up to `n` threads sleeping in [`wait_low`] on `word`.
+#[cfg(not(shm_loom))]
+pub fn wake_low(word: &AtomicU64, n: u32) -> u32 {
+    crate::sys::futex_wake_low(word, n)
 }
 
 #[cfg(shm_loom)]
@@ -64,19 +82,39 @@ mod model {
         pub(super) static ref CV: Condvar = Condvar::new();
     }
 
-    fn key(word: &AtomicU32) -> usize {
-        word as *const AtomicU32 as usize
+    fn key<W>(word: &W) -> usize {
+        word as *const W as usize
     }
 
     /// Sleeps while `*word == expected` (the loom model; timeouts are ignored).
     pub fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+        wait_keyed(key(word), || {
+            word.load(crate::primitive::Ordering::SeqCst) == expected
+        })
+    }
+
+    /// [`wait`] on the low half of a 64-bit word (the loom model).
+    pub fn wait_low(word: &AtomicU64, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+        wait_keyed(key(word), || {
+            word.load(crate::primitive::Ordering::SeqCst) as u32 == expected
+        })
+    }
+
+    /// [`wake`] for [`wait_low`] (the loom model).
+    pub fn wake_low(word: &AtomicU64, n: u32) -> u32 {
+        wake_keyed(key(word), n)
+    }
+
+    /// Checks the word and enqueues under one lock, as the kernel does under its
+    /// hash-bucket lock, so a wake cannot slip between the check and the sleep.
+    fn wait_keyed(key: usize, still: impl FnOnce() -> bool) -> WaitOutcome {
         let mut t = TABLE.lock().unwrap();
-        if word.load(crate::primitive::Ordering::SeqCst) != expected {
+        if !still() {
             return WaitOutcome::ValueChanged;
         }
         let id = t.next;
         t.next += 1;
-        t.waiting.push((key(word), id));
+        t.waiting.push((key, id));
         loop {
             t = CV.wait(t).unwrap();
             if let Some(i) = t.woken.iter().position(|&w| w == id) {
@@ -88,10 +126,14 @@ mod model {
 
     /// Wakes up to `n` waiters on `word` (the loom model).
     pub fn wake(word: &AtomicU32, n: u32) -> u32 {
+        wake_keyed(key(word), n)
+    }
+
+    fn wake_keyed(key: usize, n: u32) -> u32 {
         let mut t = TABLE.lock().unwrap();
         let mut woke = 0;
         while woke < n {
-            let Some(i) = t.waiting.iter().position(|w| w.0 == key(word)) else {
+            let Some(i) = t.waiting.iter().position(|w| w.0 == key) else {
                 break;
             };
             let (_, id) = t.waiting.remove(i);
@@ -106,7 +148,7 @@ mod model {
 }
 
 #[cfg(shm_loom)]
-pub use model::{wait, wake};
+pub use model::{wait, wait_low, wake, wake_low};
 
 /// Wakes every waiter on `word`.
 pub fn wake_all(word: &AtomicU32) -> u32 {

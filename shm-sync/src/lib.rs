@@ -11,7 +11,8 @@
 //! - [`Semaphore`] and [`Event`] (auto/manual reset).
 //! - [`SeqLock`]: one writer at a time publishes a `Pod` value; readers never block it and
 //!   never return a torn value.
-//! - [`futex`]: the process-shared wait/wake that shm-ring reuses.
+//! - [`futex`]: the process-shared wait/wake that shm-ring reuses, and [`barrier`], the
+//!   asymmetric fences that keep its publish path free of full fences.
 //!
 //! [`Shared`] puts one primitive in a segment of its own:
 //!
@@ -41,12 +42,14 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod barrier;
 mod condvar;
 mod error;
 pub mod futex;
 mod mutex;
 mod owner;
-mod primitive;
+#[doc(hidden)]
+pub mod primitive;
 mod semaphore;
 mod seqlock;
 #[cfg(not(shm_loom))]

@@ -3,46 +3,46 @@
 //! real mapping, so loom builds heap-allocate the primitives through the same constructors.
 
 #[cfg(shm_loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 #[cfg(not(shm_loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+pub use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(shm_loom)]
-pub(crate) use loom::thread::yield_now;
+pub use loom::thread::yield_now;
 #[cfg(not(shm_loom))]
-pub(crate) use std::thread::yield_now;
+pub use std::thread::yield_now;
 
 #[cfg(shm_loom)]
-pub(crate) use loom::cell::{MutPtr, UnsafeCell};
+pub use loom::cell::{MutPtr, UnsafeCell};
 
 /// `std`'s `UnsafeCell` with loom's interface (`with`, `with_mut`, `get_mut`).
 #[cfg(not(shm_loom))]
 #[repr(transparent)]
-pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+pub struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
 
 #[cfg(not(shm_loom))]
 #[allow(dead_code)]
 impl<T> UnsafeCell<T> {
-    pub(crate) const fn new(value: T) -> UnsafeCell<T> {
+    pub const fn new(value: T) -> UnsafeCell<T> {
         UnsafeCell(std::cell::UnsafeCell::new(value))
     }
 
-    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
         f(self.0.get())
     }
 
-    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+    pub fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
         f(self.0.get())
     }
 
-    pub(crate) fn get_mut(&self) -> MutPtr<T> {
+    pub fn get_mut(&self) -> MutPtr<T> {
         MutPtr(self.0.get())
     }
 }
 
 /// A tracked mutable pointer into an [`UnsafeCell`] (loom's `MutPtr` outside loom).
 #[cfg(not(shm_loom))]
-pub(crate) struct MutPtr<T>(*mut T);
+pub struct MutPtr<T>(*mut T);
 
 #[cfg(not(shm_loom))]
 impl<T> MutPtr<T> {
@@ -50,7 +50,7 @@ impl<T> MutPtr<T> {
     ///
     /// The caller must have exclusive access to the value while the reference lives.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn deref(&self) -> &mut T {
+    pub unsafe fn deref(&self) -> &mut T {
         // SAFETY: the caller guarantees exclusive access.
         unsafe { &mut *self.0 }
     }
@@ -58,13 +58,20 @@ impl<T> MutPtr<T> {
 
 /// Spins with exponential backoff, then yields: `crossbeam_utils::Backoff` outside loom, a
 /// plain `yield_now` under loom (which must see every spin as a yield to stay finite).
-pub(crate) struct Backoff {
+pub struct Backoff {
     #[cfg(not(shm_loom))]
     inner: crossbeam_utils::Backoff,
 }
 
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
 impl Backoff {
-    pub(crate) fn new() -> Backoff {
+    /// A fresh backoff.
+    pub fn new() -> Backoff {
         Backoff {
             #[cfg(not(shm_loom))]
             inner: crossbeam_utils::Backoff::new(),
@@ -72,7 +79,7 @@ impl Backoff {
     }
 
     /// One step of busy-waiting.
-    pub(crate) fn snooze(&self) {
+    pub fn snooze(&self) {
         #[cfg(not(shm_loom))]
         self.inner.snooze();
         #[cfg(shm_loom)]
@@ -80,7 +87,7 @@ impl Backoff {
     }
 
     /// Whether spinning has gone on long enough that the caller should block instead.
-    pub(crate) fn is_completed(&self) -> bool {
+    pub fn is_completed(&self) -> bool {
         #[cfg(not(shm_loom))]
         return self.inner.is_completed();
         #[cfg(shm_loom)]

@@ -2,7 +2,7 @@
 //! `FUTEX_PRIVATE_FLAG`), `gettid`, and the monotonic clock.
 
 use std::io;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::Duration;
 
 fn timespec(d: Duration) -> libc::timespec {
@@ -20,16 +20,47 @@ pub(crate) fn futex_wait(
     expected: u32,
     timeout: Option<Duration>,
 ) -> io::Result<()> {
+    futex_wait_at(word.as_ptr(), expected, timeout)
+}
+
+/// The 32 low-order bits of a 64-bit atomic, as a futex word: the word shm-ring positions
+/// are waited on (a position that changes always changes its low half, since it moves by
+/// less than 2^32 between a wait and its check).
+pub(crate) fn low_half(word: &AtomicU64) -> *mut u32 {
+    let base = word.as_ptr().cast::<u32>();
+    if cfg!(target_endian = "little") {
+        base
+    } else {
+        base.wrapping_add(1)
+    }
+}
+
+/// `FUTEX_WAIT` on the low half of a 64-bit word.
+pub(crate) fn futex_wait_low(
+    word: &AtomicU64,
+    expected: u32,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
+    futex_wait_at(low_half(word), expected, timeout)
+}
+
+/// `FUTEX_WAKE` on the low half of a 64-bit word.
+pub(crate) fn futex_wake_low(word: &AtomicU64, n: u32) -> u32 {
+    futex_wake_at(low_half(word), n)
+}
+
+fn futex_wait_at(addr: *mut u32, expected: u32, timeout: Option<Duration>) -> io::Result<()> {
     let ts = timeout.map(timespec);
     let ts_ptr = ts
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `word` is a valid, aligned u32 for the duration of the call; the kernel only
-    // reads it (atomically). `ts_ptr` is null or points to a live timespec.
+    // SAFETY: `addr` comes from a live atomic borrowed by our caller, so it is a valid,
+    // aligned u32 for the call; the kernel only reads it (atomically). `ts_ptr` is null or
+    // points to a live timespec.
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
-            word.as_ptr(),
+            addr,
             libc::FUTEX_WAIT,
             expected,
             ts_ptr,
@@ -46,20 +77,44 @@ pub(crate) fn futex_wait(
 
 /// `FUTEX_WAKE` (shared): wakes up to `n` waiters; returns how many were woken.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) -> u32 {
+    futex_wake_at(word.as_ptr(), n)
+}
+
+fn futex_wake_at(addr: *mut u32, n: u32) -> u32 {
     let n = n.min(i32::MAX as u32);
-    // SAFETY: `word` is a valid, aligned u32; FUTEX_WAKE does not access memory beyond it.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_WAKE,
-            n,
-            0usize,
-            0usize,
-            0u32,
-        )
-    };
+    // SAFETY: `addr` comes from a live atomic borrowed by our caller; FUTEX_WAKE only uses
+    // it as a key and does not access memory beyond it.
+    let r = unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32) };
     u32::try_from(r).unwrap_or(0)
+}
+
+const MEMBARRIER_CMD_GLOBAL_EXPEDITED: libc::c_int = 1 << 1;
+const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
+
+/// `membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)`: lets other processes' heavy
+/// barriers reach this process's threads.
+pub(crate) fn membarrier_register() -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe {
+        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0)
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: a full barrier on every running thread of
+/// every registered process.
+pub(crate) fn membarrier_global() -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 const FUTEX_LOCK_PI2: libc::c_int = 13;
