@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::LockError;
 use crate::mutex::{Mutex, MutexGuard};
-use crate::primitive::{AtomicU32, Ordering};
+use crate::primitive::{fence, AtomicU32, Ordering};
 
 /// A condition variable that works with [`Mutex`] between processes.
 ///
@@ -99,7 +99,9 @@ impl Condvar {
         timeout: Duration,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> (WaitResult<'a, T>, bool) {
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = crate::primitive::deadline_after(timeout) else {
+            return (self.wait_while(guard, condition), false);
+        };
         while condition(&mut guard) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -118,34 +120,60 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Option<Duration>,
     ) -> (WaitResult<'a, T>, bool) {
+        let deadline = timeout.and_then(crate::primitive::deadline_after);
         // Read under the mutex: any notify for a state change made after we unlock comes
         // after this in `seq`'s modification order.
         // Acquire: pairs with the Release increment in `notify_*`.
         let seq = self.seq.load(Ordering::Acquire);
-        // SeqCst: with the SeqCst increment of `seq` and load of `waiters` in `notify_*`,
-        // either the notifier sees us counted, or our futex wait sees `seq` changed.
-        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.waiters.fetch_add(1, Ordering::Relaxed);
+        // SeqCst fence: with the fence in `notify_*` (between its `seq` increment and its
+        // `waiters` load), either the notifier sees us counted, or our futex wait sees `seq`
+        // changed. (Fences rather than SeqCst accesses, which loom does not model.)
+        fence(Ordering::SeqCst);
         let mutex: &'a Mutex<T> = guard.unlock_and_forget();
-        let outcome = crate::futex::wait(&self.seq, seq, timeout);
+        // Sleep in slices, re-checking `seq` after each: a notifier killed between its
+        // increment and its wake (or a woken waiter killed before it acts) then costs us a
+        // slice, not forever: the increment is already there to see.
+        let mut timed_out = false;
+        loop {
+            let slice = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        timed_out = true;
+                        break;
+                    }
+                    left.min(crate::primitive::SLEEP_SLICE)
+                }
+                None => crate::primitive::SLEEP_SLICE,
+            };
+            crate::futex::wait(&self.seq, seq, Some(slice));
+            if self.seq.load(Ordering::Relaxed) != seq {
+                break;
+            }
+        }
         self.waiters.fetch_sub(1, Ordering::Relaxed);
-        let timed_out = outcome == crate::futex::WaitOutcome::TimedOut;
-        (mutex.relock(), timed_out)
+        (mutex.relock(deadline), timed_out)
     }
 
     /// Wakes one waiter (in any process).
     pub fn notify_one(&self) {
-        // SeqCst: see `wait_inner`. Release: pairs with the Acquire load of `seq` there.
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        // Release: pairs with the Acquire load of `seq` in `wait_inner`.
+        self.seq.fetch_add(1, Ordering::Release);
+        // SeqCst fence: pairs with the fence in `wait_inner`.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
             crate::futex::wake(&self.seq, 1);
         }
     }
 
     /// Wakes every waiter.
     pub fn notify_all(&self) {
-        // SeqCst: see `wait_inner`. Release: pairs with the Acquire load of `seq` there.
-        self.seq.fetch_add(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        // Release: pairs with the Acquire load of `seq` in `wait_inner`.
+        self.seq.fetch_add(1, Ordering::Release);
+        // SeqCst fence: pairs with the fence in `wait_inner`.
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
             crate::futex::wake_all(&self.seq);
         }
     }

@@ -51,17 +51,21 @@ pub enum Protocol {
 /// which then finds the holder's start time still recorded (every unlock clears it), and a
 /// `FUTEX_LOCK_PI2` on the word of a holder that is already gone fails with `ESRCH`.
 ///
-/// One window is documented rather than closed: the holder records its start time right
-/// after its compare-exchange. If it dies in between *and* its tid is reused by a live
-/// thread before anyone looks, the dead holder cannot be told from the live one: `lock`
-/// then waits for that thread, and `lock_timeout` returns `Timeout`.
+/// The holder records `tid << 32 | low 32 bits of its start time` in `owner` right after its
+/// compare-exchange; a checker only trusts that record when its tid matches the word's.
+/// One window is documented rather than closed: if a holder dies between the two *and* its
+/// tid is reused by a live thread before anyone looks, the dead holder cannot be told from
+/// the live one: `lock` then waits for that thread, and `lock_timeout` returns `Timeout`.
+/// In PI mode the same holds for a dead holder whose tid is reused before the kernel
+/// reports `ESRCH`. Holders are identified within one pid namespace.
 #[repr(C)]
 pub struct Mutex<T> {
     word: AtomicU32,
     state: AtomicU32,
     protocol: AtomicU32,
     _reserved: AtomicU32,
-    owner_start: AtomicU64,
+    /// `tid << 32 | (start & 0xffff_ffff)` of the holder, 0 when unlocked cleanly.
+    owner: AtomicU64,
     data: UnsafeCell<T>,
 }
 
@@ -80,9 +84,14 @@ unsafe impl<T: bytemuck::Pod + Send> shm_core::ShmSafe for Mutex<T> {}
 #[cfg(not(shm_loom))]
 static_assertions::const_assert_eq!(std::mem::size_of::<Mutex<u64>>(), 32);
 #[cfg(not(shm_loom))]
-static_assertions::const_assert_eq!(std::mem::offset_of!(Mutex<u64>, owner_start), 16);
+static_assertions::const_assert_eq!(std::mem::offset_of!(Mutex<u64>, owner), 16);
 #[cfg(not(shm_loom))]
 static_assertions::const_assert_eq!(std::mem::offset_of!(Mutex<u64>, data), 24);
+
+/// The `owner` record of thread `me`.
+fn owner_word(me: owner::Me) -> u64 {
+    (u64::from(me.tid) << 32) | (me.start & 0xffff_ffff)
+}
 
 type LockResult<'a, T> = Result<MutexGuard<'a, T>, LockError<MutexGuard<'a, T>>>;
 
@@ -99,7 +108,7 @@ impl<T> Mutex<T> {
             state: AtomicU32::new(robust::CONSISTENT),
             protocol: AtomicU32::new(protocol as u32),
             _reserved: AtomicU32::new(0),
-            owner_start: AtomicU64::new(0),
+            owner: AtomicU64::new(0),
             data: UnsafeCell::new(value),
         }
     }
@@ -114,7 +123,7 @@ impl<T> Mutex<T> {
         self.word.store(0, Ordering::Relaxed);
         self.state.store(robust::CONSISTENT, Ordering::Relaxed);
         self.protocol.store(protocol as u32, Ordering::Relaxed);
-        self.owner_start.store(0, Ordering::Relaxed);
+        self.owner.store(0, Ordering::Relaxed);
         // SAFETY: the caller guarantees exclusive access.
         self.data.with_mut(|p| unsafe { p.write(value) });
     }
@@ -137,6 +146,9 @@ impl<T> Mutex<T> {
     /// `WouldBlock`, `WouldDeadlock`, `NotRecoverable`, or `OwnerDied` if the word names a
     /// holder that is dead.
     pub fn try_lock(&self) -> LockResult<'_, T> {
+        if self.is_not_recoverable() {
+            return Err(LockError::NotRecoverable);
+        }
         let me = owner::me();
         // Acquire: pairs with the Release swap in `unlock` (or the kernel's hand-off).
         match self
@@ -144,9 +156,9 @@ impl<T> Mutex<T> {
             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => self.acquired(me, false),
-            Err(w) if w & TID_MASK == me.tid => Err(LockError::WouldDeadlock),
             Err(w) => match self.recover_if_dead(w, me) {
                 Some(r) => r,
+                None if self.held_by(w, me) => Err(LockError::WouldDeadlock),
                 None => Err(LockError::WouldBlock),
             },
         }
@@ -167,7 +179,13 @@ impl<T> Mutex<T> {
     ///
     /// As `lock`, plus `Timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> LockResult<'_, T> {
-        self.lock_until(Some(Instant::now() + timeout))
+        self.lock_until(crate::primitive::deadline_after(timeout))
+    }
+
+    /// Whether `w` names the calling thread as a *live* holder (a real re-lock), as
+    /// opposed to a dead holder whose tid the calling thread now reuses.
+    fn held_by(&self, w: u32, me: owner::Me) -> bool {
+        w & TID_MASK == me.tid && self.owner.load(Ordering::Relaxed) == owner_word(me)
     }
 
     fn lock_until(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
@@ -182,7 +200,7 @@ impl<T> Mutex<T> {
             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => return self.acquired(me, false),
-            Err(w) if w & TID_MASK == me.tid => return Err(LockError::WouldDeadlock),
+            Err(w) if self.held_by(w, me) => return Err(LockError::WouldDeadlock),
             Err(_) => {}
         }
         // Spin briefly: most critical sections are short.
@@ -226,11 +244,11 @@ impl<T> Mutex<T> {
                 }
                 continue;
             }
-            if w & TID_MASK == me.tid {
-                return Err(LockError::WouldDeadlock);
-            }
             if let Some(r) = self.recover_if_dead(w, me) {
                 return r;
+            }
+            if self.held_by(w, me) {
+                return Err(LockError::WouldDeadlock);
             }
             if w & WAITERS == 0
                 && self
@@ -250,6 +268,8 @@ impl<T> Mutex<T> {
                 }
                 None => MUTEX_LIVENESS_INTERVAL,
             };
+            // Under loom the futex model ignores the slice (so a missing wake is a
+            // deadlock loom reports); here the slice bounds how late a death is noticed.
             crate::futex::wait(&self.word, w | WAITERS, Some(slice));
             if self.is_not_recoverable() {
                 return Err(LockError::NotRecoverable);
@@ -274,7 +294,10 @@ impl<T> Mutex<T> {
                 // The kernel made us the owner; its hand-off is a full barrier.
                 Ok(()) => return self.acquired(me, false),
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::ESRCH) | Some(libc::ETIMEDOUT) => {
+                    // The word names a task that no longer exists: recover in user space.
+                    // (Only on ESRCH: while the kernel may still hand the lock to a queued
+                    // waiter, a user-space CAS would race its fix-up of the word.)
+                    Some(libc::ESRCH) => {
                         let w = self.word.load(Ordering::Relaxed);
                         if w & TID_MASK == 0 {
                             continue;
@@ -282,14 +305,36 @@ impl<T> Mutex<T> {
                         if let Some(r) = self.recover_if_dead(w, me) {
                             return r;
                         }
-                        if self.is_not_recoverable() {
-                            return Err(LockError::NotRecoverable);
+                        std::thread::yield_now();
+                    }
+                    Some(libc::EDEADLK) => {
+                        let w = self.word.load(Ordering::Relaxed);
+                        if self.held_by(w, me) {
+                            return Err(LockError::WouldDeadlock);
+                        }
+                        // A dead holder whose tid we reuse.
+                        if let Some(r) = self.recover_if_dead(w, me) {
+                            return r;
                         }
                     }
-                    Some(libc::EDEADLK) => return Err(LockError::WouldDeadlock),
-                    // EINTR, EAGAIN (owner exiting, retry), anything else: try again.
-                    _ => std::thread::yield_now(),
+                    Some(libc::ETIMEDOUT) | Some(libc::EINTR) | Some(libc::EAGAIN) => {}
+                    // ENOSYS (kernel < 5.14), EPERM/EINVAL (a word the kernel will not
+                    // accept, e.g. garbage): take a free word in user space, else back off.
+                    _ => {
+                        // Acquire: pairs with the Release in `unlock`.
+                        if self
+                            .word
+                            .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            return self.acquired(me, false);
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 },
+            }
+            if self.is_not_recoverable() {
+                return Err(LockError::NotRecoverable);
             }
         }
     }
@@ -301,17 +346,21 @@ impl<T> Mutex<T> {
         if tid == 0 {
             return None;
         }
-        let start = self.owner_start.load(Ordering::Relaxed);
-        // The start time must belong to the holder `w` names: re-read the word.
-        if self.word.load(Ordering::Relaxed) != w {
-            return None;
-        }
-        let start = if start == 0 {
-            Start::Unknown
+        let rec = self.owner.load(Ordering::Relaxed);
+        // The record describes the holder only if it names the word's tid; otherwise the
+        // holder is between its CAS and its record, and only "no such task" proves death.
+        let start = if (rec >> 32) as u32 == tid {
+            Start::Low32(rec as u32)
         } else {
-            Start::Exact(start)
+            Start::Unknown
         };
-        if !owner::is_dead(tid, start) {
+        let dead = if tid == me.tid {
+            // Our own tid in the word, but not our record: a dead holder's reused tid.
+            rec != owner_word(me)
+        } else {
+            owner::is_dead(tid, start)
+        };
+        if !dead {
             return None;
         }
         // Acquire: the dead holder published nothing; this orders us after whoever last
@@ -328,14 +377,13 @@ impl<T> Mutex<T> {
     }
 
     fn acquired(&self, me: owner::Me, owner_died: bool) -> LockResult<'_, T> {
-        // `owner_start` doubles as a "held" mark: every unlock zeroes it before releasing
-        // the word, so finding it non-zero means the previous holder never unlocked. That
-        // is how a PI waiter learns of a death: when the holder dies with waiters queued,
-        // the kernel hands the lock to the top waiter without any error.
-        // Only the holder writes it (we hold the lock now), so a load and a store do:
-        // no read-modify-write on the fast path.
-        let prev = self.owner_start.load(Ordering::Relaxed);
-        self.owner_start.store(me.start, Ordering::Relaxed);
+        // `owner` doubles as a "held" mark: every unlock zeroes it before releasing the
+        // word, so finding it non-zero means the previous holder never unlocked. That is how
+        // a PI waiter learns of a death: when the holder dies with waiters queued, the
+        // kernel hands the lock to the top waiter without any error. Only the holder writes
+        // `owner` (we hold the lock now), so a load and a store do: no read-modify-write.
+        let prev = self.owner.load(Ordering::Relaxed);
+        self.owner.store(owner_word(me), Ordering::Relaxed);
         let owner_died = owner_died || prev != 0;
         let guard = MutexGuard {
             mutex: self,
@@ -359,7 +407,7 @@ impl<T> Mutex<T> {
         if self.state.load(Ordering::Relaxed) == robust::INCONSISTENT {
             self.state.store(robust::NOT_RECOVERABLE, Ordering::Relaxed);
         }
-        self.owner_start.store(0, Ordering::Relaxed);
+        self.owner.store(0, Ordering::Relaxed);
         #[cfg(not(shm_loom))]
         if self.protocol() == Protocol::PriorityInheritance {
             let me = owner::me().tid;
@@ -369,12 +417,10 @@ impl<T> Mutex<T> {
                 .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed)
                 .is_err()
             {
-                // Waiters queued in the kernel: it hands the lock to the top one. On error
-                // (the word was scribbled), fall back to clearing it and waking everyone.
-                if crate::sys::futex_unlock_pi(&self.word).is_err() {
-                    self.word.store(0, Ordering::Release);
-                    crate::futex::wake_all(&self.word);
-                }
+                // Waiters queued in the kernel: it hands the lock to the top one. If it
+                // refuses (the word was scribbled, or we were recovered from), leave the
+                // word alone: clearing it could release a lock the kernel gave another.
+                let _ = crate::sys::futex_unlock_pi(&self.word);
             }
             self.wake_if_not_recoverable();
             return;
@@ -419,9 +465,9 @@ impl<T> Mutex<T> {
         self.unlock();
     }
 
-    /// Re-locks after a condvar wait.
-    pub(crate) fn relock(&self) -> LockResult<'_, T> {
-        self.lock()
+    /// Re-locks after a condvar wait, by `deadline` if there is one.
+    pub(crate) fn relock(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
+        self.lock_until(deadline)
     }
 }
 
@@ -456,15 +502,16 @@ impl<'a, T> MutexGuard<'a, T> {
 impl<T> Deref for MutexGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: holding the guard means holding the lock: no other thread accesses the data.
-        unsafe { self.ptr.deref() }
+        // SAFETY: holding the guard means holding the lock: no other thread accesses the
+        // data, and only `&self`-shared references are made here.
+        self.ptr.with(|p| unsafe { &*p })
     }
 }
 
 impl<T> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference from this guard.
-        unsafe { self.ptr.deref() }
+        self.ptr.with(|p| unsafe { &mut *p })
     }
 }
 

@@ -63,8 +63,6 @@ fn me_slow() -> Me {
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(shm_loom, allow(dead_code))]
 pub(crate) enum Start {
-    /// The full start time.
-    Exact(u64),
     /// Its low 32 bits.
     Low32(u32),
     /// Not recorded (yet): only "no such task" proves death.
@@ -79,8 +77,8 @@ pub(crate) fn is_dead(tid: u32, start: Start) -> bool {
         shm_core::Lookup::Gone => true,
         shm_core::Lookup::Unknown => false,
         shm_core::Lookup::Running(p) => match start {
-            Start::Exact(s) => s != 0 && p.start_time != s,
-            Start::Low32(lo) => p.start_time as u32 != lo,
+            // A recorded 0 means the holder could not read its own start time.
+            Start::Low32(lo) => lo != 0 && p.start_time as u32 != lo,
             Start::Unknown => false,
         },
     }

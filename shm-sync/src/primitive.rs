@@ -46,6 +46,11 @@ pub struct MutPtr<T>(*mut T);
 
 #[cfg(not(shm_loom))]
 impl<T> MutPtr<T> {
+    /// Runs `f` with the raw pointer (loom's `MutPtr::with`).
+    pub fn with<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0)
+    }
+
     /// # Safety
     ///
     /// The caller must have exclusive access to the value while the reference lives.
@@ -94,3 +99,13 @@ impl Backoff {
         return true;
     }
 }
+
+/// `now + timeout`, or `None` (no deadline) if that overflows `Instant`.
+pub fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
+/// How long a sleeper sleeps before it re-checks on its own, so that a waker killed
+/// between its store and its wake (or a woken waiter killed before it acts) costs a
+/// sleeper at most this long, never forever.
+pub const SLEEP_SLICE: std::time::Duration = std::time::Duration::from_millis(10);

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::error::WaitError;
-use crate::primitive::{AtomicU32, Ordering};
+use crate::primitive::{deadline_after, fence, AtomicU32, Ordering, SLEEP_SLICE};
 
 /// A counting semaphore shared between processes.
 ///
@@ -92,7 +92,13 @@ impl Semaphore {
     ///
     /// `Timeout`.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
-        self.acquire_until(Some(Instant::now() + timeout))
+        match deadline_after(timeout) {
+            Some(d) => self.acquire_until(Some(d)),
+            None => {
+                self.acquire();
+                Ok(())
+            }
+        }
     }
 
     fn acquire_until(&self, deadline: Option<Instant>) -> Result<(), WaitError> {
@@ -106,14 +112,17 @@ impl Semaphore {
                     if left.is_zero() {
                         return Err(WaitError::Timeout);
                     }
-                    Some(left)
+                    left.min(SLEEP_SLICE)
                 }
-                None => None,
+                None => SLEEP_SLICE,
             };
-            // SeqCst: with `release`'s SeqCst increment and waiters load, either the
-            // releaser sees us counted and wakes us, or our futex wait sees count != 0.
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            crate::futex::wait(&self.count, 0, left);
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+            // SeqCst fence: with the fence in `release` (between its increment and its
+            // waiters load), either the releaser sees us counted and wakes us, or our futex
+            // wait sees count != 0. Sleeping in slices bounds what a releaser killed before
+            // its wake (or a woken waiter killed before it takes the permit) costs us.
+            fence(Ordering::SeqCst);
+            crate::futex::wait(&self.count, 0, Some(left));
             self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -133,17 +142,18 @@ impl Semaphore {
                     count: c,
                     requested: n,
                 })?;
-            // SeqCst: see `acquire_until`; also Release, pairing with the Acquire CAS in
-            // `try_acquire`.
+            // Release: pairs with the Acquire CAS in `try_acquire`.
             match self
                 .count
-                .compare_exchange_weak(c, next, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange_weak(c, next, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => break,
                 Err(now) => c = now,
             }
         }
-        if n > 0 && self.waiters.load(Ordering::SeqCst) != 0 {
+        // SeqCst fence: pairs with the fence in `acquire_until`.
+        fence(Ordering::SeqCst);
+        if n > 0 && self.waiters.load(Ordering::Relaxed) != 0 {
             crate::futex::wake(&self.count, n);
         }
         Ok(())
@@ -214,11 +224,12 @@ impl Event {
 
     /// Sets the event: a manual event releases every waiter, an auto event one.
     pub fn set(&self) {
-        // SeqCst: pairs with the SeqCst waiters increment in `wait_until` (either the setter
-        // sees the waiter, or the waiter's futex wait sees state != 0); also Release,
-        // pairing with the Acquire in `try_wait`.
-        self.state.store(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) != 0 {
+        // Release: pairs with the Acquire in `try_wait`.
+        self.state.store(1, Ordering::Release);
+        // SeqCst fence: pairs with the fence in `wait_until` (either we see the waiter, or
+        // its futex wait sees state != 0).
+        fence(Ordering::SeqCst);
+        if self.waiters.load(Ordering::Relaxed) != 0 {
             match self.reset_mode() {
                 Reset::Manual => {
                     crate::futex::wake_all(&self.state);
@@ -240,10 +251,12 @@ impl Event {
         match self.reset_mode() {
             // Acquire: pairs with the store in `set`.
             Reset::Manual => self.state.load(Ordering::Acquire) != 0,
-            Reset::Auto => self
-                .state
-                .compare_exchange(1, 0, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok(),
+            // Any non-zero state counts as set (a scribbled 2 must not spin a waiter
+            // forever); the swap consumes it.
+            Reset::Auto => {
+                self.state.load(Ordering::Relaxed) != 0
+                    && self.state.swap(0, Ordering::Acquire) != 0
+            }
         }
     }
 
@@ -258,7 +271,13 @@ impl Event {
     ///
     /// `Timeout`.
     pub fn wait_timeout(&self, timeout: Duration) -> Result<(), WaitError> {
-        self.wait_until(Some(Instant::now() + timeout))
+        match deadline_after(timeout) {
+            Some(d) => self.wait_until(Some(d)),
+            None => {
+                self.wait();
+                Ok(())
+            }
+        }
     }
 
     fn wait_until(&self, deadline: Option<Instant>) -> Result<(), WaitError> {
@@ -272,13 +291,14 @@ impl Event {
                     if left.is_zero() {
                         return Err(WaitError::Timeout);
                     }
-                    Some(left)
+                    left.min(SLEEP_SLICE)
                 }
-                None => None,
+                None => SLEEP_SLICE,
             };
-            // SeqCst: see `set`.
-            self.waiters.fetch_add(1, Ordering::SeqCst);
-            crate::futex::wait(&self.state, 0, left);
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+            // SeqCst fence: pairs with the fence in `set`. Slices: see `Semaphore`.
+            fence(Ordering::SeqCst);
+            crate::futex::wait(&self.state, 0, Some(left));
             self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }

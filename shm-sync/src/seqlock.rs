@@ -16,6 +16,8 @@ pub enum SeqLockError {
     Timeout,
     /// The calling thread is the writer (a write from inside a write).
     WouldDeadlock,
+    /// The writer lock's state word holds a value shmring never writes.
+    Corrupted,
 }
 
 impl std::fmt::Display for SeqLockError {
@@ -26,6 +28,7 @@ impl std::fmt::Display for SeqLockError {
             }
             SeqLockError::Timeout => "timed out",
             SeqLockError::WouldDeadlock => "the calling thread is already writing",
+            SeqLockError::Corrupted => "the seqlock's writer lock is corrupted",
         })
     }
 }
@@ -130,8 +133,9 @@ impl<T: bytemuck::Pod> SeqLock<T> {
             }
             Err(LockError::Timeout) => return Err(SeqLockError::Timeout),
             Err(LockError::WouldDeadlock) => return Err(SeqLockError::WouldDeadlock),
+            // `lock` never returns WouldBlock; NotRecoverable means a scribbled state word.
             Err(LockError::WouldBlock) | Err(LockError::NotRecoverable) => {
-                unreachable!("lock never returns these for a SeqLock's writer")
+                return Err(SeqLockError::Corrupted)
             }
         };
         let s = self.seq.load(Ordering::Relaxed);
@@ -186,7 +190,7 @@ impl<T: bytemuck::Pod> SeqLock<T> {
     ///
     /// As `read`, plus `Timeout`.
     pub fn read_timeout(&self, timeout: Duration) -> Result<T, SeqLockError> {
-        self.read_until(Some(Instant::now() + timeout))
+        self.read_until(crate::primitive::deadline_after(timeout))
     }
 
     fn read_until(&self, deadline: Option<Instant>) -> Result<T, SeqLockError> {

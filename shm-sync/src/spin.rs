@@ -109,7 +109,7 @@ impl<T> SpinLock<T> {
         &self,
         timeout: Duration,
     ) -> Result<SpinLockGuard<'_, T>, LockError<SpinLockGuard<'_, T>>> {
-        self.lock_until(Some(Instant::now() + timeout))
+        self.lock_until(crate::primitive::deadline_after(timeout))
     }
 
     fn lock_until(
@@ -261,15 +261,16 @@ impl<T> SpinLockGuard<'_, T> {
 impl<T> Deref for SpinLockGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: holding the guard means holding the lock: no other thread accesses the data.
-        unsafe { self.ptr.deref() }
+        // SAFETY: holding the guard means holding the lock: no other thread accesses the
+        // data, and only `&self`-shared references are made here.
+        self.ptr.with(|p| unsafe { &*p })
     }
 }
 
 impl<T> DerefMut for SpinLockGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference from this guard.
-        unsafe { self.ptr.deref() }
+        self.ptr.with(|p| unsafe { &mut *p })
     }
 }
 

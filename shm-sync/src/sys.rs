@@ -84,7 +84,17 @@ fn futex_wake_at(addr: *mut u32, n: u32) -> u32 {
     let n = n.min(i32::MAX as u32);
     // SAFETY: `addr` comes from a live atomic borrowed by our caller; FUTEX_WAKE only uses
     // it as a key and does not access memory beyond it.
-    let r = unsafe { libc::syscall(libc::SYS_futex, addr, libc::FUTEX_WAKE, n, 0usize, 0usize, 0u32) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            addr,
+            libc::FUTEX_WAKE,
+            n,
+            0usize,
+            0usize,
+            0u32,
+        )
+    };
     u32::try_from(r).unwrap_or(0)
 }
 
@@ -96,7 +106,12 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 pub(crate) fn membarrier_register() -> io::Result<()> {
     // SAFETY: plain syscall with integer arguments.
     let r = unsafe {
-        libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0)
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+            0,
+            0,
+        )
     };
     if r == -1 {
         Err(io::Error::last_os_error())
