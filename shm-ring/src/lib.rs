@@ -1,7 +1,41 @@
-//! Typed SPSC and MPMC rings between processes, over shm-core segments.
+//! Typed SPSC and MPMC ring buffers between processes, over shm-core segments.
 //!
-//! Work in progress: the rings arrive with their own issue. The crate builds so the
-//! workspace layout is final.
+//! - [`spsc`]: one producer process, one consumer process. Cache-padded positions, each
+//!   handle caching the other side's, `try_`/blocking/`_timeout` forms, zero-copy chunks.
+//! - [`mpmc`]: any number of producers and consumers, in any processes (per-slot sequence
+//!   numbers, Vyukov style), with a claim timeout so a producer killed mid-push cannot
+//!   wedge the consumers.
+//!
+//! Blocking waits spin, then yield, then sleep on a futex on the very position word the
+//! other side will change; the other side makes a `FUTEX_WAKE` only when someone sleeps
+//! (see [`WaitStrategy`]). A side learns that its peer closed ([`PopError::Disconnected`])
+//! or died ([`PopError::PeerDied`]) after draining what was published.
+//!
+//! ```
+//! use shm_ring::spsc;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! #[repr(C)]
+//! struct Tick { price: f64, qty: u32, venue: u32 }
+//!
+//! let name = format!("/shm-ring-doc-{}", std::process::id());
+//! let ring = spsc::create::<Tick>(&name, 4096)?;     // feed process
+//! let mut tx = ring.producer()?;
+//! let mut rx = spsc::open::<Tick>(&name)?.consumer()?; // strategy process
+//! tx.push(Tick { price: 101.5, qty: 10, venue: 3 })?;
+//! assert_eq!(rx.pop()?.qty, 10);
+//! # Ok(()) }
+//! ```
 
-pub use shm_core;
-pub use shm_sync;
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod end;
+mod error;
+mod mem;
+pub mod spsc;
+mod wait;
+
+pub use end::{EndStatus, LIVENESS_INTERVAL};
+pub use error::{ChunkError, PopError, PushError, RingError, Role};
+pub use wait::WaitStrategy;

@@ -1,0 +1,199 @@
+//! Ring endpoints: which process holds each end, and whether it still runs.
+//!
+//! An endpoint slot in shared memory:
+//!
+//! | field   | meaning                                                              |
+//! | ------- | -------------------------------------------------------------------- |
+//! | `owner` | 0 = free; else `pid << 32 \| (process start time & 0xffff_ffff)`    |
+//! | `state` | 0 = never attached, 1 = attached, 2 = closed (its handle was dropped) |
+//!
+//! The owner word is claimed with one compare-exchange, so there is no moment at which an
+//! end is held by nobody known; a slot whose owner is dead can be taken over the same way.
+
+use std::time::{Duration, Instant};
+
+use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
+
+pub(crate) const NEVER: u32 = 0;
+pub(crate) const ATTACHED: u32 = 1;
+pub(crate) const CLOSED: u32 = 2;
+
+/// How often an idle or blocked side checks (in `/proc`) that its peer still runs.
+pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// One endpoint slot, as laid out in the control block.
+#[repr(C)]
+pub(crate) struct End {
+    pub owner: AtomicU64,
+    pub state: AtomicU32,
+    pub _reserved: AtomicU32,
+}
+
+impl End {
+    /// A free slot.
+    pub fn new() -> End {
+        End {
+            owner: AtomicU64::new(0),
+            state: AtomicU32::new(NEVER),
+            _reserved: AtomicU32::new(0),
+        }
+    }
+}
+
+#[cfg(not(shm_loom))]
+static_assertions::assert_eq_size!(End, [u64; 2]);
+
+/// What an endpoint slot says, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndStatus {
+    /// Nobody ever attached.
+    Never,
+    /// Held by this process (pid), alive or not.
+    Attached {
+        /// The holder's pid.
+        pid: u32,
+        /// Whether it runs (checked in `/proc`; `true` when in doubt).
+        alive: bool,
+    },
+    /// Its handle was dropped.
+    Closed,
+}
+
+impl std::fmt::Display for EndStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndStatus::Never => f.write_str("never attached"),
+            EndStatus::Attached { pid, alive: true } => write!(f, "pid {pid}"),
+            EndStatus::Attached { pid, alive: false } => write!(f, "pid {pid} (dead)"),
+            EndStatus::Closed => f.write_str("closed"),
+        }
+    }
+}
+
+/// This process's identity word.
+#[cfg(not(shm_loom))]
+pub(crate) fn me() -> u64 {
+    let p = shm_core::ProcessId::current();
+    (u64::from(p.pid) << 32) | (p.start_time & 0xffff_ffff)
+}
+
+/// Under loom every handle is its own "process".
+#[cfg(shm_loom)]
+pub(crate) fn me() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32 | 1
+}
+
+/// Whether the process named by `word` is certainly gone.
+#[cfg(not(shm_loom))]
+pub(crate) fn is_dead(word: u64) -> bool {
+    if word == 0 {
+        return false;
+    }
+    match shm_core::ProcessId::lookup((word >> 32) as u32) {
+        shm_core::Lookup::Gone => true,
+        shm_core::Lookup::Unknown => false,
+        shm_core::Lookup::Running(p) => p.start_time as u32 != word as u32,
+    }
+}
+
+/// Under loom nobody dies (owner death is modelled for locks, not rings).
+#[cfg(shm_loom)]
+pub(crate) fn is_dead(_word: u64) -> bool {
+    false
+}
+
+impl End {
+    /// Claims the slot for `me`. `Err(holder pid)` if a live process holds it.
+    pub fn claim(&self, me: u64) -> Result<(), u32> {
+        loop {
+            let w = self.owner.load(Ordering::Relaxed);
+            if w != 0 && !is_dead(w) {
+                return Err((w >> 32) as u32);
+            }
+            // Acquire: pairs with the Release store in `release`, so what the previous
+            // holder did to the ring is visible to us.
+            if self
+                .owner
+                .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // Release: pairs with the Acquire loads of `state` on the other side.
+                self.state.store(ATTACHED, Ordering::Release);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gives the slot up (the handle was dropped).
+    pub fn release(&self, me: u64) {
+        // Release: publishes everything this end did; pairs with the Acquire load of
+        // `state` by the other side, which then re-reads the positions.
+        self.state.store(CLOSED, Ordering::Release);
+        let _ = self
+            .owner
+            .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+    }
+
+    /// The slot's status now. Reads `/proc` if attached.
+    pub fn status(&self) -> EndStatus {
+        // Acquire: pairs with the Release stores in `claim`/`release`.
+        match self.state.load(Ordering::Acquire) {
+            NEVER => EndStatus::Never,
+            ATTACHED => {
+                let w = self.owner.load(Ordering::Relaxed);
+                if w == 0 {
+                    // Between its release's two stores, or garbage: treat as closed.
+                    EndStatus::Closed
+                } else {
+                    EndStatus::Attached {
+                        pid: (w >> 32) as u32,
+                        alive: !is_dead(w),
+                    }
+                }
+            }
+            _ => EndStatus::Closed,
+        }
+    }
+}
+
+/// Rate-limits `/proc` liveness checks on polling paths: at most one per
+/// [`LIVENESS_INTERVAL`], and the clock is read only every 256 polls.
+pub(crate) struct LivenessTimer {
+    polls: u32,
+    next: Option<Instant>,
+}
+
+impl LivenessTimer {
+    pub fn new() -> LivenessTimer {
+        LivenessTimer {
+            polls: 0,
+            next: None,
+        }
+    }
+
+    /// Whether a check is due now; call on every idle poll.
+    pub fn due(&mut self) -> bool {
+        if cfg!(shm_loom) {
+            return false;
+        }
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % 256 != 1 {
+            return false;
+        }
+        let now = Instant::now();
+        match self.next {
+            Some(at) if now < at => false,
+            _ => {
+                self.next = Some(now + LIVENESS_INTERVAL);
+                true
+            }
+        }
+    }
+
+    /// Forces the next `due` to check (after a sleep, say).
+    pub fn expire(&mut self) {
+        self.polls = 0;
+        self.next = None;
+    }
+}

@@ -1,0 +1,270 @@
+//! Errors of the rings: per operation, each handing the value back where there is one.
+
+use std::fmt;
+
+/// Which end of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The side that pushes.
+    Producer,
+    /// The side that pops.
+    Consumer,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Producer => "producer",
+            Role::Consumer => "consumer",
+        })
+    }
+}
+
+/// Why a push did not happen. The value comes back in every case.
+#[derive(PartialEq, Eq)]
+pub enum PushError<T> {
+    /// The ring is full (`try_push`).
+    Full(T),
+    /// The timeout passed while the ring stayed full (`push_timeout`).
+    Timeout(T),
+    /// Every consumer dropped its handle: nobody will pop this.
+    Disconnected(T),
+    /// The consumer side was killed (or died) without dropping its handle.
+    PeerDied(T),
+    /// MPMC only: the slot this push claimed was given up by consumers after the claim
+    /// timeout (this producer stalled between claiming and publishing); nothing was
+    /// published and the value is yours again.
+    Expired(T),
+    /// A position read from shared memory is impossible: a peer corrupted the ring.
+    Corrupted(T),
+}
+
+impl<T> PushError<T> {
+    /// The value that was not pushed.
+    pub fn into_inner(self) -> T {
+        match self {
+            PushError::Full(v)
+            | PushError::Timeout(v)
+            | PushError::Disconnected(v)
+            | PushError::PeerDied(v)
+            | PushError::Expired(v)
+            | PushError::Corrupted(v) => v,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            PushError::Full(_) => "the ring is full",
+            PushError::Timeout(_) => "timed out waiting for space in the ring",
+            PushError::Disconnected(_) => "the consumer closed the ring",
+            PushError::PeerDied(_) => "the consumer process died",
+            PushError::Expired(_) => {
+                "this producer stalled past the claim timeout; consumers skipped its slot"
+            }
+            PushError::Corrupted(_) => "the ring's shared positions are corrupted",
+        }
+    }
+}
+
+impl<T> fmt::Debug for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            PushError::Full(_) => "Full(..)",
+            PushError::Timeout(_) => "Timeout(..)",
+            PushError::Disconnected(_) => "Disconnected(..)",
+            PushError::PeerDied(_) => "PeerDied(..)",
+            PushError::Expired(_) => "Expired(..)",
+            PushError::Corrupted(_) => "Corrupted(..)",
+        };
+        f.write_str(name)
+    }
+}
+
+impl<T> fmt::Display for PushError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl<T> std::error::Error for PushError<T> {}
+
+/// Why a pop returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PopError {
+    /// The ring is empty (`try_pop`).
+    Empty,
+    /// The timeout passed while the ring stayed empty (`pop_timeout`).
+    Timeout,
+    /// Every producer dropped its handle and everything they pushed has been popped.
+    Disconnected,
+    /// The producer side was killed (or died) and everything it published has been popped.
+    PeerDied,
+    /// MPMC only: this consumer stalled past the claim timeout between claiming a slot
+    /// and releasing it, so producers reclaimed the slot; the message is lost to it.
+    Expired,
+    /// A position read from shared memory is impossible: a peer corrupted the ring.
+    Corrupted,
+}
+
+impl fmt::Display for PopError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PopError::Empty => "the ring is empty",
+            PopError::Timeout => "timed out waiting for a message",
+            PopError::Disconnected => "the producer closed the ring and it is drained",
+            PopError::PeerDied => "the producer process died and the ring is drained",
+            PopError::Expired => {
+                "this consumer stalled past the claim timeout; producers reclaimed its slot"
+            }
+            PopError::Corrupted => "the ring's shared positions are corrupted",
+        })
+    }
+}
+
+impl std::error::Error for PopError {}
+
+/// Why a chunk could not be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    /// Fewer slots (or items) than asked for are available now.
+    TooFewSlots {
+        /// How many are.
+        available: usize,
+    },
+    /// A position read from shared memory is impossible: a peer corrupted the ring.
+    Corrupted,
+}
+
+impl fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChunkError::TooFewSlots { available } => {
+                write!(f, "only {available} slots are available for the chunk")
+            }
+            ChunkError::Corrupted => f.write_str("the ring's shared positions are corrupted"),
+        }
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
+/// Why creating, opening or joining a ring failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RingError {
+    /// Creating the segment failed.
+    Create(shm_core::CreateError),
+    /// Opening the segment failed (missing, wrong kind, wrong payload type, ...).
+    Open(shm_core::OpenError),
+    /// A capacity of zero was asked for.
+    ZeroCapacity {
+        /// The ring's name.
+        name: String,
+    },
+    /// The capacity (rounded up to a power of two) does not fit in memory.
+    CapacityTooLarge {
+        /// The ring's name.
+        name: String,
+        /// What was asked for.
+        requested: u64,
+    },
+    /// The payload type has size zero.
+    ZeroSizedPayload {
+        /// The ring's name.
+        name: String,
+    },
+    /// The payload type is aligned more strictly than a page.
+    PayloadAlignment {
+        /// The ring's name.
+        name: String,
+        /// Its alignment.
+        align: usize,
+    },
+    /// Another live process holds this end of the ring.
+    RoleTaken {
+        /// The ring's name.
+        name: String,
+        /// Which end.
+        role: Role,
+        /// The process that holds it.
+        pid: u32,
+    },
+    /// Every endpoint slot of that side is taken (MPMC).
+    TooManyEndpoints {
+        /// The ring's name.
+        name: String,
+        /// Which side.
+        role: Role,
+        /// The limit.
+        max: usize,
+    },
+    /// The ring's control block holds impossible values.
+    Corrupted {
+        /// The ring's name.
+        name: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RingError::Create(e) => e.fmt(f),
+            RingError::Open(e) => e.fmt(f),
+            RingError::ZeroCapacity { name } => {
+                write!(
+                    f,
+                    "cannot create ring {name:?}: a capacity of 0 holds nothing"
+                )
+            }
+            RingError::CapacityTooLarge { name, requested } => write!(
+                f,
+                "cannot create ring {name:?}: {requested} slots (rounded up to a power of two) \
+                 do not fit in memory"
+            ),
+            RingError::ZeroSizedPayload { name } => write!(
+                f,
+                "cannot create ring {name:?}: the payload type has size 0; use a counter"
+            ),
+            RingError::PayloadAlignment { name, align } => write!(
+                f,
+                "cannot create ring {name:?}: the payload's alignment {align} exceeds a page"
+            ),
+            RingError::RoleTaken { name, role, pid } => write!(
+                f,
+                "cannot join ring {name:?} as {role}: process {pid} holds that end \
+                 (an SPSC ring has one of each)"
+            ),
+            RingError::TooManyEndpoints { name, role, max } => write!(
+                f,
+                "cannot join ring {name:?} as {role}: all {max} {role} slots are taken"
+            ),
+            RingError::Corrupted { name, what } => {
+                write!(f, "ring {name:?} is corrupted: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RingError::Create(e) => Some(e),
+            RingError::Open(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<shm_core::CreateError> for RingError {
+    fn from(e: shm_core::CreateError) -> Self {
+        RingError::Create(e)
+    }
+}
+
+impl From<shm_core::OpenError> for RingError {
+    fn from(e: shm_core::OpenError) -> Self {
+        RingError::Open(e)
+    }
+}

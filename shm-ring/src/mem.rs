@@ -1,0 +1,153 @@
+//! Where a ring lives: a shm-core segment, or the heap (in-process rings, Miri, loom).
+//! The algorithms see only a control block and an array of slots.
+
+use std::any::Any;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+pub(crate) use shm_sync::primitive::UnsafeCell;
+
+/// A ring's memory: the control block `C` and `cap` slots of `S`, kept alive by `owner`.
+pub(crate) struct Mem<C, S> {
+    owner: Arc<dyn Any + Send + Sync>,
+    ctrl: NonNull<C>,
+    slots: NonNull<S>,
+    /// A power of two, validated when the ring was created or opened; never re-read from
+    /// shared memory, so `pos & (cap - 1)` is always in bounds.
+    cap: u64,
+}
+
+impl<C, S> Clone for Mem<C, S> {
+    fn clone(&self) -> Self {
+        Mem {
+            owner: self.owner.clone(),
+            ctrl: self.ctrl,
+            slots: self.slots,
+            cap: self.cap,
+        }
+    }
+}
+
+// SAFETY: the pointers point into memory owned by `owner` (a mapping or heap boxes), which
+// is `Send + Sync`; the control block is all atomics and slot access follows the ring
+// protocol, which hands each slot to one side at a time.
+unsafe impl<C, S> Send for Mem<C, S> {}
+// SAFETY: as for `Send`.
+unsafe impl<C, S> Sync for Mem<C, S> {}
+
+impl<C, S> Mem<C, S> {
+    /// # Safety
+    ///
+    /// `ctrl` and `slots` (with `cap` elements) must stay valid while `owner` lives, and
+    /// `cap` must be a power of two.
+    pub unsafe fn new(
+        owner: Arc<dyn Any + Send + Sync>,
+        ctrl: NonNull<C>,
+        slots: NonNull<S>,
+        cap: u64,
+    ) -> Mem<C, S> {
+        debug_assert!(cap.is_power_of_two());
+        Mem {
+            owner,
+            ctrl,
+            slots,
+            cap,
+        }
+    }
+
+    /// The control block.
+    #[inline]
+    pub fn ctrl(&self) -> &C {
+        // SAFETY: valid while `owner` lives (constructor contract), which `&self` keeps.
+        unsafe { self.ctrl.as_ref() }
+    }
+
+    /// The slot for position `pos`.
+    #[inline]
+    pub fn slot(&self, pos: u64) -> &S {
+        let i = (pos & (self.cap - 1)) as usize;
+        // SAFETY: `i < cap`, the number of slots (constructor contract).
+        unsafe { &*self.slots.as_ptr().add(i) }
+    }
+
+    /// A pointer to the slot for `pos` (for chunk slices).
+    #[inline]
+    pub fn slot_ptr(&self, pos: u64) -> *mut S {
+        let i = (pos & (self.cap - 1)) as usize;
+        // SAFETY: `i < cap`, so the offset stays inside the slot array.
+        unsafe { self.slots.as_ptr().add(i) }
+    }
+
+    /// Number of slots.
+    #[inline]
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+}
+
+/// Heap storage for an in-process ring: raw boxes, freed when the last handle drops.
+pub(crate) struct Heap<C, S> {
+    ctrl: *mut C,
+    slots: *mut [S],
+}
+
+// SAFETY: shared only through `Mem`, whose protocol hands each slot to one side at a time;
+// the control block is atomics.
+unsafe impl<C, S> Send for Heap<C, S> {}
+// SAFETY: as for `Send`.
+unsafe impl<C, S> Sync for Heap<C, S> {}
+
+impl<C, S> Drop for Heap<C, S> {
+    fn drop(&mut self) {
+        // SAFETY: both came from `Box::into_raw` in `Heap::new_mem` and are freed once, here,
+        // after the last `Mem` (which holds the `Arc` owning us) is gone.
+        unsafe {
+            drop(Box::from_raw(self.ctrl));
+            drop(Box::from_raw(self.slots));
+        }
+    }
+}
+
+impl<C: 'static, S: 'static> Heap<C, S> {
+    /// A `Mem` over freshly boxed storage. `slots.len()` must be a power of two.
+    pub fn new_mem(ctrl: C, slots: Box<[S]>) -> Mem<C, S> {
+        assert!(
+            slots.len().is_power_of_two(),
+            "ring capacity is a power of two"
+        );
+        let cap = slots.len() as u64;
+        let heap = Heap {
+            ctrl: Box::into_raw(Box::new(ctrl)),
+            slots: Box::into_raw(slots),
+        };
+        let ctrl = NonNull::new(heap.ctrl).expect("Box::into_raw is non-null");
+        let slots = NonNull::new(heap.slots.cast::<S>()).expect("Box::into_raw is non-null");
+        let owner: Arc<dyn Any + Send + Sync> = Arc::new(heap);
+        // SAFETY: the allocations live until `owner`'s `Heap` drops; `cap` is their length,
+        // a power of two (asserted above).
+        unsafe { Mem::new(owner, ctrl, slots, cap) }
+    }
+}
+
+/// Reads a slot's value (the slot is ours by the ring protocol).
+///
+/// # Safety
+///
+/// No other thread may write the cell during the call.
+#[inline]
+pub(crate) unsafe fn read<T: Copy>(cell: &UnsafeCell<T>) -> T {
+    // SAFETY: the caller guarantees no concurrent writer; `T: Copy` reads cannot tear a
+    // value into an invalid one for `Pod` payloads.
+    cell.with(|p| unsafe { p.read() })
+}
+
+/// Writes a slot's value (the slot is ours by the ring protocol).
+///
+/// # Safety
+///
+/// No other thread may access the cell during the call.
+#[inline]
+pub(crate) unsafe fn write<T>(cell: &UnsafeCell<T>, value: T) {
+    // SAFETY: the caller guarantees exclusive access.
+    cell.with_mut(|p| unsafe { p.write(value) })
+}

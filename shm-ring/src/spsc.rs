@@ -1,0 +1,1191 @@
+//! A typed single-producer single-consumer ring between two processes.
+//!
+//! ```
+//! use shm_ring::spsc;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = format!("/shm-ring-doc-spsc-{}", std::process::id());
+//! // Process A creates the ring (capacity rounds up to a power of two) and produces.
+//! let ring = spsc::create::<u64>(&name, 1000)?;
+//! let mut tx = ring.producer()?;
+//! // Process B opens it by name and consumes.
+//! let mut rx = spsc::open::<u64>(&name)?.consumer()?;
+//! tx.try_push(7)?;
+//! tx.push_slice(&[8, 9]);
+//! assert_eq!(rx.try_pop(), Ok(7));
+//! let mut out = [0; 4];
+//! assert_eq!(rx.pop_slice(&mut out), 2);
+//! assert_eq!(&out[..2], &[8, 9]);
+//! assert_eq!(ring.capacity(), 1024);
+//! # Ok(()) }
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use bytemuck::Pod;
+use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
+
+use crate::end::{self, End, EndStatus, LivenessTimer, CLOSED, LIVENESS_INTERVAL};
+use crate::error::{ChunkError, PopError, PushError, RingError, Role};
+use crate::mem::{self, Mem, UnsafeCell};
+use crate::wait::{self, Deadline, WaitStrategy};
+
+/// Version of the SPSC control-block layout; part of the segment's fingerprint.
+pub const SPSC_LAYOUT_VERSION: u64 = 1;
+
+/// Immutable configuration and the two endpoint slots.
+#[repr(C, align(128))]
+pub(crate) struct ConfigLine {
+    pub capacity: AtomicU64,
+    /// The position both counters started at (0, or a test hook's value).
+    pub initial: AtomicU64,
+    pub producer: End,
+    pub consumer: End,
+}
+
+/// A line written by one side only: its position and its counters.
+#[repr(C, align(128))]
+pub(crate) struct SideLine {
+    pub pos: AtomicU64,
+    /// Times this side found the ring full (producer) or empty (consumer).
+    pub stalls: AtomicU64,
+    /// `FUTEX_WAKE`s this side issued.
+    pub wakeups: AtomicU64,
+}
+
+/// A line holding a sleeper count, written only when someone goes to sleep, so the other
+/// side's check on every publish hits a clean line in its own cache.
+#[repr(C, align(128))]
+pub(crate) struct FlagLine {
+    pub waiting: AtomicU32,
+}
+
+/// The control block at the start of an SPSC segment's data area:
+///
+/// | line | offset | written by          | holds                                   |
+/// | ---- | ------ | ------------------- | --------------------------------------- |
+/// | 0    | 0      | creator, attachers  | capacity, initial position, both ends   |
+/// | 1    | 128    | producer            | `tail` (next position to write), stalls, wake-ups |
+/// | 2    | 256    | consumer            | `head` (next position to read), stalls, wake-ups  |
+/// | 3    | 384    | a sleeping consumer | consumers waiting                       |
+/// | 4    | 512    | a sleeping producer | producers waiting                       |
+///
+/// Positions are `u64` counters that only grow (wrapping); slot = `pos & (capacity - 1)`.
+/// The ring holds `tail - head` items, at most `capacity`.
+#[repr(C)]
+pub(crate) struct Control {
+    pub config: ConfigLine,
+    pub tail: SideLine,
+    pub head: SideLine,
+    pub consumer_waiting: FlagLine,
+    pub producer_waiting: FlagLine,
+}
+
+#[cfg(not(shm_loom))]
+mod layout_checks {
+    use super::*;
+    use static_assertions::const_assert_eq;
+    const_assert_eq!(std::mem::size_of::<Control>(), 640);
+    const_assert_eq!(std::mem::offset_of!(Control, tail), 128);
+    const_assert_eq!(std::mem::offset_of!(Control, head), 256);
+    const_assert_eq!(std::mem::offset_of!(Control, consumer_waiting), 384);
+    const_assert_eq!(std::mem::offset_of!(Control, producer_waiting), 512);
+    const_assert_eq!(std::mem::offset_of!(ConfigLine, producer), 16);
+    const_assert_eq!(std::mem::offset_of!(ConfigLine, consumer), 32);
+}
+
+#[cfg(not(shm_loom))]
+// SAFETY: `#[repr(C)]` of `u32`/`u64` atomics only: every bit pattern is valid (garbage
+// positions are caught as `Corrupted`), zero is an empty ring with no ends, no Drop glue.
+unsafe impl shm_core::ShmSafe for Control {}
+
+impl Control {
+    fn new(capacity: u64, initial: u64) -> Control {
+        let side = |pos| SideLine {
+            pos: AtomicU64::new(pos),
+            stalls: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+        };
+        let end = End::new;
+        Control {
+            config: ConfigLine {
+                capacity: AtomicU64::new(capacity),
+                initial: AtomicU64::new(initial),
+                producer: end(),
+                consumer: end(),
+            },
+            tail: side(initial),
+            head: side(initial),
+            consumer_waiting: FlagLine {
+                waiting: AtomicU32::new(0),
+            },
+            producer_waiting: FlagLine {
+                waiting: AtomicU32::new(0),
+            },
+        }
+    }
+}
+
+type Slot<T> = UnsafeCell<T>;
+
+/// Rounds a requested capacity up to a power of two.
+pub(crate) fn round_capacity(name: &str, requested: u64) -> Result<u64, RingError> {
+    if requested == 0 {
+        return Err(RingError::ZeroCapacity {
+            name: name.to_owned(),
+        });
+    }
+    requested
+        .checked_next_power_of_two()
+        .filter(|&c| c <= 1 << 40)
+        .ok_or(RingError::CapacityTooLarge {
+            name: name.to_owned(),
+            requested,
+        })
+}
+
+pub(crate) fn check_payload<T>(name: &str) -> Result<(), RingError> {
+    if std::mem::size_of::<T>() == 0 {
+        return Err(RingError::ZeroSizedPayload {
+            name: name.to_owned(),
+        });
+    }
+    if std::mem::align_of::<T>() > 4096 {
+        return Err(RingError::PayloadAlignment {
+            name: name.to_owned(),
+            align: std::mem::align_of::<T>(),
+        });
+    }
+    Ok(())
+}
+
+/// A ring in memory, not yet joined: take its [`producer`](Ring::producer) or
+/// [`consumer`](Ring::consumer) end. Cloning it is cheap.
+pub struct Ring<T> {
+    mem: Mem<Control, Slot<T>>,
+    name: String,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Ring<T> {
+    fn clone(&self) -> Self {
+        Ring {
+            mem: self.mem.clone(),
+            name: self.name.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// A snapshot of a ring's counters, readable from any process (see [`Ring::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingStats {
+    /// Slots in the ring.
+    pub capacity: u64,
+    /// Next position to read.
+    pub head: u64,
+    /// Next position to write.
+    pub tail: u64,
+    /// Items pushed since creation.
+    pub pushes: u64,
+    /// Items popped since creation.
+    pub pops: u64,
+    /// Times a push found the ring full.
+    pub full_stalls: u64,
+    /// Times a pop found the ring empty.
+    pub empty_stalls: u64,
+    /// `FUTEX_WAKE` calls issued by both sides.
+    pub wakeups: u64,
+    /// The producer end.
+    pub producer: EndStatus,
+    /// The consumer end.
+    pub consumer: EndStatus,
+}
+
+impl RingStats {
+    /// Items in the ring (`tail - head`), as read.
+    pub fn len(&self) -> u64 {
+        self.tail.wrapping_sub(self.head)
+    }
+
+    /// Whether the ring was empty when read.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub(crate) fn stats_of(c: &Control) -> RingStats {
+    let initial = c.config.initial.load(Ordering::Relaxed);
+    let head = c.head.pos.load(Ordering::Relaxed);
+    let tail = c.tail.pos.load(Ordering::Relaxed);
+    RingStats {
+        capacity: c.config.capacity.load(Ordering::Relaxed),
+        head,
+        tail,
+        pushes: tail.wrapping_sub(initial),
+        pops: head.wrapping_sub(initial),
+        full_stalls: c.tail.stalls.load(Ordering::Relaxed),
+        empty_stalls: c.head.stalls.load(Ordering::Relaxed),
+        wakeups: c
+            .tail
+            .wakeups
+            .load(Ordering::Relaxed)
+            .wrapping_add(c.head.wakeups.load(Ordering::Relaxed)),
+        producer: c.config.producer.status(),
+        consumer: c.config.consumer.status(),
+    }
+}
+
+impl<T: Pod> Ring<T> {
+    /// A ring on the heap, for threads of one process (and for Miri and loom): the same
+    /// algorithm without a segment.
+    ///
+    /// # Errors
+    ///
+    /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`.
+    pub fn in_process(capacity: u64) -> Result<Ring<T>, RingError> {
+        let name = "(in-process)";
+        check_payload::<T>(name)?;
+        let cap = round_capacity(name, capacity)?;
+        let slots: Box<[Slot<T>]> = (0..cap).map(|_| UnsafeCell::new(T::zeroed())).collect();
+        Ok(Ring {
+            mem: mem::Heap::new_mem(Control::new(cap, 0), slots),
+            name: name.to_owned(),
+            _t: PhantomData,
+        })
+    }
+
+    pub(crate) fn from_mem(mem: Mem<Control, Slot<T>>, name: String) -> Ring<T> {
+        Ring {
+            mem,
+            name,
+            _t: PhantomData,
+        }
+    }
+
+    /// Joins as the producer (with the default [`WaitStrategy`]).
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::RoleTaken`] if a live process holds the producer end (a dead one's is
+    /// taken over), `Corrupted` if the shared positions are impossible.
+    pub fn producer(&self) -> Result<Producer<T>, RingError> {
+        let c = self.mem.ctrl();
+        let me = end::me();
+        c.config
+            .producer
+            .claim(me)
+            .map_err(|pid| RingError::RoleTaken {
+                name: self.name.clone(),
+                role: Role::Producer,
+                pid,
+            })?;
+        // Acquire: pairs with the consumer's Release stores of `head`.
+        let head = c.head.pos.load(Ordering::Acquire);
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        if tail.wrapping_sub(head) > self.mem.cap() {
+            c.config.producer.release(me);
+            return Err(RingError::Corrupted {
+                name: self.name.clone(),
+                what: format!("tail {tail} and head {head} are more than a ring apart"),
+            });
+        }
+        Ok(Producer {
+            mem: self.mem.clone(),
+            me,
+            tail,
+            head_cache: head,
+            strategy: WaitStrategy::default(),
+            registered: shm_sync::barrier::register(),
+            liveness: LivenessTimer::new(),
+        })
+    }
+
+    /// Joins as the consumer.
+    ///
+    /// # Errors
+    ///
+    /// As [`producer`](Self::producer).
+    pub fn consumer(&self) -> Result<Consumer<T>, RingError> {
+        let c = self.mem.ctrl();
+        let me = end::me();
+        c.config
+            .consumer
+            .claim(me)
+            .map_err(|pid| RingError::RoleTaken {
+                name: self.name.clone(),
+                role: Role::Consumer,
+                pid,
+            })?;
+        let head = c.head.pos.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release stores of `tail`.
+        let tail = c.tail.pos.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > self.mem.cap() {
+            c.config.consumer.release(me);
+            return Err(RingError::Corrupted {
+                name: self.name.clone(),
+                what: format!("tail {tail} and head {head} are more than a ring apart"),
+            });
+        }
+        Ok(Consumer {
+            mem: self.mem.clone(),
+            me,
+            head,
+            tail_cache: tail,
+            strategy: WaitStrategy::default(),
+            registered: shm_sync::barrier::register(),
+            liveness: LivenessTimer::new(),
+        })
+    }
+
+    /// Slots in the ring (a power of two).
+    pub fn capacity(&self) -> u64 {
+        self.mem.cap()
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The counters, read without joining (a third process may call this).
+    pub fn stats(&self) -> RingStats {
+        stats_of(self.mem.ctrl())
+    }
+}
+
+/// The pushing end of an SPSC ring. `&mut self` methods: one thread at a time.
+pub struct Producer<T> {
+    mem: Mem<Control, Slot<T>>,
+    me: u64,
+    /// Our truth of `tail` (only we write it).
+    tail: u64,
+    /// The last `head` we read.
+    head_cache: u64,
+    strategy: WaitStrategy,
+    registered: bool,
+    liveness: LivenessTimer,
+}
+
+/// The popping end of an SPSC ring. `&mut self` methods: one thread at a time.
+pub struct Consumer<T> {
+    mem: Mem<Control, Slot<T>>,
+    me: u64,
+    /// Our truth of `head` (only we write it).
+    head: u64,
+    /// The last `tail` we read.
+    tail_cache: u64,
+    strategy: WaitStrategy,
+    registered: bool,
+    liveness: LivenessTimer,
+}
+
+/// Why a wait for space/items ended without any.
+enum Stop {
+    Timeout,
+    Disconnected,
+    PeerDied,
+    Corrupted,
+}
+
+impl<T: Pod> Producer<T> {
+    /// Sets how blocking pushes wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.mem.cap()
+    }
+
+    /// Free slots now (reads the consumer's position).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` if the consumer's position is impossible.
+    pub fn free_slots(&mut self) -> Result<u64, ChunkError> {
+        self.refresh_head().map_err(|_| ChunkError::Corrupted)?;
+        Ok(self.mem.cap() - self.tail.wrapping_sub(self.head_cache))
+    }
+
+    /// Re-reads `head`, checking it is possible.
+    #[inline]
+    fn refresh_head(&mut self) -> Result<(), ()> {
+        // Acquire: pairs with the consumer's Release store of `head` in `Consumer::advance`,
+        // so its reads of the slots it freed happen before we overwrite them.
+        let h = self.mem.ctrl().head.pos.load(Ordering::Acquire);
+        if self.tail.wrapping_sub(h) > self.mem.cap() {
+            return Err(());
+        }
+        self.head_cache = h;
+        Ok(())
+    }
+
+    #[inline]
+    fn publish(&mut self, tail: u64) {
+        self.tail = tail;
+        let c = self.mem.ctrl();
+        // Release: publishes the slot writes; pairs with the Acquire load of `tail` in
+        // `Consumer::refresh_tail`.
+        c.tail.pos.store(tail, Ordering::Release);
+        if wait::wake_if_waiting(self.registered, &c.consumer_waiting.waiting, &c.tail.pos, 1) {
+            c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Pushes if there is room. Never blocks and makes no syscall unless the consumer
+    /// sleeps.
+    ///
+    /// # Errors
+    ///
+    /// `Full`, or when full: `Disconnected` (consumer closed), `PeerDied` (consumer dead,
+    /// checked at most every [`LIVENESS_INTERVAL`]); `Corrupted`. The value comes back.
+    #[inline]
+    pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if self.tail.wrapping_sub(self.head_cache) >= self.mem.cap() {
+            if self.refresh_head().is_err() {
+                return Err(PushError::Corrupted(value));
+            }
+            if self.tail.wrapping_sub(self.head_cache) >= self.mem.cap() {
+                return Err(self.full(value));
+            }
+        }
+        // SAFETY: `tail - head < cap`, so the slot at `tail` is free: the consumer read it
+        // (its Release store of `head`, which we loaded with Acquire, is past it) and will
+        // not touch it until we publish a `tail` beyond it.
+        unsafe { mem::write(self.mem.slot(self.tail), value) };
+        self.publish(self.tail.wrapping_add(1));
+        Ok(())
+    }
+
+    #[cold]
+    fn full(&mut self, value: T) -> PushError<T> {
+        let c = self.mem.ctrl();
+        c.tail.stalls.fetch_add(1, Ordering::Relaxed);
+        // Acquire: pairs with the Release store in `End::release`.
+        if c.config.consumer.state.load(Ordering::Acquire) == CLOSED {
+            return PushError::Disconnected(value);
+        }
+        if self.liveness.due() && self.consumer_dead() {
+            return PushError::PeerDied(value);
+        }
+        PushError::Full(value)
+    }
+
+    fn consumer_dead(&self) -> bool {
+        matches!(
+            self.mem.ctrl().config.consumer.status(),
+            EndStatus::Attached { alive: false, .. }
+        )
+    }
+
+    /// Pushes, waiting while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`]), `Corrupted`.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, Deadline::after(None))
+    }
+
+    /// [`push`](Self::push), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `push`, plus `Timeout`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, Deadline::after(Some(timeout)))
+    }
+
+    fn push_until(&mut self, mut value: T, deadline: Deadline) -> Result<(), PushError<T>> {
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(v)) => value = v,
+                other => return other,
+            }
+            match self.wait_for_space(deadline) {
+                Ok(()) => {}
+                Err(Stop::Timeout) => return Err(PushError::Timeout(value)),
+                Err(Stop::Disconnected) => return Err(PushError::Disconnected(value)),
+                Err(Stop::PeerDied) => return Err(PushError::PeerDied(value)),
+                Err(Stop::Corrupted) => return Err(PushError::Corrupted(value)),
+            }
+        }
+    }
+
+    fn has_space(&mut self) -> Result<bool, Stop> {
+        self.refresh_head().map_err(|_| Stop::Corrupted)?;
+        Ok(self.tail.wrapping_sub(self.head_cache) < self.mem.cap())
+    }
+
+    fn wait_for_space(&mut self, deadline: Deadline) -> Result<(), Stop> {
+        loop {
+            let strategy = self.strategy;
+            let mut corrupted = false;
+            let got = wait::spin(strategy, || match self.has_space() {
+                Ok(true) => Some(()),
+                Ok(false) => None,
+                Err(_) => {
+                    corrupted = true;
+                    Some(())
+                }
+            });
+            if corrupted {
+                return Err(Stop::Corrupted);
+            }
+            if got.is_some() {
+                return Ok(());
+            }
+            let c = self.mem.ctrl();
+            // Acquire: pairs with the Release store in `End::release`.
+            if c.config.consumer.state.load(Ordering::Acquire) == CLOSED {
+                return Err(Stop::Disconnected);
+            }
+            if self.liveness.due() && self.consumer_dead() {
+                return Err(Stop::PeerDied);
+            }
+            if deadline.passed() {
+                return Err(Stop::Timeout);
+            }
+            if strategy == WaitStrategy::SpinThenPark {
+                let full_head = self.tail.wrapping_sub(self.mem.cap());
+                let c = self.mem.ctrl();
+                wait::park(
+                    &c.producer_waiting.waiting,
+                    &c.head.pos,
+                    full_head,
+                    deadline.slice(LIVENESS_INTERVAL),
+                    || {
+                        // Relaxed: only a hint to skip the sleep; the loop re-reads `head`
+                        // with Acquire. Closed also ends the wait.
+                        c.head.pos.load(Ordering::Relaxed) != full_head
+                            || c.config.consumer.state.load(Ordering::Relaxed) == CLOSED
+                    },
+                );
+                self.liveness.expire();
+            }
+        }
+    }
+
+    /// Reserves exactly `n` slots to fill in place; nothing is visible to the consumer
+    /// until [`WriteChunk::commit`]. The slots hold whatever they held (never uninitialised
+    /// memory: the ring's memory is zeroed at creation and `T` is `Pod`).
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots` with the number free, or `Corrupted`.
+    pub fn write_chunk_uninit(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        let free = self.free_slots()?;
+        if (n as u64) > free {
+            return Err(ChunkError::TooFewSlots {
+                available: free as usize,
+            });
+        }
+        Ok(WriteChunk {
+            start: self.tail,
+            len: n,
+            producer: self,
+        })
+    }
+
+    /// Pushes as many of `values` as fit now; returns how many.
+    pub fn push_slice(&mut self, values: &[T]) -> usize {
+        let Ok(free) = self.free_slots() else {
+            return 0;
+        };
+        let n = values.len().min(free as usize);
+        if n == 0 {
+            return 0;
+        }
+        let mut chunk = match self.write_chunk_uninit(n) {
+            Ok(c) => c,
+            Err(_) => return 0,
+        };
+        for (i, v) in values[..n].iter().enumerate() {
+            chunk.set(i, *v);
+        }
+        chunk.commit_all();
+        n
+    }
+
+    /// Whether the consumer closed its end (a dropped handle).
+    pub fn is_abandoned(&self) -> bool {
+        // Acquire: pairs with the Release store in `End::release`.
+        self.mem
+            .ctrl()
+            .config
+            .consumer
+            .state
+            .load(Ordering::Acquire)
+            == CLOSED
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        let c = self.mem.ctrl();
+        c.config.producer.release(self.me);
+        // A consumer sleeping on an empty ring must wake to see us gone.
+        shm_sync::futex::wake_low(&c.tail.pos, u32::MAX);
+    }
+}
+
+/// `n` reserved slots of a producer, filled in place, published by `commit`.
+pub struct WriteChunk<'a, T> {
+    producer: &'a mut Producer<T>,
+    start: u64,
+    len: usize,
+}
+
+impl<T: Pod> WriteChunk<'_, T> {
+    /// Number of reserved slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slots were reserved.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes slot `i` of the chunk.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn set(&mut self, i: usize, value: T) {
+        assert!(i < self.len, "chunk index {i} out of range 0..{}", self.len);
+        let pos = self.start.wrapping_add(i as u64);
+        // SAFETY: the slot lies in the reserved, unpublished range: only we access it.
+        unsafe { mem::write(self.producer.mem.slot(pos), value) };
+    }
+
+    /// The reserved slots as two slices (the second is non-empty when the chunk wraps).
+    #[cfg(not(shm_loom))]
+    pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
+        let cap = self.producer.mem.cap();
+        let first_index = self.start & (cap - 1);
+        let first_len = (self.len as u64).min(cap - first_index) as usize;
+        let first = self.producer.mem.slot_ptr(self.start).cast::<T>();
+        let second = self.producer.mem.slot_ptr(0).cast::<T>();
+        // SAFETY: both ranges lie inside the slot array (`first_index + first_len <= cap`,
+        // `len - first_len <= first_index`), do not overlap, are reserved for us alone
+        // until commit, hold valid `T`s (`Pod`, zero-initialised memory), and `UnsafeCell<T>`
+        // has `T`'s layout. The borrow of `self` keeps the memory alive and exclusive.
+        unsafe {
+            (
+                std::slice::from_raw_parts_mut(first, first_len),
+                std::slice::from_raw_parts_mut(second, self.len - first_len),
+            )
+        }
+    }
+
+    /// Publishes the first `k` slots (at most `len()`); the rest are released unwritten.
+    pub fn commit(self, k: usize) {
+        let k = k.min(self.len);
+        if k > 0 {
+            let tail = self.start.wrapping_add(k as u64);
+            self.producer.publish(tail);
+        }
+    }
+
+    /// Publishes every reserved slot.
+    pub fn commit_all(self) {
+        let n = self.len;
+        self.commit(n);
+    }
+}
+
+impl<T: Pod> Consumer<T> {
+    /// Sets how blocking pops wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Slots in the ring.
+    pub fn capacity(&self) -> u64 {
+        self.mem.cap()
+    }
+
+    /// Items ready now (reads the producer's position).
+    ///
+    /// # Errors
+    ///
+    /// `Corrupted` if the producer's position is impossible.
+    pub fn len(&mut self) -> Result<u64, ChunkError> {
+        self.refresh_tail().map_err(|_| ChunkError::Corrupted)?;
+        Ok(self.tail_cache.wrapping_sub(self.head))
+    }
+
+    /// Whether nothing is ready now.
+    pub fn is_empty(&mut self) -> bool {
+        self.len().map_or(true, |n| n == 0)
+    }
+
+    #[inline]
+    fn refresh_tail(&mut self) -> Result<(), ()> {
+        // Acquire: pairs with the producer's Release store of `tail` in `Producer::publish`,
+        // so the slot writes before it are visible.
+        let t = self.mem.ctrl().tail.pos.load(Ordering::Acquire);
+        if t.wrapping_sub(self.head) > self.mem.cap() {
+            return Err(());
+        }
+        self.tail_cache = t;
+        Ok(())
+    }
+
+    #[inline]
+    fn advance(&mut self, head: u64) {
+        self.head = head;
+        let c = self.mem.ctrl();
+        // Release: our reads of the freed slots happen before the producer reuses them;
+        // pairs with the Acquire load of `head` in `Producer::refresh_head`.
+        c.head.pos.store(head, Ordering::Release);
+        if wait::wake_if_waiting(self.registered, &c.producer_waiting.waiting, &c.head.pos, 1) {
+            c.head.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Pops if an item is ready. Never blocks and makes no syscall unless the producer
+    /// sleeps.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`; `Disconnected` / `PeerDied` once the ring is drained and the producer is
+    /// gone (death is checked at most every [`LIVENESS_INTERVAL`]); `Corrupted`.
+    #[inline]
+    pub fn try_pop(&mut self) -> Result<T, PopError> {
+        if self.tail_cache == self.head {
+            if self.refresh_tail().is_err() {
+                return Err(PopError::Corrupted);
+            }
+            if self.tail_cache == self.head {
+                return Err(self.empty());
+            }
+        }
+        // SAFETY: `head < tail`: the producer published this slot (Release store of `tail`,
+        // loaded with Acquire) and will not write it again until we move `head` past it.
+        let v = unsafe { mem::read(self.mem.slot(self.head)) };
+        self.advance(self.head.wrapping_add(1));
+        Ok(v)
+    }
+
+    #[cold]
+    fn empty(&mut self) -> PopError {
+        let c = self.mem.ctrl();
+        c.head.stalls.fetch_add(1, Ordering::Relaxed);
+        // Acquire: pairs with the Release store in `End::release`: everything the producer
+        // published before closing is visible to the re-read below.
+        if c.config.producer.state.load(Ordering::Acquire) == CLOSED {
+            return match self.refresh_tail() {
+                Err(()) => PopError::Corrupted,
+                Ok(()) if self.tail_cache != self.head => PopError::Empty,
+                Ok(()) => PopError::Disconnected,
+            };
+        }
+        if self.liveness.due() && self.producer_dead() {
+            return match self.refresh_tail() {
+                Err(()) => PopError::Corrupted,
+                Ok(()) if self.tail_cache != self.head => PopError::Empty,
+                Ok(()) => PopError::PeerDied,
+            };
+        }
+        PopError::Empty
+    }
+
+    fn producer_dead(&self) -> bool {
+        matches!(
+            self.mem.ctrl().config.producer.status(),
+            EndStatus::Attached { alive: false, .. }
+        )
+    }
+
+    /// Pops, waiting while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`]),
+    /// `Corrupted`.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(Deadline::after(None))
+    }
+
+    /// [`pop`](Self::pop), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `pop`, plus `Timeout`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(Deadline::after(Some(timeout)))
+    }
+
+    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            match self.wait_for_items(deadline) {
+                Ok(()) => {}
+                Err(Stop::Timeout) => return Err(PopError::Timeout),
+                Err(Stop::Disconnected) => return Err(PopError::Disconnected),
+                Err(Stop::PeerDied) => return Err(PopError::PeerDied),
+                Err(Stop::Corrupted) => return Err(PopError::Corrupted),
+            }
+        }
+    }
+
+    fn wait_for_items(&mut self, deadline: Deadline) -> Result<(), Stop> {
+        loop {
+            let strategy = self.strategy;
+            let mut corrupted = false;
+            let got = wait::spin(strategy, || match self.refresh_tail() {
+                Ok(()) => (self.tail_cache != self.head).then_some(()),
+                Err(()) => {
+                    corrupted = true;
+                    Some(())
+                }
+            });
+            if corrupted {
+                return Err(Stop::Corrupted);
+            }
+            if got.is_some() {
+                return Ok(());
+            }
+            // `empty` decides Disconnected / PeerDied after a final re-read of `tail`.
+            match self.empty() {
+                PopError::Empty => {}
+                PopError::Disconnected => return Err(Stop::Disconnected),
+                PopError::PeerDied => return Err(Stop::PeerDied),
+                _ => return Err(Stop::Corrupted),
+            }
+            if self.tail_cache != self.head {
+                return Ok(());
+            }
+            if deadline.passed() {
+                return Err(Stop::Timeout);
+            }
+            if strategy == WaitStrategy::SpinThenPark {
+                let head = self.head;
+                let c = self.mem.ctrl();
+                wait::park(
+                    &c.consumer_waiting.waiting,
+                    &c.tail.pos,
+                    head,
+                    deadline.slice(LIVENESS_INTERVAL),
+                    || {
+                        // Relaxed: only a hint to skip the sleep; the loop re-reads `tail`
+                        // with Acquire.
+                        c.tail.pos.load(Ordering::Relaxed) != head
+                            || c.config.producer.state.load(Ordering::Relaxed) == CLOSED
+                    },
+                );
+                self.liveness.expire();
+            }
+        }
+    }
+
+    /// Borrows exactly `n` ready items in place; they are freed by [`ReadChunk::commit`].
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots` with the number ready, or `Corrupted`.
+    pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        let ready = self.len()?;
+        if (n as u64) > ready {
+            return Err(ChunkError::TooFewSlots {
+                available: ready as usize,
+            });
+        }
+        Ok(ReadChunk {
+            start: self.head,
+            len: n,
+            consumer: self,
+        })
+    }
+
+    /// Pops as many items as are ready into `out`; returns how many.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        let Ok(ready) = self.len() else {
+            return 0;
+        };
+        let n = out.len().min(ready as usize);
+        if n == 0 {
+            return 0;
+        }
+        let Ok(chunk) = self.read_chunk(n) else {
+            return 0;
+        };
+        for (i, o) in out[..n].iter_mut().enumerate() {
+            *o = chunk.get(i);
+        }
+        chunk.commit_all();
+        n
+    }
+
+    /// Whether the producer closed its end (a dropped handle).
+    pub fn is_abandoned(&self) -> bool {
+        // Acquire: pairs with the Release store in `End::release`.
+        self.mem
+            .ctrl()
+            .config
+            .producer
+            .state
+            .load(Ordering::Acquire)
+            == CLOSED
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        let c = self.mem.ctrl();
+        c.config.consumer.release(self.me);
+        // A producer sleeping on a full ring must wake to see us gone.
+        shm_sync::futex::wake_low(&c.head.pos, u32::MAX);
+    }
+}
+
+/// `n` ready items of a consumer, read in place, freed by `commit`.
+pub struct ReadChunk<'a, T> {
+    consumer: &'a mut Consumer<T>,
+    start: u64,
+    len: usize,
+}
+
+impl<T: Pod> ReadChunk<'_, T> {
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the chunk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Item `i` of the chunk.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> T {
+        assert!(i < self.len, "chunk index {i} out of range 0..{}", self.len);
+        let pos = self.start.wrapping_add(i as u64);
+        // SAFETY: the slot lies in the published, unconsumed range: the producer will not
+        // write it until we commit past it.
+        unsafe { mem::read(self.consumer.mem.slot(pos)) }
+    }
+
+    /// The items as two slices (the second is non-empty when the chunk wraps).
+    #[cfg(not(shm_loom))]
+    pub fn as_slices(&self) -> (&[T], &[T]) {
+        let cap = self.consumer.mem.cap();
+        let first_index = self.start & (cap - 1);
+        let first_len = (self.len as u64).min(cap - first_index) as usize;
+        let first = self.consumer.mem.slot_ptr(self.start).cast::<T>();
+        let second = self.consumer.mem.slot_ptr(0).cast::<T>();
+        // SAFETY: both ranges lie inside the slot array, hold published `T`s the producer
+        // will not write until we commit, and `UnsafeCell<T>` has `T`'s layout.
+        unsafe {
+            (
+                std::slice::from_raw_parts(first, first_len),
+                std::slice::from_raw_parts(second, self.len - first_len),
+            )
+        }
+    }
+
+    /// Frees the first `k` items (at most `len()`); the rest stay for the next read.
+    pub fn commit(self, k: usize) {
+        let k = k.min(self.len);
+        if k > 0 {
+            let head = self.start.wrapping_add(k as u64);
+            self.consumer.advance(head);
+        }
+    }
+
+    /// Frees every item of the chunk.
+    pub fn commit_all(self) {
+        let n = self.len;
+        self.commit(n);
+    }
+}
+
+#[cfg(not(shm_loom))]
+pub use shared::{create, open, Builder};
+
+#[cfg(not(shm_loom))]
+mod shared {
+    use super::*;
+    use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
+    use std::sync::Arc;
+
+    fn layout<T>(
+        cap: u64,
+    ) -> Result<(Layout, Region<Control>, Region<Slot<T>>), shm_core::RegionError> {
+        let mut l = Layout::new();
+        let ctrl = l.push_aligned::<Control>(1, 128)?;
+        let slots = l.push_aligned::<Slot<T>>(cap, 128)?;
+        Ok((l, ctrl, slots))
+    }
+
+    /// Options for creating or opening an SPSC ring segment.
+    pub struct Builder<T> {
+        name: String,
+        capacity: u64,
+        schema_id: u64,
+        segment: Option<SegmentBuilder>,
+        initial_position: u64,
+        _t: PhantomData<fn() -> T>,
+    }
+
+    impl<T: Pod> Builder<T> {
+        /// Options for the ring `name` (capacity 1024, schema id 0).
+        pub fn new(name: &str) -> Builder<T> {
+            Builder {
+                name: name.to_owned(),
+                capacity: 1024,
+                schema_id: 0,
+                segment: None,
+                initial_position: 0,
+                _t: PhantomData,
+            }
+        }
+
+        /// Slots wanted; rounded up to a power of two.
+        pub fn capacity(mut self, capacity: u64) -> Self {
+            self.capacity = capacity;
+            self
+        }
+
+        /// A number telling payload types of equal size and alignment apart; opening with
+        /// another is a fingerprint error.
+        pub fn schema_id(mut self, id: u64) -> Self {
+            self.schema_id = id;
+            self
+        }
+
+        /// Segment options (mode, mlock, huge pages, open timeout, unlink on drop). Kind,
+        /// fingerprint and size are set by the ring.
+        pub fn segment(mut self, options: SegmentBuilder) -> Self {
+            self.segment = Some(options);
+            self
+        }
+
+        /// Test hook: start both positions at `pos` (e.g. near `u64::MAX`) to exercise
+        /// wrap-around.
+        #[doc(hidden)]
+        pub fn initial_position(mut self, pos: u64) -> Self {
+            self.initial_position = pos;
+            self
+        }
+
+        fn fingerprint(&self) -> Fingerprint {
+            Fingerprint::of::<T>(self.schema_id, SPSC_LAYOUT_VERSION)
+        }
+
+        fn seg_builder(&self) -> SegmentBuilder {
+            self.segment
+                .clone()
+                .unwrap_or_else(|| SegmentBuilder::new(&self.name))
+                .kind(Kind::Spsc)
+                .fingerprint(self.fingerprint())
+        }
+
+        /// Creates the ring segment.
+        ///
+        /// # Errors
+        ///
+        /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`, or the segment's
+        /// `Create` error (e.g. `AlreadyExists`).
+        pub fn create(&self) -> Result<Ring<T>, RingError> {
+            check_payload::<T>(&self.name)?;
+            let cap = round_capacity(&self.name, self.capacity)?;
+            let too_large = || RingError::CapacityTooLarge {
+                name: self.name.clone(),
+                requested: self.capacity,
+            };
+            let (l, ctrl_r, slots_r) = layout::<T>(cap).map_err(|_| too_large())?;
+            let initial = self.initial_position;
+            let seg = self.seg_builder().layout(&l).create_with(|seg| {
+                let c = seg.get(ctrl_r)?;
+                c.config.capacity.store(cap, Ordering::Relaxed);
+                c.config.initial.store(initial, Ordering::Relaxed);
+                c.tail.pos.store(initial, Ordering::Relaxed);
+                c.head.pos.store(initial, Ordering::Relaxed);
+                Ok::<_, shm_core::RegionError>(())
+            })?;
+            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+        }
+
+        /// Opens an existing ring segment, checking its kind, payload type and layout.
+        ///
+        /// # Errors
+        ///
+        /// The segment's `Open` error (wrong kind or type is a mismatch error that says
+        /// expected vs found), or `Corrupted` if its control block is impossible.
+        pub fn open(&self) -> Result<Ring<T>, RingError> {
+            check_payload::<T>(&self.name)?;
+            let seg = self.seg_builder().open()?;
+            let corrupted = |what: String| RingError::Corrupted {
+                name: self.name.clone(),
+                what,
+            };
+            let ctrl_r = Region::<Control>::from_raw(shm_core::HEADER_SIZE as u64, 1);
+            let c = seg
+                .get(ctrl_r)
+                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+            let cap = c.config.capacity.load(Ordering::Relaxed);
+            if cap == 0 || !cap.is_power_of_two() || cap > 1 << 40 {
+                return Err(corrupted(format!("capacity {cap} is not a power of two")));
+            }
+            let (l, ctrl_r2, slots_r) =
+                layout::<T>(cap).map_err(|e| corrupted(format!("capacity {cap}: {e}")))?;
+            debug_assert_eq!(ctrl_r, ctrl_r2);
+            if l.total_len() > seg.len() as u64 {
+                return Err(corrupted(format!(
+                    "capacity {cap} needs {} bytes but the segment has {}",
+                    l.total_len(),
+                    seg.len()
+                )));
+            }
+            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+        }
+    }
+
+    fn ring_over<T: Pod>(
+        seg: shm_core::Segment,
+        name: &str,
+        cap: u64,
+        ctrl_r: Region<Control>,
+        slots_r: Region<Slot<T>>,
+    ) -> Ring<T> {
+        let ctrl = std::ptr::NonNull::from(seg.get(ctrl_r).expect("checked by the caller"));
+        let slots = seg.region_ptr(slots_r).expect("checked by the caller");
+        let owner: Arc<dyn std::any::Any + Send + Sync> = Arc::new(seg);
+        // SAFETY: both regions were bounds- and alignment-checked against the segment, which
+        // `owner` keeps mapped; `cap` is a power of two and the slot region holds `cap`
+        // slots.
+        let mem = unsafe { Mem::new(owner, ctrl, slots, cap) };
+        Ring::from_mem(mem, name.to_owned())
+    }
+
+    /// Creates the SPSC ring `name` for `T` with at least `capacity` slots.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::create`].
+    pub fn create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+        Builder::new(name).capacity(capacity).create()
+    }
+
+    /// Opens the SPSC ring `name` for `T`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::open`].
+    pub fn open<T: Pod>(name: &str) -> Result<Ring<T>, RingError> {
+        Builder::new(name).open()
+    }
+}

@@ -1,0 +1,557 @@
+//! SPSC rings: a model test against `VecDeque`, wrap-around, 10 M messages between
+//! processes, SIGKILL of the producer mid-stream, roles, disconnection and bad input.
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use proptest::prelude::*;
+use shm_core::OpenErrorKind;
+use shm_ring::spsc::{self, Ring};
+use shm_ring::{ChunkError, EndStatus, PopError, PushError, RingError, Role, WaitStrategy};
+
+const ROLE: &str = "SHMRING_ROLE";
+const COUNT: &str = "SHMRING_COUNT";
+
+fn role(r: &str, name: &str) -> std::process::Command {
+    let mut c = child("child_spsc", name);
+    c.env(ROLE, r);
+    c
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_spsc() {
+    let Some(name) = child_name() else { return };
+    match std::env::var(ROLE).unwrap().as_str() {
+        "produce" => produce(&name),
+        "produce-forever" => produce_forever(&name),
+        "hold-producer" => hold_producer(&name),
+        "echo" => echo(&name),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ------------------------------------------------------------ model test
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(u32),
+    Pop,
+    PushSlice(u8),
+    PopSlice(u8),
+    Chunk { reserve: u8, commit: u8 },
+    ReadChunk { take: u8, commit: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<u32>().prop_map(Op::Push),
+        Just(Op::Pop),
+        (0u8..12).prop_map(Op::PushSlice),
+        (0u8..12).prop_map(Op::PopSlice),
+        (0u8..10, 0u8..10).prop_map(|(reserve, commit)| Op::Chunk { reserve, commit }),
+        (0u8..10, 0u8..10).prop_map(|(take, commit)| Op::ReadChunk { take, commit }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+
+    /// Every interleaving of single-threaded operations matches a bounded `VecDeque`.
+    #[test]
+    fn spsc_matches_a_vecdeque(cap in 1u64..9, ops in proptest::collection::vec(op(), 0..200)) {
+        let ring = Ring::<u32>::in_process(cap).unwrap();
+        let cap = ring.capacity() as usize;
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let mut model: VecDeque<u32> = VecDeque::new();
+        let mut next = 0u32;
+        for op in ops {
+            match op {
+                Op::Push(v) => match tx.try_push(v) {
+                    Ok(()) => { prop_assert!(model.len() < cap); model.push_back(v) }
+                    Err(PushError::Full(x)) => { prop_assert_eq!(x, v); prop_assert_eq!(model.len(), cap) }
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+                Op::Pop => match rx.try_pop() {
+                    Ok(v) => prop_assert_eq!(Some(v), model.pop_front()),
+                    Err(PopError::Empty) => prop_assert!(model.is_empty()),
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+                Op::PushSlice(n) => {
+                    let vals: Vec<u32> = (0..n as u32).map(|i| next.wrapping_add(i)).collect();
+                    next = next.wrapping_add(n as u32);
+                    let pushed = tx.push_slice(&vals);
+                    prop_assert_eq!(pushed, vals.len().min(cap - model.len()));
+                    model.extend(&vals[..pushed]);
+                }
+                Op::PopSlice(n) => {
+                    let mut out = vec![0; n as usize];
+                    let got = rx.pop_slice(&mut out);
+                    prop_assert_eq!(got, out.len().min(model.len()));
+                    for v in &out[..got] {
+                        prop_assert_eq!(Some(*v), model.pop_front());
+                    }
+                }
+                Op::Chunk { reserve, commit } => match tx.write_chunk_uninit(reserve as usize) {
+                    Ok(mut chunk) => {
+                        prop_assert!(reserve as usize <= cap - model.len());
+                        for i in 0..chunk.len() {
+                            chunk.set(i, next.wrapping_add(i as u32));
+                        }
+                        let (a, b) = chunk.as_mut_slices();
+                        prop_assert_eq!(a.len() + b.len(), reserve as usize);
+                        let k = (commit as usize).min(reserve as usize);
+                        chunk.commit(k);
+                        model.extend((0..k as u32).map(|i| next.wrapping_add(i)));
+                        next = next.wrapping_add(reserve as u32);
+                    }
+                    Err(ChunkError::TooFewSlots { available }) => {
+                        prop_assert_eq!(available, cap - model.len());
+                        prop_assert!(reserve as usize > available);
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+                Op::ReadChunk { take, commit } => match rx.read_chunk(take as usize) {
+                    Ok(chunk) => {
+                        let (a, b) = chunk.as_slices();
+                        let seen: Vec<u32> = a.iter().chain(b).copied().collect();
+                        let expect: Vec<u32> = model.iter().take(take as usize).copied().collect();
+                        prop_assert_eq!(&seen, &expect);
+                        for (i, v) in expect.iter().enumerate() {
+                            prop_assert_eq!(chunk.get(i), *v);
+                        }
+                        let k = (commit as usize).min(take as usize);
+                        chunk.commit(k);
+                        model.drain(..k);
+                    }
+                    Err(ChunkError::TooFewSlots { available }) => {
+                        prop_assert_eq!(available, model.len());
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ wrap-around
+
+#[test]
+fn positions_near_u64_max_wrap_around() {
+    let name = unique_name("wrap");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .initial_position(u64::MAX - 5)
+        .create()
+        .unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let mut expect = 0u64;
+    for round in 0..50u64 {
+        let n = (round % 8) + 1;
+        for i in 0..n {
+            tx.try_push(round * 100 + i).unwrap();
+        }
+        assert!(matches!(rx.len(), Ok(k) if k == n));
+        for i in 0..n {
+            assert_eq!(rx.try_pop(), Ok(round * 100 + i));
+            expect += 1;
+        }
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+    let s = ring.stats();
+    assert!(s.tail < 1000, "the tail wrapped past u64::MAX: {s:?}");
+    assert_eq!(s.pushes, expect);
+    assert_eq!(s.pops, expect);
+}
+
+// ------------------------------------------------------------ 10 M between processes
+
+const MESSAGES: u64 = 10_000_000;
+
+fn checksum(a: u64, v: u64) -> u64 {
+    a.rotate_left(5) ^ v.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn produce(name: &str) {
+    let n: u64 = std::env::var(COUNT).unwrap().parse().unwrap();
+    let ring = spsc::open::<u64>(name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut sum = 0u64;
+    let mut i = 0;
+    while i < n {
+        // Mix single pushes and chunks.
+        if i % 3 == 0 {
+            tx.push(i).unwrap();
+            sum = checksum(sum, i);
+            i += 1;
+        } else {
+            let want = (n - i).min(64) as usize;
+            let got = match tx.write_chunk_uninit(want) {
+                Ok(mut c) => {
+                    let (a, b) = c.as_mut_slices();
+                    for (k, slot) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+                        *slot = i + k as u64;
+                    }
+                    c.commit_all();
+                    want
+                }
+                Err(ChunkError::TooFewSlots { .. }) => 0,
+                Err(e) => panic!("{e}"),
+            };
+            for k in 0..got as u64 {
+                sum = checksum(sum, i + k);
+            }
+            i += got as u64;
+        }
+    }
+    println!("CHILD:sum {sum}");
+}
+
+#[test]
+fn ten_million_sequenced_messages_between_processes() {
+    let name = unique_name("10m");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 4096).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut producer = role("produce", &name);
+    producer.env(COUNT, MESSAGES.to_string());
+    let mut producer = Running::spawn(producer);
+    let t = Instant::now();
+    let mut sum = 0u64;
+    let mut buf = [0u64; 256];
+    let mut next = 0u64;
+    while next < MESSAGES {
+        let got = rx.pop_slice(&mut buf);
+        if got == 0 {
+            let v = rx.pop_timeout(Duration::from_secs(30)).unwrap();
+            assert_eq!(v, next, "message out of order");
+            sum = checksum(sum, v);
+            next += 1;
+            continue;
+        }
+        for &v in &buf[..got] {
+            assert_eq!(v, next, "message out of order");
+            sum = checksum(sum, v);
+            next += 1;
+        }
+    }
+    let elapsed = t.elapsed();
+    let line = producer.next_line(Duration::from_secs(60));
+    assert_eq!(line, format!("sum {sum}"), "checksums differ");
+    assert!(producer.wait_success(Duration::from_secs(30)));
+    // The producer dropped its handle: drained, then Disconnected.
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    println!(
+        "spsc: {MESSAGES} messages in {elapsed:?} ({:.1} M msg/s, debug build)",
+        MESSAGES as f64 / elapsed.as_secs_f64() / 1e6
+    );
+}
+
+// ------------------------------------------------------------ kill -9 the producer
+
+fn produce_forever(name: &str) {
+    let ring = spsc::open::<u64>(name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    println!("CHILD:attached");
+    let mut i = 0u64;
+    loop {
+        tx.push(i).unwrap();
+        i += 1;
+    }
+}
+
+#[test]
+fn producer_killed_mid_stream_consumer_gets_everything_then_peer_died() {
+    let name = unique_name("kill-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 1024).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut producer = Running::spawn(role("produce-forever", &name));
+    producer.expect_line("attached", Duration::from_secs(30));
+    let mut next = 0u64;
+    while next < 200_000 {
+        let v = rx.pop_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(v, next);
+        next += 1;
+    }
+    producer.kill9();
+    let killed = Instant::now();
+    let published = ring.stats().tail;
+    // Everything published before the kill arrives, in order, then PeerDied.
+    loop {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(v) => {
+                assert_eq!(v, next);
+                next += 1;
+            }
+            Err(PopError::PeerDied) => break,
+            Err(e) => panic!("{e} after {next}"),
+        }
+    }
+    assert_eq!(next, published, "every committed message was delivered");
+    println!("spsc: PeerDied seen {:?} after SIGKILL", killed.elapsed());
+    assert!(matches!(
+        ring.stats().producer,
+        EndStatus::Attached { alive: false, .. }
+    ));
+    // A new producer may take over the dead one's end and carry on.
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(next).unwrap();
+    assert_eq!(rx.try_pop(), Ok(next));
+}
+
+// ------------------------------------------------------------ roles and disconnection
+
+fn hold_producer(name: &str) {
+    let ring = spsc::open::<u64>(name).unwrap();
+    let _tx = ring.producer().unwrap();
+    println!("CHILD:holding");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn second_producer_gets_role_taken_naming_the_holder() {
+    let name = unique_name("role");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 16).unwrap();
+    let mut holder = Running::spawn(role("hold-producer", &name));
+    holder.expect_line("holding", Duration::from_secs(30));
+    let pid = holder.child.id();
+    match ring.producer() {
+        Err(RingError::RoleTaken {
+            role: Role::Producer,
+            pid: p,
+            ..
+        }) => assert_eq!(p, pid),
+        Err(e) => panic!("expected RoleTaken, got {e}"),
+        Ok(_) => panic!("expected RoleTaken, got a second producer"),
+    }
+    let e = ring.producer().err().unwrap();
+    assert!(
+        e.to_string().contains(&format!("process {pid} holds")),
+        "{e}"
+    );
+    // The consumer end is free, and a second consumer is refused too.
+    let _rx = ring.consumer().unwrap();
+    assert!(matches!(
+        ring.consumer(),
+        Err(RingError::RoleTaken {
+            role: Role::Consumer,
+            ..
+        })
+    ));
+    holder.kill9();
+    // The dead holder's end can be taken over.
+    assert!(ring.producer().is_ok());
+}
+
+#[test]
+fn dropping_the_producer_disconnects_after_draining() {
+    let ring = Ring::<u32>::in_process(4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    drop(tx);
+    assert!(rx.is_abandoned());
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.pop(), Ok(2));
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(5)),
+        Err(PopError::Disconnected)
+    );
+    // And the other way round: a producer of a full ring learns the consumer left.
+    let ring = Ring::<u32>::in_process(2).unwrap();
+    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    assert_eq!(tx.try_push(3), Err(PushError::Full(3)));
+    drop(rx);
+    assert_eq!(tx.try_push(3), Err(PushError::Disconnected(3)));
+    assert_eq!(tx.push(3), Err(PushError::Disconnected(3)));
+}
+
+#[test]
+fn timeouts_return_on_time_in_both_strategies() {
+    for strategy in [WaitStrategy::SpinThenPark, WaitStrategy::BusySpin] {
+        let ring = Ring::<u64>::in_process(2).unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        tx.set_wait_strategy(strategy);
+        rx.set_wait_strategy(strategy);
+        let t = Instant::now();
+        assert_eq!(
+            rx.pop_timeout(Duration::from_millis(30)),
+            Err(PopError::Timeout)
+        );
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        tx.try_push(1).unwrap();
+        tx.try_push(2).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            tx.push_timeout(3, Duration::from_millis(30)),
+            Err(PushError::Timeout(3))
+        );
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        // A huge timeout is no deadline, not a panic.
+        assert_eq!(rx.pop_timeout(Duration::MAX), Ok(1));
+    }
+}
+
+fn echo(name: &str) {
+    // Pops from "<name>-ping", pushes to "<name>-pong", parked between messages.
+    let mut rx = spsc::open::<u64>(&format!("{name}-ping"))
+        .unwrap()
+        .consumer()
+        .unwrap();
+    let mut tx = spsc::open::<u64>(&format!("{name}-pong"))
+        .unwrap()
+        .producer()
+        .unwrap();
+    println!("CHILD:ready");
+    loop {
+        match rx.pop() {
+            Ok(v) => tx.push(v + 1).unwrap(),
+            Err(PopError::Disconnected) => return,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn parked_peers_wake_each_other_across_processes() {
+    let name = unique_name("park");
+    let (ping_n, pong_n) = (format!("{name}-ping"), format!("{name}-pong"));
+    let (_c1, _c2) = (Cleanup(ping_n.clone()), Cleanup(pong_n.clone()));
+    let ping = spsc::create::<u64>(&ping_n, 8).unwrap();
+    let pong = spsc::create::<u64>(&pong_n, 8).unwrap();
+    let mut tx = ping.producer().unwrap();
+    let mut rx = pong.consumer().unwrap();
+    let mut peer = Running::spawn(role("echo", &name));
+    peer.expect_line("ready", Duration::from_secs(30));
+    for i in 0..2000u64 {
+        // Now and then let the echo side fall asleep before we push.
+        if i % 500 == 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        tx.push(i).unwrap();
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(i + 1));
+    }
+    drop(tx);
+    assert!(peer.wait_success(Duration::from_secs(30)));
+    let s = ping.stats();
+    assert!(
+        s.wakeups > 0,
+        "the sleeping consumer was woken by futex: {s:?}"
+    );
+}
+
+// ------------------------------------------------------------ bad input
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let name = unique_name("bad");
+    let _c = Cleanup(name.clone());
+    assert!(matches!(
+        spsc::create::<u64>(&name, 0),
+        Err(RingError::ZeroCapacity { .. })
+    ));
+    assert!(matches!(
+        spsc::create::<u64>(&name, u64::MAX),
+        Err(RingError::CapacityTooLarge { .. })
+    ));
+    assert!(matches!(
+        spsc::create::<()>(&name, 8),
+        Err(RingError::ZeroSizedPayload { .. })
+    ));
+    assert!(matches!(
+        spsc::open::<u64>(&name),
+        Err(RingError::Open(ref e)) if matches!(e.kind(), OpenErrorKind::NotFound)
+    ));
+    let _ring = spsc::create::<u64>(&name, 100).unwrap();
+    // Wrong payload type: size differs.
+    let e = spsc::open::<u32>(&name).err().unwrap();
+    assert!(
+        matches!(e, RingError::Open(ref o) if matches!(o.kind(), OpenErrorKind::FingerprintMismatch { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("payload size expected 4, found 8"),
+        "{e}"
+    );
+    // Same size, other schema id.
+    let e = spsc::Builder::<u64>::new(&name)
+        .schema_id(7)
+        .open()
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string().contains("schema id expected 0x7, found 0x0"),
+        "{e}"
+    );
+    // Same size and alignment, other type: [u32; 2] has alignment 4.
+    let e = spsc::open::<[u32; 2]>(&name).err().unwrap();
+    assert!(
+        e.to_string()
+            .contains("payload alignment expected 4, found 8"),
+        "{e}"
+    );
+}
+
+fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn corrupted_positions_are_errors_not_out_of_bounds() {
+    let name = unique_name("corrupt");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 8).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_push(1).unwrap();
+    // Control block at 128: tail at +128, head at +256, capacity at +0.
+    let (tail_at, head_at) = (128 + 128, 128 + 256);
+    poke(&name, tail_at, &1_000_000u64.to_ne_bytes());
+    assert_eq!(rx.try_pop(), Err(PopError::Corrupted));
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(10)),
+        Err(PopError::Corrupted)
+    );
+    poke(&name, tail_at, &1u64.to_ne_bytes());
+    // A head ahead of the tail.
+    poke(&name, head_at, &500u64.to_ne_bytes());
+    for _ in 0..8 {
+        match tx.try_push(5) {
+            Ok(()) => {}
+            Err(PushError::Corrupted(5)) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        tx.push_timeout(5, Duration::from_millis(10)),
+        Err(PushError::Corrupted(5))
+    );
+    // A capacity that is not a power of two is refused at open.
+    poke(&name, 128, &12u64.to_ne_bytes());
+    assert!(matches!(
+        spsc::open::<u64>(&name),
+        Err(RingError::Corrupted { .. })
+    ));
+    // A capacity larger than the segment is refused at open.
+    poke(&name, 128, &(1u64 << 30).to_ne_bytes());
+    let e = spsc::open::<u64>(&name).err().unwrap();
+    assert!(e.to_string().contains("needs"), "{e}");
+}
