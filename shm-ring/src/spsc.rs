@@ -1021,9 +1021,9 @@ mod shared {
     use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
     use std::sync::Arc;
 
-    fn layout<T>(
-        cap: u64,
-    ) -> Result<(Layout, Region<Control>, Region<Slot<T>>), shm_core::RegionError> {
+    type Regions<T> = (Layout, Region<Control>, Region<Slot<T>>);
+
+    fn layout<T>(cap: u64) -> Result<Regions<T>, shm_core::RegionError> {
         let mut l = Layout::new();
         let ctrl = l.push_aligned::<Control>(1, 128)?;
         let slots = l.push_aligned::<Slot<T>>(cap, 128)?;
