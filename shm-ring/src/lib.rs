@@ -32,10 +32,23 @@
 
 mod end;
 mod error;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault;
 mod mem;
+pub mod mpmc;
 pub mod spsc;
 mod wait;
 
 pub use end::{EndStatus, LIVENESS_INTERVAL};
 pub use error::{ChunkError, PopError, PushError, RingError, Role};
 pub use wait::WaitStrategy;
+
+/// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).
+macro_rules! fault_point {
+    ($name:literal) => {
+        #[cfg(feature = "fault-injection")]
+        $crate::fault::point($name);
+    };
+}
+pub(crate) use fault_point;

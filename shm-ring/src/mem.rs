@@ -71,6 +71,7 @@ impl<C, S> Mem<C, S> {
     }
 
     /// A pointer to the slot for `pos` (for chunk slices).
+    #[cfg_attr(shm_loom, allow(dead_code))]
     #[inline]
     pub fn slot_ptr(&self, pos: u64) -> *mut S {
         let i = (pos & (self.cap - 1)) as usize;

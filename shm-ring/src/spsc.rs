@@ -58,7 +58,7 @@ pub(crate) struct SideLine {
 /// side's check on every publish hits a clean line in its own cache.
 #[repr(C, align(128))]
 pub(crate) struct FlagLine {
-    pub waiting: AtomicU32,
+    pub(crate) waiting: AtomicU32,
 }
 
 /// The control block at the start of an SPSC segment's data area:
@@ -256,6 +256,7 @@ impl<T: Pod> Ring<T> {
         })
     }
 
+    #[cfg_attr(shm_loom, allow(dead_code))]
     pub(crate) fn from_mem(mem: Mem<Control, Slot<T>>, name: String) -> Ring<T> {
         Ring {
             mem,
@@ -456,6 +457,7 @@ impl<T: Pod> Producer<T> {
         // (its Release store of `head`, which we loaded with Acquire, is past it) and will
         // not touch it until we publish a `tail` beyond it.
         unsafe { mem::write(self.mem.slot(self.tail), value) };
+        crate::fault_point!("spsc-producer-written");
         self.publish(self.tail.wrapping_add(1));
         Ok(())
     }

@@ -1,0 +1,1207 @@
+//! A bounded multi-producer multi-consumer ring between any number of processes.
+//!
+//! Each slot carries a sequence number (Vyukov's bounded MPMC queue). For a slot at
+//! position `pos` (slot index `pos & (capacity - 1)`):
+//!
+//! | `seq`               | meaning                                                  |
+//! | ------------------- | -------------------------------------------------------- |
+//! | `pos`               | free: the producer that claims `pos` may write it        |
+//! | `pos + 1`           | published: the consumer that claims `pos` may read it    |
+//! | `pos + capacity`    | released: free for the producer of the next lap          |
+//!
+//! A producer claims `pos` by moving `tail` from `pos` to `pos + 1`, writes the value, and
+//! publishes with a compare-exchange of `seq` from `pos` to `pos + 1`. A consumer claims
+//! `pos` by moving `head`, reads, and releases with a compare-exchange of `seq` from
+//! `pos + 1` to `pos + capacity`.
+//!
+//! **A peer killed mid-operation.** A producer killed between its claim and its publish
+//! would leave consumers waiting on `pos` forever. So a consumer that finds `pos` claimed
+//! (`tail > pos`) but unpublished for longer than the ring's *claim timeout* skips it: it
+//! claims `head` past it and moves `seq` from `pos` to `pos + capacity` itself, counting the
+//! skip in [`MpmcStats::skipped`]. Should the producer be alive after all (stalled past the
+//! timeout), its publish compare-exchange fails and its push returns
+//! [`PushError::Expired`] with the value: nothing is delivered twice or lost silently.
+//! Symmetrically, a consumer killed between claiming `pos` and releasing it would block the
+//! producers of the next lap; a producer that finds the slot claimed by a consumer
+//! (`head > pos`) but unreleased for longer than the claim timeout moves `seq` on itself
+//! ([`MpmcStats::reclaimed`]); a consumer that stalled that long gets
+//! [`PopError::Expired`] and drops the value it may have read torn. The claim timeout
+//! (default [`DEFAULT_CLAIM_TIMEOUT`]) bounds how long a dead peer can stall the others.
+
+use std::time::{Duration, Instant};
+
+use bytemuck::Pod;
+use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
+
+use crate::end::{self, End, LivenessTimer, ATTACHED, LIVENESS_INTERVAL};
+use crate::error::{PopError, PushError, RingError, Role};
+use crate::mem::{self, Mem, UnsafeCell};
+use crate::spsc::{check_payload, round_capacity, FlagLine};
+use crate::wait::{self, Deadline, WaitStrategy};
+
+/// Version of the MPMC control-block layout; part of the segment's fingerprint.
+pub const MPMC_LAYOUT_VERSION: u64 = 1;
+/// How long a claimed but unfinished slot may stall the others before they move on.
+pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
+/// Most producers (and, separately, consumers) attached at once.
+pub const MAX_ENDPOINTS: usize = 32;
+
+const CLOSED_CLEANLY: u32 = 1;
+const DIED: u32 = 2;
+
+/// A slot: its sequence number and the value.
+#[repr(C)]
+pub(crate) struct Slot<T> {
+    seq: AtomicU64,
+    value: UnsafeCell<T>,
+}
+
+/// Per-side bookkeeping, on its own line.
+#[repr(C, align(128))]
+pub(crate) struct SideLine {
+    pos: AtomicU64,
+    stalls: AtomicU64,
+    wakeups: AtomicU64,
+    /// Claims of the *other* side that this side gave up on (consumers: skipped producer
+    /// claims; producers: reclaimed consumer claims).
+    expired: AtomicU64,
+}
+
+#[repr(C, align(128))]
+pub(crate) struct ConfigLine {
+    capacity: AtomicU64,
+    initial: AtomicU64,
+    claim_timeout_ns: AtomicU64,
+}
+
+/// Who is attached on one side.
+#[repr(C, align(128))]
+pub(crate) struct Side {
+    attached: AtomicU32,
+    /// Non-zero once anyone attached.
+    ever: AtomicU32,
+    /// How the last one to leave left (`CLOSED_CLEANLY` / `DIED`).
+    last_departure: AtomicU32,
+    _reserved: AtomicU32,
+    ends: [End; MAX_ENDPOINTS],
+}
+
+/// The control block of an MPMC segment:
+///
+/// | line(s) | written by          | holds                                        |
+/// | ------- | ------------------- | -------------------------------------------- |
+/// | 0       | creator             | capacity, initial position, claim timeout    |
+/// | 1       | producers           | `tail`, full stalls, wake-ups, reclaims      |
+/// | 2       | consumers           | `head`, empty stalls, wake-ups, skips        |
+/// | 3, 4    | sleepers            | consumers / producers waiting                |
+/// | 5..     | attach / detach     | producer endpoint table                      |
+/// | ..      | attach / detach     | consumer endpoint table                      |
+#[repr(C)]
+pub(crate) struct Control {
+    config: ConfigLine,
+    tail: SideLine,
+    head: SideLine,
+    consumers_waiting: FlagLine,
+    producers_waiting: FlagLine,
+    producers: Side,
+    consumers: Side,
+}
+
+#[cfg(not(shm_loom))]
+mod layout_checks {
+    use super::*;
+    use static_assertions::const_assert_eq;
+    const_assert_eq!(std::mem::offset_of!(Control, tail), 128);
+    const_assert_eq!(std::mem::offset_of!(Control, head), 256);
+    const_assert_eq!(std::mem::offset_of!(Control, producers), 640);
+    const_assert_eq!(std::mem::size_of::<Side>(), 640);
+    const_assert_eq!(std::mem::size_of::<Control>(), 1920);
+    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 16);
+}
+
+#[cfg(not(shm_loom))]
+// SAFETY: `#[repr(C)]` of `u32`/`u64` atomics only: any bytes are valid (impossible values
+// are reported as `Corrupted`), zero is an empty table, no Drop glue.
+unsafe impl shm_core::ShmSafe for Control {}
+
+impl Side {
+    fn new() -> Side {
+        Side {
+            attached: AtomicU32::new(0),
+            ever: AtomicU32::new(0),
+            last_departure: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+            ends: std::array::from_fn(|_| End::new()),
+        }
+    }
+
+    /// Claims a free (or dead) endpoint slot; returns its index.
+    fn attach(&self, me: u64) -> Option<usize> {
+        for (i, e) in self.ends.iter().enumerate() {
+            let w = e.owner.load(Ordering::Relaxed);
+            if w != 0 && !end::is_dead(w) {
+                continue;
+            }
+            if w != 0 {
+                // A dead holder we reap on the way.
+                if e.owner
+                    .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    self.departed(DIED);
+                } else {
+                    continue;
+                }
+            }
+            if e.claim(me).is_ok() {
+                self.ever.store(1, Ordering::Relaxed);
+                // Release: pairs with the Acquire load of `attached` in `status`.
+                self.attached.fetch_add(1, Ordering::Release);
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn departed(&self, how: u32) {
+        self.last_departure.store(how, Ordering::Relaxed);
+        // Release: publishes everything this endpoint did before leaving; pairs with the
+        // Acquire load of `attached` in `status`. Saturating: a scribbled count never wraps.
+        let _ = self
+            .attached
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
+    fn detach(&self, index: usize, me: u64) {
+        let e = &self.ends[index];
+        // Only if the slot is still ours (a peer may have reaped us as dead: then it also
+        // counted our departure).
+        if e.owner.load(Ordering::Relaxed) == me {
+            e.release(me);
+            self.departed(CLOSED_CLEANLY);
+        }
+    }
+
+    /// Reaps endpoints whose process died (reads `/proc`).
+    fn reap(&self) {
+        for e in &self.ends {
+            let w = e.owner.load(Ordering::Relaxed);
+            if w != 0
+                && e.state.load(Ordering::Relaxed) == ATTACHED
+                && end::is_dead(w)
+                && e.owner
+                    .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                e.state.store(end::CLOSED, Ordering::Relaxed);
+                self.departed(DIED);
+            }
+        }
+    }
+
+    /// `None` while someone is attached (or nobody ever was); else how the last one left.
+    fn gone(&self) -> Option<u32> {
+        // Acquire: pairs with the Release in `departed`.
+        if self.attached.load(Ordering::Acquire) != 0 || self.ever.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        Some(self.last_departure.load(Ordering::Relaxed))
+    }
+}
+
+impl Control {
+    fn new(capacity: u64, initial: u64, claim_timeout: Duration) -> Control {
+        let side = |pos| SideLine {
+            pos: AtomicU64::new(pos),
+            stalls: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+        };
+        Control {
+            config: ConfigLine {
+                capacity: AtomicU64::new(capacity),
+                initial: AtomicU64::new(initial),
+                claim_timeout_ns: AtomicU64::new(claim_timeout.as_nanos() as u64),
+            },
+            tail: side(initial),
+            head: side(initial),
+            consumers_waiting: FlagLine {
+                waiting: AtomicU32::new(0),
+            },
+            producers_waiting: FlagLine {
+                waiting: AtomicU32::new(0),
+            },
+            producers: Side::new(),
+            consumers: Side::new(),
+        }
+    }
+}
+
+/// A snapshot of an MPMC ring's counters (see [`Ring::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MpmcStats {
+    /// Slots in the ring.
+    pub capacity: u64,
+    /// Next position to claim for reading.
+    pub head: u64,
+    /// Next position to claim for writing.
+    pub tail: u64,
+    /// Positions claimed by producers since creation.
+    pub pushes: u64,
+    /// Positions claimed by consumers since creation.
+    pub pops: u64,
+    /// Times a push found the ring full.
+    pub full_stalls: u64,
+    /// Times a pop found the ring empty.
+    pub empty_stalls: u64,
+    /// `FUTEX_WAKE` calls issued.
+    pub wakeups: u64,
+    /// Producer claims that consumers skipped after the claim timeout.
+    pub skipped: u64,
+    /// Consumer claims that producers reclaimed after the claim timeout.
+    pub reclaimed: u64,
+    /// Producers attached now.
+    pub producers: u32,
+    /// Consumers attached now.
+    pub consumers: u32,
+    /// The claim timeout.
+    pub claim_timeout: Duration,
+}
+
+pub(crate) fn stats_of(c: &Control) -> MpmcStats {
+    let initial = c.config.initial.load(Ordering::Relaxed);
+    let head = c.head.pos.load(Ordering::Relaxed);
+    let tail = c.tail.pos.load(Ordering::Relaxed);
+    MpmcStats {
+        capacity: c.config.capacity.load(Ordering::Relaxed),
+        head,
+        tail,
+        pushes: tail.wrapping_sub(initial),
+        pops: head.wrapping_sub(initial),
+        full_stalls: c.tail.stalls.load(Ordering::Relaxed),
+        empty_stalls: c.head.stalls.load(Ordering::Relaxed),
+        wakeups: c
+            .tail
+            .wakeups
+            .load(Ordering::Relaxed)
+            .wrapping_add(c.head.wakeups.load(Ordering::Relaxed)),
+        skipped: c.head.expired.load(Ordering::Relaxed),
+        reclaimed: c.tail.expired.load(Ordering::Relaxed),
+        producers: c.producers.attached.load(Ordering::Relaxed),
+        consumers: c.consumers.attached.load(Ordering::Relaxed),
+        claim_timeout: Duration::from_nanos(c.config.claim_timeout_ns.load(Ordering::Relaxed)),
+    }
+}
+
+/// An MPMC ring in memory: join it with [`producer`](Ring::producer) /
+/// [`consumer`](Ring::consumer), as many times as you like (up to [`MAX_ENDPOINTS`] each).
+pub struct Ring<T> {
+    mem: Mem<Control, Slot<T>>,
+    name: String,
+}
+
+impl<T> Clone for Ring<T> {
+    fn clone(&self) -> Self {
+        Ring {
+            mem: self.mem.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// Checks the ring's claim timeout (read once at join; garbage is clamped, not trusted).
+fn claim_timeout(c: &Control) -> Duration {
+    let ns = c.config.claim_timeout_ns.load(Ordering::Relaxed);
+    Duration::from_nanos(ns).clamp(Duration::from_millis(1), Duration::from_secs(60))
+}
+
+impl<T: Pod> Ring<T> {
+    /// A ring on the heap for threads of one process (and Miri, and loom).
+    ///
+    /// # Errors
+    ///
+    /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`.
+    pub fn in_process(capacity: u64) -> Result<Ring<T>, RingError> {
+        let name = "(in-process)";
+        check_payload::<T>(name)?;
+        let cap = round_capacity(name, capacity)?.max(2);
+        let slots: Box<[Slot<T>]> = (0..cap)
+            .map(|i| Slot {
+                seq: AtomicU64::new(i),
+                value: UnsafeCell::new(T::zeroed()),
+            })
+            .collect();
+        Ok(Ring {
+            mem: mem::Heap::new_mem(Control::new(cap, 0, DEFAULT_CLAIM_TIMEOUT), slots),
+            name: name.to_owned(),
+        })
+    }
+
+    /// Joins as one more producer.
+    ///
+    /// # Errors
+    ///
+    /// `TooManyEndpoints` if [`MAX_ENDPOINTS`] live producers are attached.
+    pub fn producer(&self) -> Result<Producer<T>, RingError> {
+        let c = self.mem.ctrl();
+        let me = end::me();
+        let index = c.producers.attach(me).ok_or(RingError::TooManyEndpoints {
+            name: self.name.clone(),
+            role: Role::Producer,
+            max: MAX_ENDPOINTS,
+        })?;
+        Ok(Producer {
+            ring: self.clone(),
+            me,
+            index,
+            claim_timeout: claim_timeout(c),
+            strategy: WaitStrategy::default(),
+            registered: shm_sync::barrier::register(),
+            liveness: LivenessTimer::new(),
+            stuck: None,
+        })
+    }
+
+    /// Joins as one more consumer.
+    ///
+    /// # Errors
+    ///
+    /// `TooManyEndpoints` if [`MAX_ENDPOINTS`] live consumers are attached.
+    pub fn consumer(&self) -> Result<Consumer<T>, RingError> {
+        let c = self.mem.ctrl();
+        let me = end::me();
+        let index = c.consumers.attach(me).ok_or(RingError::TooManyEndpoints {
+            name: self.name.clone(),
+            role: Role::Consumer,
+            max: MAX_ENDPOINTS,
+        })?;
+        Ok(Consumer {
+            ring: self.clone(),
+            me,
+            index,
+            claim_timeout: claim_timeout(c),
+            strategy: WaitStrategy::default(),
+            registered: shm_sync::barrier::register(),
+            liveness: LivenessTimer::new(),
+            stuck: None,
+        })
+    }
+
+    /// Slots in the ring (a power of two).
+    pub fn capacity(&self) -> u64 {
+        self.mem.cap()
+    }
+
+    /// The ring's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The counters, read without joining.
+    pub fn stats(&self) -> MpmcStats {
+        stats_of(self.mem.ctrl())
+    }
+}
+
+/// One of an MPMC ring's producers.
+pub struct Producer<T> {
+    ring: Ring<T>,
+    me: u64,
+    index: usize,
+    claim_timeout: Duration,
+    strategy: WaitStrategy,
+    registered: bool,
+    liveness: LivenessTimer,
+    /// A position whose slot a consumer claimed but has not released, and since when.
+    stuck: Option<(u64, Instant)>,
+}
+
+/// One of an MPMC ring's consumers.
+pub struct Consumer<T> {
+    ring: Ring<T>,
+    me: u64,
+    index: usize,
+    claim_timeout: Duration,
+    strategy: WaitStrategy,
+    registered: bool,
+    liveness: LivenessTimer,
+    /// A position a producer claimed but has not published, and since when.
+    stuck: Option<(u64, Instant)>,
+}
+
+/// After this many retries without progress, a loop reports corruption rather than spin.
+const MAX_RETRIES: u32 = 1 << 20;
+
+/// What one attempt found.
+enum Attempt<T> {
+    Done(T),
+    /// Nothing to do now (full / empty / waiting on a claim).
+    Blocked,
+    Failed(Failure),
+}
+
+#[derive(Clone, Copy)]
+enum Failure {
+    Disconnected,
+    PeerDied,
+    Expired,
+    Corrupted,
+}
+
+/// Whether `since` is older than `timeout`, tracking the position we are stuck on.
+fn stuck_too_long(stuck: &mut Option<(u64, Instant)>, pos: u64, timeout: Duration) -> bool {
+    if cfg!(shm_loom) {
+        return false;
+    }
+    let now = Instant::now();
+    match *stuck {
+        Some((p, since)) if p == pos => now.duration_since(since) >= timeout,
+        _ => {
+            *stuck = Some((pos, now));
+            false
+        }
+    }
+}
+
+impl<T: Pod> Producer<T> {
+    /// Sets how blocking pushes wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Another producer handle (a new endpoint) on the same ring.
+    ///
+    /// # Errors
+    ///
+    /// `TooManyEndpoints`.
+    pub fn try_clone(&self) -> Result<Producer<T>, RingError> {
+        self.ring.producer()
+    }
+
+    fn attempt(&mut self, value: &T) -> Attempt<()> {
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
+        let cap = mem.cap();
+        let mut pos = c.tail.pos.load(Ordering::Relaxed);
+        let mut retries = 0;
+        loop {
+            retries += 1;
+            if retries > MAX_RETRIES {
+                return Attempt::Failed(Failure::Corrupted);
+            }
+            let slot = mem.slot(pos);
+            // Acquire: pairs with the consumer's Release of `seq` (its read of the previous
+            // lap's value happens before we overwrite it).
+            let seq = slot.seq.load(Ordering::Acquire);
+            if seq == pos {
+                match c.tail.pos.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        crate::fault_point!("mpmc-producer-claimed");
+                        // SAFETY: we claimed `pos` and its slot is free (`seq == pos`): no
+                        // consumer reads it until we publish, no producer claims it again
+                        // until a lap later.
+                        unsafe { mem::write(&slot.value, *value) };
+                        crate::fault_point!("mpmc-producer-written");
+                        // Release: publishes the value; pairs with the consumer's Acquire
+                        // load of `seq`. A failed exchange means consumers skipped us.
+                        if slot
+                            .seq
+                            .compare_exchange(
+                                pos,
+                                pos.wrapping_add(1),
+                                Ordering::Release,
+                                Ordering::Relaxed,
+                            )
+                            .is_err()
+                        {
+                            return Attempt::Failed(Failure::Expired);
+                        }
+                        self.stuck = None;
+                        if wait::wake_if_waiting(
+                            self.registered,
+                            &c.consumers_waiting.waiting,
+                            &c.tail.pos,
+                            1,
+                        ) {
+                            c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+                        }
+                        return Attempt::Done(());
+                    }
+                    Err(now) => {
+                        pos = now;
+                        continue;
+                    }
+                }
+            }
+            let behind = pos.wrapping_sub(seq);
+            if seq.wrapping_sub(pos) < (1 << 62) {
+                // `seq > pos`: another producer claimed and published `pos`; move on. (If
+                // `tail` has not moved, the slot is ahead of it: garbage, or a read that
+                // raced; re-read, and let MAX_RETRIES call persistent garbage corruption.)
+                pos = c.tail.pos.load(Ordering::Relaxed);
+                std::hint::spin_loop();
+                continue;
+            }
+            // `seq < pos`: the previous lap's value is still there.
+            if behind == cap - 1 {
+                // Published, not yet released. Claimed by a consumer (head past it)?
+                // Acquire: pairs with the consumers' head updates (nothing to publish, but
+                // keeps the read ordered after our `seq` load).
+                let head = c.head.pos.load(Ordering::Acquire);
+                let lap_pos = pos.wrapping_sub(cap);
+                if head.wrapping_sub(lap_pos).wrapping_sub(1) < cap {
+                    // A consumer is reading it (or died doing so).
+                    if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                        // Release the slot on the dead (or stalled) consumer's behalf.
+                        if slot
+                            .seq
+                            .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                        {
+                            c.tail.expired.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.stuck = None;
+                        continue;
+                    }
+                }
+                return Attempt::Blocked;
+            }
+            if behind == cap {
+                // The previous lap's producer has not published: the ring is full.
+                return Attempt::Blocked;
+            }
+            // Any other value: a read that raced, or garbage; re-read (bounded).
+            pos = c.tail.pos.load(Ordering::Relaxed);
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Pushes if there is room. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `Full`; when full also `Disconnected` / `PeerDied` (all consumers gone); `Expired`
+    /// (see the module docs); `Corrupted`. The value comes back.
+    pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        match self.attempt(&value) {
+            Attempt::Done(()) => Ok(()),
+            Attempt::Failed(f) => Err(fail_push(f, value)),
+            Attempt::Blocked => {
+                let c = self.ring.mem.ctrl();
+                c.tail.stalls.fetch_add(1, Ordering::Relaxed);
+                match self.consumers_gone() {
+                    Some(f) => Err(fail_push(f, value)),
+                    None => Err(PushError::Full(value)),
+                }
+            }
+        }
+    }
+
+    fn consumers_gone(&mut self) -> Option<Failure> {
+        let side = &self.ring.mem.ctrl().consumers;
+        if self.liveness.due() {
+            side.reap();
+        }
+        match side.gone()? {
+            DIED => Some(Failure::PeerDied),
+            _ => Some(Failure::Disconnected),
+        }
+    }
+
+    /// Pushes, waiting while the ring is full.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected`, `PeerDied`, `Expired`, `Corrupted`.
+    pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        self.push_until(value, Deadline::after(None))
+    }
+
+    /// [`push`](Self::push), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `push`, plus `Timeout`.
+    pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        self.push_until(value, Deadline::after(Some(timeout)))
+    }
+
+    fn push_until(&mut self, value: T, deadline: Deadline) -> Result<(), PushError<T>> {
+        loop {
+            let strategy = self.strategy;
+            let mut outcome = None;
+            wait::spin(strategy, || match self.attempt(&value) {
+                Attempt::Blocked => None,
+                other => {
+                    outcome = Some(other);
+                    Some(())
+                }
+            });
+            match outcome {
+                Some(Attempt::Done(())) => return Ok(()),
+                Some(Attempt::Failed(f)) => return Err(fail_push(f, value)),
+                _ => {}
+            }
+            self.ring
+                .mem
+                .ctrl()
+                .tail
+                .stalls
+                .fetch_add(1, Ordering::Relaxed);
+            if let Some(f) = self.consumers_gone() {
+                return Err(fail_push(f, value));
+            }
+            if deadline.passed() {
+                return Err(PushError::Timeout(value));
+            }
+            if strategy == WaitStrategy::SpinThenPark {
+                let c = self.ring.mem.ctrl();
+                let head = c.head.pos.load(Ordering::Relaxed);
+                // While a claim is pending, sleep in short slices to re-check its timeout.
+                let slice = if self.stuck.is_some() {
+                    Duration::from_millis(1)
+                } else {
+                    LIVENESS_INTERVAL
+                };
+                let tail = c.tail.pos.load(Ordering::Relaxed);
+                let cap = self.ring.mem.cap();
+                wait::park(
+                    &c.producers_waiting.waiting,
+                    &c.head.pos,
+                    head,
+                    deadline.slice(slice),
+                    || {
+                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                        c.head.pos.load(Ordering::Relaxed) != head
+                            || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
+                            || tail.wrapping_sub(head) < cap.saturating_sub(1)
+                    },
+                );
+                self.liveness.expire();
+            }
+        }
+    }
+
+    /// Pushes as many of `values` as fit now, in order; returns how many.
+    pub fn push_slice(&mut self, values: &[T]) -> usize {
+        for (i, v) in values.iter().enumerate() {
+            if self.try_push(*v).is_err() {
+                return i;
+            }
+        }
+        values.len()
+    }
+}
+
+fn fail_push<T>(f: Failure, value: T) -> PushError<T> {
+    match f {
+        Failure::Disconnected => PushError::Disconnected(value),
+        Failure::PeerDied => PushError::PeerDied(value),
+        Failure::Expired => PushError::Expired(value),
+        Failure::Corrupted => PushError::Corrupted(value),
+    }
+}
+
+fn fail_pop(f: Failure) -> PopError {
+    match f {
+        Failure::Disconnected => PopError::Disconnected,
+        Failure::PeerDied => PopError::PeerDied,
+        Failure::Expired => PopError::Expired,
+        Failure::Corrupted => PopError::Corrupted,
+    }
+}
+
+impl<T> Drop for Producer<T> {
+    fn drop(&mut self) {
+        let c = self.ring.mem.ctrl();
+        c.producers.detach(self.index, self.me);
+        // Sleeping consumers must wake to see whether we were the last.
+        shm_sync::futex::wake_low(&c.tail.pos, u32::MAX);
+    }
+}
+
+impl<T: Pod> Consumer<T> {
+    /// Sets how blocking pops wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.strategy = strategy;
+    }
+
+    /// Another consumer handle (a new endpoint) on the same ring.
+    ///
+    /// # Errors
+    ///
+    /// `TooManyEndpoints`.
+    pub fn try_clone(&self) -> Result<Consumer<T>, RingError> {
+        self.ring.consumer()
+    }
+
+    fn attempt(&mut self) -> Attempt<T> {
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
+        let cap = mem.cap();
+        let mut pos = c.head.pos.load(Ordering::Relaxed);
+        let mut retries = 0;
+        loop {
+            retries += 1;
+            if retries > MAX_RETRIES {
+                return Attempt::Failed(Failure::Corrupted);
+            }
+            let slot = mem.slot(pos);
+            // Acquire: pairs with the producer's Release publish of `seq`.
+            let seq = slot.seq.load(Ordering::Acquire);
+            let published = pos.wrapping_add(1);
+            if seq == published {
+                match c.head.pos.compare_exchange_weak(
+                    pos,
+                    published,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return self.take(pos),
+                    Err(now) => {
+                        pos = now;
+                        continue;
+                    }
+                }
+            }
+            if seq.wrapping_sub(published) < (1 << 62) {
+                // `seq > pos + 1`: another consumer took `pos`; move on (re-reading: a
+                // persistent impossible value is called corruption after MAX_RETRIES).
+                pos = c.head.pos.load(Ordering::Relaxed);
+                std::hint::spin_loop();
+                continue;
+            }
+            // `seq <= pos`: not published.
+            // Acquire: pairs with nothing published, keeps the read after the `seq` load.
+            let tail = c.tail.pos.load(Ordering::Acquire);
+            if tail == pos {
+                return Attempt::Blocked; // empty
+            }
+            if tail.wrapping_sub(pos) > cap || seq != pos {
+                // A stale `pos`, a read that raced, or garbage: re-read (bounded).
+                pos = c.head.pos.load(Ordering::Relaxed);
+                std::hint::spin_loop();
+                continue;
+            }
+            // A producer claimed `pos` and has not published it yet.
+            if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                self.stuck = None;
+                if c.head
+                    .pos
+                    .compare_exchange(pos, published, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    pos = c.head.pos.load(Ordering::Relaxed);
+                    continue;
+                }
+                // We own `pos` now: skip it, unless the producer published meanwhile.
+                match slot.seq.compare_exchange(
+                    pos,
+                    pos.wrapping_add(cap),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        c.head.expired.fetch_add(1, Ordering::Relaxed);
+                        self.wake_producers();
+                        pos = pos.wrapping_add(1);
+                        continue;
+                    }
+                    Err(_) => {
+                        // Acquire: pairs with the producer's publish, which just won.
+                        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                        return self.take(pos);
+                    }
+                }
+            }
+            return Attempt::Blocked;
+        }
+    }
+
+    /// Reads the claimed `pos` and releases its slot.
+    fn take(&mut self, pos: u64) -> Attempt<T> {
+        let mem = &self.ring.mem;
+        let cap = mem.cap();
+        let slot = mem.slot(pos);
+        // SAFETY: we claimed `pos` and its value is published: no producer writes it until
+        // we release it (or, past the claim timeout, until one reclaims it: then our release
+        // below fails and we discard what we read).
+        let v = unsafe { mem::read(&slot.value) };
+        crate::fault_point!("mpmc-consumer-read");
+        self.stuck = None;
+        // Release: our read happens before the next lap's producer writes; pairs with the
+        // producer's Acquire load of `seq`.
+        if slot
+            .seq
+            .compare_exchange(
+                pos.wrapping_add(1),
+                pos.wrapping_add(cap),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Attempt::Failed(Failure::Expired);
+        }
+        self.wake_producers();
+        Attempt::Done(v)
+    }
+
+    fn wake_producers(&self) {
+        let c = self.ring.mem.ctrl();
+        if wait::wake_if_waiting(
+            self.registered,
+            &c.producers_waiting.waiting,
+            &c.head.pos,
+            1,
+        ) {
+            c.head.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn producers_gone(&mut self) -> Option<Failure> {
+        let side = &self.ring.mem.ctrl().producers;
+        if self.liveness.due() {
+            side.reap();
+        }
+        match side.gone()? {
+            DIED => Some(Failure::PeerDied),
+            _ => Some(Failure::Disconnected),
+        }
+    }
+
+    /// Pops if an item is ready. Never blocks.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`; once drained with every producer gone, `Disconnected` / `PeerDied`;
+    /// `Expired` (see the module docs); `Corrupted`.
+    pub fn try_pop(&mut self) -> Result<T, PopError> {
+        match self.attempt() {
+            Attempt::Done(v) => Ok(v),
+            Attempt::Failed(f) => Err(fail_pop(f)),
+            Attempt::Blocked => self.after_empty(),
+        }
+    }
+
+    fn after_empty(&mut self) -> Result<T, PopError> {
+        self.ring
+            .mem
+            .ctrl()
+            .head
+            .stalls
+            .fetch_add(1, Ordering::Relaxed);
+        let Some(gone) = self.producers_gone() else {
+            return Err(PopError::Empty);
+        };
+        // Everyone left: drain what they published before reporting it.
+        match self.attempt() {
+            Attempt::Done(v) => Ok(v),
+            Attempt::Failed(f) => Err(fail_pop(f)),
+            Attempt::Blocked => {
+                let c = self.ring.mem.ctrl();
+                let (head, tail) = (
+                    c.head.pos.load(Ordering::Relaxed),
+                    c.tail.pos.load(Ordering::Relaxed),
+                );
+                if head != tail && self.stuck.is_some() {
+                    // A dead producer's claim is pending; it expires within the timeout.
+                    Err(PopError::Empty)
+                } else {
+                    Err(fail_pop(gone))
+                }
+            }
+        }
+    }
+
+    /// Pops, waiting while the ring is empty.
+    ///
+    /// # Errors
+    ///
+    /// `Disconnected`, `PeerDied`, `Expired`, `Corrupted`.
+    pub fn pop(&mut self) -> Result<T, PopError> {
+        self.pop_until(Deadline::after(None))
+    }
+
+    /// [`pop`](Self::pop), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `pop`, plus `Timeout`.
+    pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        self.pop_until(Deadline::after(Some(timeout)))
+    }
+
+    fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
+        loop {
+            let strategy = self.strategy;
+            let mut outcome = None;
+            wait::spin(strategy, || match self.attempt() {
+                Attempt::Blocked => None,
+                other => {
+                    outcome = Some(other);
+                    Some(())
+                }
+            });
+            match outcome {
+                Some(Attempt::Done(v)) => return Ok(v),
+                Some(Attempt::Failed(f)) => return Err(fail_pop(f)),
+                _ => {}
+            }
+            match self.after_empty() {
+                Err(PopError::Empty) => {}
+                other => return other,
+            }
+            if deadline.passed() {
+                return Err(PopError::Timeout);
+            }
+            if strategy == WaitStrategy::SpinThenPark {
+                let c = self.ring.mem.ctrl();
+                let tail = c.tail.pos.load(Ordering::Relaxed);
+                let head = c.head.pos.load(Ordering::Relaxed);
+                let slice = if self.stuck.is_some() {
+                    Duration::from_millis(1)
+                } else {
+                    LIVENESS_INTERVAL
+                };
+                wait::park(
+                    &c.consumers_waiting.waiting,
+                    &c.tail.pos,
+                    tail,
+                    deadline.slice(slice),
+                    || {
+                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                        c.tail.pos.load(Ordering::Relaxed) != tail
+                            || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
+                                == head.wrapping_add(1)
+                    },
+                );
+                self.liveness.expire();
+            }
+        }
+    }
+
+    /// Pops as many items as are ready into `out`, in order; returns how many.
+    pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        for (i, o) in out.iter_mut().enumerate() {
+            match self.try_pop() {
+                Ok(v) => *o = v,
+                Err(_) => return i,
+            }
+        }
+        out.len()
+    }
+}
+
+impl<T> Drop for Consumer<T> {
+    fn drop(&mut self) {
+        let c = self.ring.mem.ctrl();
+        c.consumers.detach(self.index, self.me);
+        // Sleeping producers must wake to see whether we were the last.
+        shm_sync::futex::wake_low(&c.head.pos, u32::MAX);
+    }
+}
+
+#[cfg(not(shm_loom))]
+pub use shared::{create, open, Builder};
+
+#[cfg(not(shm_loom))]
+mod shared {
+    use super::*;
+    use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
+    use std::marker::PhantomData;
+    use std::sync::Arc;
+
+    type Regions<T> = (Layout, Region<Control>, Region<Slot<T>>);
+
+    fn layout<T>(cap: u64) -> Result<Regions<T>, shm_core::RegionError> {
+        let mut l = Layout::new();
+        let ctrl = l.push_aligned::<Control>(1, 128)?;
+        let slots = l.push_aligned::<Slot<T>>(cap, 128)?;
+        Ok((l, ctrl, slots))
+    }
+
+    /// Options for creating or opening an MPMC ring segment.
+    pub struct Builder<T> {
+        name: String,
+        capacity: u64,
+        schema_id: u64,
+        claim_timeout: Duration,
+        segment: Option<SegmentBuilder>,
+        initial_position: u64,
+        _t: PhantomData<fn() -> T>,
+    }
+
+    impl<T: Pod> Builder<T> {
+        /// Options for the ring `name` (capacity 1024, schema id 0, claim timeout
+        /// [`DEFAULT_CLAIM_TIMEOUT`]).
+        pub fn new(name: &str) -> Builder<T> {
+            Builder {
+                name: name.to_owned(),
+                capacity: 1024,
+                schema_id: 0,
+                claim_timeout: DEFAULT_CLAIM_TIMEOUT,
+                segment: None,
+                initial_position: 0,
+                _t: PhantomData,
+            }
+        }
+
+        /// Slots wanted; rounded up to a power of two, and at least 2.
+        pub fn capacity(mut self, capacity: u64) -> Self {
+            self.capacity = capacity;
+            self
+        }
+
+        /// A number telling payload types of equal size and alignment apart.
+        pub fn schema_id(mut self, id: u64) -> Self {
+            self.schema_id = id;
+            self
+        }
+
+        /// How long a claimed but unfinished slot may stall the others (clamped to
+        /// 1 ms ..= 60 s). Stored in the ring, so every process uses the creator's.
+        pub fn claim_timeout(mut self, timeout: Duration) -> Self {
+            self.claim_timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
+            self
+        }
+
+        /// Segment options (mode, mlock, ...). Kind, fingerprint and size are the ring's.
+        pub fn segment(mut self, options: SegmentBuilder) -> Self {
+            self.segment = Some(options);
+            self
+        }
+
+        /// Test hook: start both positions at `pos` to exercise wrap-around.
+        #[doc(hidden)]
+        pub fn initial_position(mut self, pos: u64) -> Self {
+            self.initial_position = pos;
+            self
+        }
+
+        fn seg_builder(&self) -> SegmentBuilder {
+            self.segment
+                .clone()
+                .unwrap_or_else(|| SegmentBuilder::new(&self.name))
+                .kind(Kind::Mpmc)
+                .fingerprint(Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION))
+        }
+
+        /// Creates the ring segment.
+        ///
+        /// # Errors
+        ///
+        /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`, or the segment's
+        /// `Create` error.
+        pub fn create(&self) -> Result<Ring<T>, RingError> {
+            check_payload::<T>(&self.name)?;
+            // Per-slot sequences need two slots at least: with one, "published by the last
+            // lap" and "free for this lap" would be the same number.
+            let cap = round_capacity(&self.name, self.capacity)?.max(2);
+            let (l, ctrl_r, slots_r) =
+                layout::<T>(cap).map_err(|_| RingError::CapacityTooLarge {
+                    name: self.name.clone(),
+                    requested: self.capacity,
+                })?;
+            let (initial, timeout) = (self.initial_position, self.claim_timeout);
+            let seg = self.seg_builder().layout(&l).create_with(|seg| {
+                let c = seg.get(ctrl_r)?;
+                c.config.capacity.store(cap, Ordering::Relaxed);
+                c.config.initial.store(initial, Ordering::Relaxed);
+                c.config
+                    .claim_timeout_ns
+                    .store(timeout.as_nanos() as u64, Ordering::Relaxed);
+                c.tail.pos.store(initial, Ordering::Relaxed);
+                c.head.pos.store(initial, Ordering::Relaxed);
+                let slots = seg.region_ptr(slots_r)?;
+                for i in 0..cap {
+                    let pos = initial.wrapping_add(i);
+                    let index = (pos & (cap - 1)) as usize;
+                    // SAFETY: `index < cap`, inside the checked slot region; inside
+                    // `create_with` nobody else can see the segment.
+                    let slot = unsafe { &*slots.as_ptr().add(index) };
+                    slot.seq.store(pos, Ordering::Relaxed);
+                }
+                Ok::<_, shm_core::RegionError>(())
+            })?;
+            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+        }
+
+        /// Opens an existing ring segment, checking kind, payload type and layout.
+        ///
+        /// # Errors
+        ///
+        /// The segment's `Open` error, or `Corrupted`.
+        pub fn open(&self) -> Result<Ring<T>, RingError> {
+            check_payload::<T>(&self.name)?;
+            let seg = self.seg_builder().open()?;
+            let corrupted = |what: String| RingError::Corrupted {
+                name: self.name.clone(),
+                what,
+            };
+            let ctrl_r = Region::<Control>::from_raw(shm_core::HEADER_SIZE as u64, 1);
+            let c = seg
+                .get(ctrl_r)
+                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+            let cap = c.config.capacity.load(Ordering::Relaxed);
+            if cap < 2 || !cap.is_power_of_two() || cap > 1 << 40 {
+                return Err(corrupted(format!(
+                    "capacity {cap} is not a power of two >= 2"
+                )));
+            }
+            let (l, _, slots_r) =
+                layout::<T>(cap).map_err(|e| corrupted(format!("capacity {cap}: {e}")))?;
+            if l.total_len() > seg.len() as u64 {
+                return Err(corrupted(format!(
+                    "capacity {cap} needs {} bytes but the segment has {}",
+                    l.total_len(),
+                    seg.len()
+                )));
+            }
+            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+        }
+    }
+
+    fn ring_over<T: Pod>(
+        seg: shm_core::Segment,
+        name: &str,
+        cap: u64,
+        ctrl_r: Region<Control>,
+        slots_r: Region<Slot<T>>,
+    ) -> Ring<T> {
+        let ctrl = std::ptr::NonNull::from(seg.get(ctrl_r).expect("checked by the caller"));
+        let slots = seg.region_ptr(slots_r).expect("checked by the caller");
+        let owner: Arc<dyn std::any::Any + Send + Sync> = Arc::new(seg);
+        // SAFETY: both regions were bounds- and alignment-checked against the segment that
+        // `owner` keeps mapped; `cap` is a power of two and the slot region holds `cap`
+        // slots.
+        let mem = unsafe { Mem::new(owner, ctrl, slots, cap) };
+        Ring {
+            mem,
+            name: name.to_owned(),
+        }
+    }
+
+    /// Creates the MPMC ring `name` for `T` with at least `capacity` slots.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::create`].
+    pub fn create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+        Builder::new(name).capacity(capacity).create()
+    }
+
+    /// Opens the MPMC ring `name` for `T`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::open`].
+    pub fn open<T: Pod>(name: &str) -> Result<Ring<T>, RingError> {
+        Builder::new(name).open()
+    }
+}

@@ -1,0 +1,509 @@
+//! MPMC rings: a model test against `VecDeque`, exactly-once delivery across threads and
+//! across 2 producer + 2 consumer processes, peers killed between claim and publish/release,
+//! wrap-around, and bad input.
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::collections::VecDeque;
+use std::io::{Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+use proptest::prelude::*;
+use shm_core::OpenErrorKind;
+use shm_ring::mpmc::{self, Ring, MAX_ENDPOINTS};
+use shm_ring::{spsc, PopError, PushError, RingError};
+
+const ROLE: &str = "SHMRING_ROLE";
+const ARG: &str = "SHMRING_ARG";
+
+fn role(r: &str, name: &str, arg: impl ToString) -> std::process::Command {
+    let mut c = child("child_mpmc", name);
+    c.env(ROLE, r).env(ARG, arg.to_string());
+    c
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_mpmc() {
+    let Some(name) = child_name() else { return };
+    let arg: u64 = std::env::var(ARG).unwrap().parse().unwrap();
+    match std::env::var(ROLE).unwrap().as_str() {
+        "produce" => produce(&name, arg),
+        "consume" => consume(&name),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// A message: producer id in the top 16 bits, its sequence number below.
+fn msg(producer: u64, seq: u64) -> u64 {
+    (producer << 48) | seq
+}
+
+/// An order-independent digest of a set of messages (sum of a mixing function).
+fn mix(v: u64) -> u64 {
+    let mut x = v.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+// ------------------------------------------------------------ model test
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(u32),
+    Pop,
+    PushSlice(u8),
+    PopSlice(u8),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+
+    #[test]
+    fn mpmc_matches_a_vecdeque(cap in 1u64..9, ops in proptest::collection::vec(
+        prop_oneof![
+            any::<u32>().prop_map(Op::Push),
+            Just(Op::Pop),
+            (0u8..12).prop_map(Op::PushSlice),
+            (0u8..12).prop_map(Op::PopSlice),
+        ], 0..200))
+    {
+        let ring = Ring::<u32>::in_process(cap).unwrap();
+        let cap = ring.capacity() as usize;
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let mut model = VecDeque::new();
+        let mut next = 0u32;
+        for op in ops {
+            match op {
+                Op::Push(v) => match tx.try_push(v) {
+                    Ok(()) => { prop_assert!(model.len() < cap); model.push_back(v) }
+                    Err(PushError::Full(x)) => { prop_assert_eq!(x, v); prop_assert_eq!(model.len(), cap) }
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+                Op::Pop => match rx.try_pop() {
+                    Ok(v) => prop_assert_eq!(Some(v), model.pop_front()),
+                    Err(PopError::Empty) => prop_assert!(model.is_empty()),
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
+                Op::PushSlice(n) => {
+                    let vals: Vec<u32> = (0..n as u32).map(|i| next.wrapping_add(i)).collect();
+                    next = next.wrapping_add(n as u32);
+                    let pushed = tx.push_slice(&vals);
+                    prop_assert_eq!(pushed, vals.len().min(cap - model.len()));
+                    model.extend(&vals[..pushed]);
+                }
+                Op::PopSlice(n) => {
+                    let mut out = vec![0; n as usize];
+                    let got = rx.pop_slice(&mut out);
+                    prop_assert_eq!(got, out.len().min(model.len()));
+                    for v in &out[..got] {
+                        prop_assert_eq!(Some(*v), model.pop_front());
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ threads
+
+#[test]
+fn four_producer_and_four_consumer_threads_deliver_exactly_once() {
+    const PER: u64 = if cfg!(miri) { 50 } else { 100_000 };
+    let ring = Ring::<u64>::in_process(64).unwrap();
+    let mut expect = 0u64;
+    for p in 0..4 {
+        for i in 0..PER {
+            expect = expect.wrapping_add(mix(msg(p, i)));
+        }
+    }
+    let producers: Vec<_> = (0..4u64)
+        .map(|p| {
+            let mut tx = ring.producer().unwrap();
+            std::thread::spawn(move || {
+                for i in 0..PER {
+                    tx.push(msg(p, i)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| {
+            let mut rx = ring.consumer().unwrap();
+            std::thread::spawn(move || {
+                let (mut n, mut digest) = (0u64, 0u64);
+                let mut last = [None::<u64>; 4];
+                loop {
+                    match rx.pop_timeout(Duration::from_secs(30)) {
+                        Ok(v) => {
+                            let (p, s) = ((v >> 48) as usize, v & 0xffff_ffff_ffff);
+                            assert!(last[p].is_none_or(|l| s > l), "producer {p} out of order");
+                            last[p] = Some(s);
+                            n += 1;
+                            digest = digest.wrapping_add(mix(v));
+                        }
+                        Err(PopError::Disconnected) => return (n, digest),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let (mut n, mut digest) = (0, 0u64);
+    for c in consumers {
+        let (cn, cd) = c.join().unwrap();
+        n += cn;
+        digest = digest.wrapping_add(cd);
+    }
+    assert_eq!(n, 4 * PER);
+    assert_eq!(digest, expect, "every message exactly once");
+    assert_eq!(ring.stats().skipped, 0);
+}
+
+// ------------------------------------------------------------ processes
+
+const PER_PRODUCER: u64 = 5_000_000;
+
+fn produce(name: &str, id: u64) {
+    let n: u64 = std::env::var("SHMRING_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PER_PRODUCER);
+    let ring = mpmc::open::<u64>(name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    println!("CHILD:attached");
+    for i in 0..n {
+        match tx.push(msg(id, i)) {
+            Ok(()) => {}
+            Err(e) => panic!("push {i}: {e}"),
+        }
+    }
+}
+
+fn consume(name: &str) {
+    let ring = mpmc::open::<u64>(name).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    println!("CHILD:attached");
+    let (mut n, mut digest) = (0u64, 0u64);
+    let mut last = [None::<u64>; 8];
+    let end = loop {
+        match rx.pop_timeout(Duration::from_secs(60)) {
+            Ok(v) => {
+                let (p, s) = ((v >> 48) as usize, v & 0xffff_ffff_ffff);
+                assert!(last[p].is_none_or(|l| s > l), "producer {p} out of order");
+                last[p] = Some(s);
+                n += 1;
+                digest = digest.wrapping_add(mix(v));
+            }
+            Err(e @ (PopError::Disconnected | PopError::PeerDied)) => break e,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    println!("CHILD:got {n} {digest} {end:?}");
+}
+
+#[test]
+fn two_producer_and_two_consumer_processes_deliver_exactly_once() {
+    let name = unique_name("mpmc-2x2");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 4096).unwrap();
+    // Hold a producer end until everyone is attached, so no consumer sees "all producers
+    // gone" before they start.
+    let guard = ring.producer().unwrap();
+    let mut consumers: Vec<_> = (0..2)
+        .map(|_| Running::spawn(role("consume", &name, 0)))
+        .collect();
+    for c in &mut consumers {
+        c.expect_line("attached", Duration::from_secs(30));
+    }
+    let t = Instant::now();
+    let mut producers: Vec<_> = (1..=2u64)
+        .map(|p| Running::spawn(role("produce", &name, p)))
+        .collect();
+    for p in &mut producers {
+        p.expect_line("attached", Duration::from_secs(30));
+    }
+    drop(guard);
+    for p in &mut producers {
+        assert!(p.wait_success(Duration::from_secs(300)), "producer failed");
+    }
+    let (mut n, mut digest) = (0u64, 0u64);
+    for c in &mut consumers {
+        let line = c.next_line(Duration::from_secs(300));
+        let mut f = line.split(' ');
+        assert_eq!(f.next(), Some("got"), "{line}");
+        n += f.next().unwrap().parse::<u64>().unwrap();
+        digest = digest.wrapping_add(f.next().unwrap().parse::<u64>().unwrap());
+        assert_eq!(f.next(), Some("Disconnected"), "{line}");
+        assert!(c.wait_success(Duration::from_secs(30)));
+    }
+    let elapsed = t.elapsed();
+    let mut expect = 0u64;
+    for p in 1..=2 {
+        for i in 0..PER_PRODUCER {
+            expect = expect.wrapping_add(mix(msg(p, i)));
+        }
+    }
+    assert_eq!(n, 2 * PER_PRODUCER);
+    assert_eq!(digest, expect, "every message exactly once");
+    println!(
+        "mpmc 2P2C: {} messages in {elapsed:?} ({:.1} M msg/s, debug build)",
+        2 * PER_PRODUCER,
+        (2 * PER_PRODUCER) as f64 / elapsed.as_secs_f64() / 1e6
+    );
+}
+
+// ------------------------------------------------------------ killed mid-protocol
+
+#[test]
+fn producer_killed_between_claim_and_publish_does_not_wedge_consumers() {
+    for point in ["mpmc-producer-claimed", "mpmc-producer-written"] {
+        let name = unique_name("mpmc-kill-p");
+        let _c = Cleanup(name.clone());
+        let ring = mpmc::Builder::<u64>::new(&name)
+            .capacity(64)
+            .claim_timeout(Duration::from_millis(50))
+            .create()
+            .unwrap();
+        let mut rx = ring.consumer().unwrap();
+        // Producer 1 dies on its 1000th claim; producer 2 keeps going.
+        let mut doomed = role("produce", &name, 1);
+        doomed
+            .env("SHMRING_FAULT", format!("{point}:1000"))
+            .env("SHMRING_COUNT", "100000");
+        let mut doomed = Running::spawn(doomed);
+        let mut healthy = role("produce", &name, 2);
+        healthy.env("SHMRING_COUNT", "20000");
+        let mut healthy = Running::spawn(healthy);
+        let mut got = [0u64; 3];
+        let t = Instant::now();
+        loop {
+            match rx.pop_timeout(Duration::from_secs(30)) {
+                Ok(v) => got[(v >> 48) as usize] += 1,
+                Err(PopError::Disconnected | PopError::PeerDied) => break,
+                Err(e) => panic!("{point}: {e} after {got:?}"),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "{point}: wedged at {got:?}"
+            );
+        }
+        assert!(
+            !doomed.wait_success(Duration::from_secs(30)),
+            "the doomed producer died"
+        );
+        assert!(healthy.wait_success(Duration::from_secs(30)));
+        assert_eq!(
+            got[1], 999,
+            "{point}: everything producer 1 published arrived"
+        );
+        assert_eq!(
+            got[2], 20_000,
+            "{point}: everything producer 2 published arrived"
+        );
+        let s = ring.stats();
+        assert_eq!(
+            s.skipped, 1,
+            "{point}: the dead claim was skipped once: {s:?}"
+        );
+        println!("{point}: consumers moved past the dead claim; {s:?}");
+    }
+}
+
+#[test]
+fn consumer_killed_between_claim_and_release_does_not_wedge_producers() {
+    let name = unique_name("mpmc-kill-c");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .claim_timeout(Duration::from_millis(50))
+        .create()
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut doomed = role("consume", &name, 0);
+    doomed.env("SHMRING_FAULT", "mpmc-consumer-read:100");
+    let mut doomed = Running::spawn(doomed);
+    doomed.expect_line("attached", Duration::from_secs(30));
+    let mut rx = ring.consumer().unwrap();
+    // Push enough to lap the ring many times. The doomed consumer drains until it dies on
+    // its 100th read; only then does our own consumer start draining.
+    let mut received = 0u64;
+    let mut doomed_dead = false;
+    let t = Instant::now();
+    for i in 0..5000u64 {
+        loop {
+            match tx.try_push(msg(1, i)) {
+                Ok(()) => break,
+                Err(PushError::Full(_)) => {
+                    if !doomed_dead {
+                        doomed_dead = doomed.child.try_wait().unwrap().is_some();
+                        std::thread::sleep(Duration::from_micros(200));
+                    } else if rx.try_pop().is_ok() {
+                        received += 1;
+                    }
+                }
+                Err(e) => panic!("push {i}: {e}"),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "producers wedged at {i}"
+            );
+        }
+    }
+    while let Ok(_v) = rx.try_pop() {
+        received += 1;
+    }
+    assert!(!doomed.wait_success(Duration::from_secs(30)));
+    let s = ring.stats();
+    assert_eq!(
+        s.reclaimed, 1,
+        "the dead consumer's claim was reclaimed once: {s:?}"
+    );
+    // 99 went to the doomed consumer before it died, one died with it.
+    assert_eq!(received, 5000 - 100, "{s:?}");
+}
+
+// ------------------------------------------------------------ wrap-around, roles, bad input
+
+#[test]
+fn positions_near_u64_max_wrap_around() {
+    let name = unique_name("mpmc-wrap");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .initial_position(u64::MAX - 5)
+        .create()
+        .unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for round in 0..50u64 {
+        let n = (round % 8) + 1;
+        for i in 0..n {
+            tx.try_push(round * 100 + i).unwrap();
+        }
+        for i in 0..n {
+            assert_eq!(rx.try_pop(), Ok(round * 100 + i));
+        }
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+    assert!(ring.stats().tail < 1000);
+}
+
+#[test]
+fn endpoints_are_limited_and_disconnect_is_seen() {
+    let ring = Ring::<u32>::in_process(4).unwrap();
+    let mut txs: Vec<_> = (0..MAX_ENDPOINTS)
+        .map(|_| ring.producer().unwrap())
+        .collect();
+    assert!(matches!(
+        ring.producer(),
+        Err(RingError::TooManyEndpoints {
+            max: MAX_ENDPOINTS,
+            ..
+        })
+    ));
+    let mut rx = ring.consumer().unwrap();
+    let rx2 = rx.try_clone().unwrap();
+    txs[0].try_push(1).unwrap();
+    txs.truncate(1);
+    let tx2 = txs[0].try_clone().unwrap();
+    drop(txs);
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(
+        rx.try_pop(),
+        Err(PopError::Empty),
+        "one producer is still attached"
+    );
+    drop(tx2);
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+    assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    drop(rx2);
+    // A producer of a full ring learns when every consumer left.
+    let mut tx = ring.producer().unwrap();
+    for i in 0..4 {
+        tx.try_push(i).unwrap();
+    }
+    assert_eq!(tx.try_push(9), Err(PushError::Full(9)));
+    drop(rx);
+    assert_eq!(tx.try_push(9), Err(PushError::Disconnected(9)));
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    let name = unique_name("mpmc-bad");
+    let _c = Cleanup(name.clone());
+    assert!(matches!(
+        mpmc::create::<u64>(&name, 0),
+        Err(RingError::ZeroCapacity { .. })
+    ));
+    let ring = mpmc::create::<u64>(&name, 1).unwrap();
+    assert_eq!(ring.capacity(), 2, "MPMC rounds up to two slots at least");
+    // An MPMC ring opened as SPSC (and the reverse) is a kind mismatch.
+    let e = spsc::open::<u64>(&name).err().unwrap();
+    assert!(
+        matches!(e, RingError::Open(ref o) if matches!(o.kind(), OpenErrorKind::KindMismatch { .. })),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("expected a spsc segment, found a mpmc segment"),
+        "{e}"
+    );
+    let e = mpmc::open::<u32>(&name).err().unwrap();
+    assert!(
+        e.to_string().contains("payload size expected 4, found 8"),
+        "{e}"
+    );
+    let sname = unique_name("spsc-as-mpmc");
+    let _c2 = Cleanup(sname.clone());
+    let _s = spsc::create::<u64>(&sname, 8).unwrap();
+    assert!(matches!(
+        mpmc::open::<u64>(&sname),
+        Err(RingError::Open(ref o)) if matches!(o.kind(), OpenErrorKind::KindMismatch { .. })
+    ));
+}
+
+#[test]
+fn garbage_sequences_are_errors_within_bounded_time() {
+    let name = unique_name("mpmc-garbage");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    // Slots start after the 1920-byte control block (at 128 + 1920, 128-aligned).
+    let slots_at = 128 + 1920;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap();
+    for i in 0..4u64 {
+        f.seek(SeekFrom::Start(slots_at + 16 * i)).unwrap();
+        f.write_all(&(0xdead_0000_0000u64 + i).to_ne_bytes())
+            .unwrap();
+    }
+    let t = Instant::now();
+    match tx.try_push(1) {
+        Err(PushError::Corrupted(1)) | Err(PushError::Full(1)) => {}
+        other => panic!("expected an error, got {other:?}"),
+    }
+    match rx.try_pop() {
+        Err(PopError::Corrupted) | Err(PopError::Empty) => {}
+        other => panic!("expected an error, got {other:?}"),
+    }
+    assert_eq!(
+        tx.push_timeout(2, Duration::from_millis(50))
+            .map_err(|e| e.into_inner()),
+        Err(2)
+    );
+    assert!(rx.pop_timeout(Duration::from_millis(50)).is_err());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // A scribbled tail far past the head is also never an out-of-bounds access.
+    f.seek(SeekFrom::Start(128 + 128)).unwrap();
+    f.write_all(&u64::MAX.to_ne_bytes()).unwrap();
+    assert!(rx.try_pop().is_err());
+    assert!(tx.try_push(3).is_err());
+}
