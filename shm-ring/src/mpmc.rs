@@ -154,9 +154,11 @@ impl Side {
                 }
             }
             if e.claim(me).is_ok() {
-                self.ever.store(1, Ordering::Relaxed);
-                // Release: pairs with the Acquire load of `attached` in `status`.
-                self.attached.fetch_add(1, Ordering::Release);
+                self.attached.fetch_add(1, Ordering::Relaxed);
+                // Release, after the increment: pairs with the Acquire load of `ever` in
+                // `gone`, so whoever sees `ever` set also sees this attach counted (loom found
+                // a false "disconnected" when `ever` was set first).
+                self.ever.store(1, Ordering::Release);
                 return Some(i);
             }
         }
@@ -201,8 +203,13 @@ impl Side {
 
     /// `None` while someone is attached (or nobody ever was); else how the last one left.
     fn gone(&self) -> Option<u32> {
+        // Acquire: pairs with the Release store of `ever` in `attach`; read first, so the
+        // count below includes that attach.
+        if self.ever.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         // Acquire: pairs with the Release in `departed`.
-        if self.attached.load(Ordering::Acquire) != 0 || self.ever.load(Ordering::Relaxed) == 0 {
+        if self.attached.load(Ordering::Acquire) != 0 {
             return None;
         }
         Some(self.last_departure.load(Ordering::Relaxed))
@@ -225,12 +232,8 @@ impl Control {
             },
             tail: side(initial),
             head: side(initial),
-            consumers_waiting: FlagLine {
-                waiting: AtomicU32::new(0),
-            },
-            producers_waiting: FlagLine {
-                waiting: AtomicU32::new(0),
-            },
+            consumers_waiting: FlagLine::new(),
+            producers_waiting: FlagLine::new(),
             producers: Side::new(),
             consumers: Side::new(),
         }
@@ -522,12 +525,7 @@ impl<T: Pod> Producer<T> {
                             return Attempt::Failed(Failure::Expired);
                         }
                         self.stuck = None;
-                        if wait::wake_if_waiting(
-                            self.registered,
-                            &c.consumers_waiting.waiting,
-                            &c.tail.pos,
-                            1,
-                        ) {
+                        if wait::wake_if_waiting(self.registered, &c.consumers_waiting, 1) {
                             c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
                         }
                         return Attempt::Done(());
@@ -544,7 +542,7 @@ impl<T: Pod> Producer<T> {
                 // `tail` has not moved, the slot is ahead of it: garbage, or a read that
                 // raced; re-read, and let MAX_RETRIES call persistent garbage corruption.)
                 pos = c.tail.pos.load(Ordering::Relaxed);
-                std::hint::spin_loop();
+                shm_sync::primitive::spin_hint();
                 continue;
             }
             // `seq < pos`: the previous lap's value is still there.
@@ -577,7 +575,7 @@ impl<T: Pod> Producer<T> {
             }
             // Any other value: a read that raced, or garbage; re-read (bounded).
             pos = c.tail.pos.load(Ordering::Relaxed);
-            std::hint::spin_loop();
+            shm_sync::primitive::spin_hint();
         }
     }
 
@@ -670,18 +668,13 @@ impl<T: Pod> Producer<T> {
                 };
                 let tail = c.tail.pos.load(Ordering::Relaxed);
                 let cap = self.ring.mem.cap();
-                wait::park(
-                    &c.producers_waiting.waiting,
-                    &c.head.pos,
-                    head,
-                    deadline.slice(slice),
-                    || {
-                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
-                        c.head.pos.load(Ordering::Relaxed) != head
-                            || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
-                            || tail.wrapping_sub(head) < cap.saturating_sub(1)
-                    },
-                );
+                wait::park(&c.producers_waiting, deadline.slice(slice), || {
+                    // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                    c.head.pos.load(Ordering::Relaxed) != head
+                        || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
+                        || tail.wrapping_sub(head) < cap.saturating_sub(1)
+                        || c.consumers.gone().is_some()
+                });
                 self.liveness.expire();
             }
         }
@@ -721,7 +714,7 @@ impl<T> Drop for Producer<T> {
         let c = self.ring.mem.ctrl();
         c.producers.detach(self.index, self.me);
         // Sleeping consumers must wake to see whether we were the last.
-        shm_sync::futex::wake_low(&c.tail.pos, u32::MAX);
+        wait::wake(&c.consumers_waiting, u32::MAX);
     }
 }
 
@@ -773,7 +766,7 @@ impl<T: Pod> Consumer<T> {
                 // `seq > pos + 1`: another consumer took `pos`; move on (re-reading: a
                 // persistent impossible value is called corruption after MAX_RETRIES).
                 pos = c.head.pos.load(Ordering::Relaxed);
-                std::hint::spin_loop();
+                shm_sync::primitive::spin_hint();
                 continue;
             }
             // `seq <= pos`: not published.
@@ -785,7 +778,7 @@ impl<T: Pod> Consumer<T> {
             if tail.wrapping_sub(pos) > cap || seq != pos {
                 // A stale `pos`, a read that raced, or garbage: re-read (bounded).
                 pos = c.head.pos.load(Ordering::Relaxed);
-                std::hint::spin_loop();
+                shm_sync::primitive::spin_hint();
                 continue;
             }
             // A producer claimed `pos` and has not published it yet.
@@ -814,7 +807,7 @@ impl<T: Pod> Consumer<T> {
                     }
                     Err(_) => {
                         // Acquire: pairs with the producer's publish, which just won.
-                        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+                        shm_sync::primitive::fence(Ordering::Acquire);
                         return self.take(pos);
                     }
                 }
@@ -854,12 +847,7 @@ impl<T: Pod> Consumer<T> {
 
     fn wake_producers(&self) {
         let c = self.ring.mem.ctrl();
-        if wait::wake_if_waiting(
-            self.registered,
-            &c.producers_waiting.waiting,
-            &c.head.pos,
-            1,
-        ) {
+        if wait::wake_if_waiting(self.registered, &c.producers_waiting, 1) {
             c.head.wakeups.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -969,18 +957,13 @@ impl<T: Pod> Consumer<T> {
                 } else {
                     LIVENESS_INTERVAL
                 };
-                wait::park(
-                    &c.consumers_waiting.waiting,
-                    &c.tail.pos,
-                    tail,
-                    deadline.slice(slice),
-                    || {
-                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
-                        c.tail.pos.load(Ordering::Relaxed) != tail
-                            || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
-                                == head.wrapping_add(1)
-                    },
-                );
+                wait::park(&c.consumers_waiting, deadline.slice(slice), || {
+                    // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                    c.tail.pos.load(Ordering::Relaxed) != tail
+                        || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
+                            == head.wrapping_add(1)
+                        || c.producers.gone().is_some()
+                });
                 self.liveness.expire();
             }
         }
@@ -1003,7 +986,7 @@ impl<T> Drop for Consumer<T> {
         let c = self.ring.mem.ctrl();
         c.consumers.detach(self.index, self.me);
         // Sleeping producers must wake to see whether we were the last.
-        shm_sync::futex::wake_low(&c.head.pos, u32::MAX);
+        wait::wake(&c.producers_waiting, u32::MAX);
     }
 }
 

@@ -24,7 +24,7 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use bytemuck::Pod;
-use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
+use shm_sync::primitive::{AtomicU64, Ordering};
 
 use crate::end::{self, End, EndStatus, LivenessTimer, CLOSED, LIVENESS_INTERVAL};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
@@ -54,12 +54,7 @@ pub(crate) struct SideLine {
     pub wakeups: AtomicU64,
 }
 
-/// A line holding a sleeper count, written only when someone goes to sleep, so the other
-/// side's check on every publish hits a clean line in its own cache.
-#[repr(C, align(128))]
-pub(crate) struct FlagLine {
-    pub(crate) waiting: AtomicU32,
-}
+pub(crate) use crate::wait::FlagLine;
 
 /// The control block at the start of an SPSC segment's data area:
 ///
@@ -117,12 +112,8 @@ impl Control {
             },
             tail: side(initial),
             head: side(initial),
-            consumer_waiting: FlagLine {
-                waiting: AtomicU32::new(0),
-            },
-            producer_waiting: FlagLine {
-                waiting: AtomicU32::new(0),
-            },
+            consumer_waiting: FlagLine::new(),
+            producer_waiting: FlagLine::new(),
         }
     }
 }
@@ -431,7 +422,7 @@ impl<T: Pod> Producer<T> {
         // Release: publishes the slot writes; pairs with the Acquire load of `tail` in
         // `Consumer::refresh_tail`.
         c.tail.pos.store(tail, Ordering::Release);
-        if wait::wake_if_waiting(self.registered, &c.consumer_waiting.waiting, &c.tail.pos, 1) {
+        if wait::wake_if_waiting(self.registered, &c.consumer_waiting, 1) {
             c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -555,9 +546,7 @@ impl<T: Pod> Producer<T> {
                 let full_head = self.tail.wrapping_sub(self.mem.cap());
                 let c = self.mem.ctrl();
                 wait::park(
-                    &c.producer_waiting.waiting,
-                    &c.head.pos,
-                    full_head,
+                    &c.producer_waiting,
                     deadline.slice(LIVENESS_INTERVAL),
                     || {
                         // Relaxed: only a hint to skip the sleep; the loop re-reads `head`
@@ -630,7 +619,7 @@ impl<T> Drop for Producer<T> {
         let c = self.mem.ctrl();
         c.config.producer.release(self.me);
         // A consumer sleeping on an empty ring must wake to see us gone.
-        shm_sync::futex::wake_low(&c.tail.pos, u32::MAX);
+        wait::wake(&c.consumer_waiting, u32::MAX);
     }
 }
 
@@ -745,7 +734,7 @@ impl<T: Pod> Consumer<T> {
         // Release: our reads of the freed slots happen before the producer reuses them;
         // pairs with the Acquire load of `head` in `Producer::refresh_head`.
         c.head.pos.store(head, Ordering::Release);
-        if wait::wake_if_waiting(self.registered, &c.producer_waiting.waiting, &c.head.pos, 1) {
+        if wait::wake_if_waiting(self.registered, &c.producer_waiting, 1) {
             c.head.wakeups.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -873,9 +862,7 @@ impl<T: Pod> Consumer<T> {
                 let head = self.head;
                 let c = self.mem.ctrl();
                 wait::park(
-                    &c.consumer_waiting.waiting,
-                    &c.tail.pos,
-                    head,
+                    &c.consumer_waiting,
                     deadline.slice(LIVENESS_INTERVAL),
                     || {
                         // Relaxed: only a hint to skip the sleep; the loop re-reads `tail`
@@ -945,7 +932,7 @@ impl<T> Drop for Consumer<T> {
         let c = self.mem.ctrl();
         c.config.consumer.release(self.me);
         // A producer sleeping on a full ring must wake to see us gone.
-        shm_sync::futex::wake_low(&c.head.pos, u32::MAX);
+        wait::wake(&c.producer_waiting, u32::MAX);
     }
 }
 

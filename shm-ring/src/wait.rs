@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use shm_sync::primitive::{AtomicU32, AtomicU64, Backoff, Ordering};
+use shm_sync::primitive::{AtomicU32, Backoff, Ordering};
 
 /// How a blocked `push`/`pop` waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,22 +41,48 @@ impl Deadline {
     }
 }
 
-/// The sleeping half of the handshake: announce in `waiting`, re-check `ready` after a
-/// heavy barrier, then sleep on the low half of `word` while it still reads `expected`.
-/// Returns after a wake, a timeout slice, or at once if `ready` already holds.
-pub(crate) fn park(
-    waiting: &AtomicU32,
-    word: &AtomicU64,
-    expected: u64,
-    slice: Option<Duration>,
-    ready: impl Fn() -> bool,
-) {
-    waiting.fetch_add(1, Ordering::Relaxed);
+/// Where sleepers of one side announce themselves and sleep: an *eventcount*.
+///
+/// | field     | meaning                                                        |
+/// | --------- | -------------------------------------------------------------- |
+/// | `waiting` | how many may be asleep (or about to be)                        |
+/// | `epoch`   | bumped by a waker before each `FUTEX_WAKE`; the futex word      |
+///
+/// A sleeper reads `epoch`, counts itself in `waiting`, re-checks its condition after a
+/// heavy barrier, and sleeps only while `epoch` is unchanged. A waker changes what the
+/// sleeper waits for (a position, or an end's state), passes a light barrier, and only if
+/// `waiting != 0` bumps `epoch` and wakes. Either the sleeper's re-check sees the change,
+/// or the waker sees the sleeper and its bump makes the sleeper's futex wait return. Sleeping
+/// on `epoch` rather than on the position itself is what lets a *disconnect*, which moves no
+/// position, wake a sleeper without a lost wake-up. The line is written only by sleepers and
+/// by wakers of sleepers, so the publisher's check of `waiting` on every publish hits a
+/// clean line in its own cache.
+#[repr(C, align(128))]
+pub(crate) struct FlagLine {
+    pub(crate) waiting: AtomicU32,
+    pub(crate) epoch: AtomicU32,
+}
+
+impl FlagLine {
+    pub fn new() -> FlagLine {
+        FlagLine {
+            waiting: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
+        }
+    }
+}
+
+/// The sleeping half: announce, re-check `ready` after a heavy barrier, sleep (at most
+/// `slice`) unless a waker bumped the epoch meanwhile.
+pub(crate) fn park(flag: &FlagLine, slice: Option<Duration>, ready: impl Fn() -> bool) {
+    // Acquire: pairs with the Release bump in `wake`, ordering our re-check after it.
+    let epoch = flag.epoch.load(Ordering::Acquire);
+    flag.waiting.fetch_add(1, Ordering::Relaxed);
     // Heavy barrier: orders our `waiting` increment before the re-check below, and forces
-    // the publisher's store-then-check through a full barrier too (see shm_sync::barrier).
+    // the waker's change-then-check through a full barrier too (see shm_sync::barrier).
     let ordered = shm_sync::barrier::heavy();
     if !ready() {
-        // If the heavy barrier failed, a publisher that skipped its fence may miss our flag:
+        // If the heavy barrier failed, a waker that skipped its fence may miss our flag:
         // sleep in short slices so a missed wake costs at most a millisecond.
         let slice = if ordered {
             slice
@@ -65,27 +91,35 @@ pub(crate) fn park(
                 s.min(Duration::from_millis(1))
             }))
         };
-        shm_sync::futex::wait_low(word, expected as u32, slice);
+        shm_sync::futex::wait(&flag.epoch, epoch, slice);
+    } else {
+        // Ready already (e.g. a claimed slot not yet published): let the other side run
+        // rather than spin straight back here (loom needs this yield to stay finite).
+        shm_sync::primitive::yield_now();
     }
-    waiting.fetch_sub(1, Ordering::Relaxed);
+    flag.waiting.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// The publishing half: after storing `word`, wake a sleeper if one announced itself.
-/// Returns whether a wake was issued.
+/// The waking half, after the change a sleeper waits for: wake up to `n` sleepers if any
+/// announced themselves. Returns whether a wake was issued.
 #[inline]
-pub(crate) fn wake_if_waiting(
-    registered: bool,
-    waiting: &AtomicU32,
-    word: &AtomicU64,
-    n: u32,
-) -> bool {
+pub(crate) fn wake_if_waiting(registered: bool, flag: &FlagLine, n: u32) -> bool {
     shm_sync::barrier::light(registered);
-    if waiting.load(Ordering::Relaxed) != 0 {
-        shm_sync::futex::wake_low(word, n);
+    if flag.waiting.load(Ordering::Relaxed) != 0 {
+        wake(flag, n);
         true
     } else {
         false
     }
+}
+
+/// Bumps the epoch and wakes up to `n` sleepers (unconditionally: for rare events such
+/// as a disconnect).
+#[cold]
+pub(crate) fn wake(flag: &FlagLine, n: u32) {
+    // Release: pairs with the Acquire load of `epoch` in `park`.
+    flag.epoch.fetch_add(1, Ordering::Release);
+    shm_sync::futex::wake(&flag.epoch, n);
 }
 
 /// Spins per `strategy` until `try_once` yields something. Returns `None` when the caller
@@ -100,10 +134,7 @@ pub(crate) fn spin<R>(
                 if let Some(r) = try_once() {
                     return Some(r);
                 }
-                #[cfg(not(shm_loom))]
-                std::hint::spin_loop();
-                #[cfg(shm_loom)]
-                shm_sync::primitive::yield_now();
+                shm_sync::primitive::spin_hint();
             }
             None
         }

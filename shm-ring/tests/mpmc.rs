@@ -1,6 +1,7 @@
 //! MPMC rings: a model test against `VecDeque`, exactly-once delivery across threads and
 //! across 2 producer + 2 consumer processes, peers killed between claim and publish/release,
 //! wrap-around, and bad input.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
 
 #[path = "../../shm-core/tests/common/mod.rs"]
 mod common;

@@ -1,5 +1,6 @@
 //! SPSC rings: a model test against `VecDeque`, wrap-around, 10 M messages between
 //! processes, SIGKILL of the producer mid-stream, roles, disconnection and bad input.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
 
 #[path = "../../shm-core/tests/common/mod.rs"]
 mod common;

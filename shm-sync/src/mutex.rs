@@ -387,7 +387,7 @@ impl<T> Mutex<T> {
         let owner_died = owner_died || prev != 0;
         let guard = MutexGuard {
             mutex: self,
-            ptr: self.data.get_mut(),
+            ptr: std::mem::ManuallyDrop::new(self.data.get_mut()),
         };
         if owner_died {
             self.state.store(robust::INCONSISTENT, Ordering::Relaxed);
@@ -474,7 +474,9 @@ impl<T> Mutex<T> {
 /// Access to a [`Mutex`]'s data; unlocks on drop.
 pub struct MutexGuard<'a, T> {
     mutex: &'a Mutex<T>,
-    ptr: MutPtr<T>,
+    /// Dropped by hand, before the unlock, so the data access ends before another thread
+    /// can start one (which loom checks).
+    ptr: std::mem::ManuallyDrop<MutPtr<T>>,
 }
 
 impl<'a, T> MutexGuard<'a, T> {
@@ -492,8 +494,15 @@ impl<'a, T> MutexGuard<'a, T> {
 
     /// Releases the lock and hands back the mutex without running `Drop` twice.
     pub(crate) fn unlock_and_forget(self) -> &'a Mutex<T> {
-        let m = self.mutex;
-        std::mem::forget(self);
+        let this = std::mem::ManuallyDrop::new(self);
+        let m = this.mutex;
+        // SAFETY: `this` is never used or dropped again, so moving `ptr` out of it is a
+        // plain move.
+        let ptr = unsafe { std::ptr::read(&this.ptr) };
+        // Dropping it ends the data access (which loom tracks) before the unlock; outside
+        // loom it is a no-op.
+        #[allow(clippy::drop_non_drop)]
+        drop(std::mem::ManuallyDrop::into_inner(ptr));
         m.unlock_for_wait();
         m
     }
@@ -523,6 +532,19 @@ impl<T> std::fmt::Debug for MutexGuard<'_, T> {
 
 impl<T> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
+        // SAFETY: dropped exactly once, here, and not used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.ptr) };
         self.mutex.unlock();
+    }
+}
+
+#[cfg(shm_loom)]
+impl<T> MutexGuard<'_, T> {
+    /// Loom only: the holding thread "dies" now, holding the lock (it never unlocks).
+    pub fn die_holding(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped; the data access ends as a dead thread's would.
+        unsafe { std::mem::ManuallyDrop::drop(&mut this.ptr) };
+        crate::owner::loom_die();
     }
 }

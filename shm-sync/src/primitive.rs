@@ -109,3 +109,13 @@ pub fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant
 /// between its store and its wake (or a woken waiter killed before it acts) costs a
 /// sleeper at most this long, never forever.
 pub const SLEEP_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// A busy-wait hint: `spin_loop` outside loom, a yield under loom (which must see every
+/// retry loop yield, or it explores it forever).
+#[inline]
+pub fn spin_hint() {
+    #[cfg(not(shm_loom))]
+    std::hint::spin_loop();
+    #[cfg(shm_loom)]
+    yield_now();
+}

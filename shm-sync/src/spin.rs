@@ -184,7 +184,7 @@ impl<T> SpinLock<T> {
     ) -> Result<SpinLockGuard<'_, T>, LockError<SpinLockGuard<'_, T>>> {
         let guard = SpinLockGuard {
             lock: self,
-            ptr: self.data.get_mut(),
+            ptr: std::mem::ManuallyDrop::new(self.data.get_mut()),
         };
         if owner_died {
             self.state.store(robust::INCONSISTENT, Ordering::Relaxed);
@@ -248,7 +248,7 @@ fn holder_dead(w: u64) -> bool {
 /// Access to a [`SpinLock`]'s data; unlocks on drop.
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
-    ptr: MutPtr<T>,
+    ptr: std::mem::ManuallyDrop<MutPtr<T>>,
 }
 
 impl<T> SpinLockGuard<'_, T> {
@@ -282,6 +282,9 @@ impl<T> std::fmt::Debug for SpinLockGuard<'_, T> {
 
 impl<T> Drop for SpinLockGuard<'_, T> {
     fn drop(&mut self) {
+        // SAFETY: dropped exactly once, here, and not used after: the data access ends
+        // before the unlock lets another thread start one (which loom checks).
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.ptr) };
         if self.lock.state.load(Ordering::Relaxed) == robust::INCONSISTENT {
             self.lock
                 .state

@@ -1,6 +1,7 @@
 //! shm-sync primitives across real processes: mutual exclusion, SIGKILL of a holder with
 //! waiters blocked, condvar ping-pong, seqlock tearing, semaphores, events, and garbage in
 //! the lock words.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
 
 #[path = "../../shm-core/tests/common/mod.rs"]
 mod common;
