@@ -52,11 +52,6 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
-/// The README's usage example, run as a doctest so it never goes stale.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
-
 mod error;
 mod header;
 mod name;

@@ -30,6 +30,12 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// The README's usage examples (segments, locks, rings), run as doctests so they never go
+/// stale. This crate depends on all three layers, so every example compiles here.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 mod end;
 mod error;
 #[cfg(feature = "fault-injection")]
