@@ -481,6 +481,7 @@ impl<T: Pod> Producer<T> {
         self.ring.producer()
     }
 
+    #[inline]
     fn attempt(&mut self, value: &T) -> Attempt<()> {
         let mem = &self.ring.mem;
         let c = mem.ctrl();
@@ -616,8 +617,14 @@ impl<T: Pod> Producer<T> {
     /// # Errors
     ///
     /// `Disconnected`, `PeerDied`, `Expired`, `Corrupted`.
+    #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        self.push_until(value, Deadline::after(None))
+        // Fast path first: no deadline to build when there is room.
+        match self.attempt(&value) {
+            Attempt::Done(()) => Ok(()),
+            Attempt::Failed(f) => Err(fail_push(f, value)),
+            Attempt::Blocked => self.push_until(value, Deadline::after(None)),
+        }
     }
 
     /// [`push`](Self::push), giving up after `timeout`.
@@ -733,6 +740,7 @@ impl<T: Pod> Consumer<T> {
         self.ring.consumer()
     }
 
+    #[inline]
     fn attempt(&mut self) -> Attempt<T> {
         let mem = &self.ring.mem;
         let c = mem.ctrl();
@@ -912,8 +920,14 @@ impl<T: Pod> Consumer<T> {
     /// # Errors
     ///
     /// `Disconnected`, `PeerDied`, `Expired`, `Corrupted`.
+    #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
-        self.pop_until(Deadline::after(None))
+        // Fast path first: no deadline to build when an item is ready.
+        match self.attempt() {
+            Attempt::Done(v) => Ok(v),
+            Attempt::Failed(f) => Err(fail_pop(f)),
+            Attempt::Blocked => self.pop_until(Deadline::after(None)),
+        }
     }
 
     /// [`pop`](Self::pop), giving up after `timeout`.

@@ -120,6 +120,16 @@ impl Control {
 
 type Slot<T> = UnsafeCell<T>;
 
+/// Adds one to a counter only this side writes: a load and a store, no locked
+/// read-modify-write (the counters are statistics; a racing reader may see either value).
+#[inline]
+fn bump(counter: &AtomicU64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(1),
+        Ordering::Relaxed,
+    );
+}
+
 /// Rounds a requested capacity up to a power of two.
 pub(crate) fn round_capacity(name: &str, requested: u64) -> Result<u64, RingError> {
     if requested == 0 {
@@ -423,7 +433,7 @@ impl<T: Pod> Producer<T> {
         // `Consumer::refresh_tail`.
         c.tail.pos.store(tail, Ordering::Release);
         if wait::wake_if_waiting(self.registered, &c.consumer_waiting, 1) {
-            c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+            bump(&c.tail.wakeups);
         }
     }
 
@@ -456,7 +466,7 @@ impl<T: Pod> Producer<T> {
     #[cold]
     fn full(&mut self, value: T) -> PushError<T> {
         let c = self.mem.ctrl();
-        c.tail.stalls.fetch_add(1, Ordering::Relaxed);
+        bump(&c.tail.stalls);
         // Acquire: pairs with the Release store in `End::release`.
         if c.config.consumer.state.load(Ordering::Acquire) == CLOSED {
             return PushError::Disconnected(value);
@@ -479,8 +489,13 @@ impl<T: Pod> Producer<T> {
     /// # Errors
     ///
     /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`]), `Corrupted`.
+    #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
-        self.push_until(value, Deadline::after(None))
+        // Fast path first: no deadline to build when there is room.
+        match self.try_push(value) {
+            Err(PushError::Full(v)) => self.push_until(v, Deadline::after(None)),
+            other => other,
+        }
     }
 
     /// [`push`](Self::push), giving up after `timeout`.
@@ -735,7 +750,7 @@ impl<T: Pod> Consumer<T> {
         // pairs with the Acquire load of `head` in `Producer::refresh_head`.
         c.head.pos.store(head, Ordering::Release);
         if wait::wake_if_waiting(self.registered, &c.producer_waiting, 1) {
-            c.head.wakeups.fetch_add(1, Ordering::Relaxed);
+            bump(&c.head.wakeups);
         }
     }
 
@@ -766,7 +781,7 @@ impl<T: Pod> Consumer<T> {
     #[cold]
     fn empty(&mut self) -> PopError {
         let c = self.mem.ctrl();
-        c.head.stalls.fetch_add(1, Ordering::Relaxed);
+        bump(&c.head.stalls);
         // Acquire: pairs with the Release store in `End::release`: everything the producer
         // published before closing is visible to the re-read below.
         if c.config.producer.state.load(Ordering::Acquire) == CLOSED {
@@ -799,8 +814,13 @@ impl<T: Pod> Consumer<T> {
     ///
     /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`]),
     /// `Corrupted`.
+    #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
-        self.pop_until(Deadline::after(None))
+        // Fast path first: no deadline to build when an item is ready.
+        match self.try_pop() {
+            Err(PopError::Empty) => self.pop_until(Deadline::after(None)),
+            other => other,
+        }
     }
 
     /// [`pop`](Self::pop), giving up after `timeout`.

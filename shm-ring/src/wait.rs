@@ -23,11 +23,13 @@ pub enum WaitStrategy {
 pub(crate) struct Deadline(Option<Instant>);
 
 impl Deadline {
+    #[inline]
     pub fn after(timeout: Option<Duration>) -> Deadline {
         // An `Instant` overflow (a huge timeout) means no deadline.
         Deadline(timeout.and_then(shm_sync::primitive::deadline_after))
     }
 
+    #[inline]
     pub fn passed(&self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)
     }
