@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
+
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -42,12 +42,6 @@ fn shm_file(name: &str) -> std::fs::File {
         .write(true)
         .open(format!("/dev/shm{name}"))
         .unwrap()
-}
-
-fn poke(name: &str, offset: u64, bytes: &[u8]) {
-    let mut f = shm_file(name);
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
 }
 
 // ---------------------------------------------------------------- round trip

@@ -86,6 +86,32 @@ impl<C, S> Mem<C, S> {
     }
 }
 
+#[cfg(not(shm_loom))]
+impl<C: shm_core::ShmSafe, S> Mem<C, S> {
+    /// A `Mem` over a segment's checked control and slot regions; the segment is kept
+    /// mapped for as long as any handle lives.
+    ///
+    /// # Panics
+    ///
+    /// If a region does not lie inside the segment: callers check the layout against the
+    /// segment's length first.
+    pub fn over_segment(
+        seg: shm_core::Segment,
+        cap: u64,
+        ctrl: shm_core::Region<C>,
+        slots: shm_core::Region<S>,
+    ) -> Mem<C, S> {
+        assert!(cap.is_power_of_two() && slots.count() == cap);
+        let ctrl = NonNull::from(seg.get(ctrl).expect("checked by the caller"));
+        let slots = seg.region_ptr(slots).expect("checked by the caller");
+        let owner: Arc<dyn Any + Send + Sync> = Arc::new(seg);
+        // SAFETY: both regions were bounds- and alignment-checked against the segment, which
+        // `owner` keeps mapped; `cap` is a power of two (asserted) and the slot region holds
+        // `cap` slots (asserted).
+        unsafe { Mem::new(owner, ctrl, slots, cap) }
+    }
+}
+
 /// Heap storage for an in-process ring: raw boxes, freed when the last handle drops.
 pub(crate) struct Heap<C, S> {
     ctrl: *mut C,

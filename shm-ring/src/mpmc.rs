@@ -1012,7 +1012,6 @@ mod shared {
     use super::*;
     use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
     use std::marker::PhantomData;
-    use std::sync::Arc;
 
     type Regions<T> = (Layout, Region<Control>, Region<Slot<T>>);
 
@@ -1171,15 +1170,8 @@ mod shared {
         ctrl_r: Region<Control>,
         slots_r: Region<Slot<T>>,
     ) -> Ring<T> {
-        let ctrl = std::ptr::NonNull::from(seg.get(ctrl_r).expect("checked by the caller"));
-        let slots = seg.region_ptr(slots_r).expect("checked by the caller");
-        let owner: Arc<dyn std::any::Any + Send + Sync> = Arc::new(seg);
-        // SAFETY: both regions were bounds- and alignment-checked against the segment that
-        // `owner` keeps mapped; `cap` is a power of two and the slot region holds `cap`
-        // slots.
-        let mem = unsafe { Mem::new(owner, ctrl, slots, cap) };
         Ring {
-            mem,
+            mem: Mem::over_segment(seg, cap, ctrl_r, slots_r),
             name: name.to_owned(),
         }
     }

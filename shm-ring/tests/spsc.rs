@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::io::{Seek, SeekFrom, Write};
+
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -505,15 +505,6 @@ fn bad_input_is_a_typed_error() {
             .contains("payload alignment expected 4, found 8"),
         "{e}"
     );
-}
-
-fn poke(name: &str, offset: u64, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/dev/shm{name}"))
-        .unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
 }
 
 #[test]

@@ -6,7 +6,6 @@
 #[path = "../../shm-core/tests/common/mod.rs"]
 mod common;
 
-use std::io::{Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -576,15 +575,6 @@ fn auto_reset_events_ping_pong_between_processes() {
 }
 
 // ------------------------------------------------------------ garbage in lock words
-
-fn poke(name: &str, offset: u64, bytes: &[u8]) {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/dev/shm{name}"))
-        .unwrap();
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(bytes).unwrap();
-}
 
 #[test]
 fn garbage_in_the_mutex_word_never_hangs() {

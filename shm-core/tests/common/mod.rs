@@ -182,3 +182,14 @@ impl Running {
         }
     }
 }
+
+/// Overwrites `bytes` at `offset` of the segment's file, as a hostile or buggy peer would.
+pub fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/dev/shm{name}"))
+        .unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(bytes).unwrap();
+}
