@@ -1,32 +1,38 @@
 //! A bounded multi-producer multi-consumer ring between any number of processes.
 //!
-//! Each slot carries a sequence number (Vyukov's bounded MPMC queue). For a slot at
-//! position `pos` (slot index `pos & (capacity - 1)`):
+//! Each slot carries a sequence number (after Vyukov's bounded MPMC queue), extended with
+//! two *marked* states so that a slot is never given up while a live process may still be
+//! writing or reading it. For a slot at position `pos` (index `pos & (capacity - 1)`;
+//! capacity >= 4 keeps these values distinct):
 //!
-//! | `seq`               | meaning                                                  |
-//! | ------------------- | -------------------------------------------------------- |
-//! | `pos`               | free: the producer that claims `pos` may write it        |
-//! | `pos + 1`           | published: the consumer that claims `pos` may read it    |
-//! | `pos + capacity`    | released: free for the producer of the next lap          |
+//! | `seq`            | state                                                          |
+//! | ---------------- | -------------------------------------------------------------- |
+//! | `pos`            | free; once `tail > pos`, claimed by a producer, not yet marked |
+//! | `pos + 2`        | WRITING: the producer named in `writer` is writing the value   |
+//! | `pos + 1`        | published; once `head > pos`, claimed by a consumer, not marked |
+//! | `pos + 3`        | READING: the consumer named in `reader` is reading the value   |
+//! | `pos + capacity` | released: free for the producer of the next lap                |
 //!
-//! A producer claims `pos` by moving `tail` from `pos` to `pos + 1`, writes the value, and
-//! publishes with a compare-exchange of `seq` from `pos` to `pos + 1`. A consumer claims
-//! `pos` by moving `head`, reads, and releases with a compare-exchange of `seq` from
-//! `pos + 1` to `pos + capacity`.
+//! A producer claims `pos` by moving `tail`, marks the slot WRITING with a compare-exchange
+//! from `pos`, writes, and publishes. A consumer claims `pos` by moving `head`, marks it
+//! READING with a compare-exchange from `pos + 1`, reads, and releases.
 //!
-//! **A peer killed mid-operation.** A producer killed between its claim and its publish
-//! would leave consumers waiting on `pos` forever. So a consumer that finds `pos` claimed
-//! (`tail > pos`) but unpublished for longer than the ring's *claim timeout* skips it: it
-//! claims `head` past it and moves `seq` from `pos` to `pos + capacity` itself, counting the
-//! skip in [`MpmcStats::skipped`]. Should the producer be alive after all (stalled past the
-//! timeout), its publish compare-exchange fails and its push returns
-//! [`PushError::Expired`] with the value: nothing is delivered twice or lost silently.
-//! Symmetrically, a consumer killed between claiming `pos` and releasing it would block the
-//! producers of the next lap; a producer that finds the slot claimed by a consumer
-//! (`head > pos`) but unreleased for longer than the claim timeout moves `seq` on itself
-//! ([`MpmcStats::reclaimed`]); a consumer that stalled that long gets
-//! [`PopError::Expired`] and drops the value it may have read torn. The claim timeout
-//! (default [`DEFAULT_CLAIM_TIMEOUT`]) bounds how long a dead peer can stall the others.
+//! **A peer killed (or stalled) mid-operation.** The marks make every give-up safe:
+//! - A claim that was never marked (the claimant stopped between its claim and its mark,
+//!   one instruction) is given up after the ring's *claim timeout*: consumers skip an
+//!   unmarked producer claim (`seq` from `pos` to `pos + capacity`, then `head` past it;
+//!   [`MpmcStats::skipped`]), producers reclaim an unmarked consumer claim
+//!   ([`MpmcStats::reclaimed`]). The claimant, if it was only stalled, then fails its mark
+//!   and gets [`PushError::Expired`] (with its value: nothing was written) or
+//!   [`PopError::Expired`] (nothing was read; that message is lost, and counted).
+//! - A marked slot is given up only when the process named in `writer`/`reader` is dead
+//!   (pid + start time), checked after the claim timeout: a live writer or reader is waited
+//!   for, however slow, so no value is ever overwritten while read or read while written.
+//! - A consumer killed between its skip's two steps leaves `seq` released with `head` on
+//!   the slot; the next consumer finishes the skip for it.
+//!
+//! The claim timeout (default [`DEFAULT_CLAIM_TIMEOUT`]) bounds how long a dead peer can
+//! stall the others.
 
 use std::time::{Duration, Instant};
 
@@ -40,7 +46,7 @@ use crate::spsc::{check_payload, round_capacity, FlagLine};
 use crate::wait::{self, Deadline, WaitStrategy};
 
 /// Version of the MPMC control-block layout; part of the segment's fingerprint.
-pub const MPMC_LAYOUT_VERSION: u64 = 1;
+pub const MPMC_LAYOUT_VERSION: u64 = 2;
 /// How long a claimed but unfinished slot may stall the others before they move on.
 pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
 /// Most producers (and, separately, consumers) attached at once.
@@ -53,8 +59,17 @@ const DIED: u32 = 2;
 #[repr(C)]
 pub(crate) struct Slot<T> {
     seq: AtomicU64,
+    /// Endpoint index + 1 of the producer that marked the slot WRITING.
+    writer: AtomicU32,
+    /// Endpoint index + 1 of the consumer that marked the slot READING.
+    reader: AtomicU32,
     value: UnsafeCell<T>,
 }
+
+/// Offsets of the marked states from a slot's position.
+const PUBLISHED: u64 = 1;
+const WRITING: u64 = 2;
+const READING: u64 = 3;
 
 /// Per-side bookkeeping, on its own line.
 #[repr(C, align(128))]
@@ -116,7 +131,7 @@ mod layout_checks {
     const_assert_eq!(std::mem::offset_of!(Control, producers), 640);
     const_assert_eq!(std::mem::size_of::<Side>(), 640);
     const_assert_eq!(std::mem::size_of::<Control>(), 1920);
-    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 16);
+    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 24);
 }
 
 #[cfg(not(shm_loom))]
@@ -199,6 +214,20 @@ impl Side {
                 self.departed(DIED);
             }
         }
+    }
+
+    /// Whether the endpoint `index + 1` (as stored in a slot's `writer`/`reader`) belongs to
+    /// a process that is certainly gone (reads `/proc`). An impossible index counts as gone.
+    fn endpoint_dead(&self, index_plus_one: u32) -> bool {
+        let Some(e) = (index_plus_one as usize)
+            .checked_sub(1)
+            .and_then(|i| self.ends.get(i))
+        else {
+            return true;
+        };
+        let w = e.owner.load(Ordering::Relaxed);
+        // Free (reaped after its death) or owned by a dead process.
+        w == 0 || end::is_dead(w)
     }
 
     /// `None` while someone is attached (or nobody ever was); else how the last one left.
@@ -327,10 +356,12 @@ impl<T: Pod> Ring<T> {
     pub fn in_process(capacity: u64) -> Result<Ring<T>, RingError> {
         let name = "(in-process)";
         check_payload::<T>(name)?;
-        let cap = round_capacity(name, capacity)?.max(2);
+        let cap = round_capacity(name, capacity)?.max(4);
         let slots: Box<[Slot<T>]> = (0..cap)
             .map(|i| Slot {
                 seq: AtomicU64::new(i),
+                writer: AtomicU32::new(0),
+                reader: AtomicU32::new(0),
                 value: UnsafeCell::new(T::zeroed()),
             })
             .collect();
@@ -498,83 +529,101 @@ impl<T: Pod> Producer<T> {
             // lap's value happens before we overwrite it).
             let seq = slot.seq.load(Ordering::Acquire);
             if seq == pos {
-                match c.tail.pos.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        crate::fault_point!("mpmc-producer-claimed");
-                        // SAFETY: we claimed `pos` and its slot is free (`seq == pos`): no
-                        // consumer reads it until we publish, no producer claims it again
-                        // until a lap later.
-                        unsafe { mem::write(&slot.value, *value) };
-                        crate::fault_point!("mpmc-producer-written");
-                        // Release: publishes the value; pairs with the consumer's Acquire
-                        // load of `seq`. A failed exchange means consumers skipped us.
-                        if slot
-                            .seq
-                            .compare_exchange(
-                                pos,
-                                pos.wrapping_add(1),
-                                Ordering::Release,
-                                Ordering::Relaxed,
-                            )
-                            .is_err()
-                        {
-                            return Attempt::Failed(Failure::Expired);
-                        }
-                        self.stuck = None;
-                        if wait::wake_if_waiting(self.registered, &c.consumers_waiting, 1) {
-                            c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
-                        }
-                        return Attempt::Done(());
-                    }
-                    Err(now) => {
-                        pos = now;
-                        continue;
-                    }
+                if c.tail
+                    .pos
+                    .compare_exchange_weak(
+                        pos,
+                        pos.wrapping_add(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    pos = c.tail.pos.load(Ordering::Relaxed);
+                    continue;
                 }
+                crate::fault_point!("mpmc-producer-claimed");
+                slot.writer.store(self.index as u32 + 1, Ordering::Relaxed);
+                // Mark WRITING. Release: the `writer` store above is visible to whoever
+                // sees the mark. Fails only if consumers skipped our unmarked claim after
+                // the claim timeout: then nothing is written and the value is handed back.
+                if slot
+                    .seq
+                    .compare_exchange(
+                        pos,
+                        pos.wrapping_add(WRITING),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    return Attempt::Failed(Failure::Expired);
+                }
+                // SAFETY: the slot is marked WRITING by us: no consumer reads it before we
+                // publish, and it is given up only once we are dead.
+                unsafe { mem::write(&slot.value, *value) };
+                crate::fault_point!("mpmc-producer-written");
+                // Release: publishes the value; pairs with the consumer's Acquire load of
+                // `seq`. Only the marker moves a slot out of WRITING while it lives.
+                slot.seq
+                    .store(pos.wrapping_add(PUBLISHED), Ordering::Release);
+                self.stuck = None;
+                if wait::wake_if_waiting(self.registered, &c.consumers_waiting, 1) {
+                    c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+                }
+                return Attempt::Done(());
             }
-            let behind = pos.wrapping_sub(seq);
-            if seq.wrapping_sub(pos) < (1 << 62) {
-                // `seq > pos`: another producer claimed and published `pos`; move on. (If
-                // `tail` has not moved, the slot is ahead of it: garbage, or a read that
-                // raced; re-read, and let MAX_RETRIES call persistent garbage corruption.)
+            if seq.wrapping_sub(pos) <= READING {
+                // Another producer claimed `pos` this lap; move on (re-reading: persistent
+                // impossible values are called corruption after MAX_RETRIES).
                 pos = c.tail.pos.load(Ordering::Relaxed);
                 shm_sync::primitive::spin_hint();
                 continue;
             }
-            // `seq < pos`: the previous lap's value is still there.
-            if behind == cap - 1 {
-                // Published, not yet released. Claimed by a consumer (head past it)?
-                // Acquire: pairs with the consumers' head updates (nothing to publish, but
-                // keeps the read ordered after our `seq` load).
+            // The previous lap's slot is still in use.
+            let lap = pos.wrapping_sub(cap);
+            let state = seq.wrapping_sub(lap);
+            if state == PUBLISHED {
+                // Acquire: keeps this load after our Acquire load of `seq`.
                 let head = c.head.pos.load(Ordering::Acquire);
-                let lap_pos = pos.wrapping_sub(cap);
-                if head.wrapping_sub(lap_pos).wrapping_sub(1) < cap {
-                    // A consumer is reading it (or died doing so).
-                    if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
-                        // Release the slot on the dead (or stalled) consumer's behalf.
-                        if slot
+                let claimed = head.wrapping_sub(lap).wrapping_sub(1) < cap;
+                if claimed && stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                    // A consumer claimed it but never marked it: reclaim (its mark will
+                    // fail, so it never reads a slot we rewrite).
+                    self.stuck = None;
+                    if slot
+                        .seq
+                        .compare_exchange(seq, pos, Ordering::Acquire, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        c.tail.expired.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                return Attempt::Blocked;
+            }
+            if state == READING {
+                if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                    self.stuck = None;
+                    let reader = slot.reader.load(Ordering::Relaxed);
+                    if c.consumers.endpoint_dead(reader)
+                        && slot
                             .seq
-                            .compare_exchange(seq, pos, Ordering::Relaxed, Ordering::Relaxed)
+                            .compare_exchange(seq, pos, Ordering::Acquire, Ordering::Relaxed)
                             .is_ok()
-                        {
-                            c.tail.expired.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.stuck = None;
+                    {
+                        // The reader died mid-read: its claim is void.
+                        c.tail.expired.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                 }
                 return Attempt::Blocked;
             }
-            if behind == cap {
-                // The previous lap's producer has not published: the ring is full.
+            if state == 0 || state == WRITING {
+                // The previous lap's producer is not done: the ring is full (consumers give
+                // up that claim if its producer is gone).
                 return Attempt::Blocked;
             }
-            // Any other value: a read that raced, or garbage; re-read (bounded).
             pos = c.tail.pos.load(Ordering::Relaxed);
             shm_sync::primitive::spin_hint();
         }
@@ -755,11 +804,11 @@ impl<T: Pod> Consumer<T> {
             let slot = mem.slot(pos);
             // Acquire: pairs with the producer's Release publish of `seq`.
             let seq = slot.seq.load(Ordering::Acquire);
-            let published = pos.wrapping_add(1);
-            if seq == published {
+            let state = seq.wrapping_sub(pos);
+            if state == PUBLISHED {
                 match c.head.pos.compare_exchange_weak(
                     pos,
-                    published,
+                    pos.wrapping_add(1),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
@@ -770,78 +819,89 @@ impl<T: Pod> Consumer<T> {
                     }
                 }
             }
-            if seq.wrapping_sub(published) < (1 << 62) {
-                // `seq > pos + 1`: another consumer took `pos`; move on (re-reading: a
-                // persistent impossible value is called corruption after MAX_RETRIES).
-                pos = c.head.pos.load(Ordering::Relaxed);
-                shm_sync::primitive::spin_hint();
-                continue;
-            }
-            // `seq <= pos`: not published.
-            // Acquire: pairs with nothing published, keeps the read after the `seq` load.
-            let tail = c.tail.pos.load(Ordering::Acquire);
-            if tail == pos {
-                return Attempt::Blocked; // empty
-            }
-            if tail.wrapping_sub(pos) > cap || seq != pos {
-                // A stale `pos`, a read that raced, or garbage: re-read (bounded).
-                pos = c.head.pos.load(Ordering::Relaxed);
-                shm_sync::primitive::spin_hint();
-                continue;
-            }
-            // A producer claimed `pos` and has not published it yet.
-            if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
-                self.stuck = None;
-                if c.head
-                    .pos
-                    .compare_exchange(pos, published, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-                {
+            if state == 0 || state == WRITING {
+                // Acquire: keeps this load after our Acquire load of `seq`.
+                let tail = c.tail.pos.load(Ordering::Acquire);
+                if state == 0 && tail == pos {
+                    return Attempt::Blocked; // empty
+                }
+                if tail.wrapping_sub(pos).wrapping_sub(1) >= cap {
+                    // A stale `pos`, a read that raced, or garbage: re-read (bounded).
                     pos = c.head.pos.load(Ordering::Relaxed);
+                    shm_sync::primitive::spin_hint();
                     continue;
                 }
-                // We own `pos` now: skip it, unless the producer published meanwhile.
-                match slot.seq.compare_exchange(
-                    pos,
-                    pos.wrapping_add(cap),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        c.head.expired.fetch_add(1, Ordering::Relaxed);
-                        self.wake_producers();
-                        pos = pos.wrapping_add(1);
-                        continue;
-                    }
-                    Err(_) => {
-                        // Acquire: pairs with the producer's publish, which just won.
-                        shm_sync::primitive::fence(Ordering::Acquire);
-                        return self.take(pos);
-                    }
+                // A producer claimed `pos` and has not published it.
+                if !stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                    return Attempt::Blocked;
                 }
+                self.stuck = None;
+                // Give it up only if unmarked, or marked by a dead writer.
+                if state == WRITING
+                    && !c
+                        .producers
+                        .endpoint_dead(slot.writer.load(Ordering::Relaxed))
+                {
+                    return Attempt::Blocked;
+                }
+                if slot
+                    .seq
+                    .compare_exchange(
+                        seq,
+                        pos.wrapping_add(cap),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    c.head.expired.fetch_add(1, Ordering::Relaxed);
+                    crate::fault_point!("mpmc-consumer-skipping");
+                    self.finish_skip(pos);
+                    self.wake_producers();
+                }
+                pos = c.head.pos.load(Ordering::Relaxed);
+                continue;
             }
-            return Attempt::Blocked;
+            if state == cap {
+                // Released (consumed or skipped). If `head` still points here, a consumer
+                // died between a skip's two steps: finish it.
+                if c.head.pos.load(Ordering::Relaxed) == pos {
+                    self.finish_skip(pos);
+                }
+                pos = c.head.pos.load(Ordering::Relaxed);
+                continue;
+            }
+            // READING (another consumer has it), a later lap, or garbage: re-read.
+            pos = c.head.pos.load(Ordering::Relaxed);
+            shm_sync::primitive::spin_hint();
         }
     }
 
-    /// Reads the claimed `pos` and releases its slot.
+    /// Moves `head` past a skipped `pos` (any consumer may finish a skip).
+    fn finish_skip(&self, pos: u64) {
+        let _ = self.ring.mem.ctrl().head.pos.compare_exchange(
+            pos,
+            pos.wrapping_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Marks the claimed `pos` READING, reads it and releases its slot.
     fn take(&mut self, pos: u64) -> Attempt<T> {
         let mem = &self.ring.mem;
         let cap = mem.cap();
         let slot = mem.slot(pos);
-        // SAFETY: we claimed `pos` and its value is published: no producer writes it until
-        // we release it (or, past the claim timeout, until one reclaims it: then our release
-        // below fails and we discard what we read).
-        let v = unsafe { mem::read(&slot.value) };
-        crate::fault_point!("mpmc-consumer-read");
         self.stuck = None;
-        // Release: our read happens before the next lap's producer writes; pairs with the
-        // producer's Acquire load of `seq`.
+        slot.reader.store(self.index as u32 + 1, Ordering::Relaxed);
+        // Mark READING. Release: the `reader` store is visible with the mark. Fails only
+        // if producers reclaimed our unmarked claim after the claim timeout: then we read
+        // nothing (the slot may be rewritten) and report it.
         if slot
             .seq
             .compare_exchange(
-                pos.wrapping_add(1),
-                pos.wrapping_add(cap),
+                pos.wrapping_add(PUBLISHED),
+                pos.wrapping_add(READING),
                 Ordering::Release,
                 Ordering::Relaxed,
             )
@@ -849,6 +909,13 @@ impl<T: Pod> Consumer<T> {
         {
             return Attempt::Failed(Failure::Expired);
         }
+        // SAFETY: the slot is marked READING by us: no producer writes it until we release
+        // it, and it is given up only once we are dead.
+        let v = unsafe { mem::read(&slot.value) };
+        crate::fault_point!("mpmc-consumer-read");
+        // Release: our read happens before the next lap's producer writes; pairs with the
+        // producer's Acquire load of `seq`.
+        slot.seq.store(pos.wrapping_add(cap), Ordering::Release);
         self.wake_producers();
         Attempt::Done(v)
     }
@@ -1048,7 +1115,7 @@ mod shared {
             }
         }
 
-        /// Slots wanted; rounded up to a power of two, and at least 2.
+        /// Slots wanted; rounded up to a power of two, and at least 4.
         pub fn capacity(mut self, capacity: u64) -> Self {
             self.capacity = capacity;
             self
@@ -1096,9 +1163,9 @@ mod shared {
         /// `Create` error.
         pub fn create(&self) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
-            // Per-slot sequences need two slots at least: with one, "published by the last
-            // lap" and "free for this lap" would be the same number.
-            let cap = round_capacity(&self.name, self.capacity)?.max(2);
+            // The five slot states (free, writing, published, reading, released) need
+            // distinct sequence values: four slots at least.
+            let cap = round_capacity(&self.name, self.capacity)?.max(4);
             let (l, ctrl_r, slots_r) =
                 layout::<T>(cap).map_err(|_| RingError::CapacityTooLarge {
                     name: self.name.clone(),
@@ -1145,9 +1212,9 @@ mod shared {
                 .get(ctrl_r)
                 .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
             let cap = c.config.capacity.load(Ordering::Relaxed);
-            if cap < 2 || !cap.is_power_of_two() || cap > 1 << 40 {
+            if cap < 4 || !cap.is_power_of_two() || cap > 1 << 40 {
                 return Err(corrupted(format!(
-                    "capacity {cap} is not a power of two >= 2"
+                    "capacity {cap} is not a power of two >= 4"
                 )));
             }
             let (l, _, slots_r) =

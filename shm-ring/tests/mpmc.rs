@@ -179,12 +179,22 @@ fn produce(name: &str, id: u64) {
     let ring = mpmc::open::<u64>(name).unwrap();
     let mut tx = ring.producer().unwrap();
     println!("CHILD:attached");
+    let mut expired = 0;
     for i in 0..n {
-        match tx.push(msg(id, i)) {
-            Ok(()) => {}
-            Err(e) => panic!("push {i}: {e}"),
+        let mut v = msg(id, i);
+        loop {
+            match tx.push(v) {
+                Ok(()) => break,
+                // Our claim was skipped while we stalled: nothing was written; push again.
+                Err(PushError::Expired(back)) => {
+                    expired += 1;
+                    v = back;
+                }
+                Err(e) => panic!("push {i}: {e}"),
+            }
         }
     }
+    println!("CHILD:expired {expired}");
 }
 
 fn consume(name: &str) {
@@ -370,6 +380,83 @@ fn consumer_killed_between_claim_and_release_does_not_wedge_producers() {
     assert_eq!(received, 5000 - 100, "{s:?}");
 }
 
+#[test]
+fn stalled_producer_is_skipped_and_told_nothing_is_lost_or_doubled() {
+    // Producer 1 stalls 300 ms between its claim and its mark (a descheduled process), far
+    // past the 20 ms claim timeout, while producer 2 laps the ring many times. Consumers
+    // skip the stalled claim; producer 1's mark then fails, it gets Expired with its value,
+    // and pushes it again. Every message must arrive exactly once, untorn.
+    let name = unique_name("mpmc-stall");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let guard = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut slow = role("produce", &name, 1);
+    slow.env("SHMRING_FAULT", "mpmc-producer-claimed:50:300")
+        .env("SHMRING_COUNT", "100");
+    let mut slow = Running::spawn(slow);
+    let mut fast = role("produce", &name, 2);
+    fast.env("SHMRING_COUNT", "20000");
+    let mut fast = Running::spawn(fast);
+    slow.expect_line("attached", Duration::from_secs(30));
+    fast.expect_line("attached", Duration::from_secs(30));
+    drop(guard);
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(v) => assert!(seen.insert(v), "message {v:#x} delivered twice"),
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("{e} after {} messages", seen.len()),
+        }
+    }
+    assert_eq!(slow.next_line(Duration::from_secs(30)), "expired 1");
+    assert!(slow.wait_success(Duration::from_secs(30)));
+    assert!(fast.wait_success(Duration::from_secs(30)));
+    for i in 0..100 {
+        assert!(seen.contains(&msg(1, i)), "slow message {i} lost");
+    }
+    for i in 0..20_000 {
+        assert!(seen.contains(&msg(2, i)), "fast message {i} lost");
+    }
+    assert_eq!(seen.len(), 20_100);
+    assert_eq!(ring.stats().skipped, 1);
+}
+
+#[test]
+fn consumer_killed_mid_skip_is_finished_by_the_next() {
+    let name = unique_name("mpmc-kill-skip");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    // A producer that dies right after claiming leaves an unmarked claim...
+    let mut doomed_p = role("produce", &name, 1);
+    doomed_p
+        .env("SHMRING_FAULT", "mpmc-producer-claimed:3")
+        .env("SHMRING_COUNT", "10");
+    let mut doomed_p = Running::spawn(doomed_p);
+    assert!(!doomed_p.wait_success(Duration::from_secs(30)));
+    // ...a consumer that dies half-way through skipping it...
+    let mut doomed_c = role("consume", &name, 0);
+    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
+    let mut doomed_c = Running::spawn(doomed_c);
+    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    // ...and the next consumer and producer carry on.
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..100u64 {
+        tx.push_timeout(msg(3, i), Duration::from_secs(10)).unwrap();
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(msg(3, i)));
+    }
+    assert_eq!(ring.stats().skipped, 1);
+}
+
 // ------------------------------------------------------------ wrap-around, roles, bad input
 
 #[test]
@@ -443,7 +530,7 @@ fn bad_input_is_a_typed_error() {
         Err(RingError::ZeroCapacity { .. })
     ));
     let ring = mpmc::create::<u64>(&name, 1).unwrap();
-    assert_eq!(ring.capacity(), 2, "MPMC rounds up to two slots at least");
+    assert_eq!(ring.capacity(), 4, "MPMC rounds up to four slots at least");
     // An MPMC ring opened as SPSC (and the reverse) is a kind mismatch.
     let e = spsc::open::<u64>(&name).err().unwrap();
     assert!(
@@ -475,14 +562,15 @@ fn garbage_sequences_are_errors_within_bounded_time() {
     let _c = Cleanup(name.clone());
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-    // Slots start after the 1920-byte control block (at 128 + 1920, 128-aligned).
+    // Slots (24 bytes each: seq, writer, reader, value) start after the 1920-byte control
+    // block (at 128 + 1920, 128-aligned).
     let slots_at = 128 + 1920;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .open(format!("/dev/shm{name}"))
         .unwrap();
     for i in 0..4u64 {
-        f.seek(SeekFrom::Start(slots_at + 16 * i)).unwrap();
+        f.seek(SeekFrom::Start(slots_at + 24 * i)).unwrap();
         f.write_all(&(0xdead_0000_0000u64 + i).to_ne_bytes())
             .unwrap();
     }
