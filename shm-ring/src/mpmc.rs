@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
-use crate::end::{self, End, LivenessTimer, ATTACHED, LIVENESS_INTERVAL};
+use crate::end::{self, End, LivenessTimer, LIVENESS_INTERVAL};
 use crate::error::{PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
@@ -59,10 +59,10 @@ const DIED: u32 = 2;
 #[repr(C)]
 pub(crate) struct Slot<T> {
     seq: AtomicU64,
-    /// Endpoint index + 1 of the producer that marked the slot WRITING.
-    writer: AtomicU32,
-    /// Endpoint index + 1 of the consumer that marked the slot READING.
-    reader: AtomicU32,
+    /// Identity (pid << 32 | start time) of the producer that marked the slot WRITING.
+    writer: AtomicU64,
+    /// Identity of the consumer that marked the slot READING.
+    reader: AtomicU64,
     value: UnsafeCell<T>,
 }
 
@@ -92,7 +92,8 @@ pub(crate) struct ConfigLine {
 /// Who is attached on one side.
 #[repr(C, align(128))]
 pub(crate) struct Side {
-    attached: AtomicU32,
+    /// Reserved (the live count is computed from `ends`).
+    _reserved0: AtomicU32,
     /// Non-zero once anyone attached.
     ever: AtomicU32,
     /// How the last one to leave left (`CLOSED_CLEANLY` / `DIED`).
@@ -131,7 +132,7 @@ mod layout_checks {
     const_assert_eq!(std::mem::offset_of!(Control, producers), 640);
     const_assert_eq!(std::mem::size_of::<Side>(), 640);
     const_assert_eq!(std::mem::size_of::<Control>(), 1920);
-    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 24);
+    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 32);
 }
 
 #[cfg(not(shm_loom))]
@@ -142,7 +143,7 @@ unsafe impl shm_core::ShmSafe for Control {}
 impl Side {
     fn new() -> Side {
         Side {
-            attached: AtomicU32::new(0),
+            _reserved0: AtomicU32::new(0),
             ever: AtomicU32::new(0),
             last_departure: AtomicU32::new(0),
             _reserved: AtomicU32::new(0),
@@ -163,15 +164,14 @@ impl Side {
                     .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
                 {
-                    self.departed(DIED);
+                    self.last_departure.store(DIED, Ordering::Relaxed);
                 } else {
                     continue;
                 }
             }
             if e.claim(me).is_ok() {
-                self.attached.fetch_add(1, Ordering::Relaxed);
-                // Release, after the increment: pairs with the Acquire load of `ever` in
-                // `gone`, so whoever sees `ever` set also sees this attach counted (loom found
+                // Release, after the claim: pairs with the Acquire load of `ever` in `gone`,
+                // so whoever sees `ever` set also sees this endpoint's owner word (loom found
                 // a false "disconnected" when `ever` was set first).
                 self.ever.store(1, Ordering::Release);
                 return Some(i);
@@ -180,65 +180,55 @@ impl Side {
         None
     }
 
-    fn departed(&self, how: u32) {
-        self.last_departure.store(how, Ordering::Relaxed);
-        // Release: publishes everything this endpoint did before leaving; pairs with the
-        // Acquire load of `attached` in `status`. Saturating: a scribbled count never wraps.
-        let _ = self
-            .attached
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |n| n.checked_sub(1));
-    }
-
     fn detach(&self, index: usize, me: u64) {
         let e = &self.ends[index];
-        // Only if the slot is still ours (a peer may have reaped us as dead: then it also
-        // counted our departure).
+        // Only if the slot is still ours (a peer may have reaped us as dead).
         if e.owner.load(Ordering::Relaxed) == me {
+            self.last_departure.store(CLOSED_CLEANLY, Ordering::Relaxed);
             e.release(me);
-            self.departed(CLOSED_CLEANLY);
         }
     }
 
-    /// Reaps endpoints whose process died (reads `/proc`).
+    /// Reaps endpoints whose process died (reads `/proc`), whatever state word they left
+    /// (a process killed inside `detach` leaves `CLOSED` with its owner still set).
     fn reap(&self) {
         for e in &self.ends {
             let w = e.owner.load(Ordering::Relaxed);
             if w != 0
-                && e.state.load(Ordering::Relaxed) == ATTACHED
                 && end::is_dead(w)
                 && e.owner
                     .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
             {
-                e.state.store(end::CLOSED, Ordering::Relaxed);
-                self.departed(DIED);
+                self.last_departure.store(DIED, Ordering::Relaxed);
             }
         }
     }
 
-    /// Whether the endpoint `index + 1` (as stored in a slot's `writer`/`reader`) belongs to
-    /// a process that is certainly gone (reads `/proc`). An impossible index counts as gone.
-    fn endpoint_dead(&self, index_plus_one: u32) -> bool {
-        let Some(e) = (index_plus_one as usize)
-            .checked_sub(1)
-            .and_then(|i| self.ends.get(i))
-        else {
-            return true;
-        };
-        let w = e.owner.load(Ordering::Relaxed);
-        // Free (reaped after its death) or owned by a dead process.
-        w == 0 || end::is_dead(w)
+    /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
+    fn attached(&self) -> u32 {
+        self.ends
+            .iter()
+            .filter(|e| e.owner.load(Ordering::Relaxed) != 0)
+            .count() as u32
     }
 
     /// `None` while someone is attached (or nobody ever was); else how the last one left.
+    /// Computed from the endpoint table itself, so a process killed in the middle of
+    /// attaching or detaching cannot leave a count that disagrees with it.
     fn gone(&self) -> Option<u32> {
         // Acquire: pairs with the Release store of `ever` in `attach`; read first, so the
-        // count below includes that attach.
+        // owner words below include that attach.
         if self.ever.load(Ordering::Acquire) == 0 {
             return None;
         }
-        // Acquire: pairs with the Release in `departed`.
-        if self.attached.load(Ordering::Acquire) != 0 {
+        // Acquire (on each owner word): pairs with the Release store in `End::release`, so
+        // what a departed endpoint published is visible once we see it gone.
+        if self
+            .ends
+            .iter()
+            .any(|e| e.owner.load(Ordering::Acquire) != 0)
+        {
             return None;
         }
         Some(self.last_departure.load(Ordering::Relaxed))
@@ -319,8 +309,8 @@ pub(crate) fn stats_of(c: &Control) -> MpmcStats {
             .wrapping_add(c.head.wakeups.load(Ordering::Relaxed)),
         skipped: c.head.expired.load(Ordering::Relaxed),
         reclaimed: c.tail.expired.load(Ordering::Relaxed),
-        producers: c.producers.attached.load(Ordering::Relaxed),
-        consumers: c.consumers.attached.load(Ordering::Relaxed),
+        producers: c.producers.attached(),
+        consumers: c.consumers.attached(),
         claim_timeout: Duration::from_nanos(c.config.claim_timeout_ns.load(Ordering::Relaxed)),
     }
 }
@@ -360,8 +350,8 @@ impl<T: Pod> Ring<T> {
         let slots: Box<[Slot<T>]> = (0..cap)
             .map(|i| Slot {
                 seq: AtomicU64::new(i),
-                writer: AtomicU32::new(0),
-                reader: AtomicU32::new(0),
+                writer: AtomicU64::new(0),
+                reader: AtomicU64::new(0),
                 value: UnsafeCell::new(T::zeroed()),
             })
             .collect();
@@ -463,6 +453,12 @@ pub struct Consumer<T> {
     stuck: Option<(u64, Instant)>,
 }
 
+/// Whether the process that marked a slot (its identity word) is certainly gone. A zero
+/// (never written: garbage, as every mark is preceded by the identity store) counts as gone.
+fn claimant_dead(word: u64) -> bool {
+    word == 0 || end::is_dead(word)
+}
+
 /// After this many retries without progress, a loop reports corruption rather than spin.
 const MAX_RETRIES: u32 = 1 << 20;
 
@@ -543,7 +539,7 @@ impl<T: Pod> Producer<T> {
                     continue;
                 }
                 crate::fault_point!("mpmc-producer-claimed");
-                slot.writer.store(self.index as u32 + 1, Ordering::Relaxed);
+                slot.writer.store(self.me, Ordering::Relaxed);
                 // Mark WRITING. Release: the `writer` store above is visible to whoever
                 // sees the mark. Fails only if consumers skipped our unmarked claim after
                 // the claim timeout: then nothing is written and the value is handed back.
@@ -606,7 +602,7 @@ impl<T: Pod> Producer<T> {
                 if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
                     self.stuck = None;
                     let reader = slot.reader.load(Ordering::Relaxed);
-                    if c.consumers.endpoint_dead(reader)
+                    if claimant_dead(reader)
                         && slot
                             .seq
                             .compare_exchange(seq, pos, Ordering::Acquire, Ordering::Relaxed)
@@ -723,12 +719,10 @@ impl<T: Pod> Producer<T> {
                     LIVENESS_INTERVAL
                 };
                 let tail = c.tail.pos.load(Ordering::Relaxed);
-                let cap = self.ring.mem.cap();
                 wait::park(&c.producers_waiting, deadline.slice(slice), || {
                     // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
                     c.head.pos.load(Ordering::Relaxed) != head
                         || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
-                        || tail.wrapping_sub(head) < cap.saturating_sub(1)
                         || c.consumers.gone().is_some()
                 });
                 self.liveness.expire();
@@ -837,11 +831,7 @@ impl<T: Pod> Consumer<T> {
                 }
                 self.stuck = None;
                 // Give it up only if unmarked, or marked by a dead writer.
-                if state == WRITING
-                    && !c
-                        .producers
-                        .endpoint_dead(slot.writer.load(Ordering::Relaxed))
-                {
+                if state == WRITING && !claimant_dead(slot.writer.load(Ordering::Relaxed)) {
                     return Attempt::Blocked;
                 }
                 if slot
@@ -893,7 +883,7 @@ impl<T: Pod> Consumer<T> {
         let cap = mem.cap();
         let slot = mem.slot(pos);
         self.stuck = None;
-        slot.reader.store(self.index as u32 + 1, Ordering::Relaxed);
+        slot.reader.store(self.me, Ordering::Relaxed);
         // Mark READING. Release: the `reader` store is visible with the mark. Fails only
         // if producers reclaimed our unmarked claim after the claim timeout: then we read
         // nothing (the slot may be rewritten) and report it.

@@ -562,7 +562,7 @@ fn garbage_sequences_are_errors_within_bounded_time() {
     let _c = Cleanup(name.clone());
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-    // Slots (24 bytes each: seq, writer, reader, value) start after the 1920-byte control
+    // Slots (32 bytes each: seq, writer, reader, value) start after the 1920-byte control
     // block (at 128 + 1920, 128-aligned).
     let slots_at = 128 + 1920;
     let mut f = std::fs::OpenOptions::new()
@@ -570,7 +570,7 @@ fn garbage_sequences_are_errors_within_bounded_time() {
         .open(format!("/dev/shm{name}"))
         .unwrap();
     for i in 0..4u64 {
-        f.seek(SeekFrom::Start(slots_at + 24 * i)).unwrap();
+        f.seek(SeekFrom::Start(slots_at + 32 * i)).unwrap();
         f.write_all(&(0xdead_0000_0000u64 + i).to_ne_bytes())
             .unwrap();
     }
