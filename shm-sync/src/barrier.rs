@@ -45,8 +45,11 @@ pub fn register() -> bool {
 #[inline]
 pub fn light(registered: bool) {
     if registered && cfg!(not(shm_loom)) {
+        // Compiler-only: the sleeper's membarrier in `heavy` stands in for our half of the
+        // StoreLoad barrier.
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
     } else {
+        // SeqCst fence: pairs with the SeqCst fence in `heavy`.
         fence(Ordering::SeqCst);
     }
 }
@@ -56,6 +59,8 @@ pub fn light(registered: bool) {
 /// been ordered: sleep in short slices).
 #[must_use]
 pub fn heavy() -> bool {
+    // SeqCst fence: pairs with the SeqCst fence in `light` (unregistered publishers); the
+    // membarrier below covers registered ones.
     fence(Ordering::SeqCst);
     #[cfg(not(shm_loom))]
     return crate::sys::membarrier_global().is_ok();

@@ -88,6 +88,8 @@ mod model {
 
     /// Sleeps while `*word == expected` (the loom model; timeouts are ignored).
     pub fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+        // SeqCst: the model's stand-in for the kernel's full barrier before it compares the
+        // word (futex_wait's smp_mb), which pairs with the wakers' fences.
         wait_keyed(key(word), || {
             word.load(crate::primitive::Ordering::SeqCst) == expected
         })
@@ -95,6 +97,7 @@ mod model {
 
     /// [`wait`] on the low half of a 64-bit word (the loom model).
     pub fn wait_low(word: &AtomicU64, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+        // SeqCst: as in `wait`.
         wait_keyed(key(word), || {
             word.load(crate::primitive::Ordering::SeqCst) as u32 == expected
         })
