@@ -404,6 +404,15 @@ fn timeouts_return_on_time_in_both_strategies() {
         assert!(t.elapsed() >= Duration::from_millis(30));
         // A huge timeout is no deadline, not a panic.
         assert_eq!(rx.pop_timeout(Duration::MAX), Ok(1));
+        assert_eq!(rx.pop_timeout(Duration::MAX), Ok(2));
+        // ...and it really waits: an item pushed 30 ms later still arrives.
+        let pusher = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            tx.try_push(9).unwrap();
+            tx
+        });
+        assert_eq!(rx.pop_timeout(Duration::MAX), Ok(9));
+        pusher.join().unwrap();
     }
 }
 
