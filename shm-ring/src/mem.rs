@@ -86,6 +86,19 @@ impl<C, S> Mem<C, S> {
     }
 }
 
+/// The layout every ring segment uses: the control block `C`, then `cap` slots `S`, each
+/// on its own 128-byte line.
+#[cfg(not(shm_loom))]
+pub(crate) type Regions<C, S> = (shm_core::Layout, shm_core::Region<C>, shm_core::Region<S>);
+
+#[cfg(not(shm_loom))]
+pub(crate) fn ring_layout<C, S>(cap: u64) -> Result<Regions<C, S>, shm_core::RegionError> {
+    let mut l = shm_core::Layout::new();
+    let ctrl = l.push_aligned::<C>(1, 128)?;
+    let slots = l.push_aligned::<S>(cap, 128)?;
+    Ok((l, ctrl, slots))
+}
+
 #[cfg(not(shm_loom))]
 impl<C: shm_core::ShmSafe, S> Mem<C, S> {
     /// A `Mem` over a segment's checked control and slot regions; the segment is kept
@@ -109,6 +122,46 @@ impl<C: shm_core::ShmSafe, S> Mem<C, S> {
         // `owner` keeps mapped; `cap` is a power of two (asserted) and the slot region holds
         // `cap` slots (asserted).
         unsafe { Mem::new(owner, ctrl, slots, cap) }
+    }
+
+    /// A `Mem` over a segment another process created: reads the capacity from the control
+    /// block once (`cap_of`), checks it is a power of two of at least `min_cap`, and that
+    /// the layout it implies fits inside the segment, before any slot is touched.
+    ///
+    /// # Errors
+    ///
+    /// [`RingError::Corrupted`](crate::RingError::Corrupted) naming what is impossible.
+    pub fn open_segment(
+        seg: shm_core::Segment,
+        name: &str,
+        min_cap: u64,
+        cap_of: impl FnOnce(&C) -> u64,
+    ) -> Result<Mem<C, S>, crate::RingError> {
+        let corrupted = |what: String| crate::RingError::Corrupted {
+            name: name.to_owned(),
+            what,
+        };
+        let ctrl_r = shm_core::Region::<C>::from_raw(shm_core::HEADER_SIZE as u64, 1);
+        let c = seg
+            .get(ctrl_r)
+            .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+        let cap = cap_of(c);
+        if cap < min_cap || !cap.is_power_of_two() || cap > 1 << 40 {
+            return Err(corrupted(format!(
+                "capacity {cap} is not a power of two >= {min_cap}"
+            )));
+        }
+        let (l, ctrl_r2, slots_r) =
+            ring_layout::<C, S>(cap).map_err(|e| corrupted(format!("capacity {cap}: {e}")))?;
+        debug_assert_eq!(ctrl_r, ctrl_r2);
+        if l.total_len() > seg.len() as u64 {
+            return Err(corrupted(format!(
+                "capacity {cap} needs {} bytes but the segment has {}",
+                l.total_len(),
+                seg.len()
+            )));
+        }
+        Ok(Mem::over_segment(seg, cap, ctrl_r, slots_r))
     }
 }
 

@@ -587,6 +587,8 @@ impl<T: Pod> Producer<T> {
                     // A consumer claimed it but never marked it: reclaim (its mark will
                     // fail, so it never reads a slot we rewrite).
                     self.stuck = None;
+                    // Acquire: pairs with the Release publish of the previous lap's value
+                    // (we are about to overwrite it; its consumer never marked it).
                     if slot
                         .seq
                         .compare_exchange(seq, pos, Ordering::Acquire, Ordering::Relaxed)
@@ -602,6 +604,8 @@ impl<T: Pod> Producer<T> {
                 if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
                     self.stuck = None;
                     let reader = slot.reader.load(Ordering::Relaxed);
+                    // Acquire (on the CAS below): pairs with the dead reader's Release mark,
+                    // so nothing it did to the slot is ordered after our rewrite.
                     if claimant_dead(reader)
                         && slot
                             .seq
@@ -1067,17 +1071,8 @@ pub use shared::{create, open, Builder};
 #[cfg(not(shm_loom))]
 mod shared {
     use super::*;
-    use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
+    use shm_core::{Fingerprint, Kind, SegmentBuilder};
     use std::marker::PhantomData;
-
-    type Regions<T> = (Layout, Region<Control>, Region<Slot<T>>);
-
-    fn layout<T>(cap: u64) -> Result<Regions<T>, shm_core::RegionError> {
-        let mut l = Layout::new();
-        let ctrl = l.push_aligned::<Control>(1, 128)?;
-        let slots = l.push_aligned::<Slot<T>>(cap, 128)?;
-        Ok((l, ctrl, slots))
-    }
 
     /// Options for creating or opening an MPMC ring segment.
     pub struct Builder<T> {
@@ -1156,11 +1151,12 @@ mod shared {
             // The five slot states (free, writing, published, reading, released) need
             // distinct sequence values: four slots at least.
             let cap = round_capacity(&self.name, self.capacity)?.max(4);
-            let (l, ctrl_r, slots_r) =
-                layout::<T>(cap).map_err(|_| RingError::CapacityTooLarge {
+            let (l, ctrl_r, slots_r) = mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| {
+                RingError::CapacityTooLarge {
                     name: self.name.clone(),
                     requested: self.capacity,
-                })?;
+                }
+            })?;
             let (initial, timeout) = (self.initial_position, self.claim_timeout);
             let seg = self.seg_builder().layout(&l).create_with(|seg| {
                 let c = seg.get(ctrl_r)?;
@@ -1182,7 +1178,10 @@ mod shared {
                 }
                 Ok::<_, shm_core::RegionError>(())
             })?;
-            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+            Ok(Ring {
+                mem: Mem::over_segment(seg, cap, ctrl_r, slots_r),
+                name: self.name.clone(),
+            })
         }
 
         /// Opens an existing ring segment, checking kind, payload type and layout.
@@ -1193,43 +1192,13 @@ mod shared {
         pub fn open(&self) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
             let seg = self.seg_builder().open()?;
-            let corrupted = |what: String| RingError::Corrupted {
+            let mem = Mem::open_segment(seg, &self.name, 4, |c: &Control| {
+                c.config.capacity.load(Ordering::Relaxed)
+            })?;
+            Ok(Ring {
+                mem,
                 name: self.name.clone(),
-                what,
-            };
-            let ctrl_r = Region::<Control>::from_raw(shm_core::HEADER_SIZE as u64, 1);
-            let c = seg
-                .get(ctrl_r)
-                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
-            let cap = c.config.capacity.load(Ordering::Relaxed);
-            if cap < 4 || !cap.is_power_of_two() || cap > 1 << 40 {
-                return Err(corrupted(format!(
-                    "capacity {cap} is not a power of two >= 4"
-                )));
-            }
-            let (l, _, slots_r) =
-                layout::<T>(cap).map_err(|e| corrupted(format!("capacity {cap}: {e}")))?;
-            if l.total_len() > seg.len() as u64 {
-                return Err(corrupted(format!(
-                    "capacity {cap} needs {} bytes but the segment has {}",
-                    l.total_len(),
-                    seg.len()
-                )));
-            }
-            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
-        }
-    }
-
-    fn ring_over<T: Pod>(
-        seg: shm_core::Segment,
-        name: &str,
-        cap: u64,
-        ctrl_r: Region<Control>,
-        slots_r: Region<Slot<T>>,
-    ) -> Ring<T> {
-        Ring {
-            mem: Mem::over_segment(seg, cap, ctrl_r, slots_r),
-            name: name.to_owned(),
+            })
         }
     }
 

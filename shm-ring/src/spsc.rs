@@ -1027,16 +1027,7 @@ pub use shared::{create, open, Builder};
 #[cfg(not(shm_loom))]
 mod shared {
     use super::*;
-    use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
-
-    type Regions<T> = (Layout, Region<Control>, Region<Slot<T>>);
-
-    fn layout<T>(cap: u64) -> Result<Regions<T>, shm_core::RegionError> {
-        let mut l = Layout::new();
-        let ctrl = l.push_aligned::<Control>(1, 128)?;
-        let slots = l.push_aligned::<Slot<T>>(cap, 128)?;
-        Ok((l, ctrl, slots))
-    }
+    use shm_core::{Fingerprint, Kind, SegmentBuilder};
 
     /// Options for creating or opening an SPSC ring segment.
     pub struct Builder<T> {
@@ -1114,7 +1105,8 @@ mod shared {
                 name: self.name.clone(),
                 requested: self.capacity,
             };
-            let (l, ctrl_r, slots_r) = layout::<T>(cap).map_err(|_| too_large())?;
+            let (l, ctrl_r, slots_r) =
+                mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| too_large())?;
             let initial = self.initial_position;
             let seg = self.seg_builder().layout(&l).create_with(|seg| {
                 let c = seg.get(ctrl_r)?;
@@ -1124,7 +1116,10 @@ mod shared {
                 c.head.pos.store(initial, Ordering::Relaxed);
                 Ok::<_, shm_core::RegionError>(())
             })?;
-            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+            Ok(Ring::from_mem(
+                Mem::over_segment(seg, cap, ctrl_r, slots_r),
+                self.name.clone(),
+            ))
         }
 
         /// Opens an existing ring segment, checking its kind, payload type and layout.
@@ -1136,43 +1131,11 @@ mod shared {
         pub fn open(&self) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
             let seg = self.seg_builder().open()?;
-            let corrupted = |what: String| RingError::Corrupted {
-                name: self.name.clone(),
-                what,
-            };
-            let ctrl_r = Region::<Control>::from_raw(shm_core::HEADER_SIZE as u64, 1);
-            let c = seg
-                .get(ctrl_r)
-                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
-            let cap = c.config.capacity.load(Ordering::Relaxed);
-            if cap == 0 || !cap.is_power_of_two() || cap > 1 << 40 {
-                return Err(corrupted(format!("capacity {cap} is not a power of two")));
-            }
-            let (l, ctrl_r2, slots_r) =
-                layout::<T>(cap).map_err(|e| corrupted(format!("capacity {cap}: {e}")))?;
-            debug_assert_eq!(ctrl_r, ctrl_r2);
-            if l.total_len() > seg.len() as u64 {
-                return Err(corrupted(format!(
-                    "capacity {cap} needs {} bytes but the segment has {}",
-                    l.total_len(),
-                    seg.len()
-                )));
-            }
-            Ok(ring_over(seg, &self.name, cap, ctrl_r, slots_r))
+            let mem = Mem::open_segment(seg, &self.name, 1, |c: &Control| {
+                c.config.capacity.load(Ordering::Relaxed)
+            })?;
+            Ok(Ring::from_mem(mem, self.name.clone()))
         }
-    }
-
-    fn ring_over<T: Pod>(
-        seg: shm_core::Segment,
-        name: &str,
-        cap: u64,
-        ctrl_r: Region<Control>,
-        slots_r: Region<Slot<T>>,
-    ) -> Ring<T> {
-        Ring::from_mem(
-            Mem::over_segment(seg, cap, ctrl_r, slots_r),
-            name.to_owned(),
-        )
     }
 
     /// Creates the SPSC ring `name` for `T` with at least `capacity` slots.
