@@ -45,14 +45,19 @@ struct StatFields {
 }
 
 fn read_stat(pid: u32) -> Result<Option<StatFields>, ()> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
+    // A stack buffer, no allocation: this runs on polling paths. The line is at most a few
+    // hundred bytes (the command name is capped at 64).
+    let mut buf = [0u8; 1024];
+    let len = match crate::sys::read_proc_stat(pid, &mut buf) {
+        Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(_) => return Err(()),
     };
+    let text = &buf[..len];
     // The command name (field 2) is in parentheses and may itself contain spaces and
     // parentheses, so parse from the last ')'.
-    let rest = &text[text.rfind(')').ok_or(())? + 1..];
+    let close = text.iter().rposition(|&b| b == b')').ok_or(())?;
+    let rest = std::str::from_utf8(&text[close + 1..]).map_err(|_| ())?;
     let mut fields = rest.split_ascii_whitespace();
     // Field 3 is the state; starttime is field 22, i.e. the 20th after the ')'.
     let state = fields.next().and_then(|s| s.bytes().next()).ok_or(())?;

@@ -237,3 +237,57 @@ pub(crate) fn clock_ticks() -> u64 {
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     u64::try_from(t).ok().filter(|&t| t > 0).unwrap_or(100)
 }
+
+/// Reads `/proc/<pid>/stat` into `buf` without allocating (liveness checks run on polling
+/// paths, which must not allocate). Returns the bytes read; `NotFound` if no such task.
+pub(crate) fn read_proc_stat(pid: u32, buf: &mut [u8; 1024]) -> io::Result<usize> {
+    // "/proc/" + at most 10 digits + "/stat" + NUL fits in 32 bytes.
+    let mut path = [0u8; 32];
+    let mut digits = [0u8; 10];
+    let (mut n, mut p) = (0, pid);
+    loop {
+        digits[n] = b'0' + (p % 10) as u8;
+        n += 1;
+        p /= 10;
+        if p == 0 {
+            break;
+        }
+    }
+    for (at, &b) in b"/proc/"
+        .iter()
+        .chain(digits[..n].iter().rev())
+        .chain(b"/stat".iter())
+        .enumerate()
+    {
+        path[at] = b;
+    }
+    // SAFETY: `path` is NUL-terminated (zero-initialised; at most 21 of its 32 bytes set).
+    let fd = unsafe { libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `open` returned a fresh descriptor that nothing else owns; dropped below.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut len = 0;
+    while len < buf.len() {
+        // SAFETY: the destination is the unfilled tail of `buf`, `buf.len() - len` bytes.
+        let r = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[len..].as_mut_ptr().cast(),
+                buf.len() - len,
+            )
+        };
+        match r {
+            0 => break,
+            r if r > 0 => len += r as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(len)
+}
