@@ -41,6 +41,8 @@ mod error;
 #[cfg(feature = "fault-injection")]
 #[doc(hidden)]
 pub mod fault;
+#[cfg(not(shm_loom))]
+mod inspect;
 mod mem;
 pub mod mpmc;
 pub mod spsc;
@@ -48,6 +50,8 @@ mod wait;
 
 pub use end::{EndStatus, LIVENESS_INTERVAL};
 pub use error::{ChunkError, PopError, PushError, RingError, Role};
+#[cfg(not(shm_loom))]
+pub use inspect::{inspect, RingInfo};
 pub use wait::WaitStrategy;
 
 /// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).

@@ -165,10 +165,14 @@ impl<C: shm_core::ShmSafe, S> Mem<C, S> {
     }
 }
 
-/// Heap storage for an in-process ring: raw boxes, freed when the last handle drops.
+/// Heap storage for an in-process ring: the control block in a box, the slots in one
+/// allocation aligned to 128 bytes like a segment's slot region (so a slot never straddles
+/// two cache lines where it would not in a segment). Freed when the last handle drops.
 pub(crate) struct Heap<C, S> {
     ctrl: *mut C,
-    slots: *mut [S],
+    slots: *mut S,
+    len: usize,
+    layout: std::alloc::Layout,
 }
 
 // SAFETY: shared only through `Mem`, whose protocol hands each slot to one side at a time;
@@ -179,33 +183,48 @@ unsafe impl<C, S> Sync for Heap<C, S> {}
 
 impl<C, S> Drop for Heap<C, S> {
     fn drop(&mut self) {
-        // SAFETY: both came from `Box::into_raw` in `Heap::new_mem` and are freed once, here,
+        // SAFETY: `ctrl` came from `Box::into_raw`, and `slots` from `alloc` with `layout`
+        // holding `len` initialised elements (`Heap::new_mem`); both are freed once, here,
         // after the last `Mem` (which holds the `Arc` owning us) is gone.
         unsafe {
             drop(Box::from_raw(self.ctrl));
-            drop(Box::from_raw(self.slots));
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(self.slots, self.len));
+            std::alloc::dealloc(self.slots.cast::<u8>(), self.layout);
         }
     }
 }
 
 impl<C: 'static, S: 'static> Heap<C, S> {
-    /// A `Mem` over freshly boxed storage. `slots.len()` must be a power of two.
-    pub fn new_mem(ctrl: C, slots: Box<[S]>) -> Mem<C, S> {
-        assert!(
-            slots.len().is_power_of_two(),
-            "ring capacity is a power of two"
-        );
-        let cap = slots.len() as u64;
+    /// A `Mem` over a boxed control block and `cap` slots, slot `i` made by `slot(i)`.
+    /// `cap` must be a power of two. `None` if `cap` slots exceed the address space.
+    pub fn new_mem(ctrl: C, cap: u64, mut slot: impl FnMut(u64) -> S) -> Option<Mem<C, S>> {
+        assert!(cap.is_power_of_two(), "ring capacity is a power of two");
+        let len = usize::try_from(cap).ok()?;
+        let layout = std::alloc::Layout::array::<S>(len)
+            .and_then(|l| l.align_to(128))
+            .ok()?;
+        assert!(layout.size() > 0, "payloads are never zero-sized");
+        // SAFETY: `layout` has a non-zero size (asserted).
+        let raw = unsafe { std::alloc::alloc(layout) }.cast::<S>();
+        if raw.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        for i in 0..len {
+            // SAFETY: `i < len`, inside the allocation, which is aligned for `S`.
+            unsafe { raw.add(i).write(slot(i as u64)) };
+        }
         let heap = Heap {
             ctrl: Box::into_raw(Box::new(ctrl)),
-            slots: Box::into_raw(slots),
+            slots: raw,
+            len,
+            layout,
         };
         let ctrl = NonNull::new(heap.ctrl).expect("Box::into_raw is non-null");
-        let slots = NonNull::new(heap.slots.cast::<S>()).expect("Box::into_raw is non-null");
+        let slots = NonNull::new(heap.slots).expect("checked non-null above");
         let owner: Arc<dyn Any + Send + Sync> = Arc::new(heap);
-        // SAFETY: the allocations live until `owner`'s `Heap` drops; `cap` is their length,
-        // a power of two (asserted above).
-        unsafe { Mem::new(owner, ctrl, slots, cap) }
+        // SAFETY: the allocations live until `owner`'s `Heap` drops; they hold `cap`
+        // initialised slots, and `cap` is a power of two (asserted above).
+        Some(unsafe { Mem::new(owner, ctrl, slots, cap) })
     }
 }
 

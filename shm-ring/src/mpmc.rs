@@ -347,16 +347,19 @@ impl<T: Pod> Ring<T> {
         let name = "(in-process)";
         check_payload::<T>(name)?;
         let cap = round_capacity(name, capacity)?.max(4);
-        let slots: Box<[Slot<T>]> = (0..cap)
-            .map(|i| Slot {
-                seq: AtomicU64::new(i),
-                writer: AtomicU64::new(0),
-                reader: AtomicU64::new(0),
-                value: UnsafeCell::new(T::zeroed()),
-            })
-            .collect();
+        let ctrl = Control::new(cap, 0, DEFAULT_CLAIM_TIMEOUT);
+        let mem = mem::Heap::new_mem(ctrl, cap, |i| Slot {
+            seq: AtomicU64::new(i),
+            writer: AtomicU64::new(0),
+            reader: AtomicU64::new(0),
+            value: UnsafeCell::new(T::zeroed()),
+        })
+        .ok_or(RingError::CapacityTooLarge {
+            name: name.to_owned(),
+            requested: capacity,
+        })?;
         Ok(Ring {
-            mem: mem::Heap::new_mem(Control::new(cap, 0, DEFAULT_CLAIM_TIMEOUT), slots),
+            mem,
             name: name.to_owned(),
         })
     }
@@ -723,12 +726,17 @@ impl<T: Pod> Producer<T> {
                     LIVENESS_INTERVAL
                 };
                 let tail = c.tail.pos.load(Ordering::Relaxed);
-                wait::park(&c.producers_waiting, deadline.slice(slice), || {
-                    // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
-                    c.head.pos.load(Ordering::Relaxed) != head
-                        || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
-                        || c.consumers.gone().is_some()
-                });
+                wait::park(
+                    &c.producers_waiting,
+                    deadline.slice(slice),
+                    || {
+                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                        c.head.pos.load(Ordering::Relaxed) != head
+                            || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
+                            || c.consumers.gone().is_some()
+                    },
+                    || None,
+                );
                 self.liveness.expire();
             }
         }
@@ -1032,13 +1040,18 @@ impl<T: Pod> Consumer<T> {
                 } else {
                     LIVENESS_INTERVAL
                 };
-                wait::park(&c.consumers_waiting, deadline.slice(slice), || {
-                    // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
-                    c.tail.pos.load(Ordering::Relaxed) != tail
-                        || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
-                            == head.wrapping_add(1)
-                        || c.producers.gone().is_some()
-                });
+                wait::park(
+                    &c.consumers_waiting,
+                    deadline.slice(slice),
+                    || {
+                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                        c.tail.pos.load(Ordering::Relaxed) != tail
+                            || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
+                                == head.wrapping_add(1)
+                            || c.producers.gone().is_some()
+                    },
+                    || None,
+                );
                 self.liveness.expire();
             }
         }

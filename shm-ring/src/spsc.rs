@@ -249,9 +249,13 @@ impl<T: Pod> Ring<T> {
         let name = "(in-process)";
         check_payload::<T>(name)?;
         let cap = round_capacity(name, capacity)?;
-        let slots: Box<[Slot<T>]> = (0..cap).map(|_| UnsafeCell::new(T::zeroed())).collect();
+        let mem = mem::Heap::new_mem(Control::new(cap, 0), cap, |_| UnsafeCell::new(T::zeroed()))
+            .ok_or(RingError::CapacityTooLarge {
+            name: name.to_owned(),
+            requested: capacity,
+        })?;
         Ok(Ring {
-            mem: mem::Heap::new_mem(Control::new(cap, 0), slots),
+            mem,
             name: name.to_owned(),
             _t: PhantomData,
         })
@@ -568,6 +572,15 @@ impl<T: Pod> Producer<T> {
                         // with Acquire. Closed also ends the wait.
                         c.head.pos.load(Ordering::Relaxed) != full_head
                             || c.config.consumer.state.load(Ordering::Relaxed) == CLOSED
+                    },
+                    // Between slices: go on sleeping while the deadline is ahead and the
+                    // consumer lives (one `/proc` read per slice).
+                    || {
+                        let dead = matches!(
+                            c.config.consumer.status(),
+                            EndStatus::Attached { alive: false, .. }
+                        );
+                        (!deadline.passed() && !dead).then(|| deadline.slice(LIVENESS_INTERVAL))
                     },
                 );
                 self.liveness.expire();
@@ -889,6 +902,15 @@ impl<T: Pod> Consumer<T> {
                         // with Acquire.
                         c.tail.pos.load(Ordering::Relaxed) != head
                             || c.config.producer.state.load(Ordering::Relaxed) == CLOSED
+                    },
+                    // Between slices: go on sleeping while the deadline is ahead and the
+                    // producer lives (one `/proc` read per slice).
+                    || {
+                        let dead = matches!(
+                            c.config.producer.status(),
+                            EndStatus::Attached { alive: false, .. }
+                        );
+                        (!deadline.passed() && !dead).then(|| deadline.slice(LIVENESS_INTERVAL))
                     },
                 );
                 self.liveness.expire();

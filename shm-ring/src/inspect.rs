@@ -1,0 +1,75 @@
+//! Reading a ring's counters from outside it (for `shmring inspect` and monitoring), without
+//! knowing its payload type and without joining either end.
+
+use shm_core::{Kind, Region, SegmentBuilder, HEADER_SIZE};
+
+use crate::{mpmc, spsc, RingError};
+
+/// The counters of a ring segment, as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingInfo {
+    /// An SPSC ring.
+    Spsc(spsc::RingStats),
+    /// An MPMC ring.
+    Mpmc(mpmc::MpmcStats),
+}
+
+/// Reads the counters of the ring segment `name` without joining it: the segment is opened
+/// with the kind and fingerprint its own header declares, only the control block is read
+/// (never a slot), and nothing is written. `Ok(None)` for a segment that is not a ring
+/// (raw or sync).
+///
+/// The counters are a snapshot of words other processes keep changing; each is read once.
+///
+/// # Errors
+///
+/// The segment's open errors (missing, stale, truncated, not a shmring segment, ...), or
+/// `Corrupted` if it was written by another version of the ring layout.
+pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
+    let info = shm_core::inspect(name)?;
+    let corrupted = |what: String| RingError::Corrupted {
+        name: name.to_owned(),
+        what,
+    };
+    let Some(header) = info.header else {
+        return Err(corrupted(format!(
+            "the file is {} bytes, too short for a header",
+            info.file_len
+        )));
+    };
+    let (kind, version) = match header.kind() {
+        Some(k @ Kind::Spsc) => (k, spsc::SPSC_LAYOUT_VERSION),
+        Some(k @ Kind::Mpmc) => (k, mpmc::MPMC_LAYOUT_VERSION),
+        _ => return Ok(None),
+    };
+    let found = header.fingerprint.layout_version;
+    if found != version {
+        return Err(corrupted(format!(
+            "its {} layout version is {found}, this library reads {version}",
+            kind.name()
+        )));
+    }
+    // Opening runs every header check (magic, version, READY, length == file length); the
+    // fingerprint is the one the header declares, so any payload type is accepted.
+    let seg = SegmentBuilder::new(name)
+        .kind(kind)
+        .fingerprint(header.fingerprint)
+        .allow_foreign_owner(true)
+        .open()?;
+    Ok(Some(match kind {
+        Kind::Spsc => {
+            let r = Region::<spsc::Control>::from_raw(HEADER_SIZE as u64, 1);
+            let c = seg
+                .get(r)
+                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+            RingInfo::Spsc(spsc::stats_of(c))
+        }
+        _ => {
+            let r = Region::<mpmc::Control>::from_raw(HEADER_SIZE as u64, 1);
+            let c = seg
+                .get(r)
+                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+            RingInfo::Mpmc(mpmc::stats_of(c))
+        }
+    }))
+}
