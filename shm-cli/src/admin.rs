@@ -1,0 +1,210 @@
+//! `shmring ls`, `inspect` and `rm`: looking at and cleaning up segments from outside.
+
+use shm_core::{SegmentInfo, SegmentState, MAGIC};
+use shm_ring::RingInfo;
+
+/// A human size: bytes, KiB, MiB.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn alive(info: &SegmentInfo) -> &'static str {
+    match info.creator_alive() {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "?",
+    }
+}
+
+/// `shmring ls`.
+pub fn ls() -> Result<(), String> {
+    let segs = shm_core::list().map_err(|e| e.to_string())?;
+    if segs.is_empty() {
+        println!("no shmring segments in /dev/shm");
+        return Ok(());
+    }
+    let w = segs.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  STALE",
+        "NAME", "KIND", "SIZE", "STATE", "CREATOR", "ALIVE"
+    );
+    for s in &segs {
+        let h = s
+            .header
+            .expect("list returns only segments with a shmring header");
+        let kind = h
+            .kind()
+            .map_or_else(|| format!("?{}", h.kind), |k| k.to_string());
+        println!(
+            "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  {}",
+            s.name,
+            kind,
+            size(s.file_len),
+            h.state.to_string(),
+            h.creator.pid,
+            alive(s),
+            if s.is_stale() { "stale" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// `shmring inspect NAME`.
+pub fn inspect(name: &str) -> Result<(), String> {
+    let info = shm_core::inspect(name).map_err(|e| e.to_string())?;
+    let Some(h) = info.header else {
+        return Err(format!(
+            "{name} is {} bytes, too short for a shmring header: not a shmring segment \
+             (or one whose creator died before writing it; see `shmring rm --stale`)",
+            info.file_len
+        ));
+    };
+    if h.magic != MAGIC {
+        return Err(format!(
+            "{name} is not a shmring segment (magic {:#018x}, expected {MAGIC:#018x})",
+            h.magic
+        ));
+    }
+    println!("name         {}", info.name);
+    println!(
+        "file         /dev/shm/{}, {} bytes, mode {:04o}, owner uid {}",
+        &info.name[1..],
+        info.file_len,
+        info.mode,
+        info.owner_uid
+    );
+    let kind = h
+        .kind()
+        .map_or_else(|| format!("unknown ({})", h.kind), |k| k.to_string());
+    println!("kind         {kind}");
+    println!("state        {}", h.state);
+    println!(
+        "creator      {} ({})",
+        h.creator,
+        match info.creator_alive() {
+            Some(true) => "alive",
+            Some(false) => "dead",
+            None => "liveness unknown",
+        }
+    );
+    println!(
+        "format       header version {}, {} bytes in all, data at offset {}",
+        h.version, h.total_len, h.data_offset
+    );
+    let f = h.fingerprint;
+    println!(
+        "fingerprint  payload size {}, align {}; schema id {:#x}; layout version {}",
+        f.payload_size, f.payload_align, f.schema_id, f.layout_version
+    );
+    println!(
+        "stale        {}",
+        if info.is_stale() {
+            "yes (`shmring rm --stale` removes it)"
+        } else {
+            "no"
+        }
+    );
+    if h.state != SegmentState::Ready {
+        return Ok(());
+    }
+    match shm_ring::inspect(name) {
+        Ok(Some(RingInfo::Spsc(s))) => {
+            println!(
+                "ring         capacity {}, head {}, tail {}, occupancy {}",
+                s.capacity,
+                s.head,
+                s.tail,
+                s.len()
+            );
+            println!("counters     pushes {}, pops {}", s.pushes, s.pops);
+            println!(
+                "stalls       full {}, empty {}; wake-ups {}",
+                s.full_stalls, s.empty_stalls, s.wakeups
+            );
+            println!("producer     {}", s.producer);
+            println!("consumer     {}", s.consumer);
+        }
+        Ok(Some(RingInfo::Mpmc(s))) => {
+            println!(
+                "ring         capacity {}, head {}, tail {}, occupancy {}",
+                s.capacity,
+                s.head,
+                s.tail,
+                s.tail.wrapping_sub(s.head)
+            );
+            println!("counters     pushes {}, pops {}", s.pushes, s.pops);
+            println!(
+                "stalls       full {}, empty {}; wake-ups {}",
+                s.full_stalls, s.empty_stalls, s.wakeups
+            );
+            println!(
+                "claims       {} skipped, {} reclaimed (claim timeout {:?})",
+                s.skipped, s.reclaimed, s.claim_timeout
+            );
+            println!(
+                "endpoints    {} producers, {} consumers attached",
+                s.producers, s.consumers
+            );
+        }
+        Ok(None) => {}
+        Err(e) => println!("ring         counters unavailable: {e}"),
+    }
+    Ok(())
+}
+
+/// `shmring rm NAME...`.
+pub fn rm(names: &[String]) -> Result<(), String> {
+    let mut failed = Vec::new();
+    for n in names {
+        match shm_core::remove(n) {
+            Ok(()) => println!("removed {n}"),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// `shmring rm --stale`: removes every stale segment (see `SegmentInfo::is_stale`).
+pub fn rm_stale() -> Result<(), String> {
+    let segs = shm_core::list().map_err(|e| e.to_string())?;
+    let mut removed = 0;
+    let mut failed = Vec::new();
+    for s in segs.iter().filter(|s| s.is_stale()) {
+        match shm_core::remove_stale(&s.name) {
+            Ok(info) => {
+                removed += 1;
+                let why = match info.header {
+                    Some(h) if h.state == SegmentState::Poisoned => {
+                        "its initialiser failed".to_owned()
+                    }
+                    Some(h) if h.state == SegmentState::Ready => {
+                        format!("creator {} is dead and nothing maps it", h.creator)
+                    }
+                    Some(h) if h.state == SegmentState::Initializing => {
+                        format!("creator {} died before finishing it", h.creator)
+                    }
+                    _ => "no header was ever written".to_owned(),
+                };
+                println!("removed {} ({why})", s.name);
+            }
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    println!(
+        "{removed} stale segment{} removed",
+        if removed == 1 { "" } else { "s" }
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}

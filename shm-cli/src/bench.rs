@@ -1,0 +1,942 @@
+//! `shmring bench`: round trips and throughput between two real processes, side by side
+//! with the hardware floor (a bare cache-line ping-pong) and the kernel (pipe, Unix socket).
+//!
+//! Every row spawns this same executable as a peer (`shmring __peer ROLE NAME`), pinned to a
+//! core of its own where the machine has one. Round trips are timed one by one with the
+//! monotonic clock into an HdrHistogram; the clock's own cost (measured at start) is
+//! subtracted from each sample. Throughput rows count messages the consumer really received,
+//! checked by sequence number.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
+use shm_ring::{mpmc, spsc, ChunkError, PopError, WaitStrategy};
+
+use crate::sys;
+
+/// The rows, in the order they run and print.
+pub const ROWS: [&str; 10] = [
+    "floor",
+    "spsc-spin",
+    "spsc-park",
+    "mpmc",
+    "pipe",
+    "unix-socket",
+    "spsc-throughput-8B",
+    "spsc-throughput-64B",
+    "spsc-throughput-8B-chunk64",
+    "mpmc-throughput",
+];
+
+/// What `shmring bench` was asked for.
+pub struct Options {
+    /// Measured time per row.
+    pub duration: Duration,
+    /// Unmeasured time per row before it.
+    pub warmup: Duration,
+    /// CPUs to pin to, in order (parent first); empty: do not pin.
+    pub cpus: Vec<usize>,
+    /// Where to write the rows as JSON.
+    pub json: Option<PathBuf>,
+    /// Rows to run (all if empty).
+    pub only: Vec<String>,
+    /// Skip the idle-consumer CPU measurement.
+    pub skip_idle: bool,
+}
+
+/// Round-trip percentiles, in nanoseconds.
+#[derive(Clone, Copy)]
+struct Rtt {
+    p50: u64,
+    p99: u64,
+    p999: u64,
+    max: u64,
+}
+
+struct Row {
+    name: &'static str,
+    rtt: Option<Rtt>,
+    msgs_per_sec: Option<f64>,
+    /// Samples (round trips) or messages behind the figure.
+    count: u64,
+}
+
+/// A message that kills the echo loops.
+const STOP: u64 = u64::MAX;
+/// A peer that has not answered for this long is taken as stuck.
+const PEER_SILENCE: Duration = Duration::from_secs(10);
+/// At most this many round trips are recorded per row.
+const MAX_SAMPLES: u64 = 20_000_000;
+const FLOOR_SCHEMA: u64 = 0x0066_6c6f_6f72; // "floor"
+
+// ------------------------------------------------------------------------------------------
+// Peers
+
+/// A peer process: this executable run as `shmring __peer ROLE NAME`.
+struct Peer {
+    role: String,
+    child: Child,
+    out: BufReader<ChildStdout>,
+    stdin: Option<ChildStdin>,
+}
+
+impl Peer {
+    fn spawn(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<Peer, String> {
+        let exe = std::env::current_exe()
+            .map_err(|e| format!("cannot find shmring's own executable: {e}"))?;
+        let mut cmd = Command::new(exe);
+        cmd.args(["__peer", role, name, "--arg", &arg.to_string()]);
+        if let Some(c) = cpu {
+            cmd.args(["--cpu", &c.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start the {role} peer: {e}"))?;
+        let out = BufReader::new(child.stdout.take().expect("piped"));
+        let stdin = child.stdin.take();
+        Ok(Peer {
+            role: role.to_owned(),
+            child,
+            out,
+            stdin,
+        })
+    }
+
+    /// The next line the peer prints; an error if it exits first.
+    fn line(&mut self) -> Result<String, String> {
+        let mut s = String::new();
+        match self.out.read_line(&mut s) {
+            Ok(0) | Err(_) => {
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                Err(format!("the {} peer exited early ({status})", self.role))
+            }
+            Ok(_) => Ok(s.trim_end().to_owned()),
+        }
+    }
+
+    fn expect_ready(&mut self) -> Result<(), String> {
+        let l = self.line()?;
+        if l == "ready" {
+            Ok(())
+        } else {
+            Err(format!(
+                "the {} peer said {l:?} instead of ready",
+                self.role
+            ))
+        }
+    }
+
+    fn send_line(&mut self, l: &str) -> Result<(), String> {
+        let w = self.stdin.as_mut().expect("stdin kept");
+        writeln!(w, "{l}").map_err(|e| format!("cannot talk to the {} peer: {e}", self.role))
+    }
+
+    /// Waits for the peer to exit successfully (killing it after `PEER_SILENCE`).
+    fn finish(mut self) -> Result<(), String> {
+        drop(self.stdin.take());
+        let until = Instant::now() + PEER_SILENCE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(s)) if s.success() => return Ok(()),
+                Ok(Some(s)) => return Err(format!("the {} peer failed ({s})", self.role)),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(2)),
+                _ => return Err(format!("the {} peer did not exit; killed it", self.role)),
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn floor_layout() -> Result<(Layout, Region<AtomicU64>, Region<AtomicU64>), String> {
+    let mut l = Layout::new();
+    let e = |e: shm_core::RegionError| e.to_string();
+    let ping = l.push_aligned::<AtomicU64>(1, 128).map_err(e)?;
+    let pong = l.push_aligned::<AtomicU64>(1, 128).map_err(e)?;
+    Ok((l, ping, pong))
+}
+
+fn floor_segment(name: &str) -> Result<SegmentBuilder, String> {
+    Ok(SegmentBuilder::new(name)
+        .kind(Kind::Raw)
+        .fingerprint(Fingerprint::untyped(FLOOR_SCHEMA))
+        .layout(&floor_layout()?.0))
+}
+
+fn ready() {
+    println!("ready");
+}
+
+fn es<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// The peer side: `shmring __peer ROLE NAME [--cpu N] [--arg X]`.
+pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), String> {
+    if let Some(c) = cpu {
+        sys::pin_to(c).map_err(|e| format!("cannot pin to CPU {c}: {e}"))?;
+    }
+    match role {
+        "floor-echo" => {
+            let seg = floor_segment(name)?.open().map_err(es)?;
+            let (_, ping, pong) = floor_layout()?;
+            let (ping, pong) = (seg.get(ping).map_err(es)?, seg.get(pong).map_err(es)?);
+            ready();
+            let mut last = 0;
+            loop {
+                // Acquire/Release here only order the echo itself (no data rides on it);
+                // they pair with the parent's Release store of `ping` / Acquire load of `pong`.
+                let v = ping.load(Ordering::Acquire);
+                if v == last {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                if v == STOP {
+                    return Ok(());
+                }
+                last = v;
+                pong.store(v, Ordering::Release);
+            }
+        }
+        "spsc-echo-spin" | "spsc-echo-park" => {
+            let strategy = if role.ends_with("spin") {
+                WaitStrategy::BusySpin
+            } else {
+                WaitStrategy::SpinThenPark
+            };
+            let mut rx = spsc::open::<u64>(&format!("{name}-ping"))
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            let mut tx = spsc::open::<u64>(&format!("{name}-pong"))
+                .map_err(es)?
+                .producer()
+                .map_err(es)?;
+            rx.set_wait_strategy(strategy);
+            tx.set_wait_strategy(strategy);
+            ready();
+            while let Ok(v) = rx.pop() {
+                if tx.push(v).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        "mpmc-echo" => {
+            let mut rx = mpmc::open::<u64>(&format!("{name}-ping"))
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            let mut tx = mpmc::open::<u64>(&format!("{name}-pong"))
+                .map_err(es)?
+                .producer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            while let Ok(v) = rx.pop() {
+                if tx.push(v).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        "pipe-echo" => {
+            ready();
+            let (mut i, mut o) = (std::io::stdin().lock(), std::io::stdout().lock());
+            let mut b = [0u8; 8];
+            while i.read_exact(&mut b).is_ok() {
+                o.write_all(&b).map_err(es)?;
+                o.flush().map_err(es)?;
+            }
+            Ok(())
+        }
+        "socket-echo" => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(es)?;
+            let mut s =
+                UnixStream::connect_addr(&addr).map_err(|e| format!("connect @{name}: {e}"))?;
+            ready();
+            let mut b = [0u8; 8];
+            while s.read_exact(&mut b).is_ok() {
+                s.write_all(&b).map_err(es)?;
+            }
+            Ok(())
+        }
+        "spsc-sink-8" => sink_one_at_a_time::<u64>(name, |v| v),
+        "spsc-sink-64" => sink_one_at_a_time::<[u64; 8]>(name, |v| v[0]),
+        "spsc-sink-chunk" => {
+            let mut rx = spsc::open::<u64>(name)
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            let (mut expect, mut gaps) = (0u64, 0u64);
+            let mut buf = [0u64; 64];
+            loop {
+                let n = rx.pop_slice(&mut buf);
+                for &v in &buf[..n] {
+                    gaps += u64::from(v != expect);
+                    expect = v.wrapping_add(1);
+                }
+                if n == 0 {
+                    match rx.pop() {
+                        Ok(v) => {
+                            gaps += u64::from(v != expect);
+                            expect = v.wrapping_add(1);
+                        }
+                        Err(PopError::Disconnected) => break,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }
+            println!("received {expect} gaps {gaps}");
+            Ok(())
+        }
+        "mpmc-producer" => {
+            let id = arg;
+            let mut tx = mpmc::open::<u64>(name)
+                .map_err(es)?
+                .producer()
+                .map_err(es)?;
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            let mut l = String::new();
+            std::io::stdin().read_line(&mut l).map_err(es)?;
+            let d: u64 = l
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad duration {l:?}"))?;
+            let d = Duration::from_nanos(d);
+            let t0 = Instant::now();
+            let mut seq = 0u64;
+            while t0.elapsed() < d {
+                for _ in 0..256 {
+                    tx.push(id << 48 | seq).map_err(es)?;
+                    seq += 1;
+                }
+            }
+            drop(tx);
+            println!("pushed {seq}");
+            Ok(())
+        }
+        "mpmc-consumer" => {
+            let mut rx = mpmc::open::<u64>(name)
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            // Items of one producer reach one consumer in the order they were pushed.
+            let mut next = vec![0u64; 1 << 8];
+            let (mut got, mut disorder) = (0u64, 0u64);
+            loop {
+                match rx.pop() {
+                    Ok(v) => {
+                        let (id, seq) = ((v >> 48) as usize & 0xff, v & ((1 << 48) - 1));
+                        disorder += u64::from(seq < next[id]);
+                        next[id] = seq + 1;
+                        got += 1;
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            println!("popped {got} disorder {disorder}");
+            Ok(())
+        }
+        "spsc-park-idle" => {
+            let mut rx = spsc::open::<u64>(name)
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::SpinThenPark);
+            ready();
+            let (c0, t0) = (sys::thread_cpu_us(), Instant::now());
+            rx.pop().map_err(es)?;
+            let (c1, t1) = (sys::thread_cpu_us(), Instant::now());
+            println!("cpu_us {} wall_us {}", c1 - c0, (t1 - t0).as_micros());
+            Ok(())
+        }
+        other => Err(format!("unknown peer role {other:?}")),
+    }
+}
+
+fn sink_one_at_a_time<T: bytemuck::Pod>(name: &str, seq: fn(T) -> u64) -> Result<(), String> {
+    let mut rx = spsc::open::<T>(name).map_err(es)?.consumer().map_err(es)?;
+    rx.set_wait_strategy(WaitStrategy::BusySpin);
+    ready();
+    let (mut expect, mut gaps) = (0u64, 0u64);
+    loop {
+        match rx.pop() {
+            Ok(v) => {
+                let s = seq(v);
+                gaps += u64::from(s != expect);
+                expect = s.wrapping_add(1);
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    println!("received {expect} gaps {gaps}");
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The parent side
+
+/// The cost of reading the clock twice, median of many tries: subtracted from each sample.
+fn timer_overhead() -> u64 {
+    let mut v: Vec<u64> = (0..10_001)
+        .map(|_| {
+            let t = Instant::now();
+            Instant::now().duration_since(t).as_nanos() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    v[v.len() / 2]
+}
+
+struct Ctx<'a> {
+    opts: &'a Options,
+    overhead: u64,
+    tag: String,
+}
+
+impl Ctx<'_> {
+    fn name(&self, row: &str) -> String {
+        format!("/shmring-bench-{}-{row}", self.tag)
+    }
+
+    fn cpu(&self, i: usize) -> Option<usize> {
+        if self.opts.cpus.is_empty() {
+            None
+        } else {
+            Some(self.opts.cpus[i % self.opts.cpus.len()])
+        }
+    }
+
+    /// Warms up, then times `once` (one round trip) until the row's time is spent.
+    fn rtt(&self, mut once: impl FnMut() -> Result<(), String>) -> Result<(Rtt, u64), String> {
+        let warm = Instant::now();
+        while warm.elapsed() < self.opts.warmup {
+            once()?;
+        }
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(es)?;
+        let start = Instant::now();
+        let mut n = 0u64;
+        loop {
+            let t0 = Instant::now();
+            once()?;
+            let t1 = Instant::now();
+            let ns = (t1 - t0).as_nanos() as u64;
+            h.saturating_record(ns.saturating_sub(self.overhead).max(1));
+            n += 1;
+            if n >= MAX_SAMPLES || t1 - start >= self.opts.duration {
+                break;
+            }
+        }
+        Ok((
+            Rtt {
+                p50: h.value_at_quantile(0.5),
+                p99: h.value_at_quantile(0.99),
+                p999: h.value_at_quantile(0.999),
+                max: h.max(),
+            },
+            n,
+        ))
+    }
+}
+
+/// Spins until `cond`, failing if the peer stays silent for `PEER_SILENCE`.
+#[inline]
+fn spin_until(mut cond: impl FnMut() -> bool) -> Result<(), String> {
+    let mut spins = 0u32;
+    let mut since: Option<Instant> = None;
+    while !cond() {
+        std::hint::spin_loop();
+        spins = spins.wrapping_add(1);
+        if spins % (1 << 16) == 0 {
+            let s = *since.get_or_insert_with(Instant::now);
+            if s.elapsed() > PEER_SILENCE {
+                return Err("the peer stopped answering".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
+    let rtt_row = |(rtt, n): (Rtt, u64)| Row {
+        name: row,
+        rtt: Some(rtt),
+        msgs_per_sec: None,
+        count: n,
+    };
+    let name = ctx.name(row);
+    match row {
+        "floor" => {
+            let seg = floor_segment(&name)?.create().map_err(es)?;
+            let (_, ping, pong) = floor_layout()?;
+            let (ping, pong) = (seg.get(ping).map_err(es)?, seg.get(pong).map_err(es)?);
+            let mut p = Peer::spawn("floor-echo", &name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let mut seq = 0u64;
+            let r = ctx.rtt(|| {
+                seq += 1;
+                // Release/Acquire: pair with the echo's Acquire load of `ping` and Release
+                // store of `pong` (a round trip of one cache line each way).
+                ping.store(seq, Ordering::Release);
+                spin_until(|| pong.load(Ordering::Acquire) == seq)
+            });
+            ping.store(STOP, Ordering::Release);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "spsc-spin" | "spsc-park" => {
+            let (strategy, role) = if row == "spsc-spin" {
+                (WaitStrategy::BusySpin, "spsc-echo-spin")
+            } else {
+                (WaitStrategy::SpinThenPark, "spsc-echo-park")
+            };
+            let ping = spsc::create::<u64>(&format!("{name}-ping"), 64).map_err(es)?;
+            let pong = spsc::create::<u64>(&format!("{name}-pong"), 64).map_err(es)?;
+            let (mut tx, mut rx) = (ping.producer().map_err(es)?, pong.consumer().map_err(es)?);
+            tx.set_wait_strategy(strategy);
+            rx.set_wait_strategy(strategy);
+            let mut p = Peer::spawn(role, &name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let r = ctx.rtt(|| {
+                tx.push(7).map_err(es)?;
+                rx.pop().map(drop).map_err(es)
+            });
+            drop(tx);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "mpmc" => {
+            let ping = mpmc::create::<u64>(&format!("{name}-ping"), 64).map_err(es)?;
+            let pong = mpmc::create::<u64>(&format!("{name}-pong"), 64).map_err(es)?;
+            let (mut tx, mut rx) = (ping.producer().map_err(es)?, pong.consumer().map_err(es)?);
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            let mut p = Peer::spawn("mpmc-echo", &name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let r = ctx.rtt(|| {
+                tx.push(7).map_err(es)?;
+                rx.pop().map(drop).map_err(es)
+            });
+            drop(tx);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "pipe" => {
+            let mut p = Peer::spawn("pipe-echo", &name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let mut w = p.stdin.take().expect("stdin kept");
+            let mut b = [7u8; 8];
+            let r = {
+                let r_out = p.out.get_mut();
+                ctx.rtt(|| {
+                    w.write_all(&b).map_err(es)?;
+                    r_out.read_exact(&mut b).map_err(es)
+                })
+            };
+            drop(w);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "unix-socket" => {
+            // An abstract socket: no file to clean up.
+            use std::os::linux::net::SocketAddrExt;
+            let addr =
+                std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(es)?;
+            let l = UnixListener::bind_addr(&addr).map_err(es)?;
+            let mut p = Peer::spawn("socket-echo", &name, ctx.cpu(1), 0)?;
+            let (mut s, _) = l.accept().map_err(es)?;
+            p.expect_ready()?;
+            let mut b = [7u8; 8];
+            let r = ctx.rtt(|| {
+                s.write_all(&b).map_err(es)?;
+                s.read_exact(&mut b).map_err(es)
+            });
+            drop(s);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "spsc-throughput-8B" => throughput_one::<u64>(ctx, row, "spsc-sink-8", |i| i),
+        "spsc-throughput-64B" => throughput_one::<[u64; 8]>(ctx, row, "spsc-sink-64", |i| [i; 8]),
+        "spsc-throughput-8B-chunk64" => {
+            let ring = spsc::create::<u64>(&name, 4096).map_err(es)?;
+            let mut tx = ring.producer().map_err(es)?;
+            let mut p = Peer::spawn("spsc-sink-chunk", &name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let mut i = 0u64;
+            let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
+                let t0 = Instant::now();
+                while t0.elapsed() < d {
+                    let mut spins = 0u32;
+                    for _ in 0..64 {
+                        match tx.write_chunk_uninit(64) {
+                            Ok(mut ch) => {
+                                let (a, b) = ch.as_mut_slices();
+                                for s in a.iter_mut().chain(b.iter_mut()) {
+                                    *s = *i;
+                                    *i += 1;
+                                }
+                                ch.commit_all();
+                            }
+                            Err(ChunkError::TooFewSlots { .. }) => {
+                                spins += 1;
+                                if spins % (1 << 20) == 0 && tx.is_abandoned() {
+                                    return Err("the consumer left".into());
+                                }
+                                std::hint::spin_loop();
+                            }
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                }
+                Ok(())
+            };
+            run(ctx.opts.warmup, &mut i)?;
+            let (before, t0) = (i, Instant::now());
+            run(ctx.opts.duration, &mut i)?;
+            spin_until(|| ring.stats().pops >= i)?;
+            let secs = t0.elapsed().as_secs_f64();
+            drop(tx);
+            check_received(&mut p, i)?;
+            p.finish()?;
+            Ok(Row {
+                name: row,
+                rtt: None,
+                msgs_per_sec: Some((i - before) as f64 / secs),
+                count: i - before,
+            })
+        }
+        "mpmc-throughput" => {
+            let cores = ctx.opts.cpus.len().max(2);
+            let each = (cores / 2).clamp(1, 8);
+            let ring = mpmc::create::<u64>(&name, 4096).map_err(es)?;
+            let mut consumers = Vec::new();
+            for k in 0..each {
+                let mut c = Peer::spawn("mpmc-consumer", &name, ctx.cpu(each + k), 0)?;
+                c.expect_ready()?;
+                consumers.push(c);
+            }
+            let mut producers = Vec::new();
+            for k in 0..each {
+                let mut pr = Peer::spawn("mpmc-producer", &name, ctx.cpu(k), k as u64)?;
+                pr.expect_ready()?;
+                producers.push(pr);
+            }
+            // Producers run warm-up + measured time; we time the measured part from the
+            // ring's own counter of claimed pops.
+            let total = ctx.opts.warmup + ctx.opts.duration;
+            for pr in &mut producers {
+                pr.send_line(&total.as_nanos().to_string())?;
+            }
+            std::thread::sleep(ctx.opts.warmup);
+            let (pops0, t0) = (ring.stats().pops, Instant::now());
+            let mut pushed = 0u64;
+            for pr in &mut producers {
+                let l = pr.line()?;
+                pushed += l
+                    .strip_prefix("pushed ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .ok_or_else(|| format!("a producer said {l:?}"))?;
+            }
+            let silent = Instant::now();
+            while ring.stats().pops < pushed {
+                if silent.elapsed() > PEER_SILENCE {
+                    return Err("the consumers stopped draining".into());
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let popped_measured = ring.stats().pops - pops0;
+            for pr in producers {
+                pr.finish()?;
+            }
+            let mut popped = 0u64;
+            for mut c in consumers {
+                let l = c.line()?;
+                let mut f = l.split_whitespace();
+                let (got, dis) = match (f.next(), f.next(), f.next(), f.next()) {
+                    (Some("popped"), Some(g), Some("disorder"), Some(d)) => {
+                        (g.parse::<u64>().map_err(es)?, d.parse::<u64>().map_err(es)?)
+                    }
+                    _ => return Err(format!("a consumer said {l:?}")),
+                };
+                if dis != 0 {
+                    return Err(format!(
+                        "a consumer saw {dis} items of one producer out of order"
+                    ));
+                }
+                popped += got;
+                c.finish()?;
+            }
+            if popped != pushed {
+                return Err(format!("{pushed} pushed but {popped} popped"));
+            }
+            Ok(Row {
+                name: row,
+                rtt: None,
+                msgs_per_sec: Some(popped_measured as f64 / secs),
+                count: popped_measured,
+            })
+        }
+        other => Err(format!("unknown row {other:?}")),
+    }
+}
+
+fn check_received(p: &mut Peer, sent: u64) -> Result<(), String> {
+    let l = p.line()?;
+    let mut f = l.split_whitespace();
+    match (f.next(), f.next(), f.next(), f.next()) {
+        (Some("received"), Some(n), Some("gaps"), Some("0")) if n.parse::<u64>() == Ok(sent) => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "sent {sent} in sequence but the consumer said {l:?}"
+        )),
+    }
+}
+
+fn throughput_one<T: bytemuck::Pod>(
+    ctx: &Ctx<'_>,
+    row: &'static str,
+    role: &str,
+    make: fn(u64) -> T,
+) -> Result<Row, String> {
+    let name = ctx.name(row);
+    let ring = spsc::create::<T>(&name, 4096).map_err(es)?;
+    let mut tx = ring.producer().map_err(es)?;
+    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    let mut p = Peer::spawn(role, &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    let mut i = 0u64;
+    let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            for _ in 0..1024 {
+                tx.push(make(*i)).map_err(es)?;
+                *i += 1;
+            }
+        }
+        Ok(())
+    };
+    run(ctx.opts.warmup, &mut i)?;
+    let (before, t0) = (i, Instant::now());
+    run(ctx.opts.duration, &mut i)?;
+    spin_until(|| ring.stats().pops >= i)?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(tx);
+    check_received(&mut p, i)?;
+    p.finish()?;
+    Ok(Row {
+        name: row,
+        rtt: None,
+        msgs_per_sec: Some((i - before) as f64 / secs),
+        count: i - before,
+    })
+}
+
+/// CPU used by a consumer blocked in `pop` (park mode) on an idle ring: (CPU µs, wall µs).
+fn idle_park(ctx: &Ctx<'_>) -> Result<(u64, u64), String> {
+    let name = ctx.name("idle");
+    let ring = spsc::create::<u64>(&name, 64).map_err(es)?;
+    let mut tx = ring.producer().map_err(es)?;
+    let mut p = Peer::spawn("spsc-park-idle", &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    std::thread::sleep(ctx.opts.duration);
+    tx.push(1).map_err(es)?;
+    let l = p.line()?;
+    p.finish()?;
+    let v: Vec<u64> = l
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match v[..] {
+        [cpu, wall] => Ok((cpu, wall)),
+        _ => Err(format!("the idle consumer said {l:?}")),
+    }
+}
+
+fn fmt_ns(v: u64) -> String {
+    v.to_string()
+}
+
+fn fmt_rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+fn json(rows: &[Row]) -> String {
+    let mut s = String::from("[\n");
+    for (i, r) in rows.iter().enumerate() {
+        let rtt = r.rtt.map_or_else(
+            || "null".to_owned(),
+            |t| {
+                format!(
+                    "{{\"p50\": {}, \"p99\": {}, \"p999\": {}, \"max\": {}}}",
+                    t.p50, t.p99, t.p999, t.max
+                )
+            },
+        );
+        let mps = r
+            .msgs_per_sec
+            .map_or_else(|| "null".to_owned(), |v| format!("{v:.0}"));
+        s.push_str(&format!(
+            "  {{\"name\": \"{}\", \"rtt_ns\": {rtt}, \"msgs_per_sec\": {mps}}}{}\n",
+            r.name,
+            if i + 1 < rows.len() { "," } else { "" }
+        ));
+    }
+    s.push(']');
+    s.push('\n');
+    s
+}
+
+/// `shmring bench`.
+pub fn run(opts: &Options) -> Result<(), String> {
+    let rows: Vec<&'static str> = ROWS
+        .iter()
+        .copied()
+        .filter(|r| opts.only.is_empty() || opts.only.iter().any(|o| o == r))
+        .collect();
+    if let Some(&c) = opts.cpus.first() {
+        sys::pin_to(c).map_err(|e| format!("cannot pin to CPU {c}: {e}"))?;
+    }
+    let ctx = Ctx {
+        opts,
+        overhead: timer_overhead(),
+        tag: std::process::id().to_string(),
+    };
+    let pinning = match opts.cpus.len() {
+        0 => "not pinned".to_owned(),
+        _ => format!(
+            "pinned to CPUs {}",
+            opts.cpus
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    };
+    println!(
+        "shmring bench: 2 processes, {pinning}; {:.1} s per row after {:.1} s warm-up; \
+         the clock's own cost ({} ns) is subtracted from each round trip",
+        opts.duration.as_secs_f64(),
+        opts.warmup.as_secs_f64(),
+        ctx.overhead
+    );
+    let mut done = Vec::new();
+    let mut failures = Vec::new();
+    let n = rows.len() + usize::from(!opts.skip_idle);
+    for (i, &row) in rows.iter().enumerate() {
+        eprint!("[{}/{n}] {row} ... ", i + 1);
+        let t = Instant::now();
+        match run_row(&ctx, row) {
+            Ok(r) => {
+                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                done.push(r);
+            }
+            Err(e) => {
+                eprintln!("failed: {e}");
+                failures.push(format!("{row}: {e}"));
+            }
+        }
+    }
+    let idle = if opts.skip_idle {
+        None
+    } else {
+        eprint!("[{n}/{n}] idle consumer in park mode ... ");
+        let t = Instant::now();
+        match idle_park(&ctx) {
+            Ok(v) => {
+                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                Some(v)
+            }
+            Err(e) => {
+                eprintln!("failed: {e}");
+                failures.push(format!("idle: {e}"));
+                None
+            }
+        }
+    };
+    let floor = done
+        .iter()
+        .find(|r| r.name == "floor")
+        .and_then(|r| r.rtt)
+        .map(|r| r.p50);
+    println!();
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8}",
+        "name", "p50 ns", "p99 ns", "p99.9 ns", "max ns", "msgs/s", "x floor"
+    );
+    for r in &done {
+        let (p50, p99, p999, max) = r.rtt.map_or_else(
+            || ("-".into(), "-".into(), "-".into(), "-".into()),
+            |t| (fmt_ns(t.p50), fmt_ns(t.p99), fmt_ns(t.p999), fmt_ns(t.max)),
+        );
+        let ratio = match (r.rtt, floor) {
+            (Some(t), Some(f)) if f > 0 => format!("{:.2}", t.p50 as f64 / f as f64),
+            _ => "-".into(),
+        };
+        let rate = r.msgs_per_sec.map_or_else(|| "-".into(), fmt_rate);
+        println!(
+            "{:<28} {p50:>9} {p99:>9} {p999:>9} {max:>10} {rate:>11} {ratio:>8}",
+            r.name
+        );
+    }
+    let counts: Vec<String> = done
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.count))
+        .collect();
+    println!("(samples / messages per row: {})", counts.join(", "));
+    if let Some((cpu, wall)) = idle {
+        println!(
+            "idle consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us of CPU in {:.2} s)",
+            cpu as f64 * 100.0 / wall.max(1) as f64,
+            wall as f64 / 1e6
+        );
+    }
+    if let Some(path) = &opts.json {
+        std::fs::write(path, json(&done))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("rows written to {}", path.display());
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} row(s) failed: {}",
+            failures.len(),
+            failures.join("; ")
+        ))
+    }
+}

@@ -1,0 +1,204 @@
+//! `shmring`: measure shmring against the hardware floor and the kernel (`bench`), and list,
+//! inspect and remove shared-memory segments (`ls`, `inspect`, `rm`).
+
+mod admin;
+mod bench;
+mod sys;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "shmring",
+    version,
+    about = "Lock-free shared-memory IPC: benchmark it, and look after its segments",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Round trips and throughput between two processes: shmring rings next to the hardware
+    /// floor (a cache-line ping-pong), a pipe and a Unix socket.
+    Bench(BenchArgs),
+    /// List the shmring segments on this machine.
+    Ls,
+    /// Show a segment's header, fingerprint and, for rings, its live counters (read without
+    /// joining the ring).
+    Inspect {
+        /// Segment name, e.g. /my-ring.
+        name: String,
+    },
+    /// Remove segments by name, or every stale one (whose creator is dead and that nothing
+    /// uses any more).
+    Rm {
+        /// Segment names, e.g. /my-ring.
+        #[arg(required_unless_present = "stale", conflicts_with = "stale")]
+        names: Vec<String>,
+        /// Remove every stale segment instead.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// (internal) The peer process of `bench`.
+    #[command(name = "__peer", hide = true)]
+    Peer {
+        role: String,
+        name: String,
+        #[arg(long)]
+        cpu: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        arg: u64,
+    },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Also write the rows as JSON to PATH.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// CPUs to pin to, first for this process, then for its peers (e.g. `2,3` or `0-7`).
+    /// Default: the CPUs this process may use, if there are at least two.
+    #[arg(long, value_name = "LIST", conflicts_with = "no_pin")]
+    cpus: Option<String>,
+    /// Do not pin processes to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Measured time per row, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    duration_ms: u64,
+    /// Unmeasured warm-up per row, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 200,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    warmup_ms: u64,
+    /// Run only these rows (comma-separated): floor, spsc-spin, spsc-park, mpmc, pipe,
+    /// unix-socket, spsc-throughput-8B, spsc-throughput-64B, spsc-throughput-8B-chunk64,
+    /// mpmc-throughput.
+    #[arg(long, value_name = "ROWS", value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the idle-consumer CPU measurement.
+    #[arg(long)]
+    no_idle: bool,
+}
+
+/// Parses `0,2,4-7` into CPU numbers.
+fn parse_cpus(s: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("--cpus {s:?}: expected a list like 0,1 or 2-5");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (usize, usize) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a > b {
+                return Err(bad());
+            }
+            out.extend(a..=b);
+        } else {
+            out.push(part.parse().map_err(|_| bad())?);
+        }
+    }
+    let mut seen = out.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != out.len() {
+        return Err(format!("--cpus {s:?} names a CPU twice"));
+    }
+    Ok(out)
+}
+
+fn bench_options(a: BenchArgs) -> Result<bench::Options, String> {
+    for o in &a.only {
+        if !bench::ROWS.contains(&o.as_str()) {
+            return Err(format!(
+                "--only: no row named {o:?} (rows: {})",
+                bench::ROWS.join(", ")
+            ));
+        }
+    }
+    let allowed = sys::allowed_cpus().map_err(|e| format!("cannot read the CPU affinity: {e}"))?;
+    let cpus = match (&a.cpus, a.no_pin) {
+        (_, true) => Vec::new(),
+        (Some(s), _) => {
+            let c = parse_cpus(s)?;
+            if let Some(x) = c.iter().find(|x| !allowed.contains(x)) {
+                return Err(format!(
+                    "--cpus: CPU {x} is not one this process may use ({})",
+                    allowed
+                        .iter()
+                        .map(|c| c.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ));
+            }
+            c
+        }
+        (None, false) if allowed.len() >= 2 => allowed,
+        (None, false) => Vec::new(),
+    };
+    Ok(bench::Options {
+        duration: Duration::from_millis(a.duration_ms),
+        warmup: Duration::from_millis(a.warmup_ms),
+        cpus,
+        json: a.json,
+        only: a.only,
+        skip_idle: a.no_idle,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = e.print();
+                return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::SUCCESS
+                };
+            }
+            // One line: clap's first line, without its "error: " prefix.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("shmring: {first} (see `shmring --help`)");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Bench(a) => bench_options(a).and_then(|o| bench::run(&o)),
+        Cmd::Ls => admin::ls(),
+        Cmd::Inspect { name } => admin::inspect(&name),
+        Cmd::Rm { names, stale: true } if names.is_empty() => admin::rm_stale(),
+        Cmd::Rm { names, .. } => admin::rm(&names),
+        Cmd::Peer {
+            role,
+            name,
+            cpu,
+            arg,
+        } => bench::peer(&role, &name, cpu, arg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shmring: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

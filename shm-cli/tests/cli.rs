@@ -1,0 +1,259 @@
+//! The `shmring` command as a user runs it: one-line errors with a non-zero exit, `ls` /
+//! `inspect` on live rings, `rm --stale` after both ends of a ring were SIGKILLed, and a
+//! short `bench` whose JSON has every row.
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::{child, child_name, unique_name, Cleanup, Running};
+use shm_ring::{mpmc, spsc};
+
+fn shmring(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmring"))
+        .args(args)
+        .output()
+        .expect("run shmring")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Fails unless the command failed with `code` and said one line, containing `want`, on
+/// stderr (and did not panic).
+fn one_line_error(args: &[&str], code: i32, want: &str) {
+    let out = shmring(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "{args:?} printed more than a line: {err}"
+    );
+    assert!(err.starts_with("shmring: "), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+}
+
+#[test]
+fn bad_arguments_and_unknown_segments_are_one_line_errors() {
+    one_line_error(&["frobnicate"], 2, "unrecognized subcommand");
+    one_line_error(&["rm"], 2, "required");
+    one_line_error(&["rm", "/x", "--stale"], 2, "cannot be used with");
+    one_line_error(&["bench", "--duration-ms", "abc"], 2, "invalid value");
+    one_line_error(&["bench", "--duration-ms", "0"], 2, "invalid value");
+    one_line_error(&["bench", "--only", "nope"], 1, "no row named \"nope\"");
+    one_line_error(&["bench", "--cpus", "1-0"], 1, "--cpus");
+    one_line_error(
+        &["bench", "--cpus", "100000"],
+        1,
+        "not one this process may use",
+    );
+    one_line_error(&["inspect", "no-slash"], 1, "must start with '/'");
+    let missing = unique_name("missing");
+    one_line_error(&["inspect", &missing], 1, "no segment of that name exists");
+    one_line_error(&["rm", &missing], 1, "no segment of that name exists");
+    let ok = shmring(&["--help"]);
+    assert!(ok.status.success() && text(&ok.stdout).contains("bench"));
+}
+
+#[test]
+fn ls_and_inspect_show_live_ring_counters_without_joining() {
+    let name = unique_name("cli-spsc");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<[u32; 3]>(&name, 8).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for i in 0..3 {
+        tx.push([i; 3]).unwrap();
+    }
+    rx.pop().unwrap();
+    let out = shmring(&["inspect", &name]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    for want in [
+        "kind         spsc",
+        "state        ready",
+        "payload size 12",
+        "capacity 8, head 1, tail 3, occupancy 2",
+        "pushes 3, pops 1",
+        &format!("producer     pid {}", std::process::id()),
+    ] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+    // Inspecting did not take an end: ours still work.
+    tx.push([9; 3]).unwrap();
+    assert_eq!(rx.pop().unwrap(), [1; 3]);
+
+    let mname = unique_name("cli-mpmc");
+    let _c2 = Cleanup(mname.clone());
+    let m = mpmc::create::<u64>(&mname, 16).unwrap();
+    let (mut mtx, _mrx) = (m.producer().unwrap(), m.consumer().unwrap());
+    mtx.push(5).unwrap();
+    let out = shmring(&["inspect", &mname]);
+    let s = text(&out.stdout);
+    assert!(s.contains("kind         mpmc"), "{s}");
+    assert!(s.contains("pushes 1, pops 0"), "{s}");
+    assert!(s.contains("1 producers, 1 consumers attached"), "{s}");
+
+    let out = shmring(&["ls"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success());
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .expect("ls lists the ring");
+    assert!(
+        line.contains("spsc") && line.contains("ready") && line.contains("yes"),
+        "{line}"
+    );
+    assert!(!line.ends_with("stale"), "{line}");
+}
+
+/// Child: creates an SPSC ring (creator unlinks on drop, which a SIGKILL prevents), joins
+/// it as producer, and waits to be killed.
+#[test]
+#[ignore]
+fn child_creates_ring_and_hangs() {
+    let Some(name) = child_name() else { return };
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let _tx = ring.producer().unwrap();
+    println!("CHILD:ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn rm_stale_removes_a_ring_whose_ends_died_and_the_name_can_be_reused() {
+    let name = unique_name("cli-stale");
+    let _c = Cleanup(name.clone());
+    let mut creator = Running::spawn(child("child_creates_ring_and_hangs", &name));
+    creator.expect_line("ready", Duration::from_secs(10));
+    // A consumer in another process, killed too: both ends dead.
+    let alive = shmring(&["ls"]);
+    let line = text(&alive.stdout)
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .map(str::to_owned)
+        .expect("listed");
+    assert!(
+        !line.ends_with("stale"),
+        "a ring in use is not stale: {line}"
+    );
+    // While its creator lives, rm --stale leaves it.
+    let out = shmring(&["rm", "--stale"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(shm_core::inspect(&name).is_ok(), "removed a live ring");
+    creator.kill9();
+
+    let out = shmring(&["ls"]);
+    let s = text(&out.stdout);
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .expect("still listed");
+    assert!(line.contains(" no ") && line.ends_with("stale"), "{line}");
+    let out = shmring(&["inspect", &name]);
+    assert!(text(&out.stdout).contains("stale        yes"));
+    assert!(
+        text(&out.stdout).contains("producer     pid"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = shmring(&["rm", "--stale"]);
+    let s = text(&out.stdout);
+    assert!(out.status.success(), "{s}{}", text(&out.stderr));
+    assert!(
+        s.contains(&format!("removed {name} (creator pid")),
+        "rm --stale did not report {name}:\n{s}"
+    );
+    assert!(
+        shm_core::inspect(&name).is_err(),
+        "still there after rm --stale"
+    );
+
+    // The name works again.
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.push(3).unwrap();
+    assert_eq!(rx.pop().unwrap(), 3);
+}
+
+#[test]
+fn rm_removes_by_name() {
+    let name = unique_name("cli-rm");
+    let _c = Cleanup(name.clone());
+    let _ring = spsc::create::<u64>(&name, 4).unwrap();
+    let out = shmring(&["rm", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("removed {name}"));
+    assert!(shm_core::inspect(&name).is_err());
+}
+
+#[test]
+fn a_short_bench_fills_every_row_and_writes_json() {
+    let json = std::env::temp_dir().join(format!("shmring-bench-{}.json", std::process::id()));
+    let out = shmring(&[
+        "bench",
+        "--duration-ms",
+        "30",
+        "--warmup-ms",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{so}\n{se}");
+    let j = std::fs::read_to_string(&json).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
+    assert_eq!(lines.len(), 10, "{j}");
+    for row in [
+        "floor",
+        "spsc-spin",
+        "spsc-park",
+        "mpmc",
+        "pipe",
+        "unix-socket",
+    ] {
+        let l = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"name\": \"{row}\"")))
+            .unwrap_or_else(|| panic!("{row} missing: {j}"));
+        assert!(
+            l.contains("\"p50\": ") && l.contains("\"msgs_per_sec\": null"),
+            "{l}"
+        );
+    }
+    for row in [
+        "spsc-throughput-8B",
+        "spsc-throughput-64B",
+        "spsc-throughput-8B-chunk64",
+        "mpmc-throughput",
+    ] {
+        let l = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"name\": \"{row}\"")))
+            .unwrap_or_else(|| panic!("{row} missing: {j}"));
+        assert!(l.contains("\"rtt_ns\": null"), "{l}");
+        let v: f64 = l
+            .rsplit("\"msgs_per_sec\": ")
+            .next()
+            .and_then(|t| t.trim_end_matches([',', '}', ' ']).parse().ok())
+            .unwrap_or_else(|| panic!("no rate in {l}"));
+        assert!(v > 0.0, "{l}");
+    }
+    assert!(se.contains("[11/11]"), "progress lines missing: {se}");
+    assert!(so.contains("idle consumer blocked in pop"), "{so}");
+    // Nothing left behind in /dev/shm.
+    let tag = "/shmring-bench-";
+    assert!(
+        !shm_core::list()
+            .unwrap()
+            .iter()
+            .any(|s| s.name.starts_with(tag) && s.creator_alive() == Some(false)),
+        "bench left segments behind"
+    );
+}
