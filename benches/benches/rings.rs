@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, Criterion, Throughput};
 use shm_core::{Fingerprint, Layout, Region, SegmentBuilder};
 use shm_ring::{mpmc, spsc, WaitStrategy};
-use shmring_benches::{child_role, spawn_peer, unique_name};
+use shmring_benches::{
+    allowed_cpus, child_role, pin_thread, spawn_peer, unique_name, unpin_thread,
+};
 
 /// The floor: two words on separate cache lines of one shared mapping.
 fn floor_layout() -> (Layout, Region<AtomicU64>, Region<AtomicU64>) {
@@ -133,10 +135,211 @@ fn round_trips(c: &mut Criterion) {
     g.finish();
 }
 
-fn spsc_throughput(c: &mut Criterion) {
-    let mut g = c.benchmark_group("spsc throughput, u64");
+/// Times `n` messages from the calling thread (pinned to the first CPU) to a consumer thread
+/// (pinned to the second): `produce` pushes all `n`, `consume` pops until it has `n`.
+fn two_threads<Rx: Send + 'static>(
+    n: u64,
+    rx: Rx,
+    produce: impl FnOnce(u64),
+    consume: impl FnOnce(Rx, u64) + Send + 'static,
+) -> Duration {
+    pin_thread(0);
+    let consumer = std::thread::spawn(move || {
+        pin_thread(1);
+        consume(rx, n)
+    });
+    let t = Instant::now();
+    produce(n);
+    consumer.join().unwrap();
+    let d = t.elapsed();
+    unpin_thread();
+    d
+}
+
+type Msg64 = [u64; 8];
+
+fn spsc_in_process(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spsc throughput, 2 threads");
     g.throughput(Throughput::Elements(1));
-    // Between two processes, one at a time and in chunks of 64.
+    macro_rules! one_at_a_time {
+        ($t:ty, $label:literal, $make:expr) => {{
+            let make: fn(u64) -> $t = $make;
+            g.bench_function(concat!("shmring ", $label), |b| {
+                b.iter_custom(|n| {
+                    let ring = spsc::Ring::<$t>::in_process(4096).unwrap();
+                    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+                    tx.set_wait_strategy(WaitStrategy::BusySpin);
+                    rx.set_wait_strategy(WaitStrategy::BusySpin);
+                    two_threads(
+                        n,
+                        rx,
+                        |n| (0..n).for_each(|i| tx.push(make(i)).unwrap()),
+                        |mut rx, n| {
+                            (0..n).for_each(|_| {
+                                black_box(rx.pop().unwrap());
+                            })
+                        },
+                    )
+                })
+            });
+            g.bench_function(concat!("rtrb ", $label), |b| {
+                b.iter_custom(|n| {
+                    let (mut tx, rx) = rtrb::RingBuffer::<$t>::new(4096);
+                    two_threads(
+                        n,
+                        rx,
+                        |n| {
+                            for i in 0..n {
+                                while tx.push(make(i)).is_err() {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                        },
+                        |mut rx, n| {
+                            let mut got = 0;
+                            while got < n {
+                                match rx.pop() {
+                                    Ok(v) => {
+                                        black_box(v);
+                                        got += 1;
+                                    }
+                                    Err(_) => std::hint::spin_loop(),
+                                }
+                            }
+                        },
+                    )
+                })
+            });
+            g.bench_function(concat!("crossbeam ArrayQueue ", $label), |b| {
+                b.iter_custom(|n| {
+                    let q = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<$t>::new(4096));
+                    let tx = q.clone();
+                    two_threads(
+                        n,
+                        q,
+                        |n| {
+                            for i in 0..n {
+                                while tx.push(make(i)).is_err() {
+                                    std::hint::spin_loop();
+                                }
+                            }
+                        },
+                        |q, n| {
+                            let mut got = 0;
+                            while got < n {
+                                match q.pop() {
+                                    Some(v) => {
+                                        black_box(v);
+                                        got += 1;
+                                    }
+                                    None => std::hint::spin_loop(),
+                                }
+                            }
+                        },
+                    )
+                })
+            });
+            g.bench_function(concat!("std sync_channel ", $label), |b| {
+                b.iter_custom(|n| {
+                    let (tx, rx) = std::sync::mpsc::sync_channel::<$t>(4096);
+                    two_threads(
+                        n,
+                        rx,
+                        |n| (0..n).for_each(|i| tx.send(make(i)).unwrap()),
+                        |rx, n| {
+                            (0..n).for_each(|_| {
+                                black_box(rx.recv().unwrap());
+                            })
+                        },
+                    )
+                })
+            });
+        }};
+    }
+    one_at_a_time!(u64, "u64", |i| i);
+    one_at_a_time!(Msg64, "64B", |i| [i; 8]);
+    // Chunks of 64 (the peers without a chunk API are left out).
+    g.bench_function("shmring u64 chunks of 64", |b| {
+        b.iter_custom(|n| {
+            let ring = spsc::Ring::<u64>::in_process(4096).unwrap();
+            let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+            two_threads(
+                n,
+                rx,
+                |n| {
+                    let mut i = 0;
+                    while i < n {
+                        let want = (n - i).min(64) as usize;
+                        if let Ok(mut chunk) = tx.write_chunk_uninit(want) {
+                            let (a, b2) = chunk.as_mut_slices();
+                            for (k, s) in a.iter_mut().chain(b2.iter_mut()).enumerate() {
+                                *s = i + k as u64;
+                            }
+                            chunk.commit_all();
+                            i += want as u64;
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                },
+                |mut rx, n| {
+                    let mut got = 0;
+                    let mut buf = [0u64; 64];
+                    while got < n {
+                        let k = rx.pop_slice(&mut buf);
+                        black_box(&buf[..k]);
+                        if k == 0 {
+                            std::hint::spin_loop();
+                        }
+                        got += k as u64;
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("rtrb u64 chunks of 64", |b| {
+        b.iter_custom(|n| {
+            let (mut tx, rx) = rtrb::RingBuffer::<u64>::new(4096);
+            two_threads(
+                n,
+                rx,
+                |n| {
+                    let mut i = 0;
+                    while i < n {
+                        let want = (n - i).min(64) as usize;
+                        if let Ok(chunk) = tx.write_chunk_uninit(want) {
+                            chunk.fill_from_iter(i..);
+                            i += want as u64;
+                        } else {
+                            std::hint::spin_loop();
+                        }
+                    }
+                },
+                |mut rx, n| {
+                    let mut got = 0;
+                    while got < n {
+                        let k = rx.slots().min(64);
+                        if k == 0 {
+                            std::hint::spin_loop();
+                            continue;
+                        }
+                        let chunk = rx.read_chunk(k).unwrap();
+                        let (a, b2) = chunk.as_slices();
+                        black_box((a, b2));
+                        chunk.commit_all();
+                        got += k as u64;
+                    }
+                },
+            )
+        })
+    });
+    g.finish();
+}
+
+/// Between two processes: this process produces, a peer consumes (started once).
+fn spsc_two_processes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spsc throughput, 2 processes, u64");
+    g.throughput(Throughput::Elements(1));
     for chunked in [false, true] {
         let name = unique_name("tput");
         let ring = spsc::create::<u64>(&name, 4096).unwrap();
@@ -144,10 +347,11 @@ fn spsc_throughput(c: &mut Criterion) {
         tx.set_wait_strategy(WaitStrategy::BusySpin);
         let child = spawn_peer("spsc-sink", &name);
         let label = if chunked {
-            "shmring, 2 processes, chunks of 64"
+            "shmring chunks of 64"
         } else {
-            "shmring, 2 processes, one at a time"
+            "shmring one at a time"
         };
+        pin_thread(0);
         g.bench_function(label, |b| {
             b.iter_custom(|n| {
                 let start = ring.stats().pops;
@@ -175,103 +379,115 @@ fn spsc_throughput(c: &mut Criterion) {
                 t.elapsed()
             })
         });
+        unpin_thread();
         drop(tx);
         drop(child);
     }
-    // In-process, two threads: shmring's heap ring and rtrb side by side.
-    g.bench_function("shmring, 2 threads", |b| {
-        b.iter_custom(|n| {
-            let ring = spsc::Ring::<u64>::in_process(4096).unwrap();
-            let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-            tx.set_wait_strategy(WaitStrategy::BusySpin);
-            rx.set_wait_strategy(WaitStrategy::BusySpin);
-            let consumer = std::thread::spawn(move || {
-                for _ in 0..n {
-                    black_box(rx.pop().unwrap());
-                }
-            });
-            let t = Instant::now();
-            for i in 0..n {
-                tx.push(i).unwrap();
-            }
-            consumer.join().unwrap();
-            t.elapsed()
-        })
-    });
-    g.bench_function("rtrb, 2 threads", |b| {
-        b.iter_custom(|n| {
-            let (mut tx, mut rx) = rtrb::RingBuffer::<u64>::new(4096);
-            let consumer = std::thread::spawn(move || {
-                let mut got = 0;
-                while got < n {
-                    if let Ok(v) = rx.pop() {
-                        black_box(v);
-                        got += 1;
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-            let t = Instant::now();
-            for i in 0..n {
-                while tx.push(i).is_err() {
-                    std::hint::spin_loop();
-                }
-            }
-            consumer.join().unwrap();
-            t.elapsed()
-        })
-    });
     g.finish();
 }
 
-fn mpmc_throughput(c: &mut Criterion) {
-    let mut g = c.benchmark_group("mpmc throughput, u64, 1P1C threads");
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("shmring mpmc", |b| {
-        b.iter_custom(|n| {
-            let ring = mpmc::Ring::<u64>::in_process(4096).unwrap();
-            let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-            tx.set_wait_strategy(WaitStrategy::BusySpin);
-            rx.set_wait_strategy(WaitStrategy::BusySpin);
-            let consumer = std::thread::spawn(move || {
-                for _ in 0..n {
-                    black_box(rx.pop().unwrap());
-                }
-            });
-            let t = Instant::now();
-            for i in 0..n {
-                tx.push(i).unwrap();
-            }
-            consumer.join().unwrap();
-            t.elapsed()
-        })
-    });
-    g.bench_function("crossbeam ArrayQueue", |b| {
-        b.iter_custom(|n| {
-            let q = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(4096));
-            let q2 = q.clone();
-            let consumer = std::thread::spawn(move || {
-                let mut got = 0;
-                while got < n {
-                    if let Some(v) = q2.pop() {
-                        black_box(v);
-                        got += 1;
-                    } else {
-                        std::hint::spin_loop();
-                    }
-                }
-            });
-            let t = Instant::now();
-            for i in 0..n {
-                while q.push(i).is_err() {
+/// `p` producer and `p` consumer threads, pinned round robin; `n` messages in all.
+fn mpmc_threads<Q: Send + Sync + 'static>(
+    n: u64,
+    p: u64,
+    q: std::sync::Arc<Q>,
+    push: fn(&Q, u64),
+    pop: fn(&Q) -> bool,
+) -> Duration {
+    let start = std::sync::Arc::new(std::sync::Barrier::new(2 * p as usize + 1));
+    let mut hs = Vec::new();
+    for k in 0..p {
+        let (q1, start1) = (q.clone(), start.clone());
+        let share = n / p + u64::from(k < n % p);
+        hs.push(std::thread::spawn(move || {
+            pin_thread(k as usize);
+            start1.wait();
+            (0..share).for_each(|i| push(&q1, i));
+        }));
+        let (q, start) = (q.clone(), start.clone());
+        hs.push(std::thread::spawn(move || {
+            pin_thread((p + k) as usize);
+            start.wait();
+            let mut got = 0;
+            while got < share {
+                if pop(&q) {
+                    got += 1;
+                } else {
                     std::hint::spin_loop();
                 }
             }
-            consumer.join().unwrap();
-            t.elapsed()
-        })
-    });
+        }));
+    }
+    start.wait();
+    let t = Instant::now();
+    hs.into_iter().for_each(|h| h.join().unwrap());
+    t.elapsed()
+}
+
+/// Per-thread shmring MPMC handles (each thread joins the ring itself).
+struct ShmMpmc(mpmc::Ring<u64>);
+
+thread_local! {
+    static HANDLES: std::cell::RefCell<Option<(mpmc::Producer<u64>, mpmc::Consumer<u64>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn shm_push(q: &ShmMpmc, v: u64) {
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        let (tx, _) = h.get_or_insert_with(|| join(&q.0));
+        tx.push(v).unwrap();
+    })
+}
+
+fn shm_pop(q: &ShmMpmc) -> bool {
+    HANDLES.with(|h| {
+        let mut h = h.borrow_mut();
+        let (_, rx) = h.get_or_insert_with(|| join(&q.0));
+        // The blocking pop with BusySpin is how a shmring consumer thread waits; each
+        // consumer takes exactly its share, so it never blocks past the end.
+        rx.pop().map(black_box).is_ok()
+    })
+}
+
+fn join(r: &mpmc::Ring<u64>) -> (mpmc::Producer<u64>, mpmc::Consumer<u64>) {
+    let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    rx.set_wait_strategy(WaitStrategy::BusySpin);
+    (tx, rx)
+}
+
+fn mpmc_throughput(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mpmc throughput, u64, threads");
+    g.throughput(Throughput::Elements(1));
+    let cpus = allowed_cpus().len();
+    for p in [1u64, 2, 4] {
+        if p > 1 && (2 * p) as usize > cpus.max(4) {
+            continue; // 4P4C only where there are 8 cores
+        }
+        g.bench_function(format!("shmring mpmc {p}P{p}C"), |b| {
+            b.iter_custom(|n| {
+                let q = std::sync::Arc::new(ShmMpmc(mpmc::Ring::in_process(4096).unwrap()));
+                mpmc_threads(n, p, q, shm_push, shm_pop)
+            })
+        });
+        g.bench_function(format!("crossbeam ArrayQueue {p}P{p}C"), |b| {
+            b.iter_custom(|n| {
+                let q = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(4096));
+                mpmc_threads(
+                    n,
+                    p,
+                    q,
+                    |q, v| {
+                        while q.push(v).is_err() {
+                            std::hint::spin_loop();
+                        }
+                    },
+                    |q| q.pop().map(black_box).is_some(),
+                )
+            })
+        });
+    }
     g.finish();
 }
 
@@ -285,10 +501,11 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = round_trips, spsc_throughput, mpmc_throughput
+    targets = round_trips, spsc_in_process, spsc_two_processes, mpmc_throughput
 }
 
 fn main() {
+    allowed_cpus(); // before any pinning
     if let Some((role, name)) = child_role() {
         peer(&role, &name);
         return;

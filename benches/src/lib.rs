@@ -49,3 +49,56 @@ impl Drop for PeerProcess {
         let _ = self.0.wait();
     }
 }
+
+/// The CPUs this process could run on when first asked (call it before pinning anything:
+/// threads inherit their creator's pinning).
+pub fn allowed_cpus() -> Vec<usize> {
+    static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    CPUS.get_or_init(read_affinity).clone()
+}
+
+fn read_affinity() -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain bits; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable `cpu_set_t` of the size passed.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc != 0 {
+        return Vec::new();
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `CPU_ISSET` reads bit `c < max` of `set`.
+    (0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins the calling thread to the `k`-th allowed CPU (round robin), so that two-thread
+/// benches compare peers on distinct cores; does nothing on a one-CPU machine.
+pub fn pin_thread(k: usize) {
+    let cpus = allowed_cpus();
+    if cpus.len() < 2 {
+        return;
+    }
+    let cpu = cpus[k % cpus.len()];
+    // SAFETY: as above.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` came from the set's own range.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid `cpu_set_t` of the size passed; 0 is this thread. A failure
+    // only leaves the thread unpinned.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
+
+/// Unpins the calling thread (any allowed CPU).
+pub fn unpin_thread() {
+    let cpus = allowed_cpus();
+    // SAFETY: as above.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for c in cpus {
+        // SAFETY: `c` came from the set's own range.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: as in `pin_thread`.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+}
