@@ -38,9 +38,6 @@ pub struct ReadmeDoctests;
 
 mod end;
 mod error;
-#[cfg(feature = "fault-injection")]
-#[doc(hidden)]
-pub mod fault;
 #[cfg(not(shm_loom))]
 mod inspect;
 mod mem;
@@ -58,7 +55,7 @@ pub use wait::WaitStrategy;
 macro_rules! fault_point {
     ($name:literal) => {
         #[cfg(feature = "fault-injection")]
-        $crate::fault::point($name);
+        shm_sync::fault::point($name);
     };
 }
 pub(crate) use fault_point;

@@ -31,6 +31,7 @@ fn child_spsc() {
     match std::env::var(ROLE).unwrap().as_str() {
         "produce" => produce(&name),
         "produce-forever" => produce_forever(&name),
+        "push-each" => push_each(&name),
         "hold-producer" => hold_producer(&name),
         "echo" => echo(&name),
         other => panic!("unknown role {other}"),
@@ -177,6 +178,54 @@ const MESSAGES: u64 = 10_000_000;
 
 fn checksum(a: u64, v: u64) -> u64 {
     a.rotate_left(5) ^ v.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Pushes 0, 1, 2, ... one at a time (blocking) until COUNT.
+fn push_each(name: &str) {
+    let n: u64 = std::env::var(COUNT).unwrap().parse().unwrap();
+    let mut tx = spsc::open::<u64>(name).unwrap().producer().unwrap();
+    println!("CHILD:attached");
+    for i in 0..n {
+        tx.push(i).unwrap();
+    }
+}
+
+#[test]
+fn producer_killed_between_writing_a_slot_and_publishing_it() {
+    let name = unique_name("spsc-fault-written");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut doomed = role("push-each", &name);
+    // Its 1000th push writes the slot, then the process dies before moving `tail`.
+    doomed
+        .env(COUNT, "100000")
+        .env("SHMRING_FAULT", "spsc-producer-written:1000");
+    let mut doomed = Running::spawn(doomed);
+    let mut next = 0u64;
+    loop {
+        match rx.pop_timeout(Duration::from_secs(10)) {
+            Ok(v) => {
+                assert_eq!(v, next, "out of order or duplicated");
+                next += 1;
+            }
+            Err(PopError::PeerDied) => break,
+            Err(e) => panic!("after {next} items: {e}"),
+        }
+    }
+    assert!(!doomed.wait_success(Duration::from_secs(10)), "it died");
+    // Everything published arrived, once, in order; the written-but-unpublished slot did not.
+    assert_eq!(next, 999);
+    let st = ring.stats();
+    assert_eq!((st.pushes, st.pops), (999, 999));
+    assert!(matches!(
+        st.producer,
+        EndStatus::Attached { alive: false, .. }
+    ));
+    // A new producer takes the end over and the ring goes on from where it was published.
+    let mut tx = ring.producer().unwrap();
+    tx.push(7).unwrap();
+    assert_eq!(rx.pop().unwrap(), 7);
 }
 
 fn produce(name: &str) {

@@ -160,6 +160,7 @@ impl Condvar {
     pub fn notify_one(&self) {
         // Release: pairs with the Acquire load of `seq` in `wait_inner`.
         self.seq.fetch_add(1, Ordering::Release);
+        crate::fault_point!("condvar-notified");
         // SeqCst fence: pairs with the fence in `wait_inner`.
         fence(Ordering::SeqCst);
         if self.waiters.load(Ordering::Relaxed) != 0 {

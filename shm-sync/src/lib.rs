@@ -45,6 +45,9 @@
 pub mod barrier;
 mod condvar;
 mod error;
+#[cfg(feature = "fault-injection")]
+#[doc(hidden)]
+pub mod fault;
 pub mod futex;
 mod mutex;
 mod owner;
@@ -69,3 +72,12 @@ pub use seqlock::{SeqLock, SeqLockError};
 pub use shared::{InPlace, Shared, SYNC_LAYOUT_VERSION};
 pub use shm_core;
 pub use spin::{SpinLock, SpinLockGuard, SPIN_LIVENESS_INTERVAL};
+
+/// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).
+macro_rules! fault_point {
+    ($name:literal) => {
+        #[cfg(feature = "fault-injection")]
+        $crate::fault::point($name);
+    };
+}
+pub(crate) use fault_point;

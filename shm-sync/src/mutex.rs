@@ -383,6 +383,7 @@ impl<T> Mutex<T> {
         // kernel hands the lock to the top waiter without any error. Only the holder writes
         // `owner` (we hold the lock now), so a load and a store do: no read-modify-write.
         let prev = self.owner.load(Ordering::Relaxed);
+        crate::fault_point!("mutex-locked-unrecorded");
         self.owner.store(owner_word(me), Ordering::Relaxed);
         let owner_died = owner_died || prev != 0;
         let guard = MutexGuard {
@@ -408,6 +409,7 @@ impl<T> Mutex<T> {
             self.state.store(robust::NOT_RECOVERABLE, Ordering::Relaxed);
         }
         self.owner.store(0, Ordering::Relaxed);
+        crate::fault_point!("mutex-unlocking");
         #[cfg(not(shm_loom))]
         if self.protocol() == Protocol::PriorityInheritance {
             let me = owner::me().tid;

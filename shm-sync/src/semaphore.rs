@@ -151,6 +151,7 @@ impl Semaphore {
                 Err(now) => c = now,
             }
         }
+        crate::fault_point!("semaphore-released");
         // SeqCst fence: pairs with the fence in `acquire_until`.
         fence(Ordering::SeqCst);
         if n > 0 && self.waiters.load(Ordering::Relaxed) != 0 {
@@ -226,6 +227,7 @@ impl Event {
     pub fn set(&self) {
         // Release: pairs with the Acquire in `try_wait`.
         self.state.store(1, Ordering::Release);
+        crate::fault_point!("event-set");
         // SeqCst fence: pairs with the fence in `wait_until` (either we see the waiter, or
         // its futex wait sees state != 0).
         fence(Ordering::SeqCst);

@@ -290,6 +290,7 @@ impl<T> Drop for SpinLockGuard<'_, T> {
                 .state
                 .store(robust::NOT_RECOVERABLE, Ordering::Relaxed);
         }
+        crate::fault_point!("spin-unlocking");
         // Release: publishes our writes to the data (and to `state`); pairs with the Acquire
         // compare-exchange of the next locker.
         self.lock.word.store(0, Ordering::Release);

@@ -4,7 +4,18 @@
 //! `SHMRING_FAULT=<point>:<n>:<ms>` it stalls there for `ms` milliseconds instead (a
 //! descheduled, not dead, peer).
 //!
-//! Points: `mpmc-producer-claimed` (tail claimed, slot not marked),
+//! The module lives in shm-sync so that shm-sync's and shm-ring's points share one switch;
+//! shm-ring's `fault-injection` feature turns on shm-sync's.
+//!
+//! Points in shm-sync:
+//! `mutex-locked-unrecorded` (lock word taken, holder's start time not yet recorded),
+//! `mutex-unlocking` (record cleared, word not yet released),
+//! `spin-unlocking` (guard's data dropped, word not yet released),
+//! `semaphore-released` (count raised, sleepers not yet woken),
+//! `event-set` (state set, sleepers not yet woken),
+//! `condvar-notified` (sequence bumped, sleepers not yet woken).
+//!
+//! Points in shm-ring: `mpmc-producer-claimed` (tail claimed, slot not marked),
 //! `mpmc-producer-written` (slot marked WRITING and written, not published),
 //! `mpmc-consumer-read` (slot marked READING and read, not released),
 //! `mpmc-consumer-skipping` (a skipped slot released, head not yet moved past it),
