@@ -864,9 +864,11 @@ impl<T: Pod> Consumer<T> {
                 pos = c.head.pos.load(Ordering::Relaxed);
                 continue;
             }
-            if state == cap {
-                // Released (consumed or skipped). If `head` still points here, a consumer
-                // died between a skip's two steps: finish it.
+            if state.wrapping_sub(cap) <= READING {
+                // Released (consumed or skipped), and perhaps already claimed, marked or
+                // published by the next lap's producer. A consumer claims (moves `head`)
+                // before it releases, so if `head` still points here, a consumer died (or
+                // stalls) between a skip's two steps: finish it.
                 if c.head.pos.load(Ordering::Relaxed) == pos {
                     self.finish_skip(pos);
                 }

@@ -457,6 +457,41 @@ fn consumer_killed_mid_skip_is_finished_by_the_next() {
     assert_eq!(ring.stats().skipped, 1);
 }
 
+#[test]
+fn a_half_finished_skip_survives_producers_lapping_the_ring() {
+    let name = unique_name("mpmc-kill-skip-lap");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut doomed_p = role("produce", &name, 1);
+    doomed_p
+        .env("SHMRING_FAULT", "mpmc-producer-claimed:3")
+        .env("SHMRING_COUNT", "10");
+    let mut doomed_p = Running::spawn(doomed_p);
+    assert!(!doomed_p.wait_success(Duration::from_secs(30)));
+    // The consumer takes items 0 and 1, then dies half-way through skipping claim 2: its
+    // slot is released for the next lap, `head` still points at it.
+    let mut doomed_c = role("consume", &name, 0);
+    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
+    let mut doomed_c = Running::spawn(doomed_c);
+    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    // Before any consumer comes back, a producer fills the ring: its 8th push laps onto
+    // the skipped slot (positions 3..=10).
+    let mut tx = ring.producer().unwrap();
+    for i in 0..8u64 {
+        tx.push_timeout(msg(3, i), Duration::from_secs(10)).unwrap();
+    }
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..8u64 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(msg(3, i)));
+    }
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    assert_eq!(ring.stats().skipped, 1);
+}
+
 // ------------------------------------------------------------ wrap-around, roles, bad input
 
 #[test]
