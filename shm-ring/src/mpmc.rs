@@ -875,6 +875,13 @@ impl<T: Pod> Consumer<T> {
                 pos = c.head.pos.load(Ordering::Relaxed);
                 continue;
             }
+            let prev = seq.wrapping_sub(pos.wrapping_sub(cap));
+            if (prev == PUBLISHED || prev == READING) && c.head.pos.load(Ordering::Relaxed) == pos {
+                // The previous lap's item is still claimed (or being read) by a consumer
+                // that has not released it: a stalled one, or a dead one whose claim the
+                // producers give up after the claim timeout. Nothing is ready at `pos` yet.
+                return Attempt::Blocked;
+            }
             // READING (another consumer has it), a later lap, or garbage: re-read.
             pos = c.head.pos.load(Ordering::Relaxed);
             shm_sync::primitive::spin_hint();
@@ -897,6 +904,7 @@ impl<T: Pod> Consumer<T> {
         let cap = mem.cap();
         let slot = mem.slot(pos);
         self.stuck = None;
+        crate::fault_point!("mpmc-consumer-claimed");
         slot.reader.store(self.me, Ordering::Relaxed);
         // Mark READING. Release: the `reader` store is visible with the mark. Fails only
         // if producers reclaimed our unmarked claim after the claim timeout: then we read

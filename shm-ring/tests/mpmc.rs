@@ -458,6 +458,51 @@ fn consumer_killed_mid_skip_is_finished_by_the_next() {
 }
 
 #[test]
+fn a_consumer_killed_between_claiming_and_marking_blocks_nobody() {
+    for point in ["mpmc-consumer-claimed", "mpmc-consumer-read"] {
+        let name = unique_name("mpmc-kill-claim");
+        let _c = Cleanup(name.clone());
+        let ring = mpmc::Builder::<u64>::new(&name)
+            .capacity(4)
+            .claim_timeout(Duration::from_millis(300))
+            .create()
+            .unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.push(msg(1, 0)).unwrap();
+        // The doomed consumer claims position 0 (and, at the second point, marks it READING
+        // and reads it), then dies without releasing it.
+        let mut doomed = role("consume", &name, 0);
+        doomed.env("SHMRING_FAULT", format!("{point}:1"));
+        let mut doomed = Running::spawn(doomed);
+        assert!(
+            !doomed.wait_success(Duration::from_secs(30)),
+            "{point}: it died"
+        );
+        // A live consumer reaches the dead claim's slot on the next lap (position 4) before
+        // the producers have given it up: it waits (it used to call that Corrupted), the
+        // producer reclaims the slot after the claim timeout, and the ring goes on.
+        let mut rx = ring.consumer().unwrap();
+        let producer = std::thread::spawn(move || {
+            for i in 1..=12u64 {
+                tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
+            }
+            tx
+        });
+        for i in 1..=12u64 {
+            assert_eq!(
+                rx.pop_timeout(Duration::from_secs(10)),
+                Ok(msg(1, i)),
+                "{point}"
+            );
+        }
+        let _tx = producer.join().unwrap();
+        let st = ring.stats();
+        assert_eq!(st.reclaimed, 1, "{point}: {st:?}");
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+}
+
+#[test]
 fn a_half_finished_skip_survives_producers_lapping_the_ring() {
     let name = unique_name("mpmc-kill-skip-lap");
     let _c = Cleanup(name.clone());

@@ -17,6 +17,7 @@
 //!
 //! Points in shm-ring: `mpmc-producer-claimed` (tail claimed, slot not marked),
 //! `mpmc-producer-written` (slot marked WRITING and written, not published),
+//! `mpmc-consumer-claimed` (head claimed, slot not marked READING),
 //! `mpmc-consumer-read` (slot marked READING and read, not released),
 //! `mpmc-consumer-skipping` (a skipped slot released, head not yet moved past it),
 //! `spsc-producer-written` (slot written, tail not published).

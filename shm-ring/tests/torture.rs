@@ -1,0 +1,744 @@
+//! Crash torture: round after round, a worker process does random operations on a lock or
+//! a ring while this process works on it too, and is SIGKILLed at a random moment. After
+//! each kill the survivors must make progress (no call blocks past `HANG`), hear of the
+//! death where the protocol says so (`OwnerDied` / `PeerDied`), and lose no committed
+//! message nor deliver one twice (checked with sequence numbers).
+//!
+//! `SHMRING_TORTURE_ROUNDS` (default 200) sets the rounds, `SHMRING_TORTURE_SEED` replays
+//! a run. Long run: `SHMRING_TORTURE_ROUNDS=10000 cargo test --release -p shm-ring --test
+//! torture -- --nocapture`.
+#![cfg(not(shm_loom))]
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytemuck::{Pod, Zeroable};
+use common::*;
+use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
+use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError};
+use shm_sync::{LockError, Mutex, Protocol, Shared, SpinLock};
+
+const ROLE: &str = "SHMRING_TORTURE_ROLE";
+const SEED: &str = "SHMRING_TORTURE_SEED";
+/// A survivor still blocked after this has hung (every documented bound is far below it).
+const HANG: Duration = Duration::from_secs(5);
+/// MPMC claim timeout in these rounds (the bound for giving up a dead peer's claim).
+const CLAIM_TIMEOUT: Duration = Duration::from_millis(50);
+/// Most items a parent producer pushes in one MPMC round (the size of the consumer's log).
+const LOG_LEN: u64 = 1 << 20;
+
+/// xorshift64*: small, seedable, good enough to pick operations and delays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Clone, Copy, Pod, Zeroable, Debug)]
+#[repr(C)]
+struct Ledger {
+    /// Bumped first in a critical section...
+    a: u64,
+    /// ...and this last: a holder killed in between leaves `a == b + 1`.
+    b: u64,
+}
+
+fn log_layout() -> (Layout, Region<AtomicU8>) {
+    let mut l = Layout::new();
+    let r = l.push::<AtomicU8>(LOG_LEN).unwrap();
+    (l, r)
+}
+
+fn log_builder(name: &str) -> SegmentBuilder {
+    SegmentBuilder::new(name)
+        .kind(Kind::Raw)
+        .fingerprint(Fingerprint::untyped(0x0074_6f72_746c_6f67))
+        .layout(&log_layout().0)
+}
+
+// ------------------------------------------------------------------------------------------
+// Workers (child processes): random operations until killed.
+
+#[test]
+#[ignore = "child process of the torture test"]
+fn child_torture() {
+    let Some(name) = child_name() else { return };
+    let mut rng = Rng(std::env::var(SEED).unwrap().parse::<u64>().unwrap() | 1);
+    match std::env::var(ROLE).unwrap().as_str() {
+        "mutex" => {
+            let m = Shared::<Mutex<Ledger>>::open(&name).unwrap();
+            println!("CHILD:ready");
+            loop {
+                mutex_op(&m, &mut rng);
+            }
+        }
+        "spin" => {
+            let s = Shared::<SpinLock<Ledger>>::open(&name).unwrap();
+            println!("CHILD:ready");
+            loop {
+                spin_op(&s, &mut rng);
+            }
+        }
+        "spsc-producer" => {
+            let mut tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:ready");
+            let mut next = 0u64;
+            loop {
+                spsc_produce(&mut tx, &mut next, &mut rng);
+            }
+        }
+        "spsc-consumer" => {
+            let mut rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:ready");
+            let mut next = 0u64;
+            loop {
+                spsc_consume(&mut rx, &mut next, &mut rng).unwrap();
+            }
+        }
+        "mpmc-producer" => {
+            let mut tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:ready");
+            let mut next = 0u64;
+            loop {
+                let v = 1 << 48 | next;
+                match tx.push_timeout(v, HANG) {
+                    Ok(()) => next += 1,
+                    Err(PushError::Expired(_)) => {} // our claim was skipped: retry
+                    Err(e) => panic!("worker push: {e}"),
+                }
+                if rng.below(8) == 0 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        "mpmc-consumer" => {
+            let mut rx = mpmc::open::<u64>(&name).unwrap().consumer().unwrap();
+            let log_seg = log_builder(&format!("{name}-log")).open().unwrap();
+            let log = log_seg.region(log_layout().1).unwrap();
+            println!("CHILD:ready");
+            loop {
+                match rx.pop_timeout(Duration::from_millis(1 + rng.below(3))) {
+                    Ok(v) => {
+                        // Relaxed: read by the parent only after we are dead and reaped.
+                        let seq = (v & ((1 << 48) - 1)) as usize;
+                        assert_eq!(log[seq].swap(1, Ordering::Relaxed), 0, "delivered twice");
+                    }
+                    Err(PopError::Timeout | PopError::Expired) => {}
+                    Err(e) => panic!("worker pop: {e}"),
+                }
+            }
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// One random lock operation: lock / try_lock / lock_timeout, a critical section that
+/// bumps `a` then `b`, repairing after a dead holder.
+fn mutex_op(m: &Mutex<Ledger>, rng: &mut Rng) -> Option<bool> {
+    let r = match rng.below(3) {
+        0 => m.lock(),
+        1 => m.try_lock(),
+        _ => m.lock_timeout(Duration::from_micros(rng.below(2000))),
+    };
+    let (mut g, died) = match r {
+        Ok(g) => (g, false),
+        Err(LockError::OwnerDied(mut g)) => {
+            assert!(g.a == g.b || g.a == g.b + 1, "ledger broken: {:?}", *g);
+            g.b = g.a;
+            g.mark_consistent();
+            (g, true)
+        }
+        Err(LockError::WouldBlock | LockError::Timeout) => return None,
+        Err(e) => panic!("lock: {e}"),
+    };
+    assert_eq!(g.a, g.b, "two holders at once, or an unreported death");
+    g.a += 1;
+    for _ in 0..rng.below(64) {
+        std::hint::spin_loop();
+    }
+    g.b += 1;
+    Some(died)
+}
+
+fn spin_op(s: &SpinLock<Ledger>, rng: &mut Rng) -> Option<bool> {
+    let r = match rng.below(3) {
+        0 => s.lock(),
+        1 => s.try_lock(),
+        _ => s.lock_timeout(Duration::from_micros(rng.below(2000))),
+    };
+    let (mut g, died) = match r {
+        Ok(g) => (g, false),
+        Err(LockError::OwnerDied(mut g)) => {
+            assert!(g.a == g.b || g.a == g.b + 1, "ledger broken: {:?}", *g);
+            g.b = g.a;
+            g.mark_consistent();
+            (g, true)
+        }
+        Err(LockError::WouldBlock | LockError::Timeout) => return None,
+        Err(e) => panic!("lock: {e}"),
+    };
+    assert_eq!(g.a, g.b, "two holders at once, or an unreported death");
+    g.a += 1;
+    for _ in 0..rng.below(64) {
+        std::hint::spin_loop();
+    }
+    g.b += 1;
+    Some(died)
+}
+
+/// Pushes the next few sequence numbers: one at a time, or a chunk committed in part.
+fn spsc_produce(tx: &mut spsc::Producer<u64>, next: &mut u64, rng: &mut Rng) {
+    match rng.below(3) {
+        0 => {
+            if tx.push_timeout(*next, Duration::from_millis(2)).is_ok() {
+                *next += 1;
+            }
+        }
+        1 => {
+            if tx.try_push(*next).is_ok() {
+                *next += 1;
+            }
+        }
+        _ => {
+            let want = 1 + rng.below(16) as usize;
+            if let Ok(mut c) = tx.write_chunk_uninit(want) {
+                for k in 0..want {
+                    c.set(k, *next + k as u64);
+                }
+                let commit = rng.below(want as u64 + 1) as usize;
+                c.commit(commit);
+                *next += commit as u64;
+            }
+        }
+    }
+}
+
+/// Pops a few items, checking they continue the sequence; `Err` once the producer is gone.
+fn spsc_consume(
+    rx: &mut spsc::Consumer<u64>,
+    next: &mut u64,
+    rng: &mut Rng,
+) -> Result<(), PopError> {
+    let mut check = |v: u64| {
+        assert_eq!(v, *next, "lost, duplicated or reordered");
+        *next += 1;
+    };
+    match rng.below(3) {
+        0 => match rx.pop_timeout(Duration::from_millis(2)) {
+            Ok(v) => check(v),
+            Err(PopError::Timeout) => {}
+            Err(e) => return Err(e),
+        },
+        1 => match rx.try_pop() {
+            Ok(v) => check(v),
+            Err(PopError::Empty) => {}
+            Err(e) => return Err(e),
+        },
+        _ => {
+            let want = 1 + rng.below(16) as usize;
+            match rx.read_chunk(want) {
+                Ok(c) => {
+                    let commit = rng.below(want as u64 + 1) as usize;
+                    for k in 0..commit {
+                        check(c.get(k));
+                    }
+                    c.commit(commit);
+                }
+                Err(ChunkError::TooFewSlots { .. }) => {}
+                Err(e) => panic!("read_chunk: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------------------------------
+// The parent: one round per scenario pick.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    Mutex,
+    MutexPi,
+    Spin,
+    SpscProducerDies,
+    SpscConsumerDies,
+    MpmcProducerDies,
+    MpmcConsumerDies,
+}
+
+const SCENARIOS: [Scenario; 7] = [
+    Scenario::Mutex,
+    Scenario::MutexPi,
+    Scenario::Spin,
+    Scenario::SpscProducerDies,
+    Scenario::SpscConsumerDies,
+    Scenario::MpmcProducerDies,
+    Scenario::MpmcConsumerDies,
+];
+
+/// What a round measured.
+#[derive(Default)]
+struct Outcome {
+    /// From the kill to the survivor learning of it (when it had to).
+    detected: Option<Duration>,
+    /// The death was reported (OwnerDied / PeerDied).
+    reported: bool,
+    /// MPMC: claims given up (skipped or reclaimed) after the claim timeout.
+    gave_up: u64,
+}
+
+/// Starts the worker, lets it run `run_for` after it is ready, and SIGKILLs it; fails if it
+/// died on its own first. Returns the instant the SIGKILL was sent.
+fn kill_after(worker: &mut Running, run_for: Duration) -> Instant {
+    worker.expect_line("ready", HANG);
+    std::thread::sleep(run_for);
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker died on its own (a check failed in it)"
+    );
+    // Timed from the moment SIGKILL is sent: the survivors' bound includes the kernel
+    // tearing the process down.
+    let killed = Instant::now();
+    worker.kill9();
+    killed
+}
+
+fn worker(role: &str, name: &str, seed: u64) -> Running {
+    let mut c = child("child_torture", name);
+    c.env(ROLE, role).env(SEED, seed.to_string());
+    Running::spawn(c)
+}
+
+/// Runs `op` until `stop`; returns when it first reported a dead holder.
+fn contend(
+    stop: &AtomicBool,
+    rng: &mut Rng,
+    mut op: impl FnMut(&mut Rng) -> Option<bool>,
+) -> Option<Instant> {
+    let mut died_at = None;
+    // Relaxed: a stop request, no data rides on it.
+    while !stop.load(Ordering::Relaxed) {
+        if op(rng) == Some(true) && died_at.is_none() {
+            died_at = Some(Instant::now());
+        }
+    }
+    died_at
+}
+
+fn lock_round(protocol: Option<Protocol>, seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-lock");
+    let _c = Cleanup(name.clone());
+    let role = if protocol.is_some() { "mutex" } else { "spin" };
+    let keep = match protocol {
+        Some(p) => Ok(Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), p)).unwrap()),
+        None => Err(Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap()),
+    };
+    let mut w = worker(role, &name, seed);
+    // A contender in this process, before and after the kill.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, name2) = (stop.clone(), name.clone());
+    let contender = std::thread::spawn(move || {
+        let mut rng = Rng(seed.rotate_left(17) | 1);
+        match protocol {
+            Some(_) => {
+                let m = Shared::<Mutex<Ledger>>::open(&name2).unwrap();
+                contend(&stop2, &mut rng, |r| mutex_op(&m, r))
+            }
+            None => {
+                let s = Shared::<SpinLock<Ledger>>::open(&name2).unwrap();
+                contend(&stop2, &mut rng, |r| spin_op(&s, r))
+            }
+        }
+    });
+    let killed = kill_after(&mut w, run_for);
+    // After the kill: the next lock must come back within HANG, telling of the death if
+    // the worker held the lock.
+    let t = Instant::now();
+    let (reported, at) = match &keep {
+        Ok(m) => match m.lock_timeout(HANG) {
+            Ok(g) => {
+                assert_eq!(g.a, g.b);
+                (false, Instant::now())
+            }
+            Err(LockError::OwnerDied(mut g)) => {
+                assert!(g.a == g.b || g.a == g.b + 1, "{:?}", *g);
+                g.b = g.a;
+                g.mark_consistent();
+                (true, Instant::now())
+            }
+            Err(e) => panic!("{role} after the kill: {e} (after {:?})", t.elapsed()),
+        },
+        Err(s) => match s.lock_timeout(HANG) {
+            Ok(g) => {
+                assert_eq!(g.a, g.b);
+                (false, Instant::now())
+            }
+            Err(LockError::OwnerDied(mut g)) => {
+                assert!(g.a == g.b || g.a == g.b + 1, "{:?}", *g);
+                g.b = g.a;
+                g.mark_consistent();
+                (true, Instant::now())
+            }
+            Err(e) => panic!("{role} after the kill: {e} (after {:?})", t.elapsed()),
+        },
+    };
+    stop.store(true, Ordering::Relaxed);
+    let contender_saw = contender.join().expect("the contender failed a check");
+    // Whoever learnt of the death first (the contender may have, while we waited).
+    let first = match contender_saw {
+        Some(c) if c >= killed && c < at => c,
+        _ => at,
+    };
+    let reported = reported || contender_saw.is_some_and(|c| c >= killed);
+    Outcome {
+        detected: reported.then(|| first.saturating_duration_since(killed)),
+        reported,
+        gave_up: 0,
+    }
+}
+
+fn spsc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-spsc-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 1 << (2 + seed % 6)).unwrap();
+    let mut w = worker("spsc-producer", &name, seed);
+    let mut rx = ring.consumer().unwrap();
+    let consumer = std::thread::spawn(move || {
+        let (mut next, mut rng) = (0u64, Rng(seed ^ 0x5eed | 1));
+        loop {
+            match spsc_consume(&mut rx, &mut next, &mut rng) {
+                Ok(()) => {}
+                Err(PopError::PeerDied) => return (next, Instant::now()),
+                Err(e) => panic!("consumer: {e} after {next}"),
+            }
+        }
+    });
+    let killed = kill_after(&mut w, run_for);
+    let t = Instant::now();
+    while !consumer.is_finished() {
+        assert!(t.elapsed() < HANG, "the consumer never learnt of the death");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (got, at) = consumer.join().expect("the consumer failed a check");
+    let st = ring.stats();
+    // Every committed item arrived, once, in order (checked item by item in the thread).
+    assert_eq!(
+        got, st.pushes,
+        "committed {} but delivered {got}",
+        st.pushes
+    );
+    assert_eq!(st.head, st.tail);
+    Outcome {
+        detected: Some(at.saturating_duration_since(killed)),
+        reported: true,
+        gave_up: 0,
+    }
+}
+
+fn spsc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-spsc-c");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 1 << (2 + seed % 6)).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut w = worker("spsc-consumer", &name, seed);
+    let producer = std::thread::spawn(move || {
+        let (mut next, mut rng) = (0u64, Rng(seed ^ 0xfeed | 1));
+        let t = Instant::now();
+        loop {
+            spsc_produce(&mut tx, &mut next, &mut rng);
+            // Once the ring is full and the consumer dead, pushes say so.
+            match tx.push_timeout(next, Duration::from_millis(1)) {
+                Ok(()) => next += 1,
+                Err(PushError::Timeout(_) | PushError::Full(_)) => {}
+                Err(PushError::PeerDied(_)) => return (next, Instant::now(), tx),
+                Err(e) => panic!("producer: {e}"),
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "producer never finished"
+            );
+        }
+    });
+    let killed = kill_after(&mut w, run_for);
+    let t = Instant::now();
+    while !producer.is_finished() {
+        assert!(t.elapsed() < HANG, "the producer never learnt of the death");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (pushed, at, _tx) = producer.join().expect("the producer failed a check");
+    // A new consumer takes the dead one's end and gets everything it had not released:
+    // from `head` on, in order (an item it read but did not release comes again).
+    let st = ring.stats();
+    assert_eq!(st.tail, pushed);
+    let mut rx = ring
+        .consumer()
+        .expect("the dead consumer's end can be taken over");
+    let mut next = st.head;
+    while let Ok(v) = rx.try_pop() {
+        assert_eq!(v, next, "lost, duplicated or reordered after the takeover");
+        next += 1;
+    }
+    assert_eq!(next, pushed, "items missing after the takeover");
+    Outcome {
+        detected: Some(at.saturating_duration_since(killed)),
+        reported: true,
+        gave_up: 0,
+    }
+}
+
+fn mpmc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-mpmc-p");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(1 << (2 + seed % 6))
+        .claim_timeout(CLAIM_TIMEOUT)
+        .create()
+        .unwrap();
+    let mut w = worker("mpmc-producer", &name, seed);
+    let mut rx = ring.consumer().unwrap();
+    let mut tx = ring.producer().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let producer = std::thread::spawn(move || {
+        let mut next = 0u64;
+        // Relaxed: a stop request, no data rides on it.
+        while !stop2.load(Ordering::Relaxed) && next < LOG_LEN {
+            match tx.push_timeout(2 << 48 | next, HANG) {
+                Ok(()) => next += 1,
+                Err(PushError::Expired(_)) => {} // our claim was skipped: retry
+                Err(e) => panic!("parent producer: {e}"),
+            }
+        }
+        next // dropping `tx` closes this producer
+    });
+    let consumer = std::thread::spawn(move || {
+        // Per producer: items received, and gaps (items lost because a claim of ours was
+        // reclaimed while this thread was descheduled past the claim timeout).
+        let (mut next, mut got, mut gaps) = ([0u64; 3], [0u64; 3], 0u64);
+        loop {
+            match rx.pop_timeout(HANG) {
+                Ok(v) => {
+                    let (id, seq) = ((v >> 48) as usize, v & ((1 << 48) - 1));
+                    assert!(id == 1 || id == 2, "garbage {v:#x}");
+                    assert!(
+                        seq >= next[id],
+                        "producer {id}: {seq} duplicated or reordered"
+                    );
+                    gaps += seq - next[id];
+                    next[id] = seq + 1;
+                    got[id] += 1;
+                }
+                Err(PopError::Expired) => {}
+                Err(PopError::PeerDied) | Err(PopError::Disconnected) => {
+                    return (next, got, gaps);
+                }
+                Err(PopError::Timeout) => panic!("consumer hung at {next:?}"),
+                Err(e) => panic!("consumer: {e} at {next:?}"),
+            }
+        }
+    });
+    let killed = kill_after(&mut w, run_for);
+    // Keep producing a little past the kill, then stop: the consumer must drain all of ours
+    // and get past the dead worker's abandoned claim, if it left one.
+    std::thread::sleep(CLAIM_TIMEOUT * 2);
+    stop.store(true, Ordering::Relaxed);
+    let ours = producer.join().expect("the parent producer failed a check");
+    let t = Instant::now();
+    while !consumer.is_finished() {
+        assert!(t.elapsed() < HANG, "the consumer hung after the kill");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (next, got, gaps) = consumer.join().expect("the consumer failed a check");
+    let st = ring.stats();
+    // Every claim was delivered once, or given up after the claim timeout: the dead
+    // worker's abandoned claim skipped, or an item of a (stalled) claim of ours reclaimed,
+    // which is the only way an item goes missing.
+    assert_eq!(
+        got[1] + got[2] + st.skipped + st.reclaimed,
+        st.pushes,
+        "{st:?}"
+    );
+    assert_eq!(
+        gaps, st.reclaimed,
+        "items lost beyond reclaimed claims: {st:?}"
+    );
+    assert_eq!(
+        next[2], ours,
+        "our producer pushed {ours}, last seen {}",
+        next[2]
+    );
+    let _ = killed;
+    Outcome {
+        detected: None,
+        reported: false,
+        gave_up: st.skipped + st.reclaimed,
+    }
+}
+
+fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-mpmc-c");
+    let _c = Cleanup(name.clone());
+    let _c2 = Cleanup(format!("{name}-log"));
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(1 << (2 + seed % 6))
+        .claim_timeout(CLAIM_TIMEOUT)
+        .create()
+        .unwrap();
+    let log_seg = log_builder(&format!("{name}-log")).create().unwrap();
+    let mut w = worker("mpmc-consumer", &name, seed);
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let producer = std::thread::spawn(move || {
+        let mut next = 0u64;
+        // Relaxed: a stop request, no data rides on it.
+        while !stop2.load(Ordering::Relaxed) && next < LOG_LEN {
+            match tx.push_timeout(next, HANG) {
+                Ok(()) => next += 1,
+                Err(PushError::Expired(_)) => {}
+                Err(e) => panic!("parent producer: {e}"),
+            }
+        }
+        next
+    });
+    let consumer = std::thread::spawn(move || {
+        let mut got = vec![false; LOG_LEN as usize];
+        loop {
+            match rx.pop_timeout(HANG) {
+                Ok(v) => {
+                    assert!(!got[v as usize], "{v} delivered twice");
+                    got[v as usize] = true;
+                }
+                Err(PopError::Expired) => {}
+                Err(PopError::Disconnected) => return got,
+                Err(e) => panic!("consumer: {e}"),
+            }
+        }
+    });
+    let killed = kill_after(&mut w, run_for);
+    std::thread::sleep(CLAIM_TIMEOUT * 2);
+    stop.store(true, Ordering::Relaxed);
+    let pushed = producer.join().expect("the parent producer failed a check");
+    let t = Instant::now();
+    while !consumer.is_finished() {
+        assert!(t.elapsed() < HANG, "the consumer hung after the kill");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let got = consumer.join().expect("the consumer failed a check");
+    let log = log_seg.region(log_layout().1).unwrap();
+    // Each item went to exactly one consumer, but for at most the one the worker was
+    // holding when it died (read or marked, not yet logged).
+    let mut missing = Vec::new();
+    for seq in 0..pushed {
+        // Relaxed: the worker is dead and reaped.
+        let by_worker = log[seq as usize].load(Ordering::Relaxed) == 1;
+        match (got[seq as usize], by_worker) {
+            (true, true) => panic!("{seq} delivered to both consumers"),
+            (false, false) => missing.push(seq),
+            _ => {}
+        }
+    }
+    // Lost: the worker's in-flight item (read and released, or marked and reclaimed), and
+    // items of claims of ours reclaimed while this process was descheduled.
+    let st = ring.stats();
+    assert!(
+        missing.len() as u64 <= 1 + st.reclaimed,
+        "{} items lost (first {:?}); stats {st:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)],
+    );
+    let _ = killed;
+    Outcome {
+        detected: None,
+        reported: false,
+        gave_up: st.skipped + st.reclaimed,
+    }
+}
+
+#[test]
+fn crash_torture() {
+    let rounds: u64 = std::env::var("SHMRING_TORTURE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var(SEED)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(mono_ns);
+    eprintln!("crash torture: {rounds} rounds, seed {seed} (replay with {SEED}={seed})");
+    let mut rng = Rng(seed | 1);
+    let mut kills = [0u64; SCENARIOS.len()];
+    let mut reported = [0u64; SCENARIOS.len()];
+    let mut detect: Vec<Vec<Duration>> = vec![Vec::new(); SCENARIOS.len()];
+    let mut gave_up = [0u64; SCENARIOS.len()];
+    let started = Instant::now();
+    for round in 0..rounds {
+        let k = rng.below(SCENARIOS.len() as u64) as usize;
+        let s = SCENARIOS[k];
+        let round_seed = rng.next();
+        let run_for = Duration::from_micros(rng.below(4000));
+        let out = std::panic::catch_unwind(|| match s {
+            Scenario::Mutex => lock_round(Some(Protocol::Normal), round_seed, run_for),
+            Scenario::MutexPi => {
+                lock_round(Some(Protocol::PriorityInheritance), round_seed, run_for)
+            }
+            Scenario::Spin => lock_round(None, round_seed, run_for),
+            Scenario::SpscProducerDies => spsc_producer_dies(round_seed, run_for),
+            Scenario::SpscConsumerDies => spsc_consumer_dies(round_seed, run_for),
+            Scenario::MpmcProducerDies => mpmc_producer_dies(round_seed, run_for),
+            Scenario::MpmcConsumerDies => mpmc_consumer_dies(round_seed, run_for),
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "round {round} ({s:?}, worker ran {run_for:?}) failed; replay with \
+                 {SEED}={seed}: {}",
+                e.downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or(e.downcast_ref::<&str>().copied())
+                    .unwrap_or("?")
+            )
+        });
+        kills[k] += 1;
+        reported[k] += u64::from(out.reported);
+        gave_up[k] += out.gave_up;
+        if let Some(d) = out.detected {
+            detect[k].push(d);
+        }
+    }
+    eprintln!(
+        "{rounds} rounds, {rounds} kills survived in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    for (k, s) in SCENARIOS.iter().enumerate() {
+        let d = &mut detect[k];
+        d.sort();
+        let (p50, max) = match d.len() {
+            0 => (None, None),
+            n => (Some(d[n / 2]), Some(d[n - 1])),
+        };
+        match s {
+            Scenario::MpmcProducerDies | Scenario::MpmcConsumerDies => eprintln!(
+                "  {s:?}: {} kills, {} claims given up after the claim timeout",
+                kills[k], gave_up[k]
+            ),
+            _ => eprintln!(
+                "  {s:?}: {} kills, death reported in {}; from the kill until a survivor \
+                 knew: median {p50:?}, max {max:?}",
+                kills[k], reported[k]
+            ),
+        }
+    }
+}
