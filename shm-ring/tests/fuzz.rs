@@ -1,0 +1,317 @@
+//! A hostile peer writes arbitrary bytes into a ring segment: its header, its control block
+//! and its slots (SPSC values, MPMC sequence words). Then this process opens, inspects,
+//! joins and uses the ring, with the handles it held before and with fresh ones. Every
+//! call must return `Ok` or a typed error: no panic, no out-of-bounds access (the ring
+//! reads only inside its mapping, which the sanitizer scripts check), and no call that
+//! does not end (a watchdog fails the case after `HANG`).
+//!
+//! A proptest-based fuzzer, so it runs on stable in CI: `SHMRING_FUZZ_CASES` (default 256
+//! per target) sets the cases; `SHMRING_FUZZ_CASES=20000 cargo test --release -p shm-ring
+//! --test fuzz` for a long run.
+#![cfg(not(shm_loom))]
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::time::Duration;
+
+use common::{poke, unique_name, Cleanup};
+use proptest::prelude::*;
+use shm_ring::{mpmc, spsc};
+
+/// A call still running after this has hung.
+const HANG: Duration = Duration::from_secs(20);
+const CAP: u64 = 8;
+const HEADER: u64 = 128;
+/// Where the slots start: the control block (640 / 1920 bytes) rounded up to 128.
+const SPSC_SLOTS: u64 = HEADER + 640;
+const MPMC_SLOTS: u64 = HEADER + 1920;
+const MPMC_SLOT: u64 = 32;
+
+fn cases() -> u32 {
+    std::env::var("SHMRING_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+/// Where a hostile write lands.
+#[derive(Debug, Clone, Copy)]
+enum Area {
+    Header,
+    Control,
+    Slots,
+}
+
+/// One hostile write: raw bytes, or a `u64` chosen to look almost right (positions near
+/// the real ones, capacities, sequence states) at an 8-byte-aligned offset.
+#[derive(Debug, Clone)]
+enum Write {
+    Bytes(Area, u16, Vec<u8>),
+    Word(Area, u16, u64),
+}
+
+fn area() -> impl Strategy<Value = Area> {
+    prop_oneof![Just(Area::Header), Just(Area::Control), Just(Area::Slots)]
+}
+
+fn word() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(CAP - 1),
+        Just(CAP),
+        Just(CAP + 1),
+        Just(u64::MAX),
+        Just(u64::MAX - 1),
+        Just(1 << 63),
+        (0u64..64),
+        (0u64..64).prop_map(|d| d.wrapping_sub(32)),
+        any::<u64>(),
+    ]
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        (
+            area(),
+            any::<u16>(),
+            prop::collection::vec(any::<u8>(), 1..16)
+        )
+            .prop_map(|(a, o, b)| Write::Bytes(a, o, b)),
+        (area(), any::<u16>(), word()).prop_map(|(a, o, w)| Write::Word(a, o, w)),
+    ]
+}
+
+/// Applies `w` to the segment file (the mapping sees it at once: same pages), staying
+/// inside `area`, which is `[start, end)` of the file.
+fn apply(name: &str, w: &Write, areas: [(u64, u64); 3]) {
+    let pick = |a: Area| match a {
+        Area::Header => areas[0],
+        Area::Control => areas[1],
+        Area::Slots => areas[2],
+    };
+    match w {
+        Write::Bytes(a, off, bytes) => {
+            let (start, end) = pick(*a);
+            let len = (bytes.len() as u64).min(end - start);
+            let at = start + u64::from(*off) % (end - start - len + 1);
+            poke(name, at, &bytes[..len as usize]);
+        }
+        Write::Word(a, off, v) => {
+            let (start, end) = pick(*a);
+            let words = (end - start) / 8;
+            let at = start + (u64::from(*off) % words) * 8;
+            poke(name, at, &v.to_ne_bytes());
+        }
+    }
+}
+
+/// What the victim does after the writes.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Push(u64),
+    Pop,
+    PushTimeout,
+    PopTimeout,
+    Chunk(u8),
+    ReadChunk(u8),
+    Slices(u8),
+    Stats,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        any::<u64>().prop_map(Op::Push),
+        Just(Op::Pop),
+        Just(Op::PushTimeout),
+        Just(Op::PopTimeout),
+        (0u8..12).prop_map(Op::Chunk),
+        (0u8..12).prop_map(Op::ReadChunk),
+        (0u8..12).prop_map(Op::Slices),
+        Just(Op::Stats),
+    ]
+}
+
+/// Runs `f` on a thread; fails if it panics or does not finish within `HANG`.
+fn watchdog(what: &str, f: impl FnOnce() + Send + 'static) -> Result<(), TestCaseError> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let h = std::thread::spawn(move || {
+        f();
+        let _ = done_tx.send(());
+    });
+    match done_rx.recv_timeout(HANG) {
+        Ok(()) => {
+            h.join()
+                .map_err(|_| TestCaseError::fail(format!("{what} panicked")))?;
+            Ok(())
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            let _ = h.join();
+            Err(TestCaseError::fail(format!("{what} panicked")))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(TestCaseError::fail(format!("{what} hung for {HANG:?}")))
+        }
+    }
+}
+
+const SHORT: Duration = Duration::from_millis(1);
+
+fn spsc_ops(
+    tx: &mut Option<spsc::Producer<u64>>,
+    rx: &mut Option<spsc::Consumer<u64>>,
+    ops: &[Op],
+) {
+    let mut buf = [0u64; 16];
+    for &op in ops {
+        if let Some(tx) = tx.as_mut() {
+            match op {
+                Op::Push(v) => drop(tx.try_push(v)),
+                Op::PushTimeout => drop(tx.push_timeout(1, SHORT)),
+                Op::Chunk(n) => {
+                    if let Ok(mut c) = tx.write_chunk_uninit(n as usize) {
+                        let (a, b) = c.as_mut_slices();
+                        a.iter_mut().chain(b.iter_mut()).for_each(|s| *s = 5);
+                        c.commit(n as usize / 2);
+                    }
+                }
+                Op::Slices(n) => drop(tx.push_slice(&buf[..n as usize])),
+                Op::Stats => drop(tx.free_slots()),
+                _ => {}
+            }
+        }
+        if let Some(rx) = rx.as_mut() {
+            match op {
+                Op::Pop => drop(rx.try_pop()),
+                Op::PopTimeout => drop(rx.pop_timeout(SHORT)),
+                Op::ReadChunk(n) => {
+                    if let Ok(c) = rx.read_chunk(n as usize) {
+                        let (a, b) = c.as_slices();
+                        std::hint::black_box((a, b));
+                        c.commit(n as usize / 2);
+                    }
+                }
+                Op::Slices(n) => drop(rx.pop_slice(&mut buf[..n as usize])),
+                Op::Stats => drop(rx.len()),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn mpmc_ops(
+    tx: &mut Option<mpmc::Producer<u64>>,
+    rx: &mut Option<mpmc::Consumer<u64>>,
+    ops: &[Op],
+) {
+    let mut buf = [0u64; 16];
+    for &op in ops {
+        if let Some(tx) = tx.as_mut() {
+            match op {
+                Op::Push(v) => drop(tx.try_push(v)),
+                Op::PushTimeout => drop(tx.push_timeout(1, SHORT)),
+                Op::Slices(n) | Op::Chunk(n) => drop(tx.push_slice(&buf[..n as usize])),
+                _ => {}
+            }
+        }
+        if let Some(rx) = rx.as_mut() {
+            match op {
+                Op::Pop => drop(rx.try_pop()),
+                Op::PopTimeout => drop(rx.pop_timeout(SHORT)),
+                Op::Slices(n) | Op::ReadChunk(n) => drop(rx.pop_slice(&mut buf[..n as usize])),
+                _ => {}
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn spsc_survives_hostile_bytes(
+        before in 0u64..12,
+        writes in prop::collection::vec(write(), 1..8),
+        ops in prop::collection::vec(op(), 1..24),
+    ) {
+        let name = unique_name("fuzz-spsc");
+        let _c = Cleanup(name.clone());
+        let ring = spsc::create::<u64>(&name, CAP).unwrap();
+        let (mut tx, mut rx) = (Some(ring.producer().unwrap()), Some(ring.consumer().unwrap()));
+        for i in 0..before {
+            let _ = tx.as_mut().unwrap().try_push(i);
+        }
+        let areas = [(0, HEADER), (HEADER, SPSC_SLOTS), (SPSC_SLOTS, SPSC_SLOTS + CAP * 8)];
+        for w in &writes {
+            apply(&name, w, areas);
+        }
+        let n = name.clone();
+        watchdog("spsc", move || {
+            // Handles joined before the writes.
+            spsc_ops(&mut tx, &mut rx, &ops);
+            let _ = ring.stats();
+            drop((tx, rx));
+            // Everything a newcomer does.
+            let _ = shm_core::inspect(&n);
+            let _ = shm_core::list();
+            let _ = shm_ring::inspect(&n);
+            let _ = mpmc::open::<u64>(&n).map(|r| r.stats());
+            if let Ok(r) = spsc::open::<u64>(&n) {
+                let _ = r.stats();
+                let (mut tx, mut rx) = (r.producer().ok(), r.consumer().ok());
+                spsc_ops(&mut tx, &mut rx, &ops);
+            }
+        })?;
+    }
+
+    #[test]
+    fn mpmc_survives_hostile_bytes(
+        before in 0u64..12,
+        writes in prop::collection::vec(write(), 1..8),
+        seqs in prop::collection::vec((0u64..CAP, word()), 0..6),
+        ops in prop::collection::vec(op(), 1..24),
+    ) {
+        let name = unique_name("fuzz-mpmc");
+        let _c = Cleanup(name.clone());
+        let ring = mpmc::Builder::<u64>::new(&name)
+            .capacity(CAP)
+            .claim_timeout(Duration::from_millis(2))
+            .create()
+            .unwrap();
+        let (mut tx, mut rx) = (Some(ring.producer().unwrap()), Some(ring.consumer().unwrap()));
+        for i in 0..before {
+            let _ = tx.as_mut().unwrap().try_push(i);
+        }
+        let areas = [
+            (0, HEADER),
+            (HEADER, MPMC_SLOTS),
+            (MPMC_SLOTS, MPMC_SLOTS + CAP * MPMC_SLOT),
+        ];
+        for w in &writes {
+            apply(&name, w, areas);
+        }
+        // Sequence words: near-miss states of nearby laps.
+        for &(slot, v) in &seqs {
+            poke(&name, MPMC_SLOTS + slot * MPMC_SLOT, &v.to_ne_bytes());
+        }
+        let n = name.clone();
+        watchdog("mpmc", move || {
+            mpmc_ops(&mut tx, &mut rx, &ops);
+            let _ = ring.stats();
+            drop((tx, rx));
+            let _ = shm_core::inspect(&n);
+            let _ = shm_ring::inspect(&n);
+            let _ = spsc::open::<u64>(&n).map(|r| r.stats());
+            if let Ok(r) = mpmc::open::<u64>(&n) {
+                let _ = r.stats();
+                let (mut tx, mut rx) = (r.producer().ok(), r.consumer().ok());
+                mpmc_ops(&mut tx, &mut rx, &ops);
+            }
+        })?;
+    }
+}
