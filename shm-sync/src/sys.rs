@@ -104,6 +104,10 @@ const MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED: libc::c_int = 1 << 2;
 /// `membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED)`: lets other processes' heavy
 /// barriers reach this process's threads.
 pub(crate) fn membarrier_register() -> io::Result<()> {
+    // Miri has no membarrier: unregistered, publishers use real fences (see `barrier`).
+    if cfg!(miri) {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
     // SAFETY: plain syscall with integer arguments.
     let r = unsafe {
         libc::syscall(
@@ -123,6 +127,10 @@ pub(crate) fn membarrier_register() -> io::Result<()> {
 /// `membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED)`: a full barrier on every running thread of
 /// every registered process.
 pub(crate) fn membarrier_global() -> io::Result<()> {
+    // Miri has no membarrier: the SeqCst fences of `barrier` pair up instead.
+    if cfg!(miri) {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
     // SAFETY: plain syscall with integer arguments.
     let r = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) };
     if r == -1 {
@@ -217,6 +225,10 @@ pub(crate) fn gettid() -> u32 {
 /// Registers `child` to run in the child after `fork`, so per-thread caches of thread ids
 /// are refreshed there.
 pub(crate) fn at_fork_child(child: extern "C" fn()) {
+    // Miri cannot fork (nor register fork handlers).
+    if cfg!(miri) {
+        return;
+    }
     // SAFETY: registering a plain `extern "C"` function with no captured state.
     unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }

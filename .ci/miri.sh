@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Miri over the heap-backed paths (rings in-process, locks on the heap, between threads):
+# undefined behaviour, data races and bad atomics in the algorithms themselves. Miri cannot
+# follow a second process or a mapping's other users, so the cross-process tests stay out.
+# Needs the nightly toolchain; adds its miri and rust-src components if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup component add --toolchain nightly miri rust-src >/dev/null
+# /proc (liveness checks) and the monotonic clock need the host: disable isolation.
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
+export CARGO_TERM_COLOR=never
+miri() { cargo +nightly miri test -p shm-ring "$@"; }
+miri --test threads
+miri --test spsc -- matches_a_vecdeque
+miri --test mpmc -- matches_a_vecdeque endpoints_are_limited
+echo "=== miri: all passed"

@@ -1,0 +1,190 @@
+//! The heap-backed forms of the rings and locks between threads of one process: what the
+//! Miri (`ci/miri.sh`) and ThreadSanitizer (`ci/tsan.sh`) scripts run, since neither can
+//! follow a second process. Sizes shrink under Miri, which is slow.
+#![cfg(not(shm_loom))]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shm_ring::{mpmc, spsc, PopError, WaitStrategy};
+use shm_sync::{Condvar, Event, Mutex, Reset, Semaphore, SeqLock, SpinLock};
+
+const N: u64 = if cfg!(miri) { 200 } else { 200_000 };
+const THREADS: u64 = if cfg!(miri) { 2 } else { 4 };
+
+#[test]
+fn spsc_threads_deliver_in_order_with_both_strategies() {
+    for strategy in [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark] {
+        let ring = spsc::Ring::<[u64; 2]>::in_process(8).unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        tx.set_wait_strategy(strategy);
+        rx.set_wait_strategy(strategy);
+        let p = std::thread::spawn(move || {
+            for i in 0..N {
+                if i % 3 == 0 {
+                    let mut c = loop {
+                        if let Ok(c) = tx.write_chunk_uninit(1) {
+                            break c;
+                        }
+                        std::thread::yield_now();
+                    };
+                    c.set(0, [i, !i]);
+                    c.commit_all();
+                } else {
+                    tx.push([i, !i]).unwrap();
+                }
+            }
+        });
+        for i in 0..N {
+            let v = if i % 5 == 0 {
+                loop {
+                    if let Ok(c) = rx.read_chunk(1) {
+                        let v = c.get(0);
+                        c.commit_all();
+                        break v;
+                    }
+                    std::thread::yield_now();
+                }
+            } else {
+                rx.pop().unwrap()
+            };
+            assert_eq!(v, [i, !i], "{strategy:?}");
+        }
+        p.join().unwrap();
+        assert_eq!(rx.pop(), Err(PopError::Disconnected));
+    }
+}
+
+#[test]
+fn mpmc_threads_deliver_each_item_once() {
+    let ring = mpmc::Ring::<u64>::in_process(8).unwrap();
+    let mut handles = Vec::new();
+    for p in 0..THREADS {
+        let mut tx = ring.producer().unwrap();
+        tx.set_wait_strategy(WaitStrategy::SpinThenPark);
+        handles.push(std::thread::spawn(move || {
+            for i in 0..N / THREADS {
+                tx.push(p << 32 | i).unwrap();
+            }
+            Vec::new()
+        }));
+    }
+    for _ in 0..THREADS {
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait_strategy(WaitStrategy::SpinThenPark);
+        handles.push(std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut last = vec![None::<u64>; THREADS as usize];
+            loop {
+                match rx.pop() {
+                    Ok(v) => {
+                        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                        assert!(last[p].is_none_or(|l| i > l), "producer {p} reordered");
+                        last[p] = Some(i);
+                        got.push(v);
+                    }
+                    Err(PopError::Disconnected) => return got,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    drop(ring);
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    let want: Vec<u64> = (0..THREADS)
+        .flat_map(|p| (0..N / THREADS).map(move |i| p << 32 | i))
+        .collect();
+    assert_eq!(all, want, "lost or duplicated");
+}
+
+/// Threads bump a two-word counter under a lock; only mutual exclusion keeps it exact.
+macro_rules! exclusion {
+    ($lock:expr) => {{
+        let lock = Arc::new($lock);
+        let hs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let lock = lock.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..N / THREADS / 4 {
+                        let mut g = lock.lock().unwrap();
+                        assert_eq!(g[0], g[1], "two holders at once");
+                        g[0] += 1;
+                        g[1] += 1;
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|h| h.join().unwrap());
+        assert_eq!(lock.lock().unwrap()[0], THREADS * (N / THREADS / 4));
+    }};
+}
+
+#[test]
+fn mutex_and_spinlock_exclude_between_threads() {
+    exclusion!(Mutex::new([0u64; 2]));
+    exclusion!(SpinLock::new([0u64; 2]));
+}
+
+#[test]
+fn seqlock_readers_never_see_a_torn_value() {
+    let s = Arc::new(SeqLock::new([0u64; 4]));
+    let s2 = s.clone();
+    let w = std::thread::spawn(move || {
+        for i in 1..=N / 10 {
+            s2.write([i; 4]).unwrap();
+        }
+    });
+    let mut last = 0;
+    while last < N / 10 {
+        let v = s.read().unwrap();
+        assert!(v.iter().all(|&x| x == v[0]), "torn: {v:?}");
+        assert!(v[0] >= last, "went back");
+        last = v[0];
+    }
+    w.join().unwrap();
+}
+
+#[test]
+fn semaphore_event_and_condvar_hand_over_between_threads() {
+    let rounds = N / 100;
+    let sem = Arc::new(Semaphore::new(0));
+    let ev = Arc::new(Event::new(Reset::Auto));
+    let (sem2, ev2) = (sem.clone(), ev.clone());
+    let t = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            sem2.acquire();
+            ev2.set();
+        }
+    });
+    for _ in 0..rounds {
+        sem.release(1).unwrap();
+        ev.wait_timeout(Duration::from_secs(10)).unwrap();
+    }
+    t.join().unwrap();
+
+    let pair = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let pair2 = pair.clone();
+    let t = std::thread::spawn(move || {
+        let (m, cv) = &*pair2;
+        for i in 0..rounds {
+            let g = m.lock().unwrap();
+            let mut g = cv.wait_while(g, |v| *v % 2 == 0).unwrap();
+            assert_eq!(*g, 2 * i + 1);
+            *g += 1;
+            cv.notify_one();
+        }
+    });
+    let (m, cv) = &*pair;
+    for i in 0..rounds {
+        let mut g = m.lock().unwrap();
+        *g += 1;
+        cv.notify_one();
+        let g = cv.wait_while(g, |v| *v % 2 == 1).unwrap();
+        assert_eq!(*g, 2 * i + 2);
+    }
+    t.join().unwrap();
+}
