@@ -795,8 +795,14 @@ impl<T: Pod> Consumer<T> {
         self.ring.consumer()
     }
 
+    /// One try at popping. With `check_claims` false (the spin loop of a blocking pop), a
+    /// slot that is not yet published is reported `Blocked` at once, without reading
+    /// `tail`: a consumer that polls `tail` keeps it shared, so the producer's next claim
+    /// (its compare-exchange of `tail`) would wait for that line to come back, on the
+    /// round trip's critical path. Telling "empty" from "claimed but stuck", and the claim
+    /// timeout, are for the checks made once per spin budget (`check_claims` true).
     #[inline]
-    fn attempt(&mut self) -> Attempt<T> {
+    fn attempt(&mut self, check_claims: bool) -> Attempt<T> {
         let mem = &self.ring.mem;
         let c = mem.ctrl();
         let cap = mem.cap();
@@ -826,6 +832,9 @@ impl<T: Pod> Consumer<T> {
                 }
             }
             if state == 0 || state == WRITING {
+                if !check_claims {
+                    return Attempt::Blocked;
+                }
                 // Acquire: keeps this load after our Acquire load of `seq`.
                 let tail = c.tail.pos.load(Ordering::Acquire);
                 if state == 0 && tail == pos {
@@ -957,7 +966,7 @@ impl<T: Pod> Consumer<T> {
     /// `Empty`; once drained with every producer gone, `Disconnected` / `PeerDied`;
     /// `Expired` (see the module docs); `Corrupted`.
     pub fn try_pop(&mut self) -> Result<T, PopError> {
-        match self.attempt() {
+        match self.attempt(true) {
             Attempt::Done(v) => Ok(v),
             Attempt::Failed(f) => Err(fail_pop(f)),
             Attempt::Blocked => self.after_empty(),
@@ -975,7 +984,7 @@ impl<T: Pod> Consumer<T> {
             return Err(PopError::Empty);
         };
         // Everyone left: drain what they published before reporting it.
-        match self.attempt() {
+        match self.attempt(true) {
             Attempt::Done(v) => Ok(v),
             Attempt::Failed(f) => Err(fail_pop(f)),
             Attempt::Blocked => {
@@ -1002,7 +1011,7 @@ impl<T: Pod> Consumer<T> {
     #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
         // Fast path first: no deadline to build when an item is ready.
-        match self.attempt() {
+        match self.attempt(false) {
             Attempt::Done(v) => Ok(v),
             Attempt::Failed(f) => Err(fail_pop(f)),
             Attempt::Blocked => self.pop_until(Deadline::after(None)),
@@ -1022,17 +1031,19 @@ impl<T: Pod> Consumer<T> {
         loop {
             let strategy = self.strategy;
             let mut outcome = None;
-            wait::spin(strategy, || match self.attempt() {
+            wait::spin(strategy, || match self.attempt(false) {
                 Attempt::Blocked => None,
                 other => {
                     outcome = Some(other);
                     Some(())
                 }
             });
-            match outcome {
-                Some(Attempt::Done(v)) => return Ok(v),
-                Some(Attempt::Failed(f)) => return Err(fail_pop(f)),
-                _ => {}
+            // Once per spin budget, the full check: empty, or a claim stuck past the claim
+            // timeout (which this gives up).
+            match outcome.unwrap_or_else(|| self.attempt(true)) {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Failed(f) => return Err(fail_pop(f)),
+                Attempt::Blocked => {}
             }
             match self.after_empty() {
                 Err(PopError::Empty) => {}
