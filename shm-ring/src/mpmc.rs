@@ -511,8 +511,13 @@ impl<T: Pod> Producer<T> {
         self.ring.producer()
     }
 
+    /// One try at pushing. With `check_claims` false (the spin loop of a blocking push),
+    /// a slot whose previous lap is still published or being read is reported `Blocked`
+    /// at once, without reading `head`: polling `head` would keep its line shared and
+    /// slow down every consumer's claim. Whether that lap's consumer claim is stuck (and
+    /// its claim timeout) is checked once per spin budget (`check_claims` true).
     #[inline]
-    fn attempt(&mut self, value: &T) -> Attempt<()> {
+    fn attempt(&mut self, value: &T, check_claims: bool) -> Attempt<()> {
         let mem = &self.ring.mem;
         let c = mem.ctrl();
         let cap = mem.cap();
@@ -582,6 +587,9 @@ impl<T: Pod> Producer<T> {
             // The previous lap's slot is still in use.
             let lap = pos.wrapping_sub(cap);
             let state = seq.wrapping_sub(lap);
+            if !check_claims && (state == PUBLISHED || state == READING) {
+                return Attempt::Blocked;
+            }
             if state == PUBLISHED {
                 // Acquire: keeps this load after our Acquire load of `seq`.
                 let head = c.head.pos.load(Ordering::Acquire);
@@ -639,7 +647,7 @@ impl<T: Pod> Producer<T> {
     /// `Full`; when full also `Disconnected` / `PeerDied` (all consumers gone); `Expired`
     /// (see the module docs); `Corrupted`. The value comes back.
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
-        match self.attempt(&value) {
+        match self.attempt(&value, true) {
             Attempt::Done(()) => Ok(()),
             Attempt::Failed(f) => Err(fail_push(f, value)),
             Attempt::Blocked => {
@@ -672,7 +680,7 @@ impl<T: Pod> Producer<T> {
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         // Fast path first: no deadline to build when there is room.
-        match self.attempt(&value) {
+        match self.attempt(&value, false) {
             Attempt::Done(()) => Ok(()),
             Attempt::Failed(f) => Err(fail_push(f, value)),
             Attempt::Blocked => self.push_until(value, Deadline::after(None)),
@@ -692,17 +700,19 @@ impl<T: Pod> Producer<T> {
         loop {
             let strategy = self.strategy;
             let mut outcome = None;
-            wait::spin(strategy, || match self.attempt(&value) {
+            wait::spin(strategy, || match self.attempt(&value, false) {
                 Attempt::Blocked => None,
                 other => {
                     outcome = Some(other);
                     Some(())
                 }
             });
-            match outcome {
-                Some(Attempt::Done(())) => return Ok(()),
-                Some(Attempt::Failed(f)) => return Err(fail_push(f, value)),
-                _ => {}
+            // Once per spin budget, the full check: full, or a consumer claim stuck past
+            // the claim timeout (which this reclaims).
+            match outcome.unwrap_or_else(|| self.attempt(&value, true)) {
+                Attempt::Done(()) => return Ok(()),
+                Attempt::Failed(f) => return Err(fail_push(f, value)),
+                Attempt::Blocked => {}
             }
             self.ring
                 .mem
