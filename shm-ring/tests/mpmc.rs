@@ -33,6 +33,7 @@ fn child_mpmc() {
     match std::env::var(ROLE).unwrap().as_str() {
         "produce" => produce(&name, arg),
         "consume" => consume(&name),
+        "pop-one" => pop_one(&name),
         other => panic!("unknown role {other}"),
     }
 }
@@ -217,6 +218,17 @@ fn consume(name: &str) {
         }
     };
     println!("CHILD:got {n} {digest} {end:?}");
+}
+
+/// Pops one item (waiting up to 10 s) and says what it got.
+fn pop_one(name: &str) {
+    let ring = mpmc::open::<u64>(name).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    println!("CHILD:attached");
+    match rx.pop_timeout(Duration::from_secs(10)) {
+        Ok(v) => println!("CHILD:popped {v}"),
+        Err(e) => println!("CHILD:error {e:?}"),
+    }
 }
 
 #[test]
@@ -500,6 +512,158 @@ fn a_consumer_killed_between_claiming_and_marking_blocks_nobody() {
         assert_eq!(st.reclaimed, 1, "{point}: {st:?}");
         assert_eq!(rx.try_pop(), Err(PopError::Empty));
     }
+}
+
+#[test]
+fn a_live_writer_stalled_past_the_claim_timeout_is_waited_for() {
+    // Producer 1 writes its 5th message and then stalls 300 ms before publishing it (a
+    // descheduled process), far past the 20 ms claim timeout, while producer 2 keeps
+    // pushing. The slot is marked WRITING by a live process: nobody may skip it, so the
+    // consumer (and, once the ring is full, producer 2) waits; then everything arrives.
+    let name = unique_name("mpmc-stall-w");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let guard = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut slow = role("produce", &name, 1);
+    slow.env("SHMRING_FAULT", "mpmc-producer-written:5:300")
+        .env("SHMRING_COUNT", "10");
+    let mut slow = Running::spawn(slow);
+    let mut fast = role("produce", &name, 2);
+    fast.env("SHMRING_COUNT", "2000");
+    let mut fast = Running::spawn(fast);
+    slow.expect_line("attached", Duration::from_secs(30));
+    fast.expect_line("attached", Duration::from_secs(30));
+    drop(guard);
+    let mut seen = std::collections::HashSet::new();
+    let mut last = [None::<u64>; 3];
+    loop {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(v) => {
+                assert!(seen.insert(v), "message {v:#x} delivered twice");
+                let (p, i) = ((v >> 48) as usize, v & 0xffff_ffff_ffff);
+                assert!(last[p].is_none_or(|l| i > l), "producer {p} out of order");
+                last[p] = Some(i);
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("{e} after {} messages", seen.len()),
+        }
+    }
+    assert_eq!(slow.next_line(Duration::from_secs(30)), "expired 0");
+    assert!(slow.wait_success(Duration::from_secs(30)));
+    assert!(fast.wait_success(Duration::from_secs(30)));
+    assert_eq!(seen.len(), 2010);
+    let st = ring.stats();
+    assert_eq!((st.skipped, st.reclaimed), (0, 0), "{st:?}");
+}
+
+#[test]
+fn a_live_reader_stalled_past_the_claim_timeout_is_waited_for() {
+    // A consumer process marks its 3rd item READING, reads it, and stalls 300 ms before
+    // releasing the slot. Producers reach that slot on the next lap long before: the
+    // reader is alive, so they wait for it rather than reclaim it. Every message arrives
+    // once, split between the stalled consumer and ours.
+    let name = unique_name("mpmc-stall-r");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut slow = role("consume", &name, 0);
+    slow.env("SHMRING_FAULT", "mpmc-consumer-read:3:300");
+    let mut slow = Running::spawn(slow);
+    slow.expect_line("attached", Duration::from_secs(30));
+    let mut rx = ring.consumer().unwrap();
+    const N: u64 = 2000;
+    let producer = std::thread::spawn(move || {
+        for i in 0..N {
+            tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
+        }
+    });
+    let (mut mine, mut digest) = (0u64, 0u64);
+    loop {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(v) => {
+                mine += 1;
+                digest = digest.wrapping_add(mix(v));
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("{e} after {mine} items"),
+        }
+    }
+    producer.join().unwrap();
+    // The producer's handle is gone: the stalled consumer also ends, and reports.
+    let l = slow.next_line(Duration::from_secs(30));
+    let f: Vec<&str> = l.split_whitespace().collect();
+    assert_eq!(f[0], "got", "{l}");
+    let (theirs, their_digest): (u64, u64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+    assert!(theirs >= 3, "the stalled consumer kept its item: {l}");
+    assert_eq!(
+        mine + theirs,
+        N,
+        "lost or doubled: ours {mine}, theirs {theirs}"
+    );
+    let all = (0..N).map(|i| mix(msg(1, i))).fold(0u64, u64::wrapping_add);
+    assert_eq!(
+        digest.wrapping_add(their_digest),
+        all,
+        "the digest of what arrived"
+    );
+    assert!(slow.wait_success(Duration::from_secs(30)));
+    let st = ring.stats();
+    assert_eq!((st.skipped, st.reclaimed), (0, 0), "{st:?}");
+}
+
+#[test]
+fn a_consumer_stalled_between_claiming_and_marking_gets_expired() {
+    // A consumer process claims position 0 and stalls 1 s before marking it. The
+    // producer laps the ring onto that slot, gives the unmarked claim up after the 20 ms
+    // claim timeout (`reclaimed`), and goes on; the stalled consumer's mark then fails and
+    // it reads nothing: `Expired`. Message 0 is the one loss, and it is counted. (Only a
+    // reclaimed claim can make the mark fail, so `Expired` proves the ring went on while
+    // the claimant stalled.)
+    let name = unique_name("mpmc-stall-c");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.push(msg(1, 0)).unwrap();
+    let mut slow = role("pop-one", &name, 0);
+    slow.env("SHMRING_FAULT", "mpmc-consumer-claimed:1:1000");
+    let mut slow = Running::spawn(slow);
+    slow.expect_line("attached", Duration::from_secs(30));
+    let t = Instant::now();
+    while ring.stats().pops == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the consumer never claimed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut rx = ring.consumer().unwrap();
+    let producer = std::thread::spawn(move || {
+        for i in 1..=12u64 {
+            tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
+        }
+        tx
+    });
+    for i in 1..=12u64 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(msg(1, i)));
+    }
+    let _tx = producer.join().unwrap();
+    assert_eq!(slow.next_line(Duration::from_secs(30)), "error Expired");
+    assert!(slow.wait_success(Duration::from_secs(30)));
+    assert_eq!(ring.stats().reclaimed, 1);
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
 }
 
 #[test]

@@ -34,6 +34,8 @@ fn child_spsc() {
         "push-each" => push_each(&name),
         "hold-producer" => hold_producer(&name),
         "echo" => echo(&name),
+        "pop-then-wait" => pop_then_wait(&name),
+        "chunk-then-die" => chunk_then_die(&name),
         other => panic!("unknown role {other}"),
     }
 }
@@ -355,6 +357,115 @@ fn producer_killed_mid_stream_consumer_gets_everything_then_peer_died() {
     let mut tx = ring.producer().unwrap();
     tx.try_push(next).unwrap();
     assert_eq!(rx.try_pop(), Ok(next));
+}
+
+// ------------------------------------------------------------ kill -9 the consumer
+
+/// Pops `COUNT` items, says so, and waits to be killed.
+fn pop_then_wait(name: &str) {
+    let n: u64 = std::env::var(COUNT).unwrap().parse().unwrap();
+    let ring = spsc::open::<u64>(name).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..n {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(30)), Ok(i));
+    }
+    println!("CHILD:popped {n}");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn consumer_killed_pushes_go_on_until_full_then_peer_died_and_a_successor_gets_the_rest() {
+    let name = unique_name("kill-c");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..10 {
+        tx.push(i).unwrap();
+    }
+    let mut consumer = role("pop-then-wait", &name);
+    consumer.env(COUNT, "4");
+    let mut consumer = Running::spawn(consumer);
+    consumer.expect_line("popped 4", Duration::from_secs(30));
+    consumer.kill9();
+    // The ring is not full: pushes succeed as if nothing happened (nobody checks a peer
+    // on the fast path) until it is.
+    for i in 10..20 {
+        tx.try_push(i).unwrap();
+    }
+    // Full now: a try_push checks the peer (at most every LIVENESS_INTERVAL) and may
+    // already say so; a blocked push certainly learns it, and gets its value back.
+    assert!(
+        matches!(
+            tx.try_push(20),
+            Err(PushError::Full(20) | PushError::PeerDied(20))
+        ),
+        "full"
+    );
+    let t = Instant::now();
+    assert_eq!(
+        tx.push_timeout(20, Duration::from_secs(30)),
+        Err(PushError::PeerDied(20))
+    );
+    println!(
+        "spsc: a blocked push saw PeerDied {:?} after it began",
+        t.elapsed()
+    );
+    assert!(matches!(
+        ring.stats().consumer,
+        EndStatus::Attached { alive: false, .. }
+    ));
+    // Nothing published is lost: a new consumer takes the dead one's end over and gets
+    // every item the dead one had not consumed, in order.
+    let mut rx = ring.consumer().unwrap();
+    for i in 4..20 {
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    tx.push(20).unwrap();
+    assert_eq!(rx.pop(), Ok(20));
+}
+
+/// Pushes `COUNT` items, then fills a chunk and dies before committing it.
+fn chunk_then_die(name: &str) {
+    let n: u64 = std::env::var(COUNT).unwrap().parse().unwrap();
+    let ring = spsc::open::<u64>(name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..n {
+        tx.push(i).unwrap();
+    }
+    let mut chunk = tx.write_chunk_uninit(8).unwrap();
+    for k in 0..8 {
+        chunk.set(k, 1000 + k as u64);
+    }
+    // Dies with the chunk filled but uncommitted (abort runs no destructor).
+    std::process::abort();
+}
+
+#[test]
+fn producer_killed_mid_chunk_publishes_none_of_it() {
+    let name = unique_name("kill-chunk");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut producer = role("chunk-then-die", &name);
+    producer.env(COUNT, "5");
+    let mut producer = Running::spawn(producer);
+    assert!(!producer.wait_success(Duration::from_secs(30)), "it died");
+    for i in 0..5 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(i));
+    }
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(PopError::PeerDied)
+    );
+    let st = ring.stats();
+    assert_eq!((st.pushes, st.pops), (5, 5), "{st:?}");
+    // A new producer's items follow; the dead chunk's values never appear.
+    let mut tx = ring.producer().unwrap();
+    for i in 0..20 {
+        tx.push(100 + i).unwrap();
+        assert_eq!(rx.pop(), Ok(100 + i));
+    }
 }
 
 // ------------------------------------------------------------ roles and disconnection

@@ -37,6 +37,8 @@ fn child_sync() {
         "spin-hold" => hold_spin_forever(&name),
         "mutex-wait" => wait_for_mutex(&name),
         "spin-wait" => wait_for_spin(&name),
+        "mutex-inherit" => inherit_mutex_death(&name),
+        "spin-inherit" => inherit_spin_death(&name),
         "pingpong" => ping_pong(&name, 1),
         "seq-writer" => seq_writer(&name),
         "seq-reader" => seq_reader(&name),
@@ -262,6 +264,110 @@ fn unrepaired_owner_death_makes_the_mutex_not_recoverable() {
     assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
     assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
     assert!(m.is_not_recoverable());
+}
+
+#[test]
+fn spinlock_owner_death_left_unrepaired_makes_it_not_recoverable() {
+    let name = unique_name("spin-nr");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap();
+    let mut holder = Running::spawn(role("spin-hold", &name));
+    holder.expect_line("locked", Duration::from_secs(30));
+    holder.kill9();
+    let g = s.lock().unwrap_err().into_owner_died().expect("OwnerDied");
+    assert_eq!(g.dirty, 1);
+    drop(g); // not marked consistent
+    assert!(matches!(s.lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(s.try_lock(), Err(LockError::NotRecoverable)));
+    assert!(s.is_not_recoverable());
+}
+
+/// Locks, expects to inherit a dead holder's lock, and dies holding it *unrepaired*.
+fn inherit_mutex_death(name: &str) {
+    let m = Shared::<Mutex<Ledger>>::open(name).unwrap();
+    let g = m.lock().unwrap_err().into_owner_died().expect("OwnerDied");
+    assert_eq!(g.dirty, 1);
+    println!("CHILD:inherited");
+    std::thread::sleep(Duration::from_secs(60));
+    drop(g);
+}
+
+fn inherit_spin_death(name: &str) {
+    let s = Shared::<SpinLock<Ledger>>::open(name).unwrap();
+    let g = s.lock().unwrap_err().into_owner_died().expect("OwnerDied");
+    assert_eq!(g.dirty, 1);
+    println!("CHILD:inherited");
+    std::thread::sleep(Duration::from_secs(60));
+    drop(g);
+}
+
+/// A holder dies; the next one learns it (OwnerDied) and dies too before repairing: the
+/// obligation passes on to the third, which repairs; after that, plain guards.
+#[test]
+fn owner_death_is_reported_again_until_someone_repairs() {
+    for kind in ["mutex", "mutex-pi", "spin"] {
+        let name = unique_name("inherit");
+        let _c = Cleanup(name.clone());
+        let (hold, inherit) = if kind == "spin" {
+            ("spin-hold", "spin-inherit")
+        } else {
+            ("mutex-hold", "mutex-inherit")
+        };
+        let lock = |name: &str| -> Box<dyn Fn(bool) -> Result<u64, String>> {
+            // Returns `dirty` as seen by the taker, repairing when `repair`; Err names
+            // the outcome when it is not OwnerDied.
+            if kind == "spin" {
+                let s = Shared::<SpinLock<Ledger>>::open(name).unwrap();
+                Box::new(move |repair| match s.lock() {
+                    Ok(g) => Ok(g.dirty),
+                    Err(LockError::OwnerDied(mut g)) if repair => {
+                        let d = g.dirty;
+                        g.dirty = 0;
+                        g.mark_consistent();
+                        Err(format!("OwnerDied dirty={d}"))
+                    }
+                    Err(e) => Err(e.to_string()),
+                })
+            } else {
+                let m = Shared::<Mutex<Ledger>>::open(name).unwrap();
+                Box::new(move |repair| match m.lock() {
+                    Ok(g) => Ok(g.dirty),
+                    Err(LockError::OwnerDied(mut g)) if repair => {
+                        let d = g.dirty;
+                        g.dirty = 0;
+                        g.mark_consistent();
+                        Err(format!("OwnerDied dirty={d}"))
+                    }
+                    Err(e) => Err(e.to_string()),
+                })
+            }
+        };
+        let _keep: Box<dyn std::any::Any> = match kind {
+            "spin" => {
+                Box::new(Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap())
+            }
+            "mutex" => Box::new(
+                Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::Normal))
+                    .unwrap(),
+            ),
+            _ => Box::new(
+                Shared::<Mutex<Ledger>>::create(
+                    &name,
+                    (Ledger::zeroed(), Protocol::PriorityInheritance),
+                )
+                .unwrap(),
+            ),
+        };
+        let mut first = Running::spawn(role(hold, &name));
+        first.expect_line("locked", Duration::from_secs(30));
+        first.kill9();
+        let mut second = Running::spawn(role(inherit, &name));
+        second.expect_line("inherited", Duration::from_secs(30));
+        second.kill9();
+        let take = lock(&name);
+        assert_eq!(take(true), Err("OwnerDied dirty=1".to_owned()), "{kind}");
+        assert_eq!(take(false), Ok(0), "{kind}: repaired, then plain guards");
+    }
 }
 
 // ------------------------------------------------------------ condvar ping-pong
