@@ -416,6 +416,18 @@ impl<T: Pod> Producer<T> {
         Ok(self.mem.cap() - self.tail.wrapping_sub(self.head_cache))
     }
 
+    /// Free slots, at least `want` of them if there are: the cached `head` answers when it
+    /// shows `want` free, and only otherwise is `head` re-read. Polling `head` on every
+    /// chunk would pull the consumer's line over on each call while it is busy.
+    #[inline]
+    fn free_for(&mut self, want: u64) -> Result<u64, ChunkError> {
+        let cached = self.mem.cap() - self.tail.wrapping_sub(self.head_cache);
+        if cached >= want {
+            return Ok(cached);
+        }
+        self.free_slots()
+    }
+
     /// Re-reads `head`, checking it is possible.
     #[inline]
     fn refresh_head(&mut self) -> Result<(), ()> {
@@ -596,7 +608,7 @@ impl<T: Pod> Producer<T> {
     ///
     /// `TooFewSlots` with the number free, or `Corrupted`.
     pub fn write_chunk_uninit(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
-        let free = self.free_slots()?;
+        let free = self.free_for(n as u64)?;
         if (n as u64) > free {
             return Err(ChunkError::TooFewSlots {
                 available: free as usize,
@@ -611,7 +623,7 @@ impl<T: Pod> Producer<T> {
 
     /// Pushes as many of `values` as fit now; returns how many.
     pub fn push_slice(&mut self, values: &[T]) -> usize {
-        let Ok(free) = self.free_slots() else {
+        let Ok(free) = self.free_for(values.len() as u64) else {
             return 0;
         };
         let n = values.len().min(free as usize);
@@ -622,6 +634,14 @@ impl<T: Pod> Producer<T> {
             Ok(c) => c,
             Err(_) => return 0,
         };
+        #[cfg(not(shm_loom))]
+        {
+            let (a, b) = chunk.as_mut_slices();
+            let split = a.len();
+            a.copy_from_slice(&values[..split]);
+            b.copy_from_slice(&values[split..n]);
+        }
+        #[cfg(shm_loom)]
         for (i, v) in values[..n].iter().enumerate() {
             chunk.set(i, *v);
         }
@@ -741,6 +761,18 @@ impl<T: Pod> Consumer<T> {
     /// Whether nothing is ready now.
     pub fn is_empty(&mut self) -> bool {
         self.len().map_or(true, |n| n == 0)
+    }
+
+    /// Items ready, at least `want` of them if there are: the cached `tail` answers when
+    /// it shows `want` ready, and only otherwise is `tail` re-read (see
+    /// `Producer::free_for`).
+    #[inline]
+    fn ready_for(&mut self, want: u64) -> Result<u64, ChunkError> {
+        let cached = self.tail_cache.wrapping_sub(self.head);
+        if cached >= want {
+            return Ok(cached);
+        }
+        self.len()
     }
 
     #[inline]
@@ -924,7 +956,7 @@ impl<T: Pod> Consumer<T> {
     ///
     /// `TooFewSlots` with the number ready, or `Corrupted`.
     pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
-        let ready = self.len()?;
+        let ready = self.ready_for(n as u64)?;
         if (n as u64) > ready {
             return Err(ChunkError::TooFewSlots {
                 available: ready as usize,
@@ -939,7 +971,7 @@ impl<T: Pod> Consumer<T> {
 
     /// Pops as many items as are ready into `out`; returns how many.
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
-        let Ok(ready) = self.len() else {
+        let Ok(ready) = self.ready_for(out.len() as u64) else {
             return 0;
         };
         let n = out.len().min(ready as usize);
@@ -949,6 +981,13 @@ impl<T: Pod> Consumer<T> {
         let Ok(chunk) = self.read_chunk(n) else {
             return 0;
         };
+        #[cfg(not(shm_loom))]
+        {
+            let (a, b) = chunk.as_slices();
+            out[..a.len()].copy_from_slice(a);
+            out[a.len()..n].copy_from_slice(b);
+        }
+        #[cfg(shm_loom)]
         for (i, o) in out[..n].iter_mut().enumerate() {
             *o = chunk.get(i);
         }
