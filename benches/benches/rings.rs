@@ -71,11 +71,19 @@ fn peer(role: &str, name: &str) {
                 }
             }
         }
-        "spsc-sink" => {
-            // Pops everything, counting into the ring's own stats (its head).
+        "spsc-sink-one" => {
+            // Pops everything one at a time, counting into the ring's own stats (its head).
             let mut rx = spsc::open::<u64>(name).unwrap().consumer().unwrap();
             rx.set_wait_strategy(WaitStrategy::BusySpin);
-            let mut buf = [0u64; 256];
+            while let Ok(v) = rx.pop() {
+                black_box(v);
+            }
+        }
+        "spsc-sink-chunk" => {
+            // Pops everything in slices of up to 64.
+            let mut rx = spsc::open::<u64>(name).unwrap().consumer().unwrap();
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            let mut buf = [0u64; 64];
             loop {
                 if rx.pop_slice(&mut buf) == 0 {
                     match rx.pop() {
@@ -85,6 +93,7 @@ fn peer(role: &str, name: &str) {
                         Err(_) => return,
                     }
                 }
+                black_box(&buf);
             }
         }
         other => panic!("unknown peer role {other}"),
@@ -345,7 +354,15 @@ fn spsc_two_processes(c: &mut Criterion) {
         let ring = spsc::create::<u64>(&name, 4096).unwrap();
         let mut tx = ring.producer().unwrap();
         tx.set_wait_strategy(WaitStrategy::BusySpin);
-        let child = spawn_peer("spsc-sink", &name);
+        // The consumer works the way the producer does: one at a time, or in chunks.
+        let child = spawn_peer(
+            if chunked {
+                "spsc-sink-chunk"
+            } else {
+                "spsc-sink-one"
+            },
+            &name,
+        );
         let label = if chunked {
             "shmring chunks of 64"
         } else {
