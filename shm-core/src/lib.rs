@@ -66,7 +66,7 @@ pub use error::{
 };
 pub use header::{Fingerprint, HeaderInfo, Kind, SegmentState, FORMAT_VERSION, HEADER_SIZE, MAGIC};
 pub use name::{NameError, SegmentName, NAME_MAX};
-pub use process::{Liveness, Lookup, ProcessId};
+pub use process::{ExitWatch, Liveness, Lookup, ProcessId};
 pub use region::{Layout, Region, RegionError, ShmSafe};
 pub use segment::{
     inspect, list, remove, remove_stale, Segment, SegmentBuilder, SegmentInfo, DEFAULT_MODE,

@@ -6,6 +6,7 @@
 //! recycled pid will not match.
 
 use std::fmt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 
 /// A process, named by pid and start time.
@@ -148,6 +149,42 @@ impl ProcessId {
     }
 }
 
+/// A cheap, repeatable check of whether one process has exited, for polling loops: a
+/// pidfd, opened once and verified against the process's identity, after which each check
+/// is one `poll(2)` call instead of a `/proc` read (open, read, close).
+///
+/// The descriptor names the process itself, not its pid: a pid reused after the process
+/// exits does not fool it. It holds one file descriptor while it lives.
+#[derive(Debug)]
+pub struct ExitWatch {
+    fd: OwnedFd,
+}
+
+impl ExitWatch {
+    /// Watches the process now running under `pid`, if `is_it` accepts its identity. The
+    /// identity is read from `/proc` *after* the descriptor is opened, so an accepted
+    /// identity proves the descriptor names that process (it was alive then, so it was
+    /// alive when the descriptor was opened). `None` if pidfds are unavailable (Linux
+    /// before 5.3, a seccomp filter, Miri), nothing (or a zombie) runs under `pid`, `/proc`
+    /// cannot tell, or `is_it` refuses: callers then fall back to [`ProcessId::lookup`].
+    pub fn open(pid: u32, is_it: impl FnOnce(&ProcessId) -> bool) -> Option<ExitWatch> {
+        if pid == 0 || pid > i32::MAX as u32 {
+            return None;
+        }
+        let fd = crate::sys::pidfd_open(pid).ok()?;
+        match ProcessId::lookup(pid) {
+            Lookup::Running(p) if is_it(&p) => Some(ExitWatch { fd }),
+            _ => None,
+        }
+    }
+
+    /// Whether the process has exited (a zombie counts as exited). `None` if the check
+    /// itself failed (then ask `/proc`).
+    pub fn exited(&self) -> Option<bool> {
+        crate::sys::pidfd_exited(self.fd.as_fd()).ok()
+    }
+}
+
 impl fmt::Display for ProcessId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -188,6 +225,35 @@ mod tests {
             .liveness(),
             Liveness::Dead
         );
+    }
+
+    #[test]
+    fn exit_watch_sees_a_child_exit_and_refuses_a_wrong_identity() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let id = ProcessId::of_pid(child.id()).expect("the child runs");
+        let w = ExitWatch::open(id.pid, |p| *p == id).expect("pidfds work here");
+        assert_eq!(w.exited(), Some(false));
+        assert!(
+            ExitWatch::open(id.pid, |p| p.start_time == id.start_time + 1).is_none(),
+            "a different start time is another process"
+        );
+        child.kill().unwrap();
+        // Not reaped yet: a zombie has exited.
+        let t = std::time::Instant::now();
+        while w.exited() != Some(true) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "never saw the exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.wait().unwrap();
+        assert_eq!(w.exited(), Some(true));
+        // Reaped: nothing runs under the pid, or another process that is not `id`.
+        assert!(ExitWatch::open(id.pid, |p| *p == id).is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// What `fstat` tells about a segment's file.
@@ -290,4 +290,47 @@ pub(crate) fn read_proc_stat(pid: u32, buf: &mut [u8; 1024]) -> io::Result<usize
         }
     }
     Ok(len)
+}
+
+/// `pidfd_open(pid, 0)`: a descriptor for the process now running under `pid`, which
+/// becomes readable when that process exits (whatever later reuses the pid).
+pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // Miri has no pidfds; callers fall back to `/proc`.
+    if cfg!(miri) {
+        return Err(io::ErrorKind::Unsupported.into());
+    }
+    let pid =
+        libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: plain syscall with integer arguments; on success it returns a new descriptor.
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = libc::c_int::try_from(r).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether the process behind a pidfd has exited (a zombie has): `poll(2)` with a zero
+/// timeout. One syscall, no allocation.
+pub(crate) fn pidfd_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid `pollfd` that outlives the call, count 1, timeout 0.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r >= 0 {
+            if p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            return Ok(p.revents & (libc::POLLIN | libc::POLLHUP) != 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }

@@ -103,6 +103,55 @@ pub(crate) fn is_dead(_word: u64) -> bool {
     false
 }
 
+/// [`is_dead`] made cheap to repeat for one peer: the first check of an identity word reads
+/// `/proc` and opens a pidfd on that process ([`shm_core::ExitWatch`]); later checks of the
+/// same word are one `poll(2)` on it. A parked end checks its peer once per
+/// [`LIVENESS_INTERVAL`], so this is most of what an idle waiter costs. Falls back to `/proc`
+/// where pidfds are unavailable.
+pub(crate) struct PeerWatch {
+    word: u64,
+    #[cfg(not(shm_loom))]
+    watch: Option<shm_core::ExitWatch>,
+}
+
+impl PeerWatch {
+    pub fn new() -> PeerWatch {
+        PeerWatch {
+            word: 0,
+            #[cfg(not(shm_loom))]
+            watch: None,
+        }
+    }
+
+    /// Whether the process named by `word` is certainly gone (as [`is_dead`]).
+    #[cfg(not(shm_loom))]
+    pub fn is_dead(&mut self, word: u64) -> bool {
+        if word == 0 {
+            return false;
+        }
+        if word == self.word {
+            if let Some(exited) = self.watch.as_ref().and_then(|w| w.exited()) {
+                return exited;
+            }
+        }
+        self.word = word;
+        self.watch = None;
+        let dead = is_dead(word);
+        if !dead {
+            self.watch = shm_core::ExitWatch::open((word >> 32) as u32, |p| {
+                p.start_time as u32 == word as u32
+            });
+        }
+        dead
+    }
+
+    #[cfg(shm_loom)]
+    pub fn is_dead(&mut self, word: u64) -> bool {
+        self.word = word;
+        false
+    }
+}
+
 impl End {
     /// Claims the slot for `me`. `Err(holder pid)` if a live process holds it.
     pub fn claim(&self, me: u64) -> Result<(), u32> {
@@ -137,6 +186,16 @@ impl End {
 
     /// The slot's status now. Reads `/proc` if attached.
     pub fn status(&self) -> EndStatus {
+        self.status_by(is_dead)
+    }
+
+    /// [`status`](Self::status), checking liveness through `watch` (a pidfd poll once the
+    /// same peer was seen before).
+    pub fn status_watched(&self, watch: &mut PeerWatch) -> EndStatus {
+        self.status_by(|w| watch.is_dead(w))
+    }
+
+    fn status_by(&self, mut dead: impl FnMut(u64) -> bool) -> EndStatus {
         // Acquire: pairs with the Release stores in `claim`/`release`.
         match self.state.load(Ordering::Acquire) {
             NEVER => EndStatus::Never,
@@ -148,7 +207,7 @@ impl End {
                 } else {
                     EndStatus::Attached {
                         pid: (w >> 32) as u32,
-                        alive: !is_dead(w),
+                        alive: !dead(w),
                     }
                 }
             }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU64, Ordering};
 
-use crate::end::{self, End, EndStatus, LivenessTimer, CLOSED, LIVENESS_INTERVAL};
+use crate::end::{self, End, EndStatus, LivenessTimer, PeerWatch, CLOSED, LIVENESS_INTERVAL};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::wait::{self, Deadline, WaitStrategy};
@@ -305,6 +305,7 @@ impl<T: Pod> Ring<T> {
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
             liveness: LivenessTimer::new(),
+            peer: PeerWatch::new(),
         })
     }
 
@@ -342,6 +343,7 @@ impl<T: Pod> Ring<T> {
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
             liveness: LivenessTimer::new(),
+            peer: PeerWatch::new(),
         })
     }
 
@@ -372,6 +374,8 @@ pub struct Producer<T> {
     strategy: WaitStrategy,
     registered: bool,
     liveness: LivenessTimer,
+    /// Cheap repeated liveness checks of the other end's process.
+    peer: PeerWatch,
 }
 
 /// The popping end of an SPSC ring. `&mut self` methods: one thread at a time.
@@ -385,6 +389,8 @@ pub struct Consumer<T> {
     strategy: WaitStrategy,
     registered: bool,
     liveness: LivenessTimer,
+    /// Cheap repeated liveness checks of the other end's process.
+    peer: PeerWatch,
 }
 
 /// Why a wait for space/items ended without any.
@@ -493,9 +499,13 @@ impl<T: Pod> Producer<T> {
         PushError::Full(value)
     }
 
-    fn consumer_dead(&self) -> bool {
+    fn consumer_dead(&mut self) -> bool {
         matches!(
-            self.mem.ctrl().config.consumer.status(),
+            self.mem
+                .ctrl()
+                .config
+                .consumer
+                .status_watched(&mut self.peer),
             EndStatus::Attached { alive: false, .. }
         )
     }
@@ -586,10 +596,11 @@ impl<T: Pod> Producer<T> {
                             || c.config.consumer.state.load(Ordering::Relaxed) == CLOSED
                     },
                     // Between slices: go on sleeping while the deadline is ahead and the
-                    // consumer lives (one `/proc` read per slice).
+                    // consumer lives (one pidfd poll per slice; `/proc` where there are
+                    // no pidfds).
                     || {
                         let dead = matches!(
-                            c.config.consumer.status(),
+                            c.config.consumer.status_watched(&mut self.peer),
                             EndStatus::Attached { alive: false, .. }
                         );
                         (!deadline.passed() && !dead).then(|| deadline.slice(LIVENESS_INTERVAL))
@@ -846,9 +857,13 @@ impl<T: Pod> Consumer<T> {
         PopError::Empty
     }
 
-    fn producer_dead(&self) -> bool {
+    fn producer_dead(&mut self) -> bool {
         matches!(
-            self.mem.ctrl().config.producer.status(),
+            self.mem
+                .ctrl()
+                .config
+                .producer
+                .status_watched(&mut self.peer),
             EndStatus::Attached { alive: false, .. }
         )
     }
@@ -936,10 +951,11 @@ impl<T: Pod> Consumer<T> {
                             || c.config.producer.state.load(Ordering::Relaxed) == CLOSED
                     },
                     // Between slices: go on sleeping while the deadline is ahead and the
-                    // producer lives (one `/proc` read per slice).
+                    // producer lives (one pidfd poll per slice; `/proc` where there are
+                    // no pidfds).
                     || {
                         let dead = matches!(
-                            c.config.producer.status(),
+                            c.config.producer.status_watched(&mut self.peer),
                             EndStatus::Attached { alive: false, .. }
                         );
                         (!deadline.passed() && !dead).then(|| deadline.slice(LIVENESS_INTERVAL))
