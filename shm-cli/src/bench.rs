@@ -62,6 +62,10 @@ struct Rtt {
 struct Row {
     name: &'static str,
     rtt: Option<Rtt>,
+    /// p50 of a short floor run made just before this round-trip row: its "x floor"
+    /// divides by this, so a machine whose core-to-core latency changes during the run
+    /// (a VM whose vCPUs move) still gives each row a fair ratio.
+    floor_p50: Option<u64>,
     msgs_per_sec: Option<f64>,
     /// Samples (round trips) or messages behind the figure.
     count: u64,
@@ -419,6 +423,9 @@ struct Ctx<'a> {
     opts: &'a Options,
     overhead: u64,
     tag: String,
+    /// Warm-up and measured time of a round-trip row (shorter for the adjacent floors).
+    rtt_warmup: Duration,
+    rtt_duration: Duration,
 }
 
 impl Ctx<'_> {
@@ -437,7 +444,7 @@ impl Ctx<'_> {
     /// Warms up, then times `once` (one round trip) until the row's time is spent.
     fn rtt(&self, mut once: impl FnMut() -> Result<(), String>) -> Result<(Rtt, u64), String> {
         let warm = Instant::now();
-        while warm.elapsed() < self.opts.warmup {
+        while warm.elapsed() < self.rtt_warmup {
             once()?;
         }
         let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(es)?;
@@ -450,7 +457,7 @@ impl Ctx<'_> {
             let ns = (t1 - t0).as_nanos() as u64;
             h.saturating_record(ns.saturating_sub(self.overhead).max(1));
             n += 1;
-            if n >= MAX_SAMPLES || t1 - start >= self.opts.duration {
+            if n >= MAX_SAMPLES || t1 - start >= self.rtt_duration {
                 break;
             }
         }
@@ -488,6 +495,7 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
     let rtt_row = |(rtt, n): (Rtt, u64)| Row {
         name: row,
         rtt: Some(rtt),
+        floor_p50: None,
         msgs_per_sec: None,
         count: n,
     };
@@ -628,6 +636,7 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             Ok(Row {
                 name: row,
                 rtt: None,
+                floor_p50: None,
                 msgs_per_sec: Some((i - before) as f64 / secs),
                 count: i - before,
             })
@@ -700,6 +709,7 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             Ok(Row {
                 name: row,
                 rtt: None,
+                floor_p50: None,
                 msgs_per_sec: Some(popped_measured as f64 / secs),
                 count: popped_measured,
             })
@@ -755,6 +765,7 @@ fn throughput_one<T: bytemuck::Pod>(
     Ok(Row {
         name: row,
         rtt: None,
+        floor_p50: None,
         msgs_per_sec: Some((i - before) as f64 / secs),
         count: i - before,
     })
@@ -810,8 +821,12 @@ fn json(rows: &[Row]) -> String {
         let mps = r
             .msgs_per_sec
             .map_or_else(|| "null".to_owned(), |v| format!("{v:.0}"));
+        let floor = r
+            .floor_p50
+            .map_or_else(|| "null".to_owned(), |v| v.to_string());
         s.push_str(&format!(
-            "  {{\"name\": \"{}\", \"rtt_ns\": {rtt}, \"msgs_per_sec\": {mps}}}{}\n",
+            "  {{\"name\": \"{}\", \"rtt_ns\": {rtt}, \"msgs_per_sec\": {mps}, \
+             \"floor_p50_ns\": {floor}}}{}\n",
             r.name,
             if i + 1 < rows.len() { "," } else { "" }
         ));
@@ -835,7 +850,18 @@ pub fn run(opts: &Options) -> Result<(), String> {
         opts,
         overhead: timer_overhead(),
         tag: std::process::id().to_string(),
+        rtt_warmup: opts.warmup,
+        rtt_duration: opts.duration,
     };
+    // The floor measured again, briefly, right before each other round-trip row.
+    let adjacent = Ctx {
+        opts,
+        overhead: ctx.overhead,
+        tag: format!("{}-adj", ctx.tag),
+        rtt_warmup: opts.warmup.min(Duration::from_millis(50)),
+        rtt_duration: opts.duration.min(Duration::from_millis(300)),
+    };
+    let with_floor = rows.contains(&"floor");
     let pinning = match opts.cpus.len() {
         0 => "not pinned".to_owned(),
         _ => format!(
@@ -860,7 +886,23 @@ pub fn run(opts: &Options) -> Result<(), String> {
     for (i, &row) in rows.iter().enumerate() {
         eprint!("[{}/{n}] {row} ... ", i + 1);
         let t = Instant::now();
-        match run_row(&ctx, row) {
+        let is_rtt = matches!(
+            row,
+            "spsc-spin" | "spsc-park" | "mpmc" | "pipe" | "unix-socket"
+        );
+        let floor_p50 = if with_floor && is_rtt {
+            match run_row(&adjacent, "floor") {
+                Ok(f) => f.rtt.map(|r| r.p50),
+                Err(e) => {
+                    eprintln!("failed: floor before {row}: {e}");
+                    failures.push(format!("floor before {row}: {e}"));
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
+        match run_row(&ctx, row).map(|r| Row { floor_p50, ..r }) {
             Ok(r) => {
                 eprintln!("{:.1} s", t.elapsed().as_secs_f64());
                 done.push(r);
@@ -903,7 +945,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             || ("-".into(), "-".into(), "-".into(), "-".into()),
             |t| (fmt_ns(t.p50), fmt_ns(t.p99), fmt_ns(t.p999), fmt_ns(t.max)),
         );
-        let ratio = match (r.rtt, floor) {
+        let ratio = match (r.rtt, r.floor_p50.or(floor)) {
             (Some(t), Some(f)) if f > 0 => format!("{:.2}", t.p50 as f64 / f as f64),
             _ => "-".into(),
         };
@@ -918,6 +960,28 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .map(|r| format!("{} {}", r.name, r.count))
         .collect();
     println!("(samples / messages per row: {})", counts.join(", "));
+    let adjacent: Vec<u64> = done.iter().filter_map(|r| r.floor_p50).collect();
+    if !adjacent.is_empty() {
+        let (lo, hi) = (
+            adjacent.iter().min().copied().unwrap_or(0),
+            adjacent.iter().max().copied().unwrap_or(0),
+        );
+        println!(
+            "x floor: each round trip over a floor measured just before it ({}); floors \
+             seen: {lo}-{hi} ns{}",
+            adjacent
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if hi > 2 * lo.max(1) {
+                " (the core-to-core latency changed during the run: a VM whose vCPUs \
+                 moved, or a busy machine)"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some((cpu, wall)) = idle {
         println!(
             "idle consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us of CPU in {:.2} s)",

@@ -226,6 +226,12 @@ fn a_short_bench_fills_every_row_and_writes_json() {
             l.contains("\"p50\": ") && l.contains("\"msgs_per_sec\": null"),
             "{l}"
         );
+        // Every round trip but the floor's own carries the floor measured just before it.
+        let floor: Option<u64> = l
+            .split("\"floor_p50_ns\": ")
+            .nth(1)
+            .and_then(|t| t.trim_end_matches([',', '}', ' ']).parse().ok());
+        assert_eq!(floor.is_some(), row != "floor", "{l}");
     }
     for row in [
         "spsc-throughput-8B",
@@ -239,9 +245,10 @@ fn a_short_bench_fills_every_row_and_writes_json() {
             .unwrap_or_else(|| panic!("{row} missing: {j}"));
         assert!(l.contains("\"rtt_ns\": null"), "{l}");
         let v: f64 = l
-            .rsplit("\"msgs_per_sec\": ")
-            .next()
-            .and_then(|t| t.trim_end_matches([',', '}', ' ']).parse().ok())
+            .split("\"msgs_per_sec\": ")
+            .nth(1)
+            .and_then(|t| t.split(',').next())
+            .and_then(|t| t.trim_end_matches(['}', ' ']).parse().ok())
             .unwrap_or_else(|| panic!("no rate in {l}"));
         assert!(v > 0.0, "{l}");
     }
