@@ -39,6 +39,8 @@ fn child_sync() {
         "spin-wait" => wait_for_spin(&name),
         "mutex-inherit" => inherit_mutex_death(&name),
         "spin-inherit" => inherit_spin_death(&name),
+        "cv-sleep" => sleep_on_condvar(&name),
+        "sem-sleep" => sleep_on_semaphore(&name),
         "pingpong" => ping_pong(&name, 1),
         "seq-writer" => seq_writer(&name),
         "seq-reader" => seq_reader(&name),
@@ -774,4 +776,101 @@ fn opening_the_wrong_primitive_is_a_fingerprint_error() {
         ),
         "{e}"
     );
+}
+
+// ------------------------------------------------------------ sleepers killed
+
+/// Sleeps on the condvar (the mutex released while it sleeps) until killed.
+fn sleep_on_condvar(name: &str) {
+    let seg = pingpong_builder(name).open().unwrap();
+    let (_, mr, cr) = pingpong_layout();
+    let (m, cv) = (seg.get(mr).unwrap(), seg.get(cr).unwrap());
+    let g = m.lock().unwrap();
+    println!("CHILD:waiting");
+    let _ = cv.wait_timeout_while(g, Duration::from_secs(60), |_| true);
+}
+
+/// Sleeps in `acquire` on an empty semaphore until killed.
+fn sleep_on_semaphore(name: &str) {
+    let seg = sem_builder(name).open().unwrap();
+    let sem = seg.get(sem_layout().1).unwrap();
+    println!("CHILD:waiting");
+    let _ = sem.acquire_timeout(Duration::from_secs(60));
+}
+
+/// Gives a child that said "waiting" time to reach its futex wait, then kills it.
+fn kill_once_asleep(child: &mut Running) {
+    child.expect_line("waiting", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    child.kill9();
+}
+
+#[test]
+fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
+    // Mutex: a process blocked in lock() is killed; it never held the lock, so the next
+    // lockers get plain guards (no OwnerDied), and the lock keeps working.
+    let name = unique_name("sleep-mutex");
+    let _c = Cleanup(name.clone());
+    let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::Normal)).unwrap();
+    let held = m.lock().unwrap();
+    let mut waiter = Running::spawn(role("mutex-wait", &name));
+    kill_once_asleep(&mut waiter);
+    drop(held);
+    for _ in 0..100 {
+        let mut g = m
+            .lock_timeout(Duration::from_secs(5))
+            .expect("a plain guard");
+        g.passed += 1;
+    }
+    assert!(m.try_lock().is_ok());
+
+    // Condvar: a waiter killed asleep leaves its count behind, which costs later notifies
+    // a syscall, and nothing else: the mutex is free and a live waiter is still woken.
+    let name = unique_name("sleep-cv");
+    let _c = Cleanup(name.clone());
+    let (_, mr, cr) = pingpong_layout();
+    let seg = pingpong_builder(&name)
+        .create_with(|s| {
+            // SAFETY: inside create_with nobody else can reach the segment.
+            unsafe {
+                s.get(mr)?.init_in_place(Turn::zeroed(), Protocol::Normal);
+            }
+            let _ = s.get(cr)?;
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    let mut waiter = Running::spawn(role("cv-sleep", &name));
+    kill_once_asleep(&mut waiter);
+    let seg = std::sync::Arc::new(seg);
+    let (m, cv) = (seg.get(mr).unwrap(), seg.get(cr).unwrap());
+    assert!(
+        m.try_lock().is_ok(),
+        "the killed waiter did not hold the mutex"
+    );
+    cv.notify_all();
+    let seg2 = seg.clone();
+    let live = std::thread::spawn(move || {
+        let (m, cv) = (seg2.get(mr).unwrap(), seg2.get(cr).unwrap());
+        let g = m.lock().unwrap();
+        let (g, timed_out) = cv.wait_timeout_while(g, Duration::from_secs(10), |t| t.turn == 0);
+        assert!(g.is_ok());
+        timed_out
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    m.lock().unwrap().turn = 1;
+    cv.notify_one();
+    assert!(!live.join().unwrap(), "a live waiter was not woken");
+
+    // Semaphore: a sleeper killed in acquire takes no permit; releases still count.
+    let name = unique_name("sleep-sem");
+    let _c = Cleanup(name.clone());
+    let seg = sem_builder(&name).create().unwrap();
+    let sem = seg.get(sem_layout().1).unwrap();
+    let mut waiter = Running::spawn(role("sem-sleep", &name));
+    kill_once_asleep(&mut waiter);
+    sem.release(2).unwrap();
+    assert_eq!(sem.available(), 2);
+    assert!(sem.try_acquire().is_ok());
+    assert!(sem.acquire_timeout(Duration::from_secs(5)).is_ok());
+    assert_eq!(sem.try_acquire(), Err(WaitError::WouldBlock));
 }
