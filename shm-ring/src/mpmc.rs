@@ -700,11 +700,13 @@ impl<T: Pod> Producer<T> {
         loop {
             let strategy = self.strategy;
             let mut outcome = None;
-            wait::spin(strategy, || match self.attempt(&value, false) {
-                Attempt::Blocked => None,
-                other => {
-                    outcome = Some(other);
-                    Some(())
+            wait::spin(strategy, wait::MPMC_POLL_PAUSES, || {
+                match self.attempt(&value, false) {
+                    Attempt::Blocked => None,
+                    other => {
+                        outcome = Some(other);
+                        Some(())
+                    }
                 }
             });
             // Once per spin budget, the full check: full, or a consumer claim stuck past
@@ -1041,11 +1043,13 @@ impl<T: Pod> Consumer<T> {
         loop {
             let strategy = self.strategy;
             let mut outcome = None;
-            wait::spin(strategy, || match self.attempt(false) {
-                Attempt::Blocked => None,
-                other => {
-                    outcome = Some(other);
-                    Some(())
+            wait::spin(strategy, wait::MPMC_POLL_PAUSES, || {
+                match self.attempt(false) {
+                    Attempt::Blocked => None,
+                    other => {
+                        outcome = Some(other);
+                        Some(())
+                    }
                 }
             });
             // Once per spin budget, the full check: empty, or a claim stuck past the claim

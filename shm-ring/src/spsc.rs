@@ -558,12 +558,14 @@ impl<T: Pod> Producer<T> {
         loop {
             let strategy = self.strategy;
             let mut corrupted = false;
-            let got = wait::spin(strategy, || match self.has_space() {
-                Ok(true) => Some(()),
-                Ok(false) => None,
-                Err(_) => {
-                    corrupted = true;
-                    Some(())
+            let got = wait::spin(strategy, wait::SPSC_POLL_PAUSES, || {
+                match self.has_space() {
+                    Ok(true) => Some(()),
+                    Ok(false) => None,
+                    Err(_) => {
+                        corrupted = true;
+                        Some(())
+                    }
                 }
             });
             if corrupted {
@@ -912,11 +914,13 @@ impl<T: Pod> Consumer<T> {
         loop {
             let strategy = self.strategy;
             let mut corrupted = false;
-            let got = wait::spin(strategy, || match self.refresh_tail() {
-                Ok(()) => (self.tail_cache != self.head).then_some(()),
-                Err(()) => {
-                    corrupted = true;
-                    Some(())
+            let got = wait::spin(strategy, wait::SPSC_POLL_PAUSES, || {
+                match self.refresh_tail() {
+                    Ok(()) => (self.tail_cache != self.head).then_some(()),
+                    Err(()) => {
+                        corrupted = true;
+                        Some(())
+                    }
                 }
             });
             if corrupted {

@@ -148,16 +148,29 @@ pub(crate) fn wake(flag: &FlagLine, n: u32) {
     shm_sync::futex::wake(&flag.epoch, n);
 }
 
+/// Spin hints between two SPSC polls in `BusySpin`. On the 2-core VM, `shmring bench`
+/// measured the SPSC round trip at 356-369 ns with 1 hint, 300-304 ns with 4 and 308-315 ns
+/// with 8 (three runs each, floor 250-280 ns); with the vCPUs sharing a core (floor 70-90
+/// ns), 1 hint gave 110 ns against 140-170 ns, but cost one-at-a-time throughput
+/// (87-106 against 106-128 M msg/s, 4 runs each).
+pub(crate) const SPSC_POLL_PAUSES: u32 = if cfg!(shm_loom) { 1 } else { 4 };
+/// Spin hints between two MPMC polls in `BusySpin`: with the vCPUs sharing a core, 1 hint
+/// measured a 160-170 ns round trip against 250-260 ns with 4, and about the same
+/// throughput (32-37 against 36-40 M msg/s, 4 runs each).
+pub(crate) const MPMC_POLL_PAUSES: u32 = 1;
+
 /// Spins per `strategy` until `try_once` yields something. Returns `None` when the caller
 /// should check its deadline and its peer, and then (`SpinThenPark`) sleep.
-/// Spin hints between two polls of the other side's word in `BusySpin`. Polling every
-/// hint kept the writer's line busy: on the 2-core VM, `shmring bench` measured the SPSC
-/// round trip at 356-369 ns with 1 hint, 300-304 ns with 4 and 308-315 ns with 8 (three
-/// runs each, floor 250-280 ns).
-const POLL_PAUSES: u32 = if cfg!(shm_loom) { 1 } else { 4 };
-
+///
+/// `pauses` is how many spin hints `BusySpin` puts between two polls: the trade between
+/// noticing the other side sooner and leaving its line alone so it can publish several
+/// items per poll. SPSC polls the producer's position word, which the producer stores on
+/// every publish, so polling too often takes that line from it on each item
+/// ([`SPSC_POLL_PAUSES`]). MPMC polls the slot's sequence word, which the producer writes
+/// once per item anyway ([`MPMC_POLL_PAUSES`]).
 pub(crate) fn spin<R>(
     strategy: WaitStrategy,
+    pauses: u32,
     mut try_once: impl FnMut() -> Option<R>,
 ) -> Option<R> {
     match strategy {
@@ -166,7 +179,7 @@ pub(crate) fn spin<R>(
                 if let Some(r) = try_once() {
                     return Some(r);
                 }
-                for _ in 0..POLL_PAUSES {
+                for _ in 0..pauses {
                     shm_sync::primitive::spin_hint();
                 }
             }
