@@ -392,50 +392,71 @@ fn consumer_killed_between_claim_and_release_does_not_wedge_producers() {
     assert_eq!(received, 5000 - 100, "{s:?}");
 }
 
+/// A fresh ring of `cap` slots with a 20 ms claim timeout, removed when the guard drops.
+fn short_timeout_ring(tag: &str, cap: u64) -> (String, Cleanup, Ring<u64>) {
+    let name = unique_name(tag);
+    let c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(cap)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    (name, c, ring)
+}
+
+/// Producer 1 (`slow_n` messages, under `fault`) and producer 2 (`fast_n`) push to a fresh
+/// ring of 8 slots with a 20 ms claim timeout while this process consumes. Checks that
+/// every message of both arrives exactly once and in each producer's order, and returns
+/// the ring's stats and what producer 1 said at the end (`expired N`).
+fn slow_and_fast_producers(fault: &str, slow_n: u64, fast_n: u64) -> (mpmc::MpmcStats, String) {
+    let (name, _c, ring) = short_timeout_ring("mpmc-stall", 8);
+    let guard = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut slow = role("produce", &name, 1);
+    slow.env("SHMRING_FAULT", fault)
+        .env("SHMRING_COUNT", slow_n.to_string());
+    let mut slow = Running::spawn(slow);
+    let mut fast = role("produce", &name, 2);
+    fast.env("SHMRING_COUNT", fast_n.to_string());
+    let mut fast = Running::spawn(fast);
+    slow.expect_line("attached", Duration::from_secs(30));
+    fast.expect_line("attached", Duration::from_secs(30));
+    drop(guard);
+    let mut seen = std::collections::HashSet::new();
+    let mut last = [None::<u64>; 3];
+    loop {
+        match rx.pop_timeout(Duration::from_secs(30)) {
+            Ok(v) => {
+                assert!(seen.insert(v), "message {v:#x} delivered twice");
+                let (p, i) = ((v >> 48) as usize, v & 0xffff_ffff_ffff);
+                assert!(last[p].is_none_or(|l| i > l), "producer {p} out of order");
+                last[p] = Some(i);
+            }
+            Err(PopError::Disconnected) => break,
+            Err(e) => panic!("{e} after {} messages", seen.len()),
+        }
+    }
+    let said = slow.next_line(Duration::from_secs(30));
+    assert!(slow.wait_success(Duration::from_secs(30)));
+    assert!(fast.wait_success(Duration::from_secs(30)));
+    for (p, n) in [(1, slow_n), (2, fast_n)] {
+        for i in 0..n {
+            assert!(seen.contains(&msg(p, i)), "producer {p}'s message {i} lost");
+        }
+    }
+    assert_eq!(seen.len() as u64, slow_n + fast_n);
+    (ring.stats(), said)
+}
+
 #[test]
 fn stalled_producer_is_skipped_and_told_nothing_is_lost_or_doubled() {
     // Producer 1 stalls 300 ms between its claim and its mark (a descheduled process), far
     // past the 20 ms claim timeout, while producer 2 laps the ring many times. Consumers
     // skip the stalled claim; producer 1's mark then fails, it gets Expired with its value,
     // and pushes it again. Every message must arrive exactly once, untorn.
-    let name = unique_name("mpmc-stall");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(8)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
-    let guard = ring.producer().unwrap();
-    let mut rx = ring.consumer().unwrap();
-    let mut slow = role("produce", &name, 1);
-    slow.env("SHMRING_FAULT", "mpmc-producer-claimed:50:300")
-        .env("SHMRING_COUNT", "100");
-    let mut slow = Running::spawn(slow);
-    let mut fast = role("produce", &name, 2);
-    fast.env("SHMRING_COUNT", "20000");
-    let mut fast = Running::spawn(fast);
-    slow.expect_line("attached", Duration::from_secs(30));
-    fast.expect_line("attached", Duration::from_secs(30));
-    drop(guard);
-    let mut seen = std::collections::HashSet::new();
-    loop {
-        match rx.pop_timeout(Duration::from_secs(30)) {
-            Ok(v) => assert!(seen.insert(v), "message {v:#x} delivered twice"),
-            Err(PopError::Disconnected) => break,
-            Err(e) => panic!("{e} after {} messages", seen.len()),
-        }
-    }
-    assert_eq!(slow.next_line(Duration::from_secs(30)), "expired 1");
-    assert!(slow.wait_success(Duration::from_secs(30)));
-    assert!(fast.wait_success(Duration::from_secs(30)));
-    for i in 0..100 {
-        assert!(seen.contains(&msg(1, i)), "slow message {i} lost");
-    }
-    for i in 0..20_000 {
-        assert!(seen.contains(&msg(2, i)), "fast message {i} lost");
-    }
-    assert_eq!(seen.len(), 20_100);
-    assert_eq!(ring.stats().skipped, 1);
+    let (st, said) = slow_and_fast_producers("mpmc-producer-claimed:50:300", 100, 20_000);
+    assert_eq!(said, "expired 1");
+    assert_eq!(st.skipped, 1);
 }
 
 #[test]
@@ -520,44 +541,8 @@ fn a_live_writer_stalled_past_the_claim_timeout_is_waited_for() {
     // descheduled process), far past the 20 ms claim timeout, while producer 2 keeps
     // pushing. The slot is marked WRITING by a live process: nobody may skip it, so the
     // consumer (and, once the ring is full, producer 2) waits; then everything arrives.
-    let name = unique_name("mpmc-stall-w");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(8)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
-    let guard = ring.producer().unwrap();
-    let mut rx = ring.consumer().unwrap();
-    let mut slow = role("produce", &name, 1);
-    slow.env("SHMRING_FAULT", "mpmc-producer-written:5:300")
-        .env("SHMRING_COUNT", "10");
-    let mut slow = Running::spawn(slow);
-    let mut fast = role("produce", &name, 2);
-    fast.env("SHMRING_COUNT", "2000");
-    let mut fast = Running::spawn(fast);
-    slow.expect_line("attached", Duration::from_secs(30));
-    fast.expect_line("attached", Duration::from_secs(30));
-    drop(guard);
-    let mut seen = std::collections::HashSet::new();
-    let mut last = [None::<u64>; 3];
-    loop {
-        match rx.pop_timeout(Duration::from_secs(30)) {
-            Ok(v) => {
-                assert!(seen.insert(v), "message {v:#x} delivered twice");
-                let (p, i) = ((v >> 48) as usize, v & 0xffff_ffff_ffff);
-                assert!(last[p].is_none_or(|l| i > l), "producer {p} out of order");
-                last[p] = Some(i);
-            }
-            Err(PopError::Disconnected) => break,
-            Err(e) => panic!("{e} after {} messages", seen.len()),
-        }
-    }
-    assert_eq!(slow.next_line(Duration::from_secs(30)), "expired 0");
-    assert!(slow.wait_success(Duration::from_secs(30)));
-    assert!(fast.wait_success(Duration::from_secs(30)));
-    assert_eq!(seen.len(), 2010);
-    let st = ring.stats();
+    let (st, said) = slow_and_fast_producers("mpmc-producer-written:5:300", 10, 2000);
+    assert_eq!(said, "expired 0");
     assert_eq!((st.skipped, st.reclaimed), (0, 0), "{st:?}");
 }
 
@@ -567,13 +552,7 @@ fn a_live_reader_stalled_past_the_claim_timeout_is_waited_for() {
     // releasing the slot. Producers reach that slot on the next lap long before: the
     // reader is alive, so they wait for it rather than reclaim it. Every message arrives
     // once, split between the stalled consumer and ours.
-    let name = unique_name("mpmc-stall-r");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(4)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
+    let (name, _c, ring) = short_timeout_ring("mpmc-stall-r", 4);
     let mut tx = ring.producer().unwrap();
     let mut slow = role("consume", &name, 0);
     slow.env("SHMRING_FAULT", "mpmc-consumer-read:3:300");
@@ -628,13 +607,7 @@ fn a_consumer_stalled_between_claiming_and_marking_gets_expired() {
     // it reads nothing: `Expired`. Message 0 is the one loss, and it is counted. (Only a
     // reclaimed claim can make the mark fail, so `Expired` proves the ring went on while
     // the claimant stalled.)
-    let name = unique_name("mpmc-stall-c");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(4)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
+    let (name, _c, ring) = short_timeout_ring("mpmc-stall-c", 4);
     let mut tx = ring.producer().unwrap();
     tx.push(msg(1, 0)).unwrap();
     let mut slow = role("pop-one", &name, 0);

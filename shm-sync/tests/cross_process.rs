@@ -315,33 +315,28 @@ fn owner_death_is_reported_again_until_someone_repairs() {
         } else {
             ("mutex-hold", "mutex-inherit")
         };
-        let lock = |name: &str| -> Box<dyn Fn(bool) -> Result<u64, String>> {
-            // Returns `dirty` as seen by the taker, repairing when `repair`; Err names
-            // the outcome when it is not OwnerDied.
+        // Takes the lock: `Ok(dirty)` for a plain guard; for OwnerDied, repairs when
+        // `repair` and says so in the `Err`; any other outcome as its message.
+        macro_rules! taker {
+            ($shared:expr) => {{
+                let l = $shared;
+                Box::new(move |repair: bool| match l.lock() {
+                    Ok(g) => Ok(g.dirty),
+                    Err(LockError::OwnerDied(mut g)) if repair => {
+                        let d = g.dirty;
+                        g.dirty = 0;
+                        g.mark_consistent();
+                        Err(format!("OwnerDied dirty={d}"))
+                    }
+                    Err(e) => Err(e.to_string()),
+                }) as Box<dyn Fn(bool) -> Result<u64, String>>
+            }};
+        }
+        let lock = |name: &str| {
             if kind == "spin" {
-                let s = Shared::<SpinLock<Ledger>>::open(name).unwrap();
-                Box::new(move |repair| match s.lock() {
-                    Ok(g) => Ok(g.dirty),
-                    Err(LockError::OwnerDied(mut g)) if repair => {
-                        let d = g.dirty;
-                        g.dirty = 0;
-                        g.mark_consistent();
-                        Err(format!("OwnerDied dirty={d}"))
-                    }
-                    Err(e) => Err(e.to_string()),
-                })
+                taker!(Shared::<SpinLock<Ledger>>::open(name).unwrap())
             } else {
-                let m = Shared::<Mutex<Ledger>>::open(name).unwrap();
-                Box::new(move |repair| match m.lock() {
-                    Ok(g) => Ok(g.dirty),
-                    Err(LockError::OwnerDied(mut g)) if repair => {
-                        let d = g.dirty;
-                        g.dirty = 0;
-                        g.mark_consistent();
-                        Err(format!("OwnerDied dirty={d}"))
-                    }
-                    Err(e) => Err(e.to_string()),
-                })
+                taker!(Shared::<Mutex<Ledger>>::open(name).unwrap())
             }
         };
         let _keep: Box<dyn std::any::Any> = match kind {
@@ -399,6 +394,21 @@ fn pingpong_builder(name: &str) -> SegmentBuilder {
         .layout(&pingpong_layout().0)
 }
 
+/// Creates the mutex + condvar segment, the mutex initialised in place.
+fn create_pingpong(name: &str) -> Segment {
+    let (_, mr, cr) = pingpong_layout();
+    pingpong_builder(name)
+        .create_with(|s| {
+            // SAFETY: inside create_with nobody else can reach the segment.
+            unsafe {
+                s.get(mr)?.init_in_place(Turn::zeroed(), Protocol::Normal);
+            }
+            let _ = s.get(cr)?;
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap()
+}
+
 /// Plays side `me` for ROUND_TRIPS turns; a wait that times out is a lost wake-up.
 fn ping_pong_on(seg: &Segment, me: u32) {
     let (_, mr, cr) = pingpong_layout();
@@ -427,17 +437,8 @@ fn ping_pong(name: &str, me: u32) {
 fn condvar_ping_pong_100k_round_trips_between_processes() {
     let name = unique_name("cv");
     let _c = Cleanup(name.clone());
-    let (_, mr, cr) = pingpong_layout();
-    let seg = pingpong_builder(&name)
-        .create_with(|s| {
-            // SAFETY: inside create_with nobody else can reach the segment.
-            unsafe {
-                s.get(mr)?.init_in_place(Turn::zeroed(), Protocol::Normal);
-            }
-            let _ = s.get(cr)?;
-            Ok::<_, shm_core::RegionError>(())
-        })
-        .unwrap();
+    let (_, mr, _) = pingpong_layout();
+    let seg = create_pingpong(&name);
     let mut other = Running::spawn(role("pingpong", &name));
     let t = Instant::now();
     ping_pong_on(&seg, 0);
@@ -829,16 +830,7 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
     let name = unique_name("sleep-cv");
     let _c = Cleanup(name.clone());
     let (_, mr, cr) = pingpong_layout();
-    let seg = pingpong_builder(&name)
-        .create_with(|s| {
-            // SAFETY: inside create_with nobody else can reach the segment.
-            unsafe {
-                s.get(mr)?.init_in_place(Turn::zeroed(), Protocol::Normal);
-            }
-            let _ = s.get(cr)?;
-            Ok::<_, shm_core::RegionError>(())
-        })
-        .unwrap();
+    let seg = create_pingpong(&name);
     let mut waiter = Running::spawn(role("cv-sleep", &name));
     kill_once_asleep(&mut waiter);
     let seg = std::sync::Arc::new(seg);
