@@ -138,6 +138,7 @@ impl<T: bytemuck::Pod> SeqLock<T> {
                 return Err(SeqLockError::Corrupted)
             }
         };
+        crate::fault_point!("seqlock-locked");
         let s = self.seq.load(Ordering::Relaxed);
         // An odd `s` means a writer died mid-update: keep it odd while we rewrite.
         let odd = s | 1;
@@ -149,9 +150,11 @@ impl<T: bytemuck::Pod> SeqLock<T> {
         // `try_read`.
         fence(Ordering::Release);
         self.store_value(&value);
+        crate::fault_point!("seqlock-written");
         // Release: publishes the data stores; pairs with the Acquire load of `seq` in
         // `try_read`.
         self.seq.store(odd.wrapping_add(1), Ordering::Release);
+        crate::fault_point!("seqlock-published");
         guard.mark_consistent();
         drop(guard);
         Ok(())

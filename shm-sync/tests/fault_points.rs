@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shm_sync::{
-    Condvar, Event, LockError, Mutex, Protocol, Reset, Semaphore, Shared, SpinLock,
-    MUTEX_LIVENESS_INTERVAL, SPIN_LIVENESS_INTERVAL,
+    Condvar, Event, LockError, Mutex, Protocol, Reset, Semaphore, SeqLock, SeqLockError, Shared,
+    SpinLock, MUTEX_LIVENESS_INTERVAL, SPIN_LIVENESS_INTERVAL,
 };
 
 const ROLE: &str = "SHMRING_ROLE";
@@ -76,6 +76,10 @@ fn child_fault() {
             let c = Shared::<Condvar>::open(&name).unwrap();
             *m.lock().unwrap() = 1;
             c.notify_one(); // dies between the sequence bump and the wake
+        }
+        "seqlock-write" => {
+            let s = Shared::<SeqLock<[u64; 8]>>::open(&name).unwrap();
+            s.write([9; 8]).unwrap(); // dies inside
         }
         other => panic!("unknown role {other}"),
     }
@@ -213,4 +217,37 @@ fn condvar_notifier_dies_before_waking() {
     );
     eprintln!("condvar-notified: the waiter woke {took:?} after the death");
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// A SeqLock writer dies at each step of a write of `[9; 8]` over `[7; 8]`: readers never
+/// see a torn value, and the next write takes the dead writer's lock over.
+#[test]
+fn seqlock_writer_dies_at_each_step() {
+    for (point, readers_see) in [
+        // Lock taken, `seq` still even: the old value stands.
+        ("seqlock-locked", Ok([7u64; 8])),
+        // `seq` odd, the new value stored but not published: the death is reported.
+        ("seqlock-written", Err(SeqLockError::WriterDied)),
+        // Published, lock not yet released: the new value stands.
+        ("seqlock-published", Ok([9u64; 8])),
+    ] {
+        let name = unique_name("fault-seq");
+        let _c = Cleanup(name.clone());
+        let s = Shared::<SeqLock<[u64; 8]>>::create(&name, [7; 8]).unwrap();
+        run_to_death(dying("seqlock-write", &name, point));
+        let t = Instant::now();
+        assert_eq!(s.read(), readers_see, "{point}");
+        assert!(t.elapsed() < HANG, "{point}: {:?}", t.elapsed());
+        if readers_see.is_err() {
+            assert_eq!(s.try_read(), None, "{point}");
+        }
+        // The next writer takes the dead one's lock over; its value is what readers see.
+        let t = Instant::now();
+        s.write_timeout([11; 8], HANG).unwrap();
+        println!(
+            "{point}: the next write took the lock over in {:?}",
+            t.elapsed()
+        );
+        assert_eq!(s.read(), Ok([11; 8]), "{point}");
+    }
 }
