@@ -36,6 +36,8 @@ fn child_spsc() {
         "echo" => echo(&name),
         "pop-then-wait" => pop_then_wait(&name),
         "chunk-then-die" => chunk_then_die(&name),
+        "park-consumer" => park_consumer(&name),
+        "park-producer" => park_producer(&name),
         other => panic!("unknown role {other}"),
     }
 }
@@ -466,6 +468,72 @@ fn producer_killed_mid_chunk_publishes_none_of_it() {
         tx.push(100 + i).unwrap();
         assert_eq!(rx.pop(), Ok(100 + i));
     }
+}
+
+// ------------------------------------------------------------ kill -9 a parked end
+
+/// Parks in `pop` on the (empty) ring until killed.
+fn park_consumer(name: &str) {
+    let mut rx = spsc::open::<u64>(name).unwrap().consumer().unwrap();
+    rx.set_wait_strategy(WaitStrategy::SpinThenPark);
+    println!("CHILD:parking");
+    let _ = rx.pop();
+}
+
+/// Fills the ring with 0.. and parks in `push` until killed.
+fn park_producer(name: &str) {
+    let mut tx = spsc::open::<u64>(name).unwrap().producer().unwrap();
+    tx.set_wait_strategy(WaitStrategy::SpinThenPark);
+    let mut i = 0;
+    while tx.try_push(i).is_ok() {
+        i += 1;
+    }
+    println!("CHILD:parking {i}");
+    let _ = tx.push(i);
+}
+
+#[test]
+fn a_parked_end_killed_in_its_sleep_costs_a_wake_per_item_and_nothing_else() {
+    // A consumer asleep on an empty ring is killed: pushes go on, each now pays a
+    // FUTEX_WAKE for the sleeper that will never come back (counted in `wakeups`), and a
+    // new consumer gets every item in order.
+    let name = unique_name("kill-parked-c");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut parked = Running::spawn(role("park-consumer", &name));
+    parked.expect_line("parking", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    parked.kill9();
+    let before = ring.stats().wakeups;
+    for i in 0..10 {
+        tx.try_push(i).unwrap();
+    }
+    assert!(ring.stats().wakeups >= before + 10, "{:?}", ring.stats());
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..10 {
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+
+    // A producer asleep on a full ring is killed: the consumer drains everything it
+    // published, each pop paying a wake, and then hears PeerDied.
+    let name = unique_name("kill-parked-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut parked = Running::spawn(role("park-producer", &name));
+    parked.expect_line("parking 4", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    parked.kill9();
+    let before = ring.stats().wakeups;
+    for i in 0..4 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(i));
+    }
+    assert!(ring.stats().wakeups >= before + 4, "{:?}", ring.stats());
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(PopError::PeerDied)
+    );
 }
 
 // ------------------------------------------------------------ roles and disconnection
