@@ -30,6 +30,9 @@ fn floor_builder(name: &str) -> SegmentBuilder {
 const STOP: u64 = u64::MAX;
 
 fn peer(role: &str, name: &str) {
+    // Peers run on the second allowed CPU, the bench process on the first (as `shmring
+    // bench` does), so cross-process rows never share a CPU with their partner.
+    pin_thread(1);
     match role {
         "floor-echo" => {
             let seg = floor_builder(name).open().unwrap();
@@ -101,6 +104,7 @@ fn peer(role: &str, name: &str) {
 }
 
 fn round_trips(c: &mut Criterion) {
+    pin_thread(0);
     let mut g = c.benchmark_group("round trip, 2 processes");
     // floor
     let name = unique_name("floor");
@@ -142,6 +146,7 @@ fn round_trips(c: &mut Criterion) {
         drop(child);
     }
     g.finish();
+    unpin_thread();
 }
 
 /// Times `n` messages from the calling thread (pinned to the first CPU) to a consumer thread

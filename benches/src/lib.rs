@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 pub const CHILD_ROLE: &str = "SHMRING_BENCH_CHILD";
 /// Env var carrying the segment name to a peer.
 pub const CHILD_NAME: &str = "SHMRING_BENCH_NAME";
+/// Env var carrying the bench process's allowed CPUs to a peer, which inherits only the
+/// CPU its spawning thread was pinned to.
+pub const CHILD_CPUS: &str = "SHMRING_BENCH_CPUS";
 
 /// A segment name no other run uses.
 pub fn unique_name(tag: &str) -> String {
@@ -34,6 +37,14 @@ pub fn spawn_peer(role: &str, name: &str) -> PeerProcess {
     let child = Command::new(std::env::current_exe().expect("current exe"))
         .env(CHILD_ROLE, role)
         .env(CHILD_NAME, name)
+        .env(
+            CHILD_CPUS,
+            allowed_cpus()
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn peer process");
@@ -51,10 +62,19 @@ impl Drop for PeerProcess {
 }
 
 /// The CPUs this process could run on when first asked (call it before pinning anything:
-/// threads inherit their creator's pinning).
+/// threads inherit their creator's pinning). A peer process gets its parent's list.
 pub fn allowed_cpus() -> Vec<usize> {
     static CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
-    CPUS.get_or_init(read_affinity).clone()
+    CPUS.get_or_init(|| {
+        let inherited: Option<Vec<usize>> = std::env::var(CHILD_CPUS)
+            .ok()
+            .and_then(|v| v.split(',').map(|c| c.parse().ok()).collect());
+        match inherited {
+            Some(cpus) if !cpus.is_empty() => cpus,
+            _ => read_affinity(),
+        }
+    })
+    .clone()
 }
 
 fn read_affinity() -> Vec<usize> {
