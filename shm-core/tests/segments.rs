@@ -462,6 +462,113 @@ fn creator_killed_before_ready_is_stale() {
     assert!(again.is_creator());
 }
 
+/// A creator dies after sizing the file and before marking it INITIALIZING: either the
+/// header is all zeros, or its fields are written and `state` is still 0 (UNWRITTEN). Such a
+/// file carries no live creator to check, so it is stale only once it is older than the
+/// open timeout (a creator may still be on its way before that).
+#[test]
+fn creator_dead_between_sizing_and_initializing_is_stale_once_old() {
+    for fields_written in [false, true] {
+        let name = unique_name("sized");
+        let _c = Cleanup(name.clone());
+        if fields_written {
+            drop(builder(&name).unlink_on_drop(false).create().unwrap());
+            poke(&name, 16, &0u32.to_ne_bytes()); // state = UNWRITTEN
+        } else {
+            let f = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(format!("/dev/shm{name}"))
+                .unwrap();
+            std::fs::set_permissions(format!("/dev/shm{name}"), PermissionsExt::from_mode(0o600))
+                .unwrap();
+            f.set_len(4096).unwrap();
+        }
+        let what = if fields_written {
+            "fields written"
+        } else {
+            "zeros"
+        };
+        let t = Instant::now();
+        let e = builder(&name)
+            .open_timeout(Duration::from_millis(50))
+            .open()
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), OpenErrorKind::Stale { creator: None, .. }),
+            "{what}: {e}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+        // Young: not removed, as its creator may still be writing it.
+        assert!(
+            matches!(
+                shm_core::remove_stale(&name).unwrap_err().kind(),
+                RemoveErrorKind::NotStale { .. }
+            ),
+            "{what}"
+        );
+        // Unchanged for longer than the open timeout: garbage. Removed, and the name works.
+        shm_file(&name)
+            .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
+        assert!(shm_core::inspect(&name).unwrap().is_stale(), "{what}");
+        shm_core::remove_stale(&name).unwrap();
+        let again = builder(&name).create().unwrap();
+        assert!(again.is_creator(), "{what}");
+    }
+}
+
+/// The creator is SIGKILLed after READY while another process maps the segment: the
+/// contents stay valid, the name stays, and it is not stale while mapped.
+#[test]
+fn a_mapper_outlives_a_creator_killed_after_ready() {
+    let name = unique_name("killed-creator");
+    let _c = Cleanup(name.clone());
+    let (_, _, data) = layout();
+    let mut creator = Running::spawn(child("child_create_and_hold", &name));
+    creator.expect_line("ready", Duration::from_secs(30));
+    let seg = builder(&name).open().unwrap();
+    creator.kill9();
+    let words = seg.region(data).unwrap();
+    assert_eq!(words[0].load(Ordering::Acquire), 0xc0ffee);
+    words[1].store(7, Ordering::Release);
+    let info = shm_core::inspect(&name).unwrap();
+    assert_eq!(info.creator_alive(), Some(false));
+    assert!(!info.is_stale(), "a mapped segment is never stale");
+    assert!(matches!(
+        shm_core::remove_stale(&name).unwrap_err().kind(),
+        RemoveErrorKind::NotStale { .. }
+    ));
+    // A second mapper sees the same contents.
+    let again = builder(&name).open().unwrap();
+    assert_eq!(again.region(data).unwrap()[1].load(Ordering::Acquire), 7);
+    drop(again);
+    drop(seg);
+    // Nobody maps it now: stale, removed, and the name can be created again.
+    assert!(shm_core::inspect(&name).unwrap().is_stale());
+    shm_core::remove_stale(&name).unwrap();
+    assert!(builder(&name).create().unwrap().is_creator());
+}
+
+#[test]
+#[ignore = "child process of a_mapper_outlives_a_creator_killed_after_ready"]
+fn child_create_and_hold() {
+    let Some(name) = child_name() else { return };
+    let (_, _, data) = layout();
+    let _seg = builder(&name)
+        .create_with(|s| {
+            s.region(data)?[0].store(0xc0ffee, Ordering::Relaxed);
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    println!("CHILD:ready");
+    std::thread::sleep(Duration::from_secs(60)); // killed by the parent
+}
+
 #[test]
 #[ignore = "child process of creator_killed_before_ready_is_stale"]
 fn child_stuck_in_init() {

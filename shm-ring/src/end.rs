@@ -167,6 +167,7 @@ impl End {
                 .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
+                crate::fault_point!("end-claimed");
                 // Release: pairs with the Acquire loads of `state` on the other side.
                 self.state.store(ATTACHED, Ordering::Release);
                 return Ok(());
@@ -179,9 +180,11 @@ impl End {
         // Release: publishes everything this end did; pairs with the Acquire load of
         // `state` by the other side, which then re-reads the positions.
         self.state.store(CLOSED, Ordering::Release);
+        crate::fault_point!("end-closed");
         let _ = self
             .owner
             .compare_exchange(me, 0, Ordering::Release, Ordering::Relaxed);
+        crate::fault_point!("end-released");
     }
 
     /// The slot's status now. Reads `/proc` if attached.

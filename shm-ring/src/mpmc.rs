@@ -571,6 +571,7 @@ impl<T: Pod> Producer<T> {
                 // `seq`. Only the marker moves a slot out of WRITING while it lives.
                 slot.seq
                     .store(pos.wrapping_add(PUBLISHED), Ordering::Release);
+                crate::fault_point!("mpmc-producer-published");
                 self.stuck = None;
                 if wait::wake_if_waiting(self.registered, &c.consumers_waiting, 1) {
                     c.tail.wakeups.fetch_add(1, Ordering::Relaxed);

@@ -454,6 +454,7 @@ impl<T: Pod> Producer<T> {
         // Release: publishes the slot writes; pairs with the Acquire load of `tail` in
         // `Consumer::refresh_tail`.
         c.tail.pos.store(tail, Ordering::Release);
+        crate::fault_point!("spsc-producer-published");
         if wait::wake_if_waiting(self.registered, &c.consumer_waiting, 1) {
             bump(&c.tail.wakeups);
         }
@@ -807,6 +808,7 @@ impl<T: Pod> Consumer<T> {
         // Release: our reads of the freed slots happen before the producer reuses them;
         // pairs with the Acquire load of `head` in `Producer::refresh_head`.
         c.head.pos.store(head, Ordering::Release);
+        crate::fault_point!("spsc-consumer-published");
         if wait::wake_if_waiting(self.registered, &c.producer_waiting, 1) {
             bump(&c.head.wakeups);
         }
@@ -832,6 +834,7 @@ impl<T: Pod> Consumer<T> {
         // SAFETY: `head < tail`: the producer published this slot (Release store of `tail`,
         // loaded with Acquire) and will not write it again until we move `head` past it.
         let v = unsafe { mem::read(self.mem.slot(self.head)) };
+        crate::fault_point!("spsc-consumer-read");
         self.advance(self.head.wrapping_add(1));
         Ok(v)
     }

@@ -152,6 +152,7 @@ impl Condvar {
                 break;
             }
         }
+        crate::fault_point!("condvar-woken");
         self.waiters.fetch_sub(1, Ordering::Relaxed);
         (mutex.relock(deadline), timed_out)
     }

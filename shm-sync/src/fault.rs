@@ -10,17 +10,27 @@
 //! Points in shm-sync:
 //! `mutex-locked-unrecorded` (lock word taken, holder's start time not yet recorded),
 //! `mutex-unlocking` (record cleared, word not yet released),
+//! `mutex-released` (word released, sleepers not yet woken; `Protocol::Normal`),
 //! `spin-unlocking` (guard's data dropped, word not yet released),
 //! `semaphore-released` (count raised, sleepers not yet woken),
 //! `event-set` (state set, sleepers not yet woken),
-//! `condvar-notified` (sequence bumped, sleepers not yet woken).
+//! `condvar-notified` (sequence bumped, sleepers not yet woken),
+//! `condvar-woken` (a waiter saw the sequence change, has not yet re-locked),
+//! `seqlock-locked`, `seqlock-written`, `seqlock-published` (the steps of a write).
 //!
 //! Points in shm-ring: `mpmc-producer-claimed` (tail claimed, slot not marked),
 //! `mpmc-producer-written` (slot marked WRITING and written, not published),
 //! `mpmc-consumer-claimed` (head claimed, slot not marked READING),
 //! `mpmc-consumer-read` (slot marked READING and read, not released),
 //! `mpmc-consumer-skipping` (a skipped slot released, head not yet moved past it),
-//! `spsc-producer-written` (slot written, tail not published).
+//! `mpmc-producer-published` (slot published, sleeping consumers not yet woken),
+//! `spsc-producer-written` (slot written, tail not published),
+//! `spsc-producer-published` (tail published, a sleeping consumer not yet woken),
+//! `spsc-consumer-read` (slot read, head not yet moved past it),
+//! `spsc-consumer-published` (head published, a sleeping producer not yet woken),
+//! `end-claimed` (an endpoint's owner word claimed, its state not yet ATTACHED; in MPMC
+//! also before the side's `ever` flag), `end-closed` (state CLOSED, owner word still set),
+//! `end-released` (owner word cleared, sleepers on the other side not yet woken).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -429,6 +429,7 @@ impl<T> Mutex<T> {
         }
         // Release: publishes the data; pairs with the Acquire CAS of the next locker.
         let prev = self.word.swap(0, Ordering::Release);
+        crate::fault_point!("mutex-released");
         if prev & WAITERS != 0 {
             crate::futex::wake(&self.word, 1);
         }

@@ -41,6 +41,7 @@ fn child_sync() {
         "spin-inherit" => inherit_spin_death(&name),
         "cv-sleep" => sleep_on_condvar(&name),
         "sem-sleep" => sleep_on_semaphore(&name),
+        "event-sleep" => sleep_on_event(&name),
         "pingpong" => ping_pong(&name, 1),
         "seq-writer" => seq_writer(&name),
         "seq-reader" => seq_reader(&name),
@@ -799,6 +800,13 @@ fn sleep_on_semaphore(name: &str) {
     let _ = sem.acquire_timeout(Duration::from_secs(60));
 }
 
+/// Sleeps in `wait` on a clear event until killed.
+fn sleep_on_event(name: &str) {
+    let e = Shared::<Event>::open(name).unwrap();
+    println!("CHILD:waiting");
+    let _ = e.wait_timeout(Duration::from_secs(60));
+}
+
 /// Gives a child that said "waiting" time to reach its futex wait, then kills it.
 fn kill_once_asleep(child: &mut Running) {
     child.expect_line("waiting", Duration::from_secs(30));
@@ -865,4 +873,26 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
     assert!(sem.try_acquire().is_ok());
     assert!(sem.acquire_timeout(Duration::from_secs(5)).is_ok());
     assert_eq!(sem.try_acquire(), Err(WaitError::WouldBlock));
+
+    // Event: a sleeper killed in `wait` leaves its count behind and takes nothing: an
+    // auto-reset set stays for the next live waiter (exactly once), a manual one for all.
+    for reset in [Reset::Auto, Reset::Manual] {
+        let name = unique_name("sleep-event");
+        let _c = Cleanup(name.clone());
+        let e = Shared::<Event>::create(&name, reset).unwrap();
+        let mut waiter = Running::spawn(role("event-sleep", &name));
+        kill_once_asleep(&mut waiter);
+        e.set();
+        assert!(e.try_wait(), "{reset:?}: the dead sleeper took the set");
+        assert_eq!(e.try_wait(), reset == Reset::Manual, "{reset:?}");
+        e.reset();
+        let e2 = Shared::<Event>::open(&name).unwrap();
+        let live = std::thread::spawn(move || e2.wait_timeout(Duration::from_secs(10)).is_ok());
+        std::thread::sleep(Duration::from_millis(50));
+        e.set();
+        assert!(
+            live.join().unwrap(),
+            "{reset:?}: a live sleeper was not woken"
+        );
+    }
 }

@@ -77,6 +77,48 @@ fn child_fault() {
             *m.lock().unwrap() = 1;
             c.notify_one(); // dies between the sequence bump and the wake
         }
+        "mutex-abandon" => {
+            // Inherits a dead holder's lock, and drops the guard without repairing: the
+            // unlock stores NOT_RECOVERABLE, then dies before releasing the word.
+            let m = Shared::<Mutex<[u64; 2]>>::open(&name).unwrap();
+            match m.lock() {
+                Err(LockError::OwnerDied(g)) => {
+                    println!("CHILD:inherited");
+                    std::thread::sleep(Duration::from_millis(300)); // a sleeper queues
+                    drop(g); // dies inside
+                }
+                Ok(_) => panic!("expected OwnerDied, got a plain guard"),
+                Err(e) => panic!("expected OwnerDied, got {e}"),
+            };
+        }
+        "mutex-hold-release" => {
+            let m = Shared::<Mutex<[u64; 2]>>::open(&name).unwrap();
+            let mut g = m.lock().unwrap();
+            g[0] += 1;
+            g[1] += 1;
+            println!("CHILD:locked");
+            std::thread::sleep(Duration::from_millis(300)); // a waiter queues meanwhile
+            drop(g); // dies between releasing the word and waking the waiter
+        }
+        "spin-abandon" => {
+            let s = Shared::<SpinLock<[u64; 2]>>::open(&name).unwrap();
+            match s.lock() {
+                Err(LockError::OwnerDied(g)) => drop(g), // dies inside
+                Ok(_) => panic!("expected OwnerDied, got a plain guard"),
+                Err(e) => panic!("expected OwnerDied, got {e}"),
+            };
+        }
+        "condvar-wait" => {
+            let m = Shared::<Mutex<u32>>::open(&format!("{name}-m")).unwrap();
+            let c = Shared::<Condvar>::open(&name).unwrap();
+            let g = m.lock().unwrap();
+            println!("CHILD:waiting");
+            // Woken, a doomed one dies before re-locking the mutex and acting.
+            let (r, timed_out) = c.wait_timeout_while(g, Duration::from_secs(30), |f| *f == 0);
+            assert!(r.is_ok() && !timed_out);
+            println!("CHILD:woke");
+            return;
+        }
         "seqlock-write" => {
             let s = Shared::<SeqLock<[u64; 8]>>::open(&name).unwrap();
             s.write([9; 8]).unwrap(); // dies inside
@@ -84,6 +126,225 @@ fn child_fault() {
         other => panic!("unknown role {other}"),
     }
     unreachable!("the fault point should have killed this process");
+}
+
+/// What a waiter queued behind a holder gets when the holder, stalled at `point`, is
+/// SIGKILLed: (whether it was `OwnerDied`, the data it found, how long after the death).
+fn killed_with_a_waiter_queued(
+    point: &str,
+    role: &str,
+    protocol: Protocol,
+) -> (bool, [u64; 2], Duration) {
+    let name = unique_name("fault-queued");
+    let _c = Cleanup(name.clone());
+    let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], protocol)).unwrap();
+    let mut c = child("child_fault", &name);
+    c.env(ROLE, role)
+        .env("SHMRING_FAULT", format!("{point}:1:60000"));
+    let mut holder = Running::spawn(c);
+    let t = Instant::now();
+    while !m.is_locked() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the child never locked"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // From taking the word to the point is microseconds of work; then it stalls there.
+    std::thread::sleep(Duration::from_millis(300));
+    let (n, p) = (name.clone(), point.to_owned());
+    let waiter = std::thread::spawn(move || {
+        let m = Shared::<Mutex<[u64; 2]>>::open(&n).unwrap();
+        let r = match m.lock_timeout(HANG) {
+            Ok(g) => (false, *g),
+            Err(LockError::OwnerDied(mut g)) => {
+                let data = *g;
+                g.mark_consistent();
+                (true, data)
+            }
+            Err(e) => panic!("{p} ({protocol:?}): {e}"),
+        };
+        (r, Instant::now())
+    });
+    // Queued: in the kernel's PI queue, or asleep on the word (Normal).
+    std::thread::sleep(Duration::from_millis(200));
+    holder.kill9();
+    let died = Instant::now();
+    let ((owner_died, data), got) = waiter.join().unwrap();
+    assert!(!m.is_not_recoverable(), "{point} ({protocol:?})");
+    assert!(m.lock_timeout(HANG).is_ok(), "{point} ({protocol:?})");
+    (owner_died, data, got.saturating_duration_since(died))
+}
+
+#[test]
+fn a_holder_killed_at_each_step_with_a_waiter_queued() {
+    for (point, role, left) in [
+        // Word taken, not recorded: the critical section never began.
+        ("mutex-locked-unrecorded", "mutex-lock", [0, 0]),
+        // Record cleared, word not released: the critical section was finished.
+        ("mutex-unlocking", "mutex-lock-unlock", [1, 1]),
+    ] {
+        for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
+            let (owner_died, data, took) = killed_with_a_waiter_queued(point, role, protocol);
+            println!(
+                "{point} ({protocol:?}, a waiter queued): owner_died {owner_died} after {took:?}"
+            );
+            // Normal: the waiter finds the word's task gone and recovers: `OwnerDied`. PI: the
+            // kernel hands the lock to the queued waiter, which finds no record: a plain
+            // guard, and rightly so, as the data is consistent at both points.
+            assert_eq!(
+                owner_died,
+                protocol == Protocol::Normal,
+                "{point} ({protocol:?})"
+            );
+            assert_eq!(data, left, "{point} ({protocol:?})");
+            assert!(took < HANG, "{point} ({protocol:?}): {took:?}");
+        }
+    }
+}
+
+#[test]
+fn an_unrepaired_holder_killed_mid_unlock_leaves_the_mutex_not_recoverable() {
+    for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
+        let name = unique_name("fault-abandon");
+        let _c = Cleanup(name.clone());
+        let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], protocol)).unwrap();
+        // One holder dies holding the lock; the next inherits it (`OwnerDied`), does not
+        // repair, and dies in its unlock after storing NOT_RECOVERABLE.
+        run_to_death(dying("mutex-lock", &name, "mutex-locked-unrecorded"));
+        let mut heir = Running::spawn(dying("mutex-abandon", &name, "mutex-unlocking"));
+        heir.expect_line("inherited", Duration::from_secs(30));
+        // A sleeper queues behind the heir before the verdict is stored.
+        let m2 = Shared::<Mutex<[u64; 2]>>::open(&name).unwrap();
+        let sleeper = std::thread::spawn(move || {
+            let r = matches!(m2.lock_timeout(HANG), Err(LockError::NotRecoverable));
+            (r, Instant::now())
+        });
+        assert!(!heir.wait_success(Duration::from_secs(30)), "it died");
+        let died = Instant::now();
+        let (not_recoverable, woke) = sleeper.join().unwrap();
+        assert!(not_recoverable, "{protocol:?}: the sleeper got a guard");
+        println!(
+            "mutex-unlocking, NOT_RECOVERABLE stored ({protocol:?}): the sleeper heard {:?} after the death",
+            woke.saturating_duration_since(died)
+        );
+        let t = Instant::now();
+        assert!(
+            matches!(m.try_lock(), Err(LockError::NotRecoverable)),
+            "{protocol:?}"
+        );
+        assert!(
+            matches!(m.lock_timeout(HANG), Err(LockError::NotRecoverable)),
+            "{protocol:?}"
+        );
+        println!(
+            "mutex-unlocking, NOT_RECOVERABLE stored ({protocol:?}): seen in {:?}",
+            t.elapsed()
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+}
+
+#[test]
+fn a_holder_killed_between_releasing_and_waking_loses_no_wake_up() {
+    let name = unique_name("fault-released");
+    let _c = Cleanup(name.clone());
+    let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], Protocol::Normal)).unwrap();
+    let mut c = child("child_fault", &name);
+    c.env(ROLE, "mutex-hold-release")
+        .env("SHMRING_FAULT", "mutex-released:1");
+    let mut holder = Running::spawn(c);
+    holder.expect_line("locked", Duration::from_secs(30));
+    let m2 = Shared::<Mutex<[u64; 2]>>::open(&name).unwrap();
+    let sleeper = std::thread::spawn(move || {
+        let r = match m2.lock_timeout(HANG) {
+            Ok(g) => Ok(*g),
+            Err(LockError::OwnerDied(g)) => Err(*g),
+            Err(e) => panic!("{e}"),
+        };
+        (r, Instant::now())
+    });
+    // It releases the word 300 ms after locking, and dies before the FUTEX_WAKE.
+    assert!(!holder.wait_success(Duration::from_secs(30)));
+    let died = Instant::now();
+    let (r, got) = sleeper.join().unwrap();
+    // The critical section was complete and the word free: a plain guard, no OwnerDied.
+    assert_eq!(r, Ok([1, 1]));
+    let took = got.saturating_duration_since(died);
+    println!("mutex-released: the sleeper had the lock {took:?} after the death");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(m.try_lock().is_ok());
+}
+
+#[test]
+fn an_unrepaired_spinlock_holder_killed_mid_unlock_passes_the_repair_on() {
+    let name = unique_name("fault-spin-abandon");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
+    run_to_death(dying("spin-lock-unlock", &name, "spin-unlocking"));
+    // The inheritor stores NOT_RECOVERABLE in its drop and dies before freeing the word.
+    run_to_death(dying("spin-abandon", &name, "spin-unlocking"));
+    let t = Instant::now();
+    match s.lock_timeout(HANG) {
+        // Its death turns the verdict back into a repair obligation for the next holder.
+        Err(LockError::OwnerDied(mut g)) => {
+            assert_eq!(*g, [1, 1]);
+            g.mark_consistent();
+        }
+        Ok(_) => panic!("the holder's death went unnoticed"),
+        Err(e) => panic!("{e}"),
+    }
+    println!(
+        "spin-unlocking, NOT_RECOVERABLE stored: OwnerDied after {:?}",
+        t.elapsed()
+    );
+    assert!(t.elapsed() < HANG);
+    assert!(s.try_lock().is_ok());
+}
+
+#[test]
+fn a_condvar_waiter_killed_after_its_wake_up_does_not_swallow_it() {
+    let name = unique_name("fault-cv-woken");
+    let mname = format!("{name}-m");
+    let (_c, _c2) = (Cleanup(name.clone()), Cleanup(mname.clone()));
+    let m = Shared::<Mutex<u32>>::create(&mname, (0, Protocol::Normal)).unwrap();
+    let cv = Shared::<Condvar>::create(&name, ()).unwrap();
+    let mut doomed = child("child_fault", &name);
+    doomed
+        .env(ROLE, "condvar-wait")
+        .env("SHMRING_FAULT", "condvar-woken:1");
+    let mut doomed = Running::spawn(doomed);
+    doomed.expect_line("waiting", Duration::from_secs(30));
+    let mut live = child("child_fault", &name);
+    live.env(ROLE, "condvar-wait");
+    let mut live = Running::spawn(live);
+    live.expect_line("waiting", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(100));
+    // Stop the live waiter: a stopped task is off the futex queue, so the one wake of
+    // `notify_one` can only go to the doomed waiter, which dies before it acts.
+    let live_pid = live.child.id() as libc::pid_t;
+    // SAFETY: plain syscall on our own child, which is not yet reaped.
+    assert_eq!(unsafe { libc::kill(live_pid, libc::SIGSTOP) }, 0);
+    std::thread::sleep(Duration::from_millis(50));
+    *m.lock().unwrap() = 1;
+    cv.notify_one();
+    let out = doomed.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.signal(),
+        Some(libc::SIGABRT),
+        "the woken waiter died at the point"
+    );
+    // The live waiter, counted before the notify, still sees it once it runs again.
+    let resumed = Instant::now();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(live_pid, libc::SIGCONT) }, 0);
+    live.expect_line("woke", HANG);
+    let took = resumed.elapsed();
+    println!("condvar-woken: the live waiter left its wait {took:?} after it resumed");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(live.wait_success(HANG));
+    assert!(m.try_lock().is_ok(), "the dead waiter never re-locked");
 }
 
 fn mutex_dies_at(point: &str, role: &str, protocol: Protocol) -> (Duration, [u64; 2]) {
@@ -195,6 +456,22 @@ fn event_setter_dies_before_waking() {
     eprintln!("event-set: the sleeper woke {took:?} after the death");
     assert!(took < Duration::from_secs(1), "{took:?}");
     assert!(e.try_wait());
+}
+
+#[test]
+fn auto_reset_event_setter_dies_before_waking() {
+    let name = unique_name("fault-event-auto");
+    let _c = Cleanup(name.clone());
+    let e = Shared::<Event>::create(&name, Reset::Auto).unwrap();
+    let e2 = Shared::<Event>::open(&name).unwrap();
+    let took = wake_survives(
+        move || e2.wait_timeout(HANG).is_ok(),
+        dying("event-set", &name, "event-set"),
+    );
+    println!("event-set (auto-reset): the sleeper woke {took:?} after the death");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // The sleeper consumed the one set: the event is clear again.
+    assert!(!e.try_wait());
 }
 
 #[test]

@@ -1,0 +1,531 @@
+//! A ring end dies at each named step of attaching, publishing, reading and detaching
+//! (feature `fault-injection`: `SHMRING_FAULT=<point>:<n>` aborts the child the `n`-th time
+//! it reaches `<point>`, as a SIGKILL at that instruction would). The survivor must see what
+//! CRASH-SEMANTICS.md says, within its bound, lose nothing, and never hang.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_ring::mpmc::{self, MAX_ENDPOINTS};
+use shm_ring::{spsc, EndStatus, PopError, PushError, RingError, LIVENESS_INTERVAL};
+
+/// `spsc` or `mpmc`.
+const KIND: &str = "SHMRING_KIND";
+/// `producer` or `consumer`.
+const SIDE: &str = "SHMRING_SIDE";
+/// Items to push (0, 1, ...) or to pop after attaching.
+const COUNT: &str = "SHMRING_COUNT";
+/// Milliseconds to sleep between attaching and the work, so that the parent is parked by then.
+const DELAY: &str = "SHMRING_DELAY_MS";
+/// Set: after the work, hold the end until killed.
+const HOLD: &str = "SHMRING_HOLD";
+/// Longer than any documented bound: a survivor still blocked after this has hung.
+const HANG: Duration = Duration::from_secs(5);
+/// What the tests accept as "within a slice" of [`LIVENESS_INTERVAL`] on a loaded 2-core CI
+/// machine (the figure each test prints is the measurement; this bound only catches a hang).
+const NOTICED: Duration = Duration::from_secs(1);
+
+/// A child of this file: attaches to `name` as `side` of a `kind` ring, sleeps `delay_ms`,
+/// pushes or pops `count` items, then drops its end; dies at `fault` (`<point>:<n>`).
+fn end(kind: &str, side: &str, name: &str, count: u64, delay_ms: u64, fault: &str) -> Command {
+    let mut c = child("child_fault", name);
+    c.env(KIND, kind)
+        .env(SIDE, side)
+        .env(COUNT, count.to_string())
+        .env(DELAY, delay_ms.to_string());
+    if !fault.is_empty() {
+        c.env("SHMRING_FAULT", fault);
+    }
+    c
+}
+
+/// A child that attaches as `side` and holds its end until killed.
+fn holder(kind: &str, side: &str, name: &str) -> Running {
+    let mut c = end(kind, side, name, 0, 0, "");
+    c.env(HOLD, "1");
+    let mut r = Running::spawn(c);
+    r.expect_line("holding", Duration::from_secs(30));
+    r
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_fault() {
+    let Some(name) = child_name() else { return };
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let count: u64 = var(COUNT).parse().unwrap_or(0);
+    let delay = Duration::from_millis(var(DELAY).parse().unwrap_or(0));
+    let hold = || {
+        if std::env::var_os(HOLD).is_some() {
+            println!("CHILD:holding");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    };
+    match (var(KIND).as_str(), var(SIDE).as_str()) {
+        ("spsc", "producer") => {
+            let mut tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(delay);
+            for i in 0..count {
+                tx.push(i).unwrap();
+            }
+            hold();
+        }
+        ("spsc", "consumer") => {
+            let mut rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(delay);
+            for _ in 0..count {
+                println!("CHILD:popped {}", rx.pop().unwrap());
+            }
+            hold();
+        }
+        ("mpmc", "producer") => {
+            let mut tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(delay);
+            for i in 0..count {
+                tx.push(i).unwrap();
+            }
+            hold();
+        }
+        ("mpmc", "consumer") => {
+            let mut rx = mpmc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(delay);
+            for _ in 0..count {
+                println!("CHILD:popped {}", rx.pop().unwrap());
+            }
+            hold();
+        }
+        other => panic!("unknown child {other:?}"),
+    }
+}
+
+/// Fails unless `out` is a death by SIGABRT at the fault point.
+fn assert_died(out: &std::process::Output) {
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "the child should have died at its fault point: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs the child to its death at the fault point; returns its `CHILD:` lines.
+fn run_to_death(mut cmd: Command) -> Vec<String> {
+    let out = cmd.output().expect("spawn child");
+    assert_died(&out);
+    child_lines(&out.stdout)
+}
+
+/// Runs the child on a thread; the handle yields the moment its death was seen.
+fn die_in_background(mut cmd: Command) -> JoinHandle<Instant> {
+    std::thread::spawn(move || {
+        let out = cmd.output().expect("spawn child");
+        let died = Instant::now();
+        assert_died(&out);
+        died
+    })
+}
+
+/// How long after the death `at` came (zero if it came first: the death was seen late).
+fn after(death: JoinHandle<Instant>, at: Instant) -> Duration {
+    at.saturating_duration_since(death.join().expect("the child's thread"))
+}
+
+// ------------------------------------------------------------ SPSC
+
+#[test]
+fn spsc_producer_dies_after_publishing_before_waking() {
+    let name = unique_name("f-spsc-pub");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 8).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    // It attaches, waits until we are parked in `pop`, publishes item 0, and dies before
+    // waking us.
+    let death = die_in_background(end(
+        "spsc",
+        "producer",
+        &name,
+        1,
+        300,
+        "spsc-producer-published:1",
+    ));
+    assert_eq!(rx.pop_timeout(HANG), Ok(0));
+    let took = after(death, Instant::now());
+    println!("spsc-producer-published: the parked consumer had the item {took:?} after the death");
+    assert!(took < NOTICED, "{took:?}");
+    // Then the producer's death, with nothing lost and nothing more.
+    assert_eq!(rx.pop_timeout(HANG), Err(PopError::PeerDied));
+    let st = ring.stats();
+    assert_eq!((st.pushes, st.pops), (1, 1));
+}
+
+#[test]
+fn spsc_consumer_dies_after_freeing_a_slot_before_waking() {
+    let name = unique_name("f-spsc-free");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 2).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(0).unwrap();
+    tx.try_push(1).unwrap();
+    // We park on the full ring; it pops item 0, publishes `head`, and dies before waking us.
+    let death = die_in_background(end(
+        "spsc",
+        "consumer",
+        &name,
+        1,
+        300,
+        "spsc-consumer-published:1",
+    ));
+    assert_eq!(tx.push_timeout(2, HANG), Ok(()));
+    let took = after(death, Instant::now());
+    println!("spsc-consumer-published: the parked producer had the space {took:?} after the death");
+    assert!(took < NOTICED, "{took:?}");
+    assert_eq!(tx.push_timeout(3, HANG), Err(PushError::PeerDied(3)));
+    // A new consumer takes the end over: item 0 was consumed, 1 and 2 are there, once.
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.try_pop(), Ok(2));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+}
+
+#[test]
+fn spsc_consumer_dies_between_reading_a_slot_and_freeing_it() {
+    let name = unique_name("f-spsc-read");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..4 {
+        tx.try_push(i).unwrap();
+    }
+    // It pops 0 and 1, reads 2, and dies before moving `head` past it.
+    let lines = run_to_death(end("spsc", "consumer", &name, 4, 0, "spsc-consumer-read:3"));
+    assert_eq!(lines, ["attached", "popped 0", "popped 1"]);
+    assert_eq!(ring.stats().pops, 2);
+    assert!(matches!(
+        ring.stats().consumer,
+        EndStatus::Attached { alive: false, .. }
+    ));
+    // Its successor gets 2 again (at-least-once across a take-over), then 3; nothing is lost.
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Ok(2));
+    assert_eq!(rx.try_pop(), Ok(3));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+}
+
+/// What an end's history was before a process died attaching to it.
+#[derive(Debug, Clone, Copy)]
+enum Before {
+    /// Nobody ever attached.
+    Never,
+    /// A previous holder closed it.
+    Closed,
+    /// A previous holder was killed (the dying process takes a dead end over).
+    DeadHolder,
+}
+
+#[test]
+fn spsc_end_killed_while_attaching() {
+    for side in ["producer", "consumer"] {
+        for before in [Before::Never, Before::Closed, Before::DeadHolder] {
+            let name = unique_name("f-spsc-attach");
+            let _c = Cleanup(name.clone());
+            let ring = spsc::create::<u64>(&name, 4).unwrap();
+            let mut tx = (side == "consumer").then(|| ring.producer().unwrap());
+            let mut rx = (side == "producer").then(|| ring.consumer().unwrap());
+            match before {
+                Before::Never => {}
+                Before::Closed if side == "producer" => drop(ring.producer().unwrap()),
+                Before::Closed => drop(ring.consumer().unwrap()),
+                Before::DeadHolder => holder("spsc", side, &name).kill9(),
+            }
+            // It wins the owner word, then dies before setting the end's state.
+            run_to_death(end("spsc", side, &name, 0, 0, "end-claimed:1"));
+            let st = ring.stats();
+            let status = if side == "producer" {
+                st.producer
+            } else {
+                st.consumer
+            };
+            let short = Duration::from_millis(200);
+            // The other side sees the end's previous state: waiting on, closed, or dead.
+            let seen = match (&mut tx, &mut rx) {
+                (_, Some(rx)) => match rx.pop_timeout(short) {
+                    Err(e) => e,
+                    Ok(v) => panic!("{side} {before:?}: popped {v}"),
+                },
+                (Some(tx), _) => {
+                    for i in 0..4 {
+                        tx.try_push(i).unwrap();
+                    }
+                    match tx.push_timeout(9, short) {
+                        Err(PushError::Timeout(_)) => PopError::Timeout,
+                        Err(PushError::Disconnected(_)) => PopError::Disconnected,
+                        Err(PushError::PeerDied(_)) => PopError::PeerDied,
+                        other => panic!("{side} {before:?}: {other:?}"),
+                    }
+                }
+                _ => unreachable!(),
+            };
+            let (status_ok, want_seen) = match before {
+                Before::Never => (status == EndStatus::Never, PopError::Timeout),
+                Before::Closed => (status == EndStatus::Closed, PopError::Disconnected),
+                Before::DeadHolder => (
+                    matches!(status, EndStatus::Attached { alive: false, .. }),
+                    PopError::PeerDied,
+                ),
+            };
+            assert!(status_ok, "{side} {before:?}: {status:?}");
+            assert_eq!(seen, want_seen, "{side} {before:?}");
+            // The end is free for a new process to claim, and the ring works.
+            match (tx, rx) {
+                (_, Some(mut rx)) => {
+                    let mut tx = ring.producer().unwrap();
+                    tx.try_push(5).unwrap();
+                    assert_eq!(rx.try_pop(), Ok(5), "{side} {before:?}");
+                }
+                (Some(_tx), _) => {
+                    let mut rx = ring.consumer().unwrap();
+                    assert_eq!(rx.try_pop(), Ok(0), "{side} {before:?}");
+                }
+                _ => unreachable!(),
+            }
+        }
+    }
+}
+
+#[test]
+fn spsc_end_killed_while_closing() {
+    for point in ["end-closed", "end-released"] {
+        // The producer pushes 0..3 and dies in its `Drop` while we are parked in `pop`.
+        let name = unique_name("f-spsc-close-p");
+        let _c = Cleanup(name.clone());
+        let ring = spsc::create::<u64>(&name, 8).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let death = die_in_background(end(
+            "spsc",
+            "producer",
+            &name,
+            3,
+            300,
+            &format!("{point}:1"),
+        ));
+        for i in 0..3 {
+            assert_eq!(rx.pop_timeout(HANG), Ok(i), "{point}");
+        }
+        // Its close was complete: `Disconnected` after the drain, not `PeerDied`.
+        assert_eq!(rx.pop_timeout(HANG), Err(PopError::Disconnected), "{point}");
+        let took = after(death, Instant::now());
+        println!("{point}: the parked consumer saw the close {took:?} after the death");
+        assert!(took < NOTICED, "{point}: {took:?}");
+        assert_eq!(ring.stats().producer, EndStatus::Closed);
+        // A new producer can attach and the ring goes on.
+        let mut tx = ring.producer().unwrap();
+        tx.try_push(3).unwrap();
+        assert_eq!(rx.try_pop(), Ok(3));
+
+        // The consumer dies in its `Drop` while we are parked on a full ring.
+        let name = unique_name("f-spsc-close-c");
+        let _c = Cleanup(name.clone());
+        let ring = spsc::create::<u64>(&name, 2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        tx.try_push(0).unwrap();
+        tx.try_push(1).unwrap();
+        let death = die_in_background(end(
+            "spsc",
+            "consumer",
+            &name,
+            0,
+            300,
+            &format!("{point}:1"),
+        ));
+        assert_eq!(
+            tx.push_timeout(2, HANG),
+            Err(PushError::Disconnected(2)),
+            "{point}"
+        );
+        let took = after(death, Instant::now());
+        println!("{point}: the parked producer saw the close {took:?} after the death");
+        assert!(took < NOTICED, "{point}: {took:?}");
+        let mut rx = ring.consumer().unwrap();
+        assert_eq!(rx.try_pop(), Ok(0));
+    }
+}
+
+// ------------------------------------------------------------ MPMC
+
+#[test]
+fn mpmc_producer_dies_after_publishing_before_waking() {
+    let name = unique_name("f-mpmc-pub");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 8).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let death = die_in_background(end(
+        "mpmc",
+        "producer",
+        &name,
+        1,
+        300,
+        "mpmc-producer-published:1",
+    ));
+    assert_eq!(rx.pop_timeout(HANG), Ok(0));
+    let took = after(death, Instant::now());
+    println!("mpmc-producer-published: the parked consumer had the item {took:?} after the death");
+    assert!(took < NOTICED, "{took:?}");
+    assert_eq!(rx.pop_timeout(HANG), Err(PopError::PeerDied));
+    let st = ring.stats();
+    assert_eq!((st.pushes, st.pops), (1, 1));
+}
+
+#[test]
+fn mpmc_endpoint_killed_while_attaching() {
+    // A first-ever attach dies before `ever` is set: consumers go on waiting for a
+    // producer (no `PeerDied`, no `Disconnected`), and a new producer is heard.
+    let name = unique_name("f-mpmc-attach1");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 4).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    run_to_death(end("mpmc", "producer", &name, 0, 0, "end-claimed:1"));
+    let short = LIVENESS_INTERVAL * 20;
+    assert_eq!(rx.pop_timeout(short), Err(PopError::Timeout));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    assert_eq!(ring.stats().producers, 0, "the dead claim was reaped");
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(1).unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    drop(tx);
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+
+    // With a producer attached before (and gone cleanly), a process killed attaching is
+    // a producer that died: `PeerDied`, within a liveness interval of the next check.
+    run_to_death(end("mpmc", "producer", &name, 0, 0, "end-claimed:1"));
+    let t = Instant::now();
+    assert_eq!(rx.pop_timeout(HANG), Err(PopError::PeerDied));
+    println!(
+        "end-claimed (MPMC, ever set): PeerDied {:?} after the death",
+        t.elapsed()
+    );
+    assert_eq!(ring.stats().producers, 0);
+}
+
+#[test]
+fn mpmc_endpoint_killed_while_detaching() {
+    for (point, want) in [
+        // `last_departure` says CLOSED_CLEANLY but the owner word stays: reaped as dead.
+        ("end-closed", PopError::PeerDied),
+        // Owner word cleared, the wake not made: a clean departure; parked peers notice.
+        ("end-released", PopError::Disconnected),
+    ] {
+        let name = unique_name("f-mpmc-detach");
+        let _c = Cleanup(name.clone());
+        let ring = mpmc::create::<u64>(&name, 8).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let death = die_in_background(end(
+            "mpmc",
+            "producer",
+            &name,
+            2,
+            300,
+            &format!("{point}:1"),
+        ));
+        assert_eq!(rx.pop_timeout(HANG), Ok(0), "{point}");
+        assert_eq!(rx.pop_timeout(HANG), Ok(1), "{point}");
+        assert_eq!(rx.pop_timeout(HANG), Err(want), "{point}");
+        let took = after(death, Instant::now());
+        println!(
+            "{point} (MPMC producer): the parked consumer saw {want:?} {took:?} after the death"
+        );
+        assert!(took < NOTICED, "{point}: {took:?}");
+        assert_eq!(ring.stats().producers, 0, "{point}");
+        // The slot is free again.
+        let mut tx = ring.producer().unwrap();
+        tx.try_push(2).unwrap();
+        assert_eq!(rx.try_pop(), Ok(2));
+    }
+}
+
+/// Waits (bounded) until a consumer sleeps on the MPMC ring `name`: the consumers' `waiting`
+/// word (control block at 128, its line 3 at +384) is non-zero. A loaded machine may take
+/// far longer than the spin and yield phases' few microseconds to get there.
+fn until_a_consumer_sleeps(name: &str) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
+    let t = Instant::now();
+    loop {
+        let mut w = [0u8; 4];
+        f.read_exact_at(&mut w, 128 + 384).unwrap();
+        if u32::from_ne_bytes(w) != 0 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the consumer never slept"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn mpmc_parked_endpoint_killed_costs_a_wake_per_item_and_nothing_else() {
+    let name = unique_name("f-mpmc-parked");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    // A consumer asleep in `pop` on the empty ring is killed.
+    let mut c = end("mpmc", "consumer", &name, 1, 0, "");
+    c.env(HOLD, "1");
+    let mut parked = Running::spawn(c);
+    parked.expect_line("attached", Duration::from_secs(30));
+    until_a_consumer_sleeps(&name);
+    parked.kill9();
+    let before = ring.stats().wakeups;
+    for i in 0..10 {
+        tx.try_push(i).unwrap();
+    }
+    // Its `waiting` count stays behind: every publish now pays a FUTEX_WAKE for it.
+    assert!(ring.stats().wakeups >= before + 10, "{:?}", ring.stats());
+    // Nothing else changes: a new consumer gets every item, in order.
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..10 {
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+}
+
+#[test]
+fn mpmc_dead_endpoints_are_reaped_by_attach() {
+    let name = unique_name("f-mpmc-reap");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 4).unwrap();
+    // Every slot but one is held by this (live) process, the last by a child we kill.
+    let live: Vec<_> = (0..MAX_ENDPOINTS - 1)
+        .map(|_| ring.producer().unwrap())
+        .collect();
+    let mut dead = holder("mpmc", "producer", &name);
+    assert!(matches!(
+        ring.producer(),
+        Err(RingError::TooManyEndpoints { .. })
+    ));
+    dead.kill9();
+    // The dead one's slot is reaped on the way: one more attach succeeds...
+    let last = ring.producer().unwrap();
+    assert_eq!(ring.stats().producers, MAX_ENDPOINTS as u32);
+    // ...and then all slots are held by live processes: refused.
+    assert!(matches!(
+        ring.producer(),
+        Err(RingError::TooManyEndpoints { .. })
+    ));
+    drop(last);
+    drop(live);
+}
