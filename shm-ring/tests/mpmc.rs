@@ -674,6 +674,95 @@ fn a_half_finished_skip_survives_producers_lapping_the_ring() {
     assert_eq!(ring.stats().skipped, 1);
 }
 
+/// A ring of 8 (20 ms claim timeout) where a producer died right after claiming position 2
+/// (items 0 and 1 published): returns it with the dead producer's child reaped.
+fn ring_with_a_dead_claim_at_2(tag: &str) -> (String, Cleanup, Ring<u64>) {
+    let (name, c, ring) = short_timeout_ring(tag, 8);
+    let mut doomed_p = role("produce", &name, 1);
+    doomed_p
+        .env("SHMRING_FAULT", "mpmc-producer-claimed:3")
+        .env("SHMRING_COUNT", "10");
+    let mut doomed_p = Running::spawn(doomed_p);
+    assert!(!doomed_p.wait_success(Duration::from_secs(30)));
+    (name, c, ring)
+}
+
+/// Polls `ring` (bounded) until `done` holds.
+fn until(ring: &Ring<u64>, what: &str, done: impl Fn(&mpmc::MpmcStats) -> bool) {
+    let t = Instant::now();
+    while !done(&ring.stats()) {
+        assert!(t.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_half_finished_skip_survives_a_next_lap_still_writing() {
+    let (name, _c, ring) = ring_with_a_dead_claim_at_2("mpmc-skip-writing");
+    // A consumer takes 0 and 1 and dies between the two steps of skipping claim 2.
+    let mut doomed_c = role("consume", &name, 0);
+    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
+    let mut doomed_c = Running::spawn(doomed_c);
+    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    // A live producer laps the ring: its 8th push claims position 10 (slot 2, where `head`
+    // still points), marks it WRITING, writes it, and stalls there for a second.
+    let mut writer = role("produce", &name, 3);
+    writer
+        .env("SHMRING_FAULT", "mpmc-producer-written:8:1000")
+        .env("SHMRING_COUNT", "8");
+    let mut writer = Running::spawn(writer);
+    until(&ring, "the 8th claim", |st| st.tail == 11);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(ring.stats().head, 2, "the skip is still half done");
+    // A new consumer finishes the skip, gets the 7 published items in order, waits for the
+    // live writer (no skip: it is alive), and gets its item too.
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..8u64 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(msg(3, i)));
+    }
+    assert!(writer.wait_success(Duration::from_secs(30)));
+    assert_eq!(writer.next_line(Duration::from_secs(5)), "attached");
+    assert_eq!(writer.next_line(Duration::from_secs(5)), "expired 0");
+    // Every producer has left (the writer cleanly, after its stall).
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+    assert_eq!(ring.stats().skipped, 1);
+}
+
+#[test]
+fn a_stalled_skipper_is_overtaken_and_its_late_step_does_no_harm() {
+    let (name, _c, ring) = ring_with_a_dead_claim_at_2("mpmc-skip-stall");
+    // A live consumer takes 0 and 1, releases claim 2's slot (S1), and stalls 1.5 s before
+    // moving `head` (S2).
+    let mut stalled = role("consume", &name, 0);
+    stalled.env("SHMRING_FAULT", "mpmc-consumer-skipping:1:1500");
+    let mut stalled = Running::spawn(stalled);
+    until(&ring, "the skip's first step", |st| st.skipped == 1);
+    // Meanwhile a producer laps onto the slot and a new consumer finishes the skip and
+    // takes everything.
+    let mut tx = ring.producer().unwrap();
+    let mut rx = ring.consumer().unwrap();
+    for i in 0..8u64 {
+        tx.push_timeout(msg(3, i), Duration::from_secs(10)).unwrap();
+    }
+    for i in 0..8u64 {
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(msg(3, i)));
+    }
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    drop(tx);
+    // The skipper wakes: its S2 finds `head` moved and fails; it took 0 and 1 and nothing
+    // else, and hears that the producers are gone.
+    let said = loop {
+        let l = stalled.next_line(Duration::from_secs(30));
+        if l.starts_with("got ") {
+            break l;
+        }
+    };
+    assert!(said.starts_with("got 2 "), "{said}");
+    assert!(stalled.wait_success(Duration::from_secs(30)));
+    let st = ring.stats();
+    assert_eq!((st.skipped, st.head, st.tail), (1, 11, 11), "{st:?}");
+}
+
 // ------------------------------------------------------------ wrap-around, roles, bad input
 
 #[test]
