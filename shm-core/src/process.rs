@@ -66,24 +66,30 @@ fn read_stat(pid: u32) -> Result<Option<StatFields>, ()> {
     Ok(Some(StatFields { state, start_time }))
 }
 
+/// `/proc/<pid>/stat` is missing: the task is gone, unless the kernel still knows it (then
+/// `/proc` is not mounted here, or `hidepid` hides the entry, and nobody can tell who runs
+/// under the id: Unknown, which callers treat as alive).
+fn missing_means_gone(pid: u32) -> bool {
+    matches!(crate::sys::task_exists(pid), Ok(false))
+}
+
 impl ProcessId {
     /// The calling process.
     pub fn current() -> ProcessId {
         static ME: OnceLock<(u32, u64)> = OnceLock::new();
         let pid = std::process::id();
         // A forked child has a new pid: recompute if the cached one is not ours.
-        let cached = *ME.get_or_init(|| (pid, Self::start_time_of(pid)));
-        if cached.0 == pid {
-            ProcessId {
-                pid,
-                start_time: cached.1,
-            }
-        } else {
-            ProcessId {
-                pid,
-                start_time: Self::start_time_of(pid),
+        if let Some(&(p, start_time)) = ME.get() {
+            if p == pid {
+                return ProcessId { pid, start_time };
             }
         }
+        let start_time = Self::start_time_of(pid);
+        // A failed read (0) is not cached: the next call tries again.
+        if start_time != 0 {
+            let _ = ME.set((pid, start_time));
+        }
+        ProcessId { pid, start_time }
     }
 
     fn start_time_of(pid: u32) -> u64 {
@@ -111,7 +117,8 @@ impl ProcessId {
             return Lookup::Gone;
         }
         match read_stat(pid) {
-            Ok(None) => Lookup::Gone,
+            Ok(None) if missing_means_gone(pid) => Lookup::Gone,
+            Ok(None) => Lookup::Unknown,
             Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Lookup::Gone,
             Ok(Some(f)) => Lookup::Running(ProcessId {
                 pid,
@@ -129,7 +136,8 @@ impl ProcessId {
             return Liveness::Dead;
         }
         match read_stat(self.pid) {
-            Ok(None) => Liveness::Dead,
+            Ok(None) if missing_means_gone(self.pid) => Liveness::Dead,
+            Ok(None) => Liveness::Unknown,
             Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Liveness::Dead,
             Ok(Some(_)) if self.start_time == 0 => Liveness::Unknown,
             Ok(Some(f)) if f.start_time != self.start_time => Liveness::Dead,
@@ -162,18 +170,23 @@ pub struct ExitWatch {
 
 impl ExitWatch {
     /// Watches the process now running under `pid`, if `is_it` accepts its identity. The
-    /// identity is read from `/proc` *after* the descriptor is opened, so an accepted
-    /// identity proves the descriptor names that process (it was alive then, so it was
-    /// alive when the descriptor was opened). `None` if pidfds are unavailable (Linux
+    /// descriptor is opened first, the identity read from `/proc` next, and the descriptor's
+    /// process is then checked to be still running: it held the pid over the whole
+    /// interval, so the identity read was its own. `None` if pidfds are unavailable (Linux
     /// before 5.3, a seccomp filter, Miri), nothing (or a zombie) runs under `pid`, `/proc`
-    /// cannot tell, or `is_it` refuses: callers then fall back to [`ProcessId::lookup`].
+    /// cannot tell, `is_it` refuses, or the process exited meanwhile: callers then fall
+    /// back to [`ProcessId::lookup`].
     pub fn open(pid: u32, is_it: impl FnOnce(&ProcessId) -> bool) -> Option<ExitWatch> {
         if pid == 0 || pid > i32::MAX as u32 {
             return None;
         }
         let fd = crate::sys::pidfd_open(pid).ok()?;
         match ProcessId::lookup(pid) {
-            Lookup::Running(p) if is_it(&p) => Some(ExitWatch { fd }),
+            Lookup::Running(p) if is_it(&p) => {}
+            _ => return None,
+        }
+        match crate::sys::pidfd_exited(fd.as_fd()) {
+            Ok(false) => Some(ExitWatch { fd }),
             _ => None,
         }
     }

@@ -969,7 +969,7 @@ pub fn inspect(name: &str) -> Result<SegmentInfo, OpenError> {
     let age = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .ok()
-        .and_then(|now| now.checked_sub(Duration::from_secs(u64::try_from(st.mtime).ok()?)));
+        .and_then(|now| now.checked_sub(st.mtime?));
     Ok(SegmentInfo {
         name: sname.as_str().to_owned(),
         file_len: st.size,

@@ -16,8 +16,9 @@ pub(crate) struct FileStat {
     pub mode: u32,
     pub ino: u64,
     pub dev: u64,
-    /// Last modification, seconds since the epoch.
-    pub mtime: i64,
+    /// Last modification, since the epoch (to the nanosecond: whole seconds alone would make
+    /// a file just written look up to a second older than it is). `None` before 1970.
+    pub mtime: Option<std::time::Duration>,
 }
 
 impl FileStat {
@@ -28,7 +29,12 @@ impl FileStat {
             mode: st.st_mode,
             ino: st.st_ino,
             dev: st.st_dev,
-            mtime: st.st_mtime,
+            mtime: u64::try_from(st.st_mtime).ok().and_then(|s| {
+                let ns = u32::try_from(st.st_mtime_nsec)
+                    .ok()
+                    .filter(|&ns| ns < 1_000_000_000)?;
+                Some(std::time::Duration::new(s, ns))
+            }),
         }
     }
 
@@ -290,6 +296,32 @@ pub(crate) fn read_proc_stat(pid: u32, buf: &mut [u8; 1024]) -> io::Result<usize
         }
     }
     Ok(len)
+}
+
+/// Whether any task has the id `pid` (`kill(pid, 0)`; a task we may not signal, `EPERM`,
+/// exists too). Asked when `/proc/<pid>/stat` is missing, which an unmounted `/proc` or
+/// `hidepid` also causes. `pid` must be positive: `kill` reads 0 and negative ids as
+/// process groups.
+pub(crate) fn task_exists(pid: u32) -> io::Result<bool> {
+    // Miri has no kill(2): a missing `/proc` entry then means gone, as it did before.
+    if cfg!(miri) {
+        return Ok(false);
+    }
+    let pid = match libc::pid_t::try_from(pid) {
+        Ok(p) if p > 0 => p,
+        _ => return Err(io::ErrorKind::InvalidInput.into()),
+    };
+    // SAFETY: signal 0 sends nothing; the kernel only checks that the task exists and
+    // whether we may signal it.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => Ok(false),
+        Some(libc::EPERM) => Ok(true),
+        _ => Err(e),
+    }
 }
 
 /// `pidfd_open(pid, 0)`: a descriptor for the process now running under `pid`, which

@@ -511,6 +511,22 @@ fn creator_dead_between_sizing_and_initializing_is_stale_once_old() {
             ),
             "{what}"
         );
+        // Young to the nanosecond: a modification time just before a second boundary is
+        // not taken for a whole second older (ages once came from whole seconds).
+        let now = loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            if now.subsec_millis() < 500 {
+                break now;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let just_before = Duration::from_secs(now.as_secs() - 1) + Duration::from_millis(999);
+        shm_file(&name)
+            .set_modified(std::time::UNIX_EPOCH + just_before)
+            .unwrap();
+        assert!(!shm_core::inspect(&name).unwrap().is_stale(), "{what}");
         // Unchanged for longer than the open timeout: garbage. Removed, and the name works.
         shm_file(&name)
             .set_modified(std::time::SystemTime::now() - Duration::from_secs(10))

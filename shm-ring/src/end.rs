@@ -18,7 +18,10 @@ pub(crate) const NEVER: u32 = 0;
 pub(crate) const ATTACHED: u32 = 1;
 pub(crate) const CLOSED: u32 = 2;
 
-/// How often an idle or blocked side checks (in `/proc`) that its peer still runs.
+/// How often an idle or blocked side checks that its peer still runs. An SPSC end checks
+/// through a pidfd on its peer, which its handle keeps open (one file descriptor per
+/// handle) until the peer changes or the handle drops; elsewhere, and where pidfds are
+/// unavailable, a check reads `/proc`.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One endpoint slot, as laid out in the control block.
@@ -93,7 +96,9 @@ pub(crate) fn is_dead(word: u64) -> bool {
     match shm_core::ProcessId::lookup((word >> 32) as u32) {
         shm_core::Lookup::Gone => true,
         shm_core::Lookup::Unknown => false,
-        shm_core::Lookup::Running(p) => p.start_time as u32 != word as u32,
+        // A recorded start time of 0 (its holder could not read its own): only "no such
+        // task" proves death.
+        shm_core::Lookup::Running(p) => word as u32 != 0 && p.start_time as u32 != word as u32,
     }
 }
 
@@ -103,11 +108,15 @@ pub(crate) fn is_dead(_word: u64) -> bool {
     false
 }
 
-/// [`is_dead`] made cheap to repeat for one peer: the first check of an identity word reads
-/// `/proc` and opens a pidfd on that process ([`shm_core::ExitWatch`]); later checks of the
-/// same word are one `poll(2)` on it. A parked end checks its peer once per
-/// [`LIVENESS_INTERVAL`], so this is most of what an idle waiter costs. Falls back to `/proc`
-/// where pidfds are unavailable.
+/// [`is_dead`] made cheap to repeat for one peer: the first check of an identity word opens
+/// a pidfd on that process and verifies it against the word ([`shm_core::ExitWatch`]: one
+/// `/proc` read); later checks of the same word are one `poll(2)` on it. A parked end checks
+/// its peer once per [`LIVENESS_INTERVAL`], so this is most of what an idle waiter costs.
+/// Where no pidfd can be had for a peer (pidfds unavailable, `/proc` hidden, a start time of
+/// 0), every check of that word reads `/proc`, without trying the pidfd again.
+///
+/// A handle that has checked its peer holds one file descriptor on it until the peer's
+/// word changes or the handle drops.
 pub(crate) struct PeerWatch {
     word: u64,
     #[cfg(not(shm_loom))]
@@ -130,24 +139,26 @@ impl PeerWatch {
             return false;
         }
         if word == self.word {
-            if let Some(exited) = self.watch.as_ref().and_then(|w| w.exited()) {
-                return exited;
+            match self.watch.as_ref().map(|w| w.exited()) {
+                Some(Some(exited)) => return exited,
+                // The poll failed: ask `/proc` and try a new pidfd below.
+                Some(None) => {}
+                // No pidfd could be had for this peer: `/proc` it is.
+                None => return is_dead(word),
             }
         }
         self.word = word;
-        self.watch = None;
-        let dead = is_dead(word);
-        if !dead {
-            self.watch = shm_core::ExitWatch::open((word >> 32) as u32, |p| {
-                p.start_time as u32 == word as u32
-            });
-        }
-        dead
+        let start = word as u32;
+        self.watch = shm_core::ExitWatch::open((word >> 32) as u32, |p| {
+            start != 0 && p.start_time as u32 == start
+        });
+        // A watch proves the peer was running after its pidfd was opened.
+        self.watch.is_none() && is_dead(word)
     }
 
     #[cfg(shm_loom)]
     pub fn is_dead(&mut self, word: u64) -> bool {
-        self.word = word;
+        let _ = (self.word, word);
         false
     }
 }
@@ -257,5 +268,28 @@ impl LivenessTimer {
     pub fn expire(&mut self) {
         self.polls = 0;
         self.next = None;
+    }
+}
+
+#[cfg(all(test, not(shm_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_start_time_of_zero_is_proved_dead_only_by_no_such_task() {
+        let p = shm_core::ProcessId::current();
+        let pid = u64::from(p.pid) << 32;
+        assert!(!is_dead(me()));
+        // Our pid with a start time we do not have: another (dead) process.
+        assert!(is_dead(
+            pid | ((p.start_time as u32).wrapping_add(1) as u64)
+        ));
+        // Our pid with no start time recorded: we run, so it may be us.
+        assert!(!is_dead(pid));
+        let mut w = PeerWatch::new();
+        assert!(!w.is_dead(pid));
+        assert!(!w.is_dead(pid), "the /proc fallback, a second time");
+        assert!(!w.is_dead(me()));
+        assert!(!w.is_dead(me()), "through the pidfd");
     }
 }

@@ -592,8 +592,9 @@ impl<T: Pod> Producer<T> {
                 return Attempt::Blocked;
             }
             if state == PUBLISHED {
-                // Acquire: keeps this load after our Acquire load of `seq`.
-                let head = c.head.pos.load(Ordering::Acquire);
+                // Relaxed: the Acquire load of `seq` above already keeps this load after
+                // it, and `head` is only ever written by Relaxed CASes: nothing to pair with.
+                let head = c.head.pos.load(Ordering::Relaxed);
                 let claimed = head.wrapping_sub(lap).wrapping_sub(1) < cap;
                 if claimed && stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
                     // A consumer claimed it but never marked it: reclaim (its mark will
@@ -617,7 +618,10 @@ impl<T: Pod> Producer<T> {
                     self.stuck = None;
                     let reader = slot.reader.load(Ordering::Relaxed);
                     // Acquire (on the CAS below): pairs with the dead reader's Release mark,
-                    // so nothing it did to the slot is ordered after our rewrite.
+                    // so its mark and everything before it happen before our rewrite. Its
+                    // reads of the value after the mark are not ordered by this: they cannot
+                    // overlap our rewrite only because the reader is dead (a process the
+                    // kernel has reaped issues no more loads).
                     if claimant_dead(reader)
                         && slot
                             .seq
@@ -848,8 +852,9 @@ impl<T: Pod> Consumer<T> {
                 if !check_claims {
                     return Attempt::Blocked;
                 }
-                // Acquire: keeps this load after our Acquire load of `seq`.
-                let tail = c.tail.pos.load(Ordering::Acquire);
+                // Relaxed: the Acquire load of `seq` above already keeps this load after
+                // it, and `tail` is only ever written by Relaxed CASes: nothing to pair with.
+                let tail = c.tail.pos.load(Ordering::Relaxed);
                 if state == 0 && tail == pos {
                     return Attempt::Blocked; // empty
                 }
@@ -868,6 +873,10 @@ impl<T: Pod> Consumer<T> {
                 if state == WRITING && !claimant_dead(slot.writer.load(Ordering::Relaxed)) {
                     return Attempt::Blocked;
                 }
+                // Relaxed: the claim is unmarked (nobody touched the value) or its writer is
+                // dead (its last stores were complete when the kernel reaped it), so no
+                // live process accesses the value; the next lap's producer orders its own
+                // writes after its Acquire load of the `seq` we store.
                 if slot
                     .seq
                     .compare_exchange(

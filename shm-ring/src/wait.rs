@@ -166,8 +166,9 @@ pub(crate) const MPMC_POLL_PAUSES: u32 = 1;
 /// noticing the other side sooner and leaving its line alone so it can publish several
 /// items per poll. SPSC polls the producer's position word, which the producer stores on
 /// every publish, so polling too often takes that line from it on each item
-/// ([`SPSC_POLL_PAUSES`]). MPMC polls the slot's sequence word, which the producer writes
-/// once per item anyway ([`MPMC_POLL_PAUSES`]).
+/// ([`SPSC_POLL_PAUSES`]). MPMC polls the slot's sequence word, which each item's producer
+/// writes twice (mark, publish) and its consumer twice (mark, release) anyway
+/// ([`MPMC_POLL_PAUSES`]).
 pub(crate) fn spin<R>(
     strategy: WaitStrategy,
     pauses: u32,

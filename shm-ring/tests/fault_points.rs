@@ -68,6 +68,7 @@ fn child_fault() {
         }
     };
     match (var(KIND).as_str(), var(SIDE).as_str()) {
+        ("no-proc", _) => without_proc(&name),
         ("spsc", "producer") => {
             let mut tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
             println!("CHILD:attached");
@@ -528,4 +529,90 @@ fn mpmc_dead_endpoints_are_reaped_by_attach() {
     ));
     drop(last);
     drop(live);
+}
+
+// ------------------------------------------------------------ liveness without /proc
+
+/// In a private mount namespace with an empty tmpfs over `/proc`: nobody's identity can be
+/// read, so nobody may be judged dead but a task the kernel says does not exist.
+fn without_proc(name: &str) {
+    // SAFETY: plain syscalls with valid NUL-terminated strings. The new mount namespace
+    // belongs to this child process alone and ends with it.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            println!("CHILD:skip unshare: {}", std::io::Error::last_os_error());
+            return;
+        }
+        let flags = libc::MS_REC | libc::MS_PRIVATE;
+        let none = c"none".as_ptr();
+        assert_eq!(
+            libc::mount(
+                none,
+                c"/".as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null()
+            ),
+            0
+        );
+        assert_eq!(
+            libc::mount(
+                none,
+                c"/proc".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                std::ptr::null()
+            ),
+            0
+        );
+    }
+    assert!(!std::path::Path::new("/proc/self/stat").exists());
+    let parent = std::os::unix::process::parent_id();
+    assert_eq!(
+        shm_core::ProcessId::lookup(parent),
+        shm_core::Lookup::Unknown
+    );
+    // A pid nothing runs under is still known to be gone (the kernel says so).
+    let mut exited = Command::new("true").spawn().unwrap();
+    let gone = exited.id();
+    exited.wait().unwrap();
+    assert_eq!(shm_core::ProcessId::lookup(gone), shm_core::Lookup::Gone);
+    // The parent holds the producer end: it is not taken over.
+    match spsc::open::<u64>(name).unwrap().producer() {
+        Err(RingError::RoleTaken { pid, .. }) => assert_eq!(pid, parent),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("took a live process's end over"),
+    }
+    // ...and its ring is not reported dead to a consumer.
+    let mut rx = spsc::open::<u64>(name).unwrap().consumer().unwrap();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(100)),
+        Err(PopError::Timeout)
+    );
+    // The parent holds a lock: it is waited for, never taken as a dead holder's.
+    let m = shm_sync::Shared::<shm_sync::Mutex<u64>>::open(&format!("{name}-m")).unwrap();
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(100)),
+        Err(shm_sync::LockError::Timeout)
+    ));
+    println!("CHILD:ok");
+}
+
+#[test]
+fn without_proc_nobody_alive_is_judged_dead() {
+    let name = unique_name("no-proc");
+    let mname = format!("{name}-m");
+    let (_c, _c2) = (Cleanup(name.clone()), Cleanup(mname.clone()));
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let _tx = ring.producer().unwrap();
+    let m =
+        shm_sync::Shared::<shm_sync::Mutex<u64>>::create(&mname, (0, shm_sync::Protocol::Normal))
+            .unwrap();
+    let _held = m.lock().unwrap();
+    let lines = run_child(end("no-proc", "", &name, 0, 0, ""));
+    if is_root() {
+        assert_eq!(lines, ["ok"]);
+    } else {
+        println!("not root, so no private /proc: {lines:?}");
+    }
 }
