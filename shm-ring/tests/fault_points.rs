@@ -67,44 +67,35 @@ fn child_fault() {
             std::thread::sleep(Duration::from_secs(60));
         }
     };
+    // Attach, sleep `delay`, push 0.. (or pop and print) `count` items, hold if asked.
+    macro_rules! produce {
+        ($ring:ident, $name:expr, $count:expr, $delay:expr) => {{
+            let mut tx = $ring::open::<u64>($name).unwrap().producer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep($delay);
+            for i in 0..$count {
+                tx.push(i).unwrap();
+            }
+            hold();
+        }};
+    }
+    macro_rules! consume {
+        ($ring:ident, $name:expr, $count:expr, $delay:expr) => {{
+            let mut rx = $ring::open::<u64>($name).unwrap().consumer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep($delay);
+            for _ in 0..$count {
+                println!("CHILD:popped {}", rx.pop().unwrap());
+            }
+            hold();
+        }};
+    }
     match (var(KIND).as_str(), var(SIDE).as_str()) {
         ("no-proc", _) => without_proc(&name),
-        ("spsc", "producer") => {
-            let mut tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
-            println!("CHILD:attached");
-            std::thread::sleep(delay);
-            for i in 0..count {
-                tx.push(i).unwrap();
-            }
-            hold();
-        }
-        ("spsc", "consumer") => {
-            let mut rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
-            println!("CHILD:attached");
-            std::thread::sleep(delay);
-            for _ in 0..count {
-                println!("CHILD:popped {}", rx.pop().unwrap());
-            }
-            hold();
-        }
-        ("mpmc", "producer") => {
-            let mut tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
-            println!("CHILD:attached");
-            std::thread::sleep(delay);
-            for i in 0..count {
-                tx.push(i).unwrap();
-            }
-            hold();
-        }
-        ("mpmc", "consumer") => {
-            let mut rx = mpmc::open::<u64>(&name).unwrap().consumer().unwrap();
-            println!("CHILD:attached");
-            std::thread::sleep(delay);
-            for _ in 0..count {
-                println!("CHILD:popped {}", rx.pop().unwrap());
-            }
-            hold();
-        }
+        ("spsc", "producer") => produce!(spsc, &name, count, delay),
+        ("spsc", "consumer") => consume!(spsc, &name, count, delay),
+        ("mpmc", "producer") => produce!(mpmc, &name, count, delay),
+        ("mpmc", "consumer") => consume!(mpmc, &name, count, delay),
         other => panic!("unknown child {other:?}"),
     }
 }
@@ -146,30 +137,39 @@ fn after(death: JoinHandle<Instant>, at: Instant) -> Duration {
 
 // ------------------------------------------------------------ SPSC
 
+/// A producer process of the `kind` ring `name` attaches, waits until we are parked in
+/// `pop`, publishes item 0, and dies at `point` before waking us: we get the item within a
+/// slice, then `PeerDied`; `pushes_pops` then reads (1, 1).
+fn producer_dies_after_publishing(
+    kind: &str,
+    name: &str,
+    point: &str,
+    mut pop: impl FnMut() -> Result<u64, PopError>,
+    pushes_pops: impl Fn() -> (u64, u64),
+) {
+    let death = die_in_background(end(kind, "producer", name, 1, 300, &format!("{point}:1")));
+    assert_eq!(pop(), Ok(0), "{point}");
+    let took = after(death, Instant::now());
+    println!("{point}: the parked consumer had the item {took:?} after the death");
+    assert!(took < NOTICED, "{point}: {took:?}");
+    // Then the producer's death, with nothing lost and nothing more.
+    assert_eq!(pop(), Err(PopError::PeerDied), "{point}");
+    assert_eq!(pushes_pops(), (1, 1), "{point}");
+}
+
 #[test]
 fn spsc_producer_dies_after_publishing_before_waking() {
     let name = unique_name("f-spsc-pub");
     let _c = Cleanup(name.clone());
     let ring = spsc::create::<u64>(&name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
-    // It attaches, waits until we are parked in `pop`, publishes item 0, and dies before
-    // waking us.
-    let death = die_in_background(end(
+    producer_dies_after_publishing(
         "spsc",
-        "producer",
         &name,
-        1,
-        300,
-        "spsc-producer-published:1",
-    ));
-    assert_eq!(rx.pop_timeout(HANG), Ok(0));
-    let took = after(death, Instant::now());
-    println!("spsc-producer-published: the parked consumer had the item {took:?} after the death");
-    assert!(took < NOTICED, "{took:?}");
-    // Then the producer's death, with nothing lost and nothing more.
-    assert_eq!(rx.pop_timeout(HANG), Err(PopError::PeerDied));
-    let st = ring.stats();
-    assert_eq!((st.pushes, st.pops), (1, 1));
+        "spsc-producer-published",
+        || rx.pop_timeout(HANG),
+        || (ring.stats().pushes, ring.stats().pops),
+    );
 }
 
 #[test]
@@ -372,21 +372,13 @@ fn mpmc_producer_dies_after_publishing_before_waking() {
     let _c = Cleanup(name.clone());
     let ring = mpmc::create::<u64>(&name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
-    let death = die_in_background(end(
+    producer_dies_after_publishing(
         "mpmc",
-        "producer",
         &name,
-        1,
-        300,
-        "mpmc-producer-published:1",
-    ));
-    assert_eq!(rx.pop_timeout(HANG), Ok(0));
-    let took = after(death, Instant::now());
-    println!("mpmc-producer-published: the parked consumer had the item {took:?} after the death");
-    assert!(took < NOTICED, "{took:?}");
-    assert_eq!(rx.pop_timeout(HANG), Err(PopError::PeerDied));
-    let st = ring.stats();
-    assert_eq!((st.pushes, st.pops), (1, 1));
+        "mpmc-producer-published",
+        || rx.pop_timeout(HANG),
+        || (ring.stats().pushes, ring.stats().pops),
+    );
 }
 
 #[test]

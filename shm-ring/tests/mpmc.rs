@@ -461,25 +461,9 @@ fn stalled_producer_is_skipped_and_told_nothing_is_lost_or_doubled() {
 
 #[test]
 fn consumer_killed_mid_skip_is_finished_by_the_next() {
-    let name = unique_name("mpmc-kill-skip");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(8)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
-    // A producer that dies right after claiming leaves an unmarked claim...
-    let mut doomed_p = role("produce", &name, 1);
-    doomed_p
-        .env("SHMRING_FAULT", "mpmc-producer-claimed:3")
-        .env("SHMRING_COUNT", "10");
-    let mut doomed_p = Running::spawn(doomed_p);
-    assert!(!doomed_p.wait_success(Duration::from_secs(30)));
-    // ...a consumer that dies half-way through skipping it...
-    let mut doomed_c = role("consume", &name, 0);
-    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
-    let mut doomed_c = Running::spawn(doomed_c);
-    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    // A producer that dies right after claiming leaves an unmarked claim, a consumer dies
+    // half-way through skipping it...
+    let (_name, _c, ring) = ring_with_a_half_finished_skip_at_2("mpmc-kill-skip");
     // ...and the next consumer and producer carry on.
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();
@@ -641,25 +625,9 @@ fn a_consumer_stalled_between_claiming_and_marking_gets_expired() {
 
 #[test]
 fn a_half_finished_skip_survives_producers_lapping_the_ring() {
-    let name = unique_name("mpmc-kill-skip-lap");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(8)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
-    let mut doomed_p = role("produce", &name, 1);
-    doomed_p
-        .env("SHMRING_FAULT", "mpmc-producer-claimed:3")
-        .env("SHMRING_COUNT", "10");
-    let mut doomed_p = Running::spawn(doomed_p);
-    assert!(!doomed_p.wait_success(Duration::from_secs(30)));
     // The consumer takes items 0 and 1, then dies half-way through skipping claim 2: its
     // slot is released for the next lap, `head` still points at it.
-    let mut doomed_c = role("consume", &name, 0);
-    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
-    let mut doomed_c = Running::spawn(doomed_c);
-    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    let (_name, _c, ring) = ring_with_a_half_finished_skip_at_2("mpmc-kill-skip-lap");
     // Before any consumer comes back, a producer fills the ring: its 8th push laps onto
     // the skipped slot (positions 3..=10).
     let mut tx = ring.producer().unwrap();
@@ -687,6 +655,17 @@ fn ring_with_a_dead_claim_at_2(tag: &str) -> (String, Cleanup, Ring<u64>) {
     (name, c, ring)
 }
 
+/// [`ring_with_a_dead_claim_at_2`], then a consumer takes 0 and 1 and dies between the two
+/// steps of skipping claim 2 (its slot released, `head` still on it).
+fn ring_with_a_half_finished_skip_at_2(tag: &str) -> (String, Cleanup, Ring<u64>) {
+    let (name, c, ring) = ring_with_a_dead_claim_at_2(tag);
+    let mut doomed_c = role("consume", &name, 0);
+    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
+    let mut doomed_c = Running::spawn(doomed_c);
+    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    (name, c, ring)
+}
+
 /// Polls `ring` (bounded) until `done` holds.
 fn until(ring: &Ring<u64>, what: &str, done: impl Fn(&mpmc::MpmcStats) -> bool) {
     let t = Instant::now();
@@ -698,12 +677,7 @@ fn until(ring: &Ring<u64>, what: &str, done: impl Fn(&mpmc::MpmcStats) -> bool) 
 
 #[test]
 fn a_half_finished_skip_survives_a_next_lap_still_writing() {
-    let (name, _c, ring) = ring_with_a_dead_claim_at_2("mpmc-skip-writing");
-    // A consumer takes 0 and 1 and dies between the two steps of skipping claim 2.
-    let mut doomed_c = role("consume", &name, 0);
-    doomed_c.env("SHMRING_FAULT", "mpmc-consumer-skipping:1");
-    let mut doomed_c = Running::spawn(doomed_c);
-    assert!(!doomed_c.wait_success(Duration::from_secs(30)));
+    let (name, _c, ring) = ring_with_a_half_finished_skip_at_2("mpmc-skip-writing");
     // A live producer laps the ring: its 8th push claims position 10 (slot 2, where `head`
     // still points), marks it WRITING, writes it, and stalls there for a second.
     let mut writer = role("produce", &name, 3);

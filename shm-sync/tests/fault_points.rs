@@ -278,28 +278,15 @@ fn a_holder_killed_between_releasing_and_waking_loses_no_wake_up() {
 
 #[test]
 fn an_unrepaired_spinlock_holder_killed_mid_unlock_passes_the_repair_on() {
-    let name = unique_name("fault-spin-abandon");
-    let _c = Cleanup(name.clone());
-    let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
-    run_to_death(dying("spin-lock-unlock", &name, "spin-unlocking"));
-    // The inheritor stores NOT_RECOVERABLE in its drop and dies before freeing the word.
-    run_to_death(dying("spin-abandon", &name, "spin-unlocking"));
-    let t = Instant::now();
-    match s.lock_timeout(HANG) {
-        // Its death turns the verdict back into a repair obligation for the next holder.
-        Err(LockError::OwnerDied(mut g)) => {
-            assert_eq!(*g, [1, 1]);
-            g.mark_consistent();
-        }
-        Ok(_) => panic!("the holder's death went unnoticed"),
-        Err(e) => panic!("{e}"),
-    }
-    println!(
-        "spin-unlocking, NOT_RECOVERABLE stored: OwnerDied after {:?}",
-        t.elapsed()
-    );
-    assert!(t.elapsed() < HANG);
-    assert!(s.try_lock().is_ok());
+    // One holder dies mid-unlock; the inheritor gets `OwnerDied`, drops it unrepaired
+    // (storing NOT_RECOVERABLE), and dies before freeing the word. Its death turns the
+    // verdict back into a repair obligation for the next holder.
+    let took = spin_owner_died_after(&[
+        ("spin-lock-unlock", "spin-unlocking"),
+        ("spin-abandon", "spin-unlocking"),
+    ]);
+    println!("spin-unlocking, NOT_RECOVERABLE stored: OwnerDied after {took:?}");
+    assert!(took < HANG, "{took:?}");
 }
 
 #[test]
@@ -390,12 +377,16 @@ fn mutex_holder_dies_mid_unlock() {
     }
 }
 
-#[test]
-fn spinlock_holder_dies_mid_unlock() {
+/// Runs each `(role, point)` child against a fresh `SpinLock<[u64; 2]>` to its death, in
+/// order; then locks, expecting `OwnerDied` with the finished data `[1, 1]`, repairs, and
+/// returns how long the lock took.
+fn spin_owner_died_after(children: &[(&str, &str)]) -> Duration {
     let name = unique_name("fault-spin");
     let _c = Cleanup(name.clone());
     let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
-    run_to_death(dying("spin-lock-unlock", &name, "spin-unlocking"));
+    for (role, point) in children {
+        run_to_death(dying(role, &name, point));
+    }
     let t = Instant::now();
     match s.lock_timeout(HANG) {
         Err(LockError::OwnerDied(mut g)) => {
@@ -406,7 +397,14 @@ fn spinlock_holder_dies_mid_unlock() {
         Err(e) => panic!("{e}"),
     }
     let took = t.elapsed();
-    eprintln!("spin-unlocking: OwnerDied after {took:?}");
+    assert!(s.try_lock().is_ok(), "repaired");
+    took
+}
+
+#[test]
+fn spinlock_holder_dies_mid_unlock() {
+    let took = spin_owner_died_after(&[("spin-lock-unlock", "spin-unlocking")]);
+    println!("spin-unlocking: OwnerDied after {took:?}");
     assert!(took < SPIN_LIVENESS_INTERVAL * 500, "{took:?}");
 }
 
@@ -445,33 +443,20 @@ fn semaphore_releaser_dies_before_waking() {
 
 #[test]
 fn event_setter_dies_before_waking() {
-    let name = unique_name("fault-event");
-    let _c = Cleanup(name.clone());
-    let e = Shared::<Event>::create(&name, Reset::Manual).unwrap();
-    let e2 = Shared::<Event>::open(&name).unwrap();
-    let took = wake_survives(
-        move || e2.wait_timeout(HANG).is_ok(),
-        dying("event-set", &name, "event-set"),
-    );
-    eprintln!("event-set: the sleeper woke {took:?} after the death");
-    assert!(took < Duration::from_secs(1), "{took:?}");
-    assert!(e.try_wait());
-}
-
-#[test]
-fn auto_reset_event_setter_dies_before_waking() {
-    let name = unique_name("fault-event-auto");
-    let _c = Cleanup(name.clone());
-    let e = Shared::<Event>::create(&name, Reset::Auto).unwrap();
-    let e2 = Shared::<Event>::open(&name).unwrap();
-    let took = wake_survives(
-        move || e2.wait_timeout(HANG).is_ok(),
-        dying("event-set", &name, "event-set"),
-    );
-    println!("event-set (auto-reset): the sleeper woke {took:?} after the death");
-    assert!(took < Duration::from_secs(1), "{took:?}");
-    // The sleeper consumed the one set: the event is clear again.
-    assert!(!e.try_wait());
+    for reset in [Reset::Manual, Reset::Auto] {
+        let name = unique_name("fault-event");
+        let _c = Cleanup(name.clone());
+        let e = Shared::<Event>::create(&name, reset).unwrap();
+        let e2 = Shared::<Event>::open(&name).unwrap();
+        let took = wake_survives(
+            move || e2.wait_timeout(HANG).is_ok(),
+            dying("event-set", &name, "event-set"),
+        );
+        println!("event-set ({reset:?}): the sleeper woke {took:?} after the death");
+        assert!(took < Duration::from_secs(1), "{reset:?}: {took:?}");
+        // A manual event stays set; an auto one was consumed by the sleeper it woke.
+        assert_eq!(e.try_wait(), reset == Reset::Manual);
+    }
 }
 
 #[test]
