@@ -373,12 +373,15 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                 .consumer()
                 .map_err(es)?;
             rx.set_wait_strategy(WaitStrategy::SpinThenPark);
-            ready();
-            let (c0, t0) = (sys::thread_cpu_us(), Instant::now());
-            rx.pop().map_err(es)?;
-            let (c1, t1) = (sys::thread_cpu_us(), Instant::now());
-            println!("cpu_us {} wall_us {}", c1 - c0, (t1 - t0).as_micros());
-            Ok(())
+            idle_pop(|| rx.pop().map_err(es))
+        }
+        "mpmc-park-idle" => {
+            let mut rx = mpmc::open::<u64>(name)
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::SpinThenPark);
+            idle_pop(|| rx.pop().map_err(es))
         }
         other => Err(format!("unknown peer role {other:?}")),
     }
@@ -771,15 +774,44 @@ fn throughput_one<T: bytemuck::Pod>(
     })
 }
 
-/// CPU used by a consumer blocked in `pop` (park mode) on an idle ring: (CPU µs, wall µs).
-fn idle_park(ctx: &Ctx<'_>) -> Result<(u64, u64), String> {
-    let name = ctx.name("idle");
-    let ring = spsc::create::<u64>(&name, 64).map_err(es)?;
-    let mut tx = ring.producer().map_err(es)?;
-    let mut p = Peer::spawn("spsc-park-idle", &name, ctx.cpu(1), 0)?;
+/// In a peer: says it is ready, blocks in `pop` until the parent pushes, and prints the
+/// CPU time and wall time that took.
+fn idle_pop(mut pop: impl FnMut() -> Result<u64, String>) -> Result<(), String> {
+    ready();
+    let (c0, t0) = (sys::thread_cpu_us(), Instant::now());
+    pop()?;
+    let (c1, t1) = (sys::thread_cpu_us(), Instant::now());
+    println!("cpu_us {} wall_us {}", c1 - c0, (t1 - t0).as_micros());
+    Ok(())
+}
+
+/// CPU used by a consumer blocked in `pop` (park mode) on an idle `kind` ring (`spsc` or
+/// `mpmc`): (CPU µs, wall µs).
+fn idle_park(ctx: &Ctx<'_>, kind: &str) -> Result<(u64, u64), String> {
+    let name = ctx.name(&format!("idle-{kind}"));
+    if kind == "mpmc" {
+        let ring = mpmc::create::<u64>(&name, 64).map_err(es)?;
+        let mut tx = ring.producer().map_err(es)?;
+        idle_measure(ctx, kind, &name, || tx.push(1).map_err(es))
+    } else {
+        let ring = spsc::create::<u64>(&name, 64).map_err(es)?;
+        let mut tx = ring.producer().map_err(es)?;
+        idle_measure(ctx, kind, &name, || tx.push(1).map_err(es))
+    }
+}
+
+/// Starts the idle consumer peer on ring `name`, leaves it blocked for the row's duration,
+/// wakes it with `push`, and returns what it measured.
+fn idle_measure(
+    ctx: &Ctx<'_>,
+    kind: &str,
+    name: &str,
+    mut push: impl FnMut() -> Result<(), String>,
+) -> Result<(u64, u64), String> {
+    let mut p = Peer::spawn(&format!("{kind}-park-idle"), name, ctx.cpu(1), 0)?;
     p.expect_ready()?;
     std::thread::sleep(ctx.opts.duration);
-    tx.push(1).map_err(es)?;
+    push()?;
     let l = p.line()?;
     p.finish()?;
     let v: Vec<u64> = l
@@ -788,7 +820,7 @@ fn idle_park(ctx: &Ctx<'_>) -> Result<(u64, u64), String> {
         .collect();
     match v[..] {
         [cpu, wall] => Ok((cpu, wall)),
-        _ => Err(format!("the idle consumer said {l:?}")),
+        _ => Err(format!("the idle {kind} consumer said {l:?}")),
     }
 }
 
@@ -882,7 +914,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     );
     let mut done = Vec::new();
     let mut failures = Vec::new();
-    let n = rows.len() + usize::from(!opts.skip_idle);
+    let n = rows.len() + 2 * usize::from(!opts.skip_idle);
     for (i, &row) in rows.iter().enumerate() {
         eprint!("[{}/{n}] {row} ... ", i + 1);
         let t = Instant::now();
@@ -913,23 +945,26 @@ pub fn run(opts: &Options) -> Result<(), String> {
             }
         }
     }
-    let idle = if opts.skip_idle {
-        None
-    } else {
-        eprint!("[{n}/{n}] idle consumer in park mode ... ");
-        let t = Instant::now();
-        match idle_park(&ctx) {
-            Ok(v) => {
-                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
-                Some(v)
-            }
-            Err(e) => {
-                eprintln!("failed: {e}");
-                failures.push(format!("idle: {e}"));
-                None
+    let mut idle = Vec::new();
+    if !opts.skip_idle {
+        for (k, kind) in ["spsc", "mpmc"].into_iter().enumerate() {
+            eprint!(
+                "[{}/{n}] idle {kind} consumer in park mode ... ",
+                rows.len() + 1 + k
+            );
+            let t = Instant::now();
+            match idle_park(&ctx, kind) {
+                Ok(v) => {
+                    eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                    idle.push((kind, v));
+                }
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    failures.push(format!("idle {kind}: {e}"));
+                }
             }
         }
-    };
+    }
     let floor = done
         .iter()
         .find(|r| r.name == "floor")
@@ -982,9 +1017,9 @@ pub fn run(opts: &Options) -> Result<(), String> {
             }
         );
     }
-    if let Some((cpu, wall)) = idle {
+    for (kind, (cpu, wall)) in idle {
         println!(
-            "idle consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us of CPU in {:.2} s)",
+            "idle {kind} consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us of CPU in {:.2} s)",
             cpu as f64 * 100.0 / wall.max(1) as f64,
             wall as f64 / 1e6
         );

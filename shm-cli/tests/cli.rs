@@ -252,8 +252,13 @@ fn a_short_bench_fills_every_row_and_writes_json() {
             .unwrap_or_else(|| panic!("no rate in {l}"));
         assert!(v > 0.0, "{l}");
     }
-    assert!(se.contains("[11/11]"), "progress lines missing: {se}");
-    assert!(so.contains("idle consumer blocked in pop"), "{so}");
+    assert!(se.contains("[12/12]"), "progress lines missing: {se}");
+    for kind in ["spsc", "mpmc"] {
+        assert!(
+            so.contains(&format!("idle {kind} consumer blocked in pop")),
+            "{so}"
+        );
+    }
     // Nothing left behind in /dev/shm.
     let tag = "/shmring-bench-";
     assert!(

@@ -18,10 +18,11 @@ pub(crate) const NEVER: u32 = 0;
 pub(crate) const ATTACHED: u32 = 1;
 pub(crate) const CLOSED: u32 = 2;
 
-/// How often an idle or blocked side checks that its peer still runs. An SPSC end checks
-/// through a pidfd on its peer, which its handle keeps open (one file descriptor per
-/// handle) until the peer changes or the handle drops; elsewhere, and where pidfds are
-/// unavailable, a check reads `/proc`.
+/// How often an idle or blocked side checks that its peer still runs. The check goes
+/// through a pidfd on the peer, which the handle keeps open until the peer changes or the
+/// handle drops: one file descriptor per SPSC handle, and per MPMC handle one for each live
+/// endpoint of the other side it has checked. Where pidfds are unavailable, a check reads
+/// `/proc`.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One endpoint slot, as laid out in the control block.

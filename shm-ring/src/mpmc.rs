@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
-use crate::end::{self, End, LivenessTimer, LIVENESS_INTERVAL};
+use crate::end::{self, End, LivenessTimer, PeerWatch, LIVENESS_INTERVAL};
 use crate::error::{PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
@@ -189,13 +189,16 @@ impl Side {
         }
     }
 
-    /// Reaps endpoints whose process died (reads `/proc`), whatever state word they left
-    /// (a process killed inside `detach` leaves `CLOSED` with its owner still set).
-    fn reap(&self) {
-        for e in &self.ends {
+    /// Reaps endpoints whose process died, whatever state word they left (a process killed
+    /// inside `detach` leaves `CLOSED` with its owner still set). `watches` holds one
+    /// [`PeerWatch`] per slot, so that checking the same live peer again is a `poll(2)` on
+    /// its pidfd, not a `/proc` read: this runs once per liveness interval in every parked
+    /// handle of the other side.
+    fn reap(&self, watches: &mut [PeerWatch; MAX_ENDPOINTS]) {
+        for (e, watch) in self.ends.iter().zip(watches.iter_mut()) {
             let w = e.owner.load(Ordering::Relaxed);
             if w != 0
-                && end::is_dead(w)
+                && watch.is_dead(w)
                 && e.owner
                     .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
@@ -385,6 +388,7 @@ impl<T: Pod> Ring<T> {
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
             liveness: LivenessTimer::new(),
+            peers: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stuck: None,
         })
     }
@@ -410,6 +414,7 @@ impl<T: Pod> Ring<T> {
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
             liveness: LivenessTimer::new(),
+            peers: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stuck: None,
         })
     }
@@ -439,6 +444,8 @@ pub struct Producer<T> {
     strategy: WaitStrategy,
     registered: bool,
     liveness: LivenessTimer,
+    /// Liveness watches on the consumers' endpoint slots (boxed: 32 of them).
+    peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position whose slot a consumer claimed but has not released, and since when.
     stuck: Option<(u64, Instant)>,
 }
@@ -452,6 +459,8 @@ pub struct Consumer<T> {
     strategy: WaitStrategy,
     registered: bool,
     liveness: LivenessTimer,
+    /// Liveness watches on the producers' endpoint slots (boxed: 32 of them).
+    peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position a producer claimed but has not published, and since when.
     stuck: Option<(u64, Instant)>,
 }
@@ -669,7 +678,7 @@ impl<T: Pod> Producer<T> {
     fn consumers_gone(&mut self) -> Option<Failure> {
         let side = &self.ring.mem.ctrl().consumers;
         if self.liveness.due() {
-            side.reap();
+            side.reap(&mut self.peers);
         }
         match side.gone()? {
             DIED => Some(Failure::PeerDied),
@@ -973,7 +982,7 @@ impl<T: Pod> Consumer<T> {
     fn producers_gone(&mut self) -> Option<Failure> {
         let side = &self.ring.mem.ctrl().producers;
         if self.liveness.due() {
-            side.reap();
+            side.reap(&mut self.peers);
         }
         match side.gone()? {
             DIED => Some(Failure::PeerDied),
