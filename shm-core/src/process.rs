@@ -42,7 +42,22 @@ pub enum Lookup {
 
 struct StatFields {
     state: u8,
+    /// Live threads in the thread group (field 20).
+    num_threads: u64,
     start_time: u64,
+}
+
+impl StatFields {
+    /// Whether the task ran its last instruction. A zombie (`Z`) thread-group leader whose
+    /// group still has other live threads (its main thread exited alone) is, as a
+    /// *process*, still running; as a *thread*, it is gone.
+    fn exited(&self, as_process: bool) -> bool {
+        match self.state {
+            b'X' => true,
+            b'Z' => !(as_process && self.num_threads > 1),
+            _ => false,
+        }
+    }
 }
 
 fn read_stat(pid: u32) -> Result<Option<StatFields>, ()> {
@@ -60,10 +75,16 @@ fn read_stat(pid: u32) -> Result<Option<StatFields>, ()> {
     let close = text.iter().rposition(|&b| b == b')').ok_or(())?;
     let rest = std::str::from_utf8(&text[close + 1..]).map_err(|_| ())?;
     let mut fields = rest.split_ascii_whitespace();
-    // Field 3 is the state; starttime is field 22, i.e. the 20th after the ')'.
+    // Field 3 is the state; num_threads is field 20 and starttime field 22, i.e. the 18th
+    // and the 20th after the ')'.
     let state = fields.next().and_then(|s| s.bytes().next()).ok_or(())?;
-    let start_time = fields.nth(18).and_then(|s| s.parse().ok()).ok_or(())?;
-    Ok(Some(StatFields { state, start_time }))
+    let num_threads = fields.nth(16).and_then(|s| s.parse().ok()).ok_or(())?;
+    let start_time = fields.nth(1).and_then(|s| s.parse().ok()).ok_or(())?;
+    Ok(Some(StatFields {
+        state,
+        num_threads,
+        start_time,
+    }))
 }
 
 /// `/proc/<pid>/stat` is missing: the task is gone, unless the kernel still knows it (then
@@ -110,16 +131,30 @@ impl ProcessId {
         }
     }
 
-    /// What runs under `pid` now. Works for thread ids too (`/proc/<tid>/stat` exists for
-    /// every thread), where `start_time` is the thread's own start.
-    pub fn lookup(pid: u32) -> Lookup {
+    /// What runs under the thread id `tid` now (`/proc/<tid>/stat` exists for every
+    /// thread), where `start_time` is the thread's own start: a lock holder's identity. A
+    /// process's main thread that exited alone is gone; see [`lookup_process`] for the
+    /// process.
+    ///
+    /// [`lookup_process`]: Self::lookup_process
+    pub fn lookup(tid: u32) -> Lookup {
+        Self::lookup_as(tid, false)
+    }
+
+    /// What process runs under `pid` now: as [`lookup`](Self::lookup), except that a
+    /// process whose main thread exited while other threads still run is running.
+    pub fn lookup_process(pid: u32) -> Lookup {
+        Self::lookup_as(pid, true)
+    }
+
+    fn lookup_as(pid: u32, as_process: bool) -> Lookup {
         if pid == 0 || pid > i32::MAX as u32 {
             return Lookup::Gone;
         }
         match read_stat(pid) {
             Ok(None) if missing_means_gone(pid) => Lookup::Gone,
             Ok(None) => Lookup::Unknown,
-            Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Lookup::Gone,
+            Ok(Some(f)) if f.exited(as_process) => Lookup::Gone,
             Ok(Some(f)) => Lookup::Running(ProcessId {
                 pid,
                 start_time: f.start_time,
@@ -129,8 +164,9 @@ impl ProcessId {
     }
 
     /// Whether this process is still running. A zombie counts as dead: it will never
-    /// run another instruction. A start time of 0 means the recorder could not read its
-    /// own: then only a pid that names nothing (or a zombie) proves death.
+    /// run another instruction (unless only its main thread exited and others run). A
+    /// start time of 0 means the recorder could not read its own: then only a pid that
+    /// names nothing (or a zombie) proves death.
     pub fn liveness(&self) -> Liveness {
         if self.pid == 0 || self.pid > i32::MAX as u32 {
             return Liveness::Dead;
@@ -138,7 +174,7 @@ impl ProcessId {
         match read_stat(self.pid) {
             Ok(None) if missing_means_gone(self.pid) => Liveness::Dead,
             Ok(None) => Liveness::Unknown,
-            Ok(Some(f)) if f.state == b'Z' || f.state == b'X' => Liveness::Dead,
+            Ok(Some(f)) if f.exited(true) => Liveness::Dead,
             Ok(Some(_)) if self.start_time == 0 => Liveness::Unknown,
             Ok(Some(f)) if f.start_time != self.start_time => Liveness::Dead,
             Ok(Some(_)) => Liveness::Alive,
@@ -149,6 +185,17 @@ impl ProcessId {
     /// `liveness() == Liveness::Dead`.
     pub fn is_dead(&self) -> bool {
         self.liveness() == Liveness::Dead
+    }
+
+    /// The low 32 bits of this start time, as identity words in shared memory record it:
+    /// never 0 for a known start time (a real start whose low bits are 0 records as 1), so
+    /// that a recorded 0 always means "the holder could not read its own start time".
+    /// Recorders and checkers must both use this.
+    pub fn start_low32(&self) -> u32 {
+        match self.start_time as u32 {
+            0 if self.start_time != 0 => 1,
+            lo => lo,
+        }
     }
 
     /// The start time in seconds after boot.
@@ -181,7 +228,7 @@ impl ExitWatch {
             return None;
         }
         let fd = crate::sys::pidfd_open(pid).ok()?;
-        match ProcessId::lookup(pid) {
+        match ProcessId::lookup_process(pid) {
             Lookup::Running(p) if is_it(&p) => {}
             _ => return None,
         }
@@ -267,6 +314,77 @@ mod tests {
         assert_eq!(w.exited(), Some(true));
         // Reaped: nothing runs under the pid, or another process that is not `id`.
         assert!(ExitWatch::open(id.pid, |p| *p == id).is_none());
+    }
+
+    /// Keeps a forked child's process alive for a while after its main thread exits.
+    extern "C" fn linger(_: *mut libc::c_void) -> *mut libc::c_void {
+        let ts = libc::timespec {
+            tv_sec: 10,
+            tv_nsec: 0,
+        };
+        // SAFETY: plain syscalls in the forked child; `ts` outlives the call.
+        unsafe {
+            libc::nanosleep(&ts, std::ptr::null_mut());
+            libc::_exit(0)
+        }
+    }
+
+    #[test]
+    fn a_process_whose_main_thread_exited_alone_still_runs() {
+        // SAFETY: the child only makes raw syscalls (no allocation, no locks) before it
+        // ends: fork leaves it with this thread alone, whatever other threads the test
+        // harness runs.
+        let pid = unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                let mut t: libc::pthread_t = std::mem::zeroed();
+                if libc::pthread_create(&mut t, std::ptr::null(), linger, std::ptr::null_mut()) != 0
+                {
+                    libc::_exit(1);
+                }
+                // Ends this (the main) thread only; `linger` keeps the process alive.
+                libc::syscall(libc::SYS_exit, 0);
+                libc::_exit(2);
+            }
+            pid
+        };
+        assert!(pid > 0, "fork failed");
+        let pid = pid as u32;
+        let t = std::time::Instant::now();
+        let zombie_leader = loop {
+            let mut buf = [0u8; 1024];
+            let n = crate::sys::read_proc_stat(pid, &mut buf).unwrap();
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if text.rsplit(')').next().unwrap().split_whitespace().next() == Some("Z") {
+                break text;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "{text}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        // As a thread (a lock holder), its main thread is gone; as a process (a ring end, a
+        // segment's creator), it still runs.
+        assert_eq!(ProcessId::lookup(pid), Lookup::Gone, "{zombie_leader}");
+        let id = match ProcessId::lookup_process(pid) {
+            Lookup::Running(id) => id,
+            other => panic!("{other:?}: {zombie_leader}"),
+        };
+        assert_eq!(id.liveness(), Liveness::Alive);
+        assert!(ExitWatch::open(pid, |p| *p == id).is_some());
+        // SAFETY: our own child, not yet reaped.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        assert_eq!(id.liveness(), Liveness::Dead);
+    }
+
+    #[test]
+    fn start_low32_is_never_zero_for_a_known_start() {
+        let at = |start_time| ProcessId { pid: 1, start_time }.start_low32();
+        assert_eq!(at(0), 0);
+        assert_eq!(at(1 << 32), 1);
+        assert_eq!(at((1 << 32) + 5), 5);
+        assert_eq!(at(7), 7);
     }
 
     #[test]

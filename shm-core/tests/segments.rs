@@ -517,7 +517,7 @@ fn creator_dead_between_sizing_and_initializing_is_stale_once_old() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap();
-            if now.subsec_millis() < 500 {
+            if now.subsec_millis() < 200 {
                 break now;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -20,9 +20,10 @@ pub(crate) const CLOSED: u32 = 2;
 
 /// How often an idle or blocked side checks that its peer still runs. The check goes
 /// through a pidfd on the peer, which the handle keeps open until the peer changes or the
-/// handle drops: one file descriptor per SPSC handle, and per MPMC handle one for each live
-/// endpoint of the other side it has checked. Where pidfds are unavailable, a check reads
-/// `/proc`.
+/// handle drops: one file descriptor per SPSC handle, and per MPMC handle one for each
+/// endpoint of the other side that was attached at its last check (at most
+/// [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)). Where pidfds are unavailable, a check
+/// reads `/proc`.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 
 /// One endpoint slot, as laid out in the control block.
@@ -78,7 +79,7 @@ impl std::fmt::Display for EndStatus {
 #[cfg(not(shm_loom))]
 pub(crate) fn me() -> u64 {
     let p = shm_core::ProcessId::current();
-    (u64::from(p.pid) << 32) | (p.start_time & 0xffff_ffff)
+    (u64::from(p.pid) << 32) | u64::from(p.start_low32())
 }
 
 /// Under loom every handle is its own "process".
@@ -94,12 +95,12 @@ pub(crate) fn is_dead(word: u64) -> bool {
     if word == 0 {
         return false;
     }
-    match shm_core::ProcessId::lookup((word >> 32) as u32) {
+    match shm_core::ProcessId::lookup_process((word >> 32) as u32) {
         shm_core::Lookup::Gone => true,
         shm_core::Lookup::Unknown => false,
         // A recorded start time of 0 (its holder could not read its own): only "no such
         // task" proves death.
-        shm_core::Lookup::Running(p) => word as u32 != 0 && p.start_time as u32 != word as u32,
+        shm_core::Lookup::Running(p) => word as u32 != 0 && p.start_low32() != word as u32,
     }
 }
 
@@ -151,10 +152,19 @@ impl PeerWatch {
         self.word = word;
         let start = word as u32;
         self.watch = shm_core::ExitWatch::open((word >> 32) as u32, |p| {
-            start != 0 && p.start_time as u32 == start
+            start != 0 && p.start_low32() == start
         });
         // A watch proves the peer was running after its pidfd was opened.
         self.watch.is_none() && is_dead(word)
+    }
+
+    /// Drops the watch (and its descriptor): the peer left.
+    pub fn forget(&mut self) {
+        self.word = 0;
+        #[cfg(not(shm_loom))]
+        {
+            self.watch = None;
+        }
     }
 
     #[cfg(shm_loom)]

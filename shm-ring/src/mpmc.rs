@@ -197,8 +197,12 @@ impl Side {
     fn reap(&self, watches: &mut [PeerWatch; MAX_ENDPOINTS]) {
         for (e, watch) in self.ends.iter().zip(watches.iter_mut()) {
             let w = e.owner.load(Ordering::Relaxed);
-            if w != 0
-                && watch.is_dead(w)
+            if w == 0 {
+                // A free slot: let go of any pidfd held on its departed owner.
+                watch.forget();
+                continue;
+            }
+            if watch.is_dead(w)
                 && e.owner
                     .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok()
@@ -225,8 +229,11 @@ impl Side {
         if self.ever.load(Ordering::Acquire) == 0 {
             return None;
         }
-        // Acquire (on each owner word): pairs with the Release store in `End::release`, so
-        // what a departed endpoint published is visible once we see it gone.
+        // Acquire (on each owner word): pairs with the Release CAS in `End::release`, so
+        // what an endpoint that detached published is visible once we see it gone. A word
+        // zeroed by `reap` (a dead owner) pairs with nothing: what a dead producer published
+        // is found through the slots' own Release/Acquire `seq`, which the caller re-reads
+        // (`after_empty` drains before it reports the departure).
         if self
             .ends
             .iter()

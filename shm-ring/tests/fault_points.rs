@@ -1,6 +1,6 @@
 //! A ring end dies at each named step of attaching, publishing, reading and detaching
-//! (feature `fault-injection`: `SHMRING_FAULT=<point>:<n>` aborts the child the `n`-th time
-//! it reaches `<point>`, as a SIGKILL at that instruction would). The survivor must see what
+//! (feature `fault-injection`: `SHMRING_FAULT=<point>:<n>` SIGKILLs the child the `n`-th
+//! time it reaches `<point>`). The survivor must see what
 //! CRASH-SEMANTICS.md says, within its bound, lose nothing, and never hang.
 #![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
 
@@ -25,6 +25,9 @@ const COUNT: &str = "SHMRING_COUNT";
 const DELAY: &str = "SHMRING_DELAY_MS";
 /// Set: after the work, hold the end until killed.
 const HOLD: &str = "SHMRING_HOLD";
+/// Milliseconds to sleep after the work and before dropping the end, so that the parent is
+/// parked again when the end closes.
+const LINGER: &str = "SHMRING_LINGER_MS";
 /// Longer than any documented bound: a survivor still blocked after this has hung.
 const HANG: Duration = Duration::from_secs(5);
 /// What the tests accept as "within a slice" of [`LIVENESS_INTERVAL`] on a loaded 2-core CI
@@ -61,6 +64,7 @@ fn child_fault() {
     let var = |k: &str| std::env::var(k).unwrap_or_default();
     let count: u64 = var(COUNT).parse().unwrap_or(0);
     let delay = Duration::from_millis(var(DELAY).parse().unwrap_or(0));
+    let linger = Duration::from_millis(var(LINGER).parse().unwrap_or(0));
     let hold = || {
         if std::env::var_os(HOLD).is_some() {
             println!("CHILD:holding");
@@ -76,6 +80,7 @@ fn child_fault() {
             for i in 0..$count {
                 tx.push(i).unwrap();
             }
+            std::thread::sleep(linger);
             hold();
         }};
     }
@@ -87,6 +92,7 @@ fn child_fault() {
             for _ in 0..$count {
                 println!("CHILD:popped {}", rx.pop().unwrap());
             }
+            std::thread::sleep(linger);
             hold();
         }};
     }
@@ -100,12 +106,12 @@ fn child_fault() {
     }
 }
 
-/// Fails unless `out` is a death by SIGABRT at the fault point.
+/// Fails unless `out` is a death by SIGKILL at the fault point.
 fn assert_died(out: &std::process::Output) {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         out.status.signal(),
-        Some(libc::SIGABRT),
+        Some(libc::SIGKILL),
         "the child should have died at its fault point: {:?}\nstdout:\n{}\nstderr:\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
@@ -309,19 +315,15 @@ fn spsc_end_killed_while_attaching() {
 #[test]
 fn spsc_end_killed_while_closing() {
     for point in ["end-closed", "end-released"] {
-        // The producer pushes 0..3 and dies in its `Drop` while we are parked in `pop`.
+        // The producer pushes 0..3, lingers until we are parked again in `pop`, and dies
+        // in its `Drop`: no wake comes.
         let name = unique_name("f-spsc-close-p");
         let _c = Cleanup(name.clone());
         let ring = spsc::create::<u64>(&name, 8).unwrap();
         let mut rx = ring.consumer().unwrap();
-        let death = die_in_background(end(
-            "spsc",
-            "producer",
-            &name,
-            3,
-            300,
-            &format!("{point}:1"),
-        ));
+        let mut closer = end("spsc", "producer", &name, 3, 300, &format!("{point}:1"));
+        closer.env(LINGER, "300");
+        let death = die_in_background(closer);
         for i in 0..3 {
             assert_eq!(rx.pop_timeout(HANG), Ok(i), "{point}");
         }
@@ -424,14 +426,10 @@ fn mpmc_endpoint_killed_while_detaching() {
         let _c = Cleanup(name.clone());
         let ring = mpmc::create::<u64>(&name, 8).unwrap();
         let mut rx = ring.consumer().unwrap();
-        let death = die_in_background(end(
-            "mpmc",
-            "producer",
-            &name,
-            2,
-            300,
-            &format!("{point}:1"),
-        ));
+        // It pushes 2, lingers until we are parked again, and dies detaching.
+        let mut closer = end("mpmc", "producer", &name, 2, 300, &format!("{point}:1"));
+        closer.env(LINGER, "300");
+        let death = die_in_background(closer);
         assert_eq!(rx.pop_timeout(HANG), Ok(0), "{point}");
         assert_eq!(rx.pop_timeout(HANG), Ok(1), "{point}");
         assert_eq!(rx.pop_timeout(HANG), Err(want), "{point}");
@@ -525,40 +523,67 @@ fn mpmc_dead_endpoints_are_reaped_by_attach() {
 
 // ------------------------------------------------------------ liveness without /proc
 
-/// In a private mount namespace with an empty tmpfs over `/proc`: nobody's identity can be
-/// read, so nobody may be judged dead but a task the kernel says does not exist.
-fn without_proc(name: &str) {
-    // SAFETY: plain syscalls with valid NUL-terminated strings. The new mount namespace
-    // belongs to this child process alone and ends with it.
+/// Run in the forked child before `exec`, where it is the only thread: moves it into a new
+/// mount namespace (and, without the privilege for that, a new user namespace that maps
+/// our own uid and gid onto themselves) and mounts an empty tmpfs over `/proc`. `maps` are
+/// the `uid_map` and `gid_map` lines, formatted before the fork. Only async-signal-safe
+/// calls: syscalls, no allocation.
+fn hide_proc(maps: &[std::ffi::CString; 2]) -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: every call below is a plain syscall on NUL-terminated strings that outlive
+    // it and on buffers of the length passed.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            println!("CHILD:skip unshare: {}", std::io::Error::last_os_error());
-            return;
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+                return Err(err());
+            }
+            for (file, text) in [
+                (c"/proc/self/setgroups", c"deny"),
+                (c"/proc/self/uid_map", maps[0].as_c_str()),
+                (c"/proc/self/gid_map", maps[1].as_c_str()),
+            ] {
+                let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(err());
+                }
+                let len = text.to_bytes().len();
+                let wrote = libc::write(fd, text.as_ptr().cast(), len);
+                libc::close(fd);
+                if wrote != len as isize {
+                    return Err(err());
+                }
+            }
         }
-        let flags = libc::MS_REC | libc::MS_PRIVATE;
         let none = c"none".as_ptr();
-        assert_eq!(
-            libc::mount(
-                none,
-                c"/".as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null()
-            ),
-            0
-        );
-        assert_eq!(
-            libc::mount(
+        let private = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(
+            none,
+            c"/".as_ptr(),
+            std::ptr::null(),
+            private,
+            std::ptr::null(),
+        ) != 0
+            || libc::mount(
                 none,
                 c"/proc".as_ptr(),
                 c"tmpfs".as_ptr(),
                 0,
-                std::ptr::null()
-            ),
-            0
-        );
+                std::ptr::null(),
+            ) != 0
+        {
+            return Err(err());
+        }
     }
-    assert!(!std::path::Path::new("/proc/self/stat").exists());
+    Ok(())
+}
+
+/// In the child [`hide_proc`] made: nobody's identity can be read, so nobody may be
+/// judged dead but a task the kernel says does not exist.
+fn without_proc(name: &str) {
+    assert!(
+        !std::path::Path::new("/proc/self/stat").exists(),
+        "/proc is not hidden"
+    );
     let parent = std::os::unix::process::parent_id();
     assert_eq!(
         shm_core::ProcessId::lookup(parent),
@@ -592,6 +617,7 @@ fn without_proc(name: &str) {
 
 #[test]
 fn without_proc_nobody_alive_is_judged_dead() {
+    use std::os::unix::process::CommandExt;
     let name = unique_name("no-proc");
     let mname = format!("{name}-m");
     let (_c, _c2) = (Cleanup(name.clone()), Cleanup(mname.clone()));
@@ -601,10 +627,28 @@ fn without_proc_nobody_alive_is_judged_dead() {
         shm_sync::Shared::<shm_sync::Mutex<u64>>::create(&mname, (0, shm_sync::Protocol::Normal))
             .unwrap();
     let _held = m.lock().unwrap();
-    let lines = run_child(end("no-proc", "", &name, 0, 0, ""));
-    if is_root() {
-        assert_eq!(lines, ["ok"]);
-    } else {
-        println!("not root, so no private /proc: {lines:?}");
+    // SAFETY: getuid/getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let maps = [
+        std::ffi::CString::new(format!("{uid} {uid} 1")).unwrap(),
+        std::ffi::CString::new(format!("{gid} {gid} 1")).unwrap(),
+    ];
+    let mut cmd = end("no-proc", "", &name, 0, 0, "");
+    // SAFETY: `hide_proc` makes only async-signal-safe calls (raw syscalls, no allocation,
+    // no locks), as code between fork and exec must.
+    unsafe { cmd.pre_exec(move || hide_proc(&maps)) };
+    match cmd.output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "{:?}\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(child_lines(&out.stdout), ["ok"]);
+        }
+        // Neither privilege nor user namespaces: nothing can hide /proc from a process here.
+        Err(e) => println!("no private /proc on this machine ({e}); nothing to check"),
     }
 }

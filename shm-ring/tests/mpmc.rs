@@ -666,6 +666,16 @@ fn ring_with_a_half_finished_skip_at_2(tag: &str) -> (String, Cleanup, Ring<u64>
     (name, c, ring)
 }
 
+/// The sequence word of slot `i` of the MPMC `u64` ring `name`, read from its file (slots of
+/// 32 bytes, `seq` first, after the control block at 128 + 1920).
+fn slot_seq(name: &str, i: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
+    let mut w = [0u8; 8];
+    f.read_exact_at(&mut w, 128 + 1920 + 32 * i).unwrap();
+    u64::from_ne_bytes(w)
+}
+
 /// Polls `ring` (bounded) until `done` holds.
 fn until(ring: &Ring<u64>, what: &str, done: impl Fn(&mpmc::MpmcStats) -> bool) {
     let t = Instant::now();
@@ -685,8 +695,12 @@ fn a_half_finished_skip_survives_a_next_lap_still_writing() {
         .env("SHMRING_FAULT", "mpmc-producer-written:8:1000")
         .env("SHMRING_COUNT", "8");
     let mut writer = Running::spawn(writer);
-    until(&ring, "the 8th claim", |st| st.tail == 11);
-    std::thread::sleep(Duration::from_millis(20));
+    // Slot 2's sequence says WRITING for position 10 (10 + 2): marked, not published.
+    let t = Instant::now();
+    while slot_seq(&name, 2) != 12 {
+        assert!(t.elapsed() < Duration::from_secs(30), "never marked");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert_eq!(ring.stats().head, 2, "the skip is still half done");
     // A new consumer finishes the skip, gets the 7 published items in order, waits for the
     // live writer (no skip: it is alive), and gets its item too.
@@ -705,10 +719,10 @@ fn a_half_finished_skip_survives_a_next_lap_still_writing() {
 #[test]
 fn a_stalled_skipper_is_overtaken_and_its_late_step_does_no_harm() {
     let (name, _c, ring) = ring_with_a_dead_claim_at_2("mpmc-skip-stall");
-    // A live consumer takes 0 and 1, releases claim 2's slot (S1), and stalls 1.5 s before
+    // A live consumer takes 0 and 1, releases claim 2's slot (S1), and stalls 3 s before
     // moving `head` (S2).
     let mut stalled = role("consume", &name, 0);
-    stalled.env("SHMRING_FAULT", "mpmc-consumer-skipping:1:1500");
+    stalled.env("SHMRING_FAULT", "mpmc-consumer-skipping:1:3000");
     let mut stalled = Running::spawn(stalled);
     until(&ring, "the skip's first step", |st| st.skipped == 1);
     // Meanwhile a producer laps onto the slot and a new consumer finishes the skip and

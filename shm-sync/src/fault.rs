@@ -1,5 +1,5 @@
 //! Test-only fault points (feature `fault-injection`): a process started with
-//! `SHMRING_FAULT=<point>:<n>` kills itself with SIGABRT the `n`-th time it reaches
+//! `SHMRING_FAULT=<point>:<n>` kills itself with SIGKILL the `n`-th time it reaches
 //! `<point>`, i.e. mid-protocol, as `kill -9` at the worst moment would; with
 //! `SHMRING_FAULT=<point>:<n>:<ms>` it stalls there for `ms` milliseconds instead (a
 //! descheduled, not dead, peer).
@@ -15,7 +15,8 @@
 //! `semaphore-released` (count raised, sleepers not yet woken),
 //! `event-set` (state set, sleepers not yet woken),
 //! `condvar-notified` (sequence bumped, sleepers not yet woken),
-//! `condvar-woken` (a waiter saw the sequence change, has not yet re-locked),
+//! `condvar-woken` (a waiter left its sleep, on a notify or its timeout, and has not yet
+//! re-locked or uncounted itself),
 //! `seqlock-locked`, `seqlock-written`, `seqlock-published` (the steps of a write).
 //!
 //! Points in shm-ring: `mpmc-producer-claimed` (tail claimed, slot not marked),
@@ -52,7 +53,13 @@ pub fn point(name: &str) {
         if p == name && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n {
             match stall {
                 Some(ms) => std::thread::sleep(std::time::Duration::from_millis(*ms)),
-                None => std::process::abort(),
+                None => {
+                    // SAFETY: plain syscalls. SIGKILL cannot be caught or blocked, so this
+                    // process ends here, as a `kill -9` at this instruction would end it
+                    // (and, unlike `abort`, with no core dump to delay its death).
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                    std::process::abort(); // not reached
+                }
             }
         }
     }

@@ -90,7 +90,7 @@ static_assertions::const_assert_eq!(std::mem::offset_of!(Mutex<u64>, data), 24);
 
 /// The `owner` record of thread `me`.
 fn owner_word(me: owner::Me) -> u64 {
-    (u64::from(me.tid) << 32) | (me.start & 0xffff_ffff)
+    me.word()
 }
 
 type LockResult<'a, T> = Result<MutexGuard<'a, T>, LockError<MutexGuard<'a, T>>>;

@@ -19,6 +19,20 @@ pub(crate) struct Me {
     pub start: u64,
 }
 
+impl Me {
+    /// `tid << 32 | low 32 bits of the start time`, as lock words and records name their
+    /// holder: the low bits as [`shm_core::ProcessId::start_low32`] gives them (never 0 for
+    /// a known start time, so a recorded 0 always means "unknown").
+    pub fn word(&self) -> u64 {
+        let low = shm_core::ProcessId {
+            pid: self.tid,
+            start_time: self.start,
+        }
+        .start_low32();
+        (u64::from(self.tid) << 32) | u64::from(low)
+    }
+}
+
 #[cfg(not(shm_loom))]
 thread_local! {
     /// This thread's identity; tid 0 until first computed.
@@ -78,7 +92,7 @@ pub(crate) fn is_dead(tid: u32, start: Start) -> bool {
         shm_core::Lookup::Unknown => false,
         shm_core::Lookup::Running(p) => match start {
             // A recorded 0 means the holder could not read its own start time.
-            Start::Low32(lo) => lo != 0 && p.start_time as u32 != lo,
+            Start::Low32(lo) => lo != 0 && p.start_low32() != lo,
             Start::Unknown => false,
         },
     }

@@ -56,7 +56,7 @@ static_assertions::const_assert_eq!(std::mem::offset_of!(SpinLock<u64>, state), 
 static_assertions::const_assert_eq!(std::mem::offset_of!(SpinLock<u64>, data), 16);
 
 fn word_of(me: owner::Me) -> u64 {
-    (u64::from(me.tid) << 32) | (me.start & 0xffff_ffff)
+    me.word()
 }
 
 impl<T> SpinLock<T> {

@@ -1,6 +1,5 @@
 //! A process dies at each named step of the lock and wake-up protocols (feature
-//! `fault-injection`: `SHMRING_FAULT=<point>:1` aborts the child there, as a SIGKILL at that
-//! instruction would). The survivor must learn of it within the documented bound, never
+//! `fault-injection`: `SHMRING_FAULT=<point>:1` SIGKILLs the child there). The survivor must learn of it within the documented bound, never
 //! hang, and never lose a wake-up.
 #![cfg(not(shm_loom))]
 
@@ -26,14 +25,14 @@ fn dying(role: &str, name: &str, point: &str) -> std::process::Command {
     c
 }
 
-/// Runs the child to its death; fails unless it died by SIGABRT at the fault point.
+/// Runs the child to its death; fails unless it died by SIGKILL at the fault point.
 fn run_to_death(cmd: std::process::Command) {
     use std::os::unix::process::ExitStatusExt;
     let mut cmd = cmd;
     let out = cmd.output().expect("spawn child");
     assert_eq!(
         out.status.signal(),
-        Some(libc::SIGABRT),
+        Some(libc::SIGKILL),
         "the child should have died at its fault point: {:?}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
@@ -84,7 +83,7 @@ fn child_fault() {
             match m.lock() {
                 Err(LockError::OwnerDied(g)) => {
                     println!("CHILD:inherited");
-                    std::thread::sleep(Duration::from_millis(300)); // a sleeper queues
+                    until_a_waiter_queues(&name);
                     drop(g); // dies inside
                 }
                 Ok(_) => panic!("expected OwnerDied, got a plain guard"),
@@ -97,7 +96,7 @@ fn child_fault() {
             g[0] += 1;
             g[1] += 1;
             println!("CHILD:locked");
-            std::thread::sleep(Duration::from_millis(300)); // a waiter queues meanwhile
+            until_a_waiter_queues(&name);
             drop(g); // dies between releasing the word and waking the waiter
         }
         "spin-abandon" => {
@@ -126,6 +125,27 @@ fn child_fault() {
         other => panic!("unknown role {other}"),
     }
     unreachable!("the fault point should have killed this process");
+}
+
+/// Waits (bounded) until the `Mutex` at the start of segment `name`'s data (offset 128) has
+/// its waiters bit set: someone sleeps on it (a `Normal` sleeper sets it before sleeping; the
+/// kernel sets it for a PI waiter it queued).
+fn until_a_waiter_queues(name: &str) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
+    let t = Instant::now();
+    loop {
+        let mut w = [0u8; 4];
+        f.read_exact_at(&mut w, 128).unwrap();
+        if u32::from_ne_bytes(w) & 0x8000_0000 != 0 {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no waiter ever queued"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// What a waiter queued behind a holder gets when the holder, stalled at `point`, is
@@ -166,8 +186,9 @@ fn killed_with_a_waiter_queued(
         };
         (r, Instant::now())
     });
-    // Queued: in the kernel's PI queue, or asleep on the word (Normal).
-    std::thread::sleep(Duration::from_millis(200));
+    // Queued: in the kernel's PI queue, or asleep on the word (Normal). Either way the
+    // lock word then carries its waiters bit.
+    until_a_waiter_queues(&name);
     holder.kill9();
     let died = Instant::now();
     let ((owner_died, data), got) = waiter.join().unwrap();
@@ -319,7 +340,7 @@ fn a_condvar_waiter_killed_after_its_wake_up_does_not_swallow_it() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(
         out.signal(),
-        Some(libc::SIGABRT),
+        Some(libc::SIGKILL),
         "the woken waiter died at the point"
     );
     // The live waiter, counted before the notify, still sees it once it runs again.
