@@ -390,6 +390,13 @@ impl<T> Mutex<T> {
             mutex: self,
             ptr: std::mem::ManuallyDrop::new(self.data.get_mut()),
         };
+        // A verdict of not recoverable stands, even when we took the lock from a holder that
+        // died after giving it (between storing the verdict and releasing the word): a
+        // second death must not turn it back into a repair obligation.
+        if self.is_not_recoverable() {
+            drop(guard);
+            return Err(LockError::NotRecoverable);
+        }
         if owner_died {
             self.state.store(robust::INCONSISTENT, Ordering::Relaxed);
             return Err(LockError::OwnerDied(guard));

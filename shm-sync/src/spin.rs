@@ -186,6 +186,12 @@ impl<T> SpinLock<T> {
             lock: self,
             ptr: std::mem::ManuallyDrop::new(self.data.get_mut()),
         };
+        // A verdict of not recoverable stands, even when the holder we took the word from
+        // died after giving it (between storing the verdict and freeing the word).
+        if self.is_not_recoverable() {
+            drop(guard);
+            return Err(LockError::NotRecoverable);
+        }
         if owner_died {
             self.state.store(robust::INCONSISTENT, Ordering::Relaxed);
             return Err(LockError::OwnerDied(guard));

@@ -131,21 +131,7 @@ fn child_fault() {
 /// its waiters bit set: someone sleeps on it (a `Normal` sleeper sets it before sleeping; the
 /// kernel sets it for a PI waiter it queued).
 fn until_a_waiter_queues(name: &str) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
-    let t = Instant::now();
-    loop {
-        let mut w = [0u8; 4];
-        f.read_exact_at(&mut w, 128).unwrap();
-        if u32::from_ne_bytes(w) & 0x8000_0000 != 0 {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "no waiter ever queued"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    until_word(name, 128, "a waiter queued", |w| w & 0x8000_0000 != 0);
 }
 
 /// What a waiter queued behind a holder gets when the holder, stalled at `point`, is
@@ -238,13 +224,21 @@ fn an_unrepaired_holder_killed_mid_unlock_leaves_the_mutex_not_recoverable() {
         // A sleeper queues behind the heir before the verdict is stored.
         let m2 = Shared::<Mutex<[u64; 2]>>::open(&name).unwrap();
         let sleeper = std::thread::spawn(move || {
-            let r = matches!(m2.lock_timeout(HANG), Err(LockError::NotRecoverable));
+            let r = match m2.lock_timeout(HANG) {
+                Err(LockError::NotRecoverable) => Ok(()),
+                Ok(_) => Err("a plain guard".to_owned()),
+                Err(e) => Err(e.to_string()),
+            };
             (r, Instant::now())
         });
         assert!(!heir.wait_success(Duration::from_secs(30)), "it died");
         let died = Instant::now();
-        let (not_recoverable, woke) = sleeper.join().unwrap();
-        assert!(not_recoverable, "{protocol:?}: the sleeper got a guard");
+        let (got, woke) = sleeper.join().unwrap();
+        assert_eq!(
+            got,
+            Ok(()),
+            "{protocol:?}: the sleeper got no NotRecoverable"
+        );
         println!(
             "mutex-unlocking, NOT_RECOVERABLE stored ({protocol:?}): the sleeper heard {:?} after the death",
             woke.saturating_duration_since(died)
@@ -298,16 +292,27 @@ fn a_holder_killed_between_releasing_and_waking_loses_no_wake_up() {
 }
 
 #[test]
-fn an_unrepaired_spinlock_holder_killed_mid_unlock_passes_the_repair_on() {
+fn an_unrepaired_spinlock_holder_killed_mid_unlock_leaves_it_not_recoverable() {
+    let name = unique_name("fault-spin-abandon");
+    let _c = Cleanup(name.clone());
+    let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
     // One holder dies mid-unlock; the inheritor gets `OwnerDied`, drops it unrepaired
-    // (storing NOT_RECOVERABLE), and dies before freeing the word. Its death turns the
-    // verdict back into a repair obligation for the next holder.
-    let took = spin_owner_died_after(&[
-        ("spin-lock-unlock", "spin-unlocking"),
-        ("spin-abandon", "spin-unlocking"),
-    ]);
-    println!("spin-unlocking, NOT_RECOVERABLE stored: OwnerDied after {took:?}");
-    assert!(took < HANG, "{took:?}");
+    // (storing NOT_RECOVERABLE), and dies before freeing the word. Its death does not turn
+    // the verdict back into a repair obligation: the next locker, taking the dead word
+    // over, hears `NotRecoverable`, and so does everyone after.
+    run_to_death(dying("spin-lock-unlock", &name, "spin-unlocking"));
+    run_to_death(dying("spin-abandon", &name, "spin-unlocking"));
+    let t = Instant::now();
+    assert!(
+        matches!(s.lock_timeout(HANG), Err(LockError::NotRecoverable)),
+        "the verdict did not stand"
+    );
+    println!(
+        "spin-unlocking, NOT_RECOVERABLE stored: NotRecoverable after {:?}",
+        t.elapsed()
+    );
+    assert!(matches!(s.try_lock(), Err(LockError::NotRecoverable)));
+    assert!(!s.is_locked(), "the dead word was freed on the way");
 }
 
 #[test]
@@ -334,7 +339,7 @@ fn a_condvar_waiter_killed_after_its_wake_up_does_not_swallow_it() {
     // SAFETY: plain syscall on our own child, which is not yet reaped.
     assert_eq!(unsafe { libc::kill(live_pid, libc::SIGSTOP) }, 0);
     std::thread::sleep(Duration::from_millis(50));
-    *m.lock().unwrap() = 1;
+    *m.lock_timeout(HANG).unwrap() = 1;
     cv.notify_one();
     let out = doomed.child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
@@ -398,16 +403,12 @@ fn mutex_holder_dies_mid_unlock() {
     }
 }
 
-/// Runs each `(role, point)` child against a fresh `SpinLock<[u64; 2]>` to its death, in
-/// order; then locks, expecting `OwnerDied` with the finished data `[1, 1]`, repairs, and
-/// returns how long the lock took.
-fn spin_owner_died_after(children: &[(&str, &str)]) -> Duration {
+#[test]
+fn spinlock_holder_dies_mid_unlock() {
     let name = unique_name("fault-spin");
     let _c = Cleanup(name.clone());
     let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
-    for (role, point) in children {
-        run_to_death(dying(role, &name, point));
-    }
+    run_to_death(dying("spin-lock-unlock", &name, "spin-unlocking"));
     let t = Instant::now();
     match s.lock_timeout(HANG) {
         Err(LockError::OwnerDied(mut g)) => {
@@ -418,15 +419,9 @@ fn spin_owner_died_after(children: &[(&str, &str)]) -> Duration {
         Err(e) => panic!("{e}"),
     }
     let took = t.elapsed();
-    assert!(s.try_lock().is_ok(), "repaired");
-    took
-}
-
-#[test]
-fn spinlock_holder_dies_mid_unlock() {
-    let took = spin_owner_died_after(&[("spin-lock-unlock", "spin-unlocking")]);
     println!("spin-unlocking: OwnerDied after {took:?}");
     assert!(took < SPIN_LIVENESS_INTERVAL * 500, "{took:?}");
+    assert!(s.try_lock().is_ok(), "repaired");
 }
 
 /// Starts `wait` on a thread, gives it time to fall asleep, lets the child die between
