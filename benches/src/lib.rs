@@ -69,8 +69,13 @@ pub fn allowed_cpus() -> Vec<usize> {
         let inherited: Option<Vec<usize>> = std::env::var(CHILD_CPUS)
             .ok()
             .and_then(|v| v.split(',').map(|c| c.parse().ok()).collect());
+        // Only CPUs a `cpu_set_t` can hold (`CPU_SET` indexes its bit array with them).
         match inherited {
-            Some(cpus) if !cpus.is_empty() => cpus,
+            Some(cpus)
+                if !cpus.is_empty() && cpus.iter().all(|&c| c < libc::CPU_SETSIZE as usize) =>
+            {
+                cpus
+            }
             _ => read_affinity(),
         }
     })

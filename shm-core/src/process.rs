@@ -331,9 +331,12 @@ mod tests {
 
     #[test]
     fn a_process_whose_main_thread_exited_alone_still_runs() {
-        // SAFETY: the child only makes raw syscalls (no allocation, no locks) before it
-        // ends: fork leaves it with this thread alone, whatever other threads the test
-        // harness runs.
+        // SAFETY: fork leaves the child with this thread alone, whatever other threads the
+        // test harness runs. Besides raw syscalls, the child calls only `pthread_create`,
+        // which POSIX does not list as async-signal-safe but glibc supports after fork (its
+        // fork handling resets the thread-stack and allocator locks in the child); the new
+        // thread makes only raw syscalls. No Rust code that could allocate or lock runs in
+        // the child.
         let pid = unsafe {
             let pid = libc::fork();
             if pid == 0 {

@@ -112,7 +112,8 @@ pub(crate) fn is_dead(_word: u64) -> bool {
 
 /// [`is_dead`] made cheap to repeat for one peer: the first check of an identity word opens
 /// a pidfd on that process and verifies it against the word ([`shm_core::ExitWatch`]: one
-/// `/proc` read); later checks of the same word are one `poll(2)` on it. A parked end checks
+/// `/proc` read, and a second when the pidfd is refused, e.g. for a dead peer); later
+/// checks of the same word are one `poll(2)` on it. A parked end checks
 /// its peer once per [`LIVENESS_INTERVAL`], so this is most of what an idle waiter costs.
 /// Where no pidfd can be had for a peer (pidfds unavailable, `/proc` hidden, a start time of
 /// 0), every check of that word reads `/proc`, without trying the pidfd again.

@@ -446,27 +446,6 @@ fn mpmc_endpoint_killed_while_detaching() {
     }
 }
 
-/// Waits (bounded) until a consumer sleeps on the MPMC ring `name`: the consumers' `waiting`
-/// word (control block at 128, its line 3 at +384) is non-zero. A loaded machine may take
-/// far longer than the spin and yield phases' few microseconds to get there.
-fn until_a_consumer_sleeps(name: &str) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
-    let t = Instant::now();
-    loop {
-        let mut w = [0u8; 4];
-        f.read_exact_at(&mut w, 128 + 384).unwrap();
-        if u32::from_ne_bytes(w) != 0 {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the consumer never slept"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn mpmc_parked_endpoint_killed_costs_a_wake_per_item_and_nothing_else() {
     let name = unique_name("f-mpmc-parked");
@@ -478,7 +457,9 @@ fn mpmc_parked_endpoint_killed_costs_a_wake_per_item_and_nothing_else() {
     c.env(HOLD, "1");
     let mut parked = Running::spawn(c);
     parked.expect_line("attached", Duration::from_secs(30));
-    until_a_consumer_sleeps(&name);
+    // Asleep: the consumers' `waiting` word (control block at 128, its line 3 at +384)
+    // counts it. A loaded machine may take far longer than the spin phase to get there.
+    until_word(&name, 128 + 384, "the consumer asleep", |w| w != 0);
     parked.kill9();
     let before = ring.stats().wakeups;
     for i in 0..10 {

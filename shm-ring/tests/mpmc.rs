@@ -542,10 +542,17 @@ fn a_live_reader_stalled_past_the_claim_timeout_is_waited_for() {
     slow.env("SHMRING_FAULT", "mpmc-consumer-read:3:300");
     let mut slow = Running::spawn(slow);
     slow.expect_line("attached", Duration::from_secs(30));
+    // It takes the first three alone and stalls on the third (READING, read, not
+    // released) before our consumer joins: otherwise ours could take everything and the
+    // stall would never happen.
+    for i in 0..3 {
+        tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
+    }
+    until(&ring, "the third item claimed", |st| st.head == 3);
     let mut rx = ring.consumer().unwrap();
     const N: u64 = 2000;
     let producer = std::thread::spawn(move || {
-        for i in 0..N {
+        for i in 3..N {
             tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
         }
     });
@@ -666,14 +673,10 @@ fn ring_with_a_half_finished_skip_at_2(tag: &str) -> (String, Cleanup, Ring<u64>
     (name, c, ring)
 }
 
-/// The sequence word of slot `i` of the MPMC `u64` ring `name`, read from its file (slots of
-/// 32 bytes, `seq` first, after the control block at 128 + 1920).
+/// The sequence word of slot `i` of the MPMC `u64` ring `name` (slots of 32 bytes, `seq`
+/// first, after the control block at 128 + 1920).
 fn slot_seq(name: &str, i: u64) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
-    let mut w = [0u8; 8];
-    f.read_exact_at(&mut w, 128 + 1920 + 32 * i).unwrap();
-    u64::from_ne_bytes(w)
+    peek_u64(name, 128 + 1920 + 32 * i)
 }
 
 /// Polls `ring` (bounded) until `done` holds.

@@ -424,7 +424,7 @@ fn consumer_killed_pushes_go_on_until_full_then_peer_died_and_a_successor_gets_t
     }
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
     tx.push(20).unwrap();
-    assert_eq!(rx.pop(), Ok(20));
+    assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(20));
 }
 
 /// Pushes `COUNT` items, then fills a chunk and dies before committing it.
@@ -466,7 +466,7 @@ fn producer_killed_mid_chunk_publishes_none_of_it() {
     let mut tx = ring.producer().unwrap();
     for i in 0..20 {
         tx.push(100 + i).unwrap();
-        assert_eq!(rx.pop(), Ok(100 + i));
+        assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(100 + i));
     }
 }
 
@@ -503,7 +503,8 @@ fn a_parked_end_killed_in_its_sleep_costs_a_wake_per_item_and_nothing_else() {
     let mut tx = ring.producer().unwrap();
     let mut parked = Running::spawn(role("park-consumer", &name));
     parked.expect_line("parking", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(100));
+    // Asleep: `consumer_waiting` (control block at 128, line 3 at +384) counts it.
+    until_word(&name, 128 + 384, "the consumer asleep", |w| w != 0);
     parked.kill9();
     let before = ring.stats().wakeups;
     for i in 0..10 {
@@ -523,7 +524,8 @@ fn a_parked_end_killed_in_its_sleep_costs_a_wake_per_item_and_nothing_else() {
     let mut rx = ring.consumer().unwrap();
     let mut parked = Running::spawn(role("park-producer", &name));
     parked.expect_line("parking 4", Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(100));
+    // Asleep: `producer_waiting` (line 4 at +512) counts it.
+    until_word(&name, 128 + 512, "the producer asleep", |w| w != 0);
     parked.kill9();
     let before = ring.stats().wakeups;
     for i in 0..4 {

@@ -4,12 +4,15 @@
 #![cfg(not(shm_loom))]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shm_ring::{mpmc, spsc, PopError, WaitStrategy};
 use shm_sync::{Condvar, Event, Mutex, Reset, Semaphore, SeqLock, SpinLock};
 
 const N: u64 = if cfg!(miri) { 200 } else { 200_000 };
+/// Longer than any wait here should take, even under Miri: a wait still blocked after this
+/// has hung (a lost item or wake-up), and the test fails instead of hanging.
+const HANG: Duration = Duration::from_secs(120);
 const THREADS: u64 = if cfg!(miri) { 2 } else { 4 };
 
 #[test]
@@ -22,36 +25,40 @@ fn spsc_threads_deliver_in_order_with_both_strategies() {
         let p = std::thread::spawn(move || {
             for i in 0..N {
                 if i % 3 == 0 {
+                    let t = Instant::now();
                     let mut c = loop {
                         if let Ok(c) = tx.write_chunk_uninit(1) {
                             break c;
                         }
+                        assert!(t.elapsed() < HANG, "no slot freed");
                         std::thread::yield_now();
                     };
                     c.set(0, [i, !i]);
                     c.commit_all();
                 } else {
-                    tx.push([i, !i]).unwrap();
+                    tx.push_timeout([i, !i], HANG).unwrap();
                 }
             }
         });
         for i in 0..N {
             let v = if i % 5 == 0 {
+                let t = Instant::now();
                 loop {
                     if let Ok(c) = rx.read_chunk(1) {
                         let v = c.get(0);
                         c.commit_all();
                         break v;
                     }
+                    assert!(t.elapsed() < HANG, "item {i} never came");
                     std::thread::yield_now();
                 }
             } else {
-                rx.pop().unwrap()
+                rx.pop_timeout(HANG).unwrap()
             };
             assert_eq!(v, [i, !i], "{strategy:?}");
         }
         p.join().unwrap();
-        assert_eq!(rx.pop(), Err(PopError::Disconnected));
+        assert_eq!(rx.pop_timeout(HANG), Err(PopError::Disconnected));
     }
 }
 
@@ -64,7 +71,7 @@ fn mpmc_threads_deliver_each_item_once() {
         tx.set_wait_strategy(WaitStrategy::SpinThenPark);
         handles.push(std::thread::spawn(move || {
             for i in 0..N / THREADS {
-                tx.push(p << 32 | i).unwrap();
+                tx.push_timeout(p << 32 | i, HANG).unwrap();
             }
             Vec::new()
         }));
@@ -76,7 +83,7 @@ fn mpmc_threads_deliver_each_item_once() {
             let mut got = Vec::new();
             let mut last = vec![None::<u64>; THREADS as usize];
             loop {
-                match rx.pop() {
+                match rx.pop_timeout(HANG) {
                     Ok(v) => {
                         let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
                         assert!(last[p].is_none_or(|l| i > l), "producer {p} reordered");
@@ -110,7 +117,7 @@ macro_rules! exclusion {
                 let lock = lock.clone();
                 std::thread::spawn(move || {
                     for _ in 0..N / THREADS / 4 {
-                        let mut g = lock.lock().unwrap();
+                        let mut g = lock.lock_timeout(HANG).unwrap();
                         assert_eq!(g[0], g[1], "two holders at once");
                         g[0] += 1;
                         g[1] += 1;
@@ -119,7 +126,10 @@ macro_rules! exclusion {
             })
             .collect();
         hs.into_iter().for_each(|h| h.join().unwrap());
-        assert_eq!(lock.lock().unwrap()[0], THREADS * (N / THREADS / 4));
+        assert_eq!(
+            lock.lock_timeout(HANG).unwrap()[0],
+            THREADS * (N / THREADS / 4)
+        );
     }};
 }
 
@@ -135,12 +145,12 @@ fn seqlock_readers_never_see_a_torn_value() {
     let s2 = s.clone();
     let w = std::thread::spawn(move || {
         for i in 1..=N / 10 {
-            s2.write([i; 4]).unwrap();
+            s2.write_timeout([i; 4], HANG).unwrap();
         }
     });
     let mut last = 0;
     while last < N / 10 {
-        let v = s.read().unwrap();
+        let v = s.read_timeout(HANG).unwrap();
         assert!(v.iter().all(|&x| x == v[0]), "torn: {v:?}");
         assert!(v[0] >= last, "went back");
         last = v[0];
@@ -156,13 +166,13 @@ fn semaphore_event_and_condvar_hand_over_between_threads() {
     let (sem2, ev2) = (sem.clone(), ev.clone());
     let t = std::thread::spawn(move || {
         for _ in 0..rounds {
-            sem2.acquire();
+            sem2.acquire_timeout(HANG).unwrap();
             ev2.set();
         }
     });
     for _ in 0..rounds {
         sem.release(1).unwrap();
-        ev.wait_timeout(Duration::from_secs(10)).unwrap();
+        ev.wait_timeout(HANG).unwrap();
     }
     t.join().unwrap();
 
@@ -171,8 +181,10 @@ fn semaphore_event_and_condvar_hand_over_between_threads() {
     let t = std::thread::spawn(move || {
         let (m, cv) = &*pair2;
         for i in 0..rounds {
-            let g = m.lock().unwrap();
-            let mut g = cv.wait_while(g, |v| *v % 2 == 0).unwrap();
+            let g = m.lock_timeout(HANG).unwrap();
+            let (g, timed_out) = cv.wait_timeout_while(g, HANG, |v| *v % 2 == 0);
+            assert!(!timed_out, "a notify was lost");
+            let mut g = g.unwrap();
             assert_eq!(*g, 2 * i + 1);
             *g += 1;
             cv.notify_one();
@@ -180,10 +192,12 @@ fn semaphore_event_and_condvar_hand_over_between_threads() {
     });
     let (m, cv) = &*pair;
     for i in 0..rounds {
-        let mut g = m.lock().unwrap();
+        let mut g = m.lock_timeout(HANG).unwrap();
         *g += 1;
         cv.notify_one();
-        let g = cv.wait_while(g, |v| *v % 2 == 1).unwrap();
+        let (g, timed_out) = cv.wait_timeout_while(g, HANG, |v| *v % 2 == 1);
+        assert!(!timed_out, "a notify was lost");
+        let g = g.unwrap();
         assert_eq!(*g, 2 * i + 2);
     }
     t.join().unwrap();

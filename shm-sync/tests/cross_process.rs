@@ -18,6 +18,9 @@ use shm_sync::{
 };
 
 const ROLE: &str = "SHMRING_ROLE";
+/// Longer than any lock or wait here should take: one still blocked after this has hung, and
+/// the test fails instead of hanging.
+const HANG: Duration = Duration::from_secs(30);
 
 fn role(role: &str, name: &str) -> std::process::Command {
     let mut c = child("child_sync", name);
@@ -236,7 +239,7 @@ fn mutex_holder_killed_with_three_waiters() {
         let us = kill_holder("mutex-hold", "mutex-wait", &name);
         println!("mutex ({protocol:?}): OwnerDied seen {us} µs after SIGKILL");
         assert!(us < 5_000_000, "{us} µs");
-        let g = m.lock().unwrap();
+        let g = m.lock_timeout(HANG).unwrap();
         assert_eq!((g.dirty, g.passed, g.repairs), (0, 3, 1));
     }
 }
@@ -261,10 +264,17 @@ fn unrepaired_owner_death_makes_the_mutex_not_recoverable() {
     let mut holder = Running::spawn(role("mutex-hold", &name));
     holder.expect_line("locked", Duration::from_secs(30));
     holder.kill9();
-    let g = m.lock().unwrap_err().into_owner_died().expect("OwnerDied");
+    let g = m
+        .lock_timeout(HANG)
+        .unwrap_err()
+        .into_owner_died()
+        .expect("OwnerDied");
     assert_eq!(g.dirty, 1);
     drop(g); // not marked consistent
-    assert!(matches!(m.lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(
+        m.lock_timeout(HANG),
+        Err(LockError::NotRecoverable)
+    ));
     assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
     assert!(m.is_not_recoverable());
 }
@@ -277,10 +287,17 @@ fn spinlock_owner_death_left_unrepaired_makes_it_not_recoverable() {
     let mut holder = Running::spawn(role("spin-hold", &name));
     holder.expect_line("locked", Duration::from_secs(30));
     holder.kill9();
-    let g = s.lock().unwrap_err().into_owner_died().expect("OwnerDied");
+    let g = s
+        .lock_timeout(HANG)
+        .unwrap_err()
+        .into_owner_died()
+        .expect("OwnerDied");
     assert_eq!(g.dirty, 1);
     drop(g); // not marked consistent
-    assert!(matches!(s.lock(), Err(LockError::NotRecoverable)));
+    assert!(matches!(
+        s.lock_timeout(HANG),
+        Err(LockError::NotRecoverable)
+    ));
     assert!(matches!(s.try_lock(), Err(LockError::NotRecoverable)));
     assert!(s.is_not_recoverable());
 }
@@ -321,7 +338,7 @@ fn owner_death_is_reported_again_until_someone_repairs() {
         macro_rules! taker {
             ($shared:expr) => {{
                 let l = $shared;
-                Box::new(move |repair: bool| match l.lock() {
+                Box::new(move |repair: bool| match l.lock_timeout(HANG) {
                     Ok(g) => Ok(g.dirty),
                     Err(LockError::OwnerDied(mut g)) if repair => {
                         let d = g.dirty;
@@ -415,7 +432,7 @@ fn ping_pong_on(seg: &Segment, me: u32) {
     let (_, mr, cr) = pingpong_layout();
     let (m, cv) = (seg.get(mr).unwrap(), seg.get(cr).unwrap());
     for _ in 0..ROUND_TRIPS {
-        let g = m.lock().unwrap();
+        let g = m.lock_timeout(HANG).unwrap();
         let (g, timed_out) = cv.wait_timeout_while(g, Duration::from_secs(10), |t| t.turn != me);
         assert!(
             !timed_out,
@@ -851,13 +868,13 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
     let seg2 = seg.clone();
     let live = std::thread::spawn(move || {
         let (m, cv) = (seg2.get(mr).unwrap(), seg2.get(cr).unwrap());
-        let g = m.lock().unwrap();
+        let g = m.lock_timeout(HANG).unwrap();
         let (g, timed_out) = cv.wait_timeout_while(g, Duration::from_secs(10), |t| t.turn == 0);
         assert!(g.is_ok());
         timed_out
     });
     std::thread::sleep(Duration::from_millis(50));
-    m.lock().unwrap().turn = 1;
+    m.lock_timeout(HANG).unwrap().turn = 1;
     cv.notify_one();
     assert!(!live.join().unwrap(), "a live waiter was not woken");
 

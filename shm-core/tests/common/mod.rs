@@ -193,3 +193,31 @@ pub fn poke(name: &str, offset: u64, bytes: &[u8]) {
     f.seek(SeekFrom::Start(offset)).unwrap();
     f.write_all(bytes).unwrap();
 }
+
+/// Reads the `u64` at `offset` of segment `name`'s file (a peek at shared state a test
+/// cannot otherwise see, such as an MPMC slot's sequence word).
+pub fn peek_u64(name: &str, offset: u64) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
+    let mut w = [0u8; 8];
+    f.read_exact_at(&mut w, offset).unwrap();
+    u64::from_ne_bytes(w)
+}
+
+/// Waits (bounded: 30 s, then the test fails) until `done` holds for the `u32` at `offset` of
+/// segment `name`'s file: how a test knows that a peer reached a state shown only in shared
+/// memory, such as a waiter counted on a futex line or a lock word's waiters bit.
+pub fn until_word(name: &str, offset: u64, what: &str, done: impl Fn(u32) -> bool) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(format!("/dev/shm{name}")).unwrap();
+    let t = Instant::now();
+    loop {
+        let mut w = [0u8; 4];
+        f.read_exact_at(&mut w, offset).unwrap();
+        if done(u32::from_ne_bytes(w)) {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never: {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
