@@ -256,27 +256,36 @@ fn spinlock_holder_killed_with_three_waiters() {
     assert_eq!((g.dirty, g.passed, g.repairs), (0, 3, 1));
 }
 
+/// A holder (child role `$role`) of the lock `$lock` is SIGKILLed; the next locker gets
+/// `OwnerDied` and drops it unrepaired; from then on every lock is `NotRecoverable`.
+macro_rules! unrepaired_death_is_not_recoverable {
+    ($lock:expr, $role:literal, $name:expr) => {{
+        let l = $lock;
+        let mut holder = Running::spawn(role($role, $name));
+        holder.expect_line("locked", Duration::from_secs(30));
+        holder.kill9();
+        let g = l
+            .lock_timeout(HANG)
+            .unwrap_err()
+            .into_owner_died()
+            .expect("OwnerDied");
+        assert_eq!(g.dirty, 1);
+        drop(g); // not marked consistent
+        assert!(matches!(
+            l.lock_timeout(HANG),
+            Err(LockError::NotRecoverable)
+        ));
+        assert!(matches!(l.try_lock(), Err(LockError::NotRecoverable)));
+        assert!(l.is_not_recoverable());
+    }};
+}
+
 #[test]
 fn unrepaired_owner_death_makes_the_mutex_not_recoverable() {
     let name = unique_name("mutex-nr");
     let _c = Cleanup(name.clone());
     let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::Normal)).unwrap();
-    let mut holder = Running::spawn(role("mutex-hold", &name));
-    holder.expect_line("locked", Duration::from_secs(30));
-    holder.kill9();
-    let g = m
-        .lock_timeout(HANG)
-        .unwrap_err()
-        .into_owner_died()
-        .expect("OwnerDied");
-    assert_eq!(g.dirty, 1);
-    drop(g); // not marked consistent
-    assert!(matches!(
-        m.lock_timeout(HANG),
-        Err(LockError::NotRecoverable)
-    ));
-    assert!(matches!(m.try_lock(), Err(LockError::NotRecoverable)));
-    assert!(m.is_not_recoverable());
+    unrepaired_death_is_not_recoverable!(m, "mutex-hold", &name);
 }
 
 #[test]
@@ -284,22 +293,7 @@ fn spinlock_owner_death_left_unrepaired_makes_it_not_recoverable() {
     let name = unique_name("spin-nr");
     let _c = Cleanup(name.clone());
     let s = Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap();
-    let mut holder = Running::spawn(role("spin-hold", &name));
-    holder.expect_line("locked", Duration::from_secs(30));
-    holder.kill9();
-    let g = s
-        .lock_timeout(HANG)
-        .unwrap_err()
-        .into_owner_died()
-        .expect("OwnerDied");
-    assert_eq!(g.dirty, 1);
-    drop(g); // not marked consistent
-    assert!(matches!(
-        s.lock_timeout(HANG),
-        Err(LockError::NotRecoverable)
-    ));
-    assert!(matches!(s.try_lock(), Err(LockError::NotRecoverable)));
-    assert!(s.is_not_recoverable());
+    unrepaired_death_is_not_recoverable!(s, "spin-hold", &name);
 }
 
 /// Locks, expects to inherit a dead holder's lock, and dies holding it *unrepaired*.
