@@ -322,7 +322,8 @@ impl SegmentBuilder {
         self
     }
 
-    /// How long `open` waits for a creator that is still initialising.
+    /// How long `open` waits for a creator that is still initialising. A timeout too large
+    /// to add to the monotonic clock (`Duration::MAX`) waits without limit.
     pub fn open_timeout(mut self, timeout: Duration) -> Self {
         self.open_timeout = timeout;
         self
@@ -484,7 +485,8 @@ impl SegmentBuilder {
         if self.huge_pages {
             huge_pages_available().map_err(|e| err(OpenErrorKind::HugePages(e)))?;
         }
-        let deadline = Instant::now() + self.open_timeout;
+        // A timeout too large for an `Instant` (`Duration::MAX`, say) means no deadline.
+        let deadline = Instant::now().checked_add(self.open_timeout);
         let (map, st) = attach(&name, self.allow_foreign_owner, deadline)?;
         let info = wait_ready(&name, &map, self.open_timeout, deadline)?;
         validate(&info, map.len as u64).map_err(err)?;
@@ -636,7 +638,7 @@ impl Backoff {
 fn attach(
     name: &SegmentName,
     allow_foreign_owner: bool,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Result<(Mapping, sys::FileStat), OpenError> {
     let err = |kind| OpenError::new(name.as_str(), kind);
     let (fd, mut st) = open_regular(name, libc::O_RDWR)?;
@@ -654,7 +656,7 @@ fn attach(
             // Creators size the file in one ftruncate: a short, non-empty file is damaged.
             return Err(err(OpenErrorKind::TooShort { len: st.size }));
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Err(err(OpenErrorKind::Stale {
                 creator: None,
                 len: st.size,
@@ -710,13 +712,13 @@ fn open_regular(
     Ok((fd, st))
 }
 
-/// Waits (until `deadline`) for `state == READY`, failing early on a dead creator or bad
+/// Waits (until `deadline`, if any) for `state == READY`, failing early on a dead creator or bad
 /// bytes.
 fn wait_ready(
     name: &SegmentName,
     map: &Mapping,
     timeout: Duration,
-    deadline: Instant,
+    deadline: Option<Instant>,
 ) -> Result<HeaderInfo, OpenError> {
     let err = |kind| OpenError::new(name.as_str(), kind);
     let mut pause = Backoff::new();
@@ -725,7 +727,7 @@ fn wait_ready(
         if info.magic != 0 && info.magic != MAGIC {
             return Err(err(OpenErrorKind::BadMagic { found: info.magic }));
         }
-        let timed_out = Instant::now() >= deadline;
+        let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
         match info.state {
             SegmentState::Ready => return Ok(info),
             SegmentState::Poisoned => {

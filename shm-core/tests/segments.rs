@@ -947,3 +947,26 @@ fn regions_are_bounds_checked() {
         Err(RegionError::OutOfBounds { .. })
     ));
 }
+
+/// Every duration a user passes saturates: a huge open timeout means "wait as long as it
+/// takes", never an `Instant` overflow panic (issue 12, defect 9).
+#[test]
+fn a_huge_open_timeout_saturates_instead_of_panicking() {
+    let name = unique_name("huge-timeout");
+    let _c = Cleanup(name.clone());
+    let _seg = builder(&name).create().unwrap();
+    for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let seg = builder(&name).open_timeout(timeout).open().unwrap();
+        assert_eq!(seg.header().state, SegmentState::Ready);
+        let e = builder(&unique_name("huge-missing"))
+            .open_timeout(timeout)
+            .open()
+            .unwrap_err();
+        assert!(matches!(e.kind(), OpenErrorKind::NotFound), "{e}");
+        let raced = builder(&name)
+            .open_timeout(timeout)
+            .open_or_create()
+            .unwrap();
+        assert!(!raced.is_creator());
+    }
+}
