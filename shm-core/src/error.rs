@@ -255,11 +255,22 @@ pub enum OpenErrorKind {
         /// Length of the file.
         len: u64,
     },
+    /// The file is too short for what the caller opens, or far longer (more than a huge
+    /// page) than that needs; its header agrees with the file, so it was made that way:
+    /// planted, or by another layout.
+    UnexpectedLength {
+        /// Length of the file.
+        len: u64,
+        /// The length `create` gives a segment of the caller's layout (page-rounded).
+        expected: u64,
+    },
     /// The header's data offset is not the one this format uses.
     BadDataOffset {
         /// The offset found.
         found: u64,
     },
+    /// A region the opener needs does not lie inside the segment.
+    Region(crate::RegionError),
     /// `mlock` failed.
     Mlock(MlockError),
     /// Huge pages are not available.
@@ -279,6 +290,12 @@ impl OpenError {
             name: name.to_owned(),
             kind,
         }
+    }
+
+    /// A segment `name` that opened but lacks a region its opener needs: for layers above
+    /// shm-core that form typed regions from what they opened.
+    pub fn region(name: &str, error: crate::RegionError) -> OpenError {
+        OpenError::new(name, OpenErrorKind::Region(error))
     }
 
     /// The segment's name.
@@ -390,10 +407,20 @@ impl fmt::Display for OpenError {
                  truncated, or is not a shmring segment",
                 crate::header::HEADER_SIZE
             ),
+            OpenErrorKind::UnexpectedLength { len, expected } => write!(
+                f,
+                "the file is {len} bytes, but a segment of the layout being opened is {expected} \
+                 bytes (planted, or made with another layout); refusing it before touching \
+                 its pages"
+            ),
             OpenErrorKind::BadDataOffset { found } => write!(
                 f,
                 "its header is corrupted: data offset is {found}, expected {}",
                 crate::header::HEADER_SIZE
+            ),
+            OpenErrorKind::Region(e) => write!(
+                f,
+                "it lacks a region its contents need ({e}); it was truncated or forged"
             ),
             OpenErrorKind::Mlock(e) => write!(f, "{e}"),
             OpenErrorKind::HugePages(e) => write!(f, "{e}"),
@@ -407,6 +434,7 @@ impl Error for OpenError {
             OpenErrorKind::InvalidName(e) => Some(e),
             OpenErrorKind::PermissionDenied(e) | OpenErrorKind::Os { source: e, .. } => Some(e),
             OpenErrorKind::Mlock(e) => Some(&e.source),
+            OpenErrorKind::Region(e) => Some(e),
             _ => None,
         }
     }

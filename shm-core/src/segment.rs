@@ -304,13 +304,15 @@ impl SegmentBuilder {
         self
     }
 
-    /// Bytes wanted after the header (create only; rounded up to whole pages).
+    /// Bytes wanted after the header: `create` rounds the segment up to whole pages; `open`
+    /// refuses a file too short for them, or longer than they make rounded up to a huge page
+    /// ([`OpenErrorKind::UnexpectedLength`]), before touching its pages.
     pub fn size(mut self, bytes: u64) -> Self {
         self.size = bytes;
         self
     }
 
-    /// Sizes the segment for `layout` (create only).
+    /// Sizes the segment for `layout` (see [`size`](Self::size): `open` checks it too).
     pub fn layout(self, layout: &Layout) -> Self {
         self.size(layout.data_len())
     }
@@ -392,16 +394,11 @@ impl SegmentBuilder {
         } else {
             sys::page_size() as u64
         };
-        let total = self
-            .size
-            .checked_add(HEADER_SIZE as u64 + round - 1)
-            .map(|t| t & !(round - 1))
-            .filter(|&t| usize::try_from(t).is_ok() && t <= i64::MAX as u64)
-            .ok_or_else(|| {
-                err(CreateErrorKind::TooLarge {
-                    requested: self.size,
-                })
-            })?;
+        let total = created_len(self.size, round).ok_or_else(|| {
+            err(CreateErrorKind::TooLarge {
+                requested: self.size,
+            })
+        })?;
         if self.huge_pages {
             huge_pages_available().map_err(|e| err(CreateErrorKind::HugePages(e)))?;
         }
@@ -474,12 +471,45 @@ impl SegmentBuilder {
 
     /// Opens an existing segment, waiting up to the open timeout for its creator to
     /// publish it, and validates it before any typed access: magic, format version, data
-    /// offset, that the file length equals the header's, kind, and fingerprint.
+    /// offset, that the file length equals the header's, kind, and fingerprint. If the
+    /// builder was given a size ([`size`](Self::size) or [`layout`](Self::layout)), the file
+    /// must also hold at least that many data bytes and be no longer than `create` makes
+    /// such a segment with huge pages (that size rounded up to 2 MiB), checked before any
+    /// page is prefaulted or locked; without one (a raw segment whose layout the opener does
+    /// not declare), open maps, prefaults and locks whatever length the file has.
     ///
     /// # Errors
     ///
     /// An [`OpenError`] whose kind says which check failed, with expected vs found.
     pub fn open(&self) -> Result<Segment, OpenError> {
+        let size = self.size;
+        self.open_inner(|_| match size {
+            0 => Bound::Any,
+            n => Bound::AtLeast(n),
+        })
+    }
+
+    /// [`open`](Self::open) for a segment whose needed size only its contents tell (a ring
+    /// records its capacity in its control block): after the header checks, `need` reads
+    /// what it must (the mapping is in place, but no page has been prefaulted or locked)
+    /// and returns the data bytes the segment should hold, as passed to
+    /// [`size`](Self::size) when it was created. The file must then be as long as `create`
+    /// makes such a segment (rounded up to pages, or at most to huge pages), or the open fails
+    /// with `UnexpectedLength`, so a planted file far larger than its contents need is never
+    /// faulted in. `need` returns `None` when it cannot tell (its
+    /// own checks will fail the open); nothing is then prefaulted or locked.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open).
+    pub fn open_bounded(
+        &self,
+        need: impl FnOnce(&Segment) -> Option<u64>,
+    ) -> Result<Segment, OpenError> {
+        self.open_inner(|seg| need(seg).map_or(Bound::Unknown, Bound::AtLeast))
+    }
+
+    fn open_inner(&self, need: impl FnOnce(&Segment) -> Bound) -> Result<Segment, OpenError> {
         let err = |kind| OpenError::new(&self.name, kind);
         let name = SegmentName::new(&self.name).map_err(|e| err(OpenErrorKind::InvalidName(e)))?;
         if self.huge_pages {
@@ -502,6 +532,32 @@ impl SegmentBuilder {
                 found: info.fingerprint,
             }));
         }
+        let seg = Segment {
+            name,
+            map,
+            creator: false,
+            unlink_on_drop: self.unlink_on_drop.unwrap_or(false),
+            ino: st.ino,
+            dev: st.dev,
+        };
+        match need(&seg) {
+            Bound::Any => {}
+            Bound::Unknown => return Ok(seg),
+            Bound::AtLeast(data_len) => {
+                // At least what `create` makes of `data_len`, and at most that rounded up to
+                // a huge page (a creator may have used huge pages).
+                let len = seg.map.len as u64;
+                let [least, most] = [sys::page_size() as u64, HUGE_PAGE]
+                    .map(|round| created_len(data_len, round).unwrap_or(u64::MAX));
+                if len < least || len > most {
+                    return Err(err(OpenErrorKind::UnexpectedLength {
+                        len,
+                        expected: least,
+                    }));
+                }
+            }
+        }
+        let map = &seg.map;
         if self.huge_pages {
             sys::madvise_hugepage(map.ptr, map.len).map_err(|e| {
                 err(OpenErrorKind::HugePages(HugePagesError {
@@ -521,14 +577,7 @@ impl SegmentBuilder {
             sys::mlock(map.ptr, map.len)
                 .map_err(|e| err(OpenErrorKind::Mlock(mlock_error(map.len, e))))?;
         }
-        Ok(Segment {
-            name,
-            map,
-            creator: false,
-            unlink_on_drop: self.unlink_on_drop.unwrap_or(false),
-            ino: st.ino,
-            dev: st.dev,
-        })
+        Ok(seg)
     }
 
     /// Opens the segment if it exists, else creates it with zeroed contents.
@@ -587,6 +636,26 @@ impl SegmentBuilder {
             }
         }
     }
+}
+
+/// What an opener knows of the length a segment must have.
+enum Bound {
+    /// Nothing (a raw segment opened without a declared layout): the whole file is used.
+    Any,
+    /// Its contents are impossible: the caller's own checks fail the open, so nothing more
+    /// is touched.
+    Unknown,
+    /// This many data bytes, which `create` rounds up to whole (perhaps huge) pages.
+    AtLeast(u64),
+}
+
+/// The length `create` gives a segment of `data_len` bytes after the header, rounded up to
+/// `round` (a power of two: the page or huge-page size); `None` if that is too large.
+fn created_len(data_len: u64, round: u64) -> Option<u64> {
+    data_len
+        .checked_add(HEADER_SIZE as u64 + round - 1)
+        .map(|t| t & !(round - 1))
+        .filter(|&t| usize::try_from(t).is_ok() && t <= i64::MAX as u64)
 }
 
 /// Removes the name when dropped, if armed: only if it still refers to our file when we

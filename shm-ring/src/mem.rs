@@ -101,27 +101,32 @@ pub(crate) fn ring_layout<C, S>(cap: u64) -> Result<Regions<C, S>, shm_core::Reg
 
 #[cfg(not(shm_loom))]
 impl<C: shm_core::ShmSafe, S> Mem<C, S> {
-    /// A `Mem` over a segment's checked control and slot regions; the segment is kept
-    /// mapped for as long as any handle lives.
+    /// A `Mem` over a segment's control and slot regions, checked against the segment; the
+    /// segment is kept mapped for as long as any handle lives.
+    ///
+    /// # Errors
+    ///
+    /// If a region does not lie inside the segment (callers check the layout against the
+    /// segment's length first, so this is never expected).
     ///
     /// # Panics
     ///
-    /// If a region does not lie inside the segment: callers check the layout against the
-    /// segment's length first.
+    /// If `cap` is not a power of two or the slot region does not hold `cap` slots: both
+    /// come from the caller's own (checked) layout, never from the segment's bytes.
     pub fn over_segment(
         seg: shm_core::Segment,
         cap: u64,
         ctrl: shm_core::Region<C>,
         slots: shm_core::Region<S>,
-    ) -> Mem<C, S> {
+    ) -> Result<Mem<C, S>, shm_core::RegionError> {
         assert!(cap.is_power_of_two() && slots.count() == cap);
-        let ctrl = NonNull::from(seg.get(ctrl).expect("checked by the caller"));
-        let slots = seg.region_ptr(slots).expect("checked by the caller");
+        let ctrl = NonNull::from(seg.get(ctrl)?);
+        let slots = seg.region_ptr(slots)?;
         let owner: Arc<dyn Any + Send + Sync> = Arc::new(seg);
         // SAFETY: both regions were bounds- and alignment-checked against the segment, which
         // `owner` keeps mapped; `cap` is a power of two (asserted) and the slot region holds
         // `cap` slots (asserted).
-        unsafe { Mem::new(owner, ctrl, slots, cap) }
+        Ok(unsafe { Mem::new(owner, ctrl, slots, cap) })
     }
 
     /// A `Mem` over a segment another process created: reads the capacity from the control
@@ -141,19 +146,8 @@ impl<C: shm_core::ShmSafe, S> Mem<C, S> {
             name: name.to_owned(),
             what,
         };
-        let ctrl_r = shm_core::Region::<C>::from_raw(shm_core::HEADER_SIZE as u64, 1);
-        let c = seg
-            .get(ctrl_r)
-            .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
-        let cap = cap_of(c);
-        if cap < min_cap || !cap.is_power_of_two() || cap > 1 << 40 {
-            return Err(corrupted(format!(
-                "capacity {cap} is not a power of two >= {min_cap}"
-            )));
-        }
-        let (l, ctrl_r2, slots_r) =
-            ring_layout::<C, S>(cap).map_err(|e| corrupted(format!("capacity {cap}: {e}")))?;
-        debug_assert_eq!(ctrl_r, ctrl_r2);
+        let (cap, l, ctrl_r, slots_r) =
+            checked_layout::<C, S>(&seg, min_cap, cap_of).map_err(corrupted)?;
         if l.total_len() > seg.len() as u64 {
             return Err(corrupted(format!(
                 "capacity {cap} needs {} bytes but the segment has {}",
@@ -161,8 +155,53 @@ impl<C: shm_core::ShmSafe, S> Mem<C, S> {
                 seg.len()
             )));
         }
-        Ok(Mem::over_segment(seg, cap, ctrl_r, slots_r))
+        Mem::over_segment(seg, cap, ctrl_r, slots_r)
+            .map_err(|e| corrupted(format!("capacity {cap}: {e}")))
     }
+}
+
+/// The capacity a segment's control block records (`cap_of`, read once), checked to be a
+/// power of two of at least `min_cap` (and at most 2^40), and the layout it implies.
+#[cfg(not(shm_loom))]
+#[allow(clippy::type_complexity)]
+fn checked_layout<C: shm_core::ShmSafe, S>(
+    seg: &shm_core::Segment,
+    min_cap: u64,
+    cap_of: impl FnOnce(&C) -> u64,
+) -> Result<
+    (
+        u64,
+        shm_core::Layout,
+        shm_core::Region<C>,
+        shm_core::Region<S>,
+    ),
+    String,
+> {
+    let ctrl_r = shm_core::Region::<C>::from_raw(shm_core::HEADER_SIZE as u64, 1);
+    let c = seg
+        .get(ctrl_r)
+        .map_err(|e| format!("no room for the control block: {e}"))?;
+    let cap = cap_of(c);
+    if cap < min_cap || !cap.is_power_of_two() || cap > 1 << 40 {
+        return Err(format!("capacity {cap} is not a power of two >= {min_cap}"));
+    }
+    let (l, ctrl_r2, slots_r) =
+        ring_layout::<C, S>(cap).map_err(|e| format!("capacity {cap}: {e}"))?;
+    debug_assert_eq!(ctrl_r, ctrl_r2);
+    Ok((cap, l, ctrl_r, slots_r))
+}
+
+/// For [`shm_core::SegmentBuilder::open_bounded`]: the data bytes a ring segment holds, as
+/// its recorded capacity implies, or `None` if that capacity is impossible or does not fit
+/// (the open then fails in [`Mem::open_segment`], which says why).
+#[cfg(not(shm_loom))]
+pub(crate) fn needed_data_len<C: shm_core::ShmSafe, S>(
+    seg: &shm_core::Segment,
+    min_cap: u64,
+    cap_of: impl FnOnce(&C) -> u64,
+) -> Option<u64> {
+    let (_, l, _, _) = checked_layout::<C, S>(seg, min_cap, cap_of).ok()?;
+    (l.total_len() <= seg.len() as u64).then(|| l.data_len())
 }
 
 /// Heap storage for an in-process ring: the control block in a box, the slots in one

@@ -1201,7 +1201,10 @@ mod shared {
                 Ok::<_, shm_core::RegionError>(())
             })?;
             Ok(Ring::from_mem(
-                Mem::over_segment(seg, cap, ctrl_r, slots_r),
+                Mem::over_segment(seg, cap, ctrl_r, slots_r).map_err(|e| RingError::Corrupted {
+                    name: self.name.clone(),
+                    what: format!("the new segment lacks its regions: {e}"),
+                })?,
                 self.name.clone(),
             ))
         }
@@ -1214,10 +1217,14 @@ mod shared {
         /// expected vs found), or `Corrupted` if its control block is impossible.
         pub fn open(&self) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
-            let seg = self.seg_builder().open()?;
-            let mem = Mem::open_segment(seg, &self.name, 1, |c: &Control| {
-                c.config.capacity.load(Ordering::Relaxed)
-            })?;
+            let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
+            // Only the header and the control block are read before the file's length is
+            // checked against what the recorded capacity needs (a planted file far larger
+            // than that is refused, never faulted in).
+            let seg = self
+                .seg_builder()
+                .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
+            let mem = Mem::open_segment(seg, &self.name, 1, cap_of)?;
             Ok(Ring::from_mem(mem, self.name.clone()))
         }
     }

@@ -786,3 +786,69 @@ fn corrupted_positions_are_errors_not_out_of_bounds() {
     let e = spsc::open::<u64>(&name).err().unwrap();
     assert!(e.to_string().contains("needs"), "{e}");
 }
+
+/// A planted file whose header matches but which is far larger than its ring needs: open
+/// refuses it, saying both lengths, without faulting its pages in (which would fill memory
+/// with a sparse file's zeros). Issue 12, defect 12.
+#[test]
+fn a_planted_file_far_larger_than_its_ring_is_refused_without_touching_it() {
+    use std::os::unix::fs::MetadataExt;
+    const PLANTED: u64 = 256 << 20;
+    fn plant(name: &str) -> std::fs::File {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm{name}"))
+            .unwrap();
+        f.set_len(PLANTED).unwrap();
+        poke(name, 32, &PLANTED.to_ne_bytes()); // the header's length agrees
+        f
+    }
+    let check = |name: &str, f: &std::fs::File, e: String| {
+        assert!(e.contains(&format!("{PLANTED} bytes")), "{name}: {e}");
+        let touched = f.metadata().unwrap().blocks() * 512;
+        assert!(
+            touched < 1 << 20,
+            "{name}: open faulted in {touched} bytes of a planted {PLANTED}-byte file"
+        );
+    };
+    let name = unique_name("planted-spsc");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::Builder::<u64>::new(&name)
+        .capacity(1024)
+        .segment(shm_core::SegmentBuilder::new(&name).unlink_on_drop(false))
+        .create()
+        .unwrap();
+    drop(ring);
+    let f = plant(&name);
+    let e = spsc::open::<u64>(&name)
+        .err()
+        .expect("a planted file opened");
+    check(&name, &f, e.to_string());
+
+    let name = unique_name("planted-mpmc");
+    let _c = Cleanup(name.clone());
+    let ring = shm_ring::mpmc::Builder::<u64>::new(&name)
+        .capacity(1024)
+        .segment(shm_core::SegmentBuilder::new(&name).unlink_on_drop(false))
+        .create()
+        .unwrap();
+    drop(ring);
+    let f = plant(&name);
+    let e = shm_ring::mpmc::open::<u64>(&name)
+        .err()
+        .expect("a planted file opened");
+    check(&name, &f, e.to_string());
+
+    let name = unique_name("planted-sync");
+    let _c = Cleanup(name.clone());
+    let mut m =
+        shm_sync::Shared::<shm_sync::Mutex<u64>>::create(&name, (0, shm_sync::Protocol::Normal))
+            .unwrap();
+    m.segment_mut().set_unlink_on_drop(false);
+    drop(m);
+    let f = plant(&name);
+    let e = shm_sync::Shared::<shm_sync::Mutex<u64>>::open(&name)
+        .err()
+        .expect("a planted file opened");
+    check(&name, &f, e.to_string());
+}

@@ -172,12 +172,13 @@ impl<P: InPlace> Shared<P> {
             .fingerprint(Fingerprint::of::<P>(0, SYNC_LAYOUT_VERSION))
             .layout(&layout)
             .open()?;
-        // The open checked the length and fingerprint, so the region is in bounds; `get`
-        // checks it once more rather than trust that.
-        let ptr = match segment.get(region) {
-            Ok(p) => std::ptr::NonNull::from(p),
-            Err(_) => unreachable!("a validated Sync segment is long enough for its primitive"),
-        };
+        // The open checked the fingerprint and that the file is exactly as long as this
+        // layout makes it, so the region is in bounds; `get` checks it once more rather than
+        // trust that, and a failure is an error, never a panic.
+        let ptr = segment
+            .get(region)
+            .map(std::ptr::NonNull::from)
+            .map_err(|e| OpenError::region(segment.name(), e))?;
         Ok(Shared { segment, ptr })
     }
 

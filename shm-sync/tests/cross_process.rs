@@ -907,3 +907,36 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
         );
     }
 }
+
+/// A forged `Sync` segment with a valid header and fingerprint but too short for its
+/// primitive (128-159 bytes for a `Mutex<u64>`, whose data starts at byte 128): `open` is an
+/// error naming both lengths, never a panic (issue 12, defect 4).
+#[test]
+fn a_forged_segment_too_short_for_its_primitive_is_an_error_not_a_panic() {
+    fn forge<P: shm_sync::InPlace>(name: &str, config: P::Config, lens: std::ops::Range<u64>) {
+        let _c = Cleanup(name.to_owned());
+        let mut created = Shared::<P>::create(name, config).unwrap();
+        created.segment_mut().set_unlink_on_drop(false);
+        drop(created);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(format!("/dev/shm{name}"))
+            .unwrap();
+        for len in lens {
+            file.set_len(len).unwrap();
+            // The header's own length field agrees with the file, as a forger would make it.
+            poke(name, 32, &len.to_ne_bytes());
+            let opened = std::panic::catch_unwind(|| Shared::<P>::open(name).map(drop));
+            let e = opened
+                .unwrap_or_else(|_| panic!("open panicked on a {len}-byte segment"))
+                .unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("{len} bytes")), "{len}: {msg}");
+        }
+    }
+    forge::<Mutex<u64>>(&unique_name("forged-m"), (0, Protocol::Normal), 128..160);
+    forge::<SpinLock<u64>>(&unique_name("forged-s"), 0, 128..152);
+    forge::<Condvar>(&unique_name("forged-c"), (), 128..136);
+    forge::<SeqLock<[u64; 4]>>(&unique_name("forged-q"), [0; 4], 128..200);
+    forge::<Semaphore>(&unique_name("forged-sem"), 1, 128..136);
+}
