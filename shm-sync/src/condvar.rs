@@ -58,7 +58,9 @@ impl Condvar {
     }
 
     /// [`wait`](Self::wait) for at most `timeout` (monotonic clock). The flag is `true` if
-    /// the timeout passed.
+    /// the timeout passed. The guard always comes back: once the timeout has passed, this
+    /// still waits for the mutex (as `std::sync::Condvar::wait_timeout` does), so a holder
+    /// that keeps it past the deadline delays the return.
     ///
     /// # Errors
     ///
@@ -154,7 +156,10 @@ impl Condvar {
         }
         crate::fault_point!("condvar-woken");
         self.waiters.fetch_sub(1, Ordering::Relaxed);
-        (mutex.relock(deadline), timed_out)
+        // Re-lock without a deadline, as std does: the caller always gets the guard back
+        // (with the timeout as the flag), even when another party holds the mutex across
+        // the deadline. A dead holder is still noticed (`OwnerDied`, with the guard).
+        (mutex.relock(), timed_out)
     }
 
     /// Wakes one waiter (in any process).

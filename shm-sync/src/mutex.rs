@@ -475,9 +475,10 @@ impl<T> Mutex<T> {
         self.unlock();
     }
 
-    /// Re-locks after a condvar wait, by `deadline` if there is one.
-    pub(crate) fn relock(&self, deadline: Option<Instant>) -> LockResult<'_, T> {
-        self.lock_until(deadline)
+    /// Re-locks after a condvar wait (without a deadline: the waiter always gets its guard
+    /// back).
+    pub(crate) fn relock(&self) -> LockResult<'_, T> {
+        self.lock_until(None)
     }
 }
 

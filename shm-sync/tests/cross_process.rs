@@ -479,6 +479,53 @@ fn condvar_wait_timeout_returns_on_time() {
     }
 }
 
+/// Another party holds the mutex across the waiter's deadline: `wait_timeout` and
+/// `wait_timeout_while` still hand the guard back (re-locking once the holder lets go), with
+/// the timeout as a flag, as std's condvar does (issue 12, defect 3).
+#[test]
+fn a_condvar_timeout_while_another_holds_the_mutex_still_returns_the_guard() {
+    let m = Mutex::new(0u32);
+    let cv = Condvar::new();
+    let holding = std::sync::Barrier::new(2);
+    for use_while in [false, true] {
+        std::thread::scope(|s| {
+            let g = m.lock().unwrap();
+            s.spawn(|| {
+                holding.wait(); // the waiter is asleep on the condvar, the mutex free
+                std::thread::sleep(Duration::from_millis(20));
+                let mut g = m.lock().unwrap();
+                // Hold it well past the waiter's 50 ms deadline.
+                std::thread::sleep(Duration::from_millis(300));
+                *g += 1;
+            });
+            // Wake the helper only once we sleep: it waits for the barrier, we pass it
+            // from the condition closure, which runs before the first sleep.
+            let mut first = true;
+            let t = Instant::now();
+            let (g, timed_out) = if use_while {
+                cv.wait_timeout_while(g, Duration::from_millis(50), |_| {
+                    if first {
+                        first = false;
+                        holding.wait();
+                    }
+                    true
+                })
+            } else {
+                holding.wait();
+                cv.wait_timeout(g, Duration::from_millis(50))
+            };
+            let g = g.unwrap_or_else(|e| panic!("no guard back (while: {use_while}): {e}"));
+            assert!(timed_out, "while: {use_while}");
+            assert_eq!(*g, u32::from(use_while) + 1, "re-locked after the holder");
+            assert!(
+                t.elapsed() >= Duration::from_millis(300),
+                "{:?}",
+                t.elapsed()
+            );
+        });
+    }
+}
+
 // ------------------------------------------------------------ seqlock
 
 /// 64 bytes whose fields must always be equal: any difference is a torn read.
