@@ -36,6 +36,41 @@
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+/// Ring handles and rings cross threads only when their payload may (`T: Send`): each of
+/// these doctests must fail to compile (issue 12, defect 7). The positive case (`T: Send`
+/// gives `Send + Sync` handles) is asserted in `tests/threads.rs`.
+#[cfg(doctest)]
+mod not_send_doctests {
+    macro_rules! must_not_compile {
+        ($($name:ident: $ty:literal $tr:literal;)*) => {$(
+            #[doc = concat!(
+                "```compile_fail\n",
+                "#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]\n",
+                "#[repr(C)]\n",
+                "struct NotSend { v: u64, _p: std::marker::PhantomData<*const u8> }\n",
+                "fn check<X: ", $tr, ">() {}\n",
+                "check::<shm_ring::", $ty, "<NotSend>>();\n",
+                "```"
+            )]
+            pub struct $name;
+        )*};
+    }
+    must_not_compile! {
+        SpscRingSend: "spsc::Ring" "Send";
+        SpscRingSync: "spsc::Ring" "Sync";
+        SpscProducerSend: "spsc::Producer" "Send";
+        SpscProducerSync: "spsc::Producer" "Sync";
+        SpscConsumerSend: "spsc::Consumer" "Send";
+        SpscConsumerSync: "spsc::Consumer" "Sync";
+        MpmcRingSend: "mpmc::Ring" "Send";
+        MpmcRingSync: "mpmc::Ring" "Sync";
+        MpmcProducerSend: "mpmc::Producer" "Send";
+        MpmcProducerSync: "mpmc::Producer" "Sync";
+        MpmcConsumerSend: "mpmc::Consumer" "Send";
+        MpmcConsumerSync: "mpmc::Consumer" "Sync";
+    }
+}
+
 mod end;
 mod error;
 #[cfg(not(shm_loom))]

@@ -29,11 +29,14 @@ impl<C, S> Clone for Mem<C, S> {
 }
 
 // SAFETY: the pointers point into memory owned by `owner` (a mapping or heap boxes), which
-// is `Send + Sync`; the control block is all atomics and slot access follows the ring
-// protocol, which hands each slot to one side at a time.
-unsafe impl<C, S> Send for Mem<C, S> {}
-// SAFETY: as for `Send`.
-unsafe impl<C, S> Sync for Mem<C, S> {}
+// is `Send + Sync`; the control block `C` is all atomics (`Sync`), and slot access follows
+// the ring protocol, which hands each slot's value to one side at a time: a value written
+// in one thread is read in another, which is sound only if the slot type (and so the
+// payload) is `Send`.
+unsafe impl<C: Sync, S: Send> Send for Mem<C, S> {}
+// SAFETY: as for `Send`: through `&Mem` handles in several threads move payloads from one
+// thread to another (never share one), so `S: Send` suffices.
+unsafe impl<C: Sync, S: Send> Sync for Mem<C, S> {}
 
 impl<C, S> Mem<C, S> {
     /// # Safety
@@ -214,10 +217,12 @@ pub(crate) struct Heap<C, S> {
     layout: std::alloc::Layout,
 }
 
-// SAFETY: shared only through `Mem`, whose protocol hands each slot to one side at a time;
-// the control block is atomics.
+// SAFETY: a `Heap` is only an owner: nothing reads or writes the control block or the slots
+// through it (`Mem` does, and carries the `Send`/`Sync` bounds); its `Drop` frees the memory
+// and runs no destructor of a slot or control block (`new_mem` asserts they need none), so
+// moving it to, or dropping it in, another thread touches no value of `C` or `S`.
 unsafe impl<C, S> Send for Heap<C, S> {}
-// SAFETY: as for `Send`.
+// SAFETY: as for `Send`: `&Heap` gives access to nothing.
 unsafe impl<C, S> Sync for Heap<C, S> {}
 
 impl<C, S> Drop for Heap<C, S> {
@@ -238,6 +243,13 @@ impl<C: 'static, S: 'static> Heap<C, S> {
     /// `cap` must be a power of two. `None` if `cap` slots exceed the address space.
     pub fn new_mem(ctrl: C, cap: u64, mut slot: impl FnMut(u64) -> S) -> Option<Mem<C, S>> {
         assert!(cap.is_power_of_two(), "ring capacity is a power of two");
+        // (Loom's atomics and cells do have destructors, which only its bookkeeping uses;
+        // loom runs every model thread on one OS thread.)
+        #[cfg(not(shm_loom))]
+        assert!(
+            !std::mem::needs_drop::<S>() && !std::mem::needs_drop::<C>(),
+            "ring memory holds no value with a destructor"
+        );
         let len = usize::try_from(cap).ok()?;
         let layout = std::alloc::Layout::array::<S>(len)
             .and_then(|l| l.align_to(128))

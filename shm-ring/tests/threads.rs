@@ -202,3 +202,16 @@ fn semaphore_event_and_condvar_hand_over_between_threads() {
     }
     t.join().unwrap();
 }
+
+/// Handles of a ring whose payload is `Send` are `Send + Sync` (the negative case, a payload
+/// that is not `Send`, is the `compile_fail` doctests in `src/lib.rs`).
+#[test]
+fn handles_of_send_payloads_are_send_and_sync() {
+    fn both<X: Send + Sync>() {}
+    both::<spsc::Ring<u64>>();
+    both::<spsc::Producer<u64>>();
+    both::<spsc::Consumer<u64>>();
+    both::<mpmc::Ring<[u8; 24]>>();
+    both::<mpmc::Producer<[u8; 24]>>();
+    both::<mpmc::Consumer<[u8; 24]>>();
+}
