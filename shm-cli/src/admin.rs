@@ -1,6 +1,6 @@
 //! `shmring ls`, `inspect` and `rm`: looking at and cleaning up segments from outside.
 
-use shm_core::{SegmentInfo, SegmentState, MAGIC};
+use shm_core::{RemoveErrorKind, SegmentInfo, SegmentState, StaleCheck, Staleness, MAGIC};
 use shm_ring::RingInfo;
 
 /// A human size: bytes, KiB, MiB.
@@ -32,10 +32,19 @@ pub fn ls() -> Result<(), String> {
         "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  STALE",
         "NAME", "KIND", "SIZE", "STATE", "CREATOR", "ALIVE"
     );
+    let mut undecided = None;
     for s in &segs {
         let h = s
             .header
             .expect("list returns only segments with a shmring header");
+        let stale = match s.staleness() {
+            Staleness::Stale => "stale",
+            Staleness::Undecided { pid } => {
+                undecided = Some(pid);
+                "stale?"
+            }
+            Staleness::NotStale | Staleness::InUse { .. } => "",
+        };
         let kind = h
             .kind()
             .map_or_else(|| format!("?{}", h.kind), |k| k.to_string());
@@ -47,7 +56,13 @@ pub fn ls() -> Result<(), String> {
             h.state.to_string(),
             h.creator.pid,
             alive(s),
-            if s.is_stale() { "stale" } else { "" }
+            stale
+        );
+    }
+    if let Some(pid) = undecided {
+        println!(
+            "stale?: no shmring handle uses it, but process {pid} cannot be inspected and \
+             might map it without shmring; `shmring rm --stale --trust-locks` removes it"
         );
     }
     Ok(())
@@ -100,14 +115,22 @@ pub fn inspect(name: &str) -> Result<(), String> {
         "fingerprint  payload size {}, align {}; schema id {:#x}; layout version {}",
         f.payload_size, f.payload_align, f.schema_id, f.layout_version
     );
-    println!(
-        "stale        {}",
-        if info.is_stale() {
-            "yes (`shmring rm --stale` removes it)"
-        } else {
-            "no"
+    let stale = match info.staleness() {
+        Staleness::Stale => "yes (`shmring rm --stale` removes it)".to_owned(),
+        Staleness::Undecided { pid } => format!(
+            "by its in-use locks (no shmring handle uses it), but process {pid} cannot be \
+             inspected and might map it without shmring; `shmring rm --stale --trust-locks` \
+             removes it"
+        ),
+        Staleness::InUse { pid: Some(pid) } => {
+            format!("no: its creator is dead, but process {pid} maps it")
         }
-    );
+        Staleness::InUse { pid: None } => {
+            "no: its creator is dead, but a live shmring handle uses it".to_owned()
+        }
+        Staleness::NotStale => "no".to_owned(),
+    };
+    println!("stale        {stale}");
     if h.state != SegmentState::Ready {
         return Ok(());
     }
@@ -172,13 +195,15 @@ pub fn rm(names: &[String]) -> Result<(), String> {
     }
 }
 
-/// `shmring rm --stale`: removes every stale segment (see `SegmentInfo::is_stale`).
-pub fn rm_stale() -> Result<(), String> {
+/// `shmring rm --stale`: removes every stale segment (see `SegmentInfo::is_stale`, and
+/// `check` for processes it cannot inspect), and says which segments whose creator died it
+/// kept, and why (in use, or it cannot tell).
+pub fn rm_stale(check: StaleCheck) -> Result<(), String> {
     let segs = shm_core::list().map_err(|e| e.to_string())?;
     let mut removed = 0;
     let mut failed = Vec::new();
-    for s in segs.iter().filter(|s| s.is_stale()) {
-        match shm_core::remove_stale(&s.name) {
+    for s in &segs {
+        match shm_core::remove_stale_by(&s.name, check) {
             Ok(info) => {
                 removed += 1;
                 let why = match info.header {
@@ -195,7 +220,16 @@ pub fn rm_stale() -> Result<(), String> {
                 };
                 println!("removed {} ({why})", s.name);
             }
-            Err(e) => failed.push(e.to_string()),
+            Err(e) => match e.kind() {
+                RemoveErrorKind::NotStale { .. }
+                | RemoveErrorKind::NotShmring { .. }
+                | RemoveErrorKind::NotFound
+                | RemoveErrorKind::Replaced => {}
+                RemoveErrorKind::InUse { .. } | RemoveErrorKind::Undecided { .. } => {
+                    println!("kept {}: {e}", s.name)
+                }
+                _ => failed.push(e.to_string()),
+            },
         }
     }
     println!(

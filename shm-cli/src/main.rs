@@ -45,6 +45,11 @@ enum Cmd {
         /// Remove every stale segment instead.
         #[arg(long)]
         stale: bool,
+        /// With --stale: also remove segments that no shmring handle uses when some process
+        /// cannot be inspected (its /proc/PID/maps is unreadable to this user) and so might
+        /// map them without shmring.
+        #[arg(long, requires = "stale")]
+        trust_locks: bool,
     },
     /// (internal) The peer process of `bench`.
     #[command(name = "__peer", hide = true)]
@@ -185,7 +190,15 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench_options(a).and_then(|o| bench::run(&o)),
         Cmd::Ls => admin::ls(),
         Cmd::Inspect { name } => admin::inspect(&name),
-        Cmd::Rm { names, stale: true } if names.is_empty() => admin::rm_stale(),
+        Cmd::Rm {
+            names,
+            stale: true,
+            trust_locks,
+        } if names.is_empty() => admin::rm_stale(if trust_locks {
+            shm_core::StaleCheck::TrustLocks
+        } else {
+            shm_core::StaleCheck::Strict
+        }),
         Cmd::Rm { names, .. } => admin::rm(&names),
         Cmd::Peer {
             role,

@@ -498,6 +498,23 @@ pub enum RemoveErrorKind {
         /// Its creator, if it wrote its identity.
         creator: Option<ProcessId>,
     },
+    /// `remove_stale` found a segment whose creator died but that a live process still uses.
+    InUse {
+        /// The process found mapping it, or `None` when a shm-core handle's in-use lock
+        /// showed it (which does not say whose).
+        pid: Option<u32>,
+    },
+    /// `remove_stale` could not rule out a process mapping the segment: it cannot read that
+    /// process's `/proc/<pid>/maps` (another user's, say), and a program that maps the file
+    /// without shm-core takes no in-use lock.
+    Undecided {
+        /// The process that could not be inspected (0: `/proc` itself could not be read).
+        pid: u32,
+        /// Why.
+        source: io::Error,
+    },
+    /// `remove_stale` found the name given to another file while it decided.
+    Replaced,
     /// `remove_stale` found a file that is not a shmring segment; it is left alone.
     NotShmring {
         /// The magic found.
@@ -574,6 +591,30 @@ impl fmt::Display for RemoveError {
                 f,
                 "it is not stale (state {state}; it is being created right now)"
             ),
+            RemoveErrorKind::InUse { pid: Some(pid) } => write!(
+                f,
+                "it is not stale: its creator is dead, but it is in use (process {pid} maps it)"
+            ),
+            RemoveErrorKind::InUse { pid: None } => write!(
+                f,
+                "it is not stale: its creator is dead, but it is in use (a live shmring handle \
+                 holds its in-use lock)"
+            ),
+            RemoveErrorKind::Undecided { pid: 0, source } => write!(
+                f,
+                "cannot tell whether it is in use: /proc cannot be read ({source})"
+            ),
+            RemoveErrorKind::Undecided { pid, source } => write!(
+                f,
+                "cannot tell whether it is in use: /proc/{pid}/maps cannot be read ({source}), \
+                 and that process might map it without shmring (no shmring handle holds it); \
+                 run this as a user who can inspect every process, or trust shmring's in-use \
+                 locks (`shmring rm --stale --trust-locks`, `StaleCheck::TrustLocks`) if no \
+                 program maps shmring segments without shmring"
+            ),
+            RemoveErrorKind::Replaced => f.write_str(
+                "the name was given to another segment while deciding; nothing was removed",
+            ),
             RemoveErrorKind::NotShmring { found } => write!(
                 f,
                 "it is not a shmring segment (magic {found:#018x}), so --stale leaves it alone"
@@ -590,6 +631,7 @@ impl Error for RemoveError {
             RemoveErrorKind::InvalidName(e) => Some(e),
             RemoveErrorKind::PermissionDenied(e) | RemoveErrorKind::Os { source: e, .. } => Some(e),
             RemoveErrorKind::Inspect(e) => Some(e),
+            RemoveErrorKind::Undecided { source, .. } => Some(source),
             _ => None,
         }
     }

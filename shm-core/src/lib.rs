@@ -69,6 +69,6 @@ pub use name::{NameError, SegmentName, NAME_MAX};
 pub use process::{ExitWatch, Liveness, Lookup, ProcessId};
 pub use region::{Layout, Region, RegionError, ShmSafe};
 pub use segment::{
-    inspect, list, remove, remove_stale, Segment, SegmentBuilder, SegmentInfo, DEFAULT_MODE,
-    DEFAULT_OPEN_TIMEOUT,
+    inspect, list, remove, remove_stale, remove_stale_by, Segment, SegmentBuilder, SegmentInfo,
+    StaleCheck, Staleness, DEFAULT_MODE, DEFAULT_OPEN_TIMEOUT,
 };

@@ -59,6 +59,10 @@ pub struct Segment {
     unlink_on_drop: bool,
     ino: u64,
     dev: u64,
+    /// The segment's file, held open with a shared `flock` for as long as this handle maps
+    /// it: how [`remove_stale`] knows, for any process of any user, that a live handle uses
+    /// the segment (the kernel drops the lock when the holder dies).
+    _in_use: std::os::fd::OwnedFd,
 }
 
 // SAFETY: a `Segment` is an owned mapping; all access to its bytes goes through `ShmSafe`
@@ -428,12 +432,16 @@ impl SegmentBuilder {
         };
         let st = sys::fstat(&fd).map_err(os("fstat"))?;
         guard.id = Some((st.ino, st.dev));
+        // The in-use lock (see `Segment`). Only a `remove_stale` judging this brand-new file
+        // stale could hold it exclusively, and a file younger than the open timeout never is.
+        if !sys::flock_nb(&fd, false).map_err(os("flock"))? {
+            return Err(os("flock")(io::Error::from_raw_os_error(libc::EWOULDBLOCK)));
+        }
         sys::fchmod(&fd, self.mode).map_err(os("fchmod"))?;
         sys::ftruncate(&fd, total).map_err(os("ftruncate"))?;
         let len = total as usize;
         let ptr = sys::mmap_shared(&fd, len, true).map_err(os("mmap"))?;
         let map = Mapping { ptr, len };
-        drop(fd);
         // Write the header first, so an opener can tell who is initialising it.
         map.header()
             .begin_init(self.kind, ProcessId::current(), total, &self.fingerprint);
@@ -458,6 +466,7 @@ impl SegmentBuilder {
             unlink_on_drop: false,
             ino: st.ino,
             dev: st.dev,
+            _in_use: fd,
         };
         if let Err(e) = init(&seg) {
             seg.map.header().publish_poisoned();
@@ -517,7 +526,7 @@ impl SegmentBuilder {
         }
         // A timeout too large for an `Instant` (`Duration::MAX`, say) means no deadline.
         let deadline = Instant::now().checked_add(self.open_timeout);
-        let (map, st) = attach(&name, self.allow_foreign_owner, deadline)?;
+        let (map, st, fd) = attach(&name, self.allow_foreign_owner, deadline)?;
         let info = wait_ready(&name, &map, self.open_timeout, deadline)?;
         validate(&info, map.len as u64).map_err(err)?;
         if info.kind != self.kind.as_raw() {
@@ -539,6 +548,7 @@ impl SegmentBuilder {
             unlink_on_drop: self.unlink_on_drop.unwrap_or(false),
             ino: st.ino,
             dev: st.dev,
+            _in_use: fd,
         };
         match need(&seg) {
             Bound::Any => {}
@@ -702,15 +712,36 @@ impl Backoff {
     }
 }
 
-/// Opens the name, checks the owner, waits (bounded) until the file holds at least a
-/// header, and maps all of it.
+/// Opens the name, takes the in-use lock (see [`Segment`]), checks the owner, waits
+/// (bounded) until the file holds at least a header, and maps all of it.
 fn attach(
     name: &SegmentName,
     allow_foreign_owner: bool,
     deadline: Option<Instant>,
-) -> Result<(Mapping, sys::FileStat), OpenError> {
+) -> Result<(Mapping, sys::FileStat, std::os::fd::OwnedFd), OpenError> {
     let err = |kind| OpenError::new(name.as_str(), kind);
-    let (fd, mut st) = open_regular(name, libc::O_RDWR)?;
+    let mut pause = Backoff::new();
+    let (fd, mut st) = loop {
+        let (fd, st) = open_regular(name, libc::O_RDWR)?;
+        let locked = sys::flock_nb(&fd, false).map_err(|source| {
+            err(OpenErrorKind::Os {
+                op: "flock",
+                source,
+            })
+        })?;
+        if locked {
+            break (fd, st);
+        }
+        // `remove_stale` holds it exclusively: it judged the segment unused and is about to
+        // remove the name (or will find it in use after all and let go). Open anew.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(err(OpenErrorKind::Os {
+                op: "flock",
+                source: io::Error::from_raw_os_error(libc::EWOULDBLOCK),
+            }));
+        }
+        pause.sleep();
+    };
     let me = sys::geteuid();
     if st.uid != me && !allow_foreign_owner {
         return Err(err(OpenErrorKind::ForeignOwner {
@@ -747,7 +778,7 @@ fn attach(
     })?;
     let ptr = sys::mmap_shared(&fd, len, true)
         .map_err(|source| err(OpenErrorKind::Os { op: "mmap", source }))?;
-    Ok((Mapping { ptr, len }, st))
+    Ok((Mapping { ptr, len }, st, fd))
 }
 
 /// Opens an existing name without blocking (a FIFO planted under `/dev/shm` would block a
@@ -924,39 +955,92 @@ pub struct SegmentInfo {
     pub age: Option<Duration>,
 }
 
-/// Whether any live process maps the file `inode` (scans `/proc/*/maps`). `true` if `/proc`
-/// itself cannot be read. Processes whose maps this user may not read (another user's, or
-/// a sandbox's init) are skipped: they could not open a 0600 segment of ours either.
-fn mapped_by_anyone(path: &std::path::Path, inode: u64) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return true;
+/// Who keeps a segment in use, as far as this process can tell.
+#[derive(Debug)]
+enum Usage {
+    /// No shm-core handle holds its lock, and no process we could inspect maps it.
+    Unused,
+    /// A live shm-core handle (in some process, of some user) holds its in-use lock.
+    Locked,
+    /// Process `pid` maps it (found in `/proc/<pid>/maps` by device and inode).
+    Mapped(u32),
+    /// `/proc/<pid>/maps` could not be read (another user's process, say), so a mapping made
+    /// without shm-core (which takes no lock) cannot be ruled out.
+    Undecided { pid: u32, error: io::Error },
+}
+
+/// Which live process maps the file `dev`/`ino`, scanning `/proc/*/maps` and matching each
+/// mapping's device and inode (never its path, which may hold spaces or `(deleted)`).
+/// A process that cannot be inspected leaves the answer undecided unless another maps it.
+fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
+    let procs = match std::fs::read_dir("/proc") {
+        Ok(p) => p,
+        Err(error) => return Usage::Undecided { pid: 0, error },
     };
-    let path = path.to_string_lossy();
-    let inode = inode.to_string();
+    let (major, minor) = sys::dev_major_minor(dev);
+    let mut undecided = None;
     for p in procs.flatten() {
-        let fname = p.file_name();
-        let Some(pid) = fname
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
+        let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
         let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             Ok(m) => m,
-            // Gone meanwhile, or not ours to read.
-            Err(_) => continue,
+            // Gone meanwhile (or a zombie without an address space).
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) =>
+            {
+                continue
+            }
+            Err(error) => {
+                undecided.get_or_insert(Usage::Undecided { pid, error });
+                continue;
+            }
         };
+        // address perms offset dev inode [path]
         let hit = maps.lines().any(|l| {
-            let mut f = l.split_whitespace();
-            let ino = f.nth(4);
-            let file = f.next();
-            ino == Some(inode.as_str()) && file.is_some_and(|f| f == path)
+            let mut f = l.split_ascii_whitespace().skip(3);
+            let (Some(d), Some(i)) = (f.next(), f.next()) else {
+                return false;
+            };
+            let Some((maj, min)) = d.split_once(':') else {
+                return false;
+            };
+            i.parse::<u64>().ok() == Some(ino)
+                && u32::from_str_radix(maj, 16).ok() == Some(major)
+                && u32::from_str_radix(min, 16).ok() == Some(minor)
         });
         if hit {
-            return true;
+            return Usage::Mapped(pid);
         }
     }
-    false
+    undecided.unwrap_or(Usage::Unused)
+}
+
+/// Opens the segment's file anew and asks who uses it. Returns the descriptor, still holding
+/// the in-use lock exclusively when the answer is not `Locked` (so no shm-core opener can
+/// attach until it is dropped), or `None` if the name no longer names the file `dev`/`ino`.
+fn probe_usage(
+    name: &SegmentName,
+    dev: u64,
+    ino: u64,
+) -> Result<Option<(std::os::fd::OwnedFd, Usage)>, OpenError> {
+    let (fd, st) = open_regular(name, libc::O_RDONLY)?;
+    if st.ino != ino || st.dev != dev {
+        return Ok(None);
+    }
+    let free = sys::flock_nb(&fd, true).map_err(|source| {
+        OpenError::new(
+            name.as_str(),
+            OpenErrorKind::Os {
+                op: "flock",
+                source,
+            },
+        )
+    })?;
+    if !free {
+        return Ok(Some((fd, Usage::Locked)));
+    }
+    Ok(Some((fd, proc_maps_usage(dev, ino))))
 }
 
 impl SegmentInfo {
@@ -982,14 +1066,54 @@ impl SegmentInfo {
     /// Stale, i.e. garbage that nobody can use:
     /// - a segment stuck in `INITIALIZING` whose creator died;
     /// - a `POISONED` one (its creator's initialiser failed);
-    /// - a `READY` one whose creator died and that no live process maps any more (a ring
-    ///   whose both ends died); a complete segment still in use is never stale, even after
-    ///   its creator exits;
+    /// - a `READY` one whose creator died and that nobody uses any more (a ring whose both
+    ///   ends died); a complete segment still in use is never stale, even after its creator
+    ///   exits;
     /// - a file with no header yet that has not changed for longer than
-    ///   [`DEFAULT_OPEN_TIMEOUT`].
+    ///   [`DEFAULT_OPEN_TIMEOUT`];
+    ///
+    /// and in each case, in use by nobody: no shm-core handle holds its in-use lock (every
+    /// handle, in any process of any user, holds one while it maps the segment, and the
+    /// kernel drops it when the process dies), and no process maps it (`/proc/*/maps`,
+    /// matched by device and inode). A process whose maps this user cannot read (another
+    /// user's) might map it without shm-core, so the answer is then `false`;
+    /// [`remove_stale`] says which process it could not inspect.
     ///
     /// Files that are not shmring segments are never stale.
     pub fn is_stale(&self) -> bool {
+        self.is_stale_by(StaleCheck::Strict)
+    }
+
+    /// [`is_stale`](Self::is_stale) by the rule `check`.
+    pub fn is_stale_by(&self, check: StaleCheck) -> bool {
+        match self.staleness() {
+            Staleness::Stale => true,
+            Staleness::Undecided { .. } => check == StaleCheck::TrustLocks,
+            _ => false,
+        }
+    }
+
+    /// The verdict behind [`is_stale`](Self::is_stale), with its reason.
+    pub fn staleness(&self) -> Staleness {
+        if !self.looks_stale() {
+            return Staleness::NotStale;
+        }
+        let Ok(name) = SegmentName::new(&self.name) else {
+            return Staleness::NotStale;
+        };
+        match probe_usage(&name, self.device, self.inode) {
+            Ok(Some((_, Usage::Unused))) => Staleness::Stale,
+            Ok(Some((_, Usage::Locked))) => Staleness::InUse { pid: None },
+            Ok(Some((_, Usage::Mapped(pid)))) => Staleness::InUse { pid: Some(pid) },
+            Ok(Some((_, Usage::Undecided { pid, .. }))) => Staleness::Undecided { pid },
+            // Gone, replaced, or unreadable meanwhile: nothing to call stale.
+            Ok(None) | Err(_) => Staleness::NotStale,
+        }
+    }
+
+    /// [`is_stale`](Self::is_stale) from the header and the file's age alone, before asking
+    /// who uses it.
+    fn looks_stale(&self) -> bool {
         let old = self.age.is_some_and(|a| a > DEFAULT_OPEN_TIMEOUT);
         let Some(h) = self.header else {
             return old;
@@ -1004,13 +1128,7 @@ impl SegmentInfo {
             SegmentState::Unwritten => old,
             SegmentState::Initializing => h.creator.is_dead(),
             SegmentState::Poisoned => true,
-            SegmentState::Ready => {
-                h.creator.is_dead()
-                    && !mapped_by_anyone(
-                        &std::path::Path::new("/dev/shm").join(&self.name[1..]),
-                        self.inode,
-                    )
-            }
+            SegmentState::Ready => h.creator.is_dead(),
             SegmentState::Invalid(_) => false,
         }
     }
@@ -1094,19 +1212,68 @@ pub fn remove(name: &str) -> Result<(), RemoveError> {
 ///
 /// # Errors
 ///
-/// `NotStale` if its creator is alive, `NotShmring` for foreign files, or why it could not
-/// be inspected or removed.
+/// `NotStale` if its creator is alive (or it is being created), `InUse` if a live process
+/// uses it, `Undecided` if a process this user cannot inspect might map it, `Replaced` if
+/// the name was given to another file meanwhile, `NotShmring` for foreign files, or why it
+/// could not be inspected or removed.
 pub fn remove_stale(name: &str) -> Result<SegmentInfo, RemoveError> {
+    remove_stale_by(name, StaleCheck::Strict)
+}
+
+/// [`SegmentInfo::staleness`]: whether a segment is garbage, and if not quite, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Staleness {
+    /// Not stale by its header: its creator lives, or it is being created, or it is not a
+    /// shmring segment.
+    NotStale,
+    /// Its header says stale, but a live process uses it: `pid` maps it, or (`None`) a
+    /// shm-core handle holds its in-use lock.
+    InUse {
+        /// The process found mapping it, if the lock did not answer first.
+        pid: Option<u32>,
+    },
+    /// Its header says stale and no shm-core handle uses it, but process `pid` could not be
+    /// inspected (0: `/proc` could not be read), and might map it without shm-core.
+    Undecided {
+        /// The process.
+        pid: u32,
+    },
+    /// Garbage: nobody uses it.
+    Stale,
+}
+
+/// How [`remove_stale_by`] (and [`SegmentInfo::is_stale_by`]) treat a process whose
+/// `/proc/<pid>/maps` this user cannot read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleCheck {
+    /// It might map the segment without shm-core (no shm-core handle would show it), so the
+    /// segment is not removed: [`RemoveErrorKind::Undecided`] names the process.
+    Strict,
+    /// Trust the in-use locks: every shm-core handle, in any process of any user, holds one
+    /// while it maps the segment, so only a program mapping the file without shm-core could
+    /// be missed, and only in a process this user cannot inspect. For users who cannot read
+    /// every process's maps (anyone but a root with `CAP_SYS_PTRACE`; in some sandboxes, not
+    /// even root) and know that no such program maps shmring's segments.
+    TrustLocks,
+}
+
+/// [`remove_stale`] by the rule `check`.
+///
+/// # Errors
+///
+/// As [`remove_stale`]; with [`StaleCheck::TrustLocks`], never `Undecided`.
+pub fn remove_stale_by(name: &str, check: StaleCheck) -> Result<SegmentInfo, RemoveError> {
     let sname = SegmentName::new(name)
         .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
-    let info = inspect(name).map_err(|e| {
+    let inspect_error = |e: OpenError| {
         let kind = match e.kind {
             OpenErrorKind::NotFound => RemoveErrorKind::NotFound,
             _ => RemoveErrorKind::Inspect(e),
         };
         RemoveError::new(name, kind)
-    })?;
-    if !info.is_stale() {
+    };
+    let info = inspect(name).map_err(inspect_error)?;
+    if !info.looks_stale() {
         let kind = match info.header {
             Some(h) if h.magic != MAGIC && h.magic != 0 => {
                 RemoveErrorKind::NotShmring { found: h.magic }
@@ -1122,8 +1289,25 @@ pub fn remove_stale(name: &str) -> Result<SegmentInfo, RemoveError> {
         };
         return Err(RemoveError::new(name, kind));
     }
-    // Only if the name still names the file we judged (a successor created meanwhile
-    // survives; a window between this check and the unlink remains).
+    let Some((lock, usage)) =
+        probe_usage(&sname, info.device, info.inode).map_err(inspect_error)?
+    else {
+        return Err(RemoveError::new(name, RemoveErrorKind::Replaced));
+    };
+    let kind = match usage {
+        Usage::Unused => None,
+        Usage::Locked => Some(RemoveErrorKind::InUse { pid: None }),
+        Usage::Mapped(pid) => Some(RemoveErrorKind::InUse { pid: Some(pid) }),
+        Usage::Undecided { .. } if check == StaleCheck::TrustLocks => None,
+        Usage::Undecided { pid, error } => Some(RemoveErrorKind::Undecided { pid, source: error }),
+    };
+    if let Some(kind) = kind {
+        return Err(RemoveError::new(name, kind));
+    }
+    // Still holding the in-use lock exclusively, so no shm-core handle attaches between the
+    // verdict and the unlink (an opener that finds it held opens the name anew, and finds it
+    // gone); and only if the name still names the file we judged.
     unlink_if_same(&sname, info.inode, info.device)?;
+    drop(lock);
     Ok(info)
 }

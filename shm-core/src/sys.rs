@@ -130,6 +130,36 @@ pub(crate) fn pread_exact(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Resu
     Ok(true)
 }
 
+/// `flock(2)` with `LOCK_SH` (`exclusive` false) or `LOCK_EX`, never blocking: `Ok(false)`
+/// if another open file description holds a conflicting lock (`EWOULDBLOCK`). The lock
+/// lasts as long as the open file description (every descriptor duplicated from `fd`,
+/// across `fork` too), and the kernel drops it when the last one closes, however its holder
+/// died.
+pub(crate) fn flock_nb(fd: &OwnedFd, exclusive: bool) -> io::Result<bool> {
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    loop {
+        // SAFETY: `fd` is a valid descriptor for the duration of the call.
+        if unsafe { libc::flock(fd.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Major and minor numbers of a device id, as `/proc/<pid>/maps` prints them.
+pub(crate) fn dev_major_minor(dev: u64) -> (u32, u32) {
+    (libc::major(dev), libc::minor(dev))
+}
+
 /// `mmap(2)` of a whole segment, shared.
 pub(crate) fn mmap_shared(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<NonNull<u8>> {
     let prot = if writable {
