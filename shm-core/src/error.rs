@@ -85,6 +85,13 @@ pub enum CreateErrorKind {
     HugePages(HugePagesError),
     /// The caller's initialiser returned an error; the segment was removed.
     Init(Box<dyn Error + Send + Sync>),
+    /// What the segment would hold cannot work on this machine (a layer above shm-core
+    /// says why, e.g. a priority-inheritance mutex on a kernel without `FUTEX_LOCK_PI2`);
+    /// nothing was created.
+    Unsupported {
+        /// Why, as a sentence.
+        reason: String,
+    },
 }
 
 /// Creating a segment failed.
@@ -100,6 +107,16 @@ impl CreateError {
             name: name.to_owned(),
             kind,
         }
+    }
+
+    /// `Unsupported`, for layers above shm-core that refuse before creating `name`.
+    pub fn unsupported(name: &str, reason: impl Into<String>) -> CreateError {
+        CreateError::new(
+            name,
+            CreateErrorKind::Unsupported {
+                reason: reason.into(),
+            },
+        )
     }
 
     /// The segment's name.
@@ -145,6 +162,9 @@ impl fmt::Display for CreateError {
             CreateErrorKind::HugePages(e) => write!(f, "{e}"),
             CreateErrorKind::Init(e) => {
                 write!(f, "the initialiser failed, so the segment was removed: {e}")
+            }
+            CreateErrorKind::Unsupported { reason } => {
+                write!(f, "{reason}; nothing was created")
             }
         }
     }
@@ -271,6 +291,12 @@ pub enum OpenErrorKind {
     },
     /// A region the opener needs does not lie inside the segment.
     Region(crate::RegionError),
+    /// What the segment holds cannot work on this machine (a layer above shm-core says why,
+    /// e.g. a priority-inheritance mutex on a kernel without `FUTEX_LOCK_PI2`).
+    Unsupported {
+        /// Why, as a sentence.
+        reason: String,
+    },
     /// `mlock` failed.
     Mlock(MlockError),
     /// Huge pages are not available.
@@ -296,6 +322,16 @@ impl OpenError {
     /// shm-core that form typed regions from what they opened.
     pub fn region(name: &str, error: crate::RegionError) -> OpenError {
         OpenError::new(name, OpenErrorKind::Region(error))
+    }
+
+    /// `Unsupported`, for layers above shm-core that refuse what they opened.
+    pub fn unsupported(name: &str, reason: impl Into<String>) -> OpenError {
+        OpenError::new(
+            name,
+            OpenErrorKind::Unsupported {
+                reason: reason.into(),
+            },
+        )
     }
 
     /// The segment's name.
@@ -422,6 +458,7 @@ impl fmt::Display for OpenError {
                 f,
                 "it lacks a region its contents need ({e}); it was truncated or forged"
             ),
+            OpenErrorKind::Unsupported { reason } => f.write_str(reason),
             OpenErrorKind::Mlock(e) => write!(f, "{e}"),
             OpenErrorKind::HugePages(e) => write!(f, "{e}"),
         }

@@ -296,6 +296,11 @@ impl SegmentBuilder {
         }
     }
 
+    /// The segment name these options are for.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What the segment holds; `open` fails with `KindMismatch` on another kind.
     pub fn kind(mut self, kind: Kind) -> Self {
         self.kind = kind;

@@ -33,6 +33,10 @@
 //! also before the side's `ever` flag), `end-closed` (state CLOSED, owner word still set),
 //! `end-released` (owner word cleared, sleepers on the other side not yet woken).
 
+//!
+//! `SHMRING_FAULT_NO_LOCK_PI2=1` plays a kernel older than 5.14: `FUTEX_LOCK_PI2` fails with
+//! `ENOSYS` (see [`no_lock_pi2`]).
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -63,4 +67,11 @@ pub fn point(name: &str) {
             }
         }
     }
+}
+
+/// Whether this process plays a kernel without `FUTEX_LOCK_PI2` (env
+/// `SHMRING_FAULT_NO_LOCK_PI2` set).
+pub fn no_lock_pi2() -> bool {
+    static NO: OnceLock<bool> = OnceLock::new();
+    *NO.get_or_init(|| std::env::var_os("SHMRING_FAULT_NO_LOCK_PI2").is_some())
 }

@@ -63,7 +63,7 @@ mod sys;
 
 pub use condvar::Condvar;
 pub use error::{LockError, WaitError};
-pub use mutex::{Mutex, MutexGuard, Protocol, MUTEX_LIVENESS_INTERVAL};
+pub use mutex::{pi_supported, Mutex, MutexGuard, Protocol, MUTEX_LIVENESS_INTERVAL};
 #[cfg(shm_loom)]
 pub use owner::loom_die;
 pub use semaphore::{Event, Overflow, Reset, Semaphore};

@@ -23,8 +23,28 @@ pub enum Protocol {
     /// `FUTEX_LOCK_PI2`/`FUTEX_UNLOCK_PI`: the kernel queues waiters by priority and lends
     /// the holder the priority of the highest waiter (what real-time audio threads need),
     /// and reports a holder that exited (`ESRCH`). Each contended lock or unlock is a
-    /// syscall. Needs Linux 5.14+.
+    /// syscall. Needs Linux 5.14+ (`FUTEX_LOCK_PI2`, see [`pi_supported`]): on an older
+    /// kernel `Shared` refuses it, and a mutex built by hand runs `Normal`.
     PriorityInheritance,
+}
+
+/// Whether [`Protocol::PriorityInheritance`] works on this kernel: it needs
+/// `FUTEX_LOCK_PI2` (Linux 5.14+), the only PI lock operation whose timeout runs on the
+/// monotonic clock. Probed once per process (one syscall that changes nothing).
+///
+/// Where it is missing, [`Shared::create`](crate::Shared::create) and
+/// [`Shared::open`](crate::Shared::open) refuse a PI mutex with an error that says so, and a
+/// mutex made with [`Mutex::with_protocol`] or [`Mutex::init_in_place`] runs the normal
+/// protocol (every process on the machine shares the kernel, so all of them do), which
+/// [`Mutex::protocol`] reports: no priority inheritance, but the same robustness.
+pub fn pi_supported() -> bool {
+    #[cfg(any(shm_loom, miri))]
+    return false;
+    #[cfg(not(any(shm_loom, miri)))]
+    {
+        static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SUPPORTED.get_or_init(crate::sys::lock_pi2_supported)
+    }
 }
 
 /// A mutex shared between processes.
@@ -49,7 +69,11 @@ pub enum Protocol {
 /// Normal waiters re-check every [`MUTEX_LIVENESS_INTERVAL`]. PI waiters learn it from the
 /// kernel: a holder that dies with waiters queued has its lock handed to the top waiter,
 /// which then finds the holder's start time still recorded (every unlock clears it), and a
-/// `FUTEX_LOCK_PI2` on the word of a holder that is already gone fails with `ESRCH`.
+/// `FUTEX_LOCK_PI2` on the word of a holder that is already gone fails with `ESRCH`. Only
+/// then is a PI word taken from a dead holder in user space: `try_lock` asks the kernel
+/// first (`FUTEX_TRYLOCK_PI`), since while it hands a dead holder's lock to a queued waiter
+/// a user-space compare-exchange would make two holders; a dead holder whose tid the
+/// caller now reuses (`EDEADLK`) has its word freed by the kernel (`FUTEX_UNLOCK_PI`).
 ///
 /// The holder records `tid << 32 | low 32 bits of its start time` in `owner` right after its
 /// compare-exchange; a checker only trusts that record when its tid matches the word's.
@@ -128,11 +152,20 @@ impl<T> Mutex<T> {
         self.data.with_mut(|p| unsafe { p.write(value) });
     }
 
-    /// The protocol chosen at creation (anything but 1 reads as `Normal`).
+    /// The protocol in effect: the one chosen at creation (anything but 1 reads as
+    /// `Normal`), except that `PriorityInheritance` runs as `Normal` on a kernel without
+    /// `FUTEX_LOCK_PI2` (see [`pi_supported`]).
     pub fn protocol(&self) -> Protocol {
-        if self.protocol.load(Ordering::Relaxed) == Protocol::PriorityInheritance as u32
-            && cfg!(not(shm_loom))
-        {
+        if self.protocol_requested() == Protocol::PriorityInheritance && pi_supported() {
+            Protocol::PriorityInheritance
+        } else {
+            Protocol::Normal
+        }
+    }
+
+    /// The protocol chosen at creation, whether or not this kernel can run it.
+    pub fn protocol_requested(&self) -> Protocol {
+        if self.protocol.load(Ordering::Relaxed) == Protocol::PriorityInheritance as u32 {
             Protocol::PriorityInheritance
         } else {
             Protocol::Normal
@@ -156,11 +189,80 @@ impl<T> Mutex<T> {
             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
         {
             Ok(_) => self.acquired(me, false),
-            Err(w) => match self.recover_if_dead(w, me) {
-                Some(r) => r,
-                None if self.held_by(w, me) => Err(LockError::WouldDeadlock),
-                None => Err(LockError::WouldBlock),
+            Err(w) if self.held_by(w, me) => Err(LockError::WouldDeadlock),
+            #[cfg(not(shm_loom))]
+            Err(w) if self.protocol() == Protocol::PriorityInheritance => self.try_lock_pi(w, me),
+            Err(w) => self
+                .recover_if_dead(w, me)
+                .unwrap_or(Err(LockError::WouldBlock)),
+        }
+    }
+
+    /// `try_lock` of a PI mutex whose word `w` is not free. A holder that looks dead may be
+    /// having its lock handed by the kernel to a waiter queued in `FUTEX_LOCK_PI2` (the
+    /// kernel rewrites the word for that waiter whatever user space wrote meanwhile), so the
+    /// word is never taken from it in user space: the kernel decides (`FUTEX_TRYLOCK_PI`),
+    /// and only once it answers `ESRCH` (no such task, and no kernel state for the lock) is
+    /// the word recovered with a compare-exchange. A live holder costs no syscall.
+    #[cfg(not(shm_loom))]
+    fn try_lock_pi(&self, w: u32, me: owner::Me) -> LockResult<'_, T> {
+        if !self.holder_looks_dead(w, me) {
+            return Err(LockError::WouldBlock);
+        }
+        match crate::sys::futex_trylock_pi(&self.word) {
+            // The kernel made us the owner (its hand-off is a full barrier); the dead
+            // holder's record, still set, makes this `OwnerDied`.
+            Ok(()) => self.acquired(me, false),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::ESRCH) => {
+                    let w = self.word.load(Ordering::Relaxed);
+                    self.recover_if_dead(w, me)
+                        .unwrap_or(Err(LockError::WouldBlock))
+                }
+                // A dead holder whose tid we now reuse: let the kernel free the word.
+                Some(libc::EDEADLK) => {
+                    self.release_reused_tid();
+                    Err(LockError::WouldBlock)
+                }
+                // Held, being handed over, or a word the kernel will not take.
+                _ => Err(LockError::WouldBlock),
             },
+        }
+    }
+
+    /// After `FUTEX_LOCK_PI2`/`FUTEX_TRYLOCK_PI` answered `EDEADLK` for a word that names
+    /// our tid without our record (a dead holder whose tid this thread reuses): asks the
+    /// kernel to release it. The kernel checks the tid (ours), then refuses (`EINVAL`) while
+    /// it is handing the dead holder's lock to a queued waiter, and otherwise clears the
+    /// word under its own lock, so nothing races its hand-off. The caller then takes the
+    /// word like any locker; the dead holder's record makes that `OwnerDied`.
+    #[cfg(not(shm_loom))]
+    fn release_reused_tid(&self) {
+        if crate::sys::futex_unlock_pi(&self.word).is_err() {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Whether the word `w` names a holder that is certainly dead (a recorded thread that
+    /// is gone, or our own tid without our record), as [`recover_if_dead`] judges.
+    fn holder_looks_dead(&self, w: u32, me: owner::Me) -> bool {
+        let tid = w & TID_MASK;
+        if tid == 0 {
+            return false;
+        }
+        let rec = self.owner.load(Ordering::Relaxed);
+        // The record describes the holder only if it names the word's tid; otherwise the
+        // holder is between its CAS and its record, and only "no such task" proves death.
+        let start = if (rec >> 32) as u32 == tid {
+            Start::Low32(rec as u32)
+        } else {
+            Start::Unknown
+        };
+        if tid == me.tid {
+            // Our own tid in the word, but not our record: a dead holder's reused tid.
+            rec != owner_word(me)
+        } else {
+            owner::is_dead(tid, start)
         }
     }
 
@@ -312,14 +414,17 @@ impl<T> Mutex<T> {
                         if self.held_by(w, me) {
                             return Err(LockError::WouldDeadlock);
                         }
-                        // A dead holder whose tid we reuse.
-                        if let Some(r) = self.recover_if_dead(w, me) {
-                            return r;
+                        // A dead holder whose tid we reuse: never recovered in user space,
+                        // which could race the kernel's hand-off to a queued waiter.
+                        if w & TID_MASK == me.tid {
+                            self.release_reused_tid();
                         }
                     }
                     Some(libc::ETIMEDOUT) | Some(libc::EINTR) | Some(libc::EAGAIN) => {}
-                    // ENOSYS (kernel < 5.14), EPERM/EINVAL (a word the kernel will not
-                    // accept, e.g. garbage): take a free word in user space, else back off.
+                    // EPERM/EINVAL (a word the kernel will not accept, e.g. garbage, or one
+                    // whose dead holder's lock it is handing over): take a free word in user
+                    // space, else back off. (ENOSYS, a kernel without FUTEX_LOCK_PI2, never
+                    // gets here: `protocol()` is then `Normal`.)
                     _ => {
                         // Acquire: pairs with the Release in `unlock`.
                         if self
@@ -342,25 +447,7 @@ impl<T> Mutex<T> {
     /// If `w` names a dead holder, takes the lock from it (keeping the waiters bit) and
     /// returns `OwnerDied`. `None` if the holder may be alive or the word changed.
     fn recover_if_dead(&self, w: u32, me: owner::Me) -> Option<LockResult<'_, T>> {
-        let tid = w & TID_MASK;
-        if tid == 0 {
-            return None;
-        }
-        let rec = self.owner.load(Ordering::Relaxed);
-        // The record describes the holder only if it names the word's tid; otherwise the
-        // holder is between its CAS and its record, and only "no such task" proves death.
-        let start = if (rec >> 32) as u32 == tid {
-            Start::Low32(rec as u32)
-        } else {
-            Start::Unknown
-        };
-        let dead = if tid == me.tid {
-            // Our own tid in the word, but not our record: a dead holder's reused tid.
-            rec != owner_word(me)
-        } else {
-            owner::is_dead(tid, start)
-        };
-        if !dead {
+        if !self.holder_looks_dead(w, me) {
             return None;
         }
         // Acquire: the dead holder published nothing; this orders us after whoever last

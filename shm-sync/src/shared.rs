@@ -23,13 +23,40 @@ pub trait InPlace: ShmSafe {
     /// No other thread or process may access `self` during the call, e.g. because it lies
     /// in a segment still inside its creator's `create_with`.
     unsafe fn init_in_place(&self, config: Self::Config);
+
+    /// Why a primitive made with `config` cannot work on this machine, if it cannot:
+    /// [`Shared::create`] then refuses before creating anything.
+    fn unsupported(_config: &Self::Config) -> Option<String> {
+        None
+    }
+
+    /// Why this primitive, as another process made it, cannot work here, if it cannot:
+    /// [`Shared::open`] then refuses it.
+    fn unsupported_here(&self) -> Option<String> {
+        None
+    }
 }
+
+/// Why a priority-inheritance mutex is refused where [`crate::pi_supported`] is false.
+const NO_LOCK_PI2: &str = "a priority-inheritance mutex needs FUTEX_LOCK_PI2 (Linux 5.14 or \
+     later), which this kernel lacks; use Protocol::Normal (robust, without priority \
+     inheritance) or a newer kernel";
 
 impl<T: bytemuck::Pod + Send> InPlace for Mutex<T> {
     type Config = (T, Protocol);
     unsafe fn init_in_place(&self, (value, protocol): (T, Protocol)) {
         // SAFETY: forwarded from our caller.
         unsafe { Mutex::init_in_place(self, value, protocol) }
+    }
+
+    fn unsupported((_, protocol): &(T, Protocol)) -> Option<String> {
+        (*protocol == Protocol::PriorityInheritance && !crate::pi_supported())
+            .then(|| NO_LOCK_PI2.to_owned())
+    }
+
+    fn unsupported_here(&self) -> Option<String> {
+        (self.protocol_requested() == Protocol::PriorityInheritance && !crate::pi_supported())
+            .then(|| NO_LOCK_PI2.to_owned())
     }
 }
 
@@ -136,6 +163,9 @@ impl<P: InPlace> Shared<P> {
         config: P::Config,
     ) -> Result<Shared<P>, CreateError> {
         let (layout, region) = Self::layout();
+        if let Some(reason) = P::unsupported(&config) {
+            return Err(CreateError::unsupported(builder.name(), reason));
+        }
         let builder = builder
             .kind(Kind::Sync)
             .fingerprint(Fingerprint::of::<P>(0, SYNC_LAYOUT_VERSION))
@@ -179,6 +209,10 @@ impl<P: InPlace> Shared<P> {
             .get(region)
             .map(std::ptr::NonNull::from)
             .map_err(|e| OpenError::region(segment.name(), e))?;
+        // SAFETY: `ptr` came from `Segment::get` just above, and `segment` is alive.
+        if let Some(reason) = unsafe { ptr.as_ref() }.unsupported_here() {
+            return Err(OpenError::unsupported(segment.name(), reason));
+        }
         Ok(Shared { segment, ptr })
     }
 

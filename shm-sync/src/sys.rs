@@ -145,6 +145,10 @@ const FUTEX_LOCK_PI2: libc::c_int = 13;
 /// `FUTEX_LOCK_PI2` (shared): takes a priority-inheritance lock word for the calling
 /// thread, sleeping in the kernel until `deadline` (an absolute `CLOCK_MONOTONIC` time).
 pub(crate) fn futex_lock_pi(word: &AtomicU32, deadline: Option<libc::timespec>) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    if crate::fault::no_lock_pi2() {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
     let ts_ptr = deadline
         .as_ref()
         .map_or(std::ptr::null(), |t| t as *const libc::timespec);
@@ -166,6 +170,44 @@ pub(crate) fn futex_lock_pi(word: &AtomicU32, deadline: Option<libc::timespec>) 
     } else {
         Ok(())
     }
+}
+
+const FUTEX_TRYLOCK_PI: libc::c_int = 8;
+
+/// `FUTEX_TRYLOCK_PI` (shared): takes a PI lock word for the calling thread if the kernel,
+/// which knows more than the word shows (a dead owner's lock it is handing to a queued
+/// waiter, say), finds it free; never sleeps. `EWOULDBLOCK`/`EAGAIN` if held or in
+/// hand-off, `ESRCH` if the word names a task that no longer exists and the kernel keeps
+/// no state for it, `EDEADLK` if the word names the calling thread.
+pub(crate) fn futex_trylock_pi(word: &AtomicU32) -> io::Result<()> {
+    // SAFETY: `word` is a valid, aligned u32 that the kernel reads and writes atomically.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            FUTEX_TRYLOCK_PI,
+            0u32,
+            0usize,
+            0usize,
+            0u32,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether this kernel has `FUTEX_LOCK_PI2` (Linux 5.14+): a `FUTEX_LOCK_PI2` on a private
+/// word that already names the calling thread answers `EDEADLK` where it exists and
+/// `ENOSYS` where it does not, and changes nothing either way.
+pub(crate) fn lock_pi2_supported() -> bool {
+    let word = AtomicU32::new(gettid());
+    matches!(
+        futex_lock_pi(&word, None).map_err(|e| e.raw_os_error()),
+        Err(Some(libc::EDEADLK))
+    )
 }
 
 /// `FUTEX_UNLOCK_PI` (shared): hands a contended PI lock to its top waiter.

@@ -50,6 +50,9 @@ fn child_sync() {
         "seq-reader" => seq_reader(&name),
         "sem-worker" => sem_worker(&name),
         "event-echo" => event_echo(&name),
+        "pi-queue" => pi_contender(&name, false),
+        "pi-spin" => pi_contender(&name, true),
+        "no-pi2" => without_lock_pi2(&name),
         other => panic!("unknown role {other}"),
     }
 }
@@ -254,6 +257,188 @@ fn spinlock_holder_killed_with_three_waiters() {
     assert!(us < 5_000_000, "{us} µs");
     let g = s.lock().unwrap();
     assert_eq!((g.dirty, g.passed, g.repairs), (0, 3, 1));
+}
+
+/// Who holds the PI mutex of the race below: each holder writes its pid, holds the lock for
+/// 30 ms, and checks that nobody overwrote it meanwhile.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C)]
+struct Holder {
+    dirty: u64,
+    pid: u64,
+    holders: u64,
+}
+
+/// Takes the PI mutex (queued in the kernel with `lock`, or spinning on `try_lock`) after
+/// its holder is killed, and reports whether it held it alone.
+fn pi_contender(name: &str, spin: bool) {
+    let m = Shared::<Mutex<Holder>>::open(name).unwrap();
+    println!("CHILD:ready");
+    let t = Instant::now();
+    let mut g = loop {
+        let r = if spin {
+            m.try_lock()
+        } else {
+            m.lock_timeout(HANG)
+        };
+        match r {
+            Ok(g) => break g,
+            Err(LockError::OwnerDied(mut g)) => {
+                g.mark_consistent();
+                break g;
+            }
+            Err(LockError::WouldBlock) if t.elapsed() < HANG => std::hint::spin_loop(),
+            Err(e) => panic!("lock failed: {e}"),
+        }
+    };
+    let me = u64::from(std::process::id());
+    g.pid = me;
+    g.holders += 1;
+    std::thread::sleep(Duration::from_millis(30));
+    let alone = g.pid == me;
+    drop(g);
+    println!("CHILD:{}", if alone { "alone" } else { "shared" });
+}
+
+/// A PI holder is SIGKILLed while one waiter is queued in the kernel and another process
+/// spins on `try_lock`: the kernel hands the lock to the queued waiter, so a `try_lock`
+/// that recovered the dead holder's word in user space made two holders at once. Each
+/// contender must hold the lock alone (issue 12, defect 2).
+#[test]
+fn pi_try_lock_never_races_the_kernel_hand_off_of_a_dead_holder() {
+    const ROUNDS: usize = 40;
+    let mut shared = 0;
+    for _ in 0..ROUNDS {
+        let name = unique_name("pi-race");
+        let _c = Cleanup(name.clone());
+        let m = Shared::<Mutex<Holder>>::create(
+            &name,
+            (Holder::zeroed(), Protocol::PriorityInheritance),
+        )
+        .unwrap();
+        let mut holder = Running::spawn(role("mutex-hold", &name));
+        holder.expect_line("locked", HANG);
+        let mut queued = Running::spawn(role("pi-queue", &name));
+        queued.expect_line("ready", HANG);
+        // Queued in the kernel: the word's FUTEX_WAITERS bit is set.
+        until_word(&name, 128, "a PI waiter queued", |w| w & 0x8000_0000 != 0);
+        let mut spinner = Running::spawn(role("pi-spin", &name));
+        spinner.expect_line("ready", HANG);
+        std::thread::sleep(Duration::from_millis(5));
+        holder.kill9();
+        for c in [&mut queued, &mut spinner] {
+            if c.next_line(HANG) == "shared" {
+                shared += 1;
+            }
+            assert!(c.wait_success(HANG));
+        }
+        let g = m.lock_timeout(HANG).unwrap();
+        assert_eq!(g.holders, 2);
+    }
+    assert_eq!(
+        shared, 0,
+        "two holders at once in {shared} contenders of {ROUNDS} rounds"
+    );
+}
+
+/// A raw segment holding one `Mutex<Ledger>`, initialised in place (not through `Shared`).
+fn raw_pi_mutex(name: &str) -> (SegmentBuilder, Region<Mutex<Ledger>>) {
+    let mut l = Layout::new();
+    let m = l.push_aligned::<Mutex<Ledger>>(1, 128).unwrap();
+    let b = SegmentBuilder::new(name)
+        .fingerprint(Fingerprint::untyped(0x9172))
+        .layout(&l);
+    (b, m)
+}
+
+/// In a process that plays a kernel without `FUTEX_LOCK_PI2` (before Linux 5.14).
+fn without_lock_pi2(name: &str) {
+    assert!(!shm_sync::pi_supported());
+    match std::env::var("SHMRING_STEP").unwrap().as_str() {
+        "api" => {
+            // Creating a PI mutex is refused, saying why, and leaves nothing behind.
+            let new = format!("{name}-new");
+            let e = Shared::<Mutex<u64>>::create(&new, (0, Protocol::PriorityInheritance))
+                .err()
+                .expect("a PI mutex was created without FUTEX_LOCK_PI2");
+            assert!(e.to_string().contains("FUTEX_LOCK_PI2"), "{e}");
+            assert!(Shared::<Mutex<u64>>::open(&new).is_err());
+            // Opening one (made where PI works) is refused too.
+            let e = Shared::<Mutex<Ledger>>::open(name)
+                .err()
+                .expect("a PI mutex was opened without FUTEX_LOCK_PI2");
+            assert!(e.to_string().contains("FUTEX_LOCK_PI2"), "{e}");
+            // One built by hand runs the normal protocol, which notices a re-lock.
+            let m = Mutex::with_protocol(0u64, Protocol::PriorityInheritance);
+            assert_eq!(m.protocol(), Protocol::Normal);
+            let g = m.lock().unwrap();
+            assert!(matches!(
+                m.lock_timeout(Duration::from_millis(100)),
+                Err(LockError::WouldDeadlock)
+            ));
+            drop(g);
+            println!("CHILD:refused");
+        }
+        "hold" => {
+            let (b, r) = raw_pi_mutex(name);
+            let seg = b.open().unwrap();
+            let m = seg.get(r).unwrap();
+            let mut g = m.lock().unwrap();
+            g.dirty = 1;
+            println!("CHILD:locked");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        _ => {
+            let (b, r) = raw_pi_mutex(name);
+            let seg = b.open().unwrap();
+            let m = seg.get(r).unwrap();
+            match m.lock_timeout(Duration::from_secs(5)) {
+                Err(LockError::OwnerDied(g)) => {
+                    assert_eq!(g.dirty, 1);
+                    println!("CHILD:owner-died");
+                }
+                Ok(_) => println!("CHILD:plain guard"),
+                Err(e) => println!("CHILD:{e}"),
+            };
+        }
+    }
+}
+
+/// A kernel without `FUTEX_LOCK_PI2` (played through the fault-injection switch): a PI
+/// mutex is refused at create and open with a clear error, and one initialised in place
+/// runs the normal protocol, so a dead holder is noticed and a re-lock is `WouldDeadlock`,
+/// where before `lock` could hang (issue 12, defect 8).
+#[test]
+fn without_lock_pi2_pi_is_refused_or_runs_the_normal_protocol() {
+    let name = unique_name("no-pi2");
+    let _c = Cleanup(name.clone());
+    let _m =
+        Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::PriorityInheritance))
+            .unwrap();
+    let step = |s: &str, n: &str| {
+        let mut c = role("no-pi2", n);
+        c.env("SHMRING_FAULT_NO_LOCK_PI2", "1")
+            .env("SHMRING_STEP", s);
+        c
+    };
+    assert_eq!(run_child(step("api", &name)), vec!["refused".to_owned()]);
+    let raw = unique_name("no-pi2-raw");
+    let _r = Cleanup(raw.clone());
+    let (b, r) = raw_pi_mutex(&raw);
+    let _seg = b
+        .create_with(|seg| {
+            // SAFETY: inside create_with nobody else can see the segment.
+            unsafe {
+                seg.get(r)?
+                    .init_in_place(Ledger::zeroed(), Protocol::PriorityInheritance)
+            };
+            Ok::<_, shm_core::RegionError>(())
+        })
+        .unwrap();
+    let mut holder = Running::spawn(step("hold", &raw));
+    holder.expect_line("locked", HANG);
+    holder.kill9();
+    assert_eq!(run_child(step("wait", &raw)), vec!["owner-died".to_owned()]);
 }
 
 /// A holder (child role `$role`) of the lock `$lock` is SIGKILLed; the next locker gets
@@ -775,6 +960,48 @@ fn garbage_in_the_mutex_word_never_hangs() {
         m.lock_timeout(Duration::from_millis(100)),
         Err(LockError::NotRecoverable)
     ));
+}
+
+/// A PI mutex whose word names this very thread's tid without its record: a dead holder
+/// whose tid the calling thread now reuses. The kernel calls that a self-deadlock
+/// (`EDEADLK`), so the word is freed through the kernel (`FUTEX_UNLOCK_PI`, which refuses
+/// while it hands a dead holder's lock to a queued waiter), never in user space, and the
+/// locker gets `OwnerDied`; `try_lock` does the same over two calls.
+#[test]
+fn a_pi_word_naming_our_reused_tid_is_freed_by_the_kernel() {
+    if !shm_sync::pi_supported() {
+        eprintln!("skipped: this kernel has no FUTEX_LOCK_PI2");
+        return;
+    }
+    let name = unique_name("pi-reused-tid");
+    let _c = Cleanup(name.clone());
+    let m = Shared::<Mutex<u64>>::create(&name, (5, Protocol::PriorityInheritance)).unwrap();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    let forge = || {
+        poke(&name, 128, &tid.to_ne_bytes());
+        // A record naming our tid with a start time that is not ours.
+        poke(
+            &name,
+            128 + 16,
+            &((u64::from(tid) << 32) | 0x7fff_fff1).to_ne_bytes(),
+        );
+    };
+    forge();
+    let mut g = m.lock_timeout(HANG).unwrap_err().into_owner_died().unwrap();
+    assert_eq!(*g, 5);
+    g.mark_consistent();
+    drop(g);
+    forge();
+    let t = Instant::now();
+    let g = loop {
+        match m.try_lock() {
+            Err(LockError::OwnerDied(g)) => break g,
+            Err(LockError::WouldBlock) if t.elapsed() < HANG => {}
+            other => panic!("{:?}", other.map(drop)),
+        }
+    };
+    drop(g);
 }
 
 #[test]
