@@ -66,7 +66,7 @@ pub use error::{
 };
 pub use header::{Fingerprint, HeaderInfo, Kind, SegmentState, FORMAT_VERSION, HEADER_SIZE, MAGIC};
 pub use name::{NameError, SegmentName, NAME_MAX};
-pub use process::{ExitWatch, Liveness, Lookup, ProcessId};
+pub use process::{ExitWatch, Liveness, Lookup, ProcessId, ThisProcess};
 pub use region::{Layout, Region, RegionError, ShmSafe};
 pub use segment::{
     inspect, list, remove, remove_stale, remove_stale_by, Segment, SegmentBuilder, SegmentInfo,

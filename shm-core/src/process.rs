@@ -9,6 +9,41 @@ use std::fmt;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::OnceLock;
 
+/// Bumped in the child of every `fork(3)` (by a `pthread_atfork` handler registered the
+/// first time [`ThisProcess::now`] runs).
+static FORK_EPOCH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn after_fork_in_child() {
+    FORK_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The process a handle was made in, told apart from a child that inherited a copy of the
+/// handle by `fork` at the cost of one load from a static (no `getpid` syscall): handles
+/// that name an endpoint in shared memory keep one and refuse to act in any other process.
+///
+/// Forks through libc's `fork(3)` (and `posix_spawn`, which execs at once) are seen; a raw
+/// `clone(2)` that copies the address space without running `pthread_atfork` handlers is
+/// not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThisProcess(u32);
+
+impl ThisProcess {
+    /// The calling process.
+    pub fn now() -> ThisProcess {
+        static REGISTER: std::sync::Once = std::sync::Once::new();
+        REGISTER.call_once(|| crate::sys::at_fork_child(after_fork_in_child));
+        ThisProcess(FORK_EPOCH.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Whether the calling process is still the one `self` was made in (not a forked child).
+    #[inline]
+    pub fn is_current(&self) -> bool {
+        // Relaxed: the epoch only ever changes in a new process, on its only thread, before
+        // any of its code runs; every later load in that process sees it.
+        FORK_EPOCH.load(std::sync::atomic::Ordering::Relaxed) == self.0
+    }
+}
+
 /// A process, named by pid and start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProcessId {

@@ -155,6 +155,16 @@ pub(crate) fn flock_nb(fd: &OwnedFd, exclusive: bool) -> io::Result<bool> {
     }
 }
 
+/// Registers `child` to run in the child after each `fork(3)` (`pthread_atfork`).
+pub(crate) fn at_fork_child(child: extern "C" fn()) {
+    // Miri cannot fork (nor register fork handlers).
+    if cfg!(miri) {
+        return;
+    }
+    // SAFETY: registering a plain `extern "C"` function with no captured state.
+    unsafe { libc::pthread_atfork(None, None, Some(child)) };
+}
+
 /// Major and minor numbers of a device id, as `/proc/<pid>/maps` prints them.
 pub(crate) fn dev_major_minor(dev: u64) -> (u32, u32) {
     (libc::major(dev), libc::minor(dev))

@@ -37,6 +37,10 @@ pub enum PushError<T> {
     Expired(T),
     /// A position read from shared memory is impossible: a peer corrupted the ring.
     Corrupted(T),
+    /// This handle was attached by another process: this one is a child that inherited a
+    /// copy of it through `fork`, and the end belongs to the parent. Nothing was touched;
+    /// attach anew (`Ring::producer`) in this process.
+    Forked(T),
 }
 
 impl<T> PushError<T> {
@@ -48,7 +52,8 @@ impl<T> PushError<T> {
             | PushError::Disconnected(v)
             | PushError::PeerDied(v)
             | PushError::Expired(v)
-            | PushError::Corrupted(v) => v,
+            | PushError::Corrupted(v)
+            | PushError::Forked(v) => v,
         }
     }
 
@@ -62,6 +67,7 @@ impl<T> PushError<T> {
                 "this producer stalled past the claim timeout; consumers skipped its slot"
             }
             PushError::Corrupted(_) => "the ring's shared positions are corrupted",
+            PushError::Forked(_) => FORKED,
         }
     }
 }
@@ -75,6 +81,7 @@ impl<T> fmt::Debug for PushError<T> {
             PushError::PeerDied(_) => "PeerDied(..)",
             PushError::Expired(_) => "Expired(..)",
             PushError::Corrupted(_) => "Corrupted(..)",
+            PushError::Forked(_) => "Forked(..)",
         };
         f.write_str(name)
     }
@@ -104,7 +111,13 @@ pub enum PopError {
     Expired,
     /// A position read from shared memory is impossible: a peer corrupted the ring.
     Corrupted,
+    /// This handle was attached by another process (see [`PushError::Forked`]).
+    Forked,
 }
+
+/// What a `Forked` error says.
+const FORKED: &str = "this handle was attached by the parent of a fork; the end is the \
+     parent's, so nothing was touched: attach anew in this process";
 
 impl fmt::Display for PopError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,6 +130,7 @@ impl fmt::Display for PopError {
                 "this consumer stalled past the claim timeout; producers reclaimed its slot"
             }
             PopError::Corrupted => "the ring's shared positions are corrupted",
+            PopError::Forked => FORKED,
         })
     }
 }
@@ -133,6 +147,8 @@ pub enum ChunkError {
     },
     /// A position read from shared memory is impossible: a peer corrupted the ring.
     Corrupted,
+    /// This handle was attached by another process (see [`PushError::Forked`]).
+    Forked,
 }
 
 impl fmt::Display for ChunkError {
@@ -142,6 +158,7 @@ impl fmt::Display for ChunkError {
                 write!(f, "only {available} slots are available for the chunk")
             }
             ChunkError::Corrupted => f.write_str("the ring's shared positions are corrupted"),
+            ChunkError::Forked => f.write_str(FORKED),
         }
     }
 }

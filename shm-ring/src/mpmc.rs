@@ -390,6 +390,7 @@ impl<T: Pod> Ring<T> {
         Ok(Producer {
             ring: self.clone(),
             me,
+            origin: shm_core::ThisProcess::now(),
             index,
             claim_timeout: claim_timeout(c),
             strategy: WaitStrategy::default(),
@@ -416,6 +417,7 @@ impl<T: Pod> Ring<T> {
         Ok(Consumer {
             ring: self.clone(),
             me,
+            origin: shm_core::ThisProcess::now(),
             index,
             claim_timeout: claim_timeout(c),
             strategy: WaitStrategy::default(),
@@ -446,6 +448,8 @@ impl<T: Pod> Ring<T> {
 pub struct Producer<T> {
     ring: Ring<T>,
     me: u64,
+    /// The process that attached; a forked child's copy of the handle acts on nothing.
+    origin: shm_core::ThisProcess,
     index: usize,
     claim_timeout: Duration,
     strategy: WaitStrategy,
@@ -461,6 +465,8 @@ pub struct Producer<T> {
 pub struct Consumer<T> {
     ring: Ring<T>,
     me: u64,
+    /// The process that attached; a forked child's copy of the handle acts on nothing.
+    origin: shm_core::ThisProcess,
     index: usize,
     claim_timeout: Duration,
     strategy: WaitStrategy,
@@ -668,6 +674,9 @@ impl<T: Pod> Producer<T> {
     /// `Full`; when full also `Disconnected` / `PeerDied` (all consumers gone); `Expired`
     /// (see the module docs); `Corrupted`. The value comes back.
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if !self.origin.is_current() {
+            return Err(PushError::Forked(value));
+        }
         match self.attempt(&value, true) {
             Attempt::Done(()) => Ok(()),
             Attempt::Failed(f) => Err(fail_push(f, value)),
@@ -700,6 +709,9 @@ impl<T: Pod> Producer<T> {
     /// `Disconnected`, `PeerDied`, `Expired`, `Corrupted`.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if !self.origin.is_current() {
+            return Err(PushError::Forked(value));
+        }
         // Fast path first: no deadline to build when there is room.
         match self.attempt(&value, false) {
             Attempt::Done(()) => Ok(()),
@@ -714,6 +726,9 @@ impl<T: Pod> Producer<T> {
     ///
     /// As `push`, plus `Timeout`.
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
+        if !self.origin.is_current() {
+            return Err(PushError::Forked(value));
+        }
         self.push_until(value, Deadline::after(Some(timeout)))
     }
 
@@ -806,6 +821,9 @@ fn fail_pop(f: Failure) -> PopError {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        if !self.origin.is_current() {
+            return; // a forked child's copy: the endpoint is the parent's
+        }
         let c = self.ring.mem.ctrl();
         c.producers.detach(self.index, self.me);
         // Sleeping consumers must wake to see whether we were the last.
@@ -1004,6 +1022,9 @@ impl<T: Pod> Consumer<T> {
     /// `Empty`; once drained with every producer gone, `Disconnected` / `PeerDied`;
     /// `Expired` (see the module docs); `Corrupted`.
     pub fn try_pop(&mut self) -> Result<T, PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
         match self.attempt(true) {
             Attempt::Done(v) => Ok(v),
             Attempt::Failed(f) => Err(fail_pop(f)),
@@ -1048,6 +1069,9 @@ impl<T: Pod> Consumer<T> {
     /// `Disconnected`, `PeerDied`, `Expired`, `Corrupted`.
     #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
         // Fast path first: no deadline to build when an item is ready.
         match self.attempt(false) {
             Attempt::Done(v) => Ok(v),
@@ -1062,6 +1086,9 @@ impl<T: Pod> Consumer<T> {
     ///
     /// As `pop`, plus `Timeout`.
     pub fn pop_timeout(&mut self, timeout: Duration) -> Result<T, PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
         self.pop_until(Deadline::after(Some(timeout)))
     }
 
@@ -1132,6 +1159,9 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        if !self.origin.is_current() {
+            return; // a forked child's copy: the endpoint is the parent's
+        }
         let c = self.ring.mem.ctrl();
         c.consumers.detach(self.index, self.me);
         // Sleeping producers must wake to see whether we were the last.

@@ -300,6 +300,7 @@ impl<T: Pod> Ring<T> {
         Ok(Producer {
             mem: self.mem.clone(),
             me,
+            origin: shm_core::ThisProcess::now(),
             tail,
             head_cache: head,
             strategy: WaitStrategy::default(),
@@ -338,6 +339,7 @@ impl<T: Pod> Ring<T> {
         Ok(Consumer {
             mem: self.mem.clone(),
             me,
+            origin: shm_core::ThisProcess::now(),
             head,
             tail_cache: tail,
             strategy: WaitStrategy::default(),
@@ -367,6 +369,8 @@ impl<T: Pod> Ring<T> {
 pub struct Producer<T> {
     mem: Mem<Control, Slot<T>>,
     me: u64,
+    /// The process that attached; a forked child's copy of the handle acts on nothing.
+    origin: shm_core::ThisProcess,
     /// Our truth of `tail` (only we write it).
     tail: u64,
     /// The last `head` we read.
@@ -382,6 +386,8 @@ pub struct Producer<T> {
 pub struct Consumer<T> {
     mem: Mem<Control, Slot<T>>,
     me: u64,
+    /// The process that attached; a forked child's copy of the handle acts on nothing.
+    origin: shm_core::ThisProcess,
     /// Our truth of `head` (only we write it).
     head: u64,
     /// The last `tail` we read.
@@ -418,6 +424,9 @@ impl<T: Pod> Producer<T> {
     ///
     /// `Corrupted` if the consumer's position is impossible.
     pub fn free_slots(&mut self) -> Result<u64, ChunkError> {
+        if !self.origin.is_current() {
+            return Err(ChunkError::Forked);
+        }
         self.refresh_head().map_err(|_| ChunkError::Corrupted)?;
         Ok(self.mem.cap() - self.tail.wrapping_sub(self.head_cache))
     }
@@ -427,6 +436,9 @@ impl<T: Pod> Producer<T> {
     /// chunk would pull the consumer's line over on each call while it is busy.
     #[inline]
     fn free_for(&mut self, want: u64) -> Result<u64, ChunkError> {
+        if !self.origin.is_current() {
+            return Err(ChunkError::Forked);
+        }
         let cached = self.mem.cap() - self.tail.wrapping_sub(self.head_cache);
         if cached >= want {
             return Ok(cached);
@@ -469,6 +481,9 @@ impl<T: Pod> Producer<T> {
     /// checked at most every [`LIVENESS_INTERVAL`]); `Corrupted`. The value comes back.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
+        if !self.origin.is_current() {
+            return Err(PushError::Forked(value));
+        }
         if self.tail.wrapping_sub(self.head_cache) >= self.mem.cap() {
             if self.refresh_head().is_err() {
                 return Err(PushError::Corrupted(value));
@@ -678,6 +693,9 @@ impl<T: Pod> Producer<T> {
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
+        if !self.origin.is_current() {
+            return; // a forked child's copy: the end is the parent's
+        }
         let c = self.mem.ctrl();
         c.config.producer.release(self.me);
         // A consumer sleeping on an empty ring must wake to see us gone.
@@ -768,6 +786,9 @@ impl<T: Pod> Consumer<T> {
     ///
     /// `Corrupted` if the producer's position is impossible.
     pub fn len(&mut self) -> Result<u64, ChunkError> {
+        if !self.origin.is_current() {
+            return Err(ChunkError::Forked);
+        }
         self.refresh_tail().map_err(|_| ChunkError::Corrupted)?;
         Ok(self.tail_cache.wrapping_sub(self.head))
     }
@@ -782,6 +803,9 @@ impl<T: Pod> Consumer<T> {
     /// `Producer::free_for`).
     #[inline]
     fn ready_for(&mut self, want: u64) -> Result<u64, ChunkError> {
+        if !self.origin.is_current() {
+            return Err(ChunkError::Forked);
+        }
         let cached = self.tail_cache.wrapping_sub(self.head);
         if cached >= want {
             return Ok(cached);
@@ -823,6 +847,9 @@ impl<T: Pod> Consumer<T> {
     /// gone (death is checked at most every [`LIVENESS_INTERVAL`]); `Corrupted`.
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
         if self.tail_cache == self.head {
             if self.refresh_tail().is_err() {
                 return Err(PopError::Corrupted);
@@ -1033,6 +1060,9 @@ impl<T: Pod> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
+        if !self.origin.is_current() {
+            return; // a forked child's copy: the end is the parent's
+        }
         let c = self.mem.ctrl();
         c.config.consumer.release(self.me);
         // A producer sleeping on a full ring must wake to see us gone.

@@ -1,0 +1,146 @@
+//! Ring handles across `fork`: a child inherits copies of its parent's handles, which name
+//! the parent's ends. Used or dropped in the child, they must not touch those ends (issue
+//! 12, defect 10): every operation fails with `Forked` and dropping does nothing, so the
+//! parent's ring goes on as if the child had never been.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use shm_ring::{mpmc, spsc, ChunkError, EndStatus, PopError, PushError};
+
+/// Forks; in the child runs `f` (which must not allocate, print or take locks: other
+/// threads of the parent may have held them at the fork) and exits with its code at once,
+/// running no destructor. Returns the child's exit code.
+fn in_forked_child(f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: fork has no preconditions; the child only runs `f` (async-signal-safe work on
+    // memory it inherited: atomics and futex calls) and then `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = f();
+        // SAFETY: ends the child at once, without running atexit handlers or destructors.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child; `status` is a valid out-parameter.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn spsc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone() {
+    let lines = run_child(child("child_fork_spsc", &unique_name("fork-spsc")));
+    assert_eq!(lines, vec!["ok".to_owned()]);
+}
+
+#[test]
+#[ignore = "child process of spsc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone"]
+fn child_fork_spsc() {
+    let Some(name) = child_name() else { return };
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 8).unwrap();
+    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.push(1).unwrap();
+    // The child takes (and drops) its copies; the parent's stay where they are.
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    let code = in_forked_child(|| {
+        let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
+        let mut bad = 0;
+        if !matches!(tx.try_push(2), Err(PushError::Forked(2))) {
+            bad |= 1;
+        }
+        if !matches!(tx.write_chunk_uninit(1).err(), Some(ChunkError::Forked)) {
+            bad |= 2;
+        }
+        if rx.try_pop() != Err(PopError::Forked) || rx.pop() != Err(PopError::Forked) {
+            bad |= 4;
+        }
+        if !matches!(rx.read_chunk(1).err(), Some(ChunkError::Forked)) {
+            bad |= 8;
+        }
+        drop(tx);
+        drop(rx);
+        bad
+    });
+    assert_eq!(
+        code, 0,
+        "a forked child's handles acted on the ring (bits {code:#b})"
+    );
+    let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
+    // The parent's ends are untouched: still attached by us, nothing extra in the ring.
+    let me = std::process::id();
+    let stats = ring.stats();
+    assert_eq!(
+        stats.producer,
+        EndStatus::Attached {
+            pid: me,
+            alive: true
+        }
+    );
+    assert_eq!(
+        stats.consumer,
+        EndStatus::Attached {
+            pid: me,
+            alive: true
+        }
+    );
+    assert_eq!(stats.pushes, 1);
+    tx.push(3).unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.try_pop(), Ok(3));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    println!("CHILD:ok");
+}
+
+#[test]
+fn mpmc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone() {
+    let lines = run_child(child("child_fork_mpmc", &unique_name("fork-mpmc")));
+    assert_eq!(lines, vec!["ok".to_owned()]);
+}
+
+#[test]
+#[ignore = "child process of mpmc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone"]
+fn child_fork_mpmc() {
+    let Some(name) = child_name() else { return };
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 8).unwrap();
+    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.push(1).unwrap();
+    // The child takes (and drops) its copies; the parent's stay where they are.
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    let code = in_forked_child(|| {
+        let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
+        let mut bad = 0;
+        if !matches!(tx.try_push(2), Err(PushError::Forked(2))) {
+            bad |= 1;
+        }
+        if rx.try_pop() != Err(PopError::Forked) || rx.pop() != Err(PopError::Forked) {
+            bad |= 4;
+        }
+        drop(tx);
+        drop(rx);
+        bad
+    });
+    assert_eq!(
+        code, 0,
+        "a forked child's handles acted on the ring (bits {code:#b})"
+    );
+    let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
+    let stats = ring.stats();
+    assert_eq!((stats.producers, stats.consumers), (1, 1));
+    assert_eq!(stats.pushes, 1);
+    tx.push(3).unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert_eq!(rx.try_pop(), Ok(3));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    // Dropping our consumer now, the last one, is a clean close for our producer.
+    drop(rx);
+    assert!(matches!(
+        tx.try_push(4),
+        Ok(()) | Err(PushError::Disconnected(4))
+    ));
+    println!("CHILD:ok");
+}
