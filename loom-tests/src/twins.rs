@@ -312,3 +312,349 @@ impl SilentRecoveryLock {
         self.owner.store(0, Ordering::Release);
     }
 }
+
+/// How a one-try ring operation of the MPMC models ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Try {
+    /// Full, empty, or a claim still pending: nothing happened.
+    Nothing,
+    /// This handle's claim was given up while it stalled: nothing was written or read.
+    Expired,
+}
+
+/// The operations the MPMC slot-protocol models drive, implemented by the real ring and by
+/// its twin. Handles are per thread; `die` ends a handle's "process" between operations.
+pub trait MpmcLike: Send + Sync + 'static {
+    type P: Send + 'static;
+    type C: Send + 'static;
+    fn producer(&self) -> Self::P;
+    fn consumer(&self) -> Self::C;
+    fn try_push(p: &mut Self::P, v: u64) -> Result<(), Try>;
+    fn try_pop(c: &mut Self::C) -> Result<u64, Try>;
+    fn die_producer(p: Self::P);
+    fn die_consumer(c: Self::C);
+    /// The producer dies when it next reaches `point` (an `mpmc-*` fault point): the call
+    /// unwinds with `shm_ring::LoomDied`.
+    fn doom_producer_at(p: &mut Self::P, point: &'static str);
+}
+
+/// A one-slot MPMC ring with the slot protocol in *today's order* (before issue 12): the
+/// claimant stores its identity into a separate word of the slot, *then* marks the slot
+/// with a compare-exchange, and publishes and releases with plain stores. A claimant that
+/// stalled between its claim and its mark, and was given up meanwhile, still overwrites the
+/// identity of whoever marked the slot since.
+pub struct StaleIdentityMpmc {
+    seq: AtomicU64,
+    who: AtomicU64,
+    value: UnsafeCell<u64>,
+    head: AtomicU64,
+    tail: AtomicU64,
+    /// A second planted bug, for the model of a writer killed mid-write: the skip of a
+    /// dead writer's slot is `Relaxed`, so the next lap's write is not ordered after the
+    /// dead writer's.
+    relaxed_skip: bool,
+}
+
+// SAFETY: a test twin; loom checks every access to the cell.
+unsafe impl Sync for StaleIdentityMpmc {}
+
+const T_FREE: u64 = 0;
+const T_WRITING: u64 = 1;
+const T_PUBLISHED: u64 = 2;
+const T_READING: u64 = 3;
+
+fn enc(pos: u64, state: u64) -> u64 {
+    pos << 2 | state
+}
+
+/// A handle on the twin: the ring, this handle's "process" identity, and the step at which
+/// it dies (as `doom_at` on the real handles).
+pub struct TwinHandle {
+    q: std::sync::Arc<StaleIdentityMpmc>,
+    me: u64,
+    doom: Option<&'static str>,
+}
+
+impl StaleIdentityMpmc {
+    pub fn new() -> std::sync::Arc<Self> {
+        Self::with_relaxed_skip(false)
+    }
+
+    /// With the second planted bug (see `relaxed_skip`).
+    pub fn with_relaxed_skip(relaxed_skip: bool) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(StaleIdentityMpmc {
+            seq: AtomicU64::new(enc(0, T_FREE)),
+            who: AtomicU64::new(0),
+            value: UnsafeCell::new(0),
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            relaxed_skip,
+        })
+    }
+
+    fn handle(self: &std::sync::Arc<Self>) -> TwinHandle {
+        TwinHandle {
+            q: self.clone(),
+            me: shm_sync::primitive::world::new_identity(),
+            doom: None,
+        }
+    }
+}
+
+fn dead(who: u64) -> bool {
+    who == 0 || shm_sync::primitive::world::is_dead(who)
+}
+
+impl MpmcLike for std::sync::Arc<StaleIdentityMpmc> {
+    type P = TwinHandle;
+    type C = TwinHandle;
+
+    fn producer(&self) -> TwinHandle {
+        self.handle()
+    }
+
+    fn consumer(&self) -> TwinHandle {
+        self.handle()
+    }
+
+    fn try_push(p: &mut TwinHandle, v: u64) -> Result<(), Try> {
+        let q = &p.q;
+        for _ in 0..3 {
+            let pos = q.tail.load(Ordering::Relaxed);
+            let seq = q.seq.load(Ordering::Acquire);
+            if seq == enc(pos, T_FREE) {
+                if q.tail
+                    .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                // TODAY'S ORDER: the identity, then the mark.
+                q.who.store(p.me, Ordering::Relaxed);
+                if q.seq
+                    .compare_exchange(
+                        enc(pos, T_FREE),
+                        enc(pos, T_WRITING),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    return Err(Try::Expired);
+                }
+                // SAFETY: marked WRITING by us (by the intended protocol); loom checks it.
+                q.value.with_mut(|c| unsafe { *c = v });
+                if p.doom == Some("mpmc-producer-written") {
+                    shm_sync::primitive::world::die(p.me);
+                    std::panic::resume_unwind(Box::new(shm_ring::LoomDied));
+                }
+                // TODAY'S ORDER: a plain store, whoever holds the slot now.
+                q.seq.store(enc(pos, T_PUBLISHED), Ordering::Release);
+                return Ok(());
+            }
+            if seq >> 2 == pos.wrapping_sub(1) {
+                let state = seq & 3;
+                let claimed = q.head.load(Ordering::Relaxed) == pos;
+                let give_up = shm_sync::primitive::world::timed_out()
+                    && match state {
+                        T_PUBLISHED => claimed,
+                        T_READING => dead(q.who.load(Ordering::Relaxed)),
+                        _ => false,
+                    };
+                if give_up
+                    && q.seq
+                        .compare_exchange(
+                            seq,
+                            enc(pos, T_FREE),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    continue;
+                }
+            }
+            return Err(Try::Nothing);
+        }
+        Err(Try::Nothing)
+    }
+
+    fn try_pop(c: &mut TwinHandle) -> Result<u64, Try> {
+        let q = &c.q;
+        for _ in 0..3 {
+            let pos = q.head.load(Ordering::Relaxed);
+            let seq = q.seq.load(Ordering::Acquire);
+            if seq == enc(pos, T_PUBLISHED) {
+                if q.head
+                    .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                // TODAY'S ORDER: the identity, then the mark.
+                q.who.store(c.me, Ordering::Relaxed);
+                if q.seq
+                    .compare_exchange(
+                        enc(pos, T_PUBLISHED),
+                        enc(pos, T_READING),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+                {
+                    return Err(Try::Expired);
+                }
+                // SAFETY: marked READING by us (by the intended protocol); loom checks it.
+                let v = q.value.with(|c| unsafe { *c });
+                // TODAY'S ORDER: a plain store, whoever holds the slot now.
+                q.seq.store(enc(pos + 1, T_FREE), Ordering::Release);
+                return Ok(v);
+            }
+            let state = seq & 3;
+            if seq >> 2 == pos && (state == T_FREE || state == T_WRITING) {
+                let tail = q.tail.load(Ordering::Relaxed);
+                if tail == pos
+                    || !shm_sync::primitive::world::timed_out()
+                    || (state == T_WRITING && !dead(q.who.load(Ordering::Relaxed)))
+                {
+                    return Err(Try::Nothing);
+                }
+                let order = if q.relaxed_skip {
+                    Ordering::Relaxed // PLANTED BUG (with `relaxed_skip`)
+                } else {
+                    Ordering::Release
+                };
+                if q.seq
+                    .compare_exchange(seq, enc(pos + 1, T_FREE), order, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    let _ =
+                        q.head
+                            .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                continue;
+            }
+            if seq >> 2 == pos + 1 && q.head.load(Ordering::Relaxed) == pos {
+                let _ = q
+                    .head
+                    .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed);
+                continue;
+            }
+            return Err(Try::Nothing);
+        }
+        Err(Try::Nothing)
+    }
+
+    fn die_producer(p: TwinHandle) {
+        shm_sync::primitive::world::die(p.me);
+    }
+
+    fn die_consumer(c: TwinHandle) {
+        shm_sync::primitive::world::die(c.me);
+    }
+
+    fn doom_producer_at(p: &mut TwinHandle, point: &'static str) {
+        p.doom = Some(point);
+    }
+}
+
+/// The robust-lock operations the lock-recovery model drives, for the real `Mutex` and
+/// `SpinLock` and for their twin.
+pub trait RobustLock: Send + Sync + 'static {
+    /// Locks, runs `f` on the data, unlocks; returns whether it learnt that the previous
+    /// holder died (and repaired).
+    fn lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> bool;
+    /// As `lock_then`, with one `try_lock`; `None` if the lock was held.
+    fn try_lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> Option<bool>;
+    /// Locks, writes the data half-way, runs `meanwhile` holding it, and dies holding it.
+    fn lock_and_die(&self, meanwhile: &mut dyn FnMut());
+}
+
+/// A robust lock that takes a dead holder's lock with a plain store of its own identity
+/// instead of a compare-exchange against the dead holder's word: two lockers that both see
+/// the holder dead both take it.
+pub struct StoreRecoveryLock {
+    word: AtomicU64,
+    data: UnsafeCell<u64>,
+}
+
+// SAFETY: a test twin; loom checks every access to the cell.
+unsafe impl Sync for StoreRecoveryLock {}
+
+impl StoreRecoveryLock {
+    pub fn new() -> Self {
+        StoreRecoveryLock {
+            word: AtomicU64::new(0),
+            data: UnsafeCell::new(0),
+        }
+    }
+
+    /// One try: `Some(owner died)` if taken.
+    fn try_acquire(&self, me: u64) -> Option<bool> {
+        let w = self.word.load(Ordering::Acquire);
+        if w == 0 {
+            return self
+                .word
+                .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+                .then_some(false);
+        }
+        if shm_sync::primitive::world::is_dead(w) {
+            // PLANTED BUG: a plain store, not a compare-exchange from `w`.
+            self.word.store(me, Ordering::Relaxed);
+            return Some(true);
+        }
+        None
+    }
+
+    fn acquire(&self, me: u64) -> bool {
+        loop {
+            if let Some(died) = self.try_acquire(me) {
+                return died;
+            }
+            loom::thread::yield_now();
+        }
+    }
+}
+
+thread_local! {
+    static TWIN_ME: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn twin_me() -> u64 {
+    TWIN_ME.with(|m| {
+        if m.get() == 0 {
+            m.set(shm_sync::primitive::world::new_identity());
+        }
+        m.get()
+    })
+}
+
+impl RobustLock for StoreRecoveryLock {
+    fn lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> bool {
+        let me = shm_sync::primitive::world::new_identity();
+        let died = self.acquire(me);
+        // SAFETY: "protected" by the lock; loom reports the race.
+        self.data.with_mut(|p| f(unsafe { &mut *p }));
+        self.word.store(0, Ordering::Release);
+        died
+    }
+
+    fn try_lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> Option<bool> {
+        let me = shm_sync::primitive::world::new_identity();
+        let died = self.try_acquire(me)?;
+        // SAFETY: "protected" by the lock; loom reports the race.
+        self.data.with_mut(|p| f(unsafe { &mut *p }));
+        self.word.store(0, Ordering::Release);
+        Some(died)
+    }
+
+    fn lock_and_die(&self, meanwhile: &mut dyn FnMut()) {
+        let me = twin_me();
+        self.acquire(me);
+        // SAFETY: as in `lock_then`.
+        self.data.with_mut(|p| unsafe { *p = 99 });
+        meanwhile();
+        shm_sync::primitive::world::die(me);
+    }
+}

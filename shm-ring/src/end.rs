@@ -6,9 +6,13 @@
 //! | ------- | -------------------------------------------------------------------- |
 //! | `owner` | 0 = free; else `pid << 32 \| (process start time & 0xffff_ffff)`    |
 //! | `state` | 0 = never attached, 1 = attached, 2 = closed (its handle was dropped) |
+//! | `gen`   | bumped by every claim, right after its owner compare-exchange          |
 //!
 //! The owner word is claimed with one compare-exchange, so there is no moment at which an
 //! end is held by nobody known; a slot whose owner is dead can be taken over the same way.
+//! The generation tells one attachment of a slot from the next: an MPMC slot mark names
+//! the endpoint and its generation, so a mark left by a dead attachment is never mistaken
+//! for one of the live process that took the endpoint over.
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +35,7 @@ pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 pub(crate) struct End {
     pub owner: AtomicU64,
     pub state: AtomicU32,
-    pub _reserved: AtomicU32,
+    pub gen: AtomicU32,
 }
 
 impl End {
@@ -40,7 +44,7 @@ impl End {
         End {
             owner: AtomicU64::new(0),
             state: AtomicU32::new(NEVER),
-            _reserved: AtomicU32::new(0),
+            gen: AtomicU32::new(0),
         }
     }
 }
@@ -82,11 +86,10 @@ pub(crate) fn me() -> u64 {
     (u64::from(p.pid) << 32) | u64::from(p.start_low32())
 }
 
-/// Under loom every handle is its own "process".
+/// Under loom every handle is its own "process" (see `shm_sync::primitive::world`).
 #[cfg(shm_loom)]
 pub(crate) fn me() -> u64 {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32 | 1
+    shm_sync::primitive::world::new_identity() << 32 | 1
 }
 
 /// Whether the process named by `word` is certainly gone.
@@ -104,10 +107,11 @@ pub(crate) fn is_dead(word: u64) -> bool {
     }
 }
 
-/// Under loom nobody dies (owner death is modelled for locks, not rings).
+/// Under loom a handle "dies" when a model says so (`shm_sync::primitive::world::die`);
+/// whether a check sees it yet is loom's choice.
 #[cfg(shm_loom)]
-pub(crate) fn is_dead(_word: u64) -> bool {
-    false
+pub(crate) fn is_dead(word: u64) -> bool {
+    word != 0 && shm_sync::primitive::world::is_dead(word >> 32)
 }
 
 /// [`is_dead`] made cheap to repeat for one peer: the first check of an identity word opens
@@ -170,14 +174,15 @@ impl PeerWatch {
 
     #[cfg(shm_loom)]
     pub fn is_dead(&mut self, word: u64) -> bool {
-        let _ = (self.word, word);
-        false
+        self.word = word;
+        is_dead(word)
     }
 }
 
 impl End {
-    /// Claims the slot for `me`. `Err(holder pid)` if a live process holds it.
-    pub fn claim(&self, me: u64) -> Result<(), u32> {
+    /// Claims the slot for `me`, returning the generation of this attachment. `Err(holder
+    /// pid)` if a live process holds it.
+    pub fn claim(&self, me: u64) -> Result<u32, u32> {
         loop {
             let w = self.owner.load(Ordering::Relaxed);
             if w != 0 && !is_dead(w) {
@@ -190,10 +195,15 @@ impl End {
                 .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
+                // Relaxed: published by this handle's first mark (a Release compare-exchange
+                // of a slot's `seq`), which is what a reader of the generation pairs with.
+                // Bumped only by the claim that won the owner word, so each attachment gets
+                // its own.
+                let gen = self.gen.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
                 crate::fault_point!("end-claimed");
                 // Release: pairs with the Acquire loads of `state` on the other side.
                 self.state.store(ATTACHED, Ordering::Release);
-                return Ok(());
+                return Ok(gen);
             }
         }
     }

@@ -94,3 +94,24 @@ macro_rules! fault_point {
     };
 }
 pub(crate) use fault_point;
+
+/// Marks a step of the MPMC slot protocol where a loom model may kill the handle `$h`
+/// (`doom_at`): the handle's "process" is marked dead and the call unwinds with
+/// [`LoomDied`] from this very step, leaving shared memory as a SIGKILL there would.
+macro_rules! loom_death_point {
+    ($h:expr, $name:literal) => {
+        #[cfg(shm_loom)]
+        if $h.doom == Some($name) {
+            shm_sync::primitive::world::die($h.me >> 32);
+            std::panic::resume_unwind(Box::new($crate::LoomDied));
+        }
+    };
+}
+pub(crate) use loom_death_point;
+
+/// Loom only: the unwind payload of a handle killed at a `doom_at` point. Catch it with
+/// `std::panic::catch_unwind` around the call, then `std::mem::forget` the handle (a dead
+/// process runs no destructor).
+#[cfg(shm_loom)]
+#[derive(Debug)]
+pub struct LoomDied;

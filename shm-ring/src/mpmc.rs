@@ -1,38 +1,55 @@
 //! A bounded multi-producer multi-consumer ring between any number of processes.
 //!
-//! Each slot carries a sequence number (after Vyukov's bounded MPMC queue), extended with
-//! two *marked* states so that a slot is never given up while a live process may still be
-//! writing or reading it. For a slot at position `pos` (index `pos & (capacity - 1)`;
-//! capacity >= 4 keeps these values distinct):
+//! Each slot carries one 64-bit word, `seq` (after Vyukov's bounded MPMC queue), that says
+//! whose the slot is. For a slot at position `pos` (index `pos & (capacity - 1)`):
 //!
-//! | `seq`            | state                                                          |
-//! | ---------------- | -------------------------------------------------------------- |
-//! | `pos`            | free; once `tail > pos`, claimed by a producer, not yet marked |
-//! | `pos + 2`        | WRITING: the producer named in `writer` is writing the value   |
-//! | `pos + 1`        | published; once `head > pos`, claimed by a consumer, not marked |
-//! | `pos + 3`        | READING: the consumer named in `reader` is reading the value   |
-//! | `pos + capacity` | released: free for the producer of the next lap                |
+//! | bits   | field                                                                   |
+//! | ------ | ----------------------------------------------------------------------- |
+//! | 63..16 | the position's low 48 bits (its *lap tag*)                              |
+//! | 15..7  | generation of the endpoint that marked it (low 9 bits), or 0           |
+//! | 6..2   | index of that endpoint in its side's table, or 0                        |
+//! | 1..0   | state: FREE 0, WRITING 1, PUBLISHED 2, READING 3                        |
+//!
+//! | `seq`                       | state                                                     |
+//! | --------------------------- | --------------------------------------------------------- |
+//! | `pos`, FREE                 | free; once `tail > pos`, claimed by a producer, not marked |
+//! | `pos`, WRITING, endpoint    | that producer endpoint is writing the value               |
+//! | `pos`, PUBLISHED            | published; once `head > pos`, claimed, not marked          |
+//! | `pos`, READING, endpoint    | that consumer endpoint is reading the value               |
+//! | `pos + capacity`, FREE      | released: free for the producer of the next lap           |
 //!
 //! A producer claims `pos` by moving `tail`, marks the slot WRITING with a compare-exchange
-//! from `pos`, writes, and publishes. A consumer claims `pos` by moving `head`, marks it
-//! READING with a compare-exchange from `pos + 1`, reads, and releases.
+//! from (`pos`, FREE), writes, and publishes with a compare-exchange from its own mark. A
+//! consumer claims `pos` by moving `head`, marks it READING with a compare-exchange from
+//! (`pos`, PUBLISHED), reads, and releases with a compare-exchange from its own mark.
+//!
+//! **The mark names its marker in the same atomic step.** A claimant can stop at any
+//! instruction for any time and come back: every write it makes to the slot after its claim
+//! is a compare-exchange against the exact state it expects, so once others gave its claim
+//! up it can change nothing. There is no separate identity word a stale claimant could
+//! overwrite after its claim was given up (the fault a separate `writer`/`reader` word had).
+//! The endpoint's generation (bumped by each attachment, see `end.rs`) tells a mark left by
+//! a dead attachment from one made by the live process that took the endpoint over.
 //!
 //! **A peer killed (or stalled) mid-operation.** The marks make every give-up safe:
-//! - A claim that was never marked (the claimant stopped between its claim and its mark,
-//!   one instruction) is given up after the ring's *claim timeout*: consumers skip an
-//!   unmarked producer claim (`seq` from `pos` to `pos + capacity`, then `head` past it;
-//!   [`MpmcStats::skipped`]), producers reclaim an unmarked consumer claim
-//!   ([`MpmcStats::reclaimed`]). The claimant, if it was only stalled, then fails its mark
-//!   and gets [`PushError::Expired`] (with its value: nothing was written) or
-//!   [`PopError::Expired`] (nothing was read; that message is lost, and counted).
-//! - A marked slot is given up only when the process named in `writer`/`reader` is dead
-//!   (pid + start time), checked after the claim timeout: a live writer or reader is waited
-//!   for, however slow, so no value is ever overwritten while read or read while written.
+//! - A claim that was never marked (the claimant stopped between its claim and its mark)
+//!   is given up after the ring's *claim timeout*: consumers skip an unmarked producer
+//!   claim (`seq` to (`pos + capacity`, FREE), then `head` past it; [`MpmcStats::skipped`]),
+//!   producers reclaim an unmarked consumer claim ([`MpmcStats::reclaimed`]). The claimant,
+//!   if it was only stalled, then fails its mark and gets [`PushError::Expired`] (with its
+//!   value: nothing was written) or [`PopError::Expired`] (nothing was read; that message is
+//!   lost, and counted).
+//! - A marked slot is given up only when the endpoint it names is dead: its owner process is
+//!   gone (pid + start time), or the endpoint was reaped or taken over since (its generation
+//!   moved on); checked after the claim timeout. A live writer or reader is waited for,
+//!   however slow, so no value is ever overwritten while read or read while written.
 //! - A consumer killed between its skip's two steps leaves `seq` released with `head` on
 //!   the slot; the next consumer finishes the skip for it.
 //!
-//! The claim timeout (default [`DEFAULT_CLAIM_TIMEOUT`]) bounds how long a dead peer can
-//! stall the others.
+//! Lap tags are 48 bits: a claimant stalled while the ring moves on by exactly a multiple of
+//! 2^48 positions (days at a billion messages a second) could take a later lap's slot for
+//! its own. The claim timeout (default [`DEFAULT_CLAIM_TIMEOUT`]) bounds how long a dead
+//! peer can stall the others.
 
 use std::time::{Duration, Instant};
 
@@ -46,30 +63,85 @@ use crate::spsc::{check_payload, round_capacity, FlagLine};
 use crate::wait::{self, Deadline, WaitStrategy};
 
 /// Version of the MPMC control-block layout; part of the segment's fingerprint.
-pub const MPMC_LAYOUT_VERSION: u64 = 2;
+pub const MPMC_LAYOUT_VERSION: u64 = 3;
 /// How long a claimed but unfinished slot may stall the others before they move on.
 pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
-/// Most producers (and, separately, consumers) attached at once.
-pub const MAX_ENDPOINTS: usize = 32;
+/// Most producers (and, separately, consumers) attached at once. (4 under loom, whose
+/// models never attach more, so that scanning the endpoint table does not swamp them.)
+pub const MAX_ENDPOINTS: usize = if cfg!(shm_loom) { 4 } else { 32 };
 
 const CLOSED_CLEANLY: u32 = 1;
 const DIED: u32 = 2;
 
-/// A slot: its sequence number and the value.
+/// A slot: its sequence word (see the module docs) and the value.
 #[repr(C)]
 pub(crate) struct Slot<T> {
     seq: AtomicU64,
-    /// Identity (pid << 32 | start time) of the producer that marked the slot WRITING.
-    writer: AtomicU64,
-    /// Identity of the consumer that marked the slot READING.
-    reader: AtomicU64,
     value: UnsafeCell<T>,
 }
 
-/// Offsets of the marked states from a slot's position.
-const PUBLISHED: u64 = 1;
-const WRITING: u64 = 2;
+/// Slot states (the low two bits of `seq`).
+const FREE: u64 = 0;
+const WRITING: u64 = 1;
+const PUBLISHED: u64 = 2;
 const READING: u64 = 3;
+const STATE: u64 = 0b11;
+/// How far the lap tag is shifted.
+const TAG_SHIFT: u32 = 16;
+/// The lap tag's bits, unshifted.
+const TAG: u64 = (1 << (64 - TAG_SHIFT)) - 1;
+/// Generation bits kept in a mark.
+const GEN_BITS: u32 = 9;
+
+/// `seq` for position `pos` in an unmarked state.
+#[inline]
+fn seq_of(pos: u64, state: u64) -> u64 {
+    (pos << TAG_SHIFT) | state
+}
+
+/// `seq` for position `pos` marked `state` (WRITING or READING) by `mark`.
+#[inline]
+fn marked(pos: u64, state: u64, mark: Mark) -> u64 {
+    (pos << TAG_SHIFT) | mark.bits() | state
+}
+
+/// The lap distance from position `pos` to the tag in `seq`, mod 2^48: 0 for `pos`'s own
+/// lap, `cap` for the next, `2^48 - cap` for the previous.
+#[inline]
+fn laps(seq: u64, pos: u64) -> u64 {
+    (seq >> TAG_SHIFT).wrapping_sub(pos) & TAG
+}
+
+/// Who marked a slot: an endpoint index and the low bits of its generation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Mark {
+    index: u32,
+    gen: u32,
+}
+
+impl Mark {
+    fn new(index: usize, gen: u32) -> Mark {
+        Mark {
+            index: index as u32 & (MAX_ENDPOINTS as u32 - 1),
+            gen: gen & ((1 << GEN_BITS) - 1),
+        }
+    }
+
+    fn bits(self) -> u64 {
+        (u64::from(self.gen) << 7) | (u64::from(self.index) << 2)
+    }
+
+    /// The mark in a marked `seq` (any bits: an index is always in range).
+    fn of(seq: u64) -> Mark {
+        Mark {
+            index: ((seq >> 2) & (MAX_ENDPOINTS as u64 - 1)) as u32,
+            gen: ((seq >> 7) & ((1 << GEN_BITS) - 1)) as u32,
+        }
+    }
+}
+
+#[cfg(not(shm_loom))]
+static_assertions::const_assert_eq!(MAX_ENDPOINTS, 32); // five index bits in a mark
 
 /// Per-side bookkeeping, on its own line.
 #[repr(C, align(128))]
@@ -132,7 +204,7 @@ mod layout_checks {
     const_assert_eq!(std::mem::offset_of!(Control, producers), 640);
     const_assert_eq!(std::mem::size_of::<Side>(), 640);
     const_assert_eq!(std::mem::size_of::<Control>(), 1920);
-    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 32);
+    const_assert_eq!(std::mem::size_of::<Slot<u64>>(), 16);
 }
 
 #[cfg(not(shm_loom))]
@@ -151,8 +223,9 @@ impl Side {
         }
     }
 
-    /// Claims a free (or dead) endpoint slot; returns its index.
-    fn attach(&self, me: u64) -> Option<usize> {
+    /// Claims a free (or dead) endpoint slot; returns its index and the generation of this
+    /// attachment.
+    fn attach(&self, me: u64) -> Option<(usize, u32)> {
         for (i, e) in self.ends.iter().enumerate() {
             let w = e.owner.load(Ordering::Relaxed);
             if w != 0 && !end::is_dead(w) {
@@ -169,12 +242,12 @@ impl Side {
                     continue;
                 }
             }
-            if e.claim(me).is_ok() {
+            if let Ok(gen) = e.claim(me) {
                 // Release, after the claim: pairs with the Acquire load of `ever` in `gone`,
                 // so whoever sees `ever` set also sees this endpoint's owner word (loom found
                 // a false "disconnected" when `ever` was set first).
                 self.ever.store(1, Ordering::Release);
-                return Some(i);
+                return Some((i, gen));
             }
         }
         None
@@ -210,6 +283,23 @@ impl Side {
                 self.last_departure.store(DIED, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Whether the attachment that made `mark` is certainly over: its endpoint was taken
+    /// over or reaped since (the generation moved on, or the owner word is 0), or its owner
+    /// process is dead (checked through `watches`, a pidfd poll once seen before). `false`
+    /// when in doubt, or while a new owner is between its claim and its generation bump.
+    fn marker_dead(&self, mark: Mark, watches: &mut [PeerWatch; MAX_ENDPOINTS]) -> bool {
+        let i = mark.index as usize; // < MAX_ENDPOINTS by construction
+        let e = &self.ends[i];
+        // Relaxed: the marker bumped the generation (and claimed the owner word) before its
+        // Release mark, which the caller loaded with Acquire; a later generation or owner
+        // can only come from a take-over or reap, which needed the marker dead.
+        if e.gen.load(Ordering::Relaxed) & ((1 << GEN_BITS) - 1) != mark.gen {
+            return true;
+        }
+        let w = e.owner.load(Ordering::Relaxed);
+        w == 0 || watches[i].is_dead(w)
     }
 
     /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
@@ -356,12 +446,10 @@ impl<T: Pod> Ring<T> {
     pub fn in_process(capacity: u64) -> Result<Ring<T>, RingError> {
         let name = "(in-process)";
         check_payload::<T>(name)?;
-        let cap = round_capacity(name, capacity)?.max(4);
+        let cap = round_capacity(name, capacity)?;
         let ctrl = Control::new(cap, 0, DEFAULT_CLAIM_TIMEOUT);
         let mem = mem::Heap::new_mem(ctrl, cap, |i| Slot {
-            seq: AtomicU64::new(i),
-            writer: AtomicU64::new(0),
-            reader: AtomicU64::new(0),
+            seq: AtomicU64::new(seq_of(i, FREE)),
             value: UnsafeCell::new(T::zeroed()),
         })
         .ok_or(RingError::CapacityTooLarge {
@@ -382,7 +470,7 @@ impl<T: Pod> Ring<T> {
     pub fn producer(&self) -> Result<Producer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let index = c.producers.attach(me).ok_or(RingError::TooManyEndpoints {
+        let (index, gen) = c.producers.attach(me).ok_or(RingError::TooManyEndpoints {
             name: self.name.clone(),
             role: Role::Producer,
             max: MAX_ENDPOINTS,
@@ -392,6 +480,9 @@ impl<T: Pod> Ring<T> {
             me,
             origin: shm_core::ThisProcess::now(),
             index,
+            mark: Mark::new(index, gen),
+            #[cfg(shm_loom)]
+            doom: None,
             claim_timeout: claim_timeout(c),
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
@@ -409,7 +500,7 @@ impl<T: Pod> Ring<T> {
     pub fn consumer(&self) -> Result<Consumer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let index = c.consumers.attach(me).ok_or(RingError::TooManyEndpoints {
+        let (index, gen) = c.consumers.attach(me).ok_or(RingError::TooManyEndpoints {
             name: self.name.clone(),
             role: Role::Consumer,
             max: MAX_ENDPOINTS,
@@ -419,6 +510,9 @@ impl<T: Pod> Ring<T> {
             me,
             origin: shm_core::ThisProcess::now(),
             index,
+            mark: Mark::new(index, gen),
+            #[cfg(shm_loom)]
+            doom: None,
             claim_timeout: claim_timeout(c),
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
@@ -451,6 +545,11 @@ pub struct Producer<T> {
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
     index: usize,
+    /// What this handle's slot marks say: its endpoint and that attachment's generation.
+    mark: Mark,
+    /// Loom only: the protocol step at which this handle "dies" (`doom_at`).
+    #[cfg(shm_loom)]
+    doom: Option<&'static str>,
     claim_timeout: Duration,
     strategy: WaitStrategy,
     registered: bool,
@@ -468,6 +567,11 @@ pub struct Consumer<T> {
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
     index: usize,
+    /// What this handle's slot marks say: its endpoint and that attachment's generation.
+    mark: Mark,
+    /// Loom only: the protocol step at which this handle "dies" (`doom_at`).
+    #[cfg(shm_loom)]
+    doom: Option<&'static str>,
     claim_timeout: Duration,
     strategy: WaitStrategy,
     registered: bool,
@@ -476,12 +580,6 @@ pub struct Consumer<T> {
     peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position a producer claimed but has not published, and since when.
     stuck: Option<(u64, Instant)>,
-}
-
-/// Whether the process that marked a slot (its identity word) is certainly gone. A zero
-/// (never written: garbage, as every mark is preceded by the identity store) counts as gone.
-fn claimant_dead(word: u64) -> bool {
-    word == 0 || end::is_dead(word)
 }
 
 /// After this many retries without progress, a loop reports corruption rather than spin.
@@ -503,12 +601,28 @@ enum Failure {
     Corrupted,
 }
 
-/// Whether `since` is older than `timeout`, tracking the position we are stuck on.
+/// Whether `since` is older than `timeout`, tracking the position we are stuck on. Under
+/// loom, whether the model's clock has passed, as this thread sees it
+/// (`shm_sync::primitive::world`): the timeout may fire at the first sighting or never.
 fn stuck_too_long(stuck: &mut Option<(u64, Instant)>, pos: u64, timeout: Duration) -> bool {
-    if cfg!(shm_loom) {
-        return false;
+    #[cfg(shm_loom)]
+    {
+        let _ = (stuck, pos, timeout);
+        shm_sync::primitive::world::timed_out()
     }
-    let now = Instant::now();
+    #[cfg(not(shm_loom))]
+    {
+        stuck_since(stuck, pos, timeout, Instant::now())
+    }
+}
+
+#[cfg_attr(shm_loom, allow(dead_code))]
+fn stuck_since(
+    stuck: &mut Option<(u64, Instant)>,
+    pos: u64,
+    timeout: Duration,
+    now: Instant,
+) -> bool {
     match *stuck {
         Some((p, since)) if p == pos => now.duration_since(since) >= timeout,
         _ => {
@@ -551,10 +665,11 @@ impl<T: Pod> Producer<T> {
                 return Attempt::Failed(Failure::Corrupted);
             }
             let slot = mem.slot(pos);
-            // Acquire: pairs with the consumer's Release of `seq` (its read of the previous
-            // lap's value happens before we overwrite it).
+            // Acquire: pairs with the consumer's Release release of the previous lap (its
+            // read of that value happens before we overwrite it), and with the Release of a
+            // reclaim or skip.
             let seq = slot.seq.load(Ordering::Acquire);
-            if seq == pos {
+            if seq == seq_of(pos, FREE) {
                 if c.tail
                     .pos
                     .compare_exchange_weak(
@@ -568,65 +683,48 @@ impl<T: Pod> Producer<T> {
                     pos = c.tail.pos.load(Ordering::Relaxed);
                     continue;
                 }
-                crate::fault_point!("mpmc-producer-claimed");
-                slot.writer.store(self.me, Ordering::Relaxed);
-                // Mark WRITING. Release: the `writer` store above is visible to whoever
-                // sees the mark. Fails only if consumers skipped our unmarked claim after
-                // the claim timeout: then nothing is written and the value is handed back.
-                if slot
-                    .seq
-                    .compare_exchange(
-                        pos,
-                        pos.wrapping_add(WRITING),
-                        Ordering::Release,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-                {
-                    return Attempt::Failed(Failure::Expired);
-                }
-                // SAFETY: the slot is marked WRITING by us: no consumer reads it before we
-                // publish, and it is given up only once we are dead.
-                unsafe { mem::write(&slot.value, *value) };
-                crate::fault_point!("mpmc-producer-written");
-                // Release: publishes the value; pairs with the consumer's Acquire load of
-                // `seq`. Only the marker moves a slot out of WRITING while it lives.
-                slot.seq
-                    .store(pos.wrapping_add(PUBLISHED), Ordering::Release);
-                crate::fault_point!("mpmc-producer-published");
-                self.stuck = None;
-                if wait::wake_if_waiting(self.registered, &c.consumers_waiting, 1) {
-                    c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
-                }
-                return Attempt::Done(());
+                return self.fill(pos, value);
             }
-            if seq.wrapping_sub(pos) <= READING {
+            let lap = laps(seq, pos);
+            if lap == 0 {
                 // Another producer claimed `pos` this lap; move on (re-reading: persistent
                 // impossible values are called corruption after MAX_RETRIES).
                 pos = c.tail.pos.load(Ordering::Relaxed);
                 shm_sync::primitive::spin_hint();
                 continue;
             }
+            if lap != cap.wrapping_neg() & TAG {
+                // A later lap (our `pos` is stale), or garbage: re-read.
+                pos = c.tail.pos.load(Ordering::Relaxed);
+                shm_sync::primitive::spin_hint();
+                continue;
+            }
             // The previous lap's slot is still in use.
-            let lap = pos.wrapping_sub(cap);
-            let state = seq.wrapping_sub(lap);
+            let state = seq & STATE;
             if !check_claims && (state == PUBLISHED || state == READING) {
                 return Attempt::Blocked;
             }
+            let prev = pos.wrapping_sub(cap);
             if state == PUBLISHED {
                 // Relaxed: the Acquire load of `seq` above already keeps this load after
                 // it, and `head` is only ever written by Relaxed CASes: nothing to pair with.
                 let head = c.head.pos.load(Ordering::Relaxed);
-                let claimed = head.wrapping_sub(lap).wrapping_sub(1) < cap;
+                let claimed = head.wrapping_sub(prev).wrapping_sub(1) < cap;
                 if claimed && stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
-                    // A consumer claimed it but never marked it: reclaim (its mark will
-                    // fail, so it never reads a slot we rewrite).
+                    // A consumer claimed it but never marked it: reclaim. Its mark, a
+                    // compare-exchange from (prev, PUBLISHED), then fails, so it never
+                    // reads a slot we rewrite.
                     self.stuck = None;
                     // Acquire: pairs with the Release publish of the previous lap's value
                     // (we are about to overwrite it; its consumer never marked it).
                     if slot
                         .seq
-                        .compare_exchange(seq, pos, Ordering::Acquire, Ordering::Relaxed)
+                        .compare_exchange(
+                            seq,
+                            seq_of(pos, FREE),
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
                         .is_ok()
                     {
                         c.tail.expired.fetch_add(1, Ordering::Relaxed);
@@ -638,16 +736,23 @@ impl<T: Pod> Producer<T> {
             if state == READING {
                 if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
                     self.stuck = None;
-                    let reader = slot.reader.load(Ordering::Relaxed);
-                    // Acquire (on the CAS below): pairs with the dead reader's Release mark,
-                    // so its mark and everything before it happen before our rewrite. Its
-                    // reads of the value after the mark are not ordered by this: they cannot
-                    // overlap our rewrite only because the reader is dead (a process the
-                    // kernel has reaped issues no more loads).
-                    if claimant_dead(reader)
+                    // The mark came with `seq` (Acquire above), so its endpoint's generation
+                    // and owner word, written before it, are visible to the check.
+                    // AcqRel (on the CAS below): Acquire pairs with the dead reader's
+                    // Release mark; whether its reads of the value are over is the death
+                    // verdict's to say (a process the kernel has reaped issues no more
+                    // loads; under loom the verdict is a Release/Acquire pair with the
+                    // death). Release: our rewrite is ordered after our verdict for the
+                    // next consumer.
+                    if c.consumers.marker_dead(Mark::of(seq), &mut self.peers)
                         && slot
                             .seq
-                            .compare_exchange(seq, pos, Ordering::Acquire, Ordering::Relaxed)
+                            .compare_exchange(
+                                seq,
+                                seq_of(pos, FREE),
+                                Ordering::AcqRel,
+                                Ordering::Relaxed,
+                            )
                             .is_ok()
                     {
                         // The reader died mid-read: its claim is void.
@@ -657,14 +762,64 @@ impl<T: Pod> Producer<T> {
                 }
                 return Attempt::Blocked;
             }
-            if state == 0 || state == WRITING {
-                // The previous lap's producer is not done: the ring is full (consumers give
-                // up that claim if its producer is gone).
-                return Attempt::Blocked;
-            }
-            pos = c.tail.pos.load(Ordering::Relaxed);
-            shm_sync::primitive::spin_hint();
+            // FREE or WRITING: the previous lap's producer is not done (consumers give up
+            // that claim if its producer is gone): the ring is full.
+            return Attempt::Blocked;
         }
+    }
+
+    /// Marks the claimed `pos` WRITING, writes `value` and publishes it.
+    #[inline]
+    fn fill(&mut self, pos: u64, value: &T) -> Attempt<()> {
+        let mem = &self.ring.mem;
+        let slot = mem.slot(pos);
+        crate::fault_point!("mpmc-producer-claimed");
+        crate::loom_death_point!(self, "mpmc-producer-claimed");
+        let mine = marked(pos, WRITING, self.mark);
+        // Mark WRITING, naming our endpoint in the same step. Release: pairs with the
+        // Acquire load of `seq` by a consumer that checks the mark's endpoint (our claim of
+        // it, and its generation, happened before). Fails only if consumers skipped our
+        // unmarked claim after the claim timeout: then nothing is written and the value is
+        // handed back.
+        if slot
+            .seq
+            .compare_exchange(
+                seq_of(pos, FREE),
+                mine,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Attempt::Failed(Failure::Expired);
+        }
+        // SAFETY: the slot is marked WRITING by us: no consumer reads it before we
+        // publish, and it is given up only once our endpoint is dead.
+        unsafe { mem::write(&slot.value, *value) };
+        crate::fault_point!("mpmc-producer-written");
+        crate::loom_death_point!(self, "mpmc-producer-written");
+        // Publish. Release: pairs with the consumer's Acquire load of `seq`. A compare-
+        // exchange from our own mark: if consumers gave the slot up (they judged us dead,
+        // wrongly), nothing is published and the value comes back.
+        if slot
+            .seq
+            .compare_exchange(
+                mine,
+                seq_of(pos, PUBLISHED),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Attempt::Failed(Failure::Expired);
+        }
+        crate::fault_point!("mpmc-producer-published");
+        self.stuck = None;
+        let c = mem.ctrl();
+        if wait::wake_if_waiting(self.registered, &c.consumers_waiting, 1) {
+            c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        Attempt::Done(())
     }
 
     /// Pushes if there is room. Never blocks.
@@ -780,7 +935,8 @@ impl<T: Pod> Producer<T> {
                     || {
                         // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
                         c.head.pos.load(Ordering::Relaxed) != head
-                            || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == tail
+                            || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed)
+                                == seq_of(tail, FREE)
                             || c.consumers.gone().is_some()
                     },
                     || None,
@@ -818,6 +974,32 @@ fn fail_pop(f: Failure) -> PopError {
         Failure::Corrupted => PopError::Corrupted,
     }
 }
+
+/// Loom only: deaths of handles, for the models of the slot protocol's dead-peer paths.
+#[cfg(shm_loom)]
+macro_rules! loom_deaths {
+    ($t:ident) => {
+        impl<T> $t<T> {
+            /// Loom only: this handle dies when it next reaches protocol step `point` (one
+            /// of the `mpmc-*` fault points): it is marked dead and the call unwinds with
+            /// [`LoomDied`](crate::LoomDied).
+            pub fn doom_at(&mut self, point: &'static str) {
+                self.doom = Some(point);
+            }
+
+            /// Loom only: this handle's process dies now, between operations: marked dead,
+            /// its endpoint left attached, no destructor run.
+            pub fn die(self) {
+                shm_sync::primitive::world::die(self.me >> 32);
+                std::mem::forget(self);
+            }
+        }
+    };
+}
+#[cfg(shm_loom)]
+loom_deaths!(Producer);
+#[cfg(shm_loom)]
+loom_deaths!(Consumer);
 
 impl<T> Drop for Producer<T> {
     fn drop(&mut self) {
@@ -865,10 +1047,9 @@ impl<T: Pod> Consumer<T> {
                 return Attempt::Failed(Failure::Corrupted);
             }
             let slot = mem.slot(pos);
-            // Acquire: pairs with the producer's Release publish of `seq`.
+            // Acquire: pairs with the producer's Release publish (and marks) of `seq`.
             let seq = slot.seq.load(Ordering::Acquire);
-            let state = seq.wrapping_sub(pos);
-            if state == PUBLISHED {
+            if seq == seq_of(pos, PUBLISHED) {
                 match c.head.pos.compare_exchange_weak(
                     pos,
                     pos.wrapping_add(1),
@@ -882,14 +1063,16 @@ impl<T: Pod> Consumer<T> {
                     }
                 }
             }
-            if state == 0 || state == WRITING {
+            let lap = laps(seq, pos);
+            let state = seq & STATE;
+            if lap == 0 && (state == FREE || state == WRITING) {
                 if !check_claims {
                     return Attempt::Blocked;
                 }
                 // Relaxed: the Acquire load of `seq` above already keeps this load after
                 // it, and `tail` is only ever written by Relaxed CASes: nothing to pair with.
                 let tail = c.tail.pos.load(Ordering::Relaxed);
-                if state == 0 && tail == pos {
+                if state == FREE && tail == pos {
                     return Attempt::Blocked; // empty
                 }
                 if tail.wrapping_sub(pos).wrapping_sub(1) >= cap {
@@ -903,33 +1086,35 @@ impl<T: Pod> Consumer<T> {
                     return Attempt::Blocked;
                 }
                 self.stuck = None;
-                // Give it up only if unmarked, or marked by a dead writer.
-                if state == WRITING && !claimant_dead(slot.writer.load(Ordering::Relaxed)) {
+                // Give it up only if unmarked, or marked by an endpoint that is dead (the
+                // mark came with `seq`, loaded with Acquire).
+                if state == WRITING && !c.producers.marker_dead(Mark::of(seq), &mut self.peers) {
                     return Attempt::Blocked;
                 }
-                // Relaxed: the claim is unmarked (nobody touched the value) or its writer is
-                // dead (its last stores were complete when the kernel reaped it), so no
-                // live process accesses the value; the next lap's producer orders its own
-                // writes after its Acquire load of the `seq` we store.
+                // Release: the next lap's producer (Acquire load of `seq`) is ordered after
+                // our verdict, and so after whatever the dead writer did (under loom the
+                // verdict is a Release/Acquire pair with the death). Nobody touches the value
+                // here: the claim is unmarked, or its writer is dead.
                 if slot
                     .seq
                     .compare_exchange(
                         seq,
-                        pos.wrapping_add(cap),
-                        Ordering::Relaxed,
+                        seq_of(pos.wrapping_add(cap), FREE),
+                        Ordering::Release,
                         Ordering::Relaxed,
                     )
                     .is_ok()
                 {
                     c.head.expired.fetch_add(1, Ordering::Relaxed);
                     crate::fault_point!("mpmc-consumer-skipping");
+                    crate::loom_death_point!(self, "mpmc-consumer-skipping");
                     self.finish_skip(pos);
                     self.wake_producers();
                 }
                 pos = c.head.pos.load(Ordering::Relaxed);
                 continue;
             }
-            if state.wrapping_sub(cap) <= READING {
+            if lap == cap {
                 // Released (consumed or skipped), and perhaps already claimed, marked or
                 // published by the next lap's producer. A consumer claims (moves `head`)
                 // before it releases, so if `head` still points here, a consumer died (or
@@ -940,14 +1125,16 @@ impl<T: Pod> Consumer<T> {
                 pos = c.head.pos.load(Ordering::Relaxed);
                 continue;
             }
-            let prev = seq.wrapping_sub(pos.wrapping_sub(cap));
-            if (prev == PUBLISHED || prev == READING) && c.head.pos.load(Ordering::Relaxed) == pos {
+            if lap == cap.wrapping_neg() & TAG
+                && (state == PUBLISHED || state == READING)
+                && c.head.pos.load(Ordering::Relaxed) == pos
+            {
                 // The previous lap's item is still claimed (or being read) by a consumer
                 // that has not released it: a stalled one, or a dead one whose claim the
                 // producers give up after the claim timeout. Nothing is ready at `pos` yet.
                 return Attempt::Blocked;
             }
-            // READING (another consumer has it), a later lap, or garbage: re-read.
+            // READING at `pos` (another consumer has it), a later lap, or garbage: re-read.
             pos = c.head.pos.load(Ordering::Relaxed);
             shm_sync::primitive::spin_hint();
         }
@@ -970,15 +1157,17 @@ impl<T: Pod> Consumer<T> {
         let slot = mem.slot(pos);
         self.stuck = None;
         crate::fault_point!("mpmc-consumer-claimed");
-        slot.reader.store(self.me, Ordering::Relaxed);
-        // Mark READING. Release: the `reader` store is visible with the mark. Fails only
-        // if producers reclaimed our unmarked claim after the claim timeout: then we read
+        crate::loom_death_point!(self, "mpmc-consumer-claimed");
+        let mine = marked(pos, READING, self.mark);
+        // Mark READING, naming our endpoint in the same step. Release: pairs with the
+        // Acquire load of `seq` by a producer that checks the mark's endpoint. Fails only if
+        // producers reclaimed our unmarked claim after the claim timeout: then we read
         // nothing (the slot may be rewritten) and report it.
         if slot
             .seq
             .compare_exchange(
-                pos.wrapping_add(PUBLISHED),
-                pos.wrapping_add(READING),
+                seq_of(pos, PUBLISHED),
+                mine,
                 Ordering::Release,
                 Ordering::Relaxed,
             )
@@ -987,12 +1176,27 @@ impl<T: Pod> Consumer<T> {
             return Attempt::Failed(Failure::Expired);
         }
         // SAFETY: the slot is marked READING by us: no producer writes it until we release
-        // it, and it is given up only once we are dead.
+        // it, and it is given up only once our endpoint is dead.
         let v = unsafe { mem::read(&slot.value) };
         crate::fault_point!("mpmc-consumer-read");
+        crate::loom_death_point!(self, "mpmc-consumer-read");
         // Release: our read happens before the next lap's producer writes; pairs with the
-        // producer's Acquire load of `seq`.
-        slot.seq.store(pos.wrapping_add(cap), Ordering::Release);
+        // producer's Acquire load of `seq`. A compare-exchange from our own mark: if
+        // producers gave the slot up (they judged us dead, wrongly), the value may have been
+        // rewritten under us, so it is dropped and reported, never delivered.
+        if slot
+            .seq
+            .compare_exchange(
+                mine,
+                seq_of(pos.wrapping_add(cap), FREE),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Attempt::Failed(Failure::Expired);
+        }
+        crate::fault_point!("mpmc-consumer-released");
         self.wake_producers();
         Attempt::Done(v)
     }
@@ -1135,7 +1339,7 @@ impl<T: Pod> Consumer<T> {
                         // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
                         c.tail.pos.load(Ordering::Relaxed) != tail
                             || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
-                                == head.wrapping_add(1)
+                                == seq_of(head, PUBLISHED)
                             || c.producers.gone().is_some()
                     },
                     || None,
@@ -1204,7 +1408,7 @@ mod shared {
             }
         }
 
-        /// Slots wanted; rounded up to a power of two, and at least 4.
+        /// Slots wanted; rounded up to a power of two.
         pub fn capacity(mut self, capacity: u64) -> Self {
             self.capacity = capacity;
             self
@@ -1252,9 +1456,7 @@ mod shared {
         /// `Create` error.
         pub fn create(&self) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
-            // The five slot states (free, writing, published, reading, released) need
-            // distinct sequence values: four slots at least.
-            let cap = round_capacity(&self.name, self.capacity)?.max(4);
+            let cap = round_capacity(&self.name, self.capacity)?;
             let (l, ctrl_r, slots_r) = mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| {
                 RingError::CapacityTooLarge {
                     name: self.name.clone(),
@@ -1278,7 +1480,7 @@ mod shared {
                     // SAFETY: `index < cap`, inside the checked slot region; inside
                     // `create_with` nobody else can see the segment.
                     let slot = unsafe { &*slots.as_ptr().add(index) };
-                    slot.seq.store(pos, Ordering::Relaxed);
+                    slot.seq.store(seq_of(pos, FREE), Ordering::Relaxed);
                 }
                 Ok::<_, shm_core::RegionError>(())
             })?;
@@ -1307,7 +1509,7 @@ mod shared {
             let seg = self
                 .seg_builder()
                 .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 4, cap_of))?;
-            let mem = Mem::open_segment(seg, &self.name, 4, cap_of)?;
+            let mem = Mem::open_segment(seg, &self.name, 1, cap_of)?;
             Ok(Ring {
                 mem,
                 name: self.name.clone(),

@@ -34,6 +34,8 @@ fn child_mpmc() {
         "produce" => produce(&name, arg),
         "consume" => consume(&name),
         "pop-one" => pop_one(&name),
+        "push-one" => push_one(&name, arg),
+        "pop-n" => pop_n(&name, arg),
         other => panic!("unknown role {other}"),
     }
 }
@@ -229,6 +231,38 @@ fn pop_one(name: &str) {
         Ok(v) => println!("CHILD:popped {v}"),
         Err(e) => println!("CHILD:error {e:?}"),
     }
+}
+
+/// Pushes `v` once (`try_push`) and says what came of it.
+fn push_one(name: &str, v: u64) {
+    let ring = mpmc::open::<u64>(name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    println!("CHILD:attached");
+    match tx.try_push(v) {
+        Ok(()) => println!("CHILD:pushed"),
+        Err(e) => println!("CHILD:error {e:?}"),
+    }
+    // Optionally stay alive (holding the endpoint) until killed.
+    if let Some(ms) = std::env::var("SHMRING_LINGER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+}
+
+/// Pops `n` items (each waiting up to 10 s) and lists them.
+fn pop_n(name: &str, n: u64) {
+    let ring = mpmc::open::<u64>(name).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    println!("CHILD:attached");
+    let got: Vec<String> = (0..n)
+        .map(|_| match rx.pop_timeout(Duration::from_secs(10)) {
+            Ok(v) => v.to_string(),
+            Err(e) => format!("{e:?}"),
+        })
+        .collect();
+    println!("CHILD:got {}", got.join(","));
 }
 
 #[test]
@@ -673,10 +707,16 @@ fn ring_with_a_half_finished_skip_at_2(tag: &str) -> (String, Cleanup, Ring<u64>
     (name, c, ring)
 }
 
-/// The sequence word of slot `i` of the MPMC `u64` ring `name` (slots of 32 bytes, `seq`
-/// first, after the control block at 128 + 1920).
+/// The sequence word of slot `i` of the MPMC `u64` ring `name` (slots of 16 bytes, `seq`
+/// first, after the control block at 128 + 1920): the position's lap tag in bits 63..16, the
+/// marking endpoint in 15..2, the state in 1..0 (FREE 0, WRITING 1, PUBLISHED 2, READING 3).
 fn slot_seq(name: &str, i: u64) -> u64 {
-    peek_u64(name, 128 + 1920 + 32 * i)
+    peek_u64(name, 128 + 1920 + 16 * i)
+}
+
+/// Whether a slot sequence word says WRITING for position `pos`.
+fn writing(seq: u64, pos: u64) -> bool {
+    seq >> 16 == pos && seq & 3 == 1
 }
 
 /// Polls `ring` (bounded) until `done` holds.
@@ -698,9 +738,9 @@ fn a_half_finished_skip_survives_a_next_lap_still_writing() {
         .env("SHMRING_FAULT", "mpmc-producer-written:8:1000")
         .env("SHMRING_COUNT", "8");
     let mut writer = Running::spawn(writer);
-    // Slot 2's sequence says WRITING for position 10 (10 + 2): marked, not published.
+    // Slot 2's sequence says WRITING for position 10: marked, not published.
     let t = Instant::now();
-    while slot_seq(&name, 2) != 12 {
+    while !writing(slot_seq(&name, 2), 10) {
         assert!(t.elapsed() < Duration::from_secs(30), "never marked");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -752,6 +792,182 @@ fn a_stalled_skipper_is_overtaken_and_its_late_step_does_no_harm() {
     assert!(stalled.wait_success(Duration::from_secs(30)));
     let st = ring.stats();
     assert_eq!((st.skipped, st.head, st.tail), (1, 11, 11), "{st:?}");
+}
+
+/// A producer stalls between claiming position 0 and marking it, past the claim timeout:
+/// consumers skip the claim, and a live producer laps onto the same slot (position 4 of a
+/// 4-slot ring) and stalls there, marked WRITING. The stalled claimant resumes, fails its
+/// mark and exits. Its resumption must leave no trace on the slot: consumers wait for the
+/// live writer, whose push returns `Ok` and whose message arrives (issue 12, defect 1:
+/// before, the claimant stored its identity over the live writer's, died, and consumers
+/// gave the live writer's slot up: its `Ok` push was lost).
+#[test]
+fn a_producer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
+    let name = unique_name("mpmc-stale-p");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut stale = role("push-one", &name, msg(9, 0));
+    stale.env("SHMRING_FAULT", "mpmc-producer-claimed:1:300");
+    let mut stale = Running::spawn(stale);
+    until(&ring, "the stalled claim of position 0", |st| st.tail == 1);
+    // The claim is skipped after the timeout.
+    let t = Instant::now();
+    while ring.stats().skipped == 0 {
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+        assert!(t.elapsed() < Duration::from_secs(10), "never skipped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // A live producer fills positions 1..=4 and stalls 600 ms on position 4 (slot 0),
+    // marked WRITING, written, not published.
+    let mut live = role("produce", &name, 2);
+    live.env("SHMRING_COUNT", "4")
+        .env("SHMRING_FAULT", "mpmc-producer-written:4:600");
+    let mut live = Running::spawn(live);
+    until(&ring, "the live producer's claim of position 4", |st| {
+        st.tail == 5
+    });
+    // The stalled claimant resumes: its mark fails, it says so and exits (dead).
+    stale.expect_line("error Expired(..)", Duration::from_secs(10));
+    assert!(stale.wait_success(Duration::from_secs(10)));
+    let mut got = Vec::new();
+    let t = Instant::now();
+    while got.len() < 4 {
+        match rx.pop_timeout(Duration::from_secs(5)) {
+            Ok(v) => got.push(v),
+            Err(e) => panic!("{e} after {got:x?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{got:x?}");
+    }
+    assert_eq!(got, (0..4).map(|i| msg(2, i)).collect::<Vec<_>>());
+    assert!(live.wait_success(Duration::from_secs(10)));
+    assert_eq!(live.next_line(Duration::from_secs(5)), "attached");
+    assert_eq!(live.next_line(Duration::from_secs(5)), "expired 0");
+    let st = ring.stats();
+    assert_eq!((st.skipped, st.head, st.tail), (1, 5, 5), "{st:?}");
+    assert!(matches!(
+        rx.try_pop(),
+        Err(PopError::Disconnected | PopError::PeerDied)
+    ));
+}
+
+/// As above, but the live producer is killed on position 4 (marked WRITING) and the stalled
+/// claimant, having failed its mark, lives on: consumers must skip the dead writer's slot
+/// after the claim timeout (before, the claimant's identity stood in the slot and the ring
+/// made no progress for as long as the claimant lived).
+#[test]
+fn a_stalled_producers_late_resumption_never_wedges_a_dead_writers_slot() {
+    let name = unique_name("mpmc-stale-wedge");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut stale = role("push-one", &name, msg(9, 0));
+    stale
+        .env("SHMRING_FAULT", "mpmc-producer-claimed:1:300")
+        .env("SHMRING_LINGER_MS", "30000");
+    let mut stale = Running::spawn(stale);
+    until(&ring, "the stalled claim of position 0", |st| st.tail == 1);
+    let t = Instant::now();
+    while ring.stats().skipped == 0 {
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+        assert!(t.elapsed() < Duration::from_secs(10), "never skipped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut doomed = role("produce", &name, 2);
+    doomed
+        .env("SHMRING_COUNT", "4")
+        .env("SHMRING_FAULT", "mpmc-producer-written:4");
+    let mut doomed = Running::spawn(doomed);
+    assert!(!doomed.wait_success(Duration::from_secs(10)), "not killed");
+    stale.expect_line("error Expired(..)", Duration::from_secs(10));
+    // The claimant lives on. Three messages arrive, then the dead writer's slot is skipped.
+    let mut got = Vec::new();
+    let t = Instant::now();
+    while ring.stats().skipped < 2 {
+        match rx.try_pop() {
+            Ok(v) => got.push(v),
+            Err(PopError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e} after {got:x?}"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "no progress in 5 s while the stalled claimant lives: {got:x?}, {:?}",
+            ring.stats()
+        );
+    }
+    while let Ok(v) = rx.try_pop() {
+        got.push(v);
+    }
+    assert_eq!(got, (0..3).map(|i| msg(2, i)).collect::<Vec<_>>());
+    let st = ring.stats();
+    assert_eq!((st.skipped, st.head, st.tail), (2, 5, 5), "{st:?}");
+    stale.kill9();
+}
+
+/// A consumer stalls between claiming position 0 and marking it, past the claim timeout:
+/// producers reclaim the slot when they lap onto it, and a live consumer takes positions
+/// 1..=4 and stalls on position 4 (slot 0), marked READING. The stalled claimant resumes,
+/// fails its mark and exits. Producers must wait for the live reader before they lap onto
+/// slot 0 again, and every message pushed with `Ok` after position 0 is delivered once
+/// (issue 12, defect 1: before, the claimant stored its identity over the live reader's and
+/// died, a producer gave the live reader's slot up and rewrote it, and the reader's late
+/// release then wiped the new message).
+#[test]
+fn a_consumer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
+    let name = unique_name("mpmc-stale-c");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.push(msg(1, 0)).unwrap();
+    let mut stale = role("pop-one", &name, 0);
+    stale.env("SHMRING_FAULT", "mpmc-consumer-claimed:1:300");
+    let mut stale = Running::spawn(stale);
+    until(&ring, "the stalled claim of position 0", |st| st.head == 1);
+    // Positions 1..=4; the last laps onto slot 0, which is reclaimed after the timeout.
+    for i in 1..=4 {
+        tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(ring.stats().reclaimed, 1);
+    // A live consumer takes 1..=4 and stalls 800 ms after reading 4, before releasing it.
+    let mut live = role("pop-n", &name, 4);
+    live.env("SHMRING_FAULT", "mpmc-consumer-read:4:800");
+    let mut live = Running::spawn(live);
+    until(&ring, "the live consumer's claim of position 4", |st| {
+        st.head == 5
+    });
+    stale.expect_line("error Expired", Duration::from_secs(10));
+    assert!(stale.wait_success(Duration::from_secs(10)));
+    // Positions 5..=8; the last laps onto slot 0 again, which the live reader still holds.
+    for i in 5..=8 {
+        tx.push_timeout(msg(1, i), Duration::from_secs(10)).unwrap();
+    }
+    let want: Vec<String> = (1..=4).map(|i| msg(1, i).to_string()).collect();
+    assert_eq!(live.next_line(Duration::from_secs(10)), "attached");
+    assert_eq!(
+        live.next_line(Duration::from_secs(20)),
+        format!("got {}", want.join(","))
+    );
+    assert!(live.wait_success(Duration::from_secs(10)));
+    let mut rx = ring.consumer().unwrap();
+    let mut got = Vec::new();
+    while let Ok(v) = rx.pop_timeout(Duration::from_millis(500)) {
+        got.push(v);
+    }
+    assert_eq!(got, (5..=8).map(|i| msg(1, i)).collect::<Vec<_>>());
+    let st = ring.stats();
+    assert_eq!((st.reclaimed, st.skipped), (1, 0), "{st:?}");
 }
 
 // ------------------------------------------------------------ wrap-around, roles, bad input
@@ -826,8 +1042,20 @@ fn bad_input_is_a_typed_error() {
         mpmc::create::<u64>(&name, 0),
         Err(RingError::ZeroCapacity { .. })
     ));
+    let ring = mpmc::create::<u64>(&name, 3).unwrap();
+    assert_eq!(ring.capacity(), 4, "capacities round up to a power of two");
+    drop(ring);
+    // One slot is a ring too: each lap's states have their own lap tag.
     let ring = mpmc::create::<u64>(&name, 1).unwrap();
-    assert_eq!(ring.capacity(), 4, "MPMC rounds up to four slots at least");
+    assert_eq!(ring.capacity(), 1);
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for v in 0..5u64 {
+        tx.try_push(v).unwrap();
+        assert!(matches!(tx.try_push(99), Err(PushError::Full(99))));
+        assert_eq!(rx.try_pop(), Ok(v));
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+    drop((tx, rx));
     // An MPMC ring opened as SPSC (and the reverse) is a kind mismatch.
     let e = spsc::open::<u64>(&name).err().unwrap();
     assert!(

@@ -86,19 +86,23 @@ mod model {
         word as *const W as usize
     }
 
-    /// Sleeps while `*word == expected` (the loom model; timeouts are ignored).
-    pub fn wait(word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+    /// Sleeps while `*word == expected` (the loom model). A timed wait once the model has
+    /// let time pass (`primitive::world::time_passes`) ends at once, as a slice that is
+    /// over: the clock is read under the table's lock, which `time_passes` takes after
+    /// setting it, so a waiter either sees it or is woken by it. Before that, and for
+    /// untimed waits, timeouts are ignored, so a missing wake is a deadlock loom reports.
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
         // SeqCst: the model's stand-in for the kernel's full barrier before it compares the
         // word (futex_wait's smp_mb), which pairs with the wakers' fences.
-        wait_keyed(key(word), || {
+        wait_keyed(key(word), timeout.is_some(), || {
             word.load(crate::primitive::Ordering::SeqCst) == expected
         })
     }
 
     /// [`wait`] on the low half of a 64-bit word (the loom model).
-    pub fn wait_low(word: &AtomicU64, expected: u32, _timeout: Option<Duration>) -> WaitOutcome {
+    pub fn wait_low(word: &AtomicU64, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
         // SeqCst: as in `wait`.
-        wait_keyed(key(word), || {
+        wait_keyed(key(word), timeout.is_some(), || {
             word.load(crate::primitive::Ordering::SeqCst) as u32 == expected
         })
     }
@@ -110,10 +114,17 @@ mod model {
 
     /// Checks the word and enqueues under one lock, as the kernel does under its
     /// hash-bucket lock, so a wake cannot slip between the check and the sleep.
-    fn wait_keyed(key: usize, still: impl FnOnce() -> bool) -> WaitOutcome {
+    fn wait_keyed(key: usize, timed: bool, still: impl FnOnce() -> bool) -> WaitOutcome {
         let mut t = TABLE.lock().unwrap();
         if !still() {
             return WaitOutcome::ValueChanged;
+        }
+        if timed && crate::primitive::world::timed_out() {
+            drop(t);
+            // Let the others run: loom then shows this thread fresh values, so a waiter
+            // whose slices keep ending makes progress.
+            loom::thread::yield_now();
+            return WaitOutcome::TimedOut;
         }
         let id = t.next;
         t.next += 1;
@@ -130,6 +141,19 @@ mod model {
     /// Wakes up to `n` waiters on `word` (the loom model).
     pub fn wake(word: &AtomicU32, n: u32) -> u32 {
         wake_keyed(key(word), n)
+    }
+
+    /// Wakes every sleeper on every word (the model of "time passes": each sleep slice
+    /// ends). Callers re-check their condition after any wake.
+    pub(crate) fn wake_every_sleeper() {
+        // After the clock was set (see `wait`).
+        let mut t = TABLE.lock().unwrap();
+        let ids: Vec<u64> = t.waiting.drain(..).map(|(_, id)| id).collect();
+        let any = !ids.is_empty();
+        t.woken.extend(ids);
+        if any {
+            CV.notify_all();
+        }
     }
 
     fn wake_keyed(key: usize, n: u32) -> u32 {
@@ -150,6 +174,8 @@ mod model {
     }
 }
 
+#[cfg(shm_loom)]
+pub(crate) use model::wake_every_sleeper;
 #[cfg(shm_loom)]
 pub use model::{wait, wait_low, wake, wake_low};
 

@@ -344,6 +344,8 @@ impl<T> Mutex<T> {
                 {
                     return self.acquired(me, false);
                 }
+                // Lost the race: a spin hint before re-reading (under loom, a yield).
+                crate::primitive::spin_hint();
                 continue;
             }
             if let Some(r) = self.recover_if_dead(w, me) {
@@ -358,6 +360,9 @@ impl<T> Mutex<T> {
                     .compare_exchange(w, w | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
                     .is_err()
             {
+                // The word changed under us: a spin hint before re-reading it (under loom, a
+                // yield, after which loom shows us the new word rather than a stale one).
+                crate::primitive::spin_hint();
                 continue;
             }
             let slice = match deadline {
@@ -372,7 +377,12 @@ impl<T> Mutex<T> {
             };
             // Under loom the futex model ignores the slice (so a missing wake is a
             // deadlock loom reports); here the slice bounds how late a death is noticed.
-            crate::futex::wait(&self.word, w | WAITERS, Some(slice));
+            if crate::futex::wait(&self.word, w | WAITERS, Some(slice))
+                == crate::futex::WaitOutcome::ValueChanged
+            {
+                // As above: the word we read is already stale.
+                crate::primitive::spin_hint();
+            }
             if self.is_not_recoverable() {
                 return Err(LockError::NotRecoverable);
             }

@@ -103,18 +103,15 @@ pub(crate) fn is_dead(tid: u32, start: Start) -> bool {
     }
 }
 
-// Under loom, threads are loom threads (all on one OS thread): each gets a small id, and a
-// model "kills" one by calling `loom_die` (it then forgets its guards and returns).
+// Under loom, threads are loom threads (all on one OS thread): each gets an identity from
+// `primitive::world`, and a model "kills" one by calling `loom_die` (it then forgets its
+// guards and returns). Whether a check sees the death yet is loom's choice.
 #[cfg(shm_loom)]
 mod model {
     use super::*;
-    use std::sync::Mutex as StdMutex;
-
-    static DEAD: StdMutex<Vec<u32>> = StdMutex::new(Vec::new());
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
 
     loom::thread_local! {
-        static ID: u32 = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & TID_MASK;
+        static ID: u32 = crate::primitive::world::new_identity() as u32 & TID_MASK;
     }
 
     pub(crate) fn me() -> Me {
@@ -125,13 +122,12 @@ mod model {
     }
 
     pub(crate) fn is_dead(tid: u32, _start: Start) -> bool {
-        tid == 0 || DEAD.lock().unwrap().contains(&tid)
+        tid == 0 || crate::primitive::world::is_dead(u64::from(tid))
     }
 
     /// Marks the calling loom thread dead: holders of its locks may now be recovered.
     pub fn loom_die() {
-        let tid = me().tid;
-        DEAD.lock().unwrap().push(tid);
+        crate::primitive::world::die(u64::from(me().tid));
     }
 }
 

@@ -119,3 +119,59 @@ pub fn spin_hint() {
     #[cfg(shm_loom)]
     yield_now();
 }
+
+/// The world outside the threads of a loom model, as the algorithms see it: the clock that
+/// ends timeouts and sleep slices, and which processes are dead. A model chooses when time
+/// passes and who dies; loom chooses when each thread notices (both are atomics read with
+/// loads whose value loom explores), so the timeout and dead-peer paths of every protocol are
+/// explored, including a party that was timed out or given up while only stalled.
+#[cfg(shm_loom)]
+pub mod world {
+    use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    loom::lazy_static! {
+        static ref CLOCK: AtomicBool = AtomicBool::new(false);
+        static ref DEAD: AtomicU64 = AtomicU64::new(0);
+    }
+
+    /// A fresh identity for a "process" (a ring handle, a lock-holding thread): unique
+    /// across every execution, so at most 64 are alive in one model and each has its own
+    /// bit in the dead set.
+    pub fn new_identity() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x3fff_ffff
+    }
+
+    /// Time passes: every timeout may now read as expired (to a thread that sees this
+    /// store), and every thread asleep on a futex wakes as at the end of its sleep slice.
+    pub fn time_passes() {
+        // Relaxed: a thread may go on reading the clock as not yet expired (loom explores
+        // both), as a timer that has not fired yet would.
+        CLOCK.store(true, Ordering::Relaxed);
+        crate::futex::wake_every_sleeper();
+    }
+
+    /// Whether a timeout that was started has expired, as this thread can tell.
+    pub fn timed_out() -> bool {
+        // Relaxed: see `time_passes`; once seen, it stays seen (coherence).
+        CLOCK.load(Ordering::Relaxed)
+    }
+
+    fn bit(id: u64) -> u64 {
+        1 << (id % 64)
+    }
+
+    /// The "process" `id` dies: it runs no further step of any protocol.
+    pub fn die(id: u64) {
+        // Release: pairs with the Acquire load in `is_dead`: whoever judges it dead sees
+        // everything it did, as the kernel's reaping of a process orders its last stores
+        // before anyone learns of its death.
+        DEAD.fetch_or(bit(id), Ordering::Release);
+    }
+
+    /// Whether `id` is known dead here (loom chooses whether a death is seen yet).
+    pub fn is_dead(id: u64) -> bool {
+        // Acquire: pairs with the Release in `die`.
+        DEAD.load(Ordering::Acquire) & bit(id) != 0
+    }
+}

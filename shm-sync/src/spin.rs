@@ -130,6 +130,9 @@ impl<T> SpinLock<T> {
                 {
                     return self.acquired(false);
                 }
+                // Another locker won: back off before re-reading (under loom, a yield, after
+                // which loom shows us the winner's word rather than a stale 0 forever).
+                backoff.snooze();
                 continue;
             }
             if w == me {
@@ -150,6 +153,10 @@ impl<T> SpinLock<T> {
                     if let Some(r) = self.take_over(w, me) {
                         return r;
                     }
+                    // The word changed (another locker took over first): re-read it after
+                    // a yield (under loom, which then shows us the new word, not the stale
+                    // dead one forever).
+                    yield_now();
                     continue;
                 }
                 next_check = now.map(|n| n + SPIN_LIVENESS_INTERVAL);
@@ -283,6 +290,17 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
 impl<T> std::fmt::Debug for SpinLockGuard<'_, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("SpinLockGuard { .. }")
+    }
+}
+
+#[cfg(shm_loom)]
+impl<T> SpinLockGuard<'_, T> {
+    /// Loom only: the holding thread "dies" now, holding the lock (it never unlocks).
+    pub fn die_holding(self) {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped; the data access ends as a dead thread's would.
+        unsafe { std::mem::ManuallyDrop::drop(&mut this.ptr) };
+        crate::owner::loom_die();
     }
 }
 
