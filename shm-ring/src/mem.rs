@@ -281,23 +281,171 @@ impl<C: 'static, S: 'static> Heap<C, S> {
 
 /// Reads a slot's value (the slot is ours by the ring protocol).
 ///
+/// Outside loom the copy is made of relaxed atomic loads, as wide as the address and size
+/// allow ([`atomic_load`]): a hostile or buggy peer that keeps writing into the slot makes
+/// the value garbage (any bytes are a valid `Pod`), never a data race in this process.
+/// Under loom it is a plain read of the cell, so loom checks that the protocol itself never
+/// reads a slot while its writer writes it.
+///
 /// # Safety
 ///
-/// No other thread may write the cell during the call.
+/// By the ring protocol, no other thread of this process may write the cell during the
+/// call.
 #[inline]
 pub(crate) unsafe fn read<T: Copy>(cell: &UnsafeCell<T>) -> T {
-    // SAFETY: the caller guarantees no concurrent writer; `T: Copy` reads cannot tear a
-    // value into an invalid one for `Pod` payloads.
-    cell.with(|p| unsafe { p.read() })
+    #[cfg(not(shm_loom))]
+    // SAFETY: `p` points to a live, aligned `T` inside the ring's memory; `T: Copy`, and the
+    // callers' payloads are `Pod`, so any bytes read make a valid value.
+    return cell.with(|p| unsafe { atomic_load(p) });
+    #[cfg(shm_loom)]
+    // SAFETY: the caller guarantees no concurrent writer; loom checks it.
+    return cell.with(|p| unsafe { p.read() });
 }
 
-/// Writes a slot's value (the slot is ours by the ring protocol).
+/// Writes a slot's value (the slot is ours by the ring protocol): as relaxed atomic stores
+/// outside loom (see [`read`]), a plain write of the cell under loom.
 ///
 /// # Safety
 ///
-/// No other thread may access the cell during the call.
+/// By the ring protocol, no other thread of this process may access the cell during the
+/// call.
 #[inline]
-pub(crate) unsafe fn write<T>(cell: &UnsafeCell<T>, value: T) {
-    // SAFETY: the caller guarantees exclusive access.
-    cell.with_mut(|p| unsafe { p.write(value) })
+pub(crate) unsafe fn write<T: Copy>(cell: &UnsafeCell<T>, value: T) {
+    #[cfg(not(shm_loom))]
+    // SAFETY: `p` points to a live, aligned `T` inside the ring's memory.
+    cell.with_mut(|p| unsafe { atomic_store(p, &value) });
+    #[cfg(shm_loom)]
+    // SAFETY: the caller guarantees exclusive access; loom checks it.
+    cell.with_mut(|p| unsafe { p.write(value) });
+}
+
+/// The widest atomic word (8, 4, 2 or 1 bytes) that `addr` is aligned to and that fits in
+/// the `left` bytes still to copy.
+#[cfg(not(shm_loom))]
+#[inline(always)]
+fn word_at(addr: usize, left: usize) -> usize {
+    let aligned = addr & 7;
+    if aligned == 0 && left >= 8 {
+        8
+    } else if aligned & 3 == 0 && left >= 4 {
+        4
+    } else if aligned & 1 == 0 && left >= 2 {
+        2
+    } else {
+        1
+    }
+}
+
+/// Copies a `T` out of shared memory with relaxed atomic loads: race-free in Rust's model
+/// whatever another process writes meanwhile (the copy may then mix old and new bytes,
+/// which for a `Pod` is still a value). A `T` aligned to 8 is copied in 8-byte words (one
+/// `mov` each); other types in the widest words their address allows.
+///
+/// # Safety
+///
+/// `src` must point to `size_of::<T>()` readable bytes aligned for `T`, which other parties
+/// only ever access atomically or not at all while this runs, and any bit pattern must be a
+/// valid `T` (it is `Pod`).
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_load<T: Copy>(src: *const T) -> T {
+    use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+    let mut out = std::mem::MaybeUninit::<T>::uninit();
+    let dst = out.as_mut_ptr().cast::<u8>();
+    let src = src.cast::<u8>();
+    let n = std::mem::size_of::<T>();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: (every arm) `i + width <= n`, so the word lies inside both the source
+        // (readable, per the contract) and `out`; `word_at` chose a width the source
+        // address is aligned to, so the atomic load is aligned; the destination, our own
+        // local, is written unaligned. The source word is only accessed atomically by
+        // others.
+        unsafe {
+            let s = src.add(i);
+            let d = dst.add(i);
+            let width = word_at(s as usize, n - i);
+            match width {
+                8 => d
+                    .cast::<u64>()
+                    .write_unaligned(AtomicU64::from_ptr(s as *mut u64).load(Relaxed)),
+                4 => d
+                    .cast::<u32>()
+                    .write_unaligned(AtomicU32::from_ptr(s as *mut u32).load(Relaxed)),
+                2 => d
+                    .cast::<u16>()
+                    .write_unaligned(AtomicU16::from_ptr(s as *mut u16).load(Relaxed)),
+                _ => d.write(AtomicU8::from_ptr(s as *mut u8).load(Relaxed)),
+            }
+            i += width;
+        }
+    }
+    // SAFETY: every byte of `out` was written above, and any bytes are a valid `T` (caller).
+    unsafe { out.assume_init() }
+}
+
+/// Copies `value` into shared memory with relaxed atomic stores (see [`atomic_load`]).
+///
+/// # Safety
+///
+/// `dst` must point to `size_of::<T>()` writable bytes aligned for `T`, which other parties
+/// only ever access atomically or not at all while this runs.
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_store<T: Copy>(dst: *mut T, value: &T) {
+    use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+    let src = (value as *const T).cast::<u8>();
+    let dst = dst.cast::<u8>();
+    let n = std::mem::size_of::<T>();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: (every arm) as in `atomic_load`, with the roles of source and destination
+        // swapped: the atomic store is aligned (`word_at` on the destination address), and
+        // `value`, a live `T` readable for `n` bytes, is read unaligned. Padding bytes of a
+        // `T` that has any would be read uninitialised here, but payloads are `Pod`: none.
+        unsafe {
+            let s = src.add(i);
+            let d = dst.add(i);
+            let width = word_at(d as usize, n - i);
+            match width {
+                8 => AtomicU64::from_ptr(d.cast::<u64>())
+                    .store(s.cast::<u64>().read_unaligned(), Relaxed),
+                4 => AtomicU32::from_ptr(d.cast::<u32>())
+                    .store(s.cast::<u32>().read_unaligned(), Relaxed),
+                2 => AtomicU16::from_ptr(d.cast::<u16>())
+                    .store(s.cast::<u16>().read_unaligned(), Relaxed),
+                _ => AtomicU8::from_ptr(d).store(s.read(), Relaxed),
+            }
+            i += width;
+        }
+    }
+}
+
+/// Copies `src.len()` slots starting at `first` out of shared memory into `dst` with
+/// [`atomic_load`]s.
+///
+/// # Safety
+///
+/// As [`atomic_load`] for each of the `dst.len()` slots from `first` on.
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_load_slice<T: Copy>(first: *const T, dst: &mut [T]) {
+    for (i, d) in dst.iter_mut().enumerate() {
+        // SAFETY: slot `i` is inside the range the caller vouches for.
+        *d = unsafe { atomic_load(first.add(i)) };
+    }
+}
+
+/// Copies `src` into consecutive slots from `first` on with [`atomic_store`]s.
+///
+/// # Safety
+///
+/// As [`atomic_store`] for each of the `src.len()` slots from `first` on.
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_store_slice<T: Copy>(first: *mut T, src: &[T]) {
+    for (i, s) in src.iter().enumerate() {
+        // SAFETY: slot `i` is inside the range the caller vouches for.
+        unsafe { atomic_store(first.add(i), s) };
+    }
 }

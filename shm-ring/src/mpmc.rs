@@ -536,6 +536,23 @@ impl<T: Pod> Ring<T> {
     pub fn stats(&self) -> MpmcStats {
         stats_of(self.mem.ctrl())
     }
+
+    /// Test hook: where slot 0's value lies in this process, the stride between slots, and
+    /// the slot count, for tests that play a peer writing into the slots. Touching that
+    /// memory other than with atomics is a data race with the ring.
+    #[doc(hidden)]
+    #[cfg(not(shm_loom))]
+    pub fn raw_values(&self) -> (*mut u8, usize, u64) {
+        let slot = self.mem.slot_ptr(0);
+        // SAFETY: `slot` points to slot 0, a live `Slot<T>`; only the field's address is
+        // taken, nothing is read.
+        let value = unsafe { std::ptr::addr_of_mut!((*slot).value) };
+        (
+            value.cast::<u8>(),
+            std::mem::size_of::<Slot<T>>(),
+            self.mem.cap(),
+        )
+    }
 }
 
 /// One of an MPMC ring's producers.

@@ -363,6 +363,19 @@ impl<T: Pod> Ring<T> {
     pub fn stats(&self) -> RingStats {
         stats_of(self.mem.ctrl())
     }
+
+    /// Test hook: where slot 0's value lies in this process, the stride between slots, and
+    /// the slot count, for tests that play a peer writing into the slots. Touching that
+    /// memory other than with atomics is a data race with the ring.
+    #[doc(hidden)]
+    #[cfg(not(shm_loom))]
+    pub fn raw_values(&self) -> (*mut u8, usize, u64) {
+        (
+            self.mem.slot_ptr(0).cast::<u8>(),
+            std::mem::size_of::<Slot<T>>(),
+            self.mem.cap(),
+        )
+    }
 }
 
 /// The pushing end of an SPSC ring. `&mut self` methods: one thread at a time.
@@ -663,17 +676,7 @@ impl<T: Pod> Producer<T> {
             Ok(c) => c,
             Err(_) => return 0,
         };
-        #[cfg(not(shm_loom))]
-        {
-            let (a, b) = chunk.as_mut_slices();
-            let split = a.len();
-            a.copy_from_slice(&values[..split]);
-            b.copy_from_slice(&values[split..n]);
-        }
-        #[cfg(shm_loom)]
-        for (i, v) in values[..n].iter().enumerate() {
-            chunk.set(i, *v);
-        }
+        chunk.copy_from(&values[..n]);
         chunk.commit_all();
         n
     }
@@ -733,7 +736,58 @@ impl<T: Pod> WriteChunk<'_, T> {
         unsafe { mem::write(self.producer.mem.slot(pos), value) };
     }
 
-    /// The reserved slots as two slices (the second is non-empty when the chunk wraps).
+    /// Fills the first `values.len()` reserved slots from `values`, with atomic word stores
+    /// (race-free in this process whatever the peer does; see the crate docs).
+    ///
+    /// # Panics
+    ///
+    /// If `values.len() > len()`.
+    pub fn copy_from(&mut self, values: &[T]) {
+        assert!(
+            values.len() <= self.len,
+            "{} values for a chunk of {}",
+            values.len(),
+            self.len
+        );
+        #[cfg(not(shm_loom))]
+        {
+            let (first, first_len) = self.first_run(values.len());
+            let second = self.producer.mem.slot_ptr(0).cast::<T>();
+            // SAFETY: both runs lie inside the slot array (`first_run`), are reserved for
+            // us until commit, and `UnsafeCell<T>` has `T`'s layout; peers touch the slots
+            // only through atomics, or (chunk slices) not while they are reserved.
+            unsafe {
+                mem::atomic_store_slice(first, &values[..first_len]);
+                mem::atomic_store_slice(second, &values[first_len..]);
+            }
+        }
+        #[cfg(shm_loom)]
+        for (i, v) in values.iter().enumerate() {
+            self.set(i, *v);
+        }
+    }
+
+    /// The first reserved slot and how many of the first `n` lie before the wrap.
+    #[cfg(not(shm_loom))]
+    fn first_run(&self, n: usize) -> (*mut T, usize) {
+        let cap = self.producer.mem.cap();
+        let first_index = self.start & (cap - 1);
+        let first_len = (n as u64).min(cap - first_index) as usize;
+        (
+            self.producer.mem.slot_ptr(self.start).cast::<T>(),
+            first_len,
+        )
+    }
+
+    /// The reserved slots as two slices (the second is non-empty when the chunk wraps), to
+    /// fill in place.
+    ///
+    /// Zero-copy, so the promise is narrower than the rest of the ring's: these are plain
+    /// (non-atomic) writes to memory another process can reach. The consumer never touches
+    /// reserved slots, and a consumer that crashes touches nothing, but a hostile or buggy
+    /// process that keeps *reading or writing* these slots while you fill them races with
+    /// your writes (a data race in Rust's model). Use [`copy_from`](Self::copy_from) or
+    /// [`set`](Self::set) where you cannot trust every process that maps the ring.
     #[cfg(not(shm_loom))]
     pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
         let cap = self.producer.mem.cap();
@@ -1031,16 +1085,7 @@ impl<T: Pod> Consumer<T> {
         let Ok(chunk) = self.read_chunk(n) else {
             return 0;
         };
-        #[cfg(not(shm_loom))]
-        {
-            let (a, b) = chunk.as_slices();
-            out[..a.len()].copy_from_slice(a);
-            out[a.len()..n].copy_from_slice(b);
-        }
-        #[cfg(shm_loom)]
-        for (i, o) in out[..n].iter_mut().enumerate() {
-            *o = chunk.get(i);
-        }
+        chunk.copy_to(&mut out[..n]);
         chunk.commit_all();
         n
     }
@@ -1101,7 +1146,54 @@ impl<T: Pod> ReadChunk<'_, T> {
         unsafe { mem::read(self.consumer.mem.slot(pos)) }
     }
 
-    /// The items as two slices (the second is non-empty when the chunk wraps).
+    /// Copies the first `out.len()` items into `out`, with atomic word loads: race-free in
+    /// this process whatever the producer's process does meanwhile (a peer that scribbles
+    /// into published slots makes the copy garbage, never undefined behaviour).
+    ///
+    /// # Panics
+    ///
+    /// If `out.len() > len()`.
+    pub fn copy_to(&self, out: &mut [T]) {
+        assert!(
+            out.len() <= self.len,
+            "{} items asked of a chunk of {}",
+            out.len(),
+            self.len
+        );
+        #[cfg(not(shm_loom))]
+        {
+            let cap = self.consumer.mem.cap();
+            let first_index = self.start & (cap - 1);
+            let first_len = (out.len() as u64).min(cap - first_index) as usize;
+            let first = self.consumer.mem.slot_ptr(self.start).cast::<T>();
+            let second = self.consumer.mem.slot_ptr(0).cast::<T>();
+            let (a, b) = out.split_at_mut(first_len);
+            // SAFETY: both runs lie inside the slot array (`first_index + first_len <= cap`,
+            // the rest from slot 0 is shorter than the chunk), hold published `T`s the
+            // producer will not write until we commit, and `UnsafeCell<T>` has `T`'s
+            // layout; any bytes are a valid `Pod`.
+            unsafe {
+                mem::atomic_load_slice(first, a);
+                mem::atomic_load_slice(second, b);
+            }
+        }
+        #[cfg(shm_loom)]
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.get(i);
+        }
+    }
+
+    /// The items as two slices (the second is non-empty when the chunk wraps), read in
+    /// place.
+    ///
+    /// Zero-copy, so the promise is narrower than the rest of the ring's: the slices are
+    /// plain references into memory another process can write. The producer never writes
+    /// published slots before you commit, and a producer that crashes writes nothing, but a
+    /// hostile or buggy process that keeps *writing* these slots while you hold the slices
+    /// is a data race in Rust's model (the compiler may assume the bytes do not change under
+    /// a `&[T]`). Use [`copy_to`](Self::copy_to), [`get`](Self::get) or
+    /// [`Consumer::pop_slice`] (atomic word loads) where you cannot trust every process
+    /// that maps the ring.
     #[cfg(not(shm_loom))]
     pub fn as_slices(&self) -> (&[T], &[T]) {
         let cap = self.consumer.mem.cap();

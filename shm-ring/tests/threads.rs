@@ -215,3 +215,78 @@ fn handles_of_send_payloads_are_send_and_sync() {
     both::<mpmc::Producer<[u8; 24]>>();
     both::<mpmc::Consumer<[u8; 24]>>();
 }
+
+/// A peer that keeps writing into published slots (a hostile or buggy process; played here
+/// by a thread that writes each slot's value words with relaxed atomic stores, as another
+/// process's stores are, word by word): what the consumer pops is garbage, never a data
+/// race in this process, and the ring goes on (issue 12, defect 6). ThreadSanitizer
+/// (`.ci/tsan.sh`) checks the "never a data race" part: before, slots were read with plain
+/// loads (`ptr::read`, `&[T]` chunks).
+#[test]
+fn a_peer_scribbling_on_published_slots_is_garbage_not_a_data_race() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    type Block = [u64; 4];
+    const N: u64 = if cfg!(miri) { 100 } else { 50_000 };
+
+    /// Scribbles on every slot's value until `stop`.
+    fn scribble(base: usize, stride: usize, cap: u64, stop: &AtomicBool) {
+        let mut x = 1u64;
+        while !stop.load(Ordering::Relaxed) {
+            for i in 0..cap as usize {
+                for w in 0..4 {
+                    let p = (base + i * stride + 8 * w) as *mut u64;
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    // SAFETY: inside the ring's slot array (`raw_values`), 8-aligned (the
+                    // value is a `[u64; 4]`); the ring itself accesses it only atomically.
+                    unsafe { AtomicU64::from_ptr(p) }.store(x, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    let stop = AtomicBool::new(false);
+    let spsc = spsc::Ring::<Block>::in_process(16).unwrap();
+    let mpmc = mpmc::Ring::<Block>::in_process(16).unwrap();
+    let (s_base, s_stride, s_cap) = spsc.raw_values();
+    let (m_base, m_stride, m_cap) = mpmc.raw_values();
+    let (s_base, m_base) = (s_base as usize, m_base as usize);
+    let (mut stx, mut srx) = (spsc.producer().unwrap(), spsc.consumer().unwrap());
+    let (mut mtx, mut mrx) = (mpmc.producer().unwrap(), mpmc.consumer().unwrap());
+    std::thread::scope(|s| {
+        s.spawn(|| scribble(s_base, s_stride, s_cap, &stop));
+        s.spawn(|| scribble(m_base, m_stride, m_cap, &stop));
+        s.spawn(move || {
+            for i in 0..N {
+                stx.push([i; 4]).unwrap();
+                mtx.push([i; 4]).unwrap();
+            }
+        });
+        let t = Instant::now();
+        let (mut n, mut garbage) = (0u64, 0u64);
+        let mut buf = [[0u64; 4]; 3];
+        while n < N {
+            // One at a time, through a chunk's copy and through `pop_slice`, in turn.
+            let v = match n % 3 {
+                0 => Some(srx.pop_timeout(HANG).unwrap()),
+                1 => match srx.read_chunk(1) {
+                    Ok(c) => {
+                        c.copy_to(&mut buf[..1]);
+                        c.commit_all();
+                        Some(buf[0])
+                    }
+                    Err(_) => None,
+                },
+                _ => (srx.pop_slice(&mut buf[..1]) == 1).then_some(buf[0]),
+            };
+            let Some(v) = v else {
+                assert!(t.elapsed() < HANG, "hung after {n}");
+                continue;
+            };
+            let m = mrx.pop_timeout(HANG).unwrap();
+            garbage += u64::from(v != [n; 4]) + u64::from(m != [n; 4]);
+            n += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        println!("scribbled-on rings: {N} pops each, {garbage} garbage values");
+    });
+}
