@@ -633,3 +633,64 @@ fn without_proc_nobody_alive_is_judged_dead() {
         Err(e) => println!("no private /proc on this machine ({e}); nothing to check"),
     }
 }
+
+/// A consumer killed after taking an item out of the ring but before `pop` handed it to its
+/// caller (MPMC: after releasing the slot, inside the wake-up of producers; SPSC: after
+/// publishing `head`): the item is gone, delivered to nobody, and counted nowhere (not in
+/// `reclaimed` or `skipped`): the ring shows it popped. This is the at-most-once loss that
+/// a consumer's death can cause at any point after its read; CRASH-SEMANTICS.md lists it
+/// (issue 12, defect 11: it was the most common loss of a 300-kill run, and unlisted).
+#[test]
+fn a_consumer_killed_after_taking_an_item_loses_it_uncounted() {
+    for (kind, point) in [
+        ("mpmc", "mpmc-consumer-released:2"),
+        ("spsc", "spsc-consumer-published:2"),
+    ] {
+        let name = unique_name("f-lost-after-release");
+        let _c = Cleanup(name.clone());
+        let pops = |name: &str| -> (u64, u64) {
+            match kind {
+                "mpmc" => {
+                    let st = mpmc::open::<u64>(name).unwrap().stats();
+                    assert_eq!((st.reclaimed, st.skipped), (0, 0), "{st:?}");
+                    (st.pushes, st.pops)
+                }
+                _ => {
+                    let st = spsc::open::<u64>(name).unwrap().stats();
+                    (st.pushes, st.pops)
+                }
+            }
+        };
+        let mpmc_ring = (kind == "mpmc").then(|| mpmc::create::<u64>(&name, 8).unwrap());
+        let spsc_ring = (kind == "spsc").then(|| spsc::create::<u64>(&name, 8).unwrap());
+        let mut mtx = mpmc_ring.as_ref().map(|r| r.producer().unwrap());
+        let mut stx = spsc_ring.as_ref().map(|r| r.producer().unwrap());
+        for i in 0..4u64 {
+            if let Some(t) = mtx.as_mut() {
+                t.push(i).unwrap();
+            }
+            if let Some(t) = stx.as_mut() {
+                t.push(i).unwrap();
+            }
+        }
+        // The consumer pops 0, then takes 1 out of the ring and dies before returning it.
+        let lines = run_to_death(end(kind, "consumer", &name, 4, 0, point));
+        assert_eq!(lines, ["attached", "popped 0"], "{kind}");
+        assert_eq!(pops(&name), (4, 2), "{kind}: item 1 counts as popped");
+        // A successor gets 2 and 3: item 1 was delivered to nobody.
+        let mut got = Vec::new();
+        if let Some(r) = &mpmc_ring {
+            let mut rx = r.consumer().unwrap();
+            while let Ok(v) = rx.try_pop() {
+                got.push(v);
+            }
+        }
+        if let Some(r) = &spsc_ring {
+            let mut rx = r.consumer().unwrap();
+            while let Ok(v) = rx.try_pop() {
+                got.push(v);
+            }
+        }
+        assert_eq!(got, [2, 3], "{kind}");
+    }
+}

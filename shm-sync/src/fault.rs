@@ -23,6 +23,7 @@
 //! `mpmc-producer-written` (slot marked WRITING and written, not published),
 //! `mpmc-consumer-claimed` (head claimed, slot not marked READING),
 //! `mpmc-consumer-read` (slot marked READING and read, not released),
+//! `mpmc-consumer-released` (slot released, producers not yet woken, `pop` not returned),
 //! `mpmc-consumer-skipping` (a skipped slot released, head not yet moved past it),
 //! `mpmc-producer-published` (slot published, sleeping consumers not yet woken),
 //! `spsc-producer-written` (slot written, tail not published),
