@@ -63,6 +63,9 @@ pub struct Segment {
     /// it: how [`remove_stale`] knows, for any process of any user, that a live handle uses
     /// the segment (the kernel drops the lock when the holder dies).
     _in_use: std::os::fd::OwnedFd,
+    /// The process that made this handle: a child's copy, inherited through `fork`, never
+    /// removes the name.
+    origin: crate::ThisProcess,
 }
 
 // SAFETY: a `Segment` is an owned mapping; all access to its bytes goes through `ShmSafe`
@@ -196,7 +199,7 @@ impl Segment {
 
 impl Drop for Segment {
     fn drop(&mut self) {
-        if self.unlink_on_drop {
+        if self.unlink_on_drop && self.origin.is_current() {
             // Best effort: the name may already be gone (`shmring rm`), which is fine.
             let _ = unlink_if_same(&self.name, self.ino, self.dev);
         }
@@ -472,6 +475,7 @@ impl SegmentBuilder {
             ino: st.ino,
             dev: st.dev,
             _in_use: fd,
+            origin: crate::ThisProcess::now(),
         };
         if let Err(e) = init(&seg) {
             seg.map.header().publish_poisoned();
@@ -546,18 +550,24 @@ impl SegmentBuilder {
                 found: info.fingerprint,
             }));
         }
-        let seg = Segment {
+        // Not unlinking on drop until every check below passed: an open that fails must
+        // never remove a name that others use.
+        let mut seg = Segment {
             name,
             map,
             creator: false,
-            unlink_on_drop: self.unlink_on_drop.unwrap_or(false),
+            unlink_on_drop: false,
             ino: st.ino,
             dev: st.dev,
             _in_use: fd,
+            origin: crate::ThisProcess::now(),
         };
         match need(&seg) {
             Bound::Any => {}
-            Bound::Unknown => return Ok(seg),
+            Bound::Unknown => {
+                seg.unlink_on_drop = self.unlink_on_drop.unwrap_or(false);
+                return Ok(seg);
+            }
             Bound::AtLeast(data_len) => {
                 // At least what `create` makes of `data_len`, and at most that rounded up to
                 // a huge page (a creator may have used huge pages).
@@ -592,6 +602,7 @@ impl SegmentBuilder {
             sys::mlock(map.ptr, map.len)
                 .map_err(|e| err(OpenErrorKind::Mlock(mlock_error(map.len, e))))?;
         }
+        seg.unlink_on_drop = self.unlink_on_drop.unwrap_or(false);
         Ok(seg)
     }
 
@@ -988,7 +999,8 @@ fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        let maps = match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+        // As bytes: a mapped path need not be UTF-8.
+        let maps = match std::fs::read(format!("/proc/{pid}/maps")) {
             Ok(m) => m,
             // Gone meanwhile (or a zombie without an address space).
             Err(e)
@@ -1002,9 +1014,15 @@ fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
             }
         };
         // address perms offset dev inode [path]
-        let hit = maps.lines().any(|l| {
-            let mut f = l.split_ascii_whitespace().skip(3);
+        let hit = maps.split(|&b| b == b'\n').any(|l| {
+            let mut f = l
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .skip(3);
             let (Some(d), Some(i)) = (f.next(), f.next()) else {
+                return false;
+            };
+            let (Ok(d), Ok(i)) = (std::str::from_utf8(d), std::str::from_utf8(i)) else {
                 return false;
             };
             let Some((maj, min)) = d.split_once(':') else {
@@ -1082,7 +1100,9 @@ impl SegmentInfo {
     /// kernel drops it when the process dies), and no process maps it (`/proc/*/maps`,
     /// matched by device and inode). A process whose maps this user cannot read (another
     /// user's) might map it without shm-core, so the answer is then `false`;
-    /// [`remove_stale`] says which process it could not inspect.
+    /// [`remove_stale`] says which process it could not inspect. Processes that `/proc`
+    /// does not list at all (hidden by `hidepid`, or in another pid namespace) are seen only
+    /// through the in-use lock, that is, only if they map it through shm-core.
     ///
     /// Files that are not shmring segments are never stale.
     pub fn is_stale(&self) -> bool {

@@ -1090,3 +1090,49 @@ fn child_foreign_stale() {
         }
     }
 }
+
+/// An open that fails its checks never removes the name, even when asked to unlink on drop
+/// (the failed handle is dropped on the way out), and a child that inherited a creator's
+/// handle through `fork` and drops it leaves the parent's name alone.
+#[test]
+fn neither_a_failed_open_nor_a_forked_childs_drop_removes_the_name() {
+    let name = unique_name("keep-name");
+    let _c = Cleanup(name.clone());
+    let seg = builder(&name).create().unwrap();
+    // A layout far larger than the segment: UnexpectedLength, after the mapping was made.
+    let e = builder(&name)
+        .size(64 << 20)
+        .unlink_on_drop(true)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), OpenErrorKind::UnexpectedLength { .. }),
+        "{e}"
+    );
+    assert!(
+        builder(&name).open().is_ok(),
+        "a failed open removed the name"
+    );
+    // SAFETY: fork has no preconditions; the child only drops its copy of `seg` (munmap,
+    // close, an lstat and no unlink) and leaves with `_exit`.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        drop(seg);
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: `pid` is our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status));
+    assert!(
+        builder(&name).open().is_ok(),
+        "a forked child's drop removed the name"
+    );
+    drop(seg);
+    assert!(
+        builder(&name).open().is_err(),
+        "the creator's own drop removes it"
+    );
+}

@@ -292,10 +292,10 @@ impl<C: 'static, S: 'static> Heap<C, S> {
 /// By the ring protocol, no other thread of this process may write the cell during the
 /// call.
 #[inline]
-pub(crate) unsafe fn read<T: Copy>(cell: &UnsafeCell<T>) -> T {
+pub(crate) unsafe fn read<T: bytemuck::Pod>(cell: &UnsafeCell<T>) -> T {
     #[cfg(not(shm_loom))]
-    // SAFETY: `p` points to a live, aligned `T` inside the ring's memory; `T: Copy`, and the
-    // callers' payloads are `Pod`, so any bytes read make a valid value.
+    // SAFETY: `p` points to a live, aligned `T` inside the ring's memory; `T: Pod`, so any
+    // bytes read make a valid value.
     return cell.with(|p| unsafe { atomic_load(p) });
     #[cfg(shm_loom)]
     // SAFETY: the caller guarantees no concurrent writer; loom checks it.
@@ -310,7 +310,7 @@ pub(crate) unsafe fn read<T: Copy>(cell: &UnsafeCell<T>) -> T {
 /// By the ring protocol, no other thread of this process may access the cell during the
 /// call.
 #[inline]
-pub(crate) unsafe fn write<T: Copy>(cell: &UnsafeCell<T>, value: T) {
+pub(crate) unsafe fn write<T: bytemuck::Pod>(cell: &UnsafeCell<T>, value: T) {
     #[cfg(not(shm_loom))]
     // SAFETY: `p` points to a live, aligned `T` inside the ring's memory.
     cell.with_mut(|p| unsafe { atomic_store(p, &value) });
@@ -344,11 +344,11 @@ fn word_at(addr: usize, left: usize) -> usize {
 /// # Safety
 ///
 /// `src` must point to `size_of::<T>()` readable bytes aligned for `T`, which other parties
-/// only ever access atomically or not at all while this runs, and any bit pattern must be a
-/// valid `T` (it is `Pod`).
+/// only ever access atomically or not at all while this runs. (`T: Pod`: any bit pattern is
+/// a valid `T`.)
 #[cfg(not(shm_loom))]
 #[inline]
-pub(crate) unsafe fn atomic_load<T: Copy>(src: *const T) -> T {
+pub(crate) unsafe fn atomic_load<T: bytemuck::Pod>(src: *const T) -> T {
     use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
     let mut out = std::mem::MaybeUninit::<T>::uninit();
     let dst = out.as_mut_ptr().cast::<u8>();
@@ -392,7 +392,7 @@ pub(crate) unsafe fn atomic_load<T: Copy>(src: *const T) -> T {
 /// only ever access atomically or not at all while this runs.
 #[cfg(not(shm_loom))]
 #[inline]
-pub(crate) unsafe fn atomic_store<T: Copy>(dst: *mut T, value: &T) {
+pub(crate) unsafe fn atomic_store<T: bytemuck::Pod>(dst: *mut T, value: &T) {
     use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
     let src = (value as *const T).cast::<u8>();
     let dst = dst.cast::<u8>();
@@ -401,8 +401,8 @@ pub(crate) unsafe fn atomic_store<T: Copy>(dst: *mut T, value: &T) {
     while i < n {
         // SAFETY: (every arm) as in `atomic_load`, with the roles of source and destination
         // swapped: the atomic store is aligned (`word_at` on the destination address), and
-        // `value`, a live `T` readable for `n` bytes, is read unaligned. Padding bytes of a
-        // `T` that has any would be read uninitialised here, but payloads are `Pod`: none.
+        // `value`, a live `T` readable for `n` bytes, is read unaligned; `T: Pod` has no
+        // padding, so every byte read is initialised.
         unsafe {
             let s = src.add(i);
             let d = dst.add(i);
@@ -429,7 +429,7 @@ pub(crate) unsafe fn atomic_store<T: Copy>(dst: *mut T, value: &T) {
 /// As [`atomic_load`] for each of the `dst.len()` slots from `first` on.
 #[cfg(not(shm_loom))]
 #[inline]
-pub(crate) unsafe fn atomic_load_slice<T: Copy>(first: *const T, dst: &mut [T]) {
+pub(crate) unsafe fn atomic_load_slice<T: bytemuck::Pod>(first: *const T, dst: &mut [T]) {
     for (i, d) in dst.iter_mut().enumerate() {
         // SAFETY: slot `i` is inside the range the caller vouches for.
         *d = unsafe { atomic_load(first.add(i)) };
@@ -443,7 +443,7 @@ pub(crate) unsafe fn atomic_load_slice<T: Copy>(first: *const T, dst: &mut [T]) 
 /// As [`atomic_store`] for each of the `src.len()` slots from `first` on.
 #[cfg(not(shm_loom))]
 #[inline]
-pub(crate) unsafe fn atomic_store_slice<T: Copy>(first: *mut T, src: &[T]) {
+pub(crate) unsafe fn atomic_store_slice<T: bytemuck::Pod>(first: *mut T, src: &[T]) {
     for (i, s) in src.iter().enumerate() {
         // SAFETY: slot `i` is inside the range the caller vouches for.
         unsafe { atomic_store(first.add(i), s) };

@@ -683,8 +683,9 @@ impl<T: Pod> Producer<T> {
             }
             let slot = mem.slot(pos);
             // Acquire: pairs with the consumer's Release release of the previous lap (its
-            // read of that value happens before we overwrite it), and with the Release of a
-            // reclaim or skip.
+            // read of that value happens before we overwrite it), with the Release of a skip
+            // or of a dead reader's reclaim, and (through the release sequence a reclaim's
+            // read-modify-write continues) with the publish of a value reclaimed unread.
             let seq = slot.seq.load(Ordering::Acquire);
             if seq == seq_of(pos, FREE) {
                 if c.tail
@@ -1525,7 +1526,7 @@ mod shared {
             // than that is refused, never faulted in).
             let seg = self
                 .seg_builder()
-                .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 4, cap_of))?;
+                .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
             let mem = Mem::open_segment(seg, &self.name, 1, cap_of)?;
             Ok(Ring {
                 mem,

@@ -228,17 +228,30 @@ fn a_peer_scribbling_on_published_slots_is_garbage_not_a_data_race() {
     type Block = [u64; 4];
     const N: u64 = if cfg!(miri) { 100 } else { 50_000 };
 
+    /// Where a ring's slot values lie (from `raw_values`), to hand to the scribbling thread.
+    #[derive(Clone, Copy)]
+    struct Values(*mut u8, usize, u64);
+    // SAFETY: only an address, used by the scribbler for atomic stores into the ring's
+    // slots, which the ring itself accesses only atomically.
+    unsafe impl Send for Values {}
+    // SAFETY: as for `Send`.
+    unsafe impl Sync for Values {}
+
     /// Scribbles on every slot's value until `stop`.
-    fn scribble(base: usize, stride: usize, cap: u64, stop: &AtomicBool) {
+    fn scribble(v: Values, stop: &AtomicBool) {
+        let Values(base, stride, cap) = v;
         let mut x = 1u64;
         while !stop.load(Ordering::Relaxed) {
             for i in 0..cap as usize {
                 for w in 0..4 {
-                    let p = (base + i * stride + 8 * w) as *mut u64;
                     x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    // SAFETY: inside the ring's slot array (`raw_values`), 8-aligned (the
-                    // value is a `[u64; 4]`); the ring itself accesses it only atomically.
-                    unsafe { AtomicU64::from_ptr(p) }.store(x, Ordering::Relaxed);
+                    // SAFETY: inside the ring's slot array (`raw_values`: `cap` slots of
+                    // `stride` bytes from `base`), 8-aligned (the value is a `[u64; 4]`); the
+                    // ring itself accesses it only atomically.
+                    unsafe {
+                        let p = base.add(i * stride + 8 * w).cast::<u64>();
+                        AtomicU64::from_ptr(p).store(x, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -247,14 +260,19 @@ fn a_peer_scribbling_on_published_slots_is_garbage_not_a_data_race() {
     let stop = AtomicBool::new(false);
     let spsc = spsc::Ring::<Block>::in_process(16).unwrap();
     let mpmc = mpmc::Ring::<Block>::in_process(16).unwrap();
-    let (s_base, s_stride, s_cap) = spsc.raw_values();
-    let (m_base, m_stride, m_cap) = mpmc.raw_values();
-    let (s_base, m_base) = (s_base as usize, m_base as usize);
+    let s_values = {
+        let (b, s, c) = spsc.raw_values();
+        Values(b, s, c)
+    };
+    let m_values = {
+        let (b, s, c) = mpmc.raw_values();
+        Values(b, s, c)
+    };
     let (mut stx, mut srx) = (spsc.producer().unwrap(), spsc.consumer().unwrap());
     let (mut mtx, mut mrx) = (mpmc.producer().unwrap(), mpmc.consumer().unwrap());
     std::thread::scope(|s| {
-        s.spawn(|| scribble(s_base, s_stride, s_cap, &stop));
-        s.spawn(|| scribble(m_base, m_stride, m_cap, &stop));
+        s.spawn(|| scribble(s_values, &stop));
+        s.spawn(|| scribble(m_values, &stop));
         s.spawn(move || {
             for i in 0..N {
                 stx.push([i; 4]).unwrap();

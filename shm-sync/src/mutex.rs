@@ -47,6 +47,17 @@ pub fn pi_supported() -> bool {
     }
 }
 
+/// The protocol a mutex built here records: `PriorityInheritance` only where this kernel can
+/// run it, so that every process that later uses the word runs the same protocol (the
+/// protocol is a property of the shared word, not of each process's probe).
+fn runnable(protocol: Protocol) -> Protocol {
+    if protocol == Protocol::PriorityInheritance && !pi_supported() {
+        Protocol::Normal
+    } else {
+        protocol
+    }
+}
+
 /// A mutex shared between processes.
 ///
 /// Lock word (`u32`, the futex word), in the kernel's PI-futex format so both protocols
@@ -130,7 +141,7 @@ impl<T> Mutex<T> {
         Mutex {
             word: AtomicU32::new(0),
             state: AtomicU32::new(robust::CONSISTENT),
-            protocol: AtomicU32::new(protocol as u32),
+            protocol: AtomicU32::new(runnable(protocol) as u32),
             _reserved: AtomicU32::new(0),
             owner: AtomicU64::new(0),
             data: UnsafeCell::new(value),
@@ -146,7 +157,8 @@ impl<T> Mutex<T> {
     pub unsafe fn init_in_place(&self, value: T, protocol: Protocol) {
         self.word.store(0, Ordering::Relaxed);
         self.state.store(robust::CONSISTENT, Ordering::Relaxed);
-        self.protocol.store(protocol as u32, Ordering::Relaxed);
+        self.protocol
+            .store(runnable(protocol) as u32, Ordering::Relaxed);
         self.owner.store(0, Ordering::Relaxed);
         // SAFETY: the caller guarantees exclusive access.
         self.data.with_mut(|p| unsafe { p.write(value) });
@@ -163,7 +175,9 @@ impl<T> Mutex<T> {
         }
     }
 
-    /// The protocol chosen at creation, whether or not this kernel can run it.
+    /// The protocol recorded in the mutex, whether or not this kernel can run it (a mutex
+    /// built here records `Normal` where priority inheritance cannot run; one built by a
+    /// process that could may still say `PriorityInheritance`).
     pub fn protocol_requested(&self) -> Protocol {
         if self.protocol.load(Ordering::Relaxed) == Protocol::PriorityInheritance as u32 {
             Protocol::PriorityInheritance
@@ -214,15 +228,25 @@ impl<T> Mutex<T> {
             // holder's record, still set, makes this `OwnerDied`.
             Ok(()) => self.acquired(me, false),
             Err(e) => match e.raw_os_error() {
-                Some(libc::ESRCH) => {
-                    let w = self.word.load(Ordering::Relaxed);
-                    self.recover_if_dead(w, me)
-                        .unwrap_or(Err(LockError::WouldBlock))
-                }
-                // A dead holder whose tid we now reuse: let the kernel free the word.
+                // Only from the word the kernel judged (with the waiters bit it set), never
+                // from one another recoverer wrote since.
+                Some(libc::ESRCH) => self
+                    .recover_if_dead(w | WAITERS, me)
+                    .unwrap_or(Err(LockError::WouldBlock)),
+                // A dead holder whose tid we now reuse: let the kernel free the word, then
+                // try to take it like anyone (the dead holder's record makes it `OwnerDied`).
                 Some(libc::EDEADLK) => {
                     self.release_reused_tid();
-                    Err(LockError::WouldBlock)
+                    // Acquire: pairs with the Release in `unlock` (or the kernel's release).
+                    match self.word.compare_exchange(
+                        0,
+                        me.tid,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => self.acquired(me, false),
+                        Err(_) => Err(LockError::WouldBlock),
+                    }
                 }
                 // Held, being handed over, or a word the kernel will not take.
                 _ => Err(LockError::WouldBlock),
@@ -402,19 +426,22 @@ impl<T> Mutex<T> {
                 }
                 None => MUTEX_LIVENESS_INTERVAL * 10,
             };
+            // The word as the kernel will judge it (if nobody changes it meanwhile).
+            let before = self.word.load(Ordering::Relaxed);
             match crate::sys::futex_lock_pi(&self.word, Some(crate::sys::monotonic_after(slice))) {
                 // The kernel made us the owner; its hand-off is a full barrier.
                 Ok(()) => return self.acquired(me, false),
                 Err(e) => match e.raw_os_error() {
                     // The word names a task that no longer exists: recover in user space.
                     // (Only on ESRCH: while the kernel may still hand the lock to a queued
-                    // waiter, a user-space CAS would race its fix-up of the word.)
+                    // waiter, a user-space CAS would race its fix-up of the word.) Only from
+                    // the very word the kernel judged (it set the waiters bit on the way):
+                    // a word another recoverer wrote since was never judged.
                     Some(libc::ESRCH) => {
-                        let w = self.word.load(Ordering::Relaxed);
-                        if w & TID_MASK == 0 {
+                        if before & TID_MASK == 0 {
                             continue;
                         }
-                        if let Some(r) = self.recover_if_dead(w, me) {
+                        if let Some(r) = self.recover_if_dead(before | WAITERS, me) {
                             return r;
                         }
                         std::thread::yield_now();

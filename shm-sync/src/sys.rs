@@ -202,12 +202,19 @@ pub(crate) fn futex_trylock_pi(word: &AtomicU32) -> io::Result<()> {
 /// Whether this kernel has `FUTEX_LOCK_PI2` (Linux 5.14+): a `FUTEX_LOCK_PI2` on a private
 /// word that already names the calling thread answers `EDEADLK` where it exists and
 /// `ENOSYS` where it does not, and changes nothing either way.
+///
+/// Only `ENOSYS` (the operation does not exist) answers "no"; a passing failure (`ENOMEM`,
+/// `EINTR`) is asked again, a few times.
 pub(crate) fn lock_pi2_supported() -> bool {
     let word = AtomicU32::new(gettid());
-    matches!(
-        futex_lock_pi(&word, None).map_err(|e| e.raw_os_error()),
-        Err(Some(libc::EDEADLK))
-    )
+    for _ in 0..4 {
+        match futex_lock_pi(&word, None).map_err(|e| e.raw_os_error()) {
+            Err(Some(libc::EDEADLK)) => return true,
+            Err(Some(libc::ENOSYS)) => return false,
+            _ => std::thread::yield_now(),
+        }
+    }
+    false
 }
 
 /// `FUTEX_UNLOCK_PI` (shared): hands a contended PI lock to its top waiter.
