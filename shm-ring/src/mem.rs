@@ -302,8 +302,13 @@ pub(crate) unsafe fn read<T: bytemuck::Pod>(cell: &UnsafeCell<T>) -> T {
     return cell.with(|p| unsafe { p.read() });
 }
 
-/// Writes a slot's value (the slot is ours by the ring protocol): as relaxed atomic stores
-/// outside loom (see [`read`]), a plain write of the cell under loom.
+/// Writes a slot's value (the slot is ours by the ring protocol), with a plain write.
+///
+/// Reads are where a peer that keeps writing could break this process (the compiler may
+/// assume the bytes under a read do not change); a write observes nothing, so a plain
+/// (vectorisable) write costs nothing in soundness here, and writes of this process race
+/// with no access of this process (the protocol orders them before the consumer's reads).
+/// A peer that reads a slot while we fill it only gets garbage in its own process.
 ///
 /// # Safety
 ///
@@ -311,11 +316,7 @@ pub(crate) unsafe fn read<T: bytemuck::Pod>(cell: &UnsafeCell<T>) -> T {
 /// call.
 #[inline]
 pub(crate) unsafe fn write<T: bytemuck::Pod>(cell: &UnsafeCell<T>, value: T) {
-    #[cfg(not(shm_loom))]
-    // SAFETY: `p` points to a live, aligned `T` inside the ring's memory.
-    cell.with_mut(|p| unsafe { atomic_store(p, &value) });
-    #[cfg(shm_loom)]
-    // SAFETY: the caller guarantees exclusive access; loom checks it.
+    // SAFETY: the caller guarantees exclusive access within this process.
     cell.with_mut(|p| unsafe { p.write(value) });
 }
 
@@ -351,9 +352,21 @@ fn word_at(addr: usize, left: usize) -> usize {
 pub(crate) unsafe fn atomic_load<T: bytemuck::Pod>(src: *const T) -> T {
     use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
     let mut out = std::mem::MaybeUninit::<T>::uninit();
+    let n = std::mem::size_of::<T>();
+    if std::mem::align_of::<T>() >= 8 && n % 8 == 0 {
+        // The common case, decided at compile time: whole aligned words, no checks.
+        let (src, dst) = (src.cast::<AtomicU64>(), out.as_mut_ptr().cast::<u64>());
+        for w in 0..n / 8 {
+            // SAFETY: `src` is aligned for `T`, so for `u64`, and word `w` of `n / 8` lies
+            // inside the readable `T` (contract); `AtomicU64` has `u64`'s layout; the
+            // destination word lies inside `out`, aligned likewise.
+            unsafe { dst.add(w).write((*src.add(w)).load(Relaxed)) };
+        }
+        // SAFETY: every byte of `out` was written, and any bytes are a valid `T` (`Pod`).
+        return unsafe { out.assume_init() };
+    }
     let dst = out.as_mut_ptr().cast::<u8>();
     let src = src.cast::<u8>();
-    let n = std::mem::size_of::<T>();
     let mut i = 0;
     while i < n {
         // SAFETY: (every arm) `i + width <= n`, so the word lies inside both the source
@@ -384,44 +397,7 @@ pub(crate) unsafe fn atomic_load<T: bytemuck::Pod>(src: *const T) -> T {
     unsafe { out.assume_init() }
 }
 
-/// Copies `value` into shared memory with relaxed atomic stores (see [`atomic_load`]).
-///
-/// # Safety
-///
-/// `dst` must point to `size_of::<T>()` writable bytes aligned for `T`, which other parties
-/// only ever access atomically or not at all while this runs.
-#[cfg(not(shm_loom))]
-#[inline]
-pub(crate) unsafe fn atomic_store<T: bytemuck::Pod>(dst: *mut T, value: &T) {
-    use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
-    let src = (value as *const T).cast::<u8>();
-    let dst = dst.cast::<u8>();
-    let n = std::mem::size_of::<T>();
-    let mut i = 0;
-    while i < n {
-        // SAFETY: (every arm) as in `atomic_load`, with the roles of source and destination
-        // swapped: the atomic store is aligned (`word_at` on the destination address), and
-        // `value`, a live `T` readable for `n` bytes, is read unaligned; `T: Pod` has no
-        // padding, so every byte read is initialised.
-        unsafe {
-            let s = src.add(i);
-            let d = dst.add(i);
-            let width = word_at(d as usize, n - i);
-            match width {
-                8 => AtomicU64::from_ptr(d.cast::<u64>())
-                    .store(s.cast::<u64>().read_unaligned(), Relaxed),
-                4 => AtomicU32::from_ptr(d.cast::<u32>())
-                    .store(s.cast::<u32>().read_unaligned(), Relaxed),
-                2 => AtomicU16::from_ptr(d.cast::<u16>())
-                    .store(s.cast::<u16>().read_unaligned(), Relaxed),
-                _ => AtomicU8::from_ptr(d).store(s.read(), Relaxed),
-            }
-            i += width;
-        }
-    }
-}
-
-/// Copies `src.len()` slots starting at `first` out of shared memory into `dst` with
+/// Copies `dst.len()` slots starting at `first` out of shared memory into `dst` with
 /// [`atomic_load`]s.
 ///
 /// # Safety
@@ -433,19 +409,5 @@ pub(crate) unsafe fn atomic_load_slice<T: bytemuck::Pod>(first: *const T, dst: &
     for (i, d) in dst.iter_mut().enumerate() {
         // SAFETY: slot `i` is inside the range the caller vouches for.
         *d = unsafe { atomic_load(first.add(i)) };
-    }
-}
-
-/// Copies `src` into consecutive slots from `first` on with [`atomic_store`]s.
-///
-/// # Safety
-///
-/// As [`atomic_store`] for each of the `src.len()` slots from `first` on.
-#[cfg(not(shm_loom))]
-#[inline]
-pub(crate) unsafe fn atomic_store_slice<T: bytemuck::Pod>(first: *mut T, src: &[T]) {
-    for (i, s) in src.iter().enumerate() {
-        // SAFETY: slot `i` is inside the range the caller vouches for.
-        unsafe { atomic_store(first.add(i), s) };
     }
 }

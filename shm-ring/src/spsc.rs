@@ -736,8 +736,9 @@ impl<T: Pod> WriteChunk<'_, T> {
         unsafe { mem::write(self.producer.mem.slot(pos), value) };
     }
 
-    /// Fills the first `values.len()` reserved slots from `values`, with atomic word stores
-    /// (race-free in this process whatever the peer does; see the crate docs).
+    /// Fills the first `values.len()` reserved slots from `values` (a plain copy: writes
+    /// observe nothing, so a peer that reads these slots meanwhile can only get garbage in
+    /// its own process).
     ///
     /// # Panics
     ///
@@ -754,11 +755,15 @@ impl<T: Pod> WriteChunk<'_, T> {
             let (first, first_len) = self.first_run(values.len());
             let second = self.producer.mem.slot_ptr(0).cast::<T>();
             // SAFETY: both runs lie inside the slot array (`first_run`), are reserved for
-            // us until commit, and `UnsafeCell<T>` has `T`'s layout; peers touch the slots
-            // only through atomics, or (chunk slices) not while they are reserved.
+            // us until commit (no access of this process to them can race), do not overlap
+            // `values` (our own memory), and `UnsafeCell<T>` has `T`'s layout.
             unsafe {
-                mem::atomic_store_slice(first, &values[..first_len]);
-                mem::atomic_store_slice(second, &values[first_len..]);
+                std::ptr::copy_nonoverlapping(values.as_ptr(), first, first_len);
+                std::ptr::copy_nonoverlapping(
+                    values.as_ptr().add(first_len),
+                    second,
+                    values.len() - first_len,
+                );
             }
         }
         #[cfg(shm_loom)]
@@ -782,11 +787,12 @@ impl<T: Pod> WriteChunk<'_, T> {
     /// The reserved slots as two slices (the second is non-empty when the chunk wraps), to
     /// fill in place.
     ///
-    /// Zero-copy, so the promise is narrower than the rest of the ring's: these are plain
-    /// (non-atomic) writes to memory another process can reach. The consumer never touches
-    /// reserved slots, and a consumer that crashes touches nothing, but a hostile or buggy
-    /// process that keeps *reading or writing* these slots while you fill them races with
-    /// your writes (a data race in Rust's model). Use [`copy_from`](Self::copy_from) or
+    /// Zero-copy, so the promise is narrower than the rest of the ring's: your code holds a
+    /// `&mut [T]` into memory another process can reach. The consumer never touches
+    /// reserved slots, and a consumer that crashes touches nothing, but if your code *reads
+    /// back* what it wrote while a hostile or buggy process keeps writing these slots, that
+    /// read races (a data race in Rust's model: the compiler may assume the bytes did not
+    /// change). Writing only is harmless. Use [`copy_from`](Self::copy_from) or
     /// [`set`](Self::set) where you cannot trust every process that maps the ring.
     #[cfg(not(shm_loom))]
     pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {

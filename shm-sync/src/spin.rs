@@ -130,9 +130,9 @@ impl<T> SpinLock<T> {
                 {
                     return self.acquired(false);
                 }
-                // Another locker won: back off before re-reading (under loom, a yield, after
-                // which loom shows us the winner's word rather than a stale 0 forever).
-                backoff.snooze();
+                // Another locker won: a spin hint before re-reading (under loom, a yield,
+                // after which loom shows us the winner's word rather than a stale 0 forever).
+                crate::primitive::spin_hint();
                 continue;
             }
             if w == me {
