@@ -509,85 +509,53 @@ fn mutex_owner_death_is_reported_once_then_repaired() {
 struct RealMutex(Mutex<u64>);
 struct RealSpinLock(SpinLock<u64>);
 
-impl RobustLock for RealMutex {
-    fn try_lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> Option<bool> {
-        match self.0.try_lock() {
-            Ok(mut g) => {
-                f(&mut g);
-                Some(false)
+/// The model's interface for a real lock type, whose guards have `mark_consistent` and
+/// (under loom) `die_holding`.
+macro_rules! robust_lock {
+    ($real:ident) => {
+        impl RobustLock for $real {
+            fn try_lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> Option<bool> {
+                match self.0.try_lock() {
+                    Ok(mut g) => {
+                        f(&mut g);
+                        Some(false)
+                    }
+                    Err(LockError::OwnerDied(mut g)) => {
+                        f(&mut g);
+                        g.mark_consistent();
+                        Some(true)
+                    }
+                    Err(LockError::WouldBlock) => None,
+                    Err(e) => panic!("{e}"),
+                }
             }
-            Err(LockError::OwnerDied(mut g)) => {
-                f(&mut g);
-                g.mark_consistent();
-                Some(true)
-            }
-            Err(LockError::WouldBlock) => None,
-            Err(e) => panic!("{e}"),
-        }
-    }
 
-    fn lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> bool {
-        match self.0.lock() {
-            Ok(mut g) => {
-                f(&mut g);
-                false
+            fn lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> bool {
+                match self.0.lock() {
+                    Ok(mut g) => {
+                        f(&mut g);
+                        false
+                    }
+                    Err(LockError::OwnerDied(mut g)) => {
+                        f(&mut g);
+                        g.mark_consistent();
+                        true
+                    }
+                    Err(e) => panic!("{e}"),
+                }
             }
-            Err(LockError::OwnerDied(mut g)) => {
-                f(&mut g);
-                g.mark_consistent();
-                true
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
 
-    fn lock_and_die(&self, meanwhile: &mut dyn FnMut()) {
-        let mut g = self.0.lock().unwrap();
-        *g = 99;
-        meanwhile();
-        g.die_holding();
-    }
+            fn lock_and_die(&self, meanwhile: &mut dyn FnMut()) {
+                let mut g = self.0.lock().unwrap();
+                *g = 99;
+                meanwhile();
+                g.die_holding();
+            }
+        }
+    };
 }
-
-impl RobustLock for RealSpinLock {
-    fn try_lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> Option<bool> {
-        match self.0.try_lock() {
-            Ok(mut g) => {
-                f(&mut g);
-                Some(false)
-            }
-            Err(LockError::OwnerDied(mut g)) => {
-                f(&mut g);
-                g.mark_consistent();
-                Some(true)
-            }
-            Err(LockError::WouldBlock) => None,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> bool {
-        match self.0.lock() {
-            Ok(mut g) => {
-                f(&mut g);
-                false
-            }
-            Err(LockError::OwnerDied(mut g)) => {
-                f(&mut g);
-                g.mark_consistent();
-                true
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn lock_and_die(&self, meanwhile: &mut dyn FnMut()) {
-        let mut g = self.0.lock().unwrap();
-        *g = 99;
-        meanwhile();
-        g.die_holding();
-    }
-}
+robust_lock!(RealMutex);
+robust_lock!(RealSpinLock);
 
 /// A holder dies holding the lock while two lockers contend for it: one blocks in `lock`
 /// (sleeping in slices that end once time passes, and re-checking the holder), the other

@@ -794,6 +794,38 @@ fn a_stalled_skipper_is_overtaken_and_its_late_step_does_no_harm() {
     assert_eq!((st.skipped, st.head, st.tail), (1, 11, 11), "{st:?}");
 }
 
+/// A 4-slot ring with a 20 ms claim timeout, in which a producer process stalls 300 ms between
+/// claiming position 0 and marking it (then, with `linger_ms`, lives on that long) and the
+/// returned consumer has skipped that claim.
+fn ring_with_a_stalled_claim_skipped(
+    tag: &str,
+    linger_ms: Option<u64>,
+) -> (String, Cleanup, Ring<u64>, mpmc::Consumer<u64>, Running) {
+    let name = unique_name(tag);
+    let c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(20))
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut stale = role("push-one", &name, msg(9, 0));
+    stale.env("SHMRING_FAULT", "mpmc-producer-claimed:1:300");
+    if let Some(ms) = linger_ms {
+        stale.env("SHMRING_LINGER_MS", ms.to_string());
+    }
+    let stale = Running::spawn(stale);
+    until(&ring, "the stalled claim of position 0", |st| st.tail == 1);
+    // The claim is skipped after the timeout.
+    let t = Instant::now();
+    while ring.stats().skipped == 0 {
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+        assert!(t.elapsed() < Duration::from_secs(10), "never skipped");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (name, c, ring, rx, stale)
+}
+
 /// A producer stalls between claiming position 0 and marking it, past the claim timeout:
 /// consumers skip the claim, and a live producer laps onto the same slot (position 4 of a
 /// 4-slot ring) and stalls there, marked WRITING. The stalled claimant resumes, fails its
@@ -803,25 +835,8 @@ fn a_stalled_skipper_is_overtaken_and_its_late_step_does_no_harm() {
 /// gave the live writer's slot up: its `Ok` push was lost).
 #[test]
 fn a_producer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
-    let name = unique_name("mpmc-stale-p");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(4)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
-    let mut rx = ring.consumer().unwrap();
-    let mut stale = role("push-one", &name, msg(9, 0));
-    stale.env("SHMRING_FAULT", "mpmc-producer-claimed:1:300");
-    let mut stale = Running::spawn(stale);
-    until(&ring, "the stalled claim of position 0", |st| st.tail == 1);
-    // The claim is skipped after the timeout.
-    let t = Instant::now();
-    while ring.stats().skipped == 0 {
-        assert_eq!(rx.try_pop(), Err(PopError::Empty));
-        assert!(t.elapsed() < Duration::from_secs(10), "never skipped");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (name, _c, ring, mut rx, mut stale) =
+        ring_with_a_stalled_claim_skipped("mpmc-stale-p", None);
     // A live producer fills positions 1..=4 and stalls 600 ms on position 4 (slot 0),
     // marked WRITING, written, not published.
     let mut live = role("produce", &name, 2);
@@ -861,26 +876,8 @@ fn a_producer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
 /// made no progress for as long as the claimant lived).
 #[test]
 fn a_stalled_producers_late_resumption_never_wedges_a_dead_writers_slot() {
-    let name = unique_name("mpmc-stale-wedge");
-    let _c = Cleanup(name.clone());
-    let ring = mpmc::Builder::<u64>::new(&name)
-        .capacity(4)
-        .claim_timeout(Duration::from_millis(20))
-        .create()
-        .unwrap();
-    let mut rx = ring.consumer().unwrap();
-    let mut stale = role("push-one", &name, msg(9, 0));
-    stale
-        .env("SHMRING_FAULT", "mpmc-producer-claimed:1:300")
-        .env("SHMRING_LINGER_MS", "30000");
-    let mut stale = Running::spawn(stale);
-    until(&ring, "the stalled claim of position 0", |st| st.tail == 1);
-    let t = Instant::now();
-    while ring.stats().skipped == 0 {
-        assert_eq!(rx.try_pop(), Err(PopError::Empty));
-        assert!(t.elapsed() < Duration::from_secs(10), "never skipped");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let (name, _c, ring, mut rx, mut stale) =
+        ring_with_a_stalled_claim_skipped("mpmc-stale-wedge", Some(30_000));
     let mut doomed = role("produce", &name, 2);
     doomed
         .env("SHMRING_COUNT", "4")

@@ -180,12 +180,19 @@ const FUTEX_TRYLOCK_PI: libc::c_int = 8;
 /// hand-off, `ESRCH` if the word names a task that no longer exists and the kernel keeps
 /// no state for it, `EDEADLK` if the word names the calling thread.
 pub(crate) fn futex_trylock_pi(word: &AtomicU32) -> io::Result<()> {
-    // SAFETY: `word` is a valid, aligned u32 that the kernel reads and writes atomically.
+    futex_pi_op(word, FUTEX_TRYLOCK_PI)
+}
+
+/// A PI futex operation on `word` that takes no timeout and no value (`FUTEX_TRYLOCK_PI`,
+/// `FUTEX_UNLOCK_PI`), shared (never `FUTEX_PRIVATE_FLAG`).
+fn futex_pi_op(word: &AtomicU32, op: libc::c_int) -> io::Result<()> {
+    // SAFETY: `word` is a valid, aligned u32 that the kernel reads and writes atomically;
+    // the other arguments are plain integers (no timeout, no second word).
     let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
-            FUTEX_TRYLOCK_PI,
+            op,
             0u32,
             0usize,
             0usize,
@@ -219,23 +226,7 @@ pub(crate) fn lock_pi2_supported() -> bool {
 
 /// `FUTEX_UNLOCK_PI` (shared): hands a contended PI lock to its top waiter.
 pub(crate) fn futex_unlock_pi(word: &AtomicU32) -> io::Result<()> {
-    // SAFETY: `word` is a valid, aligned u32 that the kernel reads and writes atomically.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word.as_ptr(),
-            libc::FUTEX_UNLOCK_PI,
-            0u32,
-            0usize,
-            0usize,
-            0u32,
-        )
-    };
-    if r == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    futex_pi_op(word, libc::FUTEX_UNLOCK_PI)
 }
 
 /// `CLOCK_MONOTONIC` now.
