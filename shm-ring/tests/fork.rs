@@ -30,6 +30,44 @@ fn in_forked_child(f: impl FnOnce() -> i32) -> i32 {
     libc::WEXITSTATUS(status)
 }
 
+/// In a re-launched child test process: a ring of kind `$kind` with one item pushed; a forked
+/// child takes the inherited handles, runs `$chunks` (extra checks, bits 2 and 8) and the
+/// push and pop checks, and drops them; then the parent's handles still work, with the
+/// ring exactly as it was. Expands to the body's `(ring, tx, rx)` for the caller's checks.
+macro_rules! forked_child_leaves_the_ends_alone {
+    ($kind:ident, $name:expr, $chunks:expr) => {{
+        let ring = $kind::create::<u64>($name, 8).unwrap();
+        let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        tx.push(1).unwrap();
+        // The child takes (and drops) its copies; the parent's stay where they are.
+        let (mut tx, mut rx) = (Some(tx), Some(rx));
+        let code = in_forked_child(|| {
+            let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
+            let mut bad = $chunks(&mut tx, &mut rx);
+            if !matches!(tx.try_push(2), Err(PushError::Forked(2))) {
+                bad |= 1;
+            }
+            if rx.try_pop() != Err(PopError::Forked) || rx.pop() != Err(PopError::Forked) {
+                bad |= 4;
+            }
+            drop(tx);
+            drop(rx);
+            bad
+        });
+        assert_eq!(
+            code, 0,
+            "a forked child's handles acted on the ring (bits {code:#b})"
+        );
+        let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
+        assert_eq!(ring.stats().pushes, 1);
+        tx.push(3).unwrap();
+        assert_eq!(rx.try_pop(), Ok(1));
+        assert_eq!(rx.try_pop(), Ok(3));
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+        (ring, tx, rx)
+    }};
+}
+
 #[test]
 fn spsc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone() {
     let lines = run_child(child("child_fork_spsc", &unique_name("fork-spsc")));
@@ -41,57 +79,25 @@ fn spsc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone()
 fn child_fork_spsc() {
     let Some(name) = child_name() else { return };
     let _c = Cleanup(name.clone());
-    let ring = spsc::create::<u64>(&name, 8).unwrap();
-    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-    tx.push(1).unwrap();
-    // The child takes (and drops) its copies; the parent's stay where they are.
-    let (mut tx, mut rx) = (Some(tx), Some(rx));
-    let code = in_forked_child(|| {
-        let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
+    let chunks = |tx: &mut spsc::Producer<u64>, rx: &mut spsc::Consumer<u64>| {
         let mut bad = 0;
-        if !matches!(tx.try_push(2), Err(PushError::Forked(2))) {
-            bad |= 1;
-        }
         if !matches!(tx.write_chunk_uninit(1).err(), Some(ChunkError::Forked)) {
             bad |= 2;
-        }
-        if rx.try_pop() != Err(PopError::Forked) || rx.pop() != Err(PopError::Forked) {
-            bad |= 4;
         }
         if !matches!(rx.read_chunk(1).err(), Some(ChunkError::Forked)) {
             bad |= 8;
         }
-        drop(tx);
-        drop(rx);
         bad
-    });
-    assert_eq!(
-        code, 0,
-        "a forked child's handles acted on the ring (bits {code:#b})"
-    );
-    let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
-    // The parent's ends are untouched: still attached by us, nothing extra in the ring.
+    };
+    let (ring, _tx, _rx) = forked_child_leaves_the_ends_alone!(spsc, &name, chunks);
+    // The parent's ends are still attached by us.
     let me = std::process::id();
     let stats = ring.stats();
-    assert_eq!(
-        stats.producer,
-        EndStatus::Attached {
-            pid: me,
-            alive: true
-        }
-    );
-    assert_eq!(
-        stats.consumer,
-        EndStatus::Attached {
-            pid: me,
-            alive: true
-        }
-    );
-    assert_eq!(stats.pushes, 1);
-    tx.push(3).unwrap();
-    assert_eq!(rx.try_pop(), Ok(1));
-    assert_eq!(rx.try_pop(), Ok(3));
-    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    let ours = EndStatus::Attached {
+        pid: me,
+        alive: true,
+    };
+    assert_eq!((stats.producer, stats.consumer), (ours, ours));
     println!("CHILD:ok");
 }
 
@@ -106,36 +112,10 @@ fn mpmc_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone()
 fn child_fork_mpmc() {
     let Some(name) = child_name() else { return };
     let _c = Cleanup(name.clone());
-    let ring = mpmc::create::<u64>(&name, 8).unwrap();
-    let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-    tx.push(1).unwrap();
-    // The child takes (and drops) its copies; the parent's stay where they are.
-    let (mut tx, mut rx) = (Some(tx), Some(rx));
-    let code = in_forked_child(|| {
-        let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
-        let mut bad = 0;
-        if !matches!(tx.try_push(2), Err(PushError::Forked(2))) {
-            bad |= 1;
-        }
-        if rx.try_pop() != Err(PopError::Forked) || rx.pop() != Err(PopError::Forked) {
-            bad |= 4;
-        }
-        drop(tx);
-        drop(rx);
-        bad
-    });
-    assert_eq!(
-        code, 0,
-        "a forked child's handles acted on the ring (bits {code:#b})"
-    );
-    let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
+    let no_chunks = |_: &mut mpmc::Producer<u64>, _: &mut mpmc::Consumer<u64>| 0;
+    let (ring, mut tx, rx) = forked_child_leaves_the_ends_alone!(mpmc, &name, no_chunks);
     let stats = ring.stats();
     assert_eq!((stats.producers, stats.consumers), (1, 1));
-    assert_eq!(stats.pushes, 1);
-    tx.push(3).unwrap();
-    assert_eq!(rx.try_pop(), Ok(1));
-    assert_eq!(rx.try_pop(), Ok(3));
-    assert_eq!(rx.try_pop(), Err(PopError::Empty));
     // Dropping our consumer now, the last one, is a clean close for our producer.
     drop(rx);
     assert!(matches!(

@@ -811,33 +811,41 @@ fn a_planted_file_far_larger_than_its_ring_is_refused_without_touching_it() {
             "{name}: open faulted in {touched} bytes of a planted {PLANTED}-byte file"
         );
     };
-    let name = unique_name("planted-spsc");
-    let _c = Cleanup(name.clone());
-    let ring = spsc::Builder::<u64>::new(&name)
-        .capacity(1024)
-        .segment(shm_core::SegmentBuilder::new(&name).unlink_on_drop(false))
-        .create()
-        .unwrap();
-    drop(ring);
-    let f = plant(&name);
-    let e = spsc::open::<u64>(&name)
-        .err()
-        .expect("a planted file opened");
-    check(&name, &f, e.to_string());
-
-    let name = unique_name("planted-mpmc");
-    let _c = Cleanup(name.clone());
-    let ring = shm_ring::mpmc::Builder::<u64>::new(&name)
-        .capacity(1024)
-        .segment(shm_core::SegmentBuilder::new(&name).unlink_on_drop(false))
-        .create()
-        .unwrap();
-    drop(ring);
-    let f = plant(&name);
-    let e = shm_ring::mpmc::open::<u64>(&name)
-        .err()
-        .expect("a planted file opened");
-    check(&name, &f, e.to_string());
+    // Creates a ring of 1024 slots that outlives its handle, plants, opens: an error.
+    let planted = |tag: &str,
+                   create: &dyn Fn(&str, shm_core::SegmentBuilder),
+                   open: &dyn Fn(&str) -> Option<String>| {
+        let name = unique_name(tag);
+        let _c = Cleanup(name.clone());
+        create(
+            &name,
+            shm_core::SegmentBuilder::new(&name).unlink_on_drop(false),
+        );
+        let f = plant(&name);
+        let e = open(&name).expect("a planted file opened");
+        check(&name, &f, e);
+    };
+    planted(
+        "planted-spsc",
+        &|n, seg| {
+            drop(
+                spsc::Builder::<u64>::new(n)
+                    .capacity(1024)
+                    .segment(seg)
+                    .create()
+                    .unwrap(),
+            )
+        },
+        &|n| spsc::open::<u64>(n).err().map(|e| e.to_string()),
+    );
+    planted(
+        "planted-mpmc",
+        &|n, seg| {
+            let b = shm_ring::mpmc::Builder::<u64>::new(n).capacity(1024);
+            drop(b.segment(seg).create().unwrap())
+        },
+        &|n| shm_ring::mpmc::open::<u64>(n).err().map(|e| e.to_string()),
+    );
 
     let name = unique_name("planted-sync");
     let _c = Cleanup(name.clone());
