@@ -617,19 +617,6 @@ impl StoreRecoveryLock {
     }
 }
 
-thread_local! {
-    static TWIN_ME: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-fn twin_me() -> u64 {
-    TWIN_ME.with(|m| {
-        if m.get() == 0 {
-            m.set(shm_sync::primitive::world::new_identity());
-        }
-        m.get()
-    })
-}
-
 impl RobustLock for StoreRecoveryLock {
     fn lock_then(&self, f: &mut dyn FnMut(&mut u64)) -> bool {
         let me = shm_sync::primitive::world::new_identity();
@@ -650,7 +637,7 @@ impl RobustLock for StoreRecoveryLock {
     }
 
     fn lock_and_die(&self, meanwhile: &mut dyn FnMut()) {
-        let me = twin_me();
+        let me = shm_sync::primitive::world::new_identity();
         self.acquire(me);
         // SAFETY: as in `lock_then`.
         self.data.with_mut(|p| unsafe { *p = 99 });

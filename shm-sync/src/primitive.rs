@@ -132,14 +132,21 @@ pub mod world {
     loom::lazy_static! {
         static ref CLOCK: AtomicBool = AtomicBool::new(false);
         static ref DEAD: AtomicU64 = AtomicU64::new(0);
+        /// The next identity: a plain (not loom-tracked) counter, but one per execution, as
+        /// loom makes its lazy statics anew for each execution of each model (models that
+        /// run at once on other test threads have their own).
+        static ref NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     }
 
-    /// A fresh identity for a "process" (a ring handle, a lock-holding thread): unique
-    /// across every execution, so at most 64 are alive in one model and each has its own
-    /// bit in the dead set.
+    /// A fresh identity for a "process" (a ring handle, a lock-holding thread): 1, 2, ...
+    /// in each execution, so each of the (at most 64) identities of a model has its own
+    /// bit in the dead set. (A counter shared by all executions, as this once was, let two
+    /// models running at once on two test threads hand one execution identities 64 apart,
+    /// which shared a bit: the death of one made a live holder look dead.)
     pub fn new_identity() -> u64 {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) & 0x3fff_ffff
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(id < 64, "a loom model used more than 63 identities");
+        id
     }
 
     /// Time passes: every timeout may now read as expired (to a thread that sees this
