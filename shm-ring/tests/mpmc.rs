@@ -64,7 +64,7 @@ enum Op {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 8 } else { 256 }))]
+    #![proptest_config(ProptestConfig::with_cases(if cfg!(miri) { 4 } else { 256 }))]
 
     #[test]
     fn mpmc_matches_a_vecdeque(cap in 1u64..9, ops in proptest::collection::vec(
