@@ -672,9 +672,11 @@ impl<T: Pod> Producer<T> {
         if n == 0 {
             return 0;
         }
-        let mut chunk = match self.write_chunk_uninit(n) {
-            Ok(c) => c,
-            Err(_) => return 0,
+        // `n` slots are free (just checked): no second check through `write_chunk_uninit`.
+        let mut chunk = WriteChunk {
+            start: self.tail,
+            len: n,
+            producer: self,
         };
         chunk.copy_from(&values[..n]);
         chunk.commit_all();
@@ -1088,8 +1090,11 @@ impl<T: Pod> Consumer<T> {
         if n == 0 {
             return 0;
         }
-        let Ok(chunk) = self.read_chunk(n) else {
-            return 0;
+        // `n` items are ready (just checked): no second check through `read_chunk`.
+        let chunk = ReadChunk {
+            start: self.head,
+            len: n,
+            consumer: self,
         };
         chunk.copy_to(&mut out[..n]);
         chunk.commit_all();
