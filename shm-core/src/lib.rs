@@ -53,6 +53,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod error;
+mod exit_watcher;
 mod header;
 mod name;
 mod process;
@@ -66,7 +67,7 @@ pub use error::{
 };
 pub use header::{Fingerprint, HeaderInfo, Kind, SegmentState, FORMAT_VERSION, HEADER_SIZE, MAGIC};
 pub use name::{NameError, SegmentName, NAME_MAX};
-pub use process::{ExitWatch, Liveness, Lookup, ProcessId, ThisProcess};
+pub use process::{ExitNotice, ExitWatch, Liveness, Lookup, ProcessId, ThisProcess};
 pub use region::{Layout, Region, RegionError, ShmSafe};
 pub use segment::{
     inspect, list, remove, remove_stale, remove_stale_by, Segment, SegmentBuilder, SegmentInfo,

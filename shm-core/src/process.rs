@@ -278,6 +278,39 @@ impl ExitWatch {
     pub fn exited(&self) -> Option<bool> {
         crate::sys::pidfd_exited(self.fd.as_fd()).ok()
     }
+
+    /// Runs `on_exit` once, on this process's exit-watcher thread, soon after the watched
+    /// process exits (at once if it has already), unless the returned [`ExitNotice`] is
+    /// dropped first. This is how a sleeper learns of a peer's death without a timer: the
+    /// callback wakes it.
+    ///
+    /// The watcher is one thread per process, started by the first call, sleeping in
+    /// `epoll_wait(2)` over the pidfds of every notice; each notice holds a duplicate of
+    /// this watch's descriptor until it is dropped or fires. `None` if the thread or the
+    /// epoll set cannot be had (the caller then polls, as before), and in a child forked
+    /// while another thread was registering a notice.
+    ///
+    /// `on_exit` runs with the watcher's lock held: it must be short and must not create
+    /// or drop a notice.
+    pub fn on_exit(&self, on_exit: impl FnOnce() + Send + 'static) -> Option<ExitNotice> {
+        crate::exit_watcher::register(self.fd.as_fd(), Box::new(on_exit))
+    }
+}
+
+/// A pending [`ExitWatch::on_exit`] callback; dropping it cancels the callback (and closes
+/// its descriptor) if it has not run.
+#[derive(Debug)]
+pub struct ExitNotice {
+    pub(crate) inner: crate::exit_watcher::Notice,
+}
+
+impl ExitNotice {
+    /// Whether the callback has run (the process exited). `SeqCst`: the flag is set
+    /// before the callback runs, so a sleeper that reads a value of its wake-up word and
+    /// then finds this `false` is woken by the callback's change of that word.
+    pub fn fired(&self) -> bool {
+        self.inner.fired()
+    }
 }
 
 impl fmt::Display for ProcessId {

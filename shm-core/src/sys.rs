@@ -406,3 +406,66 @@ pub(crate) fn pidfd_exited(fd: BorrowedFd<'_>) -> io::Result<bool> {
         }
     }
 }
+
+/// `epoll_create1(EPOLL_CLOEXEC)`.
+pub(crate) fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; a new descriptor or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned to us and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `fd` to `ep` for readability, one-shot (it fires once, then stays quiet until
+/// re-armed), with `token` as its data.
+pub(crate) fn epoll_add_oneshot(
+    ep: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    token: u64,
+) -> io::Result<()> {
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+        u64: token,
+    };
+    // SAFETY: two valid descriptors and one `epoll_event` that outlives the call.
+    let r =
+        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes `fd` from `ep` (closing `fd` would too, but only once every duplicate is closed).
+pub(crate) fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
+    // SAFETY: two valid descriptors; a null event is allowed for EPOLL_CTL_DEL since 2.6.9.
+    unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// Waits (without a timeout) for events on `ep`; returns the tokens of those that fired.
+pub(crate) fn epoll_wait(ep: BorrowedFd<'_>, out: &mut Vec<u64>) -> io::Result<()> {
+    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 16];
+    loop {
+        // SAFETY: `evs` holds 16 writable events and outlives the call.
+        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), evs.as_mut_ptr(), 16, -1) };
+        if n >= 0 {
+            out.clear();
+            // `n <= 16`, the count the kernel was given.
+            out.extend(evs[..n as usize].iter().map(|e| e.u64));
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}

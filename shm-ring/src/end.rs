@@ -14,21 +14,38 @@
 //! the endpoint and its generation, so a mark left by a dead attachment is never mistaken
 //! for one of the live process that took the endpoint over.
 
+use std::any::Any;
+use std::sync::atomic::AtomicU64 as AtomicU64Std;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
+
+use crate::wait::FlagLine;
 
 pub(crate) const NEVER: u32 = 0;
 pub(crate) const ATTACHED: u32 = 1;
 pub(crate) const CLOSED: u32 = 2;
 
-/// How often an idle or blocked side checks that its peer still runs. The check goes
-/// through a pidfd on the peer, which the handle keeps open until the peer changes or the
-/// handle drops: one file descriptor per SPSC handle, and per MPMC handle one for each
-/// endpoint of the other side that was attached at its last check (at most
-/// [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)). Where pidfds are unavailable, a check
-/// reads `/proc`.
+/// The default liveness interval: how often a side that polls (`try_push`/`try_pop` on a
+/// full or empty ring, and `BusySpin` waits) checks that its peer still runs, and how often
+/// a sleeping side does so where its peer's death cannot wake it. Set per handle with
+/// `set_liveness_interval`.
+///
+/// A sleeping side whose peer is watched through a pidfd is woken by the peer's death (the
+/// process's exit watcher, one thread over every such pidfd; see
+/// [`shm_core::ExitWatch::on_exit`]) and re-checks on its own only every
+/// [`WATCHED_SLICE`] (or its liveness interval, if longer). The check goes through a pidfd on
+/// the peer, which the handle keeps open until the peer changes or the handle drops: one
+/// file descriptor per SPSC handle (two while it sleeps: the watcher holds a duplicate),
+/// and per MPMC handle one for each endpoint of the other side that was attached at its
+/// last check (at most [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)). Where pidfds are
+/// unavailable, a check reads `/proc`.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long a sleeping side sleeps before re-checking on its own when its peer's death
+/// will wake it: a safety net, not the way deaths are noticed.
+pub const WATCHED_SLICE: Duration = Duration::from_secs(1);
 
 /// One endpoint slot, as laid out in the control block.
 #[repr(C)]
@@ -128,6 +145,40 @@ pub(crate) struct PeerWatch {
     word: u64,
     #[cfg(not(shm_loom))]
     watch: Option<shm_core::ExitWatch>,
+    /// A pending wake-up of a flag line when `word`'s process exits.
+    #[cfg(not(shm_loom))]
+    notice: Option<shm_core::ExitNotice>,
+}
+
+/// Counts the exits of a handle's watched peers: each exit notice bumps it before it wakes
+/// the flag line, so a sleeper that took a snapshot before its last checks and compares it
+/// in its `ready` re-check cannot sleep through a death.
+pub(crate) type Deaths = Arc<AtomicU64Std>;
+
+/// A snapshot of `deaths`, to compare in a sleeper's `ready` check.
+pub(crate) fn deaths_seen(deaths: &Deaths) -> u64 {
+    // SeqCst: pairs with the SeqCst increment in an exit notice's callback.
+    deaths.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A flag line inside a mapping, kept alive by `_keep`, handed to the exit watcher's thread.
+#[cfg(not(shm_loom))]
+struct FlagRef {
+    flag: std::ptr::NonNull<FlagLine>,
+    _keep: Arc<dyn Any + Send + Sync>,
+}
+
+// SAFETY: `flag` points into memory that `_keep` keeps mapped; `FlagLine` is atomics only,
+// which any thread may use.
+#[cfg(not(shm_loom))]
+unsafe impl Send for FlagRef {}
+
+#[cfg(not(shm_loom))]
+impl FlagRef {
+    fn wake(&self) {
+        // SAFETY: `_keep` keeps the mapping (and so the flag) alive while `self` lives.
+        crate::wait::wake(unsafe { self.flag.as_ref() }, u32::MAX);
+    }
 }
 
 impl PeerWatch {
@@ -136,7 +187,61 @@ impl PeerWatch {
             word: 0,
             #[cfg(not(shm_loom))]
             watch: None,
+            #[cfg(not(shm_loom))]
+            notice: None,
         }
+    }
+
+    /// Arranges that a sleeper on `flag` is woken (and `deaths` bumped first) when the
+    /// process named by `word` exits. `true` if it will be (or need not: `word` is 0, which
+    /// an attach ends with a wake-up, or names this process); `false` if the caller must
+    /// check on a timer (no pidfd for that peer, or it is already dead).
+    #[cfg(not(shm_loom))]
+    pub fn wake_on_exit(
+        &mut self,
+        word: u64,
+        me: u64,
+        flag: &FlagLine,
+        keep: &Arc<dyn Any + Send + Sync>,
+        deaths: &Deaths,
+    ) -> bool {
+        if word == 0 || word == me {
+            return true;
+        }
+        if word == self.word && self.notice.is_some() {
+            return true;
+        }
+        if self.is_dead(word) {
+            return false;
+        }
+        let Some(watch) = self.watch.as_ref() else {
+            return false;
+        };
+        let target = FlagRef {
+            flag: std::ptr::NonNull::from(flag),
+            _keep: keep.clone(),
+        };
+        let deaths = deaths.clone();
+        self.notice = watch.on_exit(move || {
+            // SeqCst: pairs with the sleeper's SeqCst load (`deaths_seen`) in its `ready`
+            // check, made after its read of the epoch that `wake` bumps.
+            deaths.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            target.wake();
+        });
+        self.notice.is_some()
+    }
+
+    /// Under loom no watcher runs: sleepers re-check on their slices.
+    #[cfg(shm_loom)]
+    pub fn wake_on_exit(
+        &mut self,
+        _word: u64,
+        _me: u64,
+        _flag: &FlagLine,
+        _keep: &Arc<dyn Any + Send + Sync>,
+        _deaths: &Deaths,
+    ) -> bool {
+        false
     }
 
     /// Whether the process named by `word` is certainly gone (as [`is_dead`]).
@@ -155,6 +260,7 @@ impl PeerWatch {
             }
         }
         self.word = word;
+        self.notice = None;
         let start = word as u32;
         self.watch = shm_core::ExitWatch::open((word >> 32) as u32, |p| {
             start != 0 && p.start_low32() == start
@@ -168,6 +274,7 @@ impl PeerWatch {
         self.word = 0;
         #[cfg(not(shm_loom))]
         {
+            self.notice = None;
             self.watch = None;
         }
     }
@@ -252,11 +359,12 @@ impl End {
     }
 }
 
-/// Rate-limits `/proc` liveness checks on polling paths: at most one per
-/// [`LIVENESS_INTERVAL`], and the clock is read only every 256 polls.
+/// Rate-limits liveness checks on polling paths: at most one per interval (by default
+/// [`LIVENESS_INTERVAL`]), and the clock is read only every 256 polls.
 pub(crate) struct LivenessTimer {
     polls: u32,
     next: Option<Instant>,
+    interval: Duration,
 }
 
 impl LivenessTimer {
@@ -264,7 +372,20 @@ impl LivenessTimer {
         LivenessTimer {
             polls: 0,
             next: None,
+            interval: LIVENESS_INTERVAL,
         }
+    }
+
+    /// The interval between two checks.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Sets the interval (any `Duration`: one past `Instant`'s range means "check only
+    /// when a sleep slice ends", never a panic).
+    pub fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
+        self.expire();
     }
 
     /// Whether a check is due now; call on every idle poll.
@@ -280,7 +401,10 @@ impl LivenessTimer {
         match self.next {
             Some(at) if now < at => false,
             _ => {
-                self.next = Some(now + LIVENESS_INTERVAL);
+                // An overflow (a huge interval): ten years on is as good as never.
+                self.next = now
+                    .checked_add(self.interval)
+                    .or_else(|| now.checked_add(Duration::from_secs(315_360_000)));
                 true
             }
         }

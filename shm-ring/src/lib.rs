@@ -80,11 +80,11 @@ pub mod mpmc;
 pub mod spsc;
 mod wait;
 
-pub use end::{EndStatus, LIVENESS_INTERVAL};
+pub use end::{EndStatus, LIVENESS_INTERVAL, WATCHED_SLICE};
 pub use error::{ChunkError, PopError, PushError, RingError, Role};
 #[cfg(not(shm_loom))]
 pub use inspect::{inspect, RingInfo};
-pub use wait::WaitStrategy;
+pub use wait::{SpinBudget, WaitStrategy};
 
 /// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).
 macro_rules! fault_point {

@@ -58,6 +58,12 @@ impl<C, S> Mem<C, S> {
         }
     }
 
+    /// What keeps the memory alive: a reference to anything inside `ctrl()` stays valid
+    /// while a clone of this lives.
+    pub fn owner(&self) -> &Arc<dyn Any + Send + Sync> {
+        &self.owner
+    }
+
     /// The control block.
     #[inline]
     pub fn ctrl(&self) -> &C {

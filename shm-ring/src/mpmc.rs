@@ -56,11 +56,11 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
-use crate::end::{self, End, LivenessTimer, PeerWatch, LIVENESS_INTERVAL};
+use crate::end::{self, Deaths, End, LivenessTimer, PeerWatch};
 use crate::error::{PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
-use crate::wait::{self, Deadline, WaitStrategy};
+use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// Version of the MPMC control-block layout; part of the segment's fingerprint.
 pub const MPMC_LAYOUT_VERSION: u64 = 3;
@@ -302,6 +302,26 @@ impl Side {
         w == 0 || watches[i].is_dead(w)
     }
 
+    /// Arranges that the death of any process attached here now wakes a sleeper on `flag`
+    /// (see [`PeerWatch::wake_on_exit`]); `true` if every one will.
+    fn wake_on_deaths(
+        &self,
+        watches: &mut [PeerWatch; MAX_ENDPOINTS],
+        me: u64,
+        flag: &FlagLine,
+        keep: &std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        deaths: &Deaths,
+    ) -> bool {
+        let mut all = true;
+        for (e, watch) in self.ends.iter().zip(watches.iter_mut()) {
+            let w = e.owner.load(Ordering::Relaxed);
+            if w != 0 {
+                all &= watch.wake_on_exit(w, me, flag, keep, deaths);
+            }
+        }
+        all
+    }
+
     /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
     fn attached(&self) -> u32 {
         self.ends
@@ -475,6 +495,11 @@ impl<T: Pod> Ring<T> {
             role: Role::Producer,
             max: MAX_ENDPOINTS,
         })?;
+        // Consumers asleep re-arm their watches to include this process (loom runs no
+        // watcher).
+        if !cfg!(shm_loom) {
+            wait::wake(&c.consumers_waiting, u32::MAX);
+        }
         Ok(Producer {
             ring: self.clone(),
             me,
@@ -489,6 +514,9 @@ impl<T: Pod> Ring<T> {
             liveness: LivenessTimer::new(),
             peers: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stuck: None,
+            waiter: Waiter::new(),
+            stalled: false,
+            deaths: Deaths::default(),
         })
     }
 
@@ -505,6 +533,10 @@ impl<T: Pod> Ring<T> {
             role: Role::Consumer,
             max: MAX_ENDPOINTS,
         })?;
+        // Producers asleep re-arm their watches to include this process.
+        if !cfg!(shm_loom) {
+            wait::wake(&c.producers_waiting, u32::MAX);
+        }
         Ok(Consumer {
             ring: self.clone(),
             me,
@@ -519,6 +551,9 @@ impl<T: Pod> Ring<T> {
             liveness: LivenessTimer::new(),
             peers: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stuck: None,
+            waiter: Waiter::new(),
+            stalled: false,
+            deaths: Deaths::default(),
         })
     }
 
@@ -575,6 +610,13 @@ pub struct Producer<T> {
     peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position whose slot a consumer claimed but has not released, and since when.
     stuck: Option<(u64, Instant)>,
+    /// The adaptive spin budget and the wait in progress.
+    waiter: Waiter,
+    /// Whether this handle counted a stall since its last success: one stall per wait,
+    /// so a `try_push` loop on a full ring writes no shared counter while it spins.
+    stalled: bool,
+    /// Exits of the watched consumers, counted by their exit notices.
+    deaths: Deaths,
 }
 
 /// One of an MPMC ring's consumers.
@@ -597,6 +639,12 @@ pub struct Consumer<T> {
     peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position a producer claimed but has not published, and since when.
     stuck: Option<(u64, Instant)>,
+    /// The adaptive spin budget and the wait in progress.
+    waiter: Waiter,
+    /// Whether this handle counted a stall since its last success (see `Producer`).
+    stalled: bool,
+    /// Exits of the watched producers, counted by their exit notices.
+    deaths: Deaths,
 }
 
 /// After this many retries without progress, a loop reports corruption rather than spin.
@@ -653,6 +701,13 @@ impl<T: Pod> Producer<T> {
     /// Sets how blocking pushes wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// Sets how often a push on a full ring checks that the consumers still run, when
+    /// their deaths cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any
+    /// duration.
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.liveness.set_interval(interval);
     }
 
     /// Another producer handle (a new endpoint) on the same ring.
@@ -851,16 +906,30 @@ impl<T: Pod> Producer<T> {
             return Err(PushError::Forked(value));
         }
         match self.attempt(&value, true) {
-            Attempt::Done(()) => Ok(()),
+            Attempt::Done(()) => {
+                self.stalled = false;
+                Ok(())
+            }
             Attempt::Failed(f) => Err(fail_push(f, value)),
             Attempt::Blocked => {
-                let c = self.ring.mem.ctrl();
-                c.tail.stalls.fetch_add(1, Ordering::Relaxed);
+                self.count_stall();
                 match self.consumers_gone() {
                     Some(f) => Err(fail_push(f, value)),
                     None => Err(PushError::Full(value)),
                 }
             }
+        }
+    }
+
+    /// Counts a full stall, once per wait.
+    fn count_stall(&mut self) {
+        if !std::mem::replace(&mut self.stalled, true) {
+            self.ring
+                .mem
+                .ctrl()
+                .tail
+                .stalls
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -887,7 +956,10 @@ impl<T: Pod> Producer<T> {
         }
         // Fast path first: no deadline to build when there is room.
         match self.attempt(&value, false) {
-            Attempt::Done(()) => Ok(()),
+            Attempt::Done(()) => {
+                self.stalled = false;
+                Ok(())
+            }
             Attempt::Failed(f) => Err(fail_push(f, value)),
             Attempt::Blocked => self.push_until(value, Deadline::after(None)),
         }
@@ -907,61 +979,91 @@ impl<T: Pod> Producer<T> {
 
     fn push_until(&mut self, value: T, deadline: Deadline) -> Result<(), PushError<T>> {
         loop {
+            // Before the checks below: a death after them shows in `ready` as a change.
+            let seen = end::deaths_seen(&self.deaths);
             let strategy = self.strategy;
             let mut outcome = None;
-            wait::spin(strategy, wait::MPMC_POLL_PAUSES, || {
-                match self.attempt(&value, false) {
-                    Attempt::Blocked => None,
-                    other => {
-                        outcome = Some(other);
-                        Some(())
-                    }
+            let mut waiter = self.waiter;
+            wait::spin(strategy, &mut waiter, wait::MPMC_POLL_PAUSES, || match self
+                .attempt(&value, false)
+            {
+                Attempt::Blocked => None,
+                other => {
+                    outcome = Some(other);
+                    Some(())
                 }
             });
             // Once per spin budget, the full check: full, or a consumer claim stuck past
             // the claim timeout (which this reclaims).
-            match outcome.unwrap_or_else(|| self.attempt(&value, true)) {
-                Attempt::Done(()) => return Ok(()),
-                Attempt::Failed(f) => return Err(fail_push(f, value)),
-                Attempt::Blocked => {}
+            self.waiter = waiter;
+            let r = match outcome.unwrap_or_else(|| self.attempt(&value, true)) {
+                Attempt::Done(()) => Ok(()),
+                Attempt::Failed(f) => Err(fail_push(f, value)),
+                Attempt::Blocked => {
+                    self.count_stall();
+                    if let Some(f) = self.consumers_gone() {
+                        Err(fail_push(f, value))
+                    } else if deadline.passed() {
+                        Err(PushError::Timeout(value))
+                    } else {
+                        self.sleep(strategy, deadline, seen);
+                        continue;
+                    }
+                }
+            };
+            match r {
+                Ok(()) => {
+                    self.stalled = false;
+                    wait::ended(&mut self.waiter);
+                }
+                Err(_) => self.waiter.abandon(),
             }
-            self.ring
-                .mem
-                .ctrl()
-                .tail
-                .stalls
-                .fetch_add(1, Ordering::Relaxed);
-            if let Some(f) = self.consumers_gone() {
-                return Err(fail_push(f, value));
-            }
-            if deadline.passed() {
-                return Err(PushError::Timeout(value));
-            }
-            if strategy == WaitStrategy::SpinThenPark {
-                let c = self.ring.mem.ctrl();
-                let head = c.head.pos.load(Ordering::Relaxed);
-                // While a claim is pending, sleep in short slices to re-check its timeout.
-                let slice = if self.stuck.is_some() {
-                    Duration::from_millis(1)
-                } else {
-                    LIVENESS_INTERVAL
-                };
-                let tail = c.tail.pos.load(Ordering::Relaxed);
-                wait::park(
-                    &c.producers_waiting,
-                    deadline.slice(slice),
-                    || {
-                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
-                        c.head.pos.load(Ordering::Relaxed) != head
-                            || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed)
-                                == seq_of(tail, FREE)
-                            || c.consumers.gone().is_some()
-                    },
-                    || None,
-                );
-                self.liveness.expire();
-            }
+            return r;
         }
+    }
+
+    /// Sleeps (if `strategy` parks) until the ring may have room: a consumer moved `head`
+    /// or freed the slot at `tail`, the consumers left, one of them died (its exit notice
+    /// bumps `deaths` past `seen` and wakes us), a slice ended, or the deadline passed.
+    fn sleep(&mut self, strategy: WaitStrategy, deadline: Deadline, seen: u64) {
+        if !strategy.parks() {
+            return;
+        }
+        let c = self.ring.mem.ctrl();
+        let head = c.head.pos.load(Ordering::Relaxed);
+        let watched = c.consumers.wake_on_deaths(
+            &mut self.peers,
+            self.me,
+            &c.producers_waiting,
+            self.ring.mem.owner(),
+            &self.deaths,
+        );
+        let interval = self.liveness.interval();
+        // While a claim is pending, sleep in short slices to re-check its timeout; else
+        // the consumers' deaths wake us (or, unwatched, we re-check every interval).
+        let slice = if self.stuck.is_some() {
+            Duration::from_millis(1)
+        } else if watched {
+            interval.max(end::WATCHED_SLICE)
+        } else {
+            interval
+        };
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        let deaths = &self.deaths;
+        self.waiter.sleeping();
+        wait::park(
+            &c.producers_waiting,
+            deadline.slice(slice),
+            || {
+                // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                c.head.pos.load(Ordering::Relaxed) != head
+                    || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == seq_of(tail, FREE)
+                    || c.consumers.gone().is_some()
+                    || end::deaths_seen(deaths) != seen
+            },
+            || None,
+        );
+        self.liveness.expire();
     }
 
     /// Pushes as many of `values` as fit now, in order; returns how many.
@@ -1035,6 +1137,13 @@ impl<T: Pod> Consumer<T> {
     /// Sets how blocking pops wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// Sets how often a pop on an empty ring checks that the producers still run, when
+    /// their deaths cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any
+    /// duration.
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.liveness.set_interval(interval);
     }
 
     /// Another consumer handle (a new endpoint) on the same ring.
@@ -1248,19 +1357,24 @@ impl<T: Pod> Consumer<T> {
             return Err(PopError::Forked);
         }
         match self.attempt(true) {
-            Attempt::Done(v) => Ok(v),
+            Attempt::Done(v) => {
+                self.stalled = false;
+                Ok(v)
+            }
             Attempt::Failed(f) => Err(fail_pop(f)),
             Attempt::Blocked => self.after_empty(),
         }
     }
 
     fn after_empty(&mut self) -> Result<T, PopError> {
-        self.ring
-            .mem
-            .ctrl()
-            .head
-            .stalls
-            .fetch_add(1, Ordering::Relaxed);
+        if !std::mem::replace(&mut self.stalled, true) {
+            self.ring
+                .mem
+                .ctrl()
+                .head
+                .stalls
+                .fetch_add(1, Ordering::Relaxed);
+        }
         let Some(gone) = self.producers_gone() else {
             return Err(PopError::Empty);
         };
@@ -1296,7 +1410,10 @@ impl<T: Pod> Consumer<T> {
         }
         // Fast path first: no deadline to build when an item is ready.
         match self.attempt(false) {
-            Attempt::Done(v) => Ok(v),
+            Attempt::Done(v) => {
+                self.stalled = false;
+                Ok(v)
+            }
             Attempt::Failed(f) => Err(fail_pop(f)),
             Attempt::Blocked => self.pop_until(Deadline::after(None)),
         }
@@ -1316,55 +1433,90 @@ impl<T: Pod> Consumer<T> {
 
     fn pop_until(&mut self, deadline: Deadline) -> Result<T, PopError> {
         loop {
+            // Before the checks below: a death after them shows in `ready` as a change.
+            let seen = end::deaths_seen(&self.deaths);
             let strategy = self.strategy;
             let mut outcome = None;
-            wait::spin(strategy, wait::MPMC_POLL_PAUSES, || {
-                match self.attempt(false) {
+            let mut waiter = self.waiter;
+            wait::spin(
+                strategy,
+                &mut waiter,
+                wait::MPMC_POLL_PAUSES,
+                || match self.attempt(false) {
                     Attempt::Blocked => None,
                     other => {
                         outcome = Some(other);
                         Some(())
                     }
-                }
-            });
+                },
+            );
+            self.waiter = waiter;
             // Once per spin budget, the full check: empty, or a claim stuck past the claim
             // timeout (which this gives up).
-            match outcome.unwrap_or_else(|| self.attempt(true)) {
-                Attempt::Done(v) => return Ok(v),
-                Attempt::Failed(f) => return Err(fail_pop(f)),
-                Attempt::Blocked => {}
+            let r = match outcome.unwrap_or_else(|| self.attempt(true)) {
+                Attempt::Done(v) => Ok(v),
+                Attempt::Failed(f) => Err(fail_pop(f)),
+                Attempt::Blocked => match self.after_empty() {
+                    Err(PopError::Empty) if deadline.passed() => Err(PopError::Timeout),
+                    Err(PopError::Empty) => {
+                        self.sleep(strategy, deadline, seen);
+                        continue;
+                    }
+                    other => other,
+                },
+            };
+            match r {
+                Ok(_) => {
+                    self.stalled = false;
+                    wait::ended(&mut self.waiter);
+                }
+                Err(_) => self.waiter.abandon(),
             }
-            match self.after_empty() {
-                Err(PopError::Empty) => {}
-                other => return other,
-            }
-            if deadline.passed() {
-                return Err(PopError::Timeout);
-            }
-            if strategy == WaitStrategy::SpinThenPark {
-                let c = self.ring.mem.ctrl();
-                let tail = c.tail.pos.load(Ordering::Relaxed);
-                let head = c.head.pos.load(Ordering::Relaxed);
-                let slice = if self.stuck.is_some() {
-                    Duration::from_millis(1)
-                } else {
-                    LIVENESS_INTERVAL
-                };
-                wait::park(
-                    &c.consumers_waiting,
-                    deadline.slice(slice),
-                    || {
-                        // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
-                        c.tail.pos.load(Ordering::Relaxed) != tail
-                            || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
-                                == seq_of(head, PUBLISHED)
-                            || c.producers.gone().is_some()
-                    },
-                    || None,
-                );
-                self.liveness.expire();
-            }
+            return r;
         }
+    }
+
+    /// Sleeps (if `strategy` parks) until an item may be ready: a producer moved `tail` or
+    /// published the slot at `head`, the producers left, one of them died (its exit notice
+    /// bumps `deaths` past `seen` and wakes us), a slice ended, or the deadline passed.
+    fn sleep(&mut self, strategy: WaitStrategy, deadline: Deadline, seen: u64) {
+        if !strategy.parks() {
+            return;
+        }
+        let c = self.ring.mem.ctrl();
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        let head = c.head.pos.load(Ordering::Relaxed);
+        let watched = c.producers.wake_on_deaths(
+            &mut self.peers,
+            self.me,
+            &c.consumers_waiting,
+            self.ring.mem.owner(),
+            &self.deaths,
+        );
+        let interval = self.liveness.interval();
+        let slice = if self.stuck.is_some() {
+            Duration::from_millis(1)
+        } else if watched {
+            interval.max(end::WATCHED_SLICE)
+        } else {
+            interval
+        };
+        let deaths = &self.deaths;
+        self.waiter.sleeping();
+        wait::park(
+            &c.consumers_waiting,
+            deadline.slice(slice),
+            || {
+                // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
+                c.tail.pos.load(Ordering::Relaxed) != tail
+                    || self.ring.mem.slot(head).seq.load(Ordering::Relaxed)
+                        == seq_of(head, PUBLISHED)
+                    || c.producers.gone().is_some()
+                    || end::deaths_seen(deaths) != seen
+            },
+            || None,
+        );
+        self.liveness.expire();
     }
 
     /// Pops as many items as are ready into `out`, in order; returns how many.

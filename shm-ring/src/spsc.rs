@@ -26,10 +26,10 @@ use std::time::Duration;
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU64, Ordering};
 
-use crate::end::{self, End, EndStatus, LivenessTimer, PeerWatch, CLOSED, LIVENESS_INTERVAL};
+use crate::end::{self, Deaths, End, EndStatus, LivenessTimer, PeerWatch, CLOSED};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
-use crate::wait::{self, Deadline, WaitStrategy};
+use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// Version of the SPSC control-block layout; part of the segment's fingerprint.
 pub const SPSC_LAYOUT_VERSION: u64 = 1;
@@ -297,6 +297,11 @@ impl<T: Pod> Ring<T> {
                 what: format!("tail {tail} and head {head} are more than a ring apart"),
             });
         }
+        // A consumer asleep on the empty ring re-arms its watch on the new producer, so
+        // that this process's death wakes it.
+        if !cfg!(shm_loom) {
+            wait::wake(&c.consumer_waiting, u32::MAX);
+        }
         Ok(Producer {
             mem: self.mem.clone(),
             me,
@@ -307,6 +312,9 @@ impl<T: Pod> Ring<T> {
             registered: shm_sync::barrier::register(),
             liveness: LivenessTimer::new(),
             peer: PeerWatch::new(),
+            waiter: Waiter::new(),
+            stalled_at: tail.wrapping_sub(1),
+            deaths: Deaths::default(),
         })
     }
 
@@ -336,6 +344,10 @@ impl<T: Pod> Ring<T> {
                 what: format!("tail {tail} and head {head} are more than a ring apart"),
             });
         }
+        // A producer asleep on the full ring re-arms its watch on the new consumer.
+        if !cfg!(shm_loom) {
+            wait::wake(&c.producer_waiting, u32::MAX);
+        }
         Ok(Consumer {
             mem: self.mem.clone(),
             me,
@@ -346,6 +358,9 @@ impl<T: Pod> Ring<T> {
             registered: shm_sync::barrier::register(),
             liveness: LivenessTimer::new(),
             peer: PeerWatch::new(),
+            waiter: Waiter::new(),
+            stalled_at: head.wrapping_sub(1),
+            deaths: Deaths::default(),
         })
     }
 
@@ -393,6 +408,13 @@ pub struct Producer<T> {
     liveness: LivenessTimer,
     /// Cheap repeated liveness checks of the other end's process.
     peer: PeerWatch,
+    /// The adaptive spin budget and the wait in progress.
+    waiter: Waiter,
+    /// Our position when we last counted a stall: one stall per wait, not per poll, so a
+    /// `try_` loop on a full (empty) ring writes no counter while it spins.
+    stalled_at: u64,
+    /// Exits of the watched peer, counted by its exit notice.
+    deaths: Deaths,
 }
 
 /// The popping end of an SPSC ring. `&mut self` methods: one thread at a time.
@@ -410,6 +432,13 @@ pub struct Consumer<T> {
     liveness: LivenessTimer,
     /// Cheap repeated liveness checks of the other end's process.
     peer: PeerWatch,
+    /// The adaptive spin budget and the wait in progress.
+    waiter: Waiter,
+    /// Our position when we last counted a stall: one stall per wait, not per poll, so a
+    /// `try_` loop on a full (empty) ring writes no counter while it spins.
+    stalled_at: u64,
+    /// Exits of the watched peer, counted by its exit notice.
+    deaths: Deaths,
 }
 
 /// Why a wait for space/items ended without any.
@@ -424,6 +453,12 @@ impl<T: Pod> Producer<T> {
     /// Sets how blocking pushes wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
+    }
+
+    /// Sets how often a push on a full ring checks that the consumer still runs, when its
+    /// death cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any duration.
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.liveness.set_interval(interval);
     }
 
     /// Slots in the ring.
@@ -491,7 +526,7 @@ impl<T: Pod> Producer<T> {
     /// # Errors
     ///
     /// `Full`, or when full: `Disconnected` (consumer closed), `PeerDied` (consumer dead,
-    /// checked at most every [`LIVENESS_INTERVAL`]); `Corrupted`. The value comes back.
+    /// checked at most every [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)); `Corrupted`. The value comes back.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         if !self.origin.is_current() {
@@ -517,7 +552,10 @@ impl<T: Pod> Producer<T> {
     #[cold]
     fn full(&mut self, value: T) -> PushError<T> {
         let c = self.mem.ctrl();
-        bump(&c.tail.stalls);
+        if self.stalled_at != self.tail {
+            self.stalled_at = self.tail;
+            bump(&c.tail.stalls);
+        }
         // Acquire: pairs with the Release store in `End::release`.
         if c.config.consumer.state.load(Ordering::Acquire) == CLOSED {
             return PushError::Disconnected(value);
@@ -543,7 +581,7 @@ impl<T: Pod> Producer<T> {
     ///
     /// # Errors
     ///
-    /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`]), `Corrupted`.
+    /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)), `Corrupted`.
     #[inline]
     pub fn push(&mut self, value: T) -> Result<(), PushError<T>> {
         // Fast path first: no deadline to build when there is room.
@@ -578,25 +616,34 @@ impl<T: Pod> Producer<T> {
         }
     }
 
-    fn has_space(&mut self) -> Result<bool, Stop> {
-        self.refresh_head().map_err(|_| Stop::Corrupted)?;
-        Ok(self.tail.wrapping_sub(self.head_cache) < self.mem.cap())
+    fn wait_for_space(&mut self, deadline: Deadline) -> Result<(), Stop> {
+        let r = self.wait_for_space_inner(deadline);
+        if r.is_err() {
+            self.waiter.abandon();
+        }
+        r
     }
 
-    fn wait_for_space(&mut self, deadline: Deadline) -> Result<(), Stop> {
+    fn wait_for_space_inner(&mut self, deadline: Deadline) -> Result<(), Stop> {
         loop {
+            // Before the checks below: a death after them shows in `ready` as a change.
+            let seen = end::deaths_seen(&self.deaths);
             let strategy = self.strategy;
             let mut corrupted = false;
-            let got = wait::spin(strategy, wait::SPSC_POLL_PAUSES, || {
-                match self.has_space() {
-                    Ok(true) => Some(()),
-                    Ok(false) => None,
-                    Err(_) => {
+            let got = {
+                let (mem, tail, head_cache) = (&self.mem, self.tail, &mut self.head_cache);
+                wait::spin(strategy, &mut self.waiter, wait::SPSC_POLL_PAUSES, || {
+                    // Acquire: pairs with the consumer's Release store of `head` (as in
+                    // `refresh_head`).
+                    let h = mem.ctrl().head.pos.load(Ordering::Acquire);
+                    if tail.wrapping_sub(h) > mem.cap() {
                         corrupted = true;
-                        Some(())
+                        return Some(());
                     }
-                }
-            });
+                    *head_cache = h;
+                    (tail.wrapping_sub(h) < mem.cap()).then_some(())
+                })
+            };
             if corrupted {
                 return Err(Stop::Corrupted);
             }
@@ -614,17 +661,36 @@ impl<T: Pod> Producer<T> {
             if deadline.passed() {
                 return Err(Stop::Timeout);
             }
-            if strategy == WaitStrategy::SpinThenPark {
+            if strategy.parks() {
                 let full_head = self.tail.wrapping_sub(self.mem.cap());
                 let c = self.mem.ctrl();
+                // The consumer's death wakes us if a pidfd watches it; else we re-check it
+                // every liveness interval.
+                let word = c.config.consumer.owner.load(Ordering::Relaxed);
+                let interval = self.liveness.interval();
+                let slice = if self.peer.wake_on_exit(
+                    word,
+                    self.me,
+                    &c.producer_waiting,
+                    self.mem.owner(),
+                    &self.deaths,
+                ) {
+                    interval.max(end::WATCHED_SLICE)
+                } else {
+                    interval
+                };
+                let deaths = &self.deaths;
+                self.waiter.sleeping();
                 wait::park(
                     &c.producer_waiting,
-                    deadline.slice(LIVENESS_INTERVAL),
+                    deadline.slice(slice),
                     || {
                         // Relaxed: only a hint to skip the sleep; the loop re-reads `head`
-                        // with Acquire. Closed also ends the wait.
+                        // with Acquire. Closed also ends the wait, and so does the
+                        // consumer's exit (SeqCst: pairs with the store in its notice).
                         c.head.pos.load(Ordering::Relaxed) != full_head
                             || c.config.consumer.state.load(Ordering::Relaxed) == CLOSED
+                            || end::deaths_seen(deaths) != seen
                     },
                     // Between slices: go on sleeping while the deadline is ahead and the
                     // consumer lives (one pidfd poll per slice; `/proc` where there are
@@ -634,7 +700,7 @@ impl<T: Pod> Producer<T> {
                             c.config.consumer.status_watched(&mut self.peer),
                             EndStatus::Attached { alive: false, .. }
                         );
-                        (!deadline.passed() && !dead).then(|| deadline.slice(LIVENESS_INTERVAL))
+                        (!deadline.passed() && !dead).then(|| deadline.slice(slice))
                     },
                 );
                 self.liveness.expire();
@@ -837,6 +903,12 @@ impl<T: Pod> Consumer<T> {
         self.strategy = strategy;
     }
 
+    /// Sets how often a pop on an empty ring checks that the producer still runs, when its
+    /// death cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any duration.
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.liveness.set_interval(interval);
+    }
+
     /// Slots in the ring.
     pub fn capacity(&self) -> u64 {
         self.mem.cap()
@@ -906,7 +978,7 @@ impl<T: Pod> Consumer<T> {
     /// # Errors
     ///
     /// `Empty`; `Disconnected` / `PeerDied` once the ring is drained and the producer is
-    /// gone (death is checked at most every [`LIVENESS_INTERVAL`]); `Corrupted`.
+    /// gone (death is checked at most every [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)); `Corrupted`.
     #[inline]
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         if !self.origin.is_current() {
@@ -931,7 +1003,10 @@ impl<T: Pod> Consumer<T> {
     #[cold]
     fn empty(&mut self) -> PopError {
         let c = self.mem.ctrl();
-        bump(&c.head.stalls);
+        if self.stalled_at != self.head {
+            self.stalled_at = self.head;
+            bump(&c.head.stalls);
+        }
         // Acquire: pairs with the Release store in `End::release`: everything the producer
         // published before closing is visible to the re-read below.
         if c.config.producer.state.load(Ordering::Acquire) == CLOSED {
@@ -966,7 +1041,7 @@ impl<T: Pod> Consumer<T> {
     ///
     /// # Errors
     ///
-    /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`]),
+    /// `Disconnected`, `PeerDied` (noticed within about [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)),
     /// `Corrupted`.
     #[inline]
     pub fn pop(&mut self) -> Result<T, PopError> {
@@ -1003,18 +1078,33 @@ impl<T: Pod> Consumer<T> {
     }
 
     fn wait_for_items(&mut self, deadline: Deadline) -> Result<(), Stop> {
+        let r = self.wait_for_items_inner(deadline);
+        if r.is_err() {
+            self.waiter.abandon();
+        }
+        r
+    }
+
+    fn wait_for_items_inner(&mut self, deadline: Deadline) -> Result<(), Stop> {
         loop {
+            // Before the checks below: a death after them shows in `ready` as a change.
+            let seen = end::deaths_seen(&self.deaths);
             let strategy = self.strategy;
             let mut corrupted = false;
-            let got = wait::spin(strategy, wait::SPSC_POLL_PAUSES, || {
-                match self.refresh_tail() {
-                    Ok(()) => (self.tail_cache != self.head).then_some(()),
-                    Err(()) => {
+            let got = {
+                let (mem, head, tail_cache) = (&self.mem, self.head, &mut self.tail_cache);
+                wait::spin(strategy, &mut self.waiter, wait::SPSC_POLL_PAUSES, || {
+                    // Acquire: pairs with the producer's Release store of `tail` (as in
+                    // `refresh_tail`).
+                    let t = mem.ctrl().tail.pos.load(Ordering::Acquire);
+                    if t.wrapping_sub(head) > mem.cap() {
                         corrupted = true;
-                        Some(())
+                        return Some(());
                     }
-                }
-            });
+                    *tail_cache = t;
+                    (t != head).then_some(())
+                })
+            };
             if corrupted {
                 return Err(Stop::Corrupted);
             }
@@ -1029,22 +1119,42 @@ impl<T: Pod> Consumer<T> {
                 _ => return Err(Stop::Corrupted),
             }
             if self.tail_cache != self.head {
+                wait::ended(&mut self.waiter);
                 return Ok(());
             }
             if deadline.passed() {
                 return Err(Stop::Timeout);
             }
-            if strategy == WaitStrategy::SpinThenPark {
+            if strategy.parks() {
                 let head = self.head;
                 let c = self.mem.ctrl();
+                // The producer's death wakes us if a pidfd watches it; else we re-check it
+                // every liveness interval.
+                let word = c.config.producer.owner.load(Ordering::Relaxed);
+                let interval = self.liveness.interval();
+                let slice = if self.peer.wake_on_exit(
+                    word,
+                    self.me,
+                    &c.consumer_waiting,
+                    self.mem.owner(),
+                    &self.deaths,
+                ) {
+                    interval.max(end::WATCHED_SLICE)
+                } else {
+                    interval
+                };
+                let deaths = &self.deaths;
+                self.waiter.sleeping();
                 wait::park(
                     &c.consumer_waiting,
-                    deadline.slice(LIVENESS_INTERVAL),
+                    deadline.slice(slice),
                     || {
                         // Relaxed: only a hint to skip the sleep; the loop re-reads `tail`
-                        // with Acquire.
+                        // with Acquire. Closed also ends the wait, and so does the
+                        // producer's exit (SeqCst: pairs with the store in its notice).
                         c.tail.pos.load(Ordering::Relaxed) != head
                             || c.config.producer.state.load(Ordering::Relaxed) == CLOSED
+                            || end::deaths_seen(deaths) != seen
                     },
                     // Between slices: go on sleeping while the deadline is ahead and the
                     // producer lives (one pidfd poll per slice; `/proc` where there are
@@ -1054,7 +1164,7 @@ impl<T: Pod> Consumer<T> {
                             c.config.producer.status_watched(&mut self.peer),
                             EndStatus::Attached { alive: false, .. }
                         );
-                        (!deadline.passed() && !dead).then(|| deadline.slice(LIVENESS_INTERVAL))
+                        (!deadline.passed() && !dead).then(|| deadline.slice(slice))
                     },
                 );
                 self.liveness.expire();

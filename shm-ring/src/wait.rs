@@ -3,19 +3,137 @@
 
 use std::time::{Duration, Instant};
 
-use shm_sync::primitive::{AtomicU32, Backoff, Ordering};
+use shm_sync::primitive::{AtomicU32, Ordering};
 
-/// How a blocked `push`/`pop` waits.
+/// How a blocked `push`/`pop` (and `push_timeout`/`pop_timeout`) waits once the ring is
+/// full or empty. While data flows no strategy costs anything: a wait begins only when a
+/// call finds nothing to do, and its first polls read no clock.
+///
+/// Measured on the project's 2-core VM (`shmring bench`, rows `bursty-*` and `idle-*`; see
+/// the README's Performance section for the figures of the latest run): a feed of bursts of
+/// 200 messages at 200k msg/s into one consumer, and a consumer left idle.
+///
+/// | strategy | while waiting | the other side's cost | idle consumer |
+/// | --- | --- | --- | --- |
+/// | `BusySpin` | polls, never sleeps | none | a whole core |
+/// | `SpinThenPark` (default) | polls for an adaptive budget (5-100 µs), yields twice, sleeps | a `FUTEX_WAKE` only when it sleeps: about once per burst | under 1% of a core |
+/// | `Budget(b)` | polls for `b.spin`, yields `b.yields` times, sleeps | as above | under 1% |
+///
+/// A sleeping side is woken by the other side's publish (a futex on the ring's flag line,
+/// issued only while someone sleeps), by a disconnect, by its deadline, and by the death of
+/// its peer, which the process's peer watcher (one thread, started by the first sleep,
+/// over the peers' pidfds) turns into a wake-up. Where no pidfd can be had, a sleeper
+/// re-checks its peer every liveness interval instead (`set_liveness_interval`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WaitStrategy {
-    /// Spin (with `spin_loop` hints) and never sleep: the lowest latency, for a core
+    /// Poll (with `spin_loop` hints) and never sleep: the lowest latency, for a core
     /// dedicated to this thread (trading). Burns that core while waiting.
     BusySpin,
-    /// Spin briefly, yield, then sleep on a futex until the other side publishes: for audio
-    /// and general use. An idle waiter uses no CPU; the other side pays a syscall only
-    /// while someone sleeps.
+    /// Poll for an adaptive budget, yield, then sleep on a futex until the other side
+    /// publishes: for audio and general use. The budget starts at 20 µs and follows how
+    /// long this handle's recent waits lasted: a wait that ended after `w` (within
+    /// 100 µs) makes the next budget at least `4 * w`, a wait that slept for longer than
+    /// 100 µs shrinks it by a quarter, down to 5 µs. So messages that arrive in bursts are
+    /// caught while polling, and only the first of a burst pays a wake-up, while a handle
+    /// whose waits are long (an idle feed, a 2.7 ms audio period) sleeps almost at once.
     #[default]
     SpinThenPark,
+    /// Poll for `spin`, yield `yields` times, then sleep: a fixed budget, in the manner of
+    /// Aeron's `BackoffIdleStrategy` and the disruptor's phased back-off. `spin` of zero
+    /// sleeps after one poll.
+    Budget(SpinBudget),
+}
+
+/// The fixed budget of [`WaitStrategy::Budget`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpinBudget {
+    /// How long to poll before yielding (the clock is read every 64 polls).
+    pub spin: Duration,
+    /// How many `sched_yield`s (each followed by a poll) before sleeping.
+    pub yields: u32,
+}
+
+impl WaitStrategy {
+    /// Whether a wait may sleep.
+    #[inline]
+    pub(crate) fn parks(self) -> bool {
+        !matches!(self, WaitStrategy::BusySpin)
+    }
+}
+
+/// The adaptive budget's bounds (see [`WaitStrategy::SpinThenPark`]).
+const ADAPT_MIN_NS: u64 = 5_000;
+const ADAPT_START_NS: u64 = 20_000;
+const ADAPT_MAX_NS: u64 = 100_000;
+const ADAPT_YIELDS: u32 = 2;
+/// Polls before a wait reads the clock: a wait this short costs no clock read.
+const FREE_POLLS: u32 = 32;
+/// Polls between two clock reads while spinning.
+const POLLS_PER_CLOCK: u32 = 64;
+
+/// One handle's waiting state: the adaptive budget, and the wait in progress.
+#[derive(Clone, Copy)]
+pub(crate) struct Waiter {
+    budget_ns: u64,
+    /// When the wait in progress began spinning on the clock (`None`: it has not, or
+    /// there is none).
+    started: Option<Instant>,
+    /// Whether the wait in progress slept.
+    slept: bool,
+}
+
+impl Waiter {
+    pub fn new() -> Waiter {
+        Waiter {
+            budget_ns: ADAPT_START_NS,
+            started: None,
+            slept: false,
+        }
+    }
+
+    /// The wait in progress ended with data (or an error): learn from how long it took.
+    #[inline]
+    fn done(&mut self) {
+        let Some(t0) = self.started.take() else {
+            return; // ended within the free polls: nothing to learn, nothing to pay
+        };
+        let w = t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+        let slept = std::mem::take(&mut self.slept);
+        self.budget_ns = if w <= ADAPT_MAX_NS {
+            // It ended soon: a budget of 4 w would have caught it while polling.
+            let want = w.saturating_mul(4).clamp(ADAPT_MIN_NS, ADAPT_MAX_NS);
+            if slept {
+                want.max(self.budget_ns.saturating_mul(2)).min(ADAPT_MAX_NS)
+            } else {
+                want.max(self.budget_ns - self.budget_ns / 16)
+            }
+        } else if slept {
+            // A long wait: polling was wasted. Shrink.
+            (self.budget_ns - self.budget_ns / 4).max(ADAPT_MIN_NS)
+        } else {
+            self.budget_ns
+        };
+    }
+
+    /// The wait in progress is about to sleep.
+    pub fn sleeping(&mut self) {
+        self.slept = true;
+        if self.started.is_none() {
+            self.started = Some(Instant::now());
+        }
+    }
+
+    /// The wait in progress ended without data (an error, a timeout): forget it.
+    pub fn abandon(&mut self) {
+        self.started = None;
+        self.slept = false;
+    }
+
+    /// The current adaptive budget, for tests.
+    #[cfg(all(test, not(shm_loom)))]
+    fn budget(&self) -> Duration {
+        Duration::from_nanos(self.budget_ns)
+    }
 }
 
 /// When a wait gives up.
@@ -159,44 +277,153 @@ pub(crate) const SPSC_POLL_PAUSES: u32 = if cfg!(shm_loom) { 1 } else { 4 };
 /// throughput (32-37 against 36-40 M msg/s, 4 runs each).
 pub(crate) const MPMC_POLL_PAUSES: u32 = 1;
 
-/// Spins per `strategy` until `try_once` yields something. Returns `None` when the caller
-/// should check its deadline and its peer, and then (`SpinThenPark`) sleep.
+/// Polls per `strategy` until `try_once` yields something. Returns `None` when the caller
+/// should check its deadline and its peer, and then (if the strategy parks) sleep.
 ///
-/// `pauses` is how many spin hints `BusySpin` puts between two polls: the trade between
-/// noticing the other side sooner and leaving its line alone so it can publish several
-/// items per poll. SPSC polls the producer's position word, which the producer stores on
-/// every publish, so polling too often takes that line from it on each item
-/// ([`SPSC_POLL_PAUSES`]). MPMC polls the slot's sequence word, which each item's producer
-/// writes twice (mark, publish) and its consumer twice (mark, release) anyway
-/// ([`MPMC_POLL_PAUSES`]).
+/// `pauses` is how many spin hints go between two polls: the trade between noticing the
+/// other side sooner and leaving its line alone so it can publish several items per poll.
+/// SPSC polls the producer's position word, which the producer stores on every publish, so
+/// polling too often takes that line from it on each item ([`SPSC_POLL_PAUSES`]). MPMC polls
+/// the slot's sequence word, which each item's producer writes twice (mark, publish) and its
+/// consumer twice (mark, release) anyway ([`MPMC_POLL_PAUSES`]).
+///
+/// The first [`FREE_POLLS`] polls read no clock; a wait that lasts longer reads it every
+/// [`POLLS_PER_CLOCK`] polls, to end the spin budget and to learn from (the adaptive
+/// budget of `SpinThenPark`).
+#[inline]
 pub(crate) fn spin<R>(
     strategy: WaitStrategy,
+    waiter: &mut Waiter,
     pauses: u32,
     mut try_once: impl FnMut() -> Option<R>,
 ) -> Option<R> {
-    match strategy {
+    let mut poll = || -> Option<R> {
+        let r = try_once();
+        if r.is_none() {
+            for _ in 0..pauses {
+                shm_sync::primitive::spin_hint();
+            }
+        }
+        r
+    };
+    if cfg!(shm_loom) {
+        // Loom must see every retry as a yield and stay finite: one poll for the parking
+        // strategies (then the sleep path), a bounded loop for `BusySpin`.
+        let polls = if strategy.parks() { 1 } else { 1024 };
+        for _ in 0..polls {
+            if let Some(r) = poll() {
+                return Some(r);
+            }
+        }
+        return None;
+    }
+    for _ in 0..FREE_POLLS {
+        if let Some(r) = poll() {
+            waiter.done();
+            return Some(r);
+        }
+    }
+    let (spin_ns, yields) = match strategy {
+        // Back to the caller every 1024 polls, to check its deadline and its peer.
         WaitStrategy::BusySpin => {
-            for _ in 0..1024 {
-                if let Some(r) = try_once() {
+            for _ in 0..1024 - FREE_POLLS {
+                if let Some(r) = poll() {
                     return Some(r);
                 }
-                for _ in 0..pauses {
-                    shm_sync::primitive::spin_hint();
-                }
             }
+            return None;
+        }
+        WaitStrategy::SpinThenPark => (waiter.budget_ns, ADAPT_YIELDS),
+        WaitStrategy::Budget(b) => (b.spin.as_nanos().min(u128::from(u64::MAX)) as u64, b.yields),
+    };
+    let t0 = *waiter.started.get_or_insert_with(Instant::now);
+    loop {
+        for _ in 0..POLLS_PER_CLOCK {
+            if let Some(r) = poll() {
+                waiter.done();
+                return Some(r);
+            }
+        }
+        if t0.elapsed().as_nanos() >= u128::from(spin_ns) {
+            break;
+        }
+    }
+    for _ in 0..yields {
+        shm_sync::primitive::yield_now();
+        if let Some(r) = poll() {
+            waiter.done();
+            return Some(r);
+        }
+    }
+    None
+}
+
+/// A wait that ended through the caller's own check (after a sleep, say) rather than
+/// inside [`spin`]: learn from it as `spin` would.
+#[inline]
+pub(crate) fn ended(waiter: &mut Waiter) {
+    waiter.done();
+}
+
+#[cfg(all(test, not(shm_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_adaptive_budget_grows_after_short_sleeps_and_shrinks_after_long_ones() {
+        let mut w = Waiter::new();
+        assert_eq!(w.budget(), Duration::from_nanos(ADAPT_START_NS));
+        // A wait that slept but ended 30 µs after it began: the budget must cover 4 x 30.
+        w.started = Some(Instant::now() - Duration::from_micros(30));
+        w.slept = true;
+        w.done();
+        assert_eq!(w.budget(), Duration::from_nanos(ADAPT_MAX_NS));
+        // Long sleeps (an idle feed) shrink it, down to the floor and no further.
+        for _ in 0..40 {
+            w.started = Some(Instant::now() - Duration::from_millis(5));
+            w.slept = true;
+            w.done();
+        }
+        assert_eq!(w.budget(), Duration::from_nanos(ADAPT_MIN_NS));
+        // A wait ended while polling after 10 µs: at least 4 x 10 µs next time.
+        w.started = Some(Instant::now() - Duration::from_micros(10));
+        w.done();
+        assert!(w.budget() >= Duration::from_micros(40), "{:?}", w.budget());
+        // A wait within the free polls leaves it alone.
+        let b = w.budget();
+        w.done();
+        assert_eq!(w.budget(), b);
+    }
+
+    #[test]
+    fn a_spin_budget_of_zero_gives_up_after_the_free_polls() {
+        let mut w = Waiter::new();
+        let mut polls = 0u32;
+        let b = WaitStrategy::Budget(SpinBudget {
+            spin: Duration::ZERO,
+            yields: 3,
+        });
+        assert_eq!(
+            spin(b, &mut w, 0, || {
+                polls += 1;
+                None::<()>
+            }),
             None
-        }
-        WaitStrategy::SpinThenPark => {
-            let backoff = Backoff::new();
-            loop {
-                if let Some(r) = try_once() {
-                    return Some(r);
-                }
-                if backoff.is_completed() {
-                    return None;
-                }
-                backoff.snooze();
-            }
-        }
+        );
+        assert_eq!(polls, FREE_POLLS + POLLS_PER_CLOCK + 3);
+        // A huge budget saturates instead of overflowing, and data ends it.
+        let mut w = Waiter::new();
+        let huge = WaitStrategy::Budget(SpinBudget {
+            spin: Duration::MAX,
+            yields: u32::MAX,
+        });
+        let mut n = 0u32;
+        assert_eq!(
+            spin(huge, &mut w, 0, || {
+                n += 1;
+                (n == 500).then_some(7)
+            }),
+            Some(7)
+        );
     }
 }

@@ -1,0 +1,188 @@
+//! Plain loops over each queue, with no harness between the calls: the independent
+//! cross-check of `shmring bench` and the criterion rows. Two threads pinned to two CPUs,
+//! u64 messages, `N` per run; prints M msg/s per row. `cargo run --release -p
+//! shmring-benches --example loops [-- rows...]`.
+
+use std::sync::Barrier;
+use std::time::Instant;
+
+use shm_ring::{mpmc, spsc, WaitStrategy};
+
+const N: u64 = 20_000_000;
+const CAP: u64 = 16384;
+
+fn pin(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+fn two<P: Send, C: Send>(p: P, c: C, prod: fn(P), cons: fn(C)) -> f64 {
+    let b = Barrier::new(2);
+    let t = std::thread::scope(|s| {
+        let b = &b;
+        s.spawn(move || {
+            pin(0);
+            b.wait();
+            prod(p)
+        });
+        let h = s.spawn(move || {
+            pin(1);
+            b.wait();
+            let t0 = Instant::now();
+            cons(c);
+            t0.elapsed()
+        });
+        h.join().unwrap()
+    });
+    N as f64 / t.as_secs_f64() / 1e6
+}
+
+fn main() {
+    let rows: Vec<String> = std::env::args().skip(1).collect();
+    let want = |r: &str| rows.is_empty() || rows.iter().any(|x| x == r);
+    let name = |t: &str| format!("/loops-{t}-{}", std::process::id());
+    if want("spsc-try") {
+        let r = spsc::create::<u64>(&name("a"), CAP).unwrap();
+        let f = two(
+            r.producer().unwrap(),
+            r.consumer().unwrap(),
+            |mut tx| {
+                for i in 0..N {
+                    while tx.try_push(i).is_err() {}
+                }
+            },
+            |mut rx| {
+                for i in 0..N {
+                    loop {
+                        if let Ok(v) = rx.try_pop() {
+                            assert_eq!(v, i);
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+        println!("spsc-try {f:.1}");
+    }
+    for (tag, st) in [
+        ("spsc-block-spin", WaitStrategy::BusySpin),
+        ("spsc-block-park", WaitStrategy::SpinThenPark),
+    ] {
+        if !want(tag) {
+            continue;
+        }
+        let r = spsc::create::<u64>(&name("b"), CAP).unwrap();
+        let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+        tx.set_wait_strategy(st);
+        rx.set_wait_strategy(st);
+        let f = two(
+            tx,
+            rx,
+            |mut tx| {
+                for i in 0..N {
+                    tx.push(i).unwrap();
+                }
+            },
+            |mut rx| {
+                for i in 0..N {
+                    assert_eq!(rx.pop().unwrap(), i);
+                }
+            },
+        );
+        println!("{tag} {f:.1}");
+    }
+    if want("rtrb") {
+        let (tx, rx) = rtrb::RingBuffer::<u64>::new(CAP as usize);
+        let f = two(
+            tx,
+            rx,
+            |mut tx| {
+                for i in 0..N {
+                    while tx.push(i).is_err() {}
+                }
+            },
+            |mut rx| {
+                for i in 0..N {
+                    loop {
+                        if let Ok(v) = rx.pop() {
+                            assert_eq!(v, i);
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+        println!("rtrb {f:.1}");
+    }
+    if want("mpmc-try") {
+        let r = mpmc::create::<u64>(&name("c"), CAP).unwrap();
+        let f = two(
+            r.producer().unwrap(),
+            r.consumer().unwrap(),
+            |mut tx| {
+                for i in 0..N {
+                    while tx.try_push(i).is_err() {}
+                }
+            },
+            |mut rx| {
+                for i in 0..N {
+                    loop {
+                        if let Ok(v) = rx.try_pop() {
+                            assert_eq!(v, i);
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+        println!("mpmc-try {f:.1}");
+    }
+    if want("mpmc-block") {
+        let r = mpmc::create::<u64>(&name("d"), CAP).unwrap();
+        let (mut tx, mut rx) = (r.producer().unwrap(), r.consumer().unwrap());
+        tx.set_wait_strategy(WaitStrategy::BusySpin);
+        rx.set_wait_strategy(WaitStrategy::BusySpin);
+        let f = two(
+            tx,
+            rx,
+            |mut tx| {
+                for i in 0..N {
+                    tx.push(i).unwrap();
+                }
+            },
+            |mut rx| {
+                for i in 0..N {
+                    assert_eq!(rx.pop().unwrap(), i);
+                }
+            },
+        );
+        println!("mpmc-block {f:.1}");
+    }
+    if want("arrayqueue") {
+        let q = std::sync::Arc::new(crossbeam_queue::ArrayQueue::<u64>::new(CAP as usize));
+        let f = two(
+            q.clone(),
+            q,
+            |q| {
+                for i in 0..N {
+                    while q.push(i).is_err() {}
+                }
+            },
+            |q| {
+                for i in 0..N {
+                    loop {
+                        if let Some(v) = q.pop() {
+                            assert_eq!(v, i);
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+        println!("arrayqueue {f:.1}");
+    }
+}

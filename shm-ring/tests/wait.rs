@@ -1,0 +1,196 @@
+//! The wait path across processes: a sleeping end hears of its peer's death from the
+//! process's exit watcher (not from a timer), and an idle sleeper wakes at most about once
+//! a second. Peers are real processes, killed with SIGKILL.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_ring::{mpmc, spsc, PopError, PushError, SpinBudget, WaitStrategy};
+
+const ROLE: &str = "SHMRING_ROLE";
+
+fn role(r: &str, name: &str) -> std::process::Command {
+    let mut c = child("child_wait", name);
+    c.env(ROLE, r);
+    c
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_wait() {
+    let Some(name) = child_name() else { return };
+    // Each role attaches, says so, and holds its end until it is killed.
+    let hold = || std::thread::sleep(Duration::from_secs(120));
+    match std::env::var(ROLE).unwrap().as_str() {
+        "spsc-producer" => {
+            let _tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:holding");
+            hold();
+        }
+        "spsc-consumer" => {
+            let _rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:holding");
+            hold();
+        }
+        "mpmc-producer" => {
+            let _tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:holding");
+            hold();
+        }
+        "mpmc-consumer" => {
+            let _rx = mpmc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:holding");
+            hold();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// A liveness interval far longer than any test: a death noticed within it was noticed
+/// through the exit watcher.
+const NEVER: Duration = Duration::from_secs(3600);
+
+/// Kills `peer` 300 ms from now, from another thread.
+fn kill_soon(mut peer: Running) -> std::thread::JoinHandle<Instant> {
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        peer.kill9();
+        Instant::now()
+    })
+}
+
+#[test]
+fn a_sleeping_consumer_hears_of_its_producers_death_without_a_timer() {
+    for strategy in [
+        WaitStrategy::SpinThenPark,
+        WaitStrategy::Budget(SpinBudget {
+            spin: Duration::ZERO,
+            yields: 0,
+        }),
+    ] {
+        let name = unique_name("wait-spsc-c");
+        let _c = Cleanup(name.clone());
+        let ring = spsc::create::<u64>(&name, 64).unwrap();
+        let mut rx = ring.consumer().unwrap();
+        rx.set_wait_strategy(strategy);
+        rx.set_liveness_interval(NEVER);
+        let mut peer = Running::spawn(role("spsc-producer", &name));
+        peer.expect_line("holding", Duration::from_secs(30));
+        let killer = kill_soon(peer);
+        // Without the watcher this would sleep for the whole timeout (its slices are an
+        // hour long) and end in `Timeout`.
+        assert_eq!(
+            rx.pop_timeout(Duration::from_secs(60)),
+            Err(PopError::PeerDied)
+        );
+        let killed = killer.join().unwrap();
+        println!(
+            "{strategy:?}: PeerDied {:?} after SIGKILL",
+            killed.elapsed()
+        );
+    }
+}
+
+#[test]
+fn a_sleeping_producer_hears_of_its_consumers_death_without_a_timer() {
+    let name = unique_name("wait-spsc-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.set_liveness_interval(NEVER);
+    let mut peer = Running::spawn(role("spsc-consumer", &name));
+    peer.expect_line("holding", Duration::from_secs(30));
+    for i in 0..4 {
+        tx.try_push(i).unwrap();
+    }
+    let killer = kill_soon(peer);
+    assert_eq!(
+        tx.push_timeout(9, Duration::from_secs(60)),
+        Err(PushError::PeerDied(9))
+    );
+    killer.join().unwrap();
+}
+
+#[test]
+fn sleeping_mpmc_ends_hear_of_the_last_peers_death_without_a_timer() {
+    let name = unique_name("wait-mpmc-c");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_liveness_interval(NEVER);
+    let mut peer = Running::spawn(role("mpmc-producer", &name));
+    peer.expect_line("holding", Duration::from_secs(30));
+    let killer = kill_soon(peer);
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(60)),
+        Err(PopError::PeerDied)
+    );
+    killer.join().unwrap();
+    drop(rx);
+
+    let name = unique_name("wait-mpmc-p");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.set_liveness_interval(NEVER);
+    let mut peer = Running::spawn(role("mpmc-consumer", &name));
+    peer.expect_line("holding", Duration::from_secs(30));
+    for i in 0..4 {
+        tx.try_push(i).unwrap();
+    }
+    let killer = kill_soon(peer);
+    assert_eq!(
+        tx.push_timeout(9, Duration::from_secs(60)),
+        Err(PushError::PeerDied(9))
+    );
+    killer.join().unwrap();
+}
+
+/// This thread's voluntary context switches so far (each sleep that ended is one).
+fn voluntary_switches() -> u64 {
+    let s = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in /proc/thread-self/status")
+}
+
+#[test]
+fn an_idle_sleeper_wakes_about_once_a_second_not_once_per_liveness_interval() {
+    let name = unique_name("wait-idle-s");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut peer = Running::spawn(role("spsc-producer", &name));
+    peer.expect_line("holding", Duration::from_secs(30));
+    let before = voluntary_switches();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(3)),
+        Err(PopError::Timeout)
+    );
+    let spsc_sleeps = voluntary_switches() - before;
+
+    let name = unique_name("wait-idle-m");
+    let _c2 = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut peer2 = Running::spawn(role("mpmc-producer", &name));
+    peer2.expect_line("holding", Duration::from_secs(30));
+    let before = voluntary_switches();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(3)),
+        Err(PopError::Timeout)
+    );
+    let mpmc_sleeps = voluntary_switches() - before;
+    println!("3 s idle: spsc {spsc_sleeps} sleeps, mpmc {mpmc_sleeps}");
+    // One sleep per second of the slice, plus a few for the spin phase's yields and the
+    // scheduler; a 10 ms timer would make about 300.
+    assert!(spsc_sleeps <= 12, "spsc: {spsc_sleeps} sleeps in 3 s");
+    assert!(mpmc_sleeps <= 12, "mpmc: {mpmc_sleeps} sleeps in 3 s");
+    peer.kill9();
+    peer2.kill9();
+}
