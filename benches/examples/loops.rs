@@ -9,7 +9,10 @@ use std::time::Instant;
 use shm_ring::{mpmc, spsc, WaitStrategy};
 
 const N: u64 = 20_000_000;
-const CAP: u64 = 16384;
+const CAP: u64 = match option_env!("LOOPS_CAP") {
+    Some(_) => 4096,
+    None => 16384,
+};
 
 fn pin(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within it.

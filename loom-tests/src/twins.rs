@@ -645,3 +645,55 @@ impl RobustLock for StoreRecoveryLock {
         shm_sync::primitive::world::die(me);
     }
 }
+
+/// The one-sleeper eventcount of SPSC rings (`park` + `wake_one_if_waiting` in shm-ring's
+/// `wait.rs`), handing over one value at a time, with a sleeper that counts itself in
+/// without clearing the `WOKEN` bit: after the first wake the bit stays set, every later
+/// waker skips, and the next sleep is never woken.
+pub struct StickyWokenHandoff {
+    value: AtomicU64,
+    epoch: AtomicU32,
+    waiting: AtomicU32,
+}
+
+const WOKEN: u32 = 1 << 31;
+
+impl Default for StickyWokenHandoff {
+    fn default() -> Self {
+        StickyWokenHandoff {
+            value: AtomicU64::new(0),
+            epoch: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+        }
+    }
+}
+
+impl StickyWokenHandoff {
+    pub fn put(&self, v: u64) {
+        self.value.store(v, Ordering::Release);
+        fence(Ordering::SeqCst);
+        let w = self.waiting.load(Ordering::Relaxed);
+        if w & !WOKEN != 0
+            && w & WOKEN == 0
+            && self.waiting.fetch_or(WOKEN, Ordering::Acquire) & WOKEN == 0
+        {
+            self.epoch.fetch_add(1, Ordering::Release);
+            shm_sync::futex::wake(&self.epoch, 1);
+        }
+    }
+
+    /// Waits until the value is at least `want`.
+    pub fn take(&self, want: u64) {
+        while self.value.load(Ordering::Acquire) < want {
+            let e = self.epoch.load(Ordering::Acquire);
+            // PLANTED BUG: counts itself in but leaves WOKEN set (the real code clears it
+            // in the same read-modify-write).
+            self.waiting.fetch_add(1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if self.value.load(Ordering::Acquire) < want {
+                shm_sync::futex::wait(&self.epoch, e, None);
+            }
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

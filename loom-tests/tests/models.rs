@@ -86,6 +86,23 @@ fn spsc_twin_relaxed_publish_is_caught() {
     twin_fails(|| spsc_body(Arc::new(RelaxedPublishSpsc::new())));
 }
 
+/// The real SPSC wake path (one wake per sleep, `WOKEN`) is what `spsc_in_order_exactly_once`
+/// drives through its blocking pushes and pops; this twin leaves `WOKEN` set across sleeps.
+#[test]
+fn spsc_twin_sticky_woken_bit_is_caught() {
+    twin_fails(|| {
+        let h = Arc::new(StickyWokenHandoff::default());
+        let p = h.clone();
+        let producer = thread::spawn(move || {
+            p.put(1);
+            p.put(2);
+        });
+        h.take(1);
+        h.take(2);
+        producer.join().unwrap();
+    });
+}
+
 #[test]
 fn spsc_chunks_and_disconnect() {
     model(|| {

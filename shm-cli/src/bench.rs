@@ -16,23 +16,94 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
-use shm_ring::{mpmc, spsc, ChunkError, PopError, WaitStrategy};
+use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError, WaitStrategy};
 
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 10] = [
+pub const ROWS: [&str; 21] = [
     "floor",
     "spsc-spin",
     "spsc-park",
     "mpmc",
     "pipe",
     "unix-socket",
+    "spsc-throughput-8B-try",
     "spsc-throughput-8B",
+    "spsc-throughput-8B-park",
     "spsc-throughput-64B",
     "spsc-throughput-8B-chunk64",
+    "rtrb-8B",
+    "rtrb-64B",
     "mpmc-throughput",
+    "mpmc-throughput-2p2c",
+    "mpmc-throughput-4p4c",
+    "arrayqueue-1p1c",
+    "arrayqueue-2p2c",
+    "arrayqueue-4p4c",
+    "spsc-bursty-spin",
+    "spsc-bursty-park",
 ];
+
+/// What each row's code calls, as the table prints it.
+fn calls_of(row: &str) -> &'static str {
+    match row {
+        "floor" => "store / load of one cache line each way",
+        "spsc-spin" => "push / pop, BusySpin, 2 rings",
+        "spsc-park" => "push / pop, SpinThenPark, 2 rings",
+        "mpmc" => "push / pop, BusySpin, 2 rings",
+        "pipe" => "write / read, 8 bytes",
+        "unix-socket" => "write / read, 8 bytes",
+        "spsc-throughput-8B-try" => "try_push / try_pop retry loops",
+        "spsc-throughput-8B" | "spsc-throughput-64B" => "push / pop, BusySpin",
+        "spsc-throughput-8B-park" => "push / pop, SpinThenPark",
+        "spsc-throughput-8B-chunk64" => "write_chunk_uninit(64) / pop_slice(64)",
+        "rtrb-8B" | "rtrb-64B" => "push / pop retry loops, 2 threads",
+        "mpmc-throughput" | "mpmc-throughput-2p2c" | "mpmc-throughput-4p4c" => {
+            "push / pop, BusySpin"
+        }
+        "arrayqueue-1p1c" | "arrayqueue-2p2c" | "arrayqueue-4p4c" => {
+            "push / pop retry loops, threads"
+        }
+        "spsc-bursty-spin" => "push / pop, BusySpin",
+        "spsc-bursty-park" => "push / pop, SpinThenPark",
+        _ => "",
+    }
+}
+
+/// The peer row a throughput row is compared with, and the column it prints in.
+fn reference_of(row: &str) -> Option<(&'static str, Column)> {
+    Some(match row {
+        "spsc-throughput-8B" | "spsc-throughput-8B-park" => ("spsc-throughput-8B-try", Column::Try),
+        _ => return None,
+    })
+}
+
+/// The rtrb / ArrayQueue row a row is compared with.
+fn peer_of(row: &str) -> Option<&'static str> {
+    Some(match row {
+        "spsc-throughput-8B-try"
+        | "spsc-throughput-8B"
+        | "spsc-throughput-8B-park"
+        | "spsc-throughput-8B-chunk64" => "rtrb-8B",
+        "spsc-throughput-64B" => "rtrb-64B",
+        "mpmc-throughput" => "arrayqueue-1p1c",
+        "mpmc-throughput-2p2c" => "arrayqueue-2p2c",
+        "mpmc-throughput-4p4c" => "arrayqueue-4p4c",
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Column {
+    Try,
+}
+
+/// Messages per burst, their spacing within a burst (200k msg/s), and the pause between
+/// bursts, of the `spsc-bursty-*` rows.
+const BURST: u32 = 200;
+const BURST_SPACING: Duration = Duration::from_micros(5);
+const BURST_PAUSE: Duration = Duration::from_millis(1);
 
 /// What `shmring bench` was asked for.
 pub struct Options {
@@ -69,6 +140,46 @@ struct Row {
     msgs_per_sec: Option<f64>,
     /// Samples (round trips) or messages behind the figure.
     count: u64,
+    /// Why the row has no figure (it was skipped).
+    note: Option<String>,
+    /// What a bursty row measured.
+    bursty: Option<Bursty>,
+}
+
+/// A bursty feed's figures: one-way latency (feed's push to consumer's pop), how many
+/// pushes issued a `FUTEX_WAKE`, and the consumer's CPU.
+#[derive(Clone, Copy)]
+struct Bursty {
+    p50: u64,
+    p99: u64,
+    wakes_per_push: f64,
+    consumer_cpu: f64,
+}
+
+impl Row {
+    fn rate(name: &'static str, msgs_per_sec: f64, count: u64) -> Row {
+        Row {
+            name,
+            rtt: None,
+            floor_p50: None,
+            msgs_per_sec: Some(msgs_per_sec),
+            count,
+            note: None,
+            bursty: None,
+        }
+    }
+
+    fn skipped(name: &'static str, why: String) -> Row {
+        Row {
+            name,
+            rtt: None,
+            floor_p50: None,
+            msgs_per_sec: None,
+            count: 0,
+            note: Some(why),
+            bursty: None,
+        }
+    }
 }
 
 /// A message that kills the echo loops.
@@ -284,8 +395,16 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
             }
             Ok(())
         }
-        "spsc-sink-8" => sink_one_at_a_time::<u64>(name, |v| v),
-        "spsc-sink-64" => sink_one_at_a_time::<[u64; 8]>(name, |v| v[0]),
+        "spsc-sink-8" => sink_one_at_a_time::<u64>(name, Some(WaitStrategy::BusySpin), |v| v),
+        "spsc-sink-8-park" => {
+            sink_one_at_a_time::<u64>(name, Some(WaitStrategy::SpinThenPark), |v| v)
+        }
+        "spsc-sink-8-try" => sink_one_at_a_time::<u64>(name, None, |v| v),
+        "spsc-sink-64" => {
+            sink_one_at_a_time::<[u64; 8]>(name, Some(WaitStrategy::BusySpin), |v| v[0])
+        }
+        "spsc-bursty-spin" => bursty_sink(name, WaitStrategy::BusySpin),
+        "spsc-bursty-park" => bursty_sink(name, WaitStrategy::SpinThenPark),
         "spsc-sink-chunk" => {
             let mut rx = spsc::open::<u64>(name)
                 .map_err(es)?
@@ -387,13 +506,31 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
     }
 }
 
-fn sink_one_at_a_time<T: bytemuck::Pod>(name: &str, seq: fn(T) -> u64) -> Result<(), String> {
+/// The consumer peer of a one-at-a-time row: blocking `pop` with `strategy`, or (`None`) a
+/// `try_pop` retry loop.
+fn sink_one_at_a_time<T: bytemuck::Pod>(
+    name: &str,
+    strategy: Option<WaitStrategy>,
+    seq: fn(T) -> u64,
+) -> Result<(), String> {
     let mut rx = spsc::open::<T>(name).map_err(es)?.consumer().map_err(es)?;
-    rx.set_wait_strategy(WaitStrategy::BusySpin);
+    if let Some(s) = strategy {
+        rx.set_wait_strategy(s);
+    }
     ready();
     let (mut expect, mut gaps) = (0u64, 0u64);
     loop {
-        match rx.pop() {
+        let got = if strategy.is_some() {
+            rx.pop()
+        } else {
+            loop {
+                match rx.try_pop() {
+                    Err(PopError::Empty) => {}
+                    other => break other,
+                }
+            }
+        };
+        match got {
             Ok(v) => {
                 let s = seq(v);
                 gaps += u64::from(s != expect);
@@ -501,6 +638,8 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
         floor_p50: None,
         msgs_per_sec: None,
         count: n,
+        note: None,
+        bursty: None,
     };
     let name = ctx.name(row);
     match row {
@@ -593,8 +732,27 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             p.finish()?;
             Ok(rtt_row(r?))
         }
-        "spsc-throughput-8B" => throughput_one::<u64>(ctx, row, "spsc-sink-8", |i| i),
-        "spsc-throughput-64B" => throughput_one::<[u64; 8]>(ctx, row, "spsc-sink-64", |i| [i; 8]),
+        "spsc-throughput-8B-try" => throughput_one::<u64>(ctx, row, "spsc-sink-8-try", None, |i| i),
+        "spsc-throughput-8B" => {
+            throughput_one::<u64>(ctx, row, "spsc-sink-8", Some(WaitStrategy::BusySpin), |i| i)
+        }
+        "spsc-throughput-8B-park" => throughput_one::<u64>(
+            ctx,
+            row,
+            "spsc-sink-8-park",
+            Some(WaitStrategy::SpinThenPark),
+            |i| i,
+        ),
+        "spsc-throughput-64B" => throughput_one::<[u64; 8]>(
+            ctx,
+            row,
+            "spsc-sink-64",
+            Some(WaitStrategy::BusySpin),
+            |i| [i; 8],
+        ),
+        "rtrb-8B" | "rtrb-64B" => peer_row(ctx, row),
+        "arrayqueue-1p1c" | "arrayqueue-2p2c" | "arrayqueue-4p4c" => peer_row(ctx, row),
+        "spsc-bursty-spin" | "spsc-bursty-park" => bursty(ctx, row),
         "spsc-throughput-8B-chunk64" => {
             let ring = spsc::create::<u64>(&name, 4096).map_err(es)?;
             let mut tx = ring.producer().map_err(es)?;
@@ -636,17 +794,17 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             drop(tx);
             check_received(&mut p, i)?;
             p.finish()?;
-            Ok(Row {
-                name: row,
-                rtt: None,
-                floor_p50: None,
-                msgs_per_sec: Some((i - before) as f64 / secs),
-                count: i - before,
-            })
+            Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
         }
-        "mpmc-throughput" => {
-            let cores = ctx.opts.cpus.len().max(2);
-            let each = (cores / 2).clamp(1, 8);
+        "mpmc-throughput" | "mpmc-throughput-2p2c" | "mpmc-throughput-4p4c" => {
+            let each = match row {
+                "mpmc-throughput" => 1,
+                "mpmc-throughput-2p2c" => 2,
+                _ => 4,
+            };
+            if let Some(why) = too_few_cpus(ctx, each) {
+                return Ok(Row::skipped(row, why));
+            }
             let ring = mpmc::create::<u64>(&name, 4096).map_err(es)?;
             let mut consumers = Vec::new();
             for k in 0..each {
@@ -709,13 +867,11 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             if popped != pushed {
                 return Err(format!("{pushed} pushed but {popped} popped"));
             }
-            Ok(Row {
-                name: row,
-                rtt: None,
-                floor_p50: None,
-                msgs_per_sec: Some(popped_measured as f64 / secs),
-                count: popped_measured,
-            })
+            Ok(Row::rate(
+                row,
+                popped_measured as f64 / secs,
+                popped_measured,
+            ))
         }
         other => Err(format!("unknown row {other:?}")),
     }
@@ -734,16 +890,22 @@ fn check_received(p: &mut Peer, sent: u64) -> Result<(), String> {
     }
 }
 
+/// One producer (this process) and one consumer peer on an SPSC ring of 4096, one message
+/// at a time: blocking `push` with `strategy`, or (`None`) a `try_push` retry loop, and
+/// the consumer peer `role` doing the same on its side.
 fn throughput_one<T: bytemuck::Pod>(
     ctx: &Ctx<'_>,
     row: &'static str,
     role: &str,
+    strategy: Option<WaitStrategy>,
     make: fn(u64) -> T,
 ) -> Result<Row, String> {
     let name = ctx.name(row);
     let ring = spsc::create::<T>(&name, 4096).map_err(es)?;
     let mut tx = ring.producer().map_err(es)?;
-    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    if let Some(s) = strategy {
+        tx.set_wait_strategy(s);
+    }
     let mut p = Peer::spawn(role, &name, ctx.cpu(1), 0)?;
     p.expect_ready()?;
     let mut i = 0u64;
@@ -751,7 +913,18 @@ fn throughput_one<T: bytemuck::Pod>(
         let t0 = Instant::now();
         while t0.elapsed() < d {
             for _ in 0..1024 {
-                tx.push(make(*i)).map_err(es)?;
+                let mut v = make(*i);
+                if strategy.is_some() {
+                    tx.push(v).map_err(es)?;
+                } else {
+                    loop {
+                        match tx.try_push(v) {
+                            Ok(()) => break,
+                            Err(PushError::Full(back)) => v = back,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                }
                 *i += 1;
             }
         }
@@ -765,29 +938,170 @@ fn throughput_one<T: bytemuck::Pod>(
     drop(tx);
     check_received(&mut p, i)?;
     p.finish()?;
+    Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
+}
+
+/// Why an MPMC row with `each` producers and `each` consumers is skipped here: it would put
+/// more than two spinning threads on a CPU, where it measures the scheduler.
+fn too_few_cpus(ctx: &Ctx<'_>, each: usize) -> Option<String> {
+    let cpus = match ctx.opts.cpus.len() {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    (each > cpus).then(|| format!("skipped: needs {} CPUs, has {cpus}", 2 * each))
+}
+
+/// A peer row (rtrb, ArrayQueue): threads of this process, pinned like the process rows.
+#[cfg(feature = "peers")]
+fn peer_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
+    let (w, d) = (ctx.opts.warmup, ctx.opts.duration);
+    let f = match row {
+        "rtrb-8B" => crate::peers::rtrb::<u64>([ctx.cpu(0), ctx.cpu(1)], w, d, |i| i, |v| *v)?,
+        "rtrb-64B" => {
+            crate::peers::rtrb::<[u64; 8]>([ctx.cpu(0), ctx.cpu(1)], w, d, |i| [i; 8], |v| v[0])?
+        }
+        _ => {
+            let each = match row {
+                "arrayqueue-1p1c" => 1,
+                "arrayqueue-2p2c" => 2,
+                _ => 4,
+            };
+            if let Some(why) = too_few_cpus(ctx, each) {
+                return Ok(Row::skipped(row, why));
+            }
+            crate::peers::array_queue(each, &|i| ctx.cpu(i), w, d)?
+        }
+    };
+    Ok(Row::rate(row, f.msgs_per_sec, f.count))
+}
+
+#[cfg(not(feature = "peers"))]
+fn peer_row(_ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
+    Ok(Row::skipped(
+        row,
+        "skipped: shmring was built without the `peers` feature".into(),
+    ))
+}
+
+/// A market-data-like feed: bursts of [`BURST`] messages [`BURST_SPACING`] apart, a
+/// [`BURST_PAUSE`] between bursts, each message the monotonic time of its push, into a
+/// consumer peer that pops with the strategy the row names and records each latency.
+fn bursty(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
+    let name = ctx.name(row);
+    let ring = spsc::create::<u64>(&name, 4096).map_err(es)?;
+    let mut tx = ring.producer().map_err(es)?;
+    let mut p = Peer::spawn(row, &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    // Warm-up messages carry the top bit; the consumer does not record them.
+    const WARM: u64 = 1 << 63;
+    let mut pushes = 0u64;
+    let mut run = |d: Duration, flag: u64, pushes: &mut u64| -> Result<(), String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            let start = sys::mono_ns();
+            for k in 0..u64::from(BURST) {
+                let due = start + k * BURST_SPACING.as_nanos() as u64;
+                while sys::mono_ns() < due {
+                    std::hint::spin_loop();
+                }
+                tx.push(sys::mono_ns() | flag).map_err(es)?;
+                *pushes += 1;
+            }
+            let until = Instant::now() + BURST_PAUSE;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        }
+        Ok(())
+    };
+    run(ctx.opts.warmup, WARM, &mut pushes)?;
+    let (wakes0, pushes0) = (ring.stats().wakeups, pushes);
+    run(ctx.opts.duration, 0, &mut pushes)?;
+    let wakes = ring.stats().wakeups - wakes0;
+    let measured = pushes - pushes0;
+    drop(tx);
+    let l = p.line()?;
+    p.finish()?;
+    let v: Vec<u64> = l
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [p50, p99, n, cpu_us, wall_us] = v[..] else {
+        return Err(format!("the bursty consumer said {l:?}"));
+    };
+    if n != measured {
+        return Err(format!("{measured} messages pushed, {n} received"));
+    }
     Ok(Row {
         name: row,
         rtt: None,
         floor_p50: None,
-        msgs_per_sec: Some((i - before) as f64 / secs),
-        count: i - before,
+        msgs_per_sec: None,
+        count: n,
+        note: None,
+        bursty: Some(Bursty {
+            p50,
+            p99,
+            wakes_per_push: wakes as f64 / measured.max(1) as f64,
+            consumer_cpu: cpu_us as f64 / wall_us.max(1) as f64,
+        }),
     })
 }
 
+/// The consumer of a bursty row: pops with `strategy`, records each measured message's
+/// latency, and prints `p50 p99 count cpu_us wall_us` once the feed leaves.
+fn bursty_sink(name: &str, strategy: WaitStrategy) -> Result<(), String> {
+    let mut rx = spsc::open::<u64>(name)
+        .map_err(es)?
+        .consumer()
+        .map_err(es)?;
+    rx.set_wait_strategy(strategy);
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(es)?;
+    ready();
+    let mut start: Option<(u64, Instant)> = None;
+    loop {
+        match rx.pop() {
+            Ok(v) if v >> 63 == 0 => {
+                let now = sys::mono_ns();
+                start.get_or_insert_with(|| (sys::thread_cpu_us(), Instant::now()));
+                h.saturating_record(now.saturating_sub(v).max(1));
+            }
+            Ok(_) => {}
+            Err(PopError::Disconnected) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let (c0, t0) = start.unwrap_or((sys::thread_cpu_us(), Instant::now()));
+    println!(
+        "{} {} {} {} {}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.len(),
+        sys::thread_cpu_us() - c0,
+        t0.elapsed().as_micros()
+    );
+    Ok(())
+}
+
 /// In a peer: says it is ready, blocks in `pop` until the parent pushes, and prints the
-/// CPU time and wall time that took.
+/// CPU time, wall time and sleeps (voluntary context switches) that took.
 fn idle_pop(mut pop: impl FnMut() -> Result<u64, String>) -> Result<(), String> {
     ready();
-    let (c0, t0) = (sys::thread_cpu_us(), Instant::now());
+    let (c0, t0, s0) = (sys::thread_cpu_us(), Instant::now(), sys::thread_sleeps());
     pop()?;
-    let (c1, t1) = (sys::thread_cpu_us(), Instant::now());
-    println!("cpu_us {} wall_us {}", c1 - c0, (t1 - t0).as_micros());
+    let (c1, t1, s1) = (sys::thread_cpu_us(), Instant::now(), sys::thread_sleeps());
+    println!(
+        "cpu_us {} wall_us {} sleeps {}",
+        c1 - c0,
+        (t1 - t0).as_micros(),
+        s1 - s0
+    );
     Ok(())
 }
 
 /// CPU used by a consumer blocked in `pop` (park mode) on an idle `kind` ring (`spsc` or
-/// `mpmc`): (CPU µs, wall µs).
-fn idle_park(ctx: &Ctx<'_>, kind: &str) -> Result<(u64, u64), String> {
+/// `mpmc`): (CPU µs, wall µs, sleeps).
+fn idle_park(ctx: &Ctx<'_>, kind: &str) -> Result<(u64, u64, u64), String> {
     let name = ctx.name(&format!("idle-{kind}"));
     if kind == "mpmc" {
         let ring = mpmc::create::<u64>(&name, 64).map_err(es)?;
@@ -807,7 +1121,7 @@ fn idle_measure(
     kind: &str,
     name: &str,
     mut push: impl FnMut() -> Result<(), String>,
-) -> Result<(u64, u64), String> {
+) -> Result<(u64, u64, u64), String> {
     let mut p = Peer::spawn(&format!("{kind}-park-idle"), name, ctx.cpu(1), 0)?;
     p.expect_ready()?;
     std::thread::sleep(ctx.opts.duration);
@@ -819,7 +1133,7 @@ fn idle_measure(
         .filter_map(|w| w.parse().ok())
         .collect();
     match v[..] {
-        [cpu, wall] => Ok((cpu, wall)),
+        [cpu, wall, sleeps] => Ok((cpu, wall, sleeps)),
         _ => Err(format!("the idle {kind} consumer said {l:?}")),
     }
 }
@@ -856,10 +1170,26 @@ fn json(rows: &[Row]) -> String {
         let floor = r
             .floor_p50
             .map_or_else(|| "null".to_owned(), |v| v.to_string());
+        let bursty = r.bursty.map_or_else(
+            || "null".to_owned(),
+            |b| {
+                format!(
+                    "{{\"p50_ns\": {}, \"p99_ns\": {}, \"wakes_per_push\": {:.6}, \
+                     \"consumer_cpu\": {:.6}}}",
+                    b.p50, b.p99, b.wakes_per_push, b.consumer_cpu
+                )
+            },
+        );
+        let note = r
+            .note
+            .as_ref()
+            .map_or_else(|| "null".to_owned(), |n| format!("{n:?}"));
         s.push_str(&format!(
-            "  {{\"name\": \"{}\", \"rtt_ns\": {rtt}, \"msgs_per_sec\": {mps}, \
-             \"floor_p50_ns\": {floor}}}{}\n",
+            "  {{\"name\": \"{}\", \"calls\": \"{}\", \"rtt_ns\": {rtt}, \
+             \"msgs_per_sec\": {mps}, \"floor_p50_ns\": {floor}, \"bursty\": {bursty}, \
+             \"note\": {note}}}{}\n",
             r.name,
+            calls_of(r.name),
             if i + 1 < rows.len() { "," } else { "" }
         ));
     }
@@ -918,11 +1248,10 @@ pub fn run(opts: &Options) -> Result<(), String> {
     for (i, &row) in rows.iter().enumerate() {
         eprint!("[{}/{n}] {row} ... ", i + 1);
         let t = Instant::now();
-        let is_rtt = matches!(
-            row,
-            "spsc-spin" | "spsc-park" | "mpmc" | "pipe" | "unix-socket"
-        );
-        let floor_p50 = if with_floor && is_rtt {
+        // Every row but the floor itself gets a short floor run just before it: round
+        // trips divide by it, and the other rows print it, so that rows compared with
+        // each other can be seen to have run in the same machine state.
+        let floor_p50 = if with_floor && row != "floor" {
             match run_row(&adjacent, "floor") {
                 Ok(f) => f.rtt.map(|r| r.p50),
                 Err(e) => {
@@ -970,28 +1299,126 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .find(|r| r.name == "floor")
         .and_then(|r| r.rtt)
         .map(|r| r.p50);
-    println!();
-    println!(
-        "{:<28} {:>9} {:>9} {:>9} {:>10} {:>11} {:>8}",
-        "name", "p50 ns", "p99 ns", "p99.9 ns", "max ns", "msgs/s", "x floor"
-    );
-    for r in &done {
-        let (p50, p99, p999, max) = r.rtt.map_or_else(
-            || ("-".into(), "-".into(), "-".into(), "-".into()),
-            |t| (fmt_ns(t.p50), fmt_ns(t.p99), fmt_ns(t.p999), fmt_ns(t.max)),
-        );
-        let ratio = match (r.rtt, r.floor_p50.or(floor)) {
-            (Some(t), Some(f)) if f > 0 => format!("{:.2}", t.p50 as f64 / f as f64),
-            _ => "-".into(),
-        };
-        let rate = r.msgs_per_sec.map_or_else(|| "-".into(), fmt_rate);
+    let rtts: Vec<&Row> = done.iter().filter(|r| r.rtt.is_some()).collect();
+    if !rtts.is_empty() {
+        println!();
         println!(
-            "{:<28} {p50:>9} {p99:>9} {p999:>9} {max:>10} {rate:>11} {ratio:>8}",
-            r.name
+            "{:<14} {:<40} {:>9} {:>9} {:>9} {:>10} {:>8}",
+            "round trip", "calls", "p50 ns", "p99 ns", "p99.9 ns", "max ns", "x floor"
         );
     }
+    for r in &rtts {
+        let Some(t) = r.rtt else { continue };
+        let ratio = match r.floor_p50.or(floor) {
+            Some(f) if f > 0 => format!("{:.2}", t.p50 as f64 / f as f64),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<14} {:<40} {:>9} {:>9} {:>9} {:>10} {ratio:>8}",
+            r.name,
+            calls_of(r.name),
+            fmt_ns(t.p50),
+            fmt_ns(t.p99),
+            fmt_ns(t.p999),
+            fmt_ns(t.max)
+        );
+    }
+    let rate_of = |name: &str| {
+        done.iter()
+            .find(|r| r.name == name)
+            .and_then(|r| r.msgs_per_sec)
+    };
+    let rates: Vec<&Row> = done
+        .iter()
+        .filter(|r| r.msgs_per_sec.is_some() || (r.note.is_some() && r.bursty.is_none()))
+        .collect();
+    if !rates.is_empty() {
+        println!();
+        println!(
+            "{:<27} {:<39} {:>10} {:>6} {:>7} {:>6} {:>9}",
+            "throughput", "calls", "msgs/s", "x try", "x rtrb", "x AQ", "floor ns"
+        );
+    }
+    for r in &rates {
+        let Some(rate) = r.msgs_per_sec else {
+            println!(
+                "{:<27} {:<39} {}",
+                r.name,
+                calls_of(r.name),
+                r.note.as_deref().unwrap_or("")
+            );
+            continue;
+        };
+        let x = |other: Option<f64>| {
+            other
+                .filter(|o| *o > 0.0)
+                .map_or_else(|| "-".to_owned(), |o| format!("{:.2}", rate / o))
+        };
+        let x_try = x(reference_of(r.name).and_then(|(n, Column::Try)| rate_of(n)));
+        let peer = peer_of(r.name);
+        let x_rtrb = x(peer.filter(|p| p.starts_with("rtrb")).and_then(rate_of));
+        let x_aq = x(peer
+            .filter(|p| p.starts_with("arrayqueue"))
+            .and_then(rate_of));
+        let fl = r
+            .floor_p50
+            .map_or_else(|| "-".to_owned(), |f| f.to_string());
+        println!(
+            "{:<27} {:<39} {:>10} {x_try:>6} {x_rtrb:>7} {x_aq:>6} {fl:>9}",
+            r.name,
+            calls_of(r.name),
+            fmt_rate(rate)
+        );
+    }
+    let bursts: Vec<(&str, Bursty, Option<u64>)> = done
+        .iter()
+        .filter_map(|r| r.bursty.map(|b| (r.name, b, r.floor_p50)))
+        .collect();
+    if !bursts.is_empty() {
+        let spin_p50 = bursts
+            .iter()
+            .find(|(n, _, _)| *n == "spsc-bursty-spin")
+            .map(|(_, b, _)| b.p50);
+        println!();
+        println!(
+            "bursty feed: bursts of {BURST} messages {} us apart ({} k msg/s), {} ms between bursts; \
+             latency = the feed's push to the consumer's pop, one way",
+            BURST_SPACING.as_micros(),
+            1_000_000 / BURST_SPACING.as_micros().max(1) / 1000,
+            BURST_PAUSE.as_millis()
+        );
+        println!(
+            "{:<18} {:<28} {:>8} {:>8} {:>7} {:>11} {:>13} {:>9}",
+            "bursty",
+            "calls",
+            "p50 ns",
+            "p99 ns",
+            "x spin",
+            "wakes/push",
+            "consumer CPU",
+            "floor ns"
+        );
+        for (name, b, floor) in &bursts {
+            let x = spin_p50.filter(|s| *s > 0).map_or_else(
+                || "-".to_owned(),
+                |s| format!("{:.2}", b.p50 as f64 / s as f64),
+            );
+            let fl = floor.map_or_else(|| "-".to_owned(), |f| f.to_string());
+            println!(
+                "{:<18} {:<28} {:>8} {:>8} {x:>7} {:>10.2}% {:>12.1}% {fl:>9}",
+                name,
+                calls_of(name),
+                b.p50,
+                b.p99,
+                b.wakes_per_push * 100.0,
+                b.consumer_cpu * 100.0
+            );
+        }
+    }
+    println!();
     let counts: Vec<String> = done
         .iter()
+        .filter(|r| r.count > 0)
         .map(|r| format!("{} {}", r.name, r.count))
         .collect();
     println!("(samples / messages per row: {})", counts.join(", "));
@@ -1017,11 +1444,17 @@ pub fn run(opts: &Options) -> Result<(), String> {
             }
         );
     }
-    for (kind, (cpu, wall)) in idle {
+    println!(
+        "x try: over the try_push / try_pop loop on the same ring; x rtrb, x AQ: over \
+         rtrb / crossbeam's ArrayQueue between threads pinned to the same CPUs"
+    );
+    for (kind, (cpu, wall, sleeps)) in idle {
+        let secs = wall.max(1) as f64 / 1e6;
         println!(
-            "idle {kind} consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us of CPU in {:.2} s)",
+            "idle {kind} consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us \
+             of CPU in {secs:.2} s), {:.1} wake-ups a second",
             cpu as f64 * 100.0 / wall.max(1) as f64,
-            wall as f64 / 1e6
+            sleeps as f64 / secs
         );
     }
     if let Some(path) = &opts.json {

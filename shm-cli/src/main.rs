@@ -3,6 +3,8 @@
 
 mod admin;
 mod bench;
+#[cfg(feature = "peers")]
+mod peers;
 mod sys;
 
 use std::path::PathBuf;

@@ -227,7 +227,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 10, "{j}");
+    assert_eq!(lines.len(), 21, "{j}");
     for row in [
         "floor",
         "spsc-spin",
@@ -248,14 +248,22 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         let floor: Option<u64> = l
             .split("\"floor_p50_ns\": ")
             .nth(1)
-            .and_then(|t| t.trim_end_matches([',', '}', ' ']).parse().ok());
+            .and_then(|t| t.split(',').next())
+            .and_then(|t| t.trim_end_matches(['}', ' ']).parse().ok());
         assert_eq!(floor.is_some(), row != "floor", "{l}");
     }
     for row in [
+        "spsc-throughput-8B-try",
         "spsc-throughput-8B",
+        "spsc-throughput-8B-park",
         "spsc-throughput-64B",
         "spsc-throughput-8B-chunk64",
+        "rtrb-8B",
+        "rtrb-64B",
         "mpmc-throughput",
+        "mpmc-throughput-2p2c",
+        "arrayqueue-1p1c",
+        "arrayqueue-2p2c",
     ] {
         let l = lines
             .iter()
@@ -270,7 +278,32 @@ fn a_short_bench_fills_every_row_and_writes_json() {
             .unwrap_or_else(|| panic!("no rate in {l}"));
         assert!(v > 0.0, "{l}");
     }
-    assert!(se.contains("[12/12]"), "progress lines missing: {se}");
+    // 4 producers and 4 consumers run only with 4 CPUs or more; else the row says why.
+    for row in ["mpmc-throughput-4p4c", "arrayqueue-4p4c"] {
+        let l = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"name\": \"{row}\"")))
+            .unwrap_or_else(|| panic!("{row} missing: {j}"));
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 4 {
+            assert!(l.contains("\"note\": \"skipped: needs 8 CPUs"), "{l}");
+        } else {
+            assert!(!l.contains("\"msgs_per_sec\": null"), "{l}");
+        }
+    }
+    // The bursty feeds: latency percentiles, wakes per push, the consumer's CPU.
+    for row in ["spsc-bursty-spin", "spsc-bursty-park"] {
+        let l = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"name\": \"{row}\"")))
+            .unwrap_or_else(|| panic!("{row} missing: {j}"));
+        assert!(
+            l.contains("\"bursty\": {\"p50_ns\": ") && l.contains("\"wakes_per_push\": "),
+            "{l}"
+        );
+    }
+    assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
+    assert!(se.contains("[23/23]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),

@@ -515,7 +515,7 @@ impl<T: Pod> Producer<T> {
         // `Consumer::refresh_tail`.
         c.tail.pos.store(tail, Ordering::Release);
         crate::fault_point!("spsc-producer-published");
-        if wait::wake_if_waiting(self.registered, &c.consumer_waiting, 1) {
+        if wait::wake_one_if_waiting(self.registered, &c.consumer_waiting) {
             bump(&c.tail.wakeups);
         }
     }
@@ -967,7 +967,7 @@ impl<T: Pod> Consumer<T> {
         // pairs with the Acquire load of `head` in `Producer::refresh_head`.
         c.head.pos.store(head, Ordering::Release);
         crate::fault_point!("spsc-consumer-published");
-        if wait::wake_if_waiting(self.registered, &c.producer_waiting, 1) {
+        if wait::wake_one_if_waiting(self.registered, &c.producer_waiting) {
             bump(&c.head.wakeups);
         }
     }

@@ -62,12 +62,12 @@ impl WaitStrategy {
 }
 
 /// The adaptive budget's bounds (see [`WaitStrategy::SpinThenPark`]).
-const ADAPT_MIN_NS: u64 = 5_000;
-const ADAPT_START_NS: u64 = 20_000;
+const ADAPT_MIN_NS: u64 = 10_000;
+const ADAPT_START_NS: u64 = 50_000;
 const ADAPT_MAX_NS: u64 = 100_000;
 const ADAPT_YIELDS: u32 = 2;
 /// Polls before a wait reads the clock: a wait this short costs no clock read.
-const FREE_POLLS: u32 = 32;
+const FREE_POLLS: u32 = 8;
 /// Polls between two clock reads while spinning.
 const POLLS_PER_CLOCK: u32 = 64;
 
@@ -165,7 +165,7 @@ impl Deadline {
 ///
 /// | field     | meaning                                                        |
 /// | --------- | -------------------------------------------------------------- |
-/// | `waiting` | how many may be asleep (or about to be)                        |
+/// | `waiting` | how many may be asleep (or about to be); bit 31: woken already   |
 /// | `epoch`   | bumped by a waker before each `FUTEX_WAKE`; the futex word      |
 ///
 /// A sleeper reads `epoch`, counts itself in `waiting`, re-checks its condition after a
@@ -206,7 +206,15 @@ pub(crate) fn park(
 ) {
     // Acquire: pairs with the Release bump in `wake`, ordering our re-check after it.
     let epoch = flag.epoch.load(Ordering::Acquire);
-    flag.waiting.fetch_add(1, Ordering::Relaxed);
+    // Count ourselves in and clear `WOKEN` in one step: a waker that then sees `WOKEN`
+    // set woke after this announcement. Release: pairs with the Acquire `fetch_or` in
+    // `wake_one_if_waiting`, so our read of `epoch` above happens before that waker's bump
+    // (which our futex wait then sees as a change).
+    let _ = flag
+        .waiting
+        .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
+            Some((v & COUNT).wrapping_add(1) & COUNT)
+        });
     // Heavy barrier: orders our `waiting` increment before the re-check below, and forces
     // the waker's change-then-check through a full barrier too (see shm_sync::barrier).
     let ordered = shm_sync::barrier::heavy();
@@ -241,20 +249,51 @@ pub(crate) fn park(
         // rather than spin straight back here (loom needs this yield to stay finite).
         shm_sync::primitive::yield_now();
     }
-    flag.waiting.fetch_sub(1, Ordering::Relaxed);
+    // Leaves `WOKEN` as it is (a garbage count of 0 wraps within `COUNT`, harmlessly: a
+    // waker then issues one needless wake).
+    let _ = flag
+        .waiting
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some((v & WOKEN) | ((v & COUNT).wrapping_sub(1) & COUNT))
+        });
 }
+
+/// `FlagLine::waiting`: the sleepers' count, and a bit a one-sleeper waker sets when it
+/// wakes (cleared by every announcement).
+const COUNT: u32 = !WOKEN;
+const WOKEN: u32 = 1 << 31;
 
 /// The waking half, after the change a sleeper waits for: wake up to `n` sleepers if any
 /// announced themselves. Returns whether a wake was issued.
 #[inline]
 pub(crate) fn wake_if_waiting(registered: bool, flag: &FlagLine, n: u32) -> bool {
     shm_sync::barrier::light(registered);
-    if flag.waiting.load(Ordering::Relaxed) != 0 {
+    if flag.waiting.load(Ordering::Relaxed) & COUNT != 0 {
         wake(flag, n);
         true
     } else {
         false
     }
+}
+
+/// [`wake_if_waiting`] for a flag that only one side's one handle sleeps on (SPSC): wakes
+/// once per sleep, not once per publish. A sleeper woken by a futex takes tens of
+/// microseconds on a VM to run again and count itself out; a bursty feed would pay a
+/// `FUTEX_WAKE` for every message it published meanwhile. The first waker to see the
+/// sleeper sets `WOKEN` and wakes; later ones see the bit and skip, until the sleeper
+/// announces itself again (which clears it).
+#[inline]
+pub(crate) fn wake_one_if_waiting(registered: bool, flag: &FlagLine) -> bool {
+    shm_sync::barrier::light(registered);
+    let v = flag.waiting.load(Ordering::Relaxed);
+    if v & COUNT != 0 && v & WOKEN == 0 {
+        // Acquire: pairs with the sleeper's Release announcement (see `park`).
+        if flag.waiting.fetch_or(WOKEN, Ordering::Acquire) & WOKEN == 0 {
+            wake(flag, 1);
+            return true;
+        }
+    }
+    false
 }
 
 /// Bumps the epoch and wakes up to `n` sleepers (unconditionally: for rare events such

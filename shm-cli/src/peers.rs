@@ -1,0 +1,188 @@
+//! The in-process peers `shmring bench` measures in the same run (feature `peers`): rtrb,
+//! the fastest SPSC queue in Rust, and crossbeam's `ArrayQueue`, the MPMC queue most Rust
+//! code uses. Both stop at the process boundary, so their rows are threads of this process,
+//! pinned to the same CPUs as the process rows they are compared with. Neither has a
+//! blocking call: their rows are the plain retry loops a user writes around `push`/`pop`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// What a peer row measured.
+pub struct Figures {
+    pub msgs_per_sec: f64,
+    pub count: u64,
+}
+
+fn pin(cpu: Option<usize>) -> Result<(), String> {
+    match cpu {
+        Some(c) => sys::pin_to(c).map_err(|e| format!("cannot pin to CPU {c}: {e}")),
+        None => Ok(()),
+    }
+}
+
+/// rtrb between two threads: `Producer::push` / `Consumer::pop` retried while full /
+/// empty, capacity 4096 like the shmring rows, every message checked in sequence.
+pub fn rtrb<T: Copy + Send>(
+    cpus: [Option<usize>; 2],
+    warmup: Duration,
+    duration: Duration,
+    make: fn(u64) -> T,
+    seq: fn(&T) -> u64,
+) -> Result<Figures, String> {
+    let (mut tx, mut rx) = rtrb::RingBuffer::<T>::new(4096);
+    let done = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let consumer = s.spawn(|| -> Result<Instant, String> {
+            pin(cpus[1])?;
+            let mut got = 0u64;
+            loop {
+                match rx.pop() {
+                    Ok(v) => {
+                        if seq(&v) != got {
+                            return Err(format!("rtrb: message {got} came as {}", seq(&v)));
+                        }
+                        got += 1;
+                    }
+                    // Acquire: pairs with the Release store of `done` below, so `sent`
+                    // is final once `done` reads true.
+                    Err(_)
+                        if done.load(Ordering::Acquire) && got == sent.load(Ordering::Relaxed) =>
+                    {
+                        return Ok(Instant::now());
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        let producer = s.spawn(|| -> Result<(u64, Instant), String> {
+            pin(cpus[0])?;
+            let mut i = 0u64;
+            let mut run = |d: Duration, i: &mut u64| {
+                let t0 = Instant::now();
+                while t0.elapsed() < d {
+                    for _ in 0..1024 {
+                        let v = make(*i);
+                        while tx.push(v).is_err() {
+                            std::hint::spin_loop();
+                        }
+                        *i += 1;
+                    }
+                }
+            };
+            run(warmup, &mut i);
+            let (before, t0) = (i, Instant::now());
+            run(duration, &mut i);
+            sent.store(i, Ordering::Relaxed);
+            // Release: pairs with the consumer's Acquire load of `done`.
+            done.store(true, Ordering::Release);
+            Ok((i - before, t0))
+        });
+        let (count, t0) = producer
+            .join()
+            .map_err(|_| "the rtrb producer panicked")??;
+        let end = consumer
+            .join()
+            .map_err(|_| "the rtrb consumer panicked")??;
+        Ok(Figures {
+            msgs_per_sec: count as f64 / (end - t0).as_secs_f64(),
+            count,
+        })
+    })
+}
+
+/// A counter on a cache line of its own.
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+/// `ArrayQueue` (capacity 4096) with `n` producer and `n` consumer threads: `push` retried
+/// while full, `pop` while empty; producer `k` on `cpu(k)`, consumer `k` on `cpu(n + k)`, as
+/// in the `mpmc-throughput` rows. Timed like them: producers run warm-up plus measured time,
+/// and the rate is what consumers popped from the end of the warm-up until drained.
+pub fn array_queue(
+    n: usize,
+    cpu: &(dyn Fn(usize) -> Option<usize> + Sync),
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Figures, String> {
+    let q = crossbeam_queue::ArrayQueue::<u64>::new(4096);
+    let popped: Vec<Padded> = (0..n).map(|_| Padded(AtomicU64::new(0))).collect();
+    let finished = AtomicUsize::new(0);
+    let total = warmup + duration;
+    let sum = |p: &[Padded]| p.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
+    std::thread::scope(|s| {
+        let mut consumers = Vec::new();
+        for (k, count) in popped.iter().enumerate() {
+            let (q, finished) = (&q, &finished);
+            consumers.push(s.spawn(move || -> Result<u64, String> {
+                pin(cpu(n + k))?;
+                let mut next = vec![0u64; n];
+                let mut got = 0u64;
+                loop {
+                    match q.pop() {
+                        Some(v) => {
+                            let (id, sq) = ((v >> 48) as usize, v & ((1 << 48) - 1));
+                            if id >= n || sq < next[id] {
+                                return Err("ArrayQueue: a producer's messages out of order".into());
+                            }
+                            next[id] = sq + 1;
+                            got += 1;
+                            if got % 256 == 0 {
+                                count.0.store(got, Ordering::Relaxed);
+                            }
+                        }
+                        // Acquire: pairs with each producer's Release increment, so its
+                        // pushes are visible once it counts as finished.
+                        None if finished.load(Ordering::Acquire) == n && q.is_empty() => {
+                            count.0.store(got, Ordering::Relaxed);
+                            return Ok(got);
+                        }
+                        None => {}
+                    }
+                }
+            }));
+        }
+        let mut producers = Vec::new();
+        for k in 0..n {
+            let (q, finished) = (&q, &finished);
+            producers.push(s.spawn(move || -> Result<u64, String> {
+                pin(cpu(k))?;
+                let t0 = Instant::now();
+                let mut sq = 0u64;
+                while t0.elapsed() < total {
+                    for _ in 0..256 {
+                        let mut v = (k as u64) << 48 | sq;
+                        while let Err(back) = q.push(v) {
+                            v = back;
+                            std::hint::spin_loop();
+                        }
+                        sq += 1;
+                    }
+                }
+                // Release: pairs with the consumers' Acquire load of `finished`.
+                finished.fetch_add(1, Ordering::Release);
+                Ok(sq)
+            }));
+        }
+        std::thread::sleep(warmup);
+        let (at0, t0) = (sum(&popped), Instant::now());
+        let mut pushed = 0;
+        for p in producers {
+            pushed += p.join().map_err(|_| "an ArrayQueue producer panicked")??;
+        }
+        let mut got = 0;
+        for c in consumers {
+            got += c.join().map_err(|_| "an ArrayQueue consumer panicked")??;
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        if got != pushed {
+            return Err(format!("ArrayQueue: {pushed} pushed but {got} popped"));
+        }
+        Ok(Figures {
+            msgs_per_sec: (got - at0) as f64 / secs,
+            count: got - at0,
+        })
+    })
+}
