@@ -697,3 +697,71 @@ impl StickyWokenHandoff {
         }
     }
 }
+
+/// MPMC batch claims (`push_slice`: one compare-exchange of `tail` for a run of slots)
+/// that check only the run's first slot is free: the rest may still hold values no
+/// consumer has taken, which the batch then overwrites.
+pub struct UncheckedRunMpmc {
+    slots: [(AtomicU64, UnsafeCell<u64>); 2],
+    head: AtomicU64,
+    tail: AtomicU64,
+}
+
+// SAFETY: a test twin; loom checks every access to the cells.
+unsafe impl Sync for UncheckedRunMpmc {}
+
+impl UncheckedRunMpmc {
+    pub fn new() -> Self {
+        UncheckedRunMpmc {
+            slots: [
+                (AtomicU64::new(0), UnsafeCell::new(0)),
+                (AtomicU64::new(1), UnsafeCell::new(0)),
+            ],
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+        }
+    }
+
+    /// Pushes a run of `vals` (at most 2); returns how many.
+    pub fn push_run(&self, vals: &[u64]) -> usize {
+        let pos = self.tail.load(Ordering::Relaxed);
+        if self.slots[(pos % 2) as usize].0.load(Ordering::Acquire) != pos {
+            return 0;
+        }
+        // PLANTED BUG: the whole run is claimed on the first slot's word alone.
+        let n = vals.len().min(2) as u64;
+        if self
+            .tail
+            .compare_exchange(pos, pos + n, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return 0;
+        }
+        for i in 0..n {
+            let (seq, cell) = &self.slots[((pos + i) % 2) as usize];
+            // SAFETY: claimed (wrongly, for the second); loom reports the race.
+            cell.with_mut(|p| unsafe { *p = vals[i as usize] });
+            seq.store(pos + i + 1, Ordering::Release);
+        }
+        n as usize
+    }
+
+    pub fn try_pop(&self) -> Option<u64> {
+        let pos = self.head.load(Ordering::Relaxed);
+        let (seq, cell) = &self.slots[(pos % 2) as usize];
+        if seq.load(Ordering::Acquire) != pos + 1 {
+            return None;
+        }
+        if self
+            .head
+            .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: claimed; loom checks it.
+        let v = cell.with(|p| unsafe { *p });
+        seq.store(pos + 2, Ordering::Release);
+        Some(v)
+    }
+}

@@ -146,6 +146,73 @@ fn pop_one(rx: &mut mpmc::Consumer<u64>, seen: &AtomicU64) {
     }
 }
 
+/// A producer pushes 1, then 2 and 3 as one batch (`push_slice`: one claim for the run of
+/// free slots) into a capacity-2 ring, while a consumer takes batches (`pop_slice`): every
+/// value arrives once, in order.
+#[test]
+fn mpmc_batches_in_order_exactly_once() {
+    model(|| {
+        let ring = mpmc::Ring::<u64>::in_process(2).unwrap();
+        let mut tx = ring.producer().unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let producer = thread::spawn(move || {
+            assert_eq!(tx.push_slice(&[1]), 1);
+            let rest = [2, 3];
+            let mut done = 0;
+            while done < rest.len() {
+                let n = tx.push_slice(&rest[done..]);
+                if n == 0 {
+                    thread::yield_now();
+                }
+                done += n;
+            }
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u64; 2];
+        while got.len() < 3 {
+            let n = rx.pop_slice(&mut buf);
+            if n == 0 {
+                thread::yield_now();
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, [1, 2, 3]);
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn mpmc_twin_batch_claim_checking_one_slot_is_caught() {
+    twin_fails(|| {
+        let q = Arc::new(UncheckedRunMpmc::new());
+        let p = q.clone();
+        let producer = thread::spawn(move || {
+            while p.push_run(&[1]) == 0 {
+                thread::yield_now();
+            }
+            let rest = [2, 3];
+            let mut done = 0;
+            while done < rest.len() {
+                let n = p.push_run(&rest[done..]);
+                if n == 0 {
+                    thread::yield_now();
+                }
+                done += n;
+            }
+        });
+        for want in 1..=3 {
+            loop {
+                if let Some(v) = q.try_pop() {
+                    assert_eq!(v, want, "a value was overwritten before it was taken");
+                    break;
+                }
+                thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+    });
+}
+
 /// Two producers race for the slots of a capacity-2 ring; one consumer gets both values,
 /// each exactly once.
 #[test]

@@ -514,6 +514,7 @@ impl<T: Pod> Ring<T> {
             liveness: LivenessTimer::new(),
             peers: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stuck: None,
+            expired: None,
             waiter: Waiter::new(),
             stalled: false,
             deaths: Deaths::default(),
@@ -551,6 +552,7 @@ impl<T: Pod> Ring<T> {
             liveness: LivenessTimer::new(),
             peers: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stuck: None,
+            expired: None,
             waiter: Waiter::new(),
             stalled: false,
             deaths: Deaths::default(),
@@ -609,7 +611,10 @@ pub struct Producer<T> {
     /// Liveness watches on the consumers' endpoint slots (boxed: 32 of them).
     peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position whose slot a consumer claimed but has not released, and since when.
-    stuck: Option<(u64, Instant)>,
+    stuck: Option<Stuck>,
+    /// The last wait on a claim that timed out: every position between it and its
+    /// horizon was claimed at least as long ago, so may be given up at once.
+    expired: Option<Stuck>,
     /// The adaptive spin budget and the wait in progress.
     waiter: Waiter,
     /// Whether this handle counted a stall since its last success: one stall per wait,
@@ -638,7 +643,10 @@ pub struct Consumer<T> {
     /// Liveness watches on the producers' endpoint slots (boxed: 32 of them).
     peers: Box<[PeerWatch; MAX_ENDPOINTS]>,
     /// A position a producer claimed but has not published, and since when.
-    stuck: Option<(u64, Instant)>,
+    stuck: Option<Stuck>,
+    /// The last wait on a claim that timed out: every position between it and its
+    /// horizon was claimed at least as long ago, so may be given up at once.
+    expired: Option<Stuck>,
     /// The adaptive spin budget and the wait in progress.
     waiter: Waiter,
     /// Whether this handle counted a stall since its last success (see `Producer`).
@@ -666,35 +674,79 @@ enum Failure {
     Corrupted,
 }
 
-/// Whether `since` is older than `timeout`, tracking the position we are stuck on. Under
-/// loom, whether the model's clock has passed, as this thread sees it
+/// A claim this handle waits on: its position, since when, and the other side's claim
+/// position read just before `since` (its horizon: every position before it had been
+/// claimed by then).
+#[derive(Clone, Copy, Debug)]
+struct Stuck {
+    pos: u64,
+    since: Instant,
+    horizon: u64,
+}
+
+/// Whether the claim of `pos` is older than `timeout`, tracking the position we are stuck
+/// on (`stuck`). `horizon` is the other side's claim position, read before this call. A
+/// position after one whose wait timed out (`expired`) and before that wait's horizon was
+/// claimed before that wait began: it inherits that start, so a batch of claims left by a
+/// dead process costs one timeout, not one per claim.
+///
+/// Under loom, whether the model's clock has passed, as this thread sees it
 /// (`shm_sync::primitive::world`): the timeout may fire at the first sighting or never.
-fn stuck_too_long(stuck: &mut Option<(u64, Instant)>, pos: u64, timeout: Duration) -> bool {
+fn stuck_too_long(
+    stuck: &mut Option<Stuck>,
+    expired: &mut Option<Stuck>,
+    pos: u64,
+    horizon: u64,
+    timeout: Duration,
+) -> bool {
     #[cfg(shm_loom)]
     {
-        let _ = (stuck, pos, timeout);
+        let _ = (stuck, expired, pos, horizon, timeout);
         shm_sync::primitive::world::timed_out()
     }
     #[cfg(not(shm_loom))]
     {
-        stuck_since(stuck, pos, timeout, Instant::now())
+        stuck_since(stuck, expired, pos, horizon, timeout, Instant::now())
     }
 }
 
 #[cfg_attr(shm_loom, allow(dead_code))]
 fn stuck_since(
-    stuck: &mut Option<(u64, Instant)>,
+    stuck: &mut Option<Stuck>,
+    expired: &mut Option<Stuck>,
     pos: u64,
+    horizon: u64,
     timeout: Duration,
     now: Instant,
 ) -> bool {
-    match *stuck {
-        Some((p, since)) if p == pos => now.duration_since(since) >= timeout,
+    let s = match *stuck {
+        Some(s) if s.pos == pos => s,
         _ => {
-            *stuck = Some((pos, now));
-            false
+            let inherited = expired.filter(|e| {
+                let d = pos.wrapping_sub(e.pos);
+                d != 0 && d < e.horizon.wrapping_sub(e.pos)
+            });
+            let s = match inherited {
+                Some(e) => Stuck {
+                    pos,
+                    since: e.since,
+                    horizon: e.horizon,
+                },
+                None => Stuck {
+                    pos,
+                    since: now,
+                    horizon,
+                },
+            };
+            *stuck = Some(s);
+            s
         }
+    };
+    let out = now.saturating_duration_since(s.since) >= timeout;
+    if out {
+        *expired = Some(s);
     }
+    out
 }
 
 impl<T: Pod> Producer<T> {
@@ -783,7 +835,16 @@ impl<T: Pod> Producer<T> {
                 // it, and `head` is only ever written by Relaxed CASes: nothing to pair with.
                 let head = c.head.pos.load(Ordering::Relaxed);
                 let claimed = head.wrapping_sub(prev).wrapping_sub(1) < cap;
-                if claimed && stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                if claimed
+                    && stuck_too_long(
+                        &mut self.stuck,
+                        &mut self.expired,
+                        pos,
+                        // In our positions: `prev` < `head` is `pos` < `head + cap`.
+                        head.wrapping_add(cap),
+                        self.claim_timeout,
+                    )
+                {
                     // A consumer claimed it but never marked it: reclaim. Its mark, a
                     // compare-exchange from (prev, PUBLISHED), then fails, so it never
                     // reads a slot we rewrite.
@@ -807,7 +868,15 @@ impl<T: Pod> Producer<T> {
                 return Attempt::Blocked;
             }
             if state == READING {
-                if stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                // Relaxed: as for the PUBLISHED case above; only a horizon.
+                let head = c.head.pos.load(Ordering::Relaxed);
+                if stuck_too_long(
+                    &mut self.stuck,
+                    &mut self.expired,
+                    pos,
+                    head.wrapping_add(cap),
+                    self.claim_timeout,
+                ) {
                     self.stuck = None;
                     // The mark came with `seq` (Acquire above), so its endpoint's generation
                     // and owner word, written before it, are visible to the check.
@@ -1066,14 +1135,176 @@ impl<T: Pod> Producer<T> {
         self.liveness.expire();
     }
 
-    /// Pushes as many of `values` as fit now, in order; returns how many.
+    /// Pushes as many of `values` as fit now, in order; returns how many. The run of free
+    /// slots at `tail` is claimed with one compare-exchange (where `try_push` makes one per
+    /// value); each slot is then marked, written and published as `try_push` does, so a
+    /// producer killed or stalled mid-batch costs the consumers one claim timeout for the
+    /// whole batch (the claims after the first inherit its wait). Never blocks.
+    ///
+    /// Returns fewer than `values.len()` when the ring fills, and 0 when it is full, the
+    /// consumers are gone, this handle's claims expired (it stalled past the claim timeout),
+    /// or the ring is corrupted: `try_push` then says which.
     pub fn push_slice(&mut self, values: &[T]) -> usize {
-        for (i, v) in values.iter().enumerate() {
-            if self.try_push(*v).is_err() {
-                return i;
+        if !self.origin.is_current() {
+            return 0;
+        }
+        let mut done = 0;
+        while done < values.len() {
+            let rest = &values[done..];
+            let n = match self.claim_run(rest.len() as u64) {
+                Some((pos, n)) => {
+                    let k = self.fill_run(pos, &rest[..n as usize]);
+                    if k < n as usize {
+                        return done + k;
+                    }
+                    k
+                }
+                // Nothing free at `tail`: the one-slot path reclaims a stuck claim, counts
+                // the stall, notices departed consumers.
+                None => match self.try_push(rest[0]) {
+                    Ok(()) => 1,
+                    Err(_) => return done,
+                },
+            };
+            done += n;
+        }
+        done
+    }
+
+    /// Claims the run of free slots at `tail`, at most `want` (and one ring) long, with one
+    /// compare-exchange of `tail`. `None` if the slot at `tail` is not free.
+    fn claim_run(&mut self, want: u64) -> Option<(u64, u64)> {
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
+        let want = want.min(mem.cap());
+        let mut pos = c.tail.pos.load(Ordering::Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let mut n = 0;
+            // Acquire (each): as in `attempt`, pairs with the consumer's Release of the
+            // previous lap, so our writes to these slots come after its reads.
+            while n < want
+                && mem.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
+                    == seq_of(pos.wrapping_add(n), FREE)
+            {
+                n += 1;
+            }
+            if n == 0 {
+                return None;
+            }
+            // Relaxed: as in `attempt`; the slots' own `seq` words carry the ordering. The
+            // positions `pos..pos + n` were unclaimed while `tail` was `pos`, so their
+            // slots stay FREE for us: only a claimant marks a slot, and consumers give up
+            // only claimed positions.
+            match c.tail.pos.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(n),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((pos, n)),
+                Err(now) => pos = now,
             }
         }
-        values.len()
+        None
+    }
+
+    /// Marks, writes and publishes the claimed positions `pos..pos + values.len()`, in
+    /// order; returns how many were published. Claims that cannot be used (consumers gave
+    /// up the first of them: we stalled past the claim timeout) are given up here at
+    /// once, as consumers would after the timeout, so no value is published after one that
+    /// was not.
+    fn fill_run(&mut self, pos: u64, values: &[T]) -> usize {
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
+        let cap = mem.cap();
+        crate::fault_point!("mpmc-producer-claimed");
+        crate::loom_death_point!(self, "mpmc-producer-claimed");
+        let n = values.len();
+        let at = |i: usize| pos.wrapping_add(i as u64);
+        // Mark every slot first, so that a death from here on leaves marks naming us.
+        // Release: as in `fill`.
+        let mut marked_n = n;
+        for i in 0..n {
+            let p = at(i);
+            if mem
+                .slot(p)
+                .seq
+                .compare_exchange(
+                    seq_of(p, FREE),
+                    marked(p, WRITING, self.mark),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                marked_n = i;
+                break;
+            }
+        }
+        let mut published = 0;
+        for (i, v) in values[..marked_n].iter().enumerate() {
+            let p = at(i);
+            let slot = mem.slot(p);
+            let mine = marked(p, WRITING, self.mark);
+            // SAFETY: the slot is marked WRITING by us (above): no consumer reads it before
+            // we publish, and it is given up only once our endpoint is dead.
+            unsafe { mem::write(&slot.value, *v) };
+            crate::fault_point!("mpmc-producer-written");
+            crate::loom_death_point!(self, "mpmc-producer-written");
+            // Release: pairs with the consumer's Acquire load of `seq` (as in `fill`).
+            if slot
+                .seq
+                .compare_exchange(
+                    mine,
+                    seq_of(p, PUBLISHED),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                break;
+            }
+            published += 1;
+            crate::fault_point!("mpmc-producer-published");
+        }
+        // Give back what was claimed and not published: our own marks (after a publish
+        // that consumers pre-empted), then unmarked claims. Each becomes the next lap's
+        // FREE, as a consumer's skip leaves it; a consumer at that position finishes the
+        // skip (moves `head`) at once. Release: as for a skip, the next lap's producer is
+        // ordered after us. A failed exchange: consumers gave it up already.
+        for i in published..n {
+            let p = at(i);
+            let from = if i < marked_n {
+                marked(p, WRITING, self.mark)
+            } else {
+                seq_of(p, FREE)
+            };
+            if mem
+                .slot(p)
+                .seq
+                .compare_exchange(
+                    from,
+                    seq_of(p.wrapping_add(cap), FREE),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                c.head.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if published > 0 {
+            self.stuck = None;
+            self.stalled = false;
+            if wait::wake_if_waiting(
+                self.registered,
+                &c.consumers_waiting,
+                published.min(MAX_ENDPOINTS) as u32,
+            ) {
+                c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        published
     }
 }
 
@@ -1209,7 +1440,13 @@ impl<T: Pod> Consumer<T> {
                     continue;
                 }
                 // A producer claimed `pos` and has not published it.
-                if !stuck_too_long(&mut self.stuck, pos, self.claim_timeout) {
+                if !stuck_too_long(
+                    &mut self.stuck,
+                    &mut self.expired,
+                    pos,
+                    tail,
+                    self.claim_timeout,
+                ) {
                     return Attempt::Blocked;
                 }
                 self.stuck = None;
@@ -1519,15 +1756,135 @@ impl<T: Pod> Consumer<T> {
         self.liveness.expire();
     }
 
-    /// Pops as many items as are ready into `out`, in order; returns how many.
+    /// Pops as many items as are ready into `out`, in order; returns how many. The run
+    /// of published slots at `head` is claimed with one compare-exchange (where `try_pop`
+    /// makes one per item); each is then marked, read and released as `try_pop` does.
+    /// Never blocks. Returns 0 when the ring is empty, the producers are gone, or this
+    /// handle's claims expired (`try_pop` then says which). An item whose claim expired
+    /// while this handle stalled past the claim timeout is not delivered (as with
+    /// `try_pop`'s `Expired`).
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
-        for (i, o) in out.iter_mut().enumerate() {
-            match self.try_pop() {
-                Ok(v) => *o = v,
-                Err(_) => return i,
+        if !self.origin.is_current() {
+            return 0;
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let want = (out.len() - done) as u64;
+            match self.claim_run(want) {
+                Some((pos, n)) => {
+                    let k = self.take_run(pos, n, &mut out[done..]);
+                    done += k;
+                    if k < n as usize {
+                        return done;
+                    }
+                }
+                None => match self.try_pop() {
+                    Ok(v) => {
+                        out[done] = v;
+                        done += 1;
+                    }
+                    Err(_) => return done,
+                },
             }
         }
-        out.len()
+        done
+    }
+
+    /// Claims the run of published slots at `head`, at most `want` (and one ring) long,
+    /// with one compare-exchange of `head`. `None` if the slot at `head` is not published.
+    fn claim_run(&mut self, want: u64) -> Option<(u64, u64)> {
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
+        let want = want.min(mem.cap());
+        let mut pos = c.head.pos.load(Ordering::Relaxed);
+        for _ in 0..MAX_RETRIES {
+            let mut n = 0;
+            // Acquire (each): pairs with the producers' Release publish, as in `attempt`.
+            while n < want
+                && mem.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
+                    == seq_of(pos.wrapping_add(n), PUBLISHED)
+            {
+                n += 1;
+            }
+            if n == 0 {
+                return None;
+            }
+            // Relaxed: as in `attempt`. Published slots at positions no consumer claimed
+            // stay published: only a consumer that claimed a position marks its slot, and
+            // producers reclaim only claimed ones.
+            match c.head.pos.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(n),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some((pos, n)),
+                Err(now) => pos = now,
+            }
+        }
+        None
+    }
+
+    /// Marks, reads and releases the claimed positions `pos..pos + n` into `out`, in order;
+    /// returns how many were delivered: all but those whose claims expired (producers
+    /// reclaimed them while we stalled past the claim timeout).
+    fn take_run(&mut self, pos: u64, n: u64, out: &mut [T]) -> usize {
+        let mem = &self.ring.mem;
+        let cap = mem.cap();
+        self.stuck = None;
+        let mut got = 0;
+        for i in 0..n {
+            let p = pos.wrapping_add(i);
+            let slot = mem.slot(p);
+            crate::fault_point!("mpmc-consumer-claimed");
+            crate::loom_death_point!(self, "mpmc-consumer-claimed");
+            let mine = marked(p, READING, self.mark);
+            // Release: as in `take`. Fails only if producers reclaimed our claim.
+            if slot
+                .seq
+                .compare_exchange(
+                    seq_of(p, PUBLISHED),
+                    mine,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            // SAFETY: marked READING by us: no producer writes it until we release it, and
+            // it is given up only once our endpoint is dead.
+            let v = unsafe { mem::read(&slot.value) };
+            crate::fault_point!("mpmc-consumer-read");
+            crate::loom_death_point!(self, "mpmc-consumer-read");
+            // Release: as in `take`; a failed exchange means the value may have been
+            // rewritten under us: dropped, never delivered.
+            if slot
+                .seq
+                .compare_exchange(
+                    mine,
+                    seq_of(p.wrapping_add(cap), FREE),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                continue;
+            }
+            crate::fault_point!("mpmc-consumer-released");
+            out[got] = v;
+            got += 1;
+        }
+        self.stalled = false;
+        let c = mem.ctrl();
+        if wait::wake_if_waiting(
+            self.registered,
+            &c.producers_waiting,
+            (n as usize).min(MAX_ENDPOINTS) as u32,
+        ) {
+            c.head.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+        got
     }
 }
 

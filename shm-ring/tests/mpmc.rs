@@ -36,6 +36,8 @@ fn child_mpmc() {
         "pop-one" => pop_one(&name),
         "push-one" => push_one(&name, arg),
         "pop-n" => pop_n(&name, arg),
+        "push-batch" => push_batch(&name, arg),
+        "pop-batch" => pop_batch(&name, arg),
         other => panic!("unknown role {other}"),
     }
 }
@@ -1114,4 +1116,156 @@ fn garbage_sequences_are_errors_within_bounded_time() {
     f.write_all(&u64::MAX.to_ne_bytes()).unwrap();
     assert!(rx.try_pop().is_err());
     assert!(tx.try_push(3).is_err());
+}
+
+// ------------------------------------------------------------ batches (one claim for many)
+
+/// Pushes `msg(1, 0..n)` with one `push_slice`, prints how many went in, and pushes the
+/// rest one at a time.
+fn push_batch(name: &str, n: u64) {
+    let mut tx = mpmc::open::<u64>(name).unwrap().producer().unwrap();
+    let vals: Vec<u64> = (0..n).map(|i| msg(1, i)).collect();
+    let k = tx.push_slice(&vals);
+    println!("CHILD:batch {k}");
+    for &v in &vals[k..] {
+        tx.push_timeout(v, Duration::from_secs(10)).unwrap();
+    }
+}
+
+/// Pops up to `n` items with one `pop_slice` (waiting for the first with `pop`).
+fn pop_batch(name: &str, n: u64) {
+    let mut rx = mpmc::open::<u64>(name).unwrap().consumer().unwrap();
+    let mut buf = vec![0u64; n as usize];
+    let k = rx.pop_slice(&mut buf);
+    println!("CHILD:batch {k}");
+}
+
+#[test]
+fn a_batch_is_claimed_with_one_compare_exchange_and_delivered_in_order() {
+    let ring = Ring::<u64>::in_process(64).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let vals: Vec<u64> = (0..100).collect();
+    assert_eq!(tx.push_slice(&vals), 64, "as many as fit");
+    assert_eq!(tx.push_slice(&vals), 0, "full");
+    let mut out = [0u64; 40];
+    assert_eq!(rx.pop_slice(&mut out), 40);
+    assert_eq!(out.to_vec(), (0..40).collect::<Vec<_>>());
+    // The ring wraps: the free run at `tail` is 40 long.
+    assert_eq!(tx.push_slice(&vals[64..]), 36);
+    let mut rest = vec![0u64; 100];
+    assert_eq!(rx.pop_slice(&mut rest), 60);
+    assert_eq!(rest[..60].to_vec(), (40..100).collect::<Vec<_>>());
+    assert_eq!(rx.pop_slice(&mut rest), 0);
+    let st = ring.stats();
+    assert_eq!((st.pushes, st.pops), (100, 100), "{st:?}");
+}
+
+#[test]
+fn a_batch_producer_killed_after_its_claim_costs_one_claim_timeout_not_one_per_slot() {
+    // The doomed producer claims 32 slots with one compare-exchange and dies before marking
+    // any. Consumers wait out one claim timeout (300 ms) on the first, then give up the
+    // other 31 at once: their claims are provably as old. One timeout per slot would be
+    // 9.6 s.
+    let name = unique_name("mpmc-batch-kill");
+    let _c = Cleanup(name.clone());
+    let timeout = Duration::from_millis(300);
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(64)
+        .claim_timeout(timeout)
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut doomed = role("push-batch", &name, 32);
+    doomed.env("SHMRING_FAULT", "mpmc-producer-claimed:1");
+    assert!(!Running::spawn(doomed).wait_success(Duration::from_secs(30)));
+    assert_eq!(ring.stats().tail, 32, "the batch was claimed");
+    let mut tx = ring.producer().unwrap();
+    tx.push(msg(2, 0)).unwrap();
+    let t0 = Instant::now();
+    assert_eq!(rx.pop_timeout(Duration::from_secs(20)), Ok(msg(2, 0)));
+    let waited = t0.elapsed();
+    println!("past a dead batch of 32 in {waited:?} (claim timeout {timeout:?})");
+    assert!(waited < timeout * 8, "{waited:?}: one timeout per slot?");
+    assert_eq!(ring.stats().skipped, 32);
+}
+
+#[test]
+fn a_batch_producer_stalled_past_the_claim_timeout_gets_its_values_back() {
+    // The producer claims 8 slots and stalls 400 ms before marking them (a descheduled
+    // process), past the 50 ms claim timeout. Consumers give the claims up; when it
+    // resumes, nothing of the batch is published, `push_slice` says 0, and it pushes the 8
+    // again one by one: each arrives exactly once, in order.
+    let name = unique_name("mpmc-batch-stall");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(16)
+        .claim_timeout(Duration::from_millis(50))
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut stalled = role("push-batch", &name, 8);
+    stalled.env("SHMRING_FAULT", "mpmc-producer-claimed:1:400");
+    let mut stalled = Running::spawn(stalled);
+    // Meanwhile another producer goes on; the consumer skips the stalled claims.
+    let mut tx = ring.producer().unwrap();
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let mut i = 0;
+    while got.iter().filter(|v| **v >> 48 == 1u64).count() < 8 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "stuck: {got:x?}");
+        if i < 200 && tx.try_push(msg(2, i)).is_ok() {
+            i += 1;
+        }
+        if let Ok(v) = rx.try_pop() {
+            got.push(v);
+        }
+    }
+    assert_eq!(stalled.next_line(Duration::from_secs(10)), "batch 0");
+    assert!(stalled.wait_success(Duration::from_secs(30)));
+    while let Ok(v) = rx.pop_timeout(Duration::from_millis(100)) {
+        got.push(v);
+    }
+    let mine: Vec<u64> = got.iter().copied().filter(|v| v >> 48 == 1).collect();
+    assert_eq!(
+        mine,
+        (0..8).map(|i| msg(1, i)).collect::<Vec<_>>(),
+        "once each, in order"
+    );
+    let st = ring.stats();
+    assert_eq!(st.skipped, 8, "{st:?}");
+}
+
+#[test]
+fn a_batch_consumer_killed_after_its_claim_costs_the_producers_one_claim_timeout() {
+    // A consumer claims 8 published items with one compare-exchange and dies before
+    // marking them: they are lost (at-most-once), and producers reclaim the 8 slots after
+    // one claim timeout, not eight.
+    let name = unique_name("mpmc-batch-ckill");
+    let _c = Cleanup(name.clone());
+    let timeout = Duration::from_millis(300);
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(8)
+        .claim_timeout(timeout)
+        .create()
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..8 {
+        tx.try_push(msg(1, i)).unwrap();
+    }
+    let mut doomed = role("pop-batch", &name, 8);
+    doomed.env("SHMRING_FAULT", "mpmc-consumer-claimed:1");
+    assert!(!Running::spawn(doomed).wait_success(Duration::from_secs(30)));
+    assert_eq!(ring.stats().head, 8, "the batch was claimed");
+    let mut rx = ring.consumer().unwrap();
+    let t0 = Instant::now();
+    for i in 8..16 {
+        tx.push_timeout(msg(1, i), Duration::from_secs(20)).unwrap();
+    }
+    let waited = t0.elapsed();
+    println!("8 slots of a dead batch reclaimed in {waited:?} (claim timeout {timeout:?})");
+    assert!(waited < timeout * 4, "{waited:?}: one timeout per slot?");
+    for i in 8..16 {
+        assert_eq!(rx.try_pop(), Ok(msg(1, i)));
+    }
+    assert_eq!(ring.stats().reclaimed, 8);
 }
