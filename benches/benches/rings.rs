@@ -513,6 +513,122 @@ fn mpmc_throughput(c: &mut Criterion) {
     g.finish();
 }
 
+/// The wait path: the same SPSC ring between 2 threads, driven by `try_push`/`try_pop`
+/// retry loops and by the blocking calls in each wait strategy (issue 13's "blocking calls
+/// cost what polling costs").
+fn spsc_wait_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("spsc wait path, u64, 2 threads");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("try_push / try_pop loops", |b| {
+        b.iter_custom(|n| {
+            let ring = spsc::Ring::<u64>::in_process(4096).unwrap();
+            let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+            two_threads(
+                n,
+                rx,
+                |n| {
+                    for i in 0..n {
+                        while tx.try_push(i).is_err() {}
+                    }
+                },
+                |mut rx, n| {
+                    for _ in 0..n {
+                        loop {
+                            if let Ok(v) = rx.try_pop() {
+                                black_box(v);
+                                break;
+                            }
+                        }
+                    }
+                },
+            )
+        })
+    });
+    let budget = WaitStrategy::Budget(shm_ring::SpinBudget {
+        spin: Duration::from_micros(20),
+        yields: 2,
+    });
+    for (label, strategy) in [
+        ("push / pop, BusySpin", WaitStrategy::BusySpin),
+        ("push / pop, SpinThenPark", WaitStrategy::SpinThenPark),
+        ("push / pop, Budget 20us + 2 yields", budget),
+    ] {
+        g.bench_function(label, |b| {
+            b.iter_custom(|n| {
+                let ring = spsc::Ring::<u64>::in_process(4096).unwrap();
+                let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+                tx.set_wait_strategy(strategy);
+                rx.set_wait_strategy(strategy);
+                two_threads(
+                    n,
+                    rx,
+                    |n| (0..n).for_each(|i| tx.push(i).unwrap()),
+                    |mut rx, n| {
+                        (0..n).for_each(|_| {
+                            black_box(rx.pop().unwrap());
+                        })
+                    },
+                )
+            })
+        });
+    }
+    g.finish();
+}
+
+/// MPMC batches: `push_slice` / `pop_slice` of 64 (one claim per run), 1 producer and 1
+/// consumer thread, next to `try_push` / `try_pop` loops on the same ring.
+fn mpmc_batches(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mpmc 1P1C, u64, 2 threads");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("shmring push_slice / pop_slice of 64", |b| {
+        b.iter_custom(|n| {
+            let ring = mpmc::Ring::<u64>::in_process(4096).unwrap();
+            let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+            let src = [7u64; 64];
+            two_threads(
+                n,
+                rx,
+                |n| {
+                    let mut sent = 0;
+                    while sent < n {
+                        let k = (n - sent).min(64) as usize;
+                        sent += tx.push_slice(&src[..k]) as u64;
+                    }
+                },
+                |mut rx, n| {
+                    let mut buf = [0u64; 64];
+                    let mut got = 0;
+                    while got < n {
+                        got += rx.pop_slice(&mut buf) as u64;
+                        black_box(&buf);
+                    }
+                },
+            )
+        })
+    });
+    g.bench_function("shmring try_push / try_pop loops", |b| {
+        b.iter_custom(|n| {
+            let ring = mpmc::Ring::<u64>::in_process(4096).unwrap();
+            let (mut tx, rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+            two_threads(
+                n,
+                rx,
+                |n| {
+                    for i in 0..n {
+                        while tx.try_push(i).is_err() {}
+                    }
+                },
+                |mut rx, n| {
+                    for _ in 0..n {
+                        while rx.try_pop().map(black_box).is_err() {}
+                    }
+                },
+            )
+        })
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -523,7 +639,8 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = round_trips, spsc_in_process, spsc_two_processes, mpmc_throughput
+    targets = round_trips, spsc_in_process, spsc_wait_path, spsc_two_processes, mpmc_throughput,
+        mpmc_batches
 }
 
 fn main() {

@@ -95,8 +95,9 @@ impl<C, S> Mem<C, S> {
     }
 }
 
-/// The layout every ring segment uses: the control block `C`, then `cap` slots `S`, each
-/// on its own 128-byte line.
+/// The layout every ring segment uses: the control block `C` on its own 128-byte lines,
+/// then `cap` slots `S` packed from a 128-byte boundary (neighbouring slots share a line:
+/// see `mpmc::Slot` for why).
 #[cfg(not(shm_loom))]
 pub(crate) type Regions<C, S> = (shm_core::Layout, shm_core::Region<C>, shm_core::Region<S>);
 
