@@ -149,6 +149,9 @@ pub enum ChunkError {
     Corrupted,
     /// This handle was attached by another process (see [`PushError::Forked`]).
     Forked,
+    /// MPMC only: this handle stalled past the claim timeout between claiming the chunk's
+    /// slots and marking them, and consumers gave them up; nothing was claimed.
+    Expired,
 }
 
 impl fmt::Display for ChunkError {
@@ -159,6 +162,9 @@ impl fmt::Display for ChunkError {
             }
             ChunkError::Corrupted => f.write_str("the ring's shared positions are corrupted"),
             ChunkError::Forked => f.write_str(FORKED),
+            ChunkError::Expired => f.write_str(
+                "the chunk's claim expired before it was marked (this handle stalled past the claim timeout)",
+            ),
         }
     }
 }

@@ -57,7 +57,7 @@ use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 use crate::end::{self, Deaths, End, LivenessTimer, PeerWatch};
-use crate::error::{PopError, PushError, RingError, Role};
+use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
@@ -1224,18 +1224,30 @@ impl<T: Pod> Producer<T> {
     /// once, as consumers would after the timeout, so no value is published after one that
     /// was not.
     fn fill_run(&mut self, pos: u64, values: &[T]) -> usize {
-        let mem = &self.ring.mem;
-        let c = mem.ctrl();
-        let cap = mem.cap();
+        let n = values.len();
+        let marked_n = self.mark_run(pos, n);
+        for (i, v) in values[..marked_n].iter().enumerate() {
+            // SAFETY: the slot is marked WRITING by us (`mark_run`): no consumer reads it
+            // before we publish, and it is given up only once our endpoint is dead.
+            unsafe { mem::write(&self.ring.mem.slot(pos.wrapping_add(i as u64)).value, *v) };
+            crate::fault_point!("mpmc-producer-written");
+            crate::loom_death_point!(self, "mpmc-producer-written");
+        }
+        self.publish_run(pos, marked_n, marked_n)
+    }
+
+    /// Marks the claimed positions `pos..pos + n` WRITING, in order, naming our endpoint;
+    /// returns how many were marked (all of them unless consumers gave the first unmarked
+    /// one up: we stalled past the claim timeout). The unmarked rest is given back.
+    fn mark_run(&mut self, pos: u64, n: usize) -> usize {
         crate::fault_point!("mpmc-producer-claimed");
         crate::loom_death_point!(self, "mpmc-producer-claimed");
-        let n = values.len();
-        let at = |i: usize| pos.wrapping_add(i as u64);
+        let mem = &self.ring.mem;
         // Mark every slot first, so that a death from here on leaves marks naming us.
         // Release: as in `fill`.
         let mut marked_n = n;
         for i in 0..n {
-            let p = at(i);
+            let p = pos.wrapping_add(i as u64);
             if mem
                 .slot(p)
                 .seq
@@ -1251,21 +1263,25 @@ impl<T: Pod> Producer<T> {
                 break;
             }
         }
+        self.give_back(pos, marked_n, n, marked_n);
+        marked_n
+    }
+
+    /// Publishes the first `k` of the `marked_n` positions from `pos` that we marked and
+    /// wrote, in order, stopping at the first that consumers pre-empted (they judged our
+    /// endpoint dead); gives back the marked rest; returns how many were published.
+    fn publish_run(&mut self, pos: u64, k: usize, marked_n: usize) -> usize {
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
         let mut published = 0;
-        for (i, v) in values[..marked_n].iter().enumerate() {
-            let p = at(i);
-            let slot = mem.slot(p);
-            let mine = marked(p, WRITING, self.mark);
-            // SAFETY: the slot is marked WRITING by us (above): no consumer reads it before
-            // we publish, and it is given up only once our endpoint is dead.
-            unsafe { mem::write(&slot.value, *v) };
-            crate::fault_point!("mpmc-producer-written");
-            crate::loom_death_point!(self, "mpmc-producer-written");
+        for i in 0..k.min(marked_n) {
+            let p = pos.wrapping_add(i as u64);
             // Release: pairs with the consumer's Acquire load of `seq` (as in `fill`).
-            if slot
+            if mem
+                .slot(p)
                 .seq
                 .compare_exchange(
-                    mine,
+                    marked(p, WRITING, self.mark),
                     seq_of(p, PUBLISHED),
                     Ordering::Release,
                     Ordering::Relaxed,
@@ -1277,32 +1293,7 @@ impl<T: Pod> Producer<T> {
             published += 1;
             crate::fault_point!("mpmc-producer-published");
         }
-        // Give back what was claimed and not published: our own marks (after a publish
-        // that consumers pre-empted), then unmarked claims. Each becomes the next lap's
-        // FREE, as a consumer's skip leaves it; a consumer at that position finishes the
-        // skip (moves `head`) at once. Release: as for a skip, the next lap's producer is
-        // ordered after us. A failed exchange: consumers gave it up already.
-        for i in published..n {
-            let p = at(i);
-            let from = if i < marked_n {
-                marked(p, WRITING, self.mark)
-            } else {
-                seq_of(p, FREE)
-            };
-            if mem
-                .slot(p)
-                .seq
-                .compare_exchange(
-                    from,
-                    seq_of(p.wrapping_add(cap), FREE),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
-                c.head.expired.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        self.give_back(pos, published, marked_n, marked_n);
         if published > 0 {
             self.stuck = None;
             self.stalled = false;
@@ -1315,6 +1306,191 @@ impl<T: Pod> Producer<T> {
             }
         }
         published
+    }
+
+    /// Gives back the claimed positions `pos + from .. pos + to` unpublished: those below
+    /// `marked_n` carry our mark, the others none. Each becomes the next lap's FREE, as a
+    /// consumer's skip leaves it; a consumer at that position finishes the skip (moves
+    /// `head`) at once. Release: as for a skip, the next lap's producer is ordered after us.
+    /// A failed exchange: consumers gave it up already.
+    fn give_back(&self, pos: u64, from: usize, to: usize, marked_n: usize) {
+        let mem = &self.ring.mem;
+        let cap = mem.cap();
+        for i in from..to {
+            let p = pos.wrapping_add(i as u64);
+            let was = if i < marked_n {
+                marked(p, WRITING, self.mark)
+            } else {
+                seq_of(p, FREE)
+            };
+            if mem
+                .slot(p)
+                .seq
+                .compare_exchange(
+                    was,
+                    seq_of(p.wrapping_add(cap), FREE),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                mem.ctrl().head.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Claims exactly `n` free slots at `tail` with one compare-exchange and marks them,
+    /// to fill in place: nothing is visible to consumers until [`WriteChunk::commit`].
+    /// The slots hold whatever they held (never uninitialised memory: the ring is zeroed
+    /// at creation and `T` is `Pod`).
+    ///
+    /// Consumers reach the chunk's first slot and wait there (it is marked by a live
+    /// endpoint) until the chunk is committed or dropped: commit soon. A chunk dropped
+    /// without `commit` gives its slots back (consumers skip them at once).
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots` with the number free now (nothing is claimed then); `Expired` if this
+    /// handle stalled past the claim timeout between its claim and its marks (consumers
+    /// gave the slots up; nothing was claimed for the chunk); `Forked`.
+    pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        if !self.origin.is_current() {
+            return Err(ChunkError::Forked);
+        }
+        if n == 0 {
+            return Ok(WriteChunk {
+                start: self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed),
+                len: 0,
+                producer: self,
+            });
+        }
+        let mem = &self.ring.mem;
+        let c = mem.ctrl();
+        let want = n as u64;
+        let mut pos = c.tail.pos.load(Ordering::Relaxed);
+        let mut claimed = None;
+        for _ in 0..MAX_RETRIES {
+            let mut free = 0;
+            // Acquire (each): as in `claim_run`.
+            while free < want.min(mem.cap())
+                && mem.slot(pos.wrapping_add(free)).seq.load(Ordering::Acquire)
+                    == seq_of(pos.wrapping_add(free), FREE)
+            {
+                free += 1;
+            }
+            if free < want {
+                return Err(ChunkError::TooFewSlots {
+                    available: free as usize,
+                });
+            }
+            // Relaxed: as in `claim_run`.
+            match c.tail.pos.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(want),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    claimed = Some(pos);
+                    break;
+                }
+                Err(now) => pos = now,
+            }
+        }
+        let Some(pos) = claimed else {
+            return Err(ChunkError::Corrupted);
+        };
+        let marked_n = self.mark_run(pos, n);
+        if marked_n < n {
+            // `mark_run` gave back the unmarked rest; give back the marked start too.
+            self.give_back(pos, 0, marked_n, marked_n);
+            return Err(ChunkError::Expired);
+        }
+        Ok(WriteChunk {
+            start: pos,
+            len: n,
+            producer: self,
+        })
+    }
+}
+
+/// `n` claimed and marked slots of an MPMC producer, filled in place, published by
+/// [`commit`](Self::commit) (see [`Producer::write_chunk`]). MPMC slots are interleaved
+/// with their sequence words, so a chunk lends no slices: fill it with `set` or
+/// `copy_from`.
+pub struct WriteChunk<'a, T: Pod> {
+    producer: &'a mut Producer<T>,
+    start: u64,
+    len: usize,
+}
+
+impl<T: Pod> WriteChunk<'_, T> {
+    /// Number of claimed slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slots were claimed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes slot `i` of the chunk.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= len()`.
+    pub fn set(&mut self, i: usize, value: T) {
+        assert!(i < self.len, "chunk index {i} out of range 0..{}", self.len);
+        let slot = self
+            .producer
+            .ring
+            .mem
+            .slot(self.start.wrapping_add(i as u64));
+        // SAFETY: the slot is claimed and marked WRITING by us (`write_chunk`): no consumer
+        // reads it before we publish, and it is given up only once our endpoint is dead.
+        unsafe { mem::write(&slot.value, value) };
+    }
+
+    /// Fills the first `values.len()` slots from `values`.
+    ///
+    /// # Panics
+    ///
+    /// If `values.len() > len()`.
+    pub fn copy_from(&mut self, values: &[T]) {
+        assert!(
+            values.len() <= self.len,
+            "{} values for a chunk of {}",
+            values.len(),
+            self.len
+        );
+        for (i, v) in values.iter().enumerate() {
+            self.set(i, *v);
+        }
+    }
+
+    /// Publishes the first `k` slots (at most `len()`), in order, and gives the rest back
+    /// unpublished; returns how many were published: `k`, unless consumers gave this
+    /// handle's marks up meanwhile (they judged its endpoint dead), when the count stops
+    /// at the first slot they took.
+    pub fn commit(mut self, k: usize) -> usize {
+        let n = std::mem::take(&mut self.len);
+        self.producer.publish_run(self.start, k.min(n), n)
+    }
+
+    /// Publishes every slot; returns how many were published (see `commit`).
+    pub fn commit_all(self) -> usize {
+        let n = self.len;
+        self.commit(n)
+    }
+}
+
+impl<T: Pod> Drop for WriteChunk<'_, T> {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // Not committed: give every slot back, so consumers pass them at once.
+            self.producer.publish_run(self.start, 0, self.len);
+        }
     }
 }
 

@@ -9,15 +9,24 @@ use shm_sync::primitive::{AtomicU32, Ordering};
 /// full or empty. While data flows no strategy costs anything: a wait begins only when a
 /// call finds nothing to do, and its first polls read no clock.
 ///
-/// Measured on the project's 2-core VM (`shmring bench`, rows `bursty-*` and `idle-*`; see
-/// the README's Performance section for the figures of the latest run): a feed of bursts of
-/// 200 messages at 200k msg/s into one consumer, and a consumer left idle.
+/// Measured with `shmring bench` on the project's 2-core VM (AMD EPYC, 2026-12-01, 5 runs;
+/// "S" when its vCPUs shared a core, floor 70-100 ns, "X" when on separate cores, floor
+/// 440-520 ns): rows `spsc-bursty-*`, a feed of bursts of 200 messages 5 µs apart (200k
+/// msg/s), 1 ms between bursts, into one consumer process; and the idle rows, a consumer
+/// blocked in `pop` on a ring nobody writes.
 ///
-/// | strategy | while waiting | the other side's cost | idle consumer |
-/// | --- | --- | --- | --- |
-/// | `BusySpin` | polls, never sleeps | none | a whole core |
-/// | `SpinThenPark` (default) | polls for an adaptive budget (5-100 µs), yields twice, sleeps | a `FUTEX_WAKE` only when it sleeps: about once per burst | under 1% of a core |
-/// | `Budget(b)` | polls for `b.spin`, yields `b.yields` times, sleeps | as above | under 1% |
+/// | strategy | while waiting | one-way latency p50 | `FUTEX_WAKE`s per push | consumer CPU (bursty) | idle consumer |
+/// | --- | --- | --- | --- | --- | --- |
+/// | `BusySpin` | polls, never sleeps | S 125-131 ns, X 381-401 ns | 0 | 98.0-99.8% | a whole core |
+/// | `SpinThenPark` (default) | polls for an adaptive budget (10-100 µs), yields twice, sleeps | S 180-185 ns, X 426-461 ns (1.12-1.44x `BusySpin`) | 0.51-0.62% (one per burst) | 50-52% | 0.020-0.026% of a core, 1 wake-up a second |
+/// | `Budget(b)` | polls for `b.spin`, yields `b.yields` times, sleeps | as `SpinThenPark` when `b.spin` covers the gaps between messages | as `SpinThenPark` | as `SpinThenPark` | as `SpinThenPark` |
+///
+/// The p99 of a parking strategy (32-83 µs in those runs) is the first message of a burst,
+/// which finds the consumer asleep: a futex wake-up on this VM. While data flows, the
+/// blocking calls cost what polling costs: `try_push`/`try_pop` loops against `push`/`pop`
+/// on the same ring between two threads (`benches/examples/loops.rs`, 40 interleaved
+/// rounds), `BusySpin` at 1.06x, 1.01x and 1.39x the loop's rate in the VM's three states
+/// (medians), `SpinThenPark` at 1.07x, 1.01x and 1.49x.
 ///
 /// A sleeping side is woken by the other side's publish (a futex on the ring's flag line,
 /// issued only while someone sleeps), by a disconnect, by its deadline, and by the death of
@@ -30,17 +39,18 @@ pub enum WaitStrategy {
     /// dedicated to this thread (trading). Burns that core while waiting.
     BusySpin,
     /// Poll for an adaptive budget, yield, then sleep on a futex until the other side
-    /// publishes: for audio and general use. The budget starts at 20 µs and follows how
+    /// publishes: for audio and general use. The budget starts at 50 µs and follows how
     /// long this handle's recent waits lasted: a wait that ended after `w` (within
     /// 100 µs) makes the next budget at least `4 * w`, a wait that slept for longer than
-    /// 100 µs shrinks it by a quarter, down to 5 µs. So messages that arrive in bursts are
+    /// 100 µs shrinks it by a quarter, down to 10 µs. So messages that arrive in bursts are
     /// caught while polling, and only the first of a burst pays a wake-up, while a handle
-    /// whose waits are long (an idle feed, a 2.7 ms audio period) sleeps almost at once.
+    /// whose waits are long (an idle feed, a 2.7 ms audio period) sleeps after 10 µs.
     #[default]
     SpinThenPark,
     /// Poll for `spin`, yield `yields` times, then sleep: a fixed budget, in the manner of
-    /// Aeron's `BackoffIdleStrategy` and the disruptor's phased back-off. `spin` of zero
-    /// sleeps after one poll.
+    /// Aeron's `BackoffIdleStrategy` and the disruptor's phased back-off. With `spin` of
+    /// zero a wait sleeps after 72 polls (8 that read no clock, then one round of 64 before
+    /// the first clock read) and its yields.
     Budget(SpinBudget),
 }
 

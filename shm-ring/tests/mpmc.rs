@@ -1269,3 +1269,47 @@ fn a_batch_consumer_killed_after_its_claim_costs_the_producers_one_claim_timeout
     }
     assert_eq!(ring.stats().reclaimed, 8);
 }
+
+#[test]
+fn a_write_chunk_claims_exactly_n_and_publishes_what_is_committed() {
+    let ring = Ring::<u64>::in_process(8).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    assert!(matches!(
+        tx.write_chunk(9),
+        Err(shm_ring::ChunkError::TooFewSlots { available: 8 })
+    ));
+    assert_eq!(ring.stats().tail, 0, "nothing claimed by a refused chunk");
+    let mut ch = tx.write_chunk(5).unwrap();
+    assert_eq!(ch.len(), 5);
+    ch.copy_from(&[10, 11, 12]);
+    ch.set(3, 13);
+    // Nothing is visible before the commit.
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    assert_eq!(ch.commit(4), 4, "the first 4 published, the 5th given back");
+    let mut out = [0u64; 8];
+    assert_eq!(rx.pop_slice(&mut out), 4);
+    assert_eq!(out[..4], [10, 11, 12, 13]);
+    // A dropped chunk gives its slots back: consumers pass them at once, nothing is read.
+    let ch = tx.write_chunk(3).unwrap();
+    drop(ch);
+    tx.try_push(99).unwrap();
+    assert_eq!(rx.try_pop(), Ok(99));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    let st = ring.stats();
+    assert_eq!(
+        st.skipped, 4,
+        "the uncommitted 5th and the dropped 3: {st:?}"
+    );
+    // An empty chunk claims nothing.
+    assert_eq!(tx.write_chunk(0).unwrap().commit_all(), 0);
+    assert_eq!(ring.stats().tail, st.tail);
+}
+
+#[test]
+#[should_panic(expected = "out of range")]
+fn a_write_chunk_index_past_its_end_panics() {
+    let ring = Ring::<u64>::in_process(8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut ch = tx.write_chunk(2).unwrap();
+    ch.set(2, 1);
+}

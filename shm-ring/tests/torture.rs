@@ -26,6 +26,8 @@ const ROLE: &str = "SHMRING_TORTURE_ROLE";
 const SEED: &str = "SHMRING_TORTURE_SEED";
 /// A survivor still blocked after this has hung (every documented bound is far below it).
 const HANG: Duration = Duration::from_secs(5);
+/// The largest batch (`push_slice` / `pop_slice`) an MPMC worker makes.
+const MAX_BATCH: u64 = 8;
 /// MPMC claim timeout in these rounds (the bound for giving up a dead peer's claim).
 const CLAIM_TIMEOUT: Duration = Duration::from_millis(50);
 /// Most items a parent producer pushes in one MPMC round (the size of the consumer's log).
@@ -112,6 +114,14 @@ fn child_torture() {
             println!("CHILD:ready");
             let mut next = 0u64;
             loop {
+                if rng.below(4) == 0 {
+                    // A batch (one claim for the run): killed anywhere inside it.
+                    let n = 1 + rng.below(MAX_BATCH) as usize;
+                    let vals: [u64; MAX_BATCH as usize] =
+                        std::array::from_fn(|i| 1 << 48 | (next + i as u64));
+                    next += tx.push_slice(&vals[..n]) as u64;
+                    continue;
+                }
                 let v = 1 << 48 | next;
                 match tx.push_timeout(v, HANG) {
                     Ok(()) => next += 1,
@@ -128,7 +138,18 @@ fn child_torture() {
             let log_seg = log_builder(&format!("{name}-log")).open().unwrap();
             let log = log_seg.region(log_layout().1).unwrap();
             println!("CHILD:ready");
+            let mut buf = [0u64; MAX_BATCH as usize];
             loop {
+                if rng.below(4) == 0 {
+                    let n = 1 + rng.below(MAX_BATCH) as usize;
+                    let k = rx.pop_slice(&mut buf[..n]);
+                    for &v in &buf[..k] {
+                        let seq = (v & ((1 << 48) - 1)) as usize;
+                        // Relaxed: as below.
+                        assert_eq!(log[seq].swap(1, Ordering::Relaxed), 0, "delivered twice");
+                    }
+                    continue;
+                }
                 match rx.pop_timeout(Duration::from_millis(1 + rng.below(3))) {
                     Ok(v) => {
                         // Relaxed: read by the parent only after we are dead and reaped.
@@ -639,8 +660,8 @@ fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
     }
     let got = consumer.join().expect("the consumer failed a check");
     let log = log_seg.region(log_layout().1).unwrap();
-    // Each item went to exactly one consumer, but for at most the one the worker was
-    // holding when it died (read or marked, not yet logged).
+    // Each item went to exactly one consumer, but for those the worker was holding when it
+    // died (read or marked, not yet logged): one, or a batch of at most `MAX_BATCH`.
     let mut missing = Vec::new();
     for seq in 0..pushed {
         // Relaxed: the worker is dead and reaped.
@@ -655,7 +676,7 @@ fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
     // items of claims of ours reclaimed while this process was descheduled.
     let st = ring.stats();
     assert!(
-        missing.len() as u64 <= 1 + st.reclaimed,
+        missing.len() as u64 <= MAX_BATCH + st.reclaimed,
         "{} items lost (first {:?}); stats {st:?}",
         missing.len(),
         &missing[..missing.len().min(5)],
