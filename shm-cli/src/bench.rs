@@ -511,7 +511,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
 fn sink_one_at_a_time<T: bytemuck::Pod>(
     name: &str,
     strategy: Option<WaitStrategy>,
-    seq: fn(T) -> u64,
+    seq: impl Fn(T) -> u64,
 ) -> Result<(), String> {
     let mut rx = spsc::open::<T>(name).map_err(es)?.consumer().map_err(es)?;
     if let Some(s) = strategy {
@@ -898,7 +898,7 @@ fn throughput_one<T: bytemuck::Pod>(
     row: &'static str,
     role: &str,
     strategy: Option<WaitStrategy>,
-    make: fn(u64) -> T,
+    make: impl Fn(u64) -> T,
 ) -> Result<Row, String> {
     let name = ctx.name(row);
     let ring = spsc::create::<T>(&name, 4096).map_err(es)?;

@@ -28,8 +28,8 @@ pub fn rtrb<T: Copy + Send>(
     cpus: [Option<usize>; 2],
     warmup: Duration,
     duration: Duration,
-    make: fn(u64) -> T,
-    seq: fn(&T) -> u64,
+    make: impl Fn(u64) -> T + Sync,
+    seq: impl Fn(&T) -> u64 + Sync,
 ) -> Result<Figures, String> {
     let (mut tx, mut rx) = rtrb::RingBuffer::<T>::new(4096);
     let done = AtomicBool::new(false);
@@ -65,9 +65,9 @@ pub fn rtrb<T: Copy + Send>(
                 while t0.elapsed() < d {
                     for _ in 0..1024 {
                         let v = make(*i);
-                        while tx.push(v).is_err() {
-                            std::hint::spin_loop();
-                        }
+                        // A plain retry loop, as `benches/examples/loops.rs` (the
+                        // cross-check) and the shmring try rows write it.
+                        while tx.push(v).is_err() {}
                         *i += 1;
                     }
                 }
@@ -156,7 +156,6 @@ pub fn array_queue(
                         let mut v = (k as u64) << 48 | sq;
                         while let Err(back) = q.push(v) {
                             v = back;
-                            std::hint::spin_loop();
                         }
                         sq += 1;
                     }
