@@ -9,19 +9,19 @@ use shm_sync::primitive::{AtomicU32, Ordering};
 /// full or empty. While data flows no strategy costs anything: a wait begins only when a
 /// call finds nothing to do, and its first polls read no clock.
 ///
-/// Measured with `shmring bench` on the project's 2-core VM (AMD EPYC, 2026-12-01, 5 runs;
-/// "S" when its vCPUs shared a core, floor 70-100 ns, "X" when on separate cores, floor
-/// 440-520 ns): rows `spsc-bursty-*`, a feed of bursts of 200 messages 5 µs apart (200k
-/// msg/s), 1 ms between bursts, into one consumer process; and the idle rows, a consumer
-/// blocked in `pop` on a ring nobody writes.
+/// Measured with `shmring bench` on the project's 2-core VM (AMD EPYC, 2026-12-01, 10
+/// runs; "S" when its vCPUs shared a core, floor 70-120 ns, "X" when on separate cores,
+/// floor 440-530 ns): rows `spsc-bursty-*`, a feed of bursts of 200 messages 5 µs apart
+/// (200k msg/s), 1 ms between bursts, into one consumer process; and the idle rows, a
+/// consumer blocked in `pop` on a ring nobody writes.
 ///
 /// | strategy | while waiting | one-way latency p50 | `FUTEX_WAKE`s per push | consumer CPU (bursty) | idle consumer |
 /// | --- | --- | --- | --- | --- | --- |
-/// | `BusySpin` | polls, never sleeps | S 125-131 ns, X 381-401 ns | 0 | 98.0-99.8% | a whole core |
-/// | `SpinThenPark` (default) | polls for an adaptive budget (10-100 µs), yields twice, sleeps | S 180-185 ns, X 426-461 ns (1.12-1.44x `BusySpin`) | 0.51-0.62% (one per burst) | 50-52% | 0.020-0.026% of a core, 1 wake-up a second |
+/// | `BusySpin` | polls, never sleeps | S 120-141 ns, X 381-401 ns | 0 | 98-100% | a whole core |
+/// | `SpinThenPark` (default) | polls for an adaptive budget (10-100 µs), yields twice, sleeps | S 175-195 ns, X 426-461 ns (1.12-1.56x `BusySpin`) | 0.50-0.62% (one per burst) | 50-52% | 0.018-0.033% of a core, 1 wake-up a second |
 /// | `Budget(b)` | polls for `b.spin`, yields `b.yields` times, sleeps | as `SpinThenPark` when `b.spin` covers the gaps between messages | as `SpinThenPark` | as `SpinThenPark` | as `SpinThenPark` |
 ///
-/// The p99 of a parking strategy (32-83 µs in those runs) is the first message of a burst,
+/// The p99 of a parking strategy (29-83 µs in those runs) is the first message of a burst,
 /// which finds the consumer asleep: a futex wake-up on this VM. While data flows, the
 /// blocking calls cost what polling costs: `try_push`/`try_pop` loops against `push`/`pop`
 /// on the same ring between two threads (`benches/examples/loops.rs`, 40 interleaved
