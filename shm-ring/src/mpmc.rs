@@ -328,6 +328,29 @@ impl Side {
         all
     }
 
+    /// How long a handle of the other side sleeps on `flag` before it re-checks on its
+    /// own: 1 ms while a claim it waits on is pending (`stuck`: to re-check its timeout);
+    /// else [`end::WATCHED_SLICE`] (or `interval`, if longer) when every endpoint attached
+    /// here will wake it by dying (`wake_on_deaths`), and `interval` when one cannot.
+    fn sleep_slice(
+        &self,
+        watches: &mut [PeerWatch; MAX_ENDPOINTS],
+        (me, deaths): (u64, &Deaths),
+        flag: &FlagLine,
+        keep: &std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        interval: Duration,
+        stuck: bool,
+    ) -> Duration {
+        let watched = self.wake_on_deaths(watches, me, flag, keep, deaths);
+        if stuck {
+            Duration::from_millis(1)
+        } else if watched {
+            interval.max(end::WATCHED_SLICE)
+        } else {
+            interval
+        }
+    }
+
     /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
     fn attached(&self) -> u32 {
         self.ends
@@ -1106,23 +1129,14 @@ impl<T: Pod> Producer<T> {
         }
         let c = self.ring.mem.ctrl();
         let head = c.head.pos.load(Ordering::Relaxed);
-        let watched = c.consumers.wake_on_deaths(
+        let slice = c.consumers.sleep_slice(
             &mut self.peers,
-            self.me,
+            (self.me, &self.deaths),
             &c.producers_waiting,
             self.ring.mem.owner(),
-            &self.deaths,
+            self.liveness.interval(),
+            self.stuck.is_some(),
         );
-        let interval = self.liveness.interval();
-        // While a claim is pending, sleep in short slices to re-check its timeout; else
-        // the consumers' deaths wake us (or, unwatched, we re-check every interval).
-        let slice = if self.stuck.is_some() {
-            Duration::from_millis(1)
-        } else if watched {
-            interval.max(end::WATCHED_SLICE)
-        } else {
-            interval
-        };
         let tail = c.tail.pos.load(Ordering::Relaxed);
         let deaths = &self.deaths;
         self.waiter.sleeping();
@@ -1185,37 +1199,7 @@ impl<T: Pod> Producer<T> {
     /// compare-exchange of `tail`. `None` if the slot at `tail` is not free.
     fn claim_run(&mut self, want: u64) -> Option<(u64, u64)> {
         let mem = &self.ring.mem;
-        let c = mem.ctrl();
-        let want = want.min(mem.cap());
-        let mut pos = c.tail.pos.load(Ordering::Relaxed);
-        for _ in 0..MAX_RETRIES {
-            let mut n = 0;
-            // Acquire (each): as in `attempt`, pairs with the consumer's Release of the
-            // previous lap, so our writes to these slots come after its reads.
-            while n < want
-                && mem.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
-                    == seq_of(pos.wrapping_add(n), FREE)
-            {
-                n += 1;
-            }
-            if n == 0 {
-                return None;
-            }
-            // Relaxed: as in `attempt`; the slots' own `seq` words carry the ordering. The
-            // positions `pos..pos + n` were unclaimed while `tail` was `pos`, so their
-            // slots stay FREE for us: only a claimant marks a slot, and consumers give up
-            // only claimed positions.
-            match c.tail.pos.compare_exchange_weak(
-                pos,
-                pos.wrapping_add(n),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some((pos, n)),
-                Err(now) => pos = now,
-            }
-        }
-        None
+        claim_run(mem, &mem.ctrl().tail.pos, FREE, want, 1).ok()
     }
 
     /// Marks, writes and publishes the claimed positions `pos..pos + values.len()`, in
@@ -1365,40 +1349,14 @@ impl<T: Pod> Producer<T> {
             });
         }
         let mem = &self.ring.mem;
-        let c = mem.ctrl();
-        let want = n as u64;
-        let mut pos = c.tail.pos.load(Ordering::Relaxed);
-        let mut claimed = None;
-        for _ in 0..MAX_RETRIES {
-            let mut free = 0;
-            // Acquire (each): as in `claim_run`.
-            while free < want.min(mem.cap())
-                && mem.slot(pos.wrapping_add(free)).seq.load(Ordering::Acquire)
-                    == seq_of(pos.wrapping_add(free), FREE)
-            {
-                free += 1;
-            }
-            if free < want {
+        let pos = match claim_run(mem, &mem.ctrl().tail.pos, FREE, n as u64, n as u64) {
+            Ok((pos, _)) => pos,
+            Err(u64::MAX) => return Err(ChunkError::Corrupted),
+            Err(free) => {
                 return Err(ChunkError::TooFewSlots {
                     available: free as usize,
-                });
+                })
             }
-            // Relaxed: as in `claim_run`.
-            match c.tail.pos.compare_exchange_weak(
-                pos,
-                pos.wrapping_add(want),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    claimed = Some(pos);
-                    break;
-                }
-                Err(now) => pos = now,
-            }
-        }
-        let Some(pos) = claimed else {
-            return Err(ChunkError::Corrupted);
         };
         let marked_n = self.mark_run(pos, n);
         if marked_n < n {
@@ -1412,6 +1370,52 @@ impl<T: Pod> Producer<T> {
             producer: self,
         })
     }
+}
+
+/// Claims, with one compare-exchange of `counter` (`tail` for producers, `head` for
+/// consumers), the run of slots from the position it holds whose `seq` reads `state` for
+/// their own lap (FREE to write, PUBLISHED to read), at most `want` (and one ring) long.
+/// `Err(n)`: the run is only `n` long, fewer than `min`, and nothing was claimed;
+/// `Err(u64::MAX)`: the counter kept moving for `MAX_RETRIES` tries (corruption).
+///
+/// Positions nobody claimed keep their state until claimed: only a claimant marks a slot,
+/// and the other side gives up only claimed positions. So every slot of the run, checked
+/// while `counter` held `pos`, is still in `state` once the exchange from `pos` succeeds.
+fn claim_run<T>(
+    mem: &Mem<Control, Slot<T>>,
+    counter: &AtomicU64,
+    state: u64,
+    want: u64,
+    min: u64,
+) -> Result<(u64, u64), u64> {
+    let want = want.min(mem.cap());
+    let mut pos = counter.load(Ordering::Relaxed);
+    for _ in 0..MAX_RETRIES {
+        let mut n = 0;
+        // Acquire (each), as in `attempt`: for FREE, pairs with the consumer's Release of
+        // the previous lap (our writes come after its reads); for PUBLISHED, with the
+        // producer's Release publish.
+        while n < want
+            && mem.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
+                == seq_of(pos.wrapping_add(n), state)
+        {
+            n += 1;
+        }
+        if n < min.max(1) {
+            return Err(n);
+        }
+        // Relaxed: as in `attempt`; the slots' own `seq` words carry the ordering.
+        match counter.compare_exchange_weak(
+            pos,
+            pos.wrapping_add(n),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Ok((pos, n)),
+            Err(now) => pos = now,
+        }
+    }
+    Err(u64::MAX)
 }
 
 /// `n` claimed and marked slots of an MPMC producer, filled in place, published by
@@ -1909,21 +1913,14 @@ impl<T: Pod> Consumer<T> {
         let c = self.ring.mem.ctrl();
         let tail = c.tail.pos.load(Ordering::Relaxed);
         let head = c.head.pos.load(Ordering::Relaxed);
-        let watched = c.producers.wake_on_deaths(
+        let slice = c.producers.sleep_slice(
             &mut self.peers,
-            self.me,
+            (self.me, &self.deaths),
             &c.consumers_waiting,
             self.ring.mem.owner(),
-            &self.deaths,
+            self.liveness.interval(),
+            self.stuck.is_some(),
         );
-        let interval = self.liveness.interval();
-        let slice = if self.stuck.is_some() {
-            Duration::from_millis(1)
-        } else if watched {
-            interval.max(end::WATCHED_SLICE)
-        } else {
-            interval
-        };
         let deaths = &self.deaths;
         self.waiter.sleeping();
         wait::park(
@@ -1984,35 +1981,7 @@ impl<T: Pod> Consumer<T> {
     /// with one compare-exchange of `head`. `None` if the slot at `head` is not published.
     fn claim_run(&mut self, want: u64) -> Option<(u64, u64)> {
         let mem = &self.ring.mem;
-        let c = mem.ctrl();
-        let want = want.min(mem.cap());
-        let mut pos = c.head.pos.load(Ordering::Relaxed);
-        for _ in 0..MAX_RETRIES {
-            let mut n = 0;
-            // Acquire (each): pairs with the producers' Release publish, as in `attempt`.
-            while n < want
-                && mem.slot(pos.wrapping_add(n)).seq.load(Ordering::Acquire)
-                    == seq_of(pos.wrapping_add(n), PUBLISHED)
-            {
-                n += 1;
-            }
-            if n == 0 {
-                return None;
-            }
-            // Relaxed: as in `attempt`. Published slots at positions no consumer claimed
-            // stay published: only a consumer that claimed a position marks its slot, and
-            // producers reclaim only claimed ones.
-            match c.head.pos.compare_exchange_weak(
-                pos,
-                pos.wrapping_add(n),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some((pos, n)),
-                Err(now) => pos = now,
-            }
-        }
-        None
+        claim_run(mem, &mem.ctrl().head.pos, PUBLISHED, want, 1).ok()
     }
 
     /// Marks, reads and releases the claimed positions `pos..pos + n` into `out`, in order;

@@ -664,46 +664,23 @@ impl<T: Pod> Producer<T> {
             if strategy.parks() {
                 let full_head = self.tail.wrapping_sub(self.mem.cap());
                 let c = self.mem.ctrl();
-                // The consumer's death wakes us if a pidfd watches it; else we re-check it
-                // every liveness interval.
-                let word = c.config.consumer.owner.load(Ordering::Relaxed);
-                let interval = self.liveness.interval();
-                let slice = if self.peer.wake_on_exit(
-                    word,
-                    self.me,
-                    &c.producer_waiting,
-                    self.mem.owner(),
-                    &self.deaths,
-                ) {
-                    interval.max(end::WATCHED_SLICE)
-                } else {
-                    interval
-                };
-                let deaths = &self.deaths;
-                self.waiter.sleeping();
-                wait::park(
-                    &c.producer_waiting,
-                    deadline.slice(slice),
-                    || {
-                        // Relaxed: only a hint to skip the sleep; the loop re-reads `head`
-                        // with Acquire. Closed also ends the wait, and so does the
-                        // consumer's exit (SeqCst: pairs with the store in its notice).
-                        c.head.pos.load(Ordering::Relaxed) != full_head
-                            || c.config.consumer.state.load(Ordering::Relaxed) == CLOSED
-                            || end::deaths_seen(deaths) != seen
+                sleep_on_peer(
+                    Sleeper {
+                        mem: &self.mem,
+                        me: self.me,
+                        peer_end: &c.config.consumer,
+                        flag: &c.producer_waiting,
+                        peer: &mut self.peer,
+                        deaths: &self.deaths,
+                        liveness: &mut self.liveness,
+                        waiter: &mut self.waiter,
                     },
-                    // Between slices: go on sleeping while the deadline is ahead and the
-                    // consumer lives (one pidfd poll per slice; `/proc` where there are
-                    // no pidfds).
-                    || {
-                        let dead = matches!(
-                            c.config.consumer.status_watched(&mut self.peer),
-                            EndStatus::Attached { alive: false, .. }
-                        );
-                        (!deadline.passed() && !dead).then(|| deadline.slice(slice))
-                    },
+                    deadline,
+                    seen,
+                    // Relaxed: only a hint to skip the sleep; the loop re-reads `head`
+                    // with Acquire.
+                    || c.head.pos.load(Ordering::Relaxed) != full_head,
                 );
-                self.liveness.expire();
             }
         }
     }
@@ -772,6 +749,59 @@ impl<T> Drop for Producer<T> {
         // A consumer sleeping on an empty ring must wake to see us gone.
         wait::wake(&c.consumer_waiting, u32::MAX);
     }
+}
+
+/// What a waiting SPSC end sleeps with: its memory, itself, its peer's end slot and the
+/// flag it sleeps on, and its own liveness state.
+struct Sleeper<'a, T> {
+    mem: &'a Mem<Control, Slot<T>>,
+    me: u64,
+    peer_end: &'a End,
+    flag: &'a FlagLine,
+    peer: &'a mut PeerWatch,
+    deaths: &'a Deaths,
+    liveness: &'a mut LivenessTimer,
+    waiter: &'a mut Waiter,
+}
+
+/// Sleeps on `s.flag` until `moved` (the peer moved its position), the peer closes its end
+/// or dies, or the deadline. The peer's death wakes us if a pidfd watches it (its exit
+/// notice bumps `deaths` past `seen`, the snapshot taken before the caller's last checks);
+/// else we re-check it every liveness interval.
+fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: impl Fn() -> bool) {
+    let word = s.peer_end.owner.load(Ordering::Relaxed);
+    let interval = s.liveness.interval();
+    let slice = if s
+        .peer
+        .wake_on_exit(word, s.me, s.flag, s.mem.owner(), s.deaths)
+    {
+        interval.max(end::WATCHED_SLICE)
+    } else {
+        interval
+    };
+    let (peer_end, deaths, peer) = (s.peer_end, s.deaths, s.peer);
+    s.waiter.sleeping();
+    wait::park(
+        s.flag,
+        deadline.slice(slice),
+        || {
+            // Relaxed: hints to skip the sleep; the caller re-reads with Acquire. The
+            // peer's exit: SeqCst, pairs with the increment in its exit notice.
+            moved()
+                || peer_end.state.load(Ordering::Relaxed) == CLOSED
+                || end::deaths_seen(deaths) != seen
+        },
+        // Between slices: go on sleeping while the deadline is ahead and the peer lives
+        // (one pidfd poll per slice; `/proc` where there are no pidfds).
+        || {
+            let dead = matches!(
+                peer_end.status_watched(peer),
+                EndStatus::Attached { alive: false, .. }
+            );
+            (!deadline.passed() && !dead).then(|| deadline.slice(slice))
+        },
+    );
+    s.liveness.expire();
 }
 
 /// `n` reserved slots of a producer, filled in place, published by `commit`.
@@ -1128,46 +1158,23 @@ impl<T: Pod> Consumer<T> {
             if strategy.parks() {
                 let head = self.head;
                 let c = self.mem.ctrl();
-                // The producer's death wakes us if a pidfd watches it; else we re-check it
-                // every liveness interval.
-                let word = c.config.producer.owner.load(Ordering::Relaxed);
-                let interval = self.liveness.interval();
-                let slice = if self.peer.wake_on_exit(
-                    word,
-                    self.me,
-                    &c.consumer_waiting,
-                    self.mem.owner(),
-                    &self.deaths,
-                ) {
-                    interval.max(end::WATCHED_SLICE)
-                } else {
-                    interval
-                };
-                let deaths = &self.deaths;
-                self.waiter.sleeping();
-                wait::park(
-                    &c.consumer_waiting,
-                    deadline.slice(slice),
-                    || {
-                        // Relaxed: only a hint to skip the sleep; the loop re-reads `tail`
-                        // with Acquire. Closed also ends the wait, and so does the
-                        // producer's exit (SeqCst: pairs with the store in its notice).
-                        c.tail.pos.load(Ordering::Relaxed) != head
-                            || c.config.producer.state.load(Ordering::Relaxed) == CLOSED
-                            || end::deaths_seen(deaths) != seen
+                sleep_on_peer(
+                    Sleeper {
+                        mem: &self.mem,
+                        me: self.me,
+                        peer_end: &c.config.producer,
+                        flag: &c.consumer_waiting,
+                        peer: &mut self.peer,
+                        deaths: &self.deaths,
+                        liveness: &mut self.liveness,
+                        waiter: &mut self.waiter,
                     },
-                    // Between slices: go on sleeping while the deadline is ahead and the
-                    // producer lives (one pidfd poll per slice; `/proc` where there are
-                    // no pidfds).
-                    || {
-                        let dead = matches!(
-                            c.config.producer.status_watched(&mut self.peer),
-                            EndStatus::Attached { alive: false, .. }
-                        );
-                        (!deadline.passed() && !dead).then(|| deadline.slice(slice))
-                    },
+                    deadline,
+                    seen,
+                    // Relaxed: only a hint to skip the sleep; the loop re-reads `tail`
+                    // with Acquire.
+                    || c.tail.pos.load(Ordering::Relaxed) != head,
                 );
-                self.liveness.expire();
             }
         }
     }
