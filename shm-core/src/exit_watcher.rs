@@ -40,9 +40,9 @@ struct Watcher {
 /// The current process's watcher, if started.
 static WATCHER: Mutex<Option<Arc<Watcher>>> = Mutex::new(None);
 
-/// Locks `m`, ignoring poison (the data is a table; a panic cannot leave it half-edited in
-/// a way that matters). Gives up after a bounded wait: a child forked while another thread
-/// of its parent held the lock would otherwise wait forever.
+/// Locks the process-wide `WATCHER` slot, ignoring poison. Gives up after a bounded wait: a
+/// child forked while another thread of its parent held the lock would otherwise wait
+/// forever. (A watcher's own table is locked plainly: only its own process uses it.)
 fn lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
     for i in 0..10_000u32 {
         match m.try_lock() {
@@ -93,9 +93,9 @@ fn serve(w: &Watcher) {
             // notices never fire, and their owners' own checks (a timer) still run.
             return;
         }
-        let Some(mut t) = lock(&w.table) else {
-            continue;
-        };
+        // The table is only ever locked by this process's own threads (a forked child
+        // starts its own watcher), so a plain lock cannot wait forever.
+        let mut t = w.table.lock().unwrap_or_else(|p| p.into_inner());
         for token in &tokens {
             if let Some(e) = t.entries.remove(token) {
                 crate::sys::epoll_del(w.ep.as_fd(), e.fd.as_fd());
@@ -113,7 +113,7 @@ pub(crate) fn register(fd: BorrowedFd<'_>, callback: Callback) -> Option<crate::
     let w = watcher()?;
     let fd = fd.try_clone_to_owned().ok()?;
     let fired = Arc::new(AtomicBool::new(false));
-    let mut t = lock(&w.table)?;
+    let mut t = w.table.lock().unwrap_or_else(|p| p.into_inner());
     let token = t.next;
     t.next += 1;
     // Added under the table lock: the thread cannot see the event before the entry.
@@ -164,10 +164,9 @@ impl Drop for Notice {
         if !self.watcher.origin.is_current() {
             return; // a forked child's copy: the table is the parent's
         }
-        if let Some(mut t) = lock(&self.watcher.table) {
-            if let Some(e) = t.entries.remove(&self.token) {
-                crate::sys::epoll_del(self.watcher.ep.as_fd(), e.fd.as_fd());
-            }
+        let mut t = self.watcher.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = t.entries.remove(&self.token) {
+            crate::sys::epoll_del(self.watcher.ep.as_fd(), e.fd.as_fd());
         }
     }
 }
@@ -215,7 +214,7 @@ mod tests {
         child.0.wait().unwrap();
         other.0.wait().unwrap();
         assert!(rx.recv_timeout(Duration::from_millis(100)).is_err());
-        // A notice on a process that already exited fires at once.
+        // A notice on a process that runs (ourselves) does not fire.
         let me = ProcessId::current();
         let w3 = ExitWatch::open(me.pid, |_| true).expect("pidfd on ourselves");
         let n3 = w3.on_exit(|| {}).expect("a watcher");

@@ -37,10 +37,12 @@ pub(crate) const CLOSED: u32 = 2;
 /// [`shm_core::ExitWatch::on_exit`]) and re-checks on its own only every
 /// [`WATCHED_SLICE`] (or its liveness interval, if longer). The check goes through a pidfd on
 /// the peer, which the handle keeps open until the peer changes or the handle drops: one
-/// file descriptor per SPSC handle (two while it sleeps: the watcher holds a duplicate),
-/// and per MPMC handle one for each endpoint of the other side that was attached at its
-/// last check (at most [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)). Where pidfds are
-/// unavailable, a check reads `/proc`.
+/// file descriptor per SPSC handle, and per MPMC handle one for each endpoint of the other
+/// side that was attached at its last check (at most
+/// [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)); once a handle has slept, the exit
+/// watcher holds a duplicate of each until that peer exits or changes, or the handle drops
+/// (so an MPMC handle may hold up to 64). Where pidfds are unavailable, a check reads
+/// `/proc`.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How long a sleeping side sleeps before re-checking on its own when its peer's death
@@ -208,8 +210,12 @@ impl PeerWatch {
         if word == 0 || word == me {
             return true;
         }
-        if word == self.word && self.notice.is_some() {
-            return true;
+        if word == self.word {
+            if let Some(n) = &self.notice {
+                // Fired: the peer is dead, and the caller's own check (the timer) must
+                // say so; sleeping on the notice would wait a whole watched slice.
+                return !n.fired();
+            }
         }
         if self.is_dead(word) {
             return false;
@@ -229,6 +235,15 @@ impl PeerWatch {
             target.wake();
         });
         self.notice.is_some()
+    }
+
+    /// Whether the exit notice on the watched peer fired: it is dead, and a waiter should
+    /// check it now rather than sleep.
+    pub fn exited(&self) -> bool {
+        #[cfg(not(shm_loom))]
+        return self.notice.as_ref().is_some_and(|n| n.fired());
+        #[cfg(shm_loom)]
+        return false;
     }
 
     /// Under loom no watcher runs: sleepers re-check on their slices.

@@ -351,6 +351,18 @@ impl Side {
         }
     }
 
+    /// A digest of the owner words: it changes when any endpoint is taken, released or
+    /// reaped (a sleeper compares it to re-arm its watches on a new peer).
+    fn owners_digest(&self) -> u64 {
+        self.ends.iter().enumerate().fold(0u64, |d, (i, e)| {
+            d.wrapping_add(
+                e.owner
+                    .load(Ordering::Relaxed)
+                    .rotate_left(i as u32 * 2 + 1),
+            )
+        })
+    }
+
     /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
     fn attached(&self) -> u32 {
         self.ends
@@ -1082,15 +1094,20 @@ impl<T: Pod> Producer<T> {
             let strategy = self.strategy;
             let mut outcome = None;
             let mut waiter = self.waiter;
-            wait::spin(strategy, &mut waiter, wait::MPMC_POLL_PAUSES, || match self
-                .attempt(&value, false)
-            {
-                Attempt::Blocked => None,
-                other => {
-                    outcome = Some(other);
-                    Some(())
-                }
-            });
+            let check_every = self.liveness.interval();
+            wait::spin(
+                strategy,
+                &mut waiter,
+                wait::MPMC_POLL_PAUSES,
+                (&deadline, check_every),
+                || match self.attempt(&value, false) {
+                    Attempt::Blocked => None,
+                    other => {
+                        outcome = Some(other);
+                        Some(())
+                    }
+                },
+            );
             // Once per spin budget, the full check: full, or a consumer claim stuck past
             // the claim timeout (which this reclaims).
             self.waiter = waiter;
@@ -1124,11 +1141,18 @@ impl<T: Pod> Producer<T> {
     /// or freed the slot at `tail`, the consumers left, one of them died (its exit notice
     /// bumps `deaths` past `seen` and wakes us), a slice ended, or the deadline passed.
     fn sleep(&mut self, strategy: WaitStrategy, deadline: Deadline, seen: u64) {
-        if !strategy.parks() {
+        if !self.waiter.may_sleep(strategy) {
+            return;
+        }
+        if self.peers.iter().any(PeerWatch::exited) {
+            // A watched peer died while we were not asleep (its notice woke nobody): let
+            // the caller's next check reap it now.
+            self.liveness.expire();
             return;
         }
         let c = self.ring.mem.ctrl();
         let head = c.head.pos.load(Ordering::Relaxed);
+        let owners = c.consumers.owners_digest();
         let slice = c.consumers.sleep_slice(
             &mut self.peers,
             (self.me, &self.deaths),
@@ -1149,6 +1173,8 @@ impl<T: Pod> Producer<T> {
                     || self.ring.mem.slot(tail).seq.load(Ordering::Relaxed) == seq_of(tail, FREE)
                     || c.consumers.gone().is_some()
                     || end::deaths_seen(deaths) != seen
+                    // A consumer attached since our scan: re-arm the watches first.
+                    || c.consumers.owners_digest() != owners
             },
             || None,
         );
@@ -1865,10 +1891,12 @@ impl<T: Pod> Consumer<T> {
             let strategy = self.strategy;
             let mut outcome = None;
             let mut waiter = self.waiter;
+            let check_every = self.liveness.interval();
             wait::spin(
                 strategy,
                 &mut waiter,
                 wait::MPMC_POLL_PAUSES,
+                (&deadline, check_every),
                 || match self.attempt(false) {
                     Attempt::Blocked => None,
                     other => {
@@ -1907,12 +1935,19 @@ impl<T: Pod> Consumer<T> {
     /// published the slot at `head`, the producers left, one of them died (its exit notice
     /// bumps `deaths` past `seen` and wakes us), a slice ended, or the deadline passed.
     fn sleep(&mut self, strategy: WaitStrategy, deadline: Deadline, seen: u64) {
-        if !strategy.parks() {
+        if !self.waiter.may_sleep(strategy) {
+            return;
+        }
+        if self.peers.iter().any(PeerWatch::exited) {
+            // A watched peer died while we were not asleep (its notice woke nobody): let
+            // the caller's next check reap it now.
+            self.liveness.expire();
             return;
         }
         let c = self.ring.mem.ctrl();
         let tail = c.tail.pos.load(Ordering::Relaxed);
         let head = c.head.pos.load(Ordering::Relaxed);
+        let owners = c.producers.owners_digest();
         let slice = c.producers.sleep_slice(
             &mut self.peers,
             (self.me, &self.deaths),
@@ -1933,6 +1968,8 @@ impl<T: Pod> Consumer<T> {
                         == seq_of(head, PUBLISHED)
                     || c.producers.gone().is_some()
                     || end::deaths_seen(deaths) != seen
+                    // A producer attached since our scan: re-arm the watches first.
+                    || c.producers.owners_digest() != owners
             },
             || None,
         );
@@ -1991,24 +2028,32 @@ impl<T: Pod> Consumer<T> {
         let mem = &self.ring.mem;
         let cap = mem.cap();
         self.stuck = None;
+        crate::fault_point!("mpmc-consumer-claimed");
+        crate::loom_death_point!(self, "mpmc-consumer-claimed");
+        // Mark the whole run first: a claimed slot left unmarked while we read the others
+        // could be reclaimed by a producer whose wait on an earlier slot of the run timed
+        // out (its later waits inherit that start), losing an item of a live consumer.
+        // Release: as in `take`. Fails only if producers reclaimed that claim (we stalled
+        // past the claim timeout between our claim and this mark): that item is lost,
+        // counted in `reclaimed`.
+        for i in 0..n {
+            let p = pos.wrapping_add(i);
+            let _ = mem.slot(p).seq.compare_exchange(
+                seq_of(p, PUBLISHED),
+                marked(p, READING, self.mark),
+                Ordering::Release,
+                Ordering::Relaxed,
+            );
+        }
         let mut got = 0;
         for i in 0..n {
             let p = pos.wrapping_add(i);
             let slot = mem.slot(p);
-            crate::fault_point!("mpmc-consumer-claimed");
-            crate::loom_death_point!(self, "mpmc-consumer-claimed");
             let mine = marked(p, READING, self.mark);
-            // Release: as in `take`. Fails only if producers reclaimed our claim.
-            if slot
-                .seq
-                .compare_exchange(
-                    seq_of(p, PUBLISHED),
-                    mine,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
+            // Ours if it holds our mark: nobody else writes `mine`. Relaxed: what orders our
+            // read after the producer's publish is `claim_run`'s Acquire load of this
+            // slot's PUBLISHED `seq`, before our claim.
+            if slot.seq.load(Ordering::Relaxed) != mine {
                 continue;
             }
             // SAFETY: marked READING by us: no producer writes it until we release it, and

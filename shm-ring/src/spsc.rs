@@ -632,17 +632,24 @@ impl<T: Pod> Producer<T> {
             let mut corrupted = false;
             let got = {
                 let (mem, tail, head_cache) = (&self.mem, self.tail, &mut self.head_cache);
-                wait::spin(strategy, &mut self.waiter, wait::SPSC_POLL_PAUSES, || {
-                    // Acquire: pairs with the consumer's Release store of `head` (as in
-                    // `refresh_head`).
-                    let h = mem.ctrl().head.pos.load(Ordering::Acquire);
-                    if tail.wrapping_sub(h) > mem.cap() {
-                        corrupted = true;
-                        return Some(());
-                    }
-                    *head_cache = h;
-                    (tail.wrapping_sub(h) < mem.cap()).then_some(())
-                })
+                let check_every = self.liveness.interval();
+                wait::spin(
+                    strategy,
+                    &mut self.waiter,
+                    wait::SPSC_POLL_PAUSES,
+                    (&deadline, check_every),
+                    || {
+                        // Acquire: pairs with the consumer's Release store of `head` (as in
+                        // `refresh_head`).
+                        let h = mem.ctrl().head.pos.load(Ordering::Acquire);
+                        if tail.wrapping_sub(h) > mem.cap() {
+                            corrupted = true;
+                            return Some(());
+                        }
+                        *head_cache = h;
+                        (tail.wrapping_sub(h) < mem.cap()).then_some(())
+                    },
+                )
             };
             if corrupted {
                 return Err(Stop::Corrupted);
@@ -661,7 +668,7 @@ impl<T: Pod> Producer<T> {
             if deadline.passed() {
                 return Err(Stop::Timeout);
             }
-            if strategy.parks() {
+            if self.waiter.may_sleep(strategy) {
                 let full_head = self.tail.wrapping_sub(self.mem.cap());
                 let c = self.mem.ctrl();
                 sleep_on_peer(
@@ -769,6 +776,11 @@ struct Sleeper<'a, T> {
 /// notice bumps `deaths` past `seen`, the snapshot taken before the caller's last checks);
 /// else we re-check it every liveness interval.
 fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: impl Fn() -> bool) {
+    if s.peer.exited() {
+        // The peer died while we were not asleep (its notice woke nobody): check it now.
+        s.liveness.expire();
+        return;
+    }
     let word = s.peer_end.owner.load(Ordering::Relaxed);
     let interval = s.liveness.interval();
     let slice = if s
@@ -787,8 +799,11 @@ fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: imp
         || {
             // Relaxed: hints to skip the sleep; the caller re-reads with Acquire. The
             // peer's exit: SeqCst, pairs with the increment in its exit notice.
+            // A new owner (an attach whose wake-up came before our read of the epoch)
+            // must be watched before we sleep on its death: re-arm.
             moved()
                 || peer_end.state.load(Ordering::Relaxed) == CLOSED
+                || peer_end.owner.load(Ordering::Relaxed) != word
                 || end::deaths_seen(deaths) != seen
         },
         // Between slices: go on sleeping while the deadline is ahead and the peer lives
@@ -1123,17 +1138,24 @@ impl<T: Pod> Consumer<T> {
             let mut corrupted = false;
             let got = {
                 let (mem, head, tail_cache) = (&self.mem, self.head, &mut self.tail_cache);
-                wait::spin(strategy, &mut self.waiter, wait::SPSC_POLL_PAUSES, || {
-                    // Acquire: pairs with the producer's Release store of `tail` (as in
-                    // `refresh_tail`).
-                    let t = mem.ctrl().tail.pos.load(Ordering::Acquire);
-                    if t.wrapping_sub(head) > mem.cap() {
-                        corrupted = true;
-                        return Some(());
-                    }
-                    *tail_cache = t;
-                    (t != head).then_some(())
-                })
+                let check_every = self.liveness.interval();
+                wait::spin(
+                    strategy,
+                    &mut self.waiter,
+                    wait::SPSC_POLL_PAUSES,
+                    (&deadline, check_every),
+                    || {
+                        // Acquire: pairs with the producer's Release store of `tail` (as in
+                        // `refresh_tail`).
+                        let t = mem.ctrl().tail.pos.load(Ordering::Acquire);
+                        if t.wrapping_sub(head) > mem.cap() {
+                            corrupted = true;
+                            return Some(());
+                        }
+                        *tail_cache = t;
+                        (t != head).then_some(())
+                    },
+                )
             };
             if corrupted {
                 return Err(Stop::Corrupted);
@@ -1155,7 +1177,7 @@ impl<T: Pod> Consumer<T> {
             if deadline.passed() {
                 return Err(Stop::Timeout);
             }
-            if strategy.parks() {
+            if self.waiter.may_sleep(strategy) {
                 let head = self.head;
                 let c = self.mem.ctrl();
                 sleep_on_peer(

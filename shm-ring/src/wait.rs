@@ -48,7 +48,9 @@ pub enum WaitStrategy {
     #[default]
     SpinThenPark,
     /// Poll for `spin`, yield `yields` times, then sleep: a fixed budget, in the manner of
-    /// Aeron's `BackoffIdleStrategy` and the disruptor's phased back-off. With `spin` of
+    /// Aeron's `BackoffIdleStrategy` and the disruptor's phased back-off. However long the
+    /// budget, a wait still ends at its deadline and checks its peer every liveness
+    /// interval. With `spin` of
     /// zero a wait sleeps after 72 polls (8 that read no clock, then one round of 64 before
     /// the first clock read) and its yields.
     Budget(SpinBudget),
@@ -90,6 +92,11 @@ pub(crate) struct Waiter {
     started: Option<Instant>,
     /// Whether the wait in progress slept.
     slept: bool,
+    /// Yields the wait in progress made so far.
+    yielded: u32,
+    /// The last `spin` returned to let its caller check its deadline and its peer before
+    /// the budget was spent: the caller must not sleep yet, and the next `spin` goes on.
+    cut: bool,
 }
 
 impl Waiter {
@@ -98,12 +105,16 @@ impl Waiter {
             budget_ns: ADAPT_START_NS,
             started: None,
             slept: false,
+            yielded: 0,
+            cut: false,
         }
     }
 
     /// The wait in progress ended with data (or an error): learn from how long it took.
     #[inline]
     fn done(&mut self) {
+        self.yielded = 0;
+        self.cut = false;
         let Some(t0) = self.started.take() else {
             return; // ended within the free polls: nothing to learn, nothing to pay
         };
@@ -137,6 +148,14 @@ impl Waiter {
     pub fn abandon(&mut self) {
         self.started = None;
         self.slept = false;
+        self.yielded = 0;
+        self.cut = false;
+    }
+
+    /// Whether the wait may sleep now: the strategy parks and the last `spin` spent its
+    /// budget (it was not cut short to let the caller check its deadline and peer).
+    pub fn may_sleep(&self, strategy: WaitStrategy) -> bool {
+        strategy.parks() && !self.cut
     }
 
     /// The current adaptive budget, for tests.
@@ -160,6 +179,12 @@ impl Deadline {
     #[inline]
     pub fn passed(&self) -> bool {
         self.0.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether it had passed at `now`.
+    #[inline]
+    pub fn passed_at(&self, now: Instant) -> bool {
+        self.0.is_some_and(|d| now >= d)
     }
 
     /// How long one sleep may last: until the deadline, and at most `slice`.
@@ -340,12 +365,19 @@ pub(crate) const MPMC_POLL_PAUSES: u32 = 1;
 /// [`POLLS_PER_CLOCK`] polls, to end the spin budget and to learn from (the adaptive
 /// budget of `SpinThenPark`).
 #[inline]
+///
+/// A budget longer than `check_every` (the caller's liveness interval), or past `deadline`,
+/// is cut: `spin` returns `None` at least every `check_every` and as soon as the deadline
+/// passes, so the caller checks its deadline and its peer, and (while
+/// [`Waiter::may_sleep`] says no) calls `spin` again, which goes on with the same budget.
 pub(crate) fn spin<R>(
     strategy: WaitStrategy,
     waiter: &mut Waiter,
     pauses: u32,
+    (deadline, check_every): (&Deadline, Duration),
     mut try_once: impl FnMut() -> Option<R>,
 ) -> Option<R> {
+    waiter.cut = false;
     let mut poll = || -> Option<R> {
         let r = try_once();
         if r.is_none() {
@@ -385,7 +417,19 @@ pub(crate) fn spin<R>(
         WaitStrategy::SpinThenPark => (waiter.budget_ns, ADAPT_YIELDS),
         WaitStrategy::Budget(b) => (b.spin.as_nanos().min(u128::from(u64::MAX)) as u64, b.yields),
     };
-    let t0 = *waiter.started.get_or_insert_with(Instant::now);
+    let call0 = Instant::now();
+    let t0 = *waiter.started.get_or_insert(call0);
+    // Whether this call must hand back to the caller before the budget is spent.
+    let cut_now = |now: Instant, waiter: &mut Waiter| {
+        if deadline.passed_at(now) {
+            return true; // the caller reports the timeout
+        }
+        if now.saturating_duration_since(call0) >= check_every {
+            waiter.cut = true;
+            return true;
+        }
+        false
+    };
     loop {
         for _ in 0..POLLS_PER_CLOCK {
             if let Some(r) = poll() {
@@ -393,15 +437,23 @@ pub(crate) fn spin<R>(
                 return Some(r);
             }
         }
-        if t0.elapsed().as_nanos() >= u128::from(spin_ns) {
+        let now = Instant::now();
+        if now.saturating_duration_since(t0).as_nanos() >= u128::from(spin_ns) {
             break;
         }
+        if cut_now(now, waiter) {
+            return None;
+        }
     }
-    for _ in 0..yields {
+    while waiter.yielded < yields {
+        waiter.yielded += 1;
         shm_sync::primitive::yield_now();
         if let Some(r) = poll() {
             waiter.done();
             return Some(r);
+        }
+        if cut_now(Instant::now(), waiter) {
+            return None;
         }
     }
     None
@@ -445,6 +497,33 @@ mod tests {
     }
 
     #[test]
+    fn a_long_budget_is_cut_for_the_deadline_and_the_liveness_interval() {
+        let long = WaitStrategy::Budget(SpinBudget {
+            spin: Duration::from_secs(3600),
+            yields: u32::MAX,
+        });
+        // The deadline ends the spin (the caller then reports its timeout).
+        let mut w = Waiter::new();
+        let t = Instant::now();
+        let d = Deadline::after(Some(Duration::from_millis(20)));
+        assert_eq!(
+            spin(long, &mut w, 0, (&d, Duration::MAX), || None::<()>),
+            None
+        );
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        // The liveness interval cuts it, without letting the caller sleep; the next call
+        // goes on with the same budget.
+        let mut w = Waiter::new();
+        let none = Deadline::after(None);
+        let every = Duration::from_millis(5);
+        assert_eq!(spin(long, &mut w, 0, (&none, every), || None::<()>), None);
+        assert!(!w.may_sleep(long), "cut short: no sleep yet");
+        let started = w.started;
+        assert_eq!(spin(long, &mut w, 0, (&none, every), || None::<()>), None);
+        assert_eq!(w.started, started, "the same wait goes on");
+    }
+
+    #[test]
     fn a_spin_budget_of_zero_gives_up_after_the_free_polls() {
         let mut w = Waiter::new();
         let mut polls = 0u32;
@@ -453,13 +532,20 @@ mod tests {
             yields: 3,
         });
         assert_eq!(
-            spin(b, &mut w, 0, || {
-                polls += 1;
-                None::<()>
-            }),
+            spin(
+                b,
+                &mut w,
+                0,
+                (&Deadline::after(None), Duration::MAX),
+                || {
+                    polls += 1;
+                    None::<()>
+                }
+            ),
             None
         );
         assert_eq!(polls, FREE_POLLS + POLLS_PER_CLOCK + 3);
+        assert!(w.may_sleep(b));
         // A huge budget saturates instead of overflowing, and data ends it.
         let mut w = Waiter::new();
         let huge = WaitStrategy::Budget(SpinBudget {
@@ -468,10 +554,16 @@ mod tests {
         });
         let mut n = 0u32;
         assert_eq!(
-            spin(huge, &mut w, 0, || {
-                n += 1;
-                (n == 500).then_some(7)
-            }),
+            spin(
+                huge,
+                &mut w,
+                0,
+                (&Deadline::after(None), Duration::MAX),
+                || {
+                    n += 1;
+                    (n == 500).then_some(7)
+                }
+            ),
             Some(7)
         );
     }

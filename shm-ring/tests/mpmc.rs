@@ -1313,3 +1313,45 @@ fn a_write_chunk_index_past_its_end_panics() {
     let mut ch = tx.write_chunk(2).unwrap();
     ch.set(2, 1);
 }
+
+#[test]
+fn a_live_batch_consumer_stalled_mid_read_loses_nothing() {
+    // A consumer process claims all 4 items of a full ring with one `pop_slice`, takes the
+    // first (read and released) and stalls 400 ms there, far past the 50 ms claim timeout.
+    // Its whole run is marked READING before it reads any, so a producer needing the other
+    // slots waits for the live reader instead of reclaiming them (it used to: they were
+    // claimed and not yet marked).
+    let name = unique_name("mpmc-batch-stall-c");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_millis(50))
+        .create()
+        .unwrap();
+    let mut tx = ring.producer().unwrap();
+    for i in 0..4 {
+        tx.try_push(msg(1, i)).unwrap();
+    }
+    let mut stalled = role("pop-batch", &name, 4);
+    stalled.env("SHMRING_FAULT", "mpmc-consumer-released:1:400");
+    let mut stalled = Running::spawn(stalled);
+    let t0 = Instant::now();
+    while ring.stats().head < 4 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the batch was never claimed"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for i in 4..8 {
+        tx.push_timeout(msg(1, i), Duration::from_secs(20)).unwrap();
+    }
+    assert_eq!(stalled.next_line(Duration::from_secs(10)), "batch 4");
+    assert!(stalled.wait_success(Duration::from_secs(30)));
+    let st = ring.stats();
+    assert_eq!(st.reclaimed, 0, "{st:?}");
+    let mut rx = ring.consumer().unwrap();
+    for i in 4..8 {
+        assert_eq!(rx.try_pop(), Ok(msg(1, i)));
+    }
+}

@@ -194,3 +194,37 @@ fn an_idle_sleeper_wakes_about_once_a_second_not_once_per_liveness_interval() {
     peer.kill9();
     peer2.kill9();
 }
+
+#[test]
+fn a_peer_that_dies_between_two_sleeps_is_heard_at_once() {
+    // The consumer sleeps once (arming an exit notice on the producer), then works; the
+    // producer dies while the consumer is not asleep, so its notice wakes nobody. The
+    // next `pop` must not sleep on that spent notice: with an hour-long liveness interval
+    // it would sleep until its timeout.
+    let name = unique_name("wait-between");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    rx.set_liveness_interval(NEVER);
+    let mut peer = Running::spawn(role("spsc-producer", &name));
+    peer.expect_line("holding", Duration::from_secs(30));
+    assert_eq!(
+        rx.pop_timeout(Duration::from_millis(50)),
+        Err(PopError::Timeout)
+    );
+    // A poll of the empty ring spends the liveness check that the sleep left due.
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    peer.kill9();
+    std::thread::sleep(Duration::from_millis(200)); // the notice has fired by now
+    let t = Instant::now();
+    assert_eq!(
+        rx.pop_timeout(Duration::from_secs(10)),
+        Err(PopError::PeerDied)
+    );
+    let took = t.elapsed();
+    println!("PeerDied {took:?} into the second wait");
+    assert!(
+        took < Duration::from_secs(5),
+        "slept on a spent notice: {took:?}"
+    );
+}
