@@ -1694,7 +1694,15 @@ impl<T: Pod> Consumer<T> {
                 pos = c.head.pos.load(Ordering::Relaxed);
                 continue;
             }
-            if lap == cap {
+            // Whole laps further on: the slot was reused by a later lap while `head` still
+            // stood here (a producer gave back its claim of `pos + cap`, a hole lapping a
+            // hole, which needed `pos` released first), so `pos` is released too. Bounded
+            // by `tail` (Relaxed: only a bound on a tag already loaded with Acquire), so
+            // garbage cannot pass for it.
+            let later_lap = lap > cap
+                && lap % cap == 0
+                && lap - cap < c.tail.pos.load(Ordering::Relaxed).wrapping_sub(pos);
+            if lap == cap || later_lap {
                 // Released (consumed or skipped), and perhaps already claimed, marked or
                 // published by the next lap's producer. A consumer claims (moves `head`)
                 // before it releases, so if `head` still points here, a consumer died (or

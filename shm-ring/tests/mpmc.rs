@@ -63,6 +63,11 @@ enum Op {
     Pop,
     PushSlice(u8),
     PopSlice(u8),
+    /// `write_chunk(reserve)`, fill it, `commit(commit)` (a commit past the end commits all).
+    Chunk {
+        reserve: u8,
+        commit: u8,
+    },
 }
 
 proptest! {
@@ -75,42 +80,81 @@ proptest! {
             Just(Op::Pop),
             (0u8..12).prop_map(Op::PushSlice),
             (0u8..12).prop_map(Op::PopSlice),
+            (0u8..12, 0u8..14).prop_map(|(reserve, commit)| Op::Chunk { reserve, commit }),
         ], 0..200))
     {
         let ring = Ring::<u32>::in_process(cap).unwrap();
         let cap = ring.capacity() as usize;
         let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
-        let mut model = VecDeque::new();
+        // Positions from `head` to `tail`: an item, or a hole (a chunk's slot given back
+        // uncommitted, which a consumer passes and a producer may lap onto). Leading holes
+        // take no room: their slots are free for the positions a lap later.
+        let mut model: VecDeque<Option<u32>> = VecDeque::new();
+        let used = |m: &VecDeque<Option<u32>>| m.len() - m.iter().take_while(|x| x.is_none()).count();
+        let items = |m: &VecDeque<Option<u32>>| m.iter().flatten().count();
+        let pop_item = |m: &mut VecDeque<Option<u32>>| {
+            while m.front() == Some(&None) {
+                m.pop_front();
+            }
+            m.pop_front().flatten()
+        };
         let mut next = 0u32;
         for op in ops {
             match op {
                 Op::Push(v) => match tx.try_push(v) {
-                    Ok(()) => { prop_assert!(model.len() < cap); model.push_back(v) }
-                    Err(PushError::Full(x)) => { prop_assert_eq!(x, v); prop_assert_eq!(model.len(), cap) }
+                    Ok(()) => { prop_assert!(used(&model) < cap); model.push_back(Some(v)) }
+                    Err(PushError::Full(x)) => { prop_assert_eq!(x, v); prop_assert_eq!(used(&model), cap) }
                     Err(e) => prop_assert!(false, "{e}"),
                 },
                 Op::Pop => match rx.try_pop() {
-                    Ok(v) => prop_assert_eq!(Some(v), model.pop_front()),
-                    Err(PopError::Empty) => prop_assert!(model.is_empty()),
+                    Ok(v) => prop_assert_eq!(Some(v), pop_item(&mut model)),
+                    Err(PopError::Empty) => {
+                        prop_assert_eq!(items(&model), 0);
+                        model.clear(); // the consumer passed every hole
+                    }
                     Err(e) => prop_assert!(false, "{e}"),
                 },
                 Op::PushSlice(n) => {
                     let vals: Vec<u32> = (0..n as u32).map(|i| next.wrapping_add(i)).collect();
                     next = next.wrapping_add(n as u32);
                     let pushed = tx.push_slice(&vals);
-                    prop_assert_eq!(pushed, vals.len().min(cap - model.len()));
-                    model.extend(&vals[..pushed]);
+                    prop_assert_eq!(pushed, vals.len().min(cap - used(&model)));
+                    model.extend(vals[..pushed].iter().map(|v| Some(*v)));
                 }
+                Op::Chunk { reserve, commit } => match tx.write_chunk(reserve as usize) {
+                    Ok(mut c) => {
+                        prop_assert!(reserve as usize <= cap - used(&model));
+                        let vals: Vec<u32> = (0..reserve as u32).map(|i| next.wrapping_add(i)).collect();
+                        next = next.wrapping_add(reserve as u32);
+                        c.copy_from(&vals);
+                        let k = (commit as usize).min(vals.len());
+                        prop_assert_eq!(c.commit(commit as usize), k);
+                        model.extend(vals[..k].iter().map(|v| Some(*v)));
+                        model.extend(std::iter::repeat_n(None, vals.len() - k));
+                    }
+                    Err(shm_ring::ChunkError::TooFewSlots { available }) => {
+                        prop_assert_eq!(available, cap - used(&model));
+                        prop_assert!(reserve as usize > available);
+                    }
+                    Err(e) => prop_assert!(false, "{e}"),
+                },
                 Op::PopSlice(n) => {
                     let mut out = vec![0; n as usize];
                     let got = rx.pop_slice(&mut out);
-                    prop_assert_eq!(got, out.len().min(model.len()));
+                    prop_assert_eq!(got, out.len().min(items(&model)));
                     for v in &out[..got] {
-                        prop_assert_eq!(Some(*v), model.pop_front());
+                        prop_assert_eq!(Some(*v), pop_item(&mut model));
+                    }
+                    if got < out.len() {
+                        prop_assert_eq!(items(&model), 0);
+                        model.clear(); // it looked past the last item: every hole passed
                     }
                 }
             }
         }
+        // What the ring counted agrees: every hole was given back (counted as skipped).
+        let st = ring.stats();
+        prop_assert_eq!(st.tail - st.head, model.len() as u64);
     }
 }
 
@@ -1354,4 +1398,20 @@ fn a_live_batch_consumer_stalled_mid_read_loses_nothing() {
     for i in 4..8 {
         assert_eq!(rx.try_pop(), Ok(msg(1, i)));
     }
+}
+
+#[test]
+fn a_hole_lapped_by_a_hole_is_passed_not_called_corrupted() {
+    // Two chunks given back uncommitted: the second's last slot laps onto the first's
+    // first hole, whose slot is then two laps ahead of `head`. A consumer must pass both
+    // holes and take what follows (it used to spin on the slot and report `Corrupted`).
+    let ring = Ring::<u64>::in_process(8).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    drop(tx.write_chunk(2).unwrap());
+    drop(tx.write_chunk(7).unwrap());
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    tx.try_push(5).unwrap();
+    assert_eq!(rx.try_pop(), Ok(5));
+    let st = ring.stats();
+    assert_eq!((st.head, st.tail, st.skipped), (10, 10, 9), "{st:?}");
 }
