@@ -221,7 +221,13 @@ fn mpmc_ops(
             match op {
                 Op::Push(v) => drop(tx.try_push(v)),
                 Op::PushTimeout => drop(tx.push_timeout(1, SHORT)),
-                Op::Slices(n) | Op::Chunk(n) => drop(tx.push_slice(&buf[..n as usize])),
+                Op::Slices(n) => drop(tx.push_slice(&buf[..n as usize])),
+                Op::Chunk(n) => {
+                    if let Ok(mut c) = tx.write_chunk(n as usize) {
+                        c.copy_from(&buf[..n as usize]);
+                        let _ = c.commit(n as usize / 2);
+                    }
+                }
                 _ => {}
             }
         }

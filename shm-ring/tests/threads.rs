@@ -70,8 +70,30 @@ fn mpmc_threads_deliver_each_item_once() {
         let mut tx = ring.producer().unwrap();
         tx.set_wait_strategy(WaitStrategy::SpinThenPark);
         handles.push(std::thread::spawn(move || {
-            for i in 0..N / THREADS {
-                tx.push_timeout(p << 32 | i, HANG).unwrap();
+            // Each producer takes turns: one at a time, a batch (`push_slice`: one claim per
+            // run), a chunk filled in place (`write_chunk`).
+            let vals: Vec<u64> = (0..N / THREADS).map(|i| p << 32 | i).collect();
+            let t0 = std::time::Instant::now();
+            let mut done = 0;
+            while done < vals.len() {
+                assert!(t0.elapsed() < HANG * 4, "producer {p} stuck at {done}");
+                let rest = &vals[done..];
+                let k = rest.len().min(1 + done % 5);
+                done += match (p as usize + done) % 3 {
+                    0 => {
+                        tx.push_timeout(rest[0], HANG).unwrap();
+                        1
+                    }
+                    1 => tx.push_slice(&rest[..k]),
+                    _ => match tx.write_chunk(k) {
+                        Ok(mut c) => {
+                            c.copy_from(&rest[..k]);
+                            c.commit_all()
+                        }
+                        Err(shm_ring::ChunkError::TooFewSlots { .. }) => 0,
+                        Err(e) => panic!("{e}"),
+                    },
+                };
             }
             Vec::new()
         }));
@@ -79,17 +101,28 @@ fn mpmc_threads_deliver_each_item_once() {
     for _ in 0..THREADS {
         let mut rx = ring.consumer().unwrap();
         rx.set_wait_strategy(WaitStrategy::SpinThenPark);
+        let batches = handles.len() % 2 == 1;
         handles.push(std::thread::spawn(move || {
             let mut got = Vec::new();
             let mut last = vec![None::<u64>; THREADS as usize];
+            let mut buf = [0u64; 4];
+            let mut take = |v: u64, got: &mut Vec<u64>| {
+                let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+                assert!(last[p].is_none_or(|l| i > l), "producer {p} reordered");
+                last[p] = Some(i);
+                got.push(v);
+            };
             loop {
+                // Every other consumer takes batches (`pop_slice`) while there are items.
+                let k = if batches { rx.pop_slice(&mut buf) } else { 0 };
+                for &v in &buf[..k] {
+                    take(v, &mut got);
+                }
+                if k > 0 {
+                    continue;
+                }
                 match rx.pop_timeout(HANG) {
-                    Ok(v) => {
-                        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
-                        assert!(last[p].is_none_or(|l| i > l), "producer {p} reordered");
-                        last[p] = Some(i);
-                        got.push(v);
-                    }
+                    Ok(v) => take(v, &mut got),
                     Err(PopError::Disconnected) => return got,
                     Err(e) => panic!("{e}"),
                 }
