@@ -15,6 +15,33 @@ pub struct Figures {
     pub count: u64,
 }
 
+/// Set when a thread of a peer row stops early (an error or a panic), so that the others,
+/// spinning on a full or empty queue, stop too instead of waiting forever.
+struct Abort<'a> {
+    flag: &'a AtomicBool,
+    armed: bool,
+}
+
+impl<'a> Abort<'a> {
+    fn new(flag: &'a AtomicBool) -> Self {
+        Abort { flag, armed: true }
+    }
+
+    /// This thread finished its part: its exit stops nobody.
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Abort<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // Relaxed: a stop request; no data rides on it.
+            self.flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 fn pin(cpu: Option<usize>) -> Result<(), String> {
     match cpu {
         Some(c) => sys::pin_to(c).map_err(|e| format!("cannot pin to CPU {c}: {e}")),
@@ -34,8 +61,10 @@ pub fn rtrb<T: Copy + Send>(
     let (mut tx, mut rx) = rtrb::RingBuffer::<T>::new(4096);
     let done = AtomicBool::new(false);
     let sent = AtomicU64::new(0);
+    let abort = AtomicBool::new(false);
     std::thread::scope(|s| {
         let consumer = s.spawn(|| -> Result<Instant, String> {
+            let guard = Abort::new(&abort);
             pin(cpus[1])?;
             let mut got = 0u64;
             loop {
@@ -51,33 +80,46 @@ pub fn rtrb<T: Copy + Send>(
                     Err(_)
                         if done.load(Ordering::Acquire) && got == sent.load(Ordering::Relaxed) =>
                     {
+                        guard.disarm();
                         return Ok(Instant::now());
+                    }
+                    // Relaxed: a stop request.
+                    Err(_) if abort.load(Ordering::Relaxed) => {
+                        return Err("the rtrb producer stopped".into());
                     }
                     Err(_) => {}
                 }
             }
         });
         let producer = s.spawn(|| -> Result<(u64, Instant), String> {
+            let guard = Abort::new(&abort);
             pin(cpus[0])?;
             let mut i = 0u64;
-            let mut run = |d: Duration, i: &mut u64| {
+            let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
                 let t0 = Instant::now();
                 while t0.elapsed() < d {
                     for _ in 0..1024 {
                         let v = make(*i);
                         // A plain retry loop, as `benches/examples/loops.rs` (the
-                        // cross-check) and the shmring try rows write it.
-                        while tx.push(v).is_err() {}
+                        // cross-check) and the shmring try rows write it, but for the stop
+                        // check (Relaxed: a stop request).
+                        while tx.push(v).is_err() {
+                            if abort.load(Ordering::Relaxed) {
+                                return Err("the rtrb consumer stopped".into());
+                            }
+                        }
                         *i += 1;
                     }
                 }
+                Ok(())
             };
-            run(warmup, &mut i);
+            run(warmup, &mut i)?;
             let (before, t0) = (i, Instant::now());
-            run(duration, &mut i);
+            run(duration, &mut i)?;
             sent.store(i, Ordering::Relaxed);
             // Release: pairs with the consumer's Acquire load of `done`.
             done.store(true, Ordering::Release);
+            guard.disarm();
             Ok((i - before, t0))
         });
         let (count, t0) = producer
@@ -110,13 +152,15 @@ pub fn array_queue(
     let q = crossbeam_queue::ArrayQueue::<u64>::new(4096);
     let popped: Vec<Padded> = (0..n).map(|_| Padded(AtomicU64::new(0))).collect();
     let finished = AtomicUsize::new(0);
+    let abort = AtomicBool::new(false);
     let total = warmup + duration;
     let sum = |p: &[Padded]| p.iter().map(|c| c.0.load(Ordering::Relaxed)).sum::<u64>();
     std::thread::scope(|s| {
         let mut consumers = Vec::new();
         for (k, count) in popped.iter().enumerate() {
-            let (q, finished) = (&q, &finished);
+            let (q, finished, abort) = (&q, &finished, &abort);
             consumers.push(s.spawn(move || -> Result<u64, String> {
+                let guard = Abort::new(abort);
                 pin(cpu(n + k))?;
                 let mut next = vec![0u64; n];
                 let mut got = 0u64;
@@ -137,7 +181,12 @@ pub fn array_queue(
                         // pushes are visible once it counts as finished.
                         None if finished.load(Ordering::Acquire) == n && q.is_empty() => {
                             count.0.store(got, Ordering::Relaxed);
+                            guard.disarm();
                             return Ok(got);
+                        }
+                        // Relaxed: a stop request.
+                        None if abort.load(Ordering::Relaxed) => {
+                            return Err("an ArrayQueue peer thread stopped".into());
                         }
                         None => {}
                     }
@@ -146,8 +195,9 @@ pub fn array_queue(
         }
         let mut producers = Vec::new();
         for k in 0..n {
-            let (q, finished) = (&q, &finished);
+            let (q, finished, abort) = (&q, &finished, &abort);
             producers.push(s.spawn(move || -> Result<u64, String> {
+                let guard = Abort::new(abort);
                 pin(cpu(k))?;
                 let t0 = Instant::now();
                 let mut sq = 0u64;
@@ -156,12 +206,17 @@ pub fn array_queue(
                         let mut v = (k as u64) << 48 | sq;
                         while let Err(back) = q.push(v) {
                             v = back;
+                            // Relaxed: a stop request.
+                            if abort.load(Ordering::Relaxed) {
+                                return Err("an ArrayQueue peer thread stopped".into());
+                            }
                         }
                         sq += 1;
                     }
                 }
                 // Release: pairs with the consumers' Acquire load of `finished`.
                 finished.fetch_add(1, Ordering::Release);
+                guard.disarm();
                 Ok(sq)
             }));
         }

@@ -99,8 +99,9 @@ fn serve(w: &Watcher) {
         for token in &tokens {
             if let Some(e) = t.entries.remove(token) {
                 crate::sys::epoll_del(w.ep.as_fd(), e.fd.as_fd());
-                // SeqCst: before the callback's change of whatever its sleeper waits on,
-                // so a sleeper that checks `fired` after reading that word misses neither.
+                // SeqCst: pairs with the SeqCst load in `Notice::fired`; stored before the
+                // callback's change of whatever its sleeper waits on, so a sleeper that
+                // checks `fired` after reading that word misses neither.
                 e.fired.store(true, Ordering::SeqCst);
                 (e.callback)();
             }
