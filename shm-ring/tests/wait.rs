@@ -25,29 +25,27 @@ fn child_wait() {
     let Some(name) = child_name() else { return };
     // Each role attaches, says so, and holds its end until it is killed.
     let hold = || std::thread::sleep(Duration::from_secs(120));
+    macro_rules! hold {
+        ($ring:ident, $end:ident) => {{
+            let _end = $ring::open::<u64>(&name).unwrap().$end().unwrap();
+            println!("CHILD:holding");
+            hold();
+        }};
+    }
     match std::env::var(ROLE).unwrap().as_str() {
-        "spsc-producer" => {
-            let _tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
-            println!("CHILD:holding");
-            hold();
-        }
-        "spsc-consumer" => {
-            let _rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
-            println!("CHILD:holding");
-            hold();
-        }
-        "mpmc-producer" => {
-            let _tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
-            println!("CHILD:holding");
-            hold();
-        }
-        "mpmc-consumer" => {
-            let _rx = mpmc::open::<u64>(&name).unwrap().consumer().unwrap();
-            println!("CHILD:holding");
-            hold();
-        }
+        "spsc-producer" => hold!(spsc, producer),
+        "spsc-consumer" => hold!(spsc, consumer),
+        "mpmc-producer" => hold!(mpmc, producer),
+        "mpmc-consumer" => hold!(mpmc, consumer),
         other => panic!("unknown role {other}"),
     }
+}
+
+/// A child holding the end `r` of ring `name`, once it says so.
+fn holding(r: &str, name: &str) -> Running {
+    let mut peer = Running::spawn(role(r, name));
+    peer.expect_line("holding", Duration::from_secs(30));
+    peer
 }
 
 /// A liveness interval far longer than any test: a death noticed within it was noticed
@@ -78,8 +76,7 @@ fn a_sleeping_consumer_hears_of_its_producers_death_without_a_timer() {
         let mut rx = ring.consumer().unwrap();
         rx.set_wait_strategy(strategy);
         rx.set_liveness_interval(NEVER);
-        let mut peer = Running::spawn(role("spsc-producer", &name));
-        peer.expect_line("holding", Duration::from_secs(30));
+        let peer = holding("spsc-producer", &name);
         let killer = kill_soon(peer);
         // Without the watcher this would sleep for the whole timeout (its slices are an
         // hour long) and end in `Timeout`.
@@ -102,8 +99,7 @@ fn a_sleeping_producer_hears_of_its_consumers_death_without_a_timer() {
     let ring = spsc::create::<u64>(&name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.set_liveness_interval(NEVER);
-    let mut peer = Running::spawn(role("spsc-consumer", &name));
-    peer.expect_line("holding", Duration::from_secs(30));
+    let peer = holding("spsc-consumer", &name);
     for i in 0..4 {
         tx.try_push(i).unwrap();
     }
@@ -122,8 +118,7 @@ fn sleeping_mpmc_ends_hear_of_the_last_peers_death_without_a_timer() {
     let ring = mpmc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     rx.set_liveness_interval(NEVER);
-    let mut peer = Running::spawn(role("mpmc-producer", &name));
-    peer.expect_line("holding", Duration::from_secs(30));
+    let peer = holding("mpmc-producer", &name);
     let killer = kill_soon(peer);
     assert_eq!(
         rx.pop_timeout(Duration::from_secs(60)),
@@ -137,8 +132,7 @@ fn sleeping_mpmc_ends_hear_of_the_last_peers_death_without_a_timer() {
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.set_liveness_interval(NEVER);
-    let mut peer = Running::spawn(role("mpmc-consumer", &name));
-    peer.expect_line("holding", Duration::from_secs(30));
+    let peer = holding("mpmc-consumer", &name);
     for i in 0..4 {
         tx.try_push(i).unwrap();
     }
@@ -165,8 +159,7 @@ fn an_idle_sleeper_wakes_about_once_a_second_not_once_per_liveness_interval() {
     let _c = Cleanup(name.clone());
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
-    let mut peer = Running::spawn(role("spsc-producer", &name));
-    peer.expect_line("holding", Duration::from_secs(30));
+    let mut peer = holding("spsc-producer", &name);
     let before = voluntary_switches();
     assert_eq!(
         rx.pop_timeout(Duration::from_secs(3)),
@@ -178,8 +171,7 @@ fn an_idle_sleeper_wakes_about_once_a_second_not_once_per_liveness_interval() {
     let _c2 = Cleanup(name.clone());
     let ring = mpmc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
-    let mut peer2 = Running::spawn(role("mpmc-producer", &name));
-    peer2.expect_line("holding", Duration::from_secs(30));
+    let mut peer2 = holding("mpmc-producer", &name);
     let before = voluntary_switches();
     assert_eq!(
         rx.pop_timeout(Duration::from_secs(3)),
@@ -206,8 +198,7 @@ fn a_peer_that_dies_between_two_sleeps_is_heard_at_once() {
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     rx.set_liveness_interval(NEVER);
-    let mut peer = Running::spawn(role("spsc-producer", &name));
-    peer.expect_line("holding", Duration::from_secs(30));
+    let mut peer = holding("spsc-producer", &name);
     assert_eq!(
         rx.pop_timeout(Duration::from_millis(50)),
         Err(PopError::Timeout)
