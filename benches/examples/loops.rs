@@ -2,13 +2,20 @@
 //! cross-check of `shmring bench` and the criterion rows. Two threads pinned to two CPUs,
 //! u64 messages, `N` per run; prints M msg/s per row. `cargo run --release -p
 //! shmring-benches --example loops [-- rows...]`.
+//!
+//! The rows ending in `-2p` run the consumer in a second process (this binary, re-launched
+//! with `--child`), as `shmring bench` does: the consumer times its `N` pops from the first
+//! one and prints the rate; the producer is this process.
 
 use std::sync::Barrier;
 use std::time::Instant;
 
 use shm_ring::{mpmc, spsc, WaitStrategy};
 
-const N: u64 = 20_000_000;
+const N: u64 = match option_env!("LOOPS_N") {
+    Some(_) => 160_000_000,
+    None => 20_000_000,
+};
 const CAP: u64 = match option_env!("LOOPS_CAP") {
     Some(_) => 4096,
     None => 16384,
@@ -44,8 +51,94 @@ fn two<P: Send, C: Send>(p: P, c: C, prod: fn(P), cons: fn(C)) -> f64 {
     N as f64 / t.as_secs_f64() / 1e6
 }
 
+/// The consumer loop of a `-2p` row, in the child process.
+fn child(row: &str, name: &str) {
+    pin(1);
+    let mut t0 = None;
+    match row {
+        "mpmc-block-2p" => {
+            let mut rx = mpmc::open::<u64>(name).unwrap().consumer().unwrap();
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            for i in 0..N {
+                assert_eq!(rx.pop().unwrap(), i);
+                t0.get_or_insert_with(Instant::now);
+            }
+        }
+        _ => {
+            let mut rx = spsc::open::<u64>(name).unwrap().consumer().unwrap();
+            let st = match row {
+                "spsc-block-spin-2p" => Some(WaitStrategy::BusySpin),
+                "spsc-block-park-2p" => Some(WaitStrategy::SpinThenPark),
+                _ => None,
+            };
+            if let Some(st) = st {
+                rx.set_wait_strategy(st);
+            }
+            for i in 0..N {
+                let v = match st {
+                    Some(_) => rx.pop().unwrap(),
+                    None => loop {
+                        if let Ok(v) = rx.try_pop() {
+                            break v;
+                        }
+                    },
+                };
+                assert_eq!(v, i);
+                t0.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+    let secs = t0.unwrap().elapsed().as_secs_f64();
+    println!("{row} {:.1}", (N - 1) as f64 / secs / 1e6);
+}
+
+/// The producer side of a `-2p` row: creates the ring, launches the consumer, pushes `N`.
+fn two_processes(row: &str, name: &str) {
+    let spawn = || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--child", row, name])
+            .spawn()
+            .unwrap()
+    };
+    pin(0);
+    let mut kid;
+    if row == "mpmc-block-2p" {
+        let r = mpmc::create::<u64>(name, CAP).unwrap();
+        let mut tx = r.producer().unwrap();
+        tx.set_wait_strategy(WaitStrategy::BusySpin);
+        kid = spawn();
+        for i in 0..N {
+            tx.push(i).unwrap();
+        }
+        assert!(kid.wait().unwrap().success());
+    } else {
+        let r = spsc::create::<u64>(name, CAP).unwrap();
+        let mut tx = r.producer().unwrap();
+        let st = match row {
+            "spsc-block-spin-2p" => Some(WaitStrategy::BusySpin),
+            "spsc-block-park-2p" => Some(WaitStrategy::SpinThenPark),
+            _ => None,
+        };
+        if let Some(st) = st {
+            tx.set_wait_strategy(st);
+        }
+        kid = spawn();
+        for i in 0..N {
+            match st {
+                Some(_) => tx.push(i).unwrap(),
+                None => while tx.try_push(i).is_err() {},
+            }
+        }
+        assert!(kid.wait().unwrap().success());
+    }
+}
+
 fn main() {
-    let rows: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() == 3 && args[0] == "--child" {
+        return child(&args[1], &args[2]);
+    }
+    let rows = args;
     let want = |r: &str| rows.is_empty() || rows.iter().any(|x| x == r);
     let name = |t: &str| format!("/loops-{t}-{}", std::process::id());
     if want("spsc-try") {
@@ -187,5 +280,18 @@ fn main() {
             },
         );
         println!("arrayqueue {f:.1}");
+    }
+    for (i, row) in [
+        "spsc-try-2p",
+        "spsc-block-spin-2p",
+        "spsc-block-park-2p",
+        "mpmc-block-2p",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if want(row) {
+            two_processes(row, &name(&format!("p{i}")));
+        }
     }
 }

@@ -85,9 +85,9 @@ struct BenchArgs {
     #[arg(long, value_name = "MS", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=60_000))]
     warmup_ms: u64,
-    /// Run only these rows (comma-separated): floor, spsc-spin, spsc-park, mpmc, pipe,
-    /// unix-socket, spsc-throughput-8B, spsc-throughput-64B, spsc-throughput-8B-chunk64,
-    /// mpmc-throughput.
+    /// Run only these rows (comma-separated), named as the table names them (`floor`,
+    /// `spsc-spin`, `spsc-throughput-8B-try`, `rtrb-8B`, `arrayqueue-1p1c`, ...); an unknown
+    /// name is refused with the whole list.
     #[arg(long, value_name = "ROWS", value_delimiter = ',')]
     only: Vec<String>,
     /// Skip the idle-consumer CPU measurement.
