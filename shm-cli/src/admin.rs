@@ -169,8 +169,9 @@ pub fn inspect(name: &str) -> Result<(), String> {
                 s.skipped, s.reclaimed, s.claim_timeout
             );
             println!(
-                "endpoints    {} producers, {} consumers attached",
-                s.producers, s.consumers
+                "endpoints    {} attached, {} attached",
+                plural(u64::from(s.producers), "producer"),
+                plural(u64::from(s.consumers), "consumer")
             );
         }
         Ok(None) => {}
@@ -240,5 +241,14 @@ pub fn rm_stale(check: StaleCheck) -> Result<(), String> {
         Ok(())
     } else {
         Err(failed.join("; "))
+    }
+}
+
+/// "1 producer", "2 producers".
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }

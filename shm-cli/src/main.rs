@@ -180,11 +180,8 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // One line: clap's first line, without its "error: " prefix.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("shmring: {first} (see `shmring --help`)");
+            // clap's whole message: what is wrong, the arguments it names, and the usage.
+            let _ = e.print();
             return ExitCode::from(2);
         }
     };

@@ -38,13 +38,46 @@ fn one_line_error(args: &[&str], code: i32, want: &str) {
     assert!(!err.contains("panicked"), "{args:?}: {err}");
 }
 
+/// Fails unless the command failed with 2 and printed clap's whole message on stderr: the
+/// error with `want` in it and, where clap prints one (`Some`), the usage line that says
+/// what to type, with `usage` in it.
+fn usage_error(args: &[&str], want: &str, usage: Option<&str>) {
+    let out = shmring(args);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.starts_with("error: "), "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
+    assert!(err.contains("try '--help'"), "{args:?}: {err}");
+    if let Some(usage) = usage {
+        let usage_line = err
+            .lines()
+            .find(|l| l.starts_with("Usage: "))
+            .unwrap_or_else(|| panic!("{args:?}: no usage line in {err}"));
+        assert!(usage_line.contains(usage), "{args:?}: {usage_line}");
+    }
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+}
+
 #[test]
-fn bad_arguments_and_unknown_segments_are_one_line_errors() {
-    one_line_error(&["frobnicate"], 2, "unrecognized subcommand");
-    one_line_error(&["rm"], 2, "required");
-    one_line_error(&["rm", "/x", "--stale"], 2, "cannot be used with");
-    one_line_error(&["bench", "--duration-ms", "abc"], 2, "invalid value");
-    one_line_error(&["bench", "--duration-ms", "0"], 2, "invalid value");
+fn bad_arguments_print_the_whole_usage_and_unknown_segments_one_line() {
+    usage_error(
+        &["frobnicate"],
+        "unrecognized subcommand",
+        Some("shmring <COMMAND>"),
+    );
+    // The argument names clap lists under "required arguments" stay in the message.
+    usage_error(&["rm"], "<NAMES>...", Some("shmring rm"));
+    usage_error(
+        &["rm", "/x", "--stale"],
+        "cannot be used with",
+        Some("shmring rm"),
+    );
+    usage_error(
+        &["bench", "--duration-ms", "abc"],
+        "'--duration-ms <MS>'",
+        None,
+    );
+    usage_error(&["bench", "--duration-ms", "0"], "invalid value", None);
     one_line_error(&["bench", "--only", "nope"], 1, "no row named \"nope\"");
     one_line_error(&["bench", "--cpus", "1-0"], 1, "--cpus");
     one_line_error(
@@ -96,7 +129,10 @@ fn ls_and_inspect_show_live_ring_counters_without_joining() {
     let s = text(&out.stdout);
     assert!(s.contains("kind         mpmc"), "{s}");
     assert!(s.contains("pushes 1, pops 0"), "{s}");
-    assert!(s.contains("1 producers, 1 consumers attached"), "{s}");
+    assert!(
+        s.contains("1 producer attached, 1 consumer attached"),
+        "{s}"
+    );
 
     let out = shmring(&["ls"]);
     let s = text(&out.stdout);

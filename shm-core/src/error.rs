@@ -423,9 +423,13 @@ impl fmt::Display for OpenError {
             OpenErrorKind::KindMismatch { expected, found } => {
                 let found_name = Kind::from_raw(*found).map_or_else(
                     || format!("unknown kind {found}"),
-                    |k| format!("a {k} segment"),
+                    |k| format!("{} segment", k.with_article()),
                 );
-                write!(f, "expected a {expected} segment, found {found_name}")
+                write!(
+                    f,
+                    "expected {} segment, found {found_name}",
+                    expected.with_article()
+                )
             }
             OpenErrorKind::FingerprintMismatch { expected, found } => write!(
                 f,

@@ -127,6 +127,18 @@ impl Kind {
     }
 }
 
+impl Kind {
+    /// The kind in a sentence, with its article: "a raw", "a sync", "an SPSC", "an MPMC".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Kind::Raw => "a raw",
+            Kind::Sync => "a sync",
+            Kind::Spsc => "an SPSC",
+            Kind::Mpmc => "an MPMC",
+        }
+    }
+}
+
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

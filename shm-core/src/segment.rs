@@ -271,6 +271,7 @@ pub struct SegmentBuilder {
     size: u64,
     mode: u32,
     open_timeout: Duration,
+    name_wait: Duration,
     prefault: bool,
     mlock: bool,
     huge_pages: bool,
@@ -291,6 +292,7 @@ impl SegmentBuilder {
             size: 0,
             mode: DEFAULT_MODE,
             open_timeout: DEFAULT_OPEN_TIMEOUT,
+            name_wait: Duration::ZERO,
             prefault: true,
             mlock: false,
             huge_pages: false,
@@ -341,6 +343,23 @@ impl SegmentBuilder {
     pub fn open_timeout(mut self, timeout: Duration) -> Self {
         self.open_timeout = timeout;
         self
+    }
+
+    /// How long `open` waits for the name to appear (default: not at all, a missing name is
+    /// `NotFound` at once). The name is looked up again with a back-off from 50 µs to 5 ms,
+    /// so a creator that comes later is seen within about 5 ms; when the wait ends the open
+    /// fails with `NotFound`. It counts from the start of `open`, before and apart from the
+    /// [`open_timeout`](Self::open_timeout), which then bounds the wait for the creator to
+    /// finish. A wait too large for the monotonic clock waits without limit.
+    /// `open_or_create` never waits for a name: it creates it.
+    pub fn wait_for_name(mut self, wait: Duration) -> Self {
+        self.name_wait = wait;
+        self
+    }
+
+    /// The open timeout these options carry (see [`open_timeout`](Self::open_timeout)).
+    pub fn open_timeout_value(&self) -> Duration {
+        self.open_timeout
     }
 
     /// Fault every page in at create/open, so the hot path takes no page fault.
@@ -534,8 +553,22 @@ impl SegmentBuilder {
             huge_pages_available().map_err(|e| err(OpenErrorKind::HugePages(e)))?;
         }
         // A timeout too large for an `Instant` (`Duration::MAX`, say) means no deadline.
-        let deadline = Instant::now().checked_add(self.open_timeout);
-        let (map, st, fd) = attach(&name, self.allow_foreign_owner, deadline)?;
+        let name_deadline = Instant::now().checked_add(self.name_wait);
+        let mut pause = Backoff::new();
+        let (map, st, fd, deadline) = loop {
+            let deadline = Instant::now().checked_add(self.open_timeout);
+            match attach(&name, self.allow_foreign_owner, deadline) {
+                Err(e)
+                    if matches!(e.kind, OpenErrorKind::NotFound)
+                        && !self.name_wait.is_zero()
+                        && name_deadline.is_none_or(|d| Instant::now() < d) =>
+                {
+                    pause.sleep();
+                }
+                Err(e) => return Err(e),
+                Ok((map, st, fd)) => break (map, st, fd, deadline),
+            }
+        };
         let info = wait_ready(&name, &map, self.open_timeout, deadline)?;
         validate(&info, map.len as u64).map_err(err)?;
         if info.kind != self.kind.as_raw() {
@@ -633,9 +666,12 @@ impl SegmentBuilder {
         let start = Instant::now();
         let mut init = Some(init);
         let mut pause = Backoff::new();
+        // A missing name is ours to create, never to wait for.
+        let this = self.clone().wait_for_name(Duration::ZERO);
+        let this = &this;
         loop {
             // `init` is only taken by a create that got the name, so it survives retries.
-            let created = self.create_with(|seg| match init.take() {
+            let created = this.create_with(|seg| match init.take() {
                 Some(f) => f(seg),
                 None => unreachable!("a successful exclusive create happens once"),
             });
@@ -644,7 +680,7 @@ impl SegmentBuilder {
                 Err(e) if matches!(e.kind, CreateErrorKind::AlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }
-            match self.open() {
+            match this.open() {
                 Ok(seg) => return Ok(seg),
                 Err(e)
                     if matches!(

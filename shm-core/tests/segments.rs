@@ -248,7 +248,7 @@ fn wrong_magic_version_kind_and_fingerprint() {
     );
     assert!(
         e.to_string()
-            .contains("expected a spsc segment, found a raw segment"),
+            .contains("expected an SPSC segment, found a raw segment"),
         "{e}"
     );
 

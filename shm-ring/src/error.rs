@@ -221,6 +221,14 @@ pub enum RingError {
         /// The limit.
         max: usize,
     },
+    /// The ring's builder was given segment options for another name
+    /// (`Builder::new("/a").segment(SegmentBuilder::new("/b"))`): a ring has one name.
+    NameConflict {
+        /// The ring's name.
+        name: String,
+        /// The name the segment options carry.
+        segment: String,
+    },
     /// The ring's control block holds impossible values.
     Corrupted {
         /// The ring's name.
@@ -262,6 +270,11 @@ impl fmt::Display for RingError {
             RingError::TooManyEndpoints { name, role, max } => write!(
                 f,
                 "cannot join ring {name:?} as {role}: all {max} {role} slots are taken"
+            ),
+            RingError::NameConflict { name, segment } => write!(
+                f,
+                "ring {name:?} was given segment options for {segment:?}: a ring has one \
+                 name; build the options with SegmentBuilder::new({name:?})"
             ),
             RingError::Corrupted { name, what } => {
                 write!(f, "ring {name:?} is corrupted: {what}")

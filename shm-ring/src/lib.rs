@@ -86,6 +86,63 @@ pub use error::{ChunkError, PopError, PushError, RingError, Role};
 pub use inspect::{inspect, RingInfo};
 pub use wait::{SpinBudget, WaitStrategy};
 
+/// The segment options of the ring `name`: the user's (which must name the same segment) or
+/// the defaults, with the ring's wait for its name when it set one.
+#[cfg(not(shm_loom))]
+pub(crate) fn segment_options(
+    name: &str,
+    options: Option<&shm_core::SegmentBuilder>,
+    name_wait: Option<std::time::Duration>,
+) -> Result<shm_core::SegmentBuilder, RingError> {
+    let b = match options {
+        Some(o) if o.name() != name => {
+            return Err(RingError::NameConflict {
+                name: name.to_owned(),
+                segment: o.name().to_owned(),
+            })
+        }
+        Some(o) => o.clone(),
+        None => shm_core::SegmentBuilder::new(name),
+    };
+    Ok(match name_wait {
+        Some(w) => b.wait_for_name(w),
+        None => b,
+    })
+}
+
+/// `open_or_create` of every ring kind: `create`, else `open` what exists. A creator that
+/// fails removes its half-made segment, which the open then finds missing or poisoned: try
+/// again, within the open timeout `timeout`.
+#[cfg(not(shm_loom))]
+pub(crate) fn open_or_create<R>(
+    timeout: std::time::Duration,
+    create: impl Fn() -> Result<R, RingError>,
+    open: impl Fn() -> Result<R, RingError>,
+) -> Result<R, RingError> {
+    use shm_core::{CreateErrorKind, OpenErrorKind};
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(50);
+    loop {
+        match create() {
+            Err(RingError::Create(e)) if matches!(e.kind(), CreateErrorKind::AlreadyExists) => {}
+            other => return other,
+        }
+        match open() {
+            Err(RingError::Open(e))
+                if matches!(
+                    e.kind(),
+                    OpenErrorKind::NotFound | OpenErrorKind::Poisoned { .. }
+                ) && start.elapsed() < timeout =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).
 macro_rules! fault_point {
     ($name:literal) => {

@@ -481,6 +481,7 @@ pub(crate) fn stats_of(c: &Control) -> MpmcStats {
 pub struct Ring<T> {
     mem: Mem<Control, Slot<T>>,
     name: String,
+    created: bool,
 }
 
 impl<T> Clone for Ring<T> {
@@ -488,6 +489,7 @@ impl<T> Clone for Ring<T> {
         Ring {
             mem: self.mem.clone(),
             name: self.name.clone(),
+            created: self.created,
         }
     }
 }
@@ -520,6 +522,7 @@ impl<T: Pod> Ring<T> {
         Ok(Ring {
             mem,
             name: name.to_owned(),
+            created: true,
         })
     }
 
@@ -608,6 +611,12 @@ impl<T: Pod> Ring<T> {
     /// The ring's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this handle created the ring (`create`, the winner of an `open_or_create`
+    /// race, or `in_process`) rather than opening one that existed.
+    pub fn is_creator(&self) -> bool {
+        self.created
     }
 
     /// The counters, read without joining.
@@ -2113,7 +2122,7 @@ impl<T> Drop for Consumer<T> {
 }
 
 #[cfg(not(shm_loom))]
-pub use shared::{create, open, Builder};
+pub use shared::{create, open, open_or_create, Builder};
 
 #[cfg(not(shm_loom))]
 mod shared {
@@ -2128,6 +2137,7 @@ mod shared {
         schema_id: u64,
         claim_timeout: Duration,
         segment: Option<SegmentBuilder>,
+        name_wait: Option<Duration>,
         initial_position: u64,
         _t: PhantomData<fn() -> T>,
     }
@@ -2142,6 +2152,7 @@ mod shared {
                 schema_id: 0,
                 claim_timeout: DEFAULT_CLAIM_TIMEOUT,
                 segment: None,
+                name_wait: None,
                 initial_position: 0,
                 _t: PhantomData,
             }
@@ -2167,8 +2178,19 @@ mod shared {
         }
 
         /// Segment options (mode, mlock, ...). Kind, fingerprint and size are the ring's.
+        ///
+        /// The options name the ring's own name or another: one with another name makes
+        /// `create`, `open` and `open_or_create` fail with [`RingError::NameConflict`].
         pub fn segment(mut self, options: SegmentBuilder) -> Self {
             self.segment = Some(options);
+            self
+        }
+
+        /// How long [`open`](Self::open) waits for the name to appear, for a consumer
+        /// started before its producer (default: no wait, a missing ring is `NotFound` at
+        /// once). See [`SegmentBuilder::wait_for_name`].
+        pub fn wait_for_name(mut self, wait: Duration) -> Self {
+            self.name_wait = Some(wait);
             self
         }
 
@@ -2179,12 +2201,17 @@ mod shared {
             self
         }
 
-        fn seg_builder(&self) -> SegmentBuilder {
-            self.segment
-                .clone()
-                .unwrap_or_else(|| SegmentBuilder::new(&self.name))
-                .kind(Kind::Mpmc)
-                .fingerprint(Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION))
+        fn seg_builder(&self) -> Result<SegmentBuilder, RingError> {
+            self.seg_builder_waiting(None)
+        }
+
+        fn seg_builder_waiting(
+            &self,
+            name_wait: Option<Duration>,
+        ) -> Result<SegmentBuilder, RingError> {
+            let b = crate::segment_options(&self.name, self.segment.as_ref(), name_wait)?;
+            Ok(b.kind(Kind::Mpmc)
+                .fingerprint(Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION)))
         }
 
         /// Creates the ring segment.
@@ -2203,7 +2230,7 @@ mod shared {
                 }
             })?;
             let (initial, timeout) = (self.initial_position, self.claim_timeout);
-            let seg = self.seg_builder().layout(&l).create_with(|seg| {
+            let seg = self.seg_builder()?.layout(&l).create_with(|seg| {
                 let c = seg.get(ctrl_r)?;
                 c.config.capacity.store(cap, Ordering::Relaxed);
                 c.config.initial.store(initial, Ordering::Relaxed);
@@ -2231,6 +2258,7 @@ mod shared {
                     }
                 })?,
                 name: self.name.clone(),
+                created: true,
             })
         }
 
@@ -2240,19 +2268,46 @@ mod shared {
         ///
         /// The segment's `Open` error, or `Corrupted`.
         pub fn open(&self) -> Result<Ring<T>, RingError> {
+            self.open_with(self.name_wait)
+        }
+
+        /// `open` without waiting for the name.
+        fn open_now(&self) -> Result<Ring<T>, RingError> {
+            self.open_with(Some(Duration::ZERO))
+        }
+
+        fn open_with(&self, name_wait: Option<Duration>) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
             let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
             // Only the header and the control block are read before the file's length is
             // checked against what the recorded capacity needs (a planted file far larger
             // than that is refused, never faulted in).
             let seg = self
-                .seg_builder()
+                .seg_builder_waiting(name_wait)?
                 .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
             let mem = Mem::open_segment(seg, &self.name, 1, cap_of)?;
             Ok(Ring {
                 mem,
                 name: self.name.clone(),
+                created: false,
             })
+        }
+
+        /// Opens the ring if it exists, else creates it. When many processes race, exactly
+        /// one creates and initialises it ([`Ring::is_creator`] says which) and the others
+        /// open what it published. A ring that existed keeps its creator's options (capacity
+        /// included: [`Ring::capacity`] tells); kind, payload type and layout are checked as
+        /// by `open`. Never waits for the name (see [`wait_for_name`](Self::wait_for_name)):
+        /// a missing ring is created.
+        ///
+        /// # Errors
+        ///
+        /// As [`create`](Self::create) and [`open`](Self::open). A creator that fails
+        /// removes its half-made segment and the others try again, for up to the open
+        /// timeout of the segment options.
+        pub fn open_or_create(&self) -> Result<Ring<T>, RingError> {
+            let timeout = self.seg_builder()?.open_timeout_value();
+            crate::open_or_create(timeout, || self.create(), || self.open_now())
         }
     }
 
@@ -2263,6 +2318,16 @@ mod shared {
     /// See [`Builder::create`].
     pub fn create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
         Builder::new(name).capacity(capacity).create()
+    }
+
+    /// Opens the MPMC ring `name` for `T` if it exists, else creates it with at least
+    /// `capacity` slots; exactly one of many racing processes creates it.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::open_or_create`].
+    pub fn open_or_create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+        Builder::new(name).capacity(capacity).open_or_create()
     }
 
     /// Opens the MPMC ring `name` for `T`.

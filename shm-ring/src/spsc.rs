@@ -166,6 +166,7 @@ pub(crate) fn check_payload<T>(name: &str) -> Result<(), RingError> {
 pub struct Ring<T> {
     mem: Mem<Control, Slot<T>>,
     name: String,
+    created: bool,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -174,6 +175,7 @@ impl<T> Clone for Ring<T> {
         Ring {
             mem: self.mem.clone(),
             name: self.name.clone(),
+            created: self.created,
             _t: PhantomData,
         }
     }
@@ -257,15 +259,17 @@ impl<T: Pod> Ring<T> {
         Ok(Ring {
             mem,
             name: name.to_owned(),
+            created: true,
             _t: PhantomData,
         })
     }
 
     #[cfg_attr(shm_loom, allow(dead_code))]
-    pub(crate) fn from_mem(mem: Mem<Control, Slot<T>>, name: String) -> Ring<T> {
+    pub(crate) fn from_mem(mem: Mem<Control, Slot<T>>, name: String, created: bool) -> Ring<T> {
         Ring {
             mem,
             name,
+            created,
             _t: PhantomData,
         }
     }
@@ -372,6 +376,12 @@ impl<T: Pod> Ring<T> {
     /// The ring's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether this handle created the ring (`create`, the winner of an `open_or_create`
+    /// race, or `in_process`) rather than opening one that existed.
+    pub fn is_creator(&self) -> bool {
+        self.created
     }
 
     /// The counters, read without joining (a third process may call this).
@@ -1378,7 +1388,7 @@ impl<T: Pod> ReadChunk<'_, T> {
 }
 
 #[cfg(not(shm_loom))]
-pub use shared::{create, open, Builder};
+pub use shared::{create, open, open_or_create, Builder};
 
 #[cfg(not(shm_loom))]
 mod shared {
@@ -1391,6 +1401,7 @@ mod shared {
         capacity: u64,
         schema_id: u64,
         segment: Option<SegmentBuilder>,
+        name_wait: Option<Duration>,
         initial_position: u64,
         _t: PhantomData<fn() -> T>,
     }
@@ -1403,6 +1414,7 @@ mod shared {
                 capacity: 1024,
                 schema_id: 0,
                 segment: None,
+                name_wait: None,
                 initial_position: 0,
                 _t: PhantomData,
             }
@@ -1423,8 +1435,19 @@ mod shared {
 
         /// Segment options (mode, mlock, huge pages, open timeout, unlink on drop). Kind,
         /// fingerprint and size are set by the ring.
+        ///
+        /// The options name the ring's own name or another: one with another name makes
+        /// `create`, `open` and `open_or_create` fail with [`RingError::NameConflict`].
         pub fn segment(mut self, options: SegmentBuilder) -> Self {
             self.segment = Some(options);
+            self
+        }
+
+        /// How long [`open`](Self::open) waits for the name to appear, for a consumer
+        /// started before its producer (default: no wait, a missing ring is `NotFound` at
+        /// once). See [`SegmentBuilder::wait_for_name`].
+        pub fn wait_for_name(mut self, wait: Duration) -> Self {
+            self.name_wait = Some(wait);
             self
         }
 
@@ -1440,12 +1463,16 @@ mod shared {
             Fingerprint::of::<T>(self.schema_id, SPSC_LAYOUT_VERSION)
         }
 
-        fn seg_builder(&self) -> SegmentBuilder {
-            self.segment
-                .clone()
-                .unwrap_or_else(|| SegmentBuilder::new(&self.name))
-                .kind(Kind::Spsc)
-                .fingerprint(self.fingerprint())
+        fn seg_builder(&self) -> Result<SegmentBuilder, RingError> {
+            self.seg_builder_waiting(None)
+        }
+
+        fn seg_builder_waiting(
+            &self,
+            name_wait: Option<Duration>,
+        ) -> Result<SegmentBuilder, RingError> {
+            let b = crate::segment_options(&self.name, self.segment.as_ref(), name_wait)?;
+            Ok(b.kind(Kind::Spsc).fingerprint(self.fingerprint()))
         }
 
         /// Creates the ring segment.
@@ -1464,7 +1491,7 @@ mod shared {
             let (l, ctrl_r, slots_r) =
                 mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| too_large())?;
             let initial = self.initial_position;
-            let seg = self.seg_builder().layout(&l).create_with(|seg| {
+            let seg = self.seg_builder()?.layout(&l).create_with(|seg| {
                 let c = seg.get(ctrl_r)?;
                 c.config.capacity.store(cap, Ordering::Relaxed);
                 c.config.initial.store(initial, Ordering::Relaxed);
@@ -1478,6 +1505,7 @@ mod shared {
                     what: format!("the new segment lacks its regions: {e}"),
                 })?,
                 self.name.clone(),
+                true,
             ))
         }
 
@@ -1488,16 +1516,42 @@ mod shared {
         /// The segment's `Open` error (wrong kind or type is a mismatch error that says
         /// expected vs found), or `Corrupted` if its control block is impossible.
         pub fn open(&self) -> Result<Ring<T>, RingError> {
+            self.open_with(self.name_wait)
+        }
+
+        /// `open` without waiting for the name.
+        fn open_now(&self) -> Result<Ring<T>, RingError> {
+            self.open_with(Some(Duration::ZERO))
+        }
+
+        fn open_with(&self, name_wait: Option<Duration>) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
             let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
             // Only the header and the control block are read before the file's length is
             // checked against what the recorded capacity needs (a planted file far larger
             // than that is refused, never faulted in).
             let seg = self
-                .seg_builder()
+                .seg_builder_waiting(name_wait)?
                 .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
             let mem = Mem::open_segment(seg, &self.name, 1, cap_of)?;
-            Ok(Ring::from_mem(mem, self.name.clone()))
+            Ok(Ring::from_mem(mem, self.name.clone(), false))
+        }
+
+        /// Opens the ring if it exists, else creates it. When many processes race, exactly
+        /// one creates and initialises it ([`Ring::is_creator`] says which) and the others
+        /// open what it published. A ring that existed keeps its creator's options (capacity
+        /// included: [`Ring::capacity`] tells); kind, payload type and layout are checked as
+        /// by `open`. Never waits for the name (see [`wait_for_name`](Self::wait_for_name)):
+        /// a missing ring is created.
+        ///
+        /// # Errors
+        ///
+        /// As [`create`](Self::create) and [`open`](Self::open). A creator that fails
+        /// removes its half-made segment and the others try again, for up to the open
+        /// timeout of the segment options.
+        pub fn open_or_create(&self) -> Result<Ring<T>, RingError> {
+            let timeout = self.seg_builder()?.open_timeout_value();
+            crate::open_or_create(timeout, || self.create(), || self.open_now())
         }
     }
 
@@ -1508,6 +1562,16 @@ mod shared {
     /// See [`Builder::create`].
     pub fn create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
         Builder::new(name).capacity(capacity).create()
+    }
+
+    /// Opens the SPSC ring `name` for `T` if it exists, else creates it with at least
+    /// `capacity` slots; exactly one of many racing processes creates it.
+    ///
+    /// # Errors
+    ///
+    /// See [`Builder::open_or_create`].
+    pub fn open_or_create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+        Builder::new(name).capacity(capacity).open_or_create()
     }
 
     /// Opens the SPSC ring `name` for `T`.

@@ -1107,7 +1107,7 @@ fn bad_input_is_a_typed_error() {
     );
     assert!(
         e.to_string()
-            .contains("expected a spsc segment, found a mpmc segment"),
+            .contains("expected an SPSC segment, found an MPMC segment"),
         "{e}"
     );
     let e = mpmc::open::<u32>(&name).err().unwrap();

@@ -1,0 +1,229 @@
+//! Lifecycle across processes: `open_or_create` races, opens that wait for a name, and one
+//! name per ring.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_core::{OpenErrorKind, SegmentBuilder};
+use shm_ring::{mpmc, spsc, RingError};
+
+const KIND: &str = "SHMRING_KIND";
+const START: &str = "SHMRING_START_NS";
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_open_or_create() {
+    let Some(name) = child_name() else { return };
+    let start: u64 = std::env::var(START).unwrap().parse().unwrap();
+    while mono_ns() < start {
+        std::hint::spin_loop();
+    }
+    // The ring is held to the end: the creator's drop would remove the name, and a racer
+    // that came after that would rightly create a new ring.
+    let (created, cap, _held): (bool, u64, Box<dyn std::any::Any>) =
+        match std::env::var(KIND).unwrap().as_str() {
+            "spsc" => {
+                let r = spsc::open_or_create::<u64>(&name, 64).unwrap();
+                (r.is_creator(), r.capacity(), Box::new(r))
+            }
+            _ => {
+                let r = mpmc::open_or_create::<u64>(&name, 64).unwrap();
+                // Every racer pushes, so the ring shows whose ring they all joined.
+                let mut tx = r.producer().unwrap();
+                tx.try_push(u64::from(r.is_creator())).unwrap();
+                (r.is_creator(), r.capacity(), Box::new((r, tx)))
+            }
+        };
+    println!("CHILD:{} {cap}", if created { "created" } else { "opened" });
+    // Hold the ring (the creator's drop would remove the name) until the parent kills us.
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn eight_processes_racing_open_or_create_make_exactly_one_creator() {
+    for kind in ["spsc", "mpmc"] {
+        for round in 0..3 {
+            let name = unique_name(&format!("ooc-{kind}-{round}"));
+            let _c = Cleanup(name.clone());
+            let start = mono_ns() + 300_000_000;
+            let mut kids: Vec<Running> = (0..8)
+                .map(|_| {
+                    let mut c = child("child_open_or_create", &name);
+                    c.env(KIND, kind).env(START, start.to_string());
+                    Running::spawn(c)
+                })
+                .collect();
+            let lines: Vec<String> = kids
+                .iter_mut()
+                .map(|k| k.next_line(Duration::from_secs(30)))
+                .collect();
+            let created = lines.iter().filter(|l| l.starts_with("created")).count();
+            assert_eq!(created, 1, "{kind} round {round}: {lines:?}");
+            assert!(
+                lines.iter().all(|l| l.ends_with(" 64")),
+                "{kind}: every racer sees the creator's capacity: {lines:?}"
+            );
+            if kind == "mpmc" {
+                // Exactly one initialiser: the eight pushes all landed in one ring, and the
+                // creator's is among them.
+                let r = mpmc::open::<u64>(&name).unwrap();
+                let mut rx = r.consumer().unwrap();
+                let got: Vec<u64> = std::iter::from_fn(|| rx.try_pop().ok()).collect();
+                assert_eq!(got.len(), 8, "{got:?}");
+                assert_eq!(got.iter().sum::<u64>(), 1, "{got:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn open_or_create_opens_a_ring_that_exists_and_keeps_its_capacity() {
+    let name = unique_name("ooc-exists");
+    let _c = Cleanup(name.clone());
+    let first = spsc::open_or_create::<u64>(&name, 16).unwrap();
+    assert!(first.is_creator());
+    let second = spsc::open_or_create::<u64>(&name, 4096).unwrap();
+    assert!(!second.is_creator());
+    assert_eq!(second.capacity(), 16);
+    // The type is still checked.
+    match spsc::open_or_create::<u32>(&name, 16) {
+        Err(RingError::Open(e)) => {
+            assert!(
+                matches!(e.kind(), OpenErrorKind::FingerprintMismatch { .. }),
+                "{e}"
+            )
+        }
+        other => panic!("a u32 ring opened a u64 one: {:?}", other.map(|_| ())),
+    }
+    // And the kind.
+    assert!(matches!(
+        mpmc::open_or_create::<u64>(&name, 16),
+        Err(RingError::Open(_))
+    ));
+}
+
+#[test]
+fn an_open_waits_for_a_name_that_appears_later() {
+    for kind in ["spsc", "mpmc"] {
+        let name = unique_name(&format!("wait-name-{kind}"));
+        let _c = Cleanup(name.clone());
+        let creator = {
+            let name = name.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                // Keep the name past this thread: the opener may not have opened yet.
+                let seg = SegmentBuilder::new(&name).unlink_on_drop(false);
+                match kind {
+                    "spsc" => drop(spsc::Builder::<u64>::new(&name).segment(seg).create()),
+                    _ => drop(mpmc::Builder::<u64>::new(&name).segment(seg).create()),
+                }
+            })
+        };
+        let t = Instant::now();
+        let wait = Duration::from_secs(10);
+        let opened = match kind {
+            "spsc" => spsc::Builder::<u64>::new(&name)
+                .wait_for_name(wait)
+                .open()
+                .map(|r| r.capacity()),
+            _ => mpmc::Builder::<u64>::new(&name)
+                .wait_for_name(wait)
+                .open()
+                .map(|r| r.capacity()),
+        };
+        assert_eq!(opened.unwrap(), 1024, "{kind}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{kind}: {:?}",
+            t.elapsed()
+        );
+        creator.join().unwrap();
+    }
+}
+
+#[test]
+fn a_wait_for_a_name_that_never_appears_ends_in_not_found() {
+    let name = unique_name("wait-name-never");
+    let t = Instant::now();
+    let r = spsc::Builder::<u64>::new(&name)
+        .wait_for_name(Duration::from_millis(100))
+        .open();
+    let took = t.elapsed();
+    match r {
+        Err(RingError::Open(e)) => assert!(matches!(e.kind(), OpenErrorKind::NotFound), "{e}"),
+        other => panic!("opened a ring nobody made: {:?}", other.map(|_| ())),
+    }
+    assert!(took >= Duration::from_millis(100), "{took:?}");
+    // Without a wait, a missing name fails at once (well under the wait above).
+    let t = Instant::now();
+    assert!(spsc::open::<u64>(&name).is_err());
+    assert!(t.elapsed() < Duration::from_millis(100));
+    // A huge wait saturates instead of panicking; nothing to check but that it is accepted.
+    let _ = spsc::Builder::<u64>::new(&name).wait_for_name(Duration::MAX);
+}
+
+#[test]
+fn a_ring_has_one_name_whatever_its_segment_options_say() {
+    let name = unique_name("one-name-a");
+    let other = unique_name("one-name-b");
+    let (_c1, _c2) = (Cleanup(name.clone()), Cleanup(other.clone()));
+    let conflict = |r: Result<(), RingError>| match r {
+        Err(e @ RingError::NameConflict { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&name) && text.contains(&other), "{text}");
+        }
+        other => panic!("the conflict went unnoticed: {other:?}"),
+    };
+    let seg = || SegmentBuilder::new(&other);
+    conflict(
+        spsc::Builder::<u64>::new(&name)
+            .segment(seg())
+            .create()
+            .map(drop),
+    );
+    conflict(
+        spsc::Builder::<u64>::new(&name)
+            .segment(seg())
+            .open()
+            .map(drop),
+    );
+    conflict(
+        spsc::Builder::<u64>::new(&name)
+            .segment(seg())
+            .open_or_create()
+            .map(drop),
+    );
+    conflict(
+        mpmc::Builder::<u64>::new(&name)
+            .segment(seg())
+            .create()
+            .map(drop),
+    );
+    conflict(
+        mpmc::Builder::<u64>::new(&name)
+            .segment(seg())
+            .open()
+            .map(drop),
+    );
+    conflict(
+        mpmc::Builder::<u64>::new(&name)
+            .segment(seg())
+            .open_or_create()
+            .map(drop),
+    );
+    // Neither name was created.
+    assert!(shm_core::inspect(&name).is_err());
+    assert!(shm_core::inspect(&other).is_err());
+    // Options for the ring's own name are used (here: the creator keeps the name).
+    let r = spsc::Builder::<u64>::new(&name)
+        .segment(SegmentBuilder::new(&name).unlink_on_drop(false))
+        .create()
+        .unwrap();
+    assert_eq!(r.name(), name);
+    drop(r);
+    assert!(spsc::open::<u64>(&name).is_ok());
+}
