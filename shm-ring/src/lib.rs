@@ -2,14 +2,19 @@
 //!
 //! - [`spsc`]: one producer process, one consumer process. Cache-padded positions, each
 //!   handle caching the other side's, `try_`/blocking/`_timeout` forms, zero-copy chunks.
-//! - [`mpmc`]: any number of producers and consumers, in any processes (per-slot sequence
-//!   numbers, Vyukov style), with a claim timeout so a producer killed mid-push cannot
-//!   wedge the consumers.
+//! - [`mpmc`]: work distribution: any number of producers and consumers, in any processes,
+//!   and each message goes to exactly one consumer (whichever claims it first), not to
+//!   every consumer. Per-slot sequence numbers, Vyukov style, with a claim timeout so a
+//!   producer killed mid-push cannot wedge the consumers.
 //!
-//! Blocking waits spin, then yield, then sleep on a futex on the very position word the
-//! other side will change; the other side makes a `FUTEX_WAKE` only when someone sleeps
-//! (see [`WaitStrategy`]). A side learns that its peer closed ([`PopError::Disconnected`])
-//! or died ([`PopError::PeerDied`]) after draining what was published.
+//! Blocking waits spin, then yield, then sleep on a futex. The futex word is not the
+//! position itself but an eventcount on a line of its own (a count of sleepers and an epoch
+//! that wakers bump), so a close, which moves no position, wakes sleepers too; the other
+//! side makes a `FUTEX_WAKE` only when someone sleeps (see [`WaitStrategy`]). A parked
+//! handle is not free: it wakes about once a second ([`WATCHED_SLICE`]) to re-check its
+//! peer, or once per liveness interval when no exit watcher covers it. A side learns that
+//! its peer closed ([`PopError::Disconnected`]) or died ([`PopError::PeerDied`]) after
+//! draining what was published.
 //!
 //! ```
 //! use shm_ring::spsc;

@@ -1,4 +1,7 @@
-//! A bounded multi-producer multi-consumer ring between any number of processes.
+//! A bounded multi-producer multi-consumer ring between any number of processes: work
+//! distribution. Each message goes to exactly one consumer, whichever claims its slot
+//! first; consumers share the stream, they do not each see all of it. Per producer, the
+//! messages one consumer gets keep that producer's order.
 //!
 //! Each slot carries one 64-bit word, `seq` (after Vyukov's bounded MPMC queue), that says
 //! whose the slot is. For a slot at position `pos` (index `pos & (capacity - 1)`):

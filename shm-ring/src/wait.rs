@@ -1,5 +1,6 @@
-//! How a blocked side waits: spin, then (if allowed) sleep on the very position word that
-//! will change, with a flag so the other side makes a syscall only when someone sleeps.
+//! How a blocked side waits: spin, then (if allowed) sleep on the eventcount of the side it
+//! waits for (a [`FlagLine`]: a sleeper count and an epoch), so the other side makes a
+//! syscall only when someone sleeps.
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! on the ring, so `try_push` never has anyone to wake). It reports missed deadlines; the
 //! consumer reports xruns (blocks lost or late).
 //!
-//! Run: `cargo run --release --example audio` (it starts the consumer process itself).
+//! Run: `cargo run --release -p shmring-examples --example audio` (it starts the consumer process itself).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader};

@@ -1,7 +1,7 @@
 //! A feed process publishes market-data ticks through an SPSC ring to a strategy process,
 //! and the latest price through a `SeqLock`; the strategy prints tick-to-strategy latency.
 //!
-//! Run: `cargo run --release --example ticks` (it starts the strategy process itself).
+//! Run: `cargo run --release -p shmring-examples --example ticks` (it starts the strategy process itself).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -1,0 +1,1 @@
+//! Nothing but a home for the examples in `examples/` (see this package's `Cargo.toml`).
