@@ -319,6 +319,8 @@ impl<T: Pod> Ring<T> {
             waiter: Waiter::new(),
             stalled_at: tail.wrapping_sub(1),
             deaths: Deaths::default(),
+            watched: u64::MAX,
+            deaths_at: 0,
         })
     }
 
@@ -425,6 +427,10 @@ pub struct Producer<T> {
     stalled_at: u64,
     /// Exits of the watched peer, counted by its exit notice.
     deaths: Deaths,
+    /// The consumer's owner word when we last looked closer (see `consumer_exited`).
+    watched: u64,
+    /// `deaths` when we last looked closer; `u64::MAX` once that consumer is known dead.
+    deaths_at: u64,
 }
 
 /// The popping end of an SPSC ring. `&mut self` methods: one thread at a time.
@@ -535,12 +541,19 @@ impl<T: Pod> Producer<T> {
     ///
     /// # Errors
     ///
-    /// `Full`, or when full: `Disconnected` (consumer closed), `PeerDied` (consumer dead,
-    /// checked at most every [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)); `Corrupted`. The value comes back.
+    /// `PeerDied` as soon as this process's exit watcher has heard that the consumer's
+    /// process died (within about a millisecond of a SIGKILL), full or not; then, until a
+    /// new consumer takes the end over, every push says the same. `Full`, or when full:
+    /// `Disconnected` (consumer closed), `PeerDied` (consumer dead, checked at most every
+    /// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL): the only check where no pidfd can
+    /// watch the consumer); `Corrupted`. The value comes back.
     #[inline]
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         if !self.origin.is_current() {
             return Err(PushError::Forked(value));
+        }
+        if self.consumer_exited() {
+            return Err(PushError::PeerDied(value));
         }
         if self.tail.wrapping_sub(self.head_cache) >= self.mem.cap() {
             if self.refresh_head().is_err() {
@@ -574,6 +587,58 @@ impl<T: Pod> Producer<T> {
             return PushError::PeerDied(value);
         }
         PushError::Full(value)
+    }
+
+    /// Whether the consumer died, as its exit notice tells: on every push, two loads that
+    /// stay in this core's cache while nothing changes (the consumer's owner word, on a line
+    /// written only by attach and release, and this handle's own death counter) and no
+    /// syscall; a closer look only when one of them moved. Where no pidfd watches the
+    /// consumer, this never says so, and a full ring's liveness check does.
+    #[inline]
+    fn consumer_exited(&mut self) -> bool {
+        if cfg!(shm_loom) {
+            return false;
+        }
+        // Relaxed: a hint to look closer; the closer look checks the process itself.
+        let word = self
+            .mem
+            .ctrl()
+            .config
+            .consumer
+            .owner
+            .load(Ordering::Relaxed);
+        // Relaxed: as above; the closer look re-reads it with SeqCst (`deaths_seen`).
+        let deaths = self.deaths.load(std::sync::atomic::Ordering::Relaxed);
+        if word == self.watched && deaths == self.deaths_at {
+            return false;
+        }
+        self.consumer_exited_slow(word)
+    }
+
+    #[cold]
+    fn consumer_exited_slow(&mut self, word: u64) -> bool {
+        if word == self.watched && self.deaths_at == u64::MAX {
+            // Known dead, and nobody has taken its end over.
+            return true;
+        }
+        self.watched = word;
+        self.deaths_at = end::deaths_seen(&self.deaths);
+        if word == 0 {
+            return false;
+        }
+        let c = self.mem.ctrl();
+        let watched = self.peer.wake_on_exit(
+            word,
+            self.me,
+            &c.producer_waiting,
+            self.mem.owner(),
+            &self.deaths,
+        );
+        if watched || !self.consumer_dead() {
+            return false;
+        }
+        self.deaths_at = u64::MAX;
+        true
     }
 
     fn consumer_dead(&mut self) -> bool {
@@ -743,16 +808,14 @@ impl<T: Pod> Producer<T> {
         n
     }
 
-    /// Whether the consumer closed its end (a dropped handle).
+    /// Whether the consumer is gone: it closed its end (a dropped handle), or its process
+    /// died holding it (checked through its pidfd or `/proc`, once per call). A consumer
+    /// that takes the end over makes it `false` again.
     pub fn is_abandoned(&self) -> bool {
+        let end = &self.mem.ctrl().config.consumer;
         // Acquire: pairs with the Release store in `End::release`.
-        self.mem
-            .ctrl()
-            .config
-            .consumer
-            .state
-            .load(Ordering::Acquire)
-            == CLOSED
+        end.state.load(Ordering::Acquire) == CLOSED
+            || matches!(end.status(), EndStatus::Attached { alive: false, .. })
     }
 }
 
@@ -1250,16 +1313,15 @@ impl<T: Pod> Consumer<T> {
         n
     }
 
-    /// Whether the producer closed its end (a dropped handle).
+    /// Whether the producer is gone: it closed its end (a dropped handle), or its process
+    /// died holding it (checked through its pidfd or `/proc`, once per call). What it
+    /// published may still be in the ring. A producer that takes the end over makes it
+    /// `false` again.
     pub fn is_abandoned(&self) -> bool {
+        let end = &self.mem.ctrl().config.producer;
         // Acquire: pairs with the Release store in `End::release`.
-        self.mem
-            .ctrl()
-            .config
-            .producer
-            .state
-            .load(Ordering::Acquire)
-            == CLOSED
+        end.state.load(Ordering::Acquire) == CLOSED
+            || matches!(end.status(), EndStatus::Attached { alive: false, .. })
     }
 }
 

@@ -376,7 +376,7 @@ fn pop_then_wait(name: &str) {
 }
 
 #[test]
-fn consumer_killed_pushes_go_on_until_full_then_peer_died_and_a_successor_gets_the_rest() {
+fn consumer_killed_pushes_say_peer_died_before_the_ring_fills_and_a_successor_gets_the_rest() {
     let name = unique_name("kill-c");
     let _c = Cleanup(name.clone());
     let ring = spsc::create::<u64>(&name, 16).unwrap();
@@ -389,29 +389,18 @@ fn consumer_killed_pushes_go_on_until_full_then_peer_died_and_a_successor_gets_t
     let mut consumer = Running::spawn(consumer);
     consumer.expect_line("popped 4", Duration::from_secs(30));
     consumer.kill9();
-    // The ring is not full: pushes succeed as if nothing happened (nobody checks a peer
-    // on the fast path) until it is.
-    for i in 10..20 {
-        tx.try_push(i).unwrap();
-    }
-    // Full now: a try_push checks the peer (at most every LIVENESS_INTERVAL) and may
-    // already say so; a blocked push certainly learns it, and gets its value back.
-    assert!(
-        matches!(
-            tx.try_push(20),
-            Err(PushError::Full(20) | PushError::PeerDied(20))
-        ),
-        "full"
-    );
+    // The ring is not full, but the push learns of the death (here at once: the consumer
+    // is already reaped when the push first looks at its new owner word) and hands the
+    // value back; so do the blocking forms.
     let t = Instant::now();
+    assert_eq!(tx.try_push(10), Err(PushError::PeerDied(10)));
+    assert_eq!(tx.push(10), Err(PushError::PeerDied(10)));
     assert_eq!(
-        tx.push_timeout(20, Duration::from_secs(30)),
-        Err(PushError::PeerDied(20))
+        tx.push_timeout(10, Duration::from_secs(30)),
+        Err(PushError::PeerDied(10))
     );
-    println!(
-        "spsc: a blocked push saw PeerDied {:?} after it began",
-        t.elapsed()
-    );
+    println!("spsc: pushes saw PeerDied {:?} after the kill", t.elapsed());
+    assert_eq!(ring.stats().pushes, 10);
     assert!(matches!(
         ring.stats().consumer,
         EndStatus::Attached { alive: false, .. }
@@ -419,12 +408,12 @@ fn consumer_killed_pushes_go_on_until_full_then_peer_died_and_a_successor_gets_t
     // Nothing published is lost: a new consumer takes the dead one's end over and gets
     // every item the dead one had not consumed, in order.
     let mut rx = ring.consumer().unwrap();
-    for i in 4..20 {
+    for i in 4..10 {
         assert_eq!(rx.try_pop(), Ok(i));
     }
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
-    tx.push(20).unwrap();
-    assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(20));
+    tx.push(10).unwrap();
+    assert_eq!(rx.pop_timeout(Duration::from_secs(10)), Ok(10));
 }
 
 /// Pushes `COUNT` items, then fills a chunk and dies before committing it.
@@ -494,9 +483,10 @@ fn park_producer(name: &str) {
 
 #[test]
 fn a_parked_end_killed_in_its_sleep_costs_one_wake_and_nothing_else() {
-    // A consumer asleep on an empty ring is killed: pushes go on, the first pays one
-    // FUTEX_WAKE for the sleeper that will never come back (counted in `wakeups`) and marks
-    // the flag woken, the rest pay none, and a new consumer gets every item in order.
+    // A consumer asleep on an empty ring is killed: a push says `PeerDied` and wakes
+    // nobody. A new consumer takes the end over; the first push then pays one FUTEX_WAKE
+    // for the dead sleeper still counted on the flag (counted in `wakeups`) and marks the
+    // flag woken, the rest pay none, and the new consumer gets every item in order.
     let name = unique_name("kill-parked-c");
     let _c = Cleanup(name.clone());
     let ring = spsc::create::<u64>(&name, 16).unwrap();
@@ -507,11 +497,14 @@ fn a_parked_end_killed_in_its_sleep_costs_one_wake_and_nothing_else() {
     until_word(&name, 128 + 384, "the consumer asleep", |w| w != 0);
     parked.kill9();
     let before = ring.stats().wakeups;
+    assert_eq!(tx.try_push(0), Err(PushError::PeerDied(0)));
+    assert_eq!(ring.stats().wakeups, before, "{:?}", ring.stats());
+    let mut rx = ring.consumer().unwrap();
+    let before = ring.stats().wakeups;
     for i in 0..10 {
         tx.try_push(i).unwrap();
     }
     assert_eq!(ring.stats().wakeups, before + 1, "{:?}", ring.stats());
-    let mut rx = ring.consumer().unwrap();
     for i in 0..10 {
         assert_eq!(rx.try_pop(), Ok(i));
     }

@@ -219,3 +219,57 @@ fn a_peer_that_dies_between_two_sleeps_is_heard_at_once() {
         "slept on a spent notice: {took:?}"
     );
 }
+
+#[test]
+fn a_push_hears_of_its_consumers_death_before_the_ring_fills() {
+    let name = unique_name("wait-push-death");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 4096).unwrap();
+    let mut tx = ring.producer().unwrap();
+    // Only the exit watcher can tell in time: the liveness check runs only on a full ring.
+    tx.set_liveness_interval(NEVER);
+    let mut peer = holding("spsc-consumer", &name);
+    tx.try_push(0).unwrap();
+    assert!(!tx.is_abandoned());
+    peer.kill9();
+    let killed = Instant::now();
+    let mut pushed = 1u64;
+    let err = loop {
+        match tx.try_push(pushed) {
+            Ok(()) => pushed += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "no PeerDied in 10 s"
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let took = killed.elapsed();
+    assert_eq!(err, PushError::PeerDied(pushed));
+    assert!(pushed < 4096, "the ring filled first: {pushed} pushes");
+    assert!(tx.is_abandoned());
+    // It stays so: every push says it, and nothing more lands in the ring.
+    assert_eq!(tx.try_push(7), Err(PushError::PeerDied(7)));
+    assert_eq!(ring.stats().pushes, pushed);
+    println!("PeerDied {took:?} after SIGKILL, after {pushed} pushes");
+    // A consumer that takes the end over gets the backlog, and pushes flow again.
+    let mut rx = ring.consumer().unwrap();
+    assert!(!tx.is_abandoned());
+    tx.try_push(pushed).unwrap();
+    for i in 0..=pushed {
+        assert_eq!(rx.try_pop(), Ok(i));
+    }
+}
+
+#[test]
+fn is_abandoned_counts_a_killed_producer() {
+    let name = unique_name("wait-abandon-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let rx = ring.consumer().unwrap();
+    let mut peer = holding("spsc-producer", &name);
+    assert!(!rx.is_abandoned());
+    peer.kill9();
+    assert!(rx.is_abandoned());
+}
