@@ -46,7 +46,18 @@ fn stale(info: &shm_core::SegmentInfo) -> bool {
 }
 
 fn remove_garbage(name: &str) -> shm_core::SegmentInfo {
-    shm_core::remove_stale_by(name, StaleCheck::TrustLocks).unwrap()
+    // Another test thread of this binary that spawns a process holds every open file of
+    // ours, the in-use lock included, between its fork and its exec: that transient holder
+    // is `InUse { pid: None }`. Try again for a while; a real holder stays.
+    for _ in 0..100 {
+        match shm_core::remove_stale_by(name, StaleCheck::TrustLocks) {
+            Err(e) if matches!(e.kind(), RemoveErrorKind::InUse { pid: None }) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
+    panic!("{name} stayed in use for a second")
 }
 
 fn shm_file(name: &str) -> std::fs::File {
