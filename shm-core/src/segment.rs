@@ -357,11 +357,6 @@ impl SegmentBuilder {
         self
     }
 
-    /// The open timeout these options carry (see [`open_timeout`](Self::open_timeout)).
-    pub fn open_timeout_value(&self) -> Duration {
-        self.open_timeout
-    }
-
     /// Fault every page in at create/open, so the hot path takes no page fault.
     pub fn prefault(mut self, prefault: bool) -> Self {
         self.prefault = prefault;
@@ -663,12 +658,42 @@ impl SegmentBuilder {
         F: FnOnce(&Segment) -> Result<(), E>,
         E: Into<Box<dyn Error + Send + Sync>>,
     {
+        self.open_or_create_by(init, |b| b.open())
+    }
+
+    /// [`open_or_create_with`](Self::open_or_create_with) whose open of an existing segment
+    /// is [`open_bounded`](Self::open_bounded) with `need` (a ring, whose length only its
+    /// control block tells).
+    ///
+    /// # Errors
+    ///
+    /// As [`open_or_create_with`](Self::open_or_create_with).
+    pub fn open_or_create_bounded<E, F>(
+        &self,
+        init: F,
+        need: impl Fn(&Segment) -> Option<u64>,
+    ) -> Result<Segment, OpenOrCreateError>
+    where
+        F: FnOnce(&Segment) -> Result<(), E>,
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
+        self.open_or_create_by(init, |b| b.open_bounded(&need))
+    }
+
+    fn open_or_create_by<E, F>(
+        &self,
+        init: F,
+        open: impl Fn(&SegmentBuilder) -> Result<Segment, OpenError>,
+    ) -> Result<Segment, OpenOrCreateError>
+    where
+        F: FnOnce(&Segment) -> Result<(), E>,
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
         let start = Instant::now();
         let mut init = Some(init);
         let mut pause = Backoff::new();
         // A missing name is ours to create, never to wait for.
         let this = self.clone().wait_for_name(Duration::ZERO);
-        let this = &this;
         loop {
             // `init` is only taken by a create that got the name, so it survives retries.
             let created = this.create_with(|seg| match init.take() {
@@ -680,7 +705,7 @@ impl SegmentBuilder {
                 Err(e) if matches!(e.kind, CreateErrorKind::AlreadyExists) => {}
                 Err(e) => return Err(e.into()),
             }
-            match this.open() {
+            match open(&this) {
                 Ok(seg) => return Ok(seg),
                 Err(e)
                     if matches!(

@@ -299,6 +299,15 @@ impl From<shm_core::CreateError> for RingError {
     }
 }
 
+impl From<shm_core::OpenOrCreateError> for RingError {
+    fn from(e: shm_core::OpenOrCreateError) -> Self {
+        match e {
+            shm_core::OpenOrCreateError::Create(e) => RingError::Create(e),
+            shm_core::OpenOrCreateError::Open(e) => RingError::Open(e),
+        }
+    }
+}
+
 impl From<shm_core::OpenError> for RingError {
     fn from(e: shm_core::OpenError) -> Self {
         RingError::Open(e)

@@ -115,39 +115,6 @@ pub(crate) fn segment_options(
     })
 }
 
-/// `open_or_create` of every ring kind: `create`, else `open` what exists. A creator that
-/// fails removes its half-made segment, which the open then finds missing or poisoned: try
-/// again, within the open timeout `timeout`.
-#[cfg(not(shm_loom))]
-pub(crate) fn open_or_create<R>(
-    timeout: std::time::Duration,
-    create: impl Fn() -> Result<R, RingError>,
-    open: impl Fn() -> Result<R, RingError>,
-) -> Result<R, RingError> {
-    use shm_core::{CreateErrorKind, OpenErrorKind};
-    use std::time::{Duration, Instant};
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(50);
-    loop {
-        match create() {
-            Err(RingError::Create(e)) if matches!(e.kind(), CreateErrorKind::AlreadyExists) => {}
-            other => return other,
-        }
-        match open() {
-            Err(RingError::Open(e))
-                if matches!(
-                    e.kind(),
-                    OpenErrorKind::NotFound | OpenErrorKind::Poisoned { .. }
-                ) && start.elapsed() < timeout =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(5));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).
 macro_rules! fault_point {
     ($name:literal) => {

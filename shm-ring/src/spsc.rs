@@ -1526,14 +1526,7 @@ mod shared {
         }
 
         fn seg_builder(&self) -> Result<SegmentBuilder, RingError> {
-            self.seg_builder_waiting(None)
-        }
-
-        fn seg_builder_waiting(
-            &self,
-            name_wait: Option<Duration>,
-        ) -> Result<SegmentBuilder, RingError> {
-            let b = crate::segment_options(&self.name, self.segment.as_ref(), name_wait)?;
+            let b = crate::segment_options(&self.name, self.segment.as_ref(), self.name_wait)?;
             Ok(b.kind(Kind::Spsc).fingerprint(self.fingerprint()))
         }
 
@@ -1544,7 +1537,14 @@ mod shared {
         /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`, or the segment's
         /// `Create` error (e.g. `AlreadyExists`).
         pub fn create(&self) -> Result<Ring<T>, RingError> {
+            self.create_or_open(false)
+        }
+
+        /// `create`, or (`open_existing`) `open_or_create`: one path, so that a ring made
+        /// by either is the same ring.
+        fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
+            let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
             let cap = round_capacity(&self.name, self.capacity)?;
             let too_large = || RingError::CapacityTooLarge {
                 name: self.name.clone(),
@@ -1553,22 +1553,35 @@ mod shared {
             let (l, ctrl_r, slots_r) =
                 mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| too_large())?;
             let initial = self.initial_position;
-            let seg = self.seg_builder()?.layout(&l).create_with(|seg| {
+            let init = |seg: &shm_core::Segment| {
                 let c = seg.get(ctrl_r)?;
                 c.config.capacity.store(cap, Ordering::Relaxed);
                 c.config.initial.store(initial, Ordering::Relaxed);
                 c.tail.pos.store(initial, Ordering::Relaxed);
                 c.head.pos.store(initial, Ordering::Relaxed);
                 Ok::<_, shm_core::RegionError>(())
-            })?;
-            Ok(Ring::from_mem(
+            };
+            let builder = self.seg_builder()?.layout(&l);
+            let seg = if open_existing {
+                builder.open_or_create_bounded(init, |seg| {
+                    mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of)
+                })?
+            } else {
+                builder.create_with(init)?
+            };
+            if !seg.is_creator() {
+                return self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false);
+            }
+            let mem =
                 Mem::over_segment(seg, cap, ctrl_r, slots_r).map_err(|e| RingError::Corrupted {
                     name: self.name.clone(),
                     what: format!("the new segment lacks its regions: {e}"),
-                })?,
-                self.name.clone(),
-                true,
-            ))
+                })?;
+            self.ring(mem, true)
+        }
+
+        fn ring(&self, mem: Mem<Control, Slot<T>>, created: bool) -> Result<Ring<T>, RingError> {
+            Ok(Ring::from_mem(mem, self.name.clone(), created))
         }
 
         /// Opens an existing ring segment, checking its kind, payload type and layout.
@@ -1578,25 +1591,15 @@ mod shared {
         /// The segment's `Open` error (wrong kind or type is a mismatch error that says
         /// expected vs found), or `Corrupted` if its control block is impossible.
         pub fn open(&self) -> Result<Ring<T>, RingError> {
-            self.open_with(self.name_wait)
-        }
-
-        /// `open` without waiting for the name.
-        fn open_now(&self) -> Result<Ring<T>, RingError> {
-            self.open_with(Some(Duration::ZERO))
-        }
-
-        fn open_with(&self, name_wait: Option<Duration>) -> Result<Ring<T>, RingError> {
             check_payload::<T>(&self.name)?;
             let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
             // Only the header and the control block are read before the file's length is
             // checked against what the recorded capacity needs (a planted file far larger
             // than that is refused, never faulted in).
             let seg = self
-                .seg_builder_waiting(name_wait)?
+                .seg_builder()?
                 .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
-            let mem = Mem::open_segment(seg, &self.name, 1, cap_of)?;
-            Ok(Ring::from_mem(mem, self.name.clone(), false))
+            self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false)
         }
 
         /// Opens the ring if it exists, else creates it. When many processes race, exactly
@@ -1612,8 +1615,7 @@ mod shared {
         /// removes its half-made segment and the others try again, for up to the open
         /// timeout of the segment options.
         pub fn open_or_create(&self) -> Result<Ring<T>, RingError> {
-            let timeout = self.seg_builder()?.open_timeout_value();
-            crate::open_or_create(timeout, || self.create(), || self.open_now())
+            self.create_or_open(true)
         }
     }
 
