@@ -10,7 +10,7 @@
 use std::sync::Barrier;
 use std::time::Instant;
 
-use shm_ring::{mpmc, spsc, WaitStrategy};
+use shm_ring::{mpmc, spsc, PopError, PushError, WaitStrategy};
 
 const N: u64 = match option_env!("LOOPS_N") {
     Some(_) => 160_000_000,
@@ -51,6 +51,26 @@ fn two<P: Send, C: Send>(p: P, c: C, prod: fn(P), cons: fn(C)) -> f64 {
     N as f64 / t.as_secs_f64() / 1e6
 }
 
+/// The wait strategy a `-2p` SPSC row names (`None`: `try_` retry loops).
+fn strategy_of(row: &str) -> Option<WaitStrategy> {
+    match row {
+        "spsc-block-spin-2p" => Some(WaitStrategy::BusySpin),
+        "spsc-block-park-2p" => Some(WaitStrategy::SpinThenPark),
+        _ => None,
+    }
+}
+
+/// `try_push` retried while the ring is full; any other error ends the run.
+fn push_retrying(tx: &mut spsc::Producer<u64>, i: u64) {
+    loop {
+        match tx.try_push(i) {
+            Ok(()) => return,
+            Err(PushError::Full(_)) => {}
+            Err(e) => panic!("push {i}: {e}"),
+        }
+    }
+}
+
 /// The consumer loop of a `-2p` row, in the child process.
 fn child(row: &str, name: &str) {
     pin(1);
@@ -66,11 +86,7 @@ fn child(row: &str, name: &str) {
         }
         _ => {
             let mut rx = spsc::open::<u64>(name).unwrap().consumer().unwrap();
-            let st = match row {
-                "spsc-block-spin-2p" => Some(WaitStrategy::BusySpin),
-                "spsc-block-park-2p" => Some(WaitStrategy::SpinThenPark),
-                _ => None,
-            };
+            let st = strategy_of(row);
             if let Some(st) = st {
                 rx.set_wait_strategy(st);
             }
@@ -78,8 +94,10 @@ fn child(row: &str, name: &str) {
                 let v = match st {
                     Some(_) => rx.pop().unwrap(),
                     None => loop {
-                        if let Ok(v) = rx.try_pop() {
-                            break v;
+                        match rx.try_pop() {
+                            Ok(v) => break v,
+                            Err(PopError::Empty) => {}
+                            Err(e) => panic!("pop {i}: {e}"),
                         }
                     },
                 };
@@ -114,11 +132,7 @@ fn two_processes(row: &str, name: &str) {
     } else {
         let r = spsc::create::<u64>(name, CAP).unwrap();
         let mut tx = r.producer().unwrap();
-        let st = match row {
-            "spsc-block-spin-2p" => Some(WaitStrategy::BusySpin),
-            "spsc-block-park-2p" => Some(WaitStrategy::SpinThenPark),
-            _ => None,
-        };
+        let st = strategy_of(row);
         if let Some(st) = st {
             tx.set_wait_strategy(st);
         }
@@ -126,7 +140,7 @@ fn two_processes(row: &str, name: &str) {
         for i in 0..N {
             match st {
                 Some(_) => tx.push(i).unwrap(),
-                None => while tx.try_push(i).is_err() {},
+                None => push_retrying(&mut tx, i),
             }
         }
         assert!(kid.wait().unwrap().success());
@@ -134,6 +148,13 @@ fn two_processes(row: &str, name: &str) {
 }
 
 fn main() {
+    // A thread that panics must not leave its peer spinning on a ring nobody will move:
+    // end the whole process (and so, through the ring's liveness checks, its child).
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() == 3 && args[0] == "--child" {
         return child(&args[1], &args[2]);
