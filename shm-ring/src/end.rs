@@ -238,12 +238,17 @@ impl PeerWatch {
     }
 
     /// Whether the exit notice on the watched peer fired: it is dead, and a waiter should
-    /// check it now rather than sleep.
-    pub fn exited(&self) -> bool {
+    /// check it now rather than sleep. Says so once: the spent notice is dropped, so a
+    /// waiter whose check does not end its wait (the peer died before its end was
+    /// `ATTACHED`, or the end holds a state no check knows) sleeps on the timer next
+    /// instead of spinning on the notice.
+    pub fn take_exited(&mut self) -> bool {
         #[cfg(not(shm_loom))]
-        return self.notice.as_ref().is_some_and(|n| n.fired());
-        #[cfg(shm_loom)]
-        return false;
+        if self.notice.as_ref().is_some_and(|n| n.fired()) {
+            self.notice = None;
+            return true;
+        }
+        false
     }
 
     /// Under loom no watcher runs: sleepers re-check on their slices.

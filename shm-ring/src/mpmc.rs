@@ -1156,7 +1156,8 @@ impl<T: Pod> Producer<T> {
         if !self.waiter.may_sleep(strategy) {
             return;
         }
-        if self.peers.iter().any(PeerWatch::exited) {
+        // Every spent notice is taken (each says so once), not only the first.
+        if self.peers.iter_mut().fold(false, |any, p| p.take_exited() | any) {
             // A watched peer died while we were not asleep (its notice woke nobody): let
             // the caller's next check reap it now.
             self.liveness.expire();
@@ -1958,7 +1959,8 @@ impl<T: Pod> Consumer<T> {
         if !self.waiter.may_sleep(strategy) {
             return;
         }
-        if self.peers.iter().any(PeerWatch::exited) {
+        // Every spent notice is taken (each says so once), not only the first.
+        if self.peers.iter_mut().fold(false, |any, p| p.take_exited() | any) {
             // A watched peer died while we were not asleep (its notice woke nobody): let
             // the caller's next check reap it now.
             self.liveness.expire();

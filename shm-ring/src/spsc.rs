@@ -849,7 +849,7 @@ struct Sleeper<'a, T> {
 /// notice bumps `deaths` past `seen`, the snapshot taken before the caller's last checks);
 /// else we re-check it every liveness interval.
 fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: impl Fn() -> bool) {
-    if s.peer.exited() {
+    if s.peer.take_exited() {
         // The peer died while we were not asleep (its notice woke nobody): check it now.
         s.liveness.expire();
         return;

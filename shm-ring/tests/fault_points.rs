@@ -716,3 +716,55 @@ fn a_consumer_killed_after_taking_an_item_loses_it_uncounted() {
         assert_eq!(got, [2, 3], "{kind}");
     }
 }
+
+/// CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn a_producer_whose_consumer_died_claiming_its_end_sleeps_rather_than_spins() {
+    // A consumer wins the end's owner word and is killed before its end is ATTACHED. The
+    // producer's push had armed an exit notice on it, which fires; but no check calls an
+    // end that never attached dead, so a blocked push must fall back to sleeping on its
+    // timer rather than return from every sleep at once on the spent notice.
+    let name = unique_name("f-spsc-claim-dies");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 2).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(0).unwrap();
+    tx.try_push(1).unwrap();
+    let mut kid = Running::spawn(end(
+        "spsc",
+        "consumer",
+        &name,
+        0,
+        0,
+        "end-claimed:1:60000",
+    ));
+    // The consumer's owner word (control block at 128, its `End` at +32): the pid half.
+    until_word(&name, 128 + 32 + 4, "the consumer's claim", |w| w != 0);
+    // This push sees the new owner and arms its notice while the claimant lives.
+    assert_eq!(tx.try_push(2), Err(PushError::Full(2)));
+    kid.kill9();
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu = thread_cpu();
+    assert_eq!(
+        tx.push_timeout(2, Duration::from_secs(1)),
+        Err(PushError::Timeout(2))
+    );
+    let used = thread_cpu() - cpu;
+    println!("a 1 s push_timeout on the orphaned claim used {used:?} of CPU");
+    // Sleeping on the 10 ms timer costs a few ms; spinning on the notice costs the second.
+    assert!(used < Duration::from_millis(300), "spun: {used:?} of CPU in 1 s");
+    // A consumer can still take the end over, and gets what was pushed.
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Ok(0));
+}
