@@ -1165,6 +1165,12 @@ impl<T: Pod> Producer<T> {
         }
         let c = self.ring.mem.ctrl();
         let head = c.head.pos.load(Ordering::Relaxed);
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        // A claim we waited on that is no longer the one at `tail` (another producer took
+        // that position) is no reason for short slices.
+        if self.stuck.is_some_and(|s| s.pos != tail) {
+            self.stuck = None;
+        }
         let owners = c.consumers.owners_digest();
         let slice = c.consumers.sleep_slice(
             &mut self.peers,
@@ -1174,7 +1180,6 @@ impl<T: Pod> Producer<T> {
             self.liveness.interval(),
             self.stuck.is_some(),
         );
-        let tail = c.tail.pos.load(Ordering::Relaxed);
         let deaths = &self.deaths;
         self.waiter.sleeping();
         wait::park(
@@ -1969,6 +1974,11 @@ impl<T: Pod> Consumer<T> {
         let c = self.ring.mem.ctrl();
         let tail = c.tail.pos.load(Ordering::Relaxed);
         let head = c.head.pos.load(Ordering::Relaxed);
+        // A claim we waited on that is no longer the one at `head` (another consumer took
+        // that item) is no reason for short slices.
+        if self.stuck.is_some_and(|s| s.pos != head) {
+            self.stuck = None;
+        }
         let owners = c.producers.owners_digest();
         let slice = c.producers.sleep_slice(
             &mut self.peers,

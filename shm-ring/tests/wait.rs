@@ -273,3 +273,38 @@ fn is_abandoned_counts_a_killed_producer() {
     peer.kill9();
     assert!(rx.is_abandoned());
 }
+
+#[test]
+fn a_claim_another_consumer_finished_leaves_no_short_sleep_slices_behind() {
+    // C2 waits on an item whose producer has claimed but not published it, so it re-checks
+    // that claim's timeout on short (1 ms) slices. C1 then takes the item. On the idle
+    // ring that follows, C2 must sleep its long slices again, not 1 ms ones for a claim
+    // that is long finished.
+    let name = unique_name("wait-stale-stuck");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let (mut c1, mut c2) = (ring.consumer().unwrap(), ring.consumer().unwrap());
+    let mut chunk = tx.write_chunk(1).unwrap();
+    assert_eq!(
+        c2.pop_timeout(Duration::from_millis(20)),
+        Err(PopError::Timeout)
+    );
+    chunk.set(0, 7);
+    chunk.commit_all();
+    assert_eq!(c1.try_pop(), Ok(7));
+    let sleeps = std::thread::spawn(move || {
+        let before = voluntary_switches();
+        assert_eq!(
+            c2.pop_timeout(Duration::from_secs(2)),
+            Err(PopError::Timeout)
+        );
+        voluntary_switches() - before
+    })
+    .join()
+    .unwrap();
+    println!("2 s idle after a finished claim: {sleeps} sleeps");
+    // About one per second of slice plus the spin phase's yields; 1 ms slices make ~2000.
+    assert!(sleeps <= 12, "{sleeps} sleeps in 2 s");
+    drop(tx);
+}
