@@ -923,11 +923,19 @@ impl<T: Pod> Producer<T> {
             if state == READING {
                 // Relaxed: as for the PUBLISHED case above; only a horizon.
                 let head = c.head.pos.load(Ordering::Relaxed);
+                // A reader marked `prev`, so it was claimed: `prev < head`. A `head` that
+                // says otherwise is garbage, and must not become a horizon that later
+                // positions inherit an expired start from: then nothing inherits.
+                let horizon = if head.wrapping_sub(prev).wrapping_sub(1) < cap {
+                    head.wrapping_add(cap)
+                } else {
+                    pos.wrapping_add(1)
+                };
                 if stuck_too_long(
                     &mut self.stuck,
                     &mut self.expired,
                     pos,
-                    head.wrapping_add(cap),
+                    horizon,
                     self.claim_timeout,
                 ) {
                     self.stuck = None;
