@@ -1131,6 +1131,9 @@ impl<T: Pod> Producer<T> {
             // Once per spin budget, the full check: full, or a consumer claim stuck past
             // the claim timeout (which this reclaims).
             self.waiter = waiter;
+            if waiter.was_cut() {
+                self.liveness.expire();
+            }
             let r = match outcome.unwrap_or_else(|| self.attempt(&value, true)) {
                 Attempt::Done(()) => Ok(()),
                 Attempt::Failed(f) => Err(fail_push(f, value)),
@@ -1165,7 +1168,11 @@ impl<T: Pod> Producer<T> {
             return;
         }
         // Every spent notice is taken (each says so once), not only the first.
-        if self.peers.iter_mut().fold(false, |any, p| p.take_exited() | any) {
+        if self
+            .peers
+            .iter_mut()
+            .fold(false, |any, p| p.take_exited() | any)
+        {
             // A watched peer died while we were not asleep (its notice woke nobody): let
             // the caller's next check reap it now.
             self.liveness.expire();
@@ -1940,6 +1947,9 @@ impl<T: Pod> Consumer<T> {
                 },
             );
             self.waiter = waiter;
+            if waiter.was_cut() {
+                self.liveness.expire();
+            }
             // Once per spin budget, the full check: empty, or a claim stuck past the claim
             // timeout (which this gives up).
             let r = match outcome.unwrap_or_else(|| self.attempt(true)) {
@@ -1973,7 +1983,11 @@ impl<T: Pod> Consumer<T> {
             return;
         }
         // Every spent notice is taken (each says so once), not only the first.
-        if self.peers.iter_mut().fold(false, |any, p| p.take_exited() | any) {
+        if self
+            .peers
+            .iter_mut()
+            .fold(false, |any, p| p.take_exited() | any)
+        {
             // A watched peer died while we were not asleep (its notice woke nobody): let
             // the caller's next check reap it now.
             self.liveness.expire();

@@ -732,6 +732,9 @@ impl<T: Pod> Producer<T> {
             if got.is_some() {
                 return Ok(());
             }
+            if self.waiter.was_cut() {
+                self.liveness.expire();
+            }
             let c = self.mem.ctrl();
             // Acquire: pairs with the Release store in `End::release`.
             if c.config.consumer.state.load(Ordering::Acquire) == CLOSED {
@@ -1237,6 +1240,9 @@ impl<T: Pod> Consumer<T> {
                 return Ok(());
             }
             // `empty` decides Disconnected / PeerDied after a final re-read of `tail`.
+            if self.waiter.was_cut() {
+                self.liveness.expire();
+            }
             match self.empty() {
                 PopError::Empty => {}
                 PopError::Disconnected => return Err(Stop::Disconnected),

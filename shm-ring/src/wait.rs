@@ -159,6 +159,14 @@ impl Waiter {
         strategy.parks() && !self.cut
     }
 
+    /// Whether the last `spin` was cut short for the caller's checks (its deadline or the
+    /// liveness interval passed) rather than ended by its budget: the caller checks its
+    /// peer now, not on its usual every-256th-poll schedule, which a spin that is cut once
+    /// per interval would stretch 256-fold.
+    pub fn was_cut(&self) -> bool {
+        self.cut
+    }
+
     /// The current adaptive budget, for tests.
     #[cfg(all(test, not(shm_loom)))]
     fn budget(&self) -> Duration {

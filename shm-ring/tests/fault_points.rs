@@ -741,14 +741,7 @@ fn a_producer_whose_consumer_died_claiming_its_end_sleeps_rather_than_spins() {
     let mut tx = ring.producer().unwrap();
     tx.try_push(0).unwrap();
     tx.try_push(1).unwrap();
-    let mut kid = Running::spawn(end(
-        "spsc",
-        "consumer",
-        &name,
-        0,
-        0,
-        "end-claimed:1:60000",
-    ));
+    let mut kid = Running::spawn(end("spsc", "consumer", &name, 0, 0, "end-claimed:1:60000"));
     // The consumer's owner word (control block at 128, its `End` at +32): the pid half.
     until_word(&name, 128 + 32 + 4, "the consumer's claim", |w| w != 0);
     // This push sees the new owner and arms its notice while the claimant lives.
@@ -763,7 +756,10 @@ fn a_producer_whose_consumer_died_claiming_its_end_sleeps_rather_than_spins() {
     let used = thread_cpu() - cpu;
     println!("a 1 s push_timeout on the orphaned claim used {used:?} of CPU");
     // Sleeping on the 10 ms timer costs a few ms; spinning on the notice costs the second.
-    assert!(used < Duration::from_millis(300), "spun: {used:?} of CPU in 1 s");
+    assert!(
+        used < Duration::from_millis(300),
+        "spun: {used:?} of CPU in 1 s"
+    );
     // A consumer can still take the end over, and gets what was pushed.
     let mut rx = ring.consumer().unwrap();
     assert_eq!(rx.try_pop(), Ok(0));

@@ -308,3 +308,37 @@ fn a_claim_another_consumer_finished_leaves_no_short_sleep_slices_behind() {
     assert!(sleeps <= 12, "{sleeps} sleeps in 2 s");
     drop(tx);
 }
+
+#[test]
+fn a_budget_spinning_longer_than_the_liveness_interval_still_checks_its_peer_each_interval() {
+    // `Budget` with an hour-long spin never sleeps, so no exit notice can end its wait: the
+    // spin is cut once per liveness interval, and each cut must check the peer.
+    for kind in ["spsc", "mpmc"] {
+        let name = unique_name(&format!("wait-long-budget-{kind}"));
+        let _c = Cleanup(name.clone());
+        let long = WaitStrategy::Budget(SpinBudget {
+            spin: Duration::from_secs(3600),
+            yields: 0,
+        });
+        let (killed, got) = if kind == "spsc" {
+            let ring = spsc::create::<u64>(&name, 64).unwrap();
+            let mut rx = ring.consumer().unwrap();
+            rx.set_wait_strategy(long);
+            let killer = kill_soon(holding("spsc-producer", &name));
+            let got = rx.pop_timeout(Duration::from_secs(60));
+            (killer.join().unwrap(), got)
+        } else {
+            let ring = mpmc::create::<u64>(&name, 64).unwrap();
+            let mut rx = ring.consumer().unwrap();
+            rx.set_wait_strategy(long);
+            let killer = kill_soon(holding("mpmc-producer", &name));
+            let got = rx.pop_timeout(Duration::from_secs(60));
+            (killer.join().unwrap(), got)
+        };
+        assert_eq!(got, Err(PopError::PeerDied), "{kind}");
+        let took = killed.elapsed();
+        println!("{kind}: a 1 h budget heard PeerDied {took:?} after SIGKILL");
+        // The interval is 10 ms; a check on every 256th cut would take 2.56 s.
+        assert!(took < Duration::from_secs(1), "{kind}: {took:?}");
+    }
+}
