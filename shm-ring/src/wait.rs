@@ -257,7 +257,9 @@ pub(crate) fn park(
     let _ = flag
         .waiting
         .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
-            Some((v & COUNT).wrapping_add(1) & COUNT)
+            // Saturating: a garbage count at its top must not wrap to 0 (no sleeper, so
+            // no waker would wake us).
+            Some(((v & COUNT) + 1).min(COUNT))
         });
     // Heavy barrier: orders our `waiting` increment before the re-check below, and forces
     // the waker's change-then-check through a full barrier too (see shm_sync::barrier).
@@ -293,12 +295,13 @@ pub(crate) fn park(
         // rather than spin straight back here (loom needs this yield to stay finite).
         shm_sync::primitive::yield_now();
     }
-    // Leaves `WOKEN` as it is (a garbage count of 0 wraps within `COUNT`, harmlessly: a
-    // waker then issues one needless wake).
+    // Leaves `WOKEN` as it is. Saturating: a count a peer zeroed stays 0 rather than wrap
+    // to `COUNT`, from which the next announcement would wrap back to 0 and go unseen by
+    // every waker, on every wait after.
     let _ = flag
         .waiting
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-            Some((v & WOKEN) | ((v & COUNT).wrapping_sub(1) & COUNT))
+            Some((v & WOKEN) | (v & COUNT).saturating_sub(1))
         });
 }
 
@@ -478,6 +481,46 @@ pub(crate) fn ended(waiter: &mut Waiter) {
 #[cfg(all(test, not(shm_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sleeper_count_a_peer_zeroed_does_not_wrap_into_an_unseen_announcement() {
+        let flag = FlagLine::new();
+        // A peer zeroes the count while we are announced (our `ready` plays that peer).
+        park(
+            &flag,
+            Some(Duration::from_millis(1)),
+            || {
+                flag.waiting.store(0, Ordering::Relaxed);
+                true
+            },
+            || None,
+        );
+        assert_eq!(flag.waiting.load(Ordering::Relaxed) & COUNT, 0);
+        // The next sleeper's announcement must be visible to a waker.
+        let seen = std::cell::Cell::new(false);
+        park(
+            &flag,
+            Some(Duration::from_millis(1)),
+            || {
+                seen.set(flag.waiting.load(Ordering::Relaxed) & COUNT != 0);
+                true
+            },
+            || None,
+        );
+        assert!(seen.get(), "an announced sleeper counted as none");
+        // A count at its top (garbage) saturates rather than wrapping to 0.
+        flag.waiting.store(COUNT, Ordering::Relaxed);
+        park(
+            &flag,
+            Some(Duration::from_millis(1)),
+            || {
+                seen.set(flag.waiting.load(Ordering::Relaxed) & COUNT != 0);
+                true
+            },
+            || None,
+        );
+        assert!(seen.get(), "a saturated count wrapped to 0");
+    }
 
     #[test]
     fn the_adaptive_budget_grows_after_short_sleeps_and_shrinks_after_long_ones() {
