@@ -1481,6 +1481,10 @@ fn claim_run<T>(
 /// [`commit`](Self::commit) (see [`Producer::write_chunk`]). MPMC slots are interleaved
 /// with their sequence words, so a chunk lends no slices: fill it with `set` or
 /// `copy_from`.
+///
+/// A chunk taken before a `fork` is inert in the child (its marks are the parent's, as is
+/// the end for every call there that returns `Forked`): its writes go nowhere, `commit`
+/// publishes nothing and returns 0, and dropping it gives nothing back.
 pub struct WriteChunk<'a, T: Pod> {
     producer: &'a mut Producer<T>,
     start: u64,
@@ -1505,6 +1509,9 @@ impl<T: Pod> WriteChunk<'_, T> {
     /// If `i >= len()`.
     pub fn set(&mut self, i: usize, value: T) {
         assert!(i < self.len, "chunk index {i} out of range 0..{}", self.len);
+        if !self.producer.origin.is_current() {
+            return;
+        }
         let slot = self
             .producer
             .ring
@@ -1538,6 +1545,9 @@ impl<T: Pod> WriteChunk<'_, T> {
     /// at the first slot they took.
     pub fn commit(mut self, k: usize) -> usize {
         let n = std::mem::take(&mut self.len);
+        if !self.producer.origin.is_current() {
+            return 0;
+        }
         self.producer.publish_run(self.start, k.min(n), n)
     }
 
@@ -1550,7 +1560,7 @@ impl<T: Pod> WriteChunk<'_, T> {
 
 impl<T: Pod> Drop for WriteChunk<'_, T> {
     fn drop(&mut self) {
-        if self.len > 0 {
+        if self.len > 0 && self.producer.origin.is_current() {
             // Not committed: give every slot back, so consumers pass them at once.
             self.producer.publish_run(self.start, 0, self.len);
         }

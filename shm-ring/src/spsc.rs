@@ -896,6 +896,10 @@ fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: imp
 }
 
 /// `n` reserved slots of a producer, filled in place, published by `commit`.
+///
+/// A chunk taken before a `fork` is inert in the child (the end is the parent's, as for
+/// every call there that returns `Forked`): its writes go nowhere, `as_mut_slices` lends
+/// empty slices and `commit` publishes nothing.
 pub struct WriteChunk<'a, T> {
     producer: &'a mut Producer<T>,
     start: u64,
@@ -920,6 +924,9 @@ impl<T: Pod> WriteChunk<'_, T> {
     /// If `i >= len()`.
     pub fn set(&mut self, i: usize, value: T) {
         assert!(i < self.len, "chunk index {i} out of range 0..{}", self.len);
+        if !self.producer.origin.is_current() {
+            return;
+        }
         let pos = self.start.wrapping_add(i as u64);
         // SAFETY: the slot lies in the reserved, unpublished range: only we access it.
         unsafe { mem::write(self.producer.mem.slot(pos), value) };
@@ -939,6 +946,9 @@ impl<T: Pod> WriteChunk<'_, T> {
             values.len(),
             self.len
         );
+        if !self.producer.origin.is_current() {
+            return;
+        }
         #[cfg(not(shm_loom))]
         {
             let (first, first_len) = self.first_run(values.len());
@@ -985,6 +995,9 @@ impl<T: Pod> WriteChunk<'_, T> {
     /// [`set`](Self::set) where you cannot trust every process that maps the ring.
     #[cfg(not(shm_loom))]
     pub fn as_mut_slices(&mut self) -> (&mut [T], &mut [T]) {
+        if !self.producer.origin.is_current() {
+            return (&mut [], &mut []);
+        }
         let cap = self.producer.mem.cap();
         let first_index = self.start & (cap - 1);
         let first_len = (self.len as u64).min(cap - first_index) as usize;
@@ -1005,7 +1018,7 @@ impl<T: Pod> WriteChunk<'_, T> {
     /// Publishes the first `k` slots (at most `len()`); the rest are released unwritten.
     pub fn commit(self, k: usize) {
         let k = k.min(self.len);
-        if k > 0 {
+        if k > 0 && self.producer.origin.is_current() {
             let tail = self.start.wrapping_add(k as u64);
             self.producer.publish(tail);
         }
@@ -1442,7 +1455,8 @@ impl<T: Pod> ReadChunk<'_, T> {
     /// Frees the first `k` items (at most `len()`); the rest stay for the next read.
     pub fn commit(self, k: usize) {
         let k = k.min(self.len);
-        if k > 0 {
+        // A chunk taken before a `fork` frees nothing in the child: the end is the parent's.
+        if k > 0 && self.consumer.origin.is_current() {
             let head = self.start.wrapping_add(k as u64);
             self.consumer.advance(head);
         }

@@ -124,3 +124,64 @@ fn child_fork_mpmc() {
     ));
     println!("CHILD:ok");
 }
+
+#[test]
+fn chunks_taken_before_a_fork_are_inert_in_the_child() {
+    let lines = run_child(child("child_fork_chunks", &unique_name("fork-chunks")));
+    assert_eq!(lines, vec!["ok".to_owned()]);
+}
+
+#[test]
+#[ignore = "child process of chunks_taken_before_a_fork_are_inert_in_the_child"]
+fn child_fork_chunks() {
+    let Some(name) = child_name() else { return };
+    // SPSC: the child writes and commits its copy of the parent's chunk; nothing of it may
+    // reach the ring, and the parent's own commit is what the consumer gets.
+    {
+        let _c = Cleanup(name.clone());
+        let ring = spsc::create::<u64>(&name, 8).unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let mut chunk = Some(tx.write_chunk_uninit(2).unwrap());
+        chunk.as_mut().unwrap().set(0, 10);
+        let code = in_forked_child(|| {
+            let mut c = chunk.take().unwrap();
+            c.set(1, 99);
+            c.copy_from(&[98]);
+            let empty = {
+                let (a, b) = c.as_mut_slices();
+                a.is_empty() && b.is_empty()
+            };
+            c.commit_all();
+            i32::from(!empty)
+        });
+        assert_eq!(code, 0, "the child was lent the parent's slots");
+        assert_eq!(ring.stats().pushes, 0, "the child's commit published");
+        let mut chunk = chunk.unwrap();
+        chunk.set(1, 11);
+        chunk.commit_all();
+        assert_eq!((rx.try_pop(), rx.try_pop()), (Ok(10), Ok(11)));
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+    // MPMC: the same, and the child's `commit` says it published nothing.
+    {
+        let name = format!("{name}-m");
+        let _c = Cleanup(name.clone());
+        let ring = mpmc::create::<u64>(&name, 8).unwrap();
+        let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+        let mut chunk = Some(tx.write_chunk(2).unwrap());
+        chunk.as_mut().unwrap().set(0, 10);
+        let code = in_forked_child(|| {
+            let mut c = chunk.take().unwrap();
+            c.set(1, 99);
+            c.copy_from(&[98]);
+            c.commit_all() as i32
+        });
+        assert_eq!(code, 0, "the child's commit published {code} slots");
+        let mut chunk = chunk.unwrap();
+        chunk.set(1, 11);
+        assert_eq!(chunk.commit_all(), 2);
+        assert_eq!((rx.try_pop(), rx.try_pop()), (Ok(10), Ok(11)));
+        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+    println!("CHILD:ok");
+}
