@@ -39,9 +39,10 @@ pub(crate) const CLOSED: u32 = 2;
 /// the peer, which the handle keeps open until the peer changes or the handle drops: one
 /// file descriptor per SPSC handle, and per MPMC handle one for each endpoint of the other
 /// side that was attached at its last check (at most
-/// [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)); once a handle has slept, the exit
-/// watcher holds a duplicate of each until that peer exits or changes, or the handle drops
-/// (so an MPMC handle may hold up to 64). Where pidfds are unavailable, a check reads
+/// [`MAX_ENDPOINTS`](crate::mpmc::MAX_ENDPOINTS)); once a handle has slept (an SPSC
+/// producer: once it has attached or seen a new consumer), the exit watcher holds a
+/// duplicate of each until that peer exits or changes, or the handle drops (so an MPMC
+/// handle may hold up to 64). Where pidfds are unavailable, a check reads
 /// `/proc`.
 pub const LIVENESS_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -251,6 +252,19 @@ impl PeerWatch {
         false
     }
 
+    /// Whether an exit notice armed on `word` is pending: that process had not exited when
+    /// the watcher last looked (a death shows once the watcher has seen it, within
+    /// microseconds).
+    pub fn watched_alive(&self, word: u64) -> bool {
+        #[cfg(not(shm_loom))]
+        return word != 0 && word == self.word && self.notice.as_ref().is_some_and(|n| !n.fired());
+        #[cfg(shm_loom)]
+        return {
+            let _ = word;
+            false
+        };
+    }
+
     /// Under loom no watcher runs: sleepers re-check on their slices.
     #[cfg(shm_loom)]
     pub fn wake_on_exit(
@@ -356,6 +370,16 @@ impl End {
     /// same peer was seen before).
     pub fn status_watched(&self, watch: &mut PeerWatch) -> EndStatus {
         self.status_by(|w| watch.is_dead(w))
+    }
+
+    /// Whether the end is gone: closed, or held by a process that is dead. A holder that
+    /// `watch`'s exit notice covers and that has not fired is alive without a syscall;
+    /// others are looked up (`/proc`, or a pidfd).
+    pub fn gone(&self, watch: &PeerWatch) -> bool {
+        matches!(
+            self.status_by(|w| !watch.watched_alive(w) && is_dead(w)),
+            EndStatus::Closed | EndStatus::Attached { alive: false, .. }
+        )
     }
 
     fn status_by(&self, mut dead: impl FnMut(u64) -> bool) -> EndStatus {

@@ -306,7 +306,7 @@ impl<T: Pod> Ring<T> {
         if !cfg!(shm_loom) {
             wait::wake(&c.consumer_waiting, u32::MAX);
         }
-        Ok(Producer {
+        let mut p = Producer {
             mem: self.mem.clone(),
             me,
             origin: shm_core::ThisProcess::now(),
@@ -321,7 +321,11 @@ impl<T: Pod> Ring<T> {
             deaths: Deaths::default(),
             watched: u64::MAX,
             deaths_at: 0,
-        })
+        };
+        // Arm the exit watch on the consumer attached now (its pidfd, an epoll
+        // registration, perhaps the watcher thread): here, not in the first push.
+        let _ = p.consumer_exited();
+        Ok(p)
     }
 
     /// Joins as the consumer.
@@ -537,7 +541,10 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Pushes if there is room. Never blocks and makes no syscall unless the consumer
-    /// sleeps.
+    /// sleeps, or a consumer attached since this handle last looked: then, once, the push
+    /// arms its exit watch on it (a pidfd, and an `epoll_ctl` on the process's exit
+    /// watcher; the watcher thread itself if none runs yet). `Ring::producer` arms it on
+    /// the consumer attached at that time.
     ///
     /// # Errors
     ///
@@ -812,13 +819,11 @@ impl<T: Pod> Producer<T> {
     }
 
     /// Whether the consumer is gone: it closed its end (a dropped handle), or its process
-    /// died holding it (checked through its pidfd or `/proc`, once per call). A consumer
-    /// that takes the end over makes it `false` again.
+    /// died holding it. No syscall while this handle's exit notice on that consumer is
+    /// pending (the usual case once the producer has attached or pushed); otherwise one
+    /// `/proc` lookup per call. A consumer that takes the end over makes it `false` again.
     pub fn is_abandoned(&self) -> bool {
-        let end = &self.mem.ctrl().config.consumer;
-        // Acquire: pairs with the Release store in `End::release`.
-        end.state.load(Ordering::Acquire) == CLOSED
-            || matches!(end.status(), EndStatus::Attached { alive: false, .. })
+        self.mem.ctrl().config.consumer.gone(&self.peer)
     }
 }
 
@@ -1333,14 +1338,12 @@ impl<T: Pod> Consumer<T> {
     }
 
     /// Whether the producer is gone: it closed its end (a dropped handle), or its process
-    /// died holding it (checked through its pidfd or `/proc`, once per call). What it
-    /// published may still be in the ring. A producer that takes the end over makes it
-    /// `false` again.
+    /// died holding it. No syscall while this handle's exit notice on that producer is
+    /// pending (armed once this consumer has slept); otherwise one `/proc` lookup per call.
+    /// What it published may still be in the ring. A producer that takes the end over makes
+    /// it `false` again.
     pub fn is_abandoned(&self) -> bool {
-        let end = &self.mem.ctrl().config.producer;
-        // Acquire: pairs with the Release store in `End::release`.
-        end.state.load(Ordering::Acquire) == CLOSED
-            || matches!(end.status(), EndStatus::Attached { alive: false, .. })
+        self.mem.ctrl().config.producer.gone(&self.peer)
     }
 }
 

@@ -31,8 +31,9 @@ use shm_sync::primitive::{AtomicU32, Ordering};
 ///
 /// A sleeping side is woken by the other side's publish (a futex on the ring's flag line,
 /// issued only while someone sleeps), by a disconnect, by its deadline, and by the death of
-/// its peer, which the process's peer watcher (one thread, started by the first sleep,
-/// over the peers' pidfds) turns into a wake-up. Where no pidfd can be had, a sleeper
+/// its peer, which the process's exit watcher (one thread, started by the first end that
+/// sleeps or the first SPSC producer that watches its consumer, over the peers' pidfds)
+/// turns into a wake-up. Where no pidfd can be had, a sleeper
 /// re-checks its peer every liveness interval instead (`set_liveness_interval`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WaitStrategy {
