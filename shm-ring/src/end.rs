@@ -164,6 +164,36 @@ pub(crate) fn deaths_seen(deaths: &Deaths) -> u64 {
     deaths.load(std::sync::atomic::Ordering::SeqCst)
 }
 
+/// A flag line inside a ring's mapping, with what keeps that mapping alive. Built only by
+/// [`FlagTarget::of`], which projects the flag out of the ring's own control block, so the
+/// pairing the exit watcher's thread relies on (the flag lies in what `keep` keeps mapped)
+/// holds by construction.
+pub(crate) struct FlagTarget<'a> {
+    flag: &'a FlagLine,
+    // Under loom no exit watcher runs, so nothing takes the mapping along.
+    #[cfg_attr(shm_loom, allow(dead_code))]
+    keep: &'a Arc<dyn Any + Send + Sync>,
+}
+
+impl<'a> FlagTarget<'a> {
+    /// The flag line `pick` selects in `mem`'s control block. `pick` works for any
+    /// lifetime of the block, so what it returns is either inside the block or `'static`.
+    pub fn of<C, S>(
+        mem: &'a crate::mem::Mem<C, S>,
+        pick: impl for<'c> FnOnce(&'c C) -> &'c FlagLine,
+    ) -> FlagTarget<'a> {
+        FlagTarget {
+            flag: pick(mem.ctrl()),
+            keep: mem.owner(),
+        }
+    }
+
+    /// The flag line.
+    pub fn line(&self) -> &'a FlagLine {
+        self.flag
+    }
+}
+
 /// A flag line inside a mapping, kept alive by `_keep`, handed to the exit watcher's thread.
 #[cfg(not(shm_loom))]
 struct FlagRef {
@@ -171,8 +201,9 @@ struct FlagRef {
     _keep: Arc<dyn Any + Send + Sync>,
 }
 
-// SAFETY: `flag` points into memory that `_keep` keeps mapped; `FlagLine` is atomics only,
-// which any thread may use.
+// SAFETY: `flag` points into memory that `_keep` keeps mapped (it came from a `FlagTarget`,
+// whose flag lies in what its `keep` keeps); `FlagLine` is atomics only, which any thread
+// may use.
 #[cfg(not(shm_loom))]
 unsafe impl Send for FlagRef {}
 
@@ -195,7 +226,7 @@ impl PeerWatch {
         }
     }
 
-    /// Arranges that a sleeper on `flag` is woken (and `deaths` bumped first) when the
+    /// Arranges that a sleeper on `target`'s flag is woken (and `deaths` bumped first) when the
     /// process named by `word` exits. `true` if it will be (or need not: `word` is 0, which
     /// an attach ends with a wake-up, or names this process); `false` if the caller must
     /// check on a timer (no pidfd for that peer, or it is already dead).
@@ -204,8 +235,7 @@ impl PeerWatch {
         &mut self,
         word: u64,
         me: u64,
-        flag: &FlagLine,
-        keep: &Arc<dyn Any + Send + Sync>,
+        target: &FlagTarget<'_>,
         deaths: &Deaths,
     ) -> bool {
         if word == 0 || word == me {
@@ -224,9 +254,10 @@ impl PeerWatch {
         let Some(watch) = self.watch.as_ref() else {
             return false;
         };
+        // The flag lies in the mapping `keep` keeps (`FlagTarget::of`).
         let target = FlagRef {
-            flag: std::ptr::NonNull::from(flag),
-            _keep: keep.clone(),
+            flag: std::ptr::NonNull::from(target.flag),
+            _keep: target.keep.clone(),
         };
         let deaths = deaths.clone();
         self.notice = watch.on_exit(move || {
@@ -271,8 +302,7 @@ impl PeerWatch {
         &mut self,
         _word: u64,
         _me: u64,
-        _flag: &FlagLine,
-        _keep: &Arc<dyn Any + Send + Sync>,
+        _target: &FlagTarget<'_>,
         _deaths: &Deaths,
     ) -> bool {
         false

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
-use crate::end::{self, Deaths, End, LivenessTimer, PeerWatch};
+use crate::end::{self, Deaths, End, FlagTarget, LivenessTimer, PeerWatch};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
@@ -317,15 +317,14 @@ impl Side {
         &self,
         watches: &mut [PeerWatch; MAX_ENDPOINTS],
         me: u64,
-        flag: &FlagLine,
-        keep: &std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        target: &FlagTarget<'_>,
         deaths: &Deaths,
     ) -> bool {
         let mut all = true;
         for (e, watch) in self.ends.iter().zip(watches.iter_mut()) {
             let w = e.owner.load(Ordering::Relaxed);
             if w != 0 {
-                all &= watch.wake_on_exit(w, me, flag, keep, deaths);
+                all &= watch.wake_on_exit(w, me, target, deaths);
             }
         }
         all
@@ -339,12 +338,11 @@ impl Side {
         &self,
         watches: &mut [PeerWatch; MAX_ENDPOINTS],
         (me, deaths): (u64, &Deaths),
-        flag: &FlagLine,
-        keep: &std::sync::Arc<dyn std::any::Any + Send + Sync>,
+        target: &FlagTarget<'_>,
         interval: Duration,
         stuck: bool,
     ) -> Duration {
-        let watched = self.wake_on_deaths(watches, me, flag, keep, deaths);
+        let watched = self.wake_on_deaths(watches, me, target, deaths);
         if stuck {
             Duration::from_millis(1)
         } else if watched {
@@ -1190,8 +1188,7 @@ impl<T: Pod> Producer<T> {
         let slice = c.consumers.sleep_slice(
             &mut self.peers,
             (self.me, &self.deaths),
-            &c.producers_waiting,
-            self.ring.mem.owner(),
+            &FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting),
             self.liveness.interval(),
             self.stuck.is_some(),
         );
@@ -2015,8 +2012,7 @@ impl<T: Pod> Consumer<T> {
         let slice = c.producers.sleep_slice(
             &mut self.peers,
             (self.me, &self.deaths),
-            &c.consumers_waiting,
-            self.ring.mem.owner(),
+            &FlagTarget::of(&self.ring.mem, |c| &c.consumers_waiting),
             self.liveness.interval(),
             self.stuck.is_some(),
         );

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU64, Ordering};
 
-use crate::end::{self, Deaths, End, EndStatus, LivenessTimer, PeerWatch, CLOSED};
+use crate::end::{self, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerWatch, CLOSED};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
@@ -633,14 +633,8 @@ impl<T: Pod> Producer<T> {
         if word == 0 {
             return false;
         }
-        let c = self.mem.ctrl();
-        let watched = self.peer.wake_on_exit(
-            word,
-            self.me,
-            &c.producer_waiting,
-            self.mem.owner(),
-            &self.deaths,
-        );
+        let target = FlagTarget::of(&self.mem, |c| &c.producer_waiting);
+        let watched = self.peer.wake_on_exit(word, self.me, &target, &self.deaths);
         if watched || !self.consumer_dead() {
             return false;
         }
@@ -758,10 +752,9 @@ impl<T: Pod> Producer<T> {
                 let c = self.mem.ctrl();
                 sleep_on_peer(
                     Sleeper {
-                        mem: &self.mem,
                         me: self.me,
                         peer_end: &c.config.consumer,
-                        flag: &c.producer_waiting,
+                        flag: FlagTarget::of(&self.mem, |c| &c.producer_waiting),
                         peer: &mut self.peer,
                         deaths: &self.deaths,
                         liveness: &mut self.liveness,
@@ -839,13 +832,12 @@ impl<T> Drop for Producer<T> {
     }
 }
 
-/// What a waiting SPSC end sleeps with: its memory, itself, its peer's end slot and the
-/// flag it sleeps on, and its own liveness state.
-struct Sleeper<'a, T> {
-    mem: &'a Mem<Control, Slot<T>>,
+/// What a waiting SPSC end sleeps with: itself, its peer's end slot, the flag it sleeps on
+/// (with what keeps it mapped), and its own liveness state.
+struct Sleeper<'a> {
     me: u64,
     peer_end: &'a End,
-    flag: &'a FlagLine,
+    flag: FlagTarget<'a>,
     peer: &'a mut PeerWatch,
     deaths: &'a Deaths,
     liveness: &'a mut LivenessTimer,
@@ -856,7 +848,7 @@ struct Sleeper<'a, T> {
 /// or dies, or the deadline. The peer's death wakes us if a pidfd watches it (its exit
 /// notice bumps `deaths` past `seen`, the snapshot taken before the caller's last checks);
 /// else we re-check it every liveness interval.
-fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: impl Fn() -> bool) {
+fn sleep_on_peer(s: Sleeper<'_>, deadline: Deadline, seen: u64, moved: impl Fn() -> bool) {
     if s.peer.take_exited() {
         // The peer died while we were not asleep (its notice woke nobody): check it now.
         s.liveness.expire();
@@ -864,10 +856,7 @@ fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: imp
     }
     let word = s.peer_end.owner.load(Ordering::Relaxed);
     let interval = s.liveness.interval();
-    let slice = if s
-        .peer
-        .wake_on_exit(word, s.me, s.flag, s.mem.owner(), s.deaths)
-    {
+    let slice = if s.peer.wake_on_exit(word, s.me, &s.flag, s.deaths) {
         interval.max(end::WATCHED_SLICE)
     } else {
         interval
@@ -875,7 +864,7 @@ fn sleep_on_peer<T>(s: Sleeper<'_, T>, deadline: Deadline, seen: u64, moved: imp
     let (peer_end, deaths, peer) = (s.peer_end, s.deaths, s.peer);
     s.waiter.sleeping();
     wait::park(
-        s.flag,
+        s.flag.line(),
         deadline.slice(slice),
         || {
             // Relaxed: hints to skip the sleep; the caller re-reads with Acquire. The
@@ -1279,10 +1268,9 @@ impl<T: Pod> Consumer<T> {
                 let c = self.mem.ctrl();
                 sleep_on_peer(
                     Sleeper {
-                        mem: &self.mem,
                         me: self.me,
                         peer_end: &c.config.producer,
-                        flag: &c.consumer_waiting,
+                        flag: FlagTarget::of(&self.mem, |c| &c.consumer_waiting),
                         peer: &mut self.peer,
                         deaths: &self.deaths,
                         liveness: &mut self.liveness,
