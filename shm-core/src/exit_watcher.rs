@@ -89,8 +89,15 @@ fn serve(w: &Watcher) {
     let mut tokens = Vec::new();
     loop {
         if crate::sys::epoll_wait(w.ep.as_fd(), &mut tokens).is_err() {
-            // Cannot happen with a valid epoll descriptor; if it does, stop: pending
-            // notices never fire, and their owners' own checks (a timer) still run.
+            // Cannot happen with a valid epoll descriptor (interruptions are retried); if
+            // it does, stop, and leave the slot empty so that the next registration starts
+            // a new watcher. This one's pending notices never fire: their owners' own
+            // checks (a timer) still run.
+            if let Some(mut g) = lock(&WATCHER) {
+                if g.as_ref().is_some_and(|x| std::ptr::eq(&**x, w)) {
+                    *g = None;
+                }
+            }
             return;
         }
         // The table is only ever locked by this process's own threads (a forked child
