@@ -765,3 +765,87 @@ impl UncheckedRunMpmc {
         Some(v)
     }
 }
+
+/// MPMC batch claims that, when their compare-exchange of `tail` fails, keep the whole run
+/// they checked and claim it from the new `tail`, although `tail` moved into it: the part
+/// past the checked slots was never checked, and may hold a value no consumer has taken.
+/// The real `claim_run` keeps only the part that lies past the new `tail`. In the real ring
+/// a stale run would also be stopped by each slot's mark (a compare-exchange from FREE,
+/// then given back as skips, at the cost of a claim timeout); this twin has no marks, so
+/// it shows the model seeing the overwrite where the checked run is all that guards it.
+pub struct StaleRetryRunMpmc {
+    slots: [(AtomicU64, UnsafeCell<u64>); 2],
+    head: AtomicU64,
+    tail: AtomicU64,
+}
+
+// SAFETY: a test twin; loom checks every access to the cells.
+unsafe impl Sync for StaleRetryRunMpmc {}
+
+impl StaleRetryRunMpmc {
+    pub fn new() -> Self {
+        StaleRetryRunMpmc {
+            slots: [
+                (AtomicU64::new(0), UnsafeCell::new(0)),
+                (AtomicU64::new(1), UnsafeCell::new(0)),
+            ],
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+        }
+    }
+
+    /// Pushes a run of `vals` (at most 2); returns how many. A slot is free for position
+    /// `p` when its word reads `p`, published when it reads `p + 1`.
+    pub fn push_run(&self, vals: &[u64]) -> usize {
+        let want = vals.len().min(2) as u64;
+        let mut pos = self.tail.load(Ordering::Relaxed);
+        let mut n = 0;
+        loop {
+            while n < want
+                && self.slots[((pos + n) % 2) as usize]
+                    .0
+                    .load(Ordering::Acquire)
+                    == pos + n
+            {
+                n += 1;
+            }
+            if n == 0 {
+                return 0;
+            }
+            match self
+                .tail
+                .compare_exchange(pos, pos + n, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                // PLANTED BUG: `n` is kept whole; it should lose what `tail` moved past.
+                Err(now) => pos = now,
+            }
+        }
+        for i in 0..n {
+            let (seq, cell) = &self.slots[((pos + i) % 2) as usize];
+            // SAFETY: claimed (wrongly, past the checked slots); loom reports the race.
+            cell.with_mut(|p| unsafe { *p = vals[i as usize] });
+            seq.store(pos + i + 1, Ordering::Release);
+        }
+        n as usize
+    }
+
+    pub fn try_pop(&self) -> Option<u64> {
+        let pos = self.head.load(Ordering::Relaxed);
+        let (seq, cell) = &self.slots[(pos % 2) as usize];
+        if seq.load(Ordering::Acquire) != pos + 1 {
+            return None;
+        }
+        if self
+            .head
+            .compare_exchange(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: claimed; loom checks it.
+        let v = cell.with(|p| unsafe { *p });
+        seq.store(pos + 2, Ordering::Release);
+        Some(v)
+    }
+}

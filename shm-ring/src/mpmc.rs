@@ -1446,8 +1446,11 @@ fn claim_run<T>(
 ) -> Result<(u64, u64), u64> {
     let want = want.min(mem.cap());
     let mut pos = counter.load(Ordering::Relaxed);
+    // Slots from `pos` checked so far. After a failed exchange the part of the run beyond
+    // the counter's new value stays checked: those positions are still unclaimed, so (see
+    // above) still in `state`; a retry scans only what lies past them.
+    let mut n = 0;
     for _ in 0..MAX_RETRIES {
-        let mut n = 0;
         // Acquire (each), as in `attempt`: for FREE, pairs with the consumer's Release of
         // the previous lap (our writes come after its reads); for PUBLISHED, with the
         // producer's Release publish.
@@ -1468,7 +1471,11 @@ fn claim_run<T>(
             Ordering::Relaxed,
         ) {
             Ok(_) => return Ok((pos, n)),
-            Err(now) => pos = now,
+            Err(now) => {
+                let moved = now.wrapping_sub(pos);
+                n = if moved < n { n - moved } else { 0 };
+                pos = now;
+            }
         }
     }
     Err(u64::MAX)
