@@ -1473,7 +1473,7 @@ fn claim_run<T>(
             Ok(_) => return Ok((pos, n)),
             Err(now) => {
                 let moved = now.wrapping_sub(pos);
-                n = if moved < n { n - moved } else { 0 };
+                n = n.saturating_sub(moved);
                 pos = now;
             }
         }
