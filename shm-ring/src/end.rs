@@ -151,6 +151,11 @@ pub(crate) struct PeerWatch {
     /// A pending wake-up of a flag line when `word`'s process exits.
     #[cfg(not(shm_loom))]
     notice: Option<shm_core::ExitNotice>,
+    /// `word`'s process was found dead: a verdict that never changes for that word (pid and
+    /// start time), so later checks of it make no syscall (a consumer skipping a dead
+    /// producer's batch checks the same mark once per slot).
+    #[cfg(not(shm_loom))]
+    dead: bool,
 }
 
 /// Counts the exits of a handle's watched peers: each exit notice bumps it before it wakes
@@ -223,6 +228,8 @@ impl PeerWatch {
             watch: None,
             #[cfg(not(shm_loom))]
             notice: None,
+            #[cfg(not(shm_loom))]
+            dead: false,
         }
     }
 
@@ -315,12 +322,21 @@ impl PeerWatch {
             return false;
         }
         if word == self.word {
+            if self.dead {
+                return true;
+            }
             match self.watch.as_ref().map(|w| w.exited()) {
-                Some(Some(exited)) => return exited,
+                Some(Some(exited)) => {
+                    self.dead = exited;
+                    return exited;
+                }
                 // The poll failed: ask `/proc` and try a new pidfd below.
                 Some(None) => {}
                 // No pidfd could be had for this peer: `/proc` it is.
-                None => return is_dead(word),
+                None => {
+                    self.dead = is_dead(word);
+                    return self.dead;
+                }
             }
         }
         self.word = word;
@@ -330,7 +346,8 @@ impl PeerWatch {
             start != 0 && p.start_low32() == start
         });
         // A watch proves the peer was running after its pidfd was opened.
-        self.watch.is_none() && is_dead(word)
+        self.dead = self.watch.is_none() && is_dead(word);
+        self.dead
     }
 
     /// Drops the watch (and its descriptor): the peer left.
@@ -340,6 +357,7 @@ impl PeerWatch {
         {
             self.notice = None;
             self.watch = None;
+            self.dead = false;
         }
     }
 
