@@ -1219,7 +1219,10 @@ impl<T: Pod> Producer<T> {
     ///
     /// Returns fewer than `values.len()` when the ring fills, and 0 when it is full, the
     /// consumers are gone, this handle's claims expired (it stalled past the claim timeout),
-    /// or the ring is corrupted: `try_push` then says which.
+    /// or the ring is corrupted. The count does not say which: a lasting cause (full,
+    /// consumers gone, corrupted) is what a following `try_push` returns, but an expiry
+    /// has passed by then and is reported by nothing but the count (the values it lost are
+    /// the ones past the count: push them again).
     pub fn push_slice(&mut self, values: &[T]) -> usize {
         if !self.origin.is_current() {
             return 0;
@@ -2047,9 +2050,10 @@ impl<T: Pod> Consumer<T> {
     /// of published slots at `head` is claimed with one compare-exchange (where `try_pop`
     /// makes one per item); each is then marked, read and released as `try_pop` does.
     /// Never blocks. Returns 0 when the ring is empty, the producers are gone, or this
-    /// handle's claims expired (`try_pop` then says which). An item whose claim expired
-    /// while this handle stalled past the claim timeout is not delivered (as with
-    /// `try_pop`'s `Expired`).
+    /// handle's claims expired. The count does not say which, and a following `try_pop`
+    /// can tell only the lasting causes (and takes an item if one came meanwhile). An item
+    /// whose claim expired while this handle stalled past the claim timeout is not
+    /// delivered (as with `try_pop`'s `Expired`) and is reported by nothing but the count.
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
         if !self.origin.is_current() {
             return 0;
