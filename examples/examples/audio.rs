@@ -40,7 +40,7 @@ const RATE: u64 = 48_000;
 const PERIOD_NS: u64 = FRAMES as u64 * 1_000_000_000 / RATE;
 const BLOCKS: u64 = 750; // two seconds of sound
 
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Block {
     index: u64,

@@ -10,7 +10,7 @@ use shm_ring::{spsc, PopError, WaitStrategy};
 use shm_sync::{SeqLock, Shared};
 
 /// One tick, as it crosses the ring. `Pod`: any bytes are a valid `Tick`.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Tick {
     seq: u64,
@@ -22,7 +22,7 @@ struct Tick {
 }
 
 /// The latest price, readable at any time without taking a lock.
-#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Last {
     seq: u64,

@@ -112,8 +112,14 @@ pub fn inspect(name: &str) -> Result<(), String> {
     );
     let f = h.fingerprint;
     println!(
-        "fingerprint  payload size {}, align {}; schema id {:#x}; layout version {}",
-        f.payload_size, f.payload_align, f.schema_id, f.layout_version
+        "payload      `{}`, size {}, align {}; identity {:#018x}; schema id {:#x}; layout \
+         version {}",
+        f.type_name,
+        f.payload_size,
+        f.payload_align,
+        f.type_identity,
+        f.schema_id,
+        f.layout_version
     );
     let stale = match info.staleness() {
         Staleness::Stale => "yes (`shmring rm --stale` removes it)".to_owned(),

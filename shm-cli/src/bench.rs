@@ -508,7 +508,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
 
 /// The consumer peer of a one-at-a-time row: blocking `pop` with `strategy`, or (`None`) a
 /// `try_pop` retry loop.
-fn sink_one_at_a_time<T: bytemuck::Pod>(
+fn sink_one_at_a_time<T: bytemuck::Pod + shm_ring::TypeIdentity>(
     name: &str,
     strategy: Option<WaitStrategy>,
     seq: impl Fn(T) -> u64,
@@ -893,7 +893,7 @@ fn check_received(p: &mut Peer, sent: u64) -> Result<(), String> {
 /// One producer (this process) and one consumer peer on an SPSC ring of 4096, one message
 /// at a time: blocking `push` with `strategy`, or (`None`) a `try_push` retry loop, and
 /// the consumer peer `role` doing the same on its side.
-fn throughput_one<T: bytemuck::Pod>(
+fn throughput_one<T: bytemuck::Pod + shm_ring::TypeIdentity>(
     ctx: &Ctx<'_>,
     row: &'static str,
     role: &str,

@@ -109,7 +109,7 @@ fn ls_and_inspect_show_live_ring_counters_without_joining() {
     for want in [
         "kind         spsc",
         "state        ready",
-        "payload size 12",
+        "payload      `[u32; 3]`, size 12, align 4; identity 0x",
         "capacity 8, head 1, tail 3, occupancy 2",
         "pushes 3, pops 1",
         &format!("producer     pid {}", std::process::id()),

@@ -256,12 +256,13 @@ pub enum OpenErrorKind {
         /// The raw kind found.
         found: u32,
     },
-    /// Its layout fingerprint differs from the caller's.
+    /// Its layout fingerprint differs from the caller's (boxed: a fingerprint carries the
+    /// payload type's name, and errors stay small).
     FingerprintMismatch {
         /// The caller's.
-        expected: Fingerprint,
+        expected: Box<Fingerprint>,
         /// The segment's.
-        found: Fingerprint,
+        found: Box<Fingerprint>,
     },
     /// The file's length differs from the length in the header (truncated, or lying).
     LengthMismatch {

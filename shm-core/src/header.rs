@@ -11,7 +11,9 @@
 //! | 32     | `total_len`      | idem                                      |
 //! | 40     | `data_offset`    | idem                                      |
 //! | 48..80 | fingerprint      | idem                                      |
-//! | 80..128| reserved (zero)  |                                           |
+//! | 80     | `type_identity`  | idem (fingerprint, continued)             |
+//! | 88     | `type_detail`    | idem                                      |
+//! | 96..128| `type_name`      | idem (UTF-8, NUL-padded; messages only)   |
 //!
 //! Every field is an atomic so that reading bytes a peer may be writing is never a data
 //! race; readers copy the fields into a [`HeaderInfo`] once and validate the copy.
@@ -30,10 +32,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use static_assertions::{assert_eq_size, const_assert_eq};
 
+use crate::identity::{TypeIdentity, TypeName, TYPE_NAME_MAX};
+
 /// `b"SHMRING\x01"` read as a little-endian `u64`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMRING\x01");
 /// Version of the header format described above.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 added the payload's type identity, detail and name (bytes 80..128, zero in
+/// version 1).
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the header; the data area starts at this offset.
 pub const HEADER_SIZE: usize = 128;
 
@@ -146,7 +153,7 @@ impl fmt::Display for Kind {
 }
 
 /// The layout fingerprint: what the creator put in the segment, compared field by field
-/// with what an opener expects before any typed access.
+/// with what an opener expects before any typed access ([`Fingerprint::matches`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Fingerprint {
     /// `size_of` of the payload type (0 for untyped segments).
@@ -158,17 +165,40 @@ pub struct Fingerprint {
     /// The layout version of the library component that laid the segment out
     /// (e.g. shm-ring's SPSC control block).
     pub layout_version: u64,
+    /// The payload type's structural identity ([`crate::Identity::value`]; 0 for untyped
+    /// segments).
+    pub type_identity: u64,
+    /// [`crate::Identity::detail`]: what a mismatch uses to say whether field names or field
+    /// types and offsets differ. Not compared.
+    pub type_detail: u64,
+    /// The payload type's short name, for messages. Not compared: a type renamed with the
+    /// same fields still matches.
+    pub type_name: TypeName,
 }
 
 impl Fingerprint {
-    /// The fingerprint of payload type `T`.
-    pub fn of<T>(schema_id: u64, layout_version: u64) -> Fingerprint {
+    /// The fingerprint of payload type `T`: its size, alignment, structural identity and
+    /// name, with the user's `schema_id` and the library's `layout_version`.
+    pub fn of<T: TypeIdentity>(schema_id: u64, layout_version: u64) -> Fingerprint {
         Fingerprint {
             payload_size: std::mem::size_of::<T>() as u64,
             payload_align: std::mem::align_of::<T>() as u64,
             schema_id,
             layout_version,
+            type_identity: T::IDENTITY.value(),
+            type_detail: T::IDENTITY.detail(),
+            type_name: TypeName::of::<T>(),
         }
+    }
+
+    /// Whether a segment with fingerprint `found` may be opened by a caller expecting
+    /// `self`: everything but the type's name and detail words is equal.
+    pub fn matches(&self, found: &Fingerprint) -> bool {
+        self.payload_size == found.payload_size
+            && self.payload_align == found.payload_align
+            && self.schema_id == found.schema_id
+            && self.layout_version == found.layout_version
+            && self.type_identity == found.type_identity
     }
 
     /// The fingerprint of an untyped segment.
@@ -178,12 +208,22 @@ impl Fingerprint {
             payload_align: 1,
             schema_id,
             layout_version: 0,
+            type_identity: 0,
+            type_detail: 0,
+            type_name: TypeName::default(),
         }
     }
 
-    /// The fields that differ from `other`, as `"name expected X, found Y"` phrases.
+    /// The fields that differ from `other`, as `"name expected X, found Y"` phrases. When
+    /// the payload types differ, the first phrase names both and says what differs.
     pub fn differences(&self, found: &Fingerprint) -> Vec<String> {
         let mut out = Vec::new();
+        if self.type_identity != found.type_identity
+            || self.payload_size != found.payload_size
+            || self.payload_align != found.payload_align
+        {
+            out.push(self.type_difference(found));
+        }
         let mut cmp = |what: &str, e: u64, f: u64, hex: bool| {
             if e != f && hex {
                 out.push(format!("{what} expected {e:#x}, found {f:#x}"));
@@ -191,13 +231,6 @@ impl Fingerprint {
                 out.push(format!("{what} expected {e}, found {f}"));
             }
         };
-        cmp("payload size", self.payload_size, found.payload_size, false);
-        cmp(
-            "payload alignment",
-            self.payload_align,
-            found.payload_align,
-            false,
-        );
         cmp("schema id", self.schema_id, found.schema_id, true);
         cmp(
             "layout version",
@@ -207,14 +240,64 @@ impl Fingerprint {
         );
         out
     }
+
+    /// `payload type expected `A` (size, align), found `B` (size, align): <what differs>`.
+    fn type_difference(&self, found: &Fingerprint) -> String {
+        let side = |f: &Fingerprint| {
+            format!(
+                "`{}` (size {}, align {})",
+                f.type_name, f.payload_size, f.payload_align
+            )
+        };
+        let what = if self.payload_size != found.payload_size
+            && self.payload_align != found.payload_align
+        {
+            "the sizes and alignments differ".to_owned()
+        } else if self.payload_size != found.payload_size {
+            "the sizes differ".to_owned()
+        } else if self.payload_align != found.payload_align {
+            "the alignments differ".to_owned()
+        } else if self.type_identity == 0 || found.type_identity == 0 {
+            "one side is untyped".to_owned()
+        } else if self.type_detail == 0 || found.type_detail == 0 {
+            "the same size and alignment, but an identity set by an explicit schema on one \
+             side differs from the other's"
+                .to_owned()
+        } else {
+            let names =
+                (self.type_detail >> 32) & 0x7fff_ffff == (found.type_detail >> 32) & 0x7fff_ffff;
+            let shape = self.type_detail & 0xffff_ffff == found.type_detail & 0xffff_ffff;
+            match (names, shape) {
+                (true, false) => "the same size, alignment and field names, but field types \
+                                  or offsets differ"
+                    .to_owned(),
+                (false, true) => "the same size, alignment, field types and offsets, but \
+                                  field names differ (renamed or reordered)"
+                    .to_owned(),
+                _ => "the same size and alignment, but field names and field types or \
+                      offsets differ"
+                    .to_owned(),
+            }
+        };
+        format!(
+            "payload type expected {}, found {}: {what}",
+            side(self),
+            side(found)
+        )
+    }
 }
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "size {} align {} schema {:#x} layout v{}",
-            self.payload_size, self.payload_align, self.schema_id, self.layout_version
+            "`{}` size {} align {} identity {:#x} schema {:#x} layout v{}",
+            self.type_name,
+            self.payload_size,
+            self.payload_align,
+            self.type_identity,
+            self.schema_id,
+            self.layout_version
         )
     }
 }
@@ -234,7 +317,9 @@ pub(crate) struct Header {
     pub payload_align: AtomicU64,
     pub schema_id: AtomicU64,
     pub layout_version: AtomicU64,
-    pub reserved: [AtomicU64; 6],
+    pub type_identity: AtomicU64,
+    pub type_detail: AtomicU64,
+    pub type_name: [AtomicU64; 4],
 }
 
 assert_eq_size!(Header, [u8; HEADER_SIZE]);
@@ -249,7 +334,9 @@ const_assert_eq!(std::mem::offset_of!(Header, total_len), 32);
 const_assert_eq!(std::mem::offset_of!(Header, data_offset), 40);
 const_assert_eq!(std::mem::offset_of!(Header, payload_size), 48);
 const_assert_eq!(std::mem::offset_of!(Header, layout_version), 72);
-const_assert_eq!(std::mem::offset_of!(Header, reserved), 80);
+const_assert_eq!(std::mem::offset_of!(Header, type_identity), 80);
+const_assert_eq!(std::mem::offset_of!(Header, type_detail), 88);
+const_assert_eq!(std::mem::offset_of!(Header, type_name), 96);
 
 /// A copy of a segment's header, taken once; nothing in it is trusted until validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,6 +380,9 @@ impl HeaderInfo {
                 payload_align: u64_at(56),
                 schema_id: u64_at(64),
                 layout_version: u64_at(72),
+                type_identity: u64_at(80),
+                type_detail: u64_at(88),
+                type_name: TypeName::from_bytes(b[96..128].try_into().expect("32 bytes")),
             },
         }
     }
@@ -326,6 +416,16 @@ impl Header {
                 payload_align: self.payload_align.load(Ordering::Relaxed),
                 schema_id: self.schema_id.load(Ordering::Relaxed),
                 layout_version: self.layout_version.load(Ordering::Relaxed),
+                type_identity: self.type_identity.load(Ordering::Relaxed),
+                type_detail: self.type_detail.load(Ordering::Relaxed),
+                type_name: {
+                    let mut b = [0u8; TYPE_NAME_MAX];
+                    for (i, w) in self.type_name.iter().enumerate() {
+                        b[i * 8..i * 8 + 8]
+                            .copy_from_slice(&w.load(Ordering::Relaxed).to_ne_bytes());
+                    }
+                    TypeName::from_bytes(b)
+                },
             },
         }
     }
@@ -355,6 +455,15 @@ impl Header {
             .store(fingerprint.schema_id, Ordering::Relaxed);
         self.layout_version
             .store(fingerprint.layout_version, Ordering::Relaxed);
+        self.type_identity
+            .store(fingerprint.type_identity, Ordering::Relaxed);
+        self.type_detail
+            .store(fingerprint.type_detail, Ordering::Relaxed);
+        let name = fingerprint.type_name.to_bytes();
+        for (i, w) in self.type_name.iter().enumerate() {
+            let word = u64::from_ne_bytes(name[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            w.store(word, Ordering::Relaxed);
+        }
         // Release: publishes the fields above; pairs with the Acquire load in `snapshot`.
         self.state.store(state::INITIALIZING, Ordering::Release);
     }

@@ -52,9 +52,13 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// Lets the derive's `::shm_core::` paths resolve inside this crate's own tests.
+extern crate self as shm_core;
+
 mod error;
 mod exit_watcher;
 mod header;
+pub mod identity;
 mod name;
 mod process;
 mod region;
@@ -66,6 +70,7 @@ pub use error::{
     OpenOrCreateError, RemoveError, RemoveErrorKind,
 };
 pub use header::{Fingerprint, HeaderInfo, Kind, SegmentState, FORMAT_VERSION, HEADER_SIZE, MAGIC};
+pub use identity::{Identity, TypeIdentity, TypeName};
 pub use name::{NameError, SegmentName, NAME_MAX};
 pub use process::{ExitNotice, ExitWatch, Liveness, Lookup, ProcessId, ThisProcess};
 pub use region::{Layout, Region, RegionError, ShmSafe};
@@ -73,3 +78,5 @@ pub use segment::{
     inspect, list, remove, remove_stale, remove_stale_by, Segment, SegmentBuilder, SegmentInfo,
     StaleCheck, Staleness, DEFAULT_MODE, DEFAULT_OPEN_TIMEOUT,
 };
+/// `#[derive(TypeIdentity)]`: see [`identity`].
+pub use shm_derive::TypeIdentity;

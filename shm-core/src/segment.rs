@@ -572,10 +572,10 @@ impl SegmentBuilder {
                 found: info.kind,
             }));
         }
-        if info.fingerprint != self.fingerprint {
+        if !self.fingerprint.matches(&info.fingerprint) {
             return Err(err(OpenErrorKind::FingerprintMismatch {
-                expected: self.fingerprint,
-                found: info.fingerprint,
+                expected: Box::new(self.fingerprint),
+                found: Box::new(info.fingerprint),
             }));
         }
         // Not unlinking on drop until every check below passed: an open that fails must

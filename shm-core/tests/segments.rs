@@ -28,6 +28,11 @@ const FP: Fingerprint = Fingerprint {
     payload_align: 8,
     schema_id: 0x5e6,
     layout_version: 1,
+    type_identity: 0x1d,
+    type_detail: 0,
+    type_name: shm_core::TypeName::from_bytes(
+        *b"u64\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+    ),
 };
 
 fn builder(name: &str) -> SegmentBuilder {
@@ -273,7 +278,7 @@ fn wrong_magic_version_kind_and_fingerprint() {
         "{e}"
     );
     assert!(
-        e.to_string().contains("payload size expected 16, found 8"),
+        e.to_string().contains("payload type expected `u64` (size 16, align 8), found `u64` (size 8, align 8): the sizes differ"),
         "{e}"
     );
     let e = builder(&name)
@@ -281,12 +286,10 @@ fn wrong_magic_version_kind_and_fingerprint() {
         .open()
         .unwrap_err();
     assert!(
-        e.to_string().contains("payload size expected 12, found 8"),
-        "{e}"
-    );
-    assert!(
-        e.to_string()
-            .contains("payload alignment expected 4, found 8"),
+        e.to_string().contains(
+            "payload type expected `[u32; 3]` (size 12, align 4), found `u64` (size 8, align \
+             8): the sizes and alignments differ"
+        ),
         "{e}"
     );
 
@@ -297,7 +300,7 @@ fn wrong_magic_version_kind_and_fingerprint() {
         matches!(
             e.kind(),
             OpenErrorKind::VersionMismatch {
-                expected: 1,
+                expected: shm_core::FORMAT_VERSION,
                 found: 7
             }
         ),

@@ -20,7 +20,9 @@
 //! use shm_ring::spsc;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+//! // `TypeIdentity`: the ring records Tick's fields (names, types, offsets), and an open
+//! // with a type that differs in any of them fails, naming both types.
+//! #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, shm_ring::TypeIdentity)]
 //! #[repr(C)]
 //! struct Tick { price: f64, qty: u32, venue: u32 }
 //!
@@ -30,6 +32,10 @@
 //! let mut rx = spsc::open::<Tick>(&name)?.consumer()?; // strategy process
 //! tx.push(Tick { price: 101.5, qty: 10, venue: 3 })?;
 //! assert_eq!(rx.pop()?.qty, 10);
+//!
+//! // Four plain words are as big as a Tick, but they are not a Tick.
+//! let err = spsc::open::<[u32; 4]>(&name).err().expect("refused").to_string();
+//! assert!(err.contains("payload type expected `[u32; 4]` (size 16, align 4), found `Tick`"), "{err}");
 //! # Ok(()) }
 //! ```
 
@@ -89,6 +95,11 @@ pub use end::{EndStatus, LIVENESS_INTERVAL, WATCHED_SLICE};
 pub use error::{ChunkError, PopError, PushError, RingError, Role};
 #[cfg(not(shm_loom))]
 pub use inspect::{inspect, RingInfo};
+/// shm-core, for `#[type_identity(crate = "shm_ring::core")]` when a crate derives
+/// [`TypeIdentity`] without depending on shm-core itself.
+pub use shm_core as core;
+/// The payload identity checked when a ring is opened; see [`shm_core::identity`].
+pub use shm_core::{Identity, TypeIdentity};
 pub use wait::{SpinBudget, WaitStrategy};
 
 /// The segment options of the ring `name`: the user's (which must name the same segment) or

@@ -1466,7 +1466,7 @@ pub use shared::{create, open, open_or_create, Builder};
 #[cfg(not(shm_loom))]
 mod shared {
     use super::*;
-    use shm_core::{Fingerprint, Kind, SegmentBuilder};
+    use shm_core::{Fingerprint, Kind, SegmentBuilder, TypeIdentity};
 
     /// Options for creating or opening an SPSC ring segment.
     pub struct Builder<T> {
@@ -1479,7 +1479,7 @@ mod shared {
         _t: PhantomData<fn() -> T>,
     }
 
-    impl<T: Pod> Builder<T> {
+    impl<T: Pod + TypeIdentity> Builder<T> {
         /// Options for the ring `name` (capacity 1024, schema id 0).
         pub fn new(name: &str) -> Builder<T> {
             Builder {
@@ -1635,7 +1635,7 @@ mod shared {
     /// # Errors
     ///
     /// See [`Builder::create`].
-    pub fn create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+    pub fn create<T: Pod + TypeIdentity>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
         Builder::new(name).capacity(capacity).create()
     }
 
@@ -1645,7 +1645,10 @@ mod shared {
     /// # Errors
     ///
     /// See [`Builder::open_or_create`].
-    pub fn open_or_create<T: Pod>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+    pub fn open_or_create<T: Pod + TypeIdentity>(
+        name: &str,
+        capacity: u64,
+    ) -> Result<Ring<T>, RingError> {
         Builder::new(name).capacity(capacity).open_or_create()
     }
 
@@ -1654,7 +1657,7 @@ mod shared {
     /// # Errors
     ///
     /// See [`Builder::open`].
-    pub fn open<T: Pod>(name: &str) -> Result<Ring<T>, RingError> {
+    pub fn open<T: Pod + TypeIdentity>(name: &str) -> Result<Ring<T>, RingError> {
         Builder::new(name).open()
     }
 }

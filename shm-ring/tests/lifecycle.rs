@@ -256,3 +256,122 @@ fn a_ring_has_one_name_whatever_its_segment_options_say() {
     drop(r);
     assert!(spsc::open::<u64>(&name).is_ok());
 }
+
+/// A feed's payload type, as the feed process builds it.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, shm_core::TypeIdentity)]
+#[repr(C)]
+struct Tick {
+    price: f64,
+    qty: u32,
+    venue: u32,
+    ts: u64,
+    id: u64,
+}
+
+/// The same bytes as another build of the reader declares them: one field renamed.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable, shm_core::TypeIdentity)]
+#[repr(C)]
+struct TickV2 {
+    price: f64,
+    size: u32,
+    venue: u32,
+    ts: u64,
+    id: u64,
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_feed_of_ticks() {
+    let Some(name) = child_name() else { return };
+    let ring = match std::env::var(KIND).unwrap().as_str() {
+        "spsc" => {
+            let r = spsc::create::<Tick>(&name, 16).unwrap();
+            let mut tx = r.producer().unwrap();
+            tx.try_push(Tick {
+                price: 1.5,
+                qty: 7,
+                venue: 2,
+                ts: 3,
+                id: 4,
+            })
+            .unwrap();
+            Box::new((r, tx)) as Box<dyn std::any::Any>
+        }
+        _ => {
+            let r = mpmc::create::<Tick>(&name, 16).unwrap();
+            let mut tx = r.producer().unwrap();
+            tx.try_push(Tick {
+                price: 1.5,
+                qty: 7,
+                venue: 2,
+                ts: 3,
+                id: 4,
+            })
+            .unwrap();
+            Box::new((r, tx))
+        }
+    };
+    println!("CHILD:ready");
+    std::thread::sleep(Duration::from_secs(120));
+    drop(ring);
+}
+
+#[test]
+fn a_reader_of_another_payload_layout_is_refused_naming_both_types() {
+    for kind in ["spsc", "mpmc"] {
+        let name = unique_name(&format!("identity-{kind}"));
+        let _c = Cleanup(name.clone());
+        let mut c = child("child_feed_of_ticks", &name);
+        c.env(KIND, kind);
+        let mut feed = Running::spawn(c);
+        feed.expect_line("ready", Duration::from_secs(20));
+
+        let refusals = match kind {
+            "spsc" => [
+                spsc::open::<[u64; 4]>(&name).map(drop),
+                spsc::open::<TickV2>(&name).map(drop),
+            ],
+            _ => [
+                mpmc::open::<[u64; 4]>(&name).map(drop),
+                mpmc::open::<TickV2>(&name).map(drop),
+            ],
+        };
+        let wants = [
+            "payload type expected `[u64; 4]` (size 32, align 8), found `Tick` (size 32, align \
+             8): the same size and alignment, but field names and field types or offsets differ",
+            "payload type expected `TickV2` (size 32, align 8), found `Tick` (size 32, align \
+             8): the same size, alignment, field types and offsets, but field names differ",
+        ];
+        for (got, want) in refusals.into_iter().zip(wants) {
+            let e = got.expect_err("another layout must be refused");
+            assert!(
+                matches!(&e, RingError::Open(o) if matches!(o.kind(), OpenErrorKind::FingerprintMismatch { .. })),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains(want), "{kind}: {e}\n  lacks {want}");
+        }
+        // The reader built with the feed's type gets the feed's tick.
+        let qty = match kind {
+            "spsc" => {
+                spsc::open::<Tick>(&name)
+                    .unwrap()
+                    .consumer()
+                    .unwrap()
+                    .try_pop()
+                    .unwrap()
+                    .qty
+            }
+            _ => {
+                mpmc::open::<Tick>(&name)
+                    .unwrap()
+                    .consumer()
+                    .unwrap()
+                    .try_pop()
+                    .unwrap()
+                    .qty
+            }
+        };
+        assert_eq!(qty, 7);
+        feed.kill9();
+    }
+}

@@ -1112,7 +1112,7 @@ fn bad_input_is_a_typed_error() {
     );
     let e = mpmc::open::<u32>(&name).err().unwrap();
     assert!(
-        e.to_string().contains("payload size expected 4, found 8"),
+        e.to_string().contains("payload type expected `u32` (size 4, align 4), found `u64` (size 8, align 8): the sizes and alignments differ"),
         "{e}"
     );
     let sname = unique_name("spsc-as-mpmc");

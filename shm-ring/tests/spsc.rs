@@ -717,7 +717,7 @@ fn bad_input_is_a_typed_error() {
         "{e}"
     );
     assert!(
-        e.to_string().contains("payload size expected 4, found 8"),
+        e.to_string().contains("payload type expected `u32` (size 4, align 4), found `u64` (size 8, align 8): the sizes and alignments differ"),
         "{e}"
     );
     // Same size, other schema id.
@@ -733,8 +733,10 @@ fn bad_input_is_a_typed_error() {
     // Same size and alignment, other type: [u32; 2] has alignment 4.
     let e = spsc::open::<[u32; 2]>(&name).err().unwrap();
     assert!(
-        e.to_string()
-            .contains("payload alignment expected 4, found 8"),
+        e.to_string().contains(
+            "payload type expected `[u32; 2]` (size 8, align 4), found `u64` (size 8, align 8): \
+             the alignments differ"
+        ),
         "{e}"
     );
 }

@@ -48,7 +48,7 @@ impl Rng {
     }
 }
 
-#[derive(Clone, Copy, Pod, Zeroable, Debug)]
+#[derive(Clone, Copy, Pod, Zeroable, Debug, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Ledger {
     /// Bumped first in a critical section...

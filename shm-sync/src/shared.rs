@@ -3,7 +3,8 @@
 use std::ops::Deref;
 
 use shm_core::{
-    CreateError, Fingerprint, Kind, Layout, OpenError, Region, Segment, SegmentBuilder, ShmSafe,
+    CreateError, Fingerprint, Identity, Kind, Layout, OpenError, Region, Segment, SegmentBuilder,
+    ShmSafe, TypeIdentity,
 };
 
 use crate::{Condvar, Event, Mutex, Protocol, Reset, Semaphore, SeqLock, SpinLock};
@@ -11,8 +12,10 @@ use crate::{Condvar, Event, Mutex, Protocol, Reset, Semaphore, SeqLock, SpinLock
 /// Version of the in-memory layout of shm-sync's primitives; part of every fingerprint.
 pub const SYNC_LAYOUT_VERSION: u64 = 1;
 
-/// A primitive that can be initialised in place inside a fresh (zeroed) segment.
-pub trait InPlace: ShmSafe {
+/// A primitive that can be initialised in place inside a fresh (zeroed) segment. Its
+/// [`TypeIdentity`] (the primitive's name and layout version, and its payload's identity)
+/// is what [`Shared::open`] checks, so `Shared::<SeqLock<A>>::open` of a `SeqLock<B>` fails.
+pub trait InPlace: ShmSafe + TypeIdentity {
     /// What initialisation needs (the initial value, the protocol, the permit count...).
     type Config;
 
@@ -37,12 +40,38 @@ pub trait InPlace: ShmSafe {
     }
 }
 
+/// The identity of a primitive holding a `T`: its name, the layout version, its size and
+/// alignment, and `T`'s identity.
+macro_rules! wrapper_identity {
+    ($($p:ident<T>),* ; $($q:ident),*) => {
+        $(impl<T: TypeIdentity> TypeIdentity for $p<T> {
+            const IDENTITY: Identity = Identity::wrapper(
+                stringify!($p),
+                SYNC_LAYOUT_VERSION,
+                std::mem::size_of::<Self>(),
+                std::mem::align_of::<Self>(),
+                T::IDENTITY,
+            );
+        })*
+        $(impl TypeIdentity for $q {
+            const IDENTITY: Identity = Identity::wrapper(
+                stringify!($q),
+                SYNC_LAYOUT_VERSION,
+                std::mem::size_of::<Self>(),
+                std::mem::align_of::<Self>(),
+                <()>::IDENTITY,
+            );
+        })*
+    };
+}
+wrapper_identity!(Mutex<T>, SpinLock<T>, SeqLock<T>; Condvar, Semaphore, Event);
+
 /// Why a priority-inheritance mutex is refused where [`crate::pi_supported`] is false.
 const NO_LOCK_PI2: &str = "a priority-inheritance mutex needs FUTEX_LOCK_PI2 (Linux 5.14 or \
      later), which this kernel lacks; use Protocol::Normal (robust, without priority \
      inheritance) or a newer kernel";
 
-impl<T: bytemuck::Pod + Send> InPlace for Mutex<T> {
+impl<T: bytemuck::Pod + Send + TypeIdentity> InPlace for Mutex<T> {
     type Config = (T, Protocol);
     unsafe fn init_in_place(&self, (value, protocol): (T, Protocol)) {
         // SAFETY: forwarded from our caller.
@@ -60,7 +89,7 @@ impl<T: bytemuck::Pod + Send> InPlace for Mutex<T> {
     }
 }
 
-impl<T: bytemuck::Pod + Send> InPlace for SpinLock<T> {
+impl<T: bytemuck::Pod + Send + TypeIdentity> InPlace for SpinLock<T> {
     type Config = T;
     unsafe fn init_in_place(&self, value: T) {
         // SAFETY: forwarded from our caller.
@@ -68,7 +97,7 @@ impl<T: bytemuck::Pod + Send> InPlace for SpinLock<T> {
     }
 }
 
-impl<T: bytemuck::Pod + Send> InPlace for SeqLock<T> {
+impl<T: bytemuck::Pod + Send + TypeIdentity> InPlace for SeqLock<T> {
     type Config = T;
     unsafe fn init_in_place(&self, value: T) {
         // SAFETY: forwarded from our caller.

@@ -37,6 +37,7 @@ fn child_sync() {
         "mutex-inc" => mutex_increments(&name),
         "spin-inc" => spin_increments(&name),
         "mutex-hold" => hold_mutex_forever(&name),
+        "pi-hold" => hold_holder_forever(&name),
         "spin-hold" => hold_spin_forever(&name),
         "mutex-wait" => wait_for_mutex(&name),
         "spin-wait" => wait_for_spin(&name),
@@ -62,7 +63,7 @@ fn child_sync() {
 const INCREMENTS: u64 = 100_000;
 
 /// A counter that is *not* atomic: only mutual exclusion keeps it exact.
-#[derive(Clone, Copy, Pod, Zeroable)]
+#[derive(Clone, Copy, Pod, Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Counter {
     value: u64,
@@ -132,7 +133,7 @@ fn spinlock_four_processes_exact_total() {
 
 // ------------------------------------------------------------ kill -9 the holder
 
-#[derive(Clone, Copy, Pod, Zeroable)]
+#[derive(Clone, Copy, Pod, Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Ledger {
     /// Set to 1 by the holder, which then dies "mid-update".
@@ -145,6 +146,16 @@ struct Ledger {
 
 fn hold_mutex_forever(name: &str) {
     let m = Shared::<Mutex<Ledger>>::open(name).unwrap();
+    let mut g = m.lock().unwrap();
+    g.dirty = 1;
+    println!("CHILD:locked");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// `hold_mutex_forever` for the PI race's `Mutex<Holder>`. (That test used to open its
+/// segment as a `Mutex<Ledger>` here, which the type identity now refuses.)
+fn hold_holder_forever(name: &str) {
+    let m = Shared::<Mutex<Holder>>::open(name).unwrap();
     let mut g = m.lock().unwrap();
     g.dirty = 1;
     println!("CHILD:locked");
@@ -261,7 +272,7 @@ fn spinlock_holder_killed_with_three_waiters() {
 
 /// Who holds the PI mutex of the race below: each holder writes its pid, holds the lock for
 /// 30 ms, and checks that nobody overwrote it meanwhile.
-#[derive(Clone, Copy, Pod, Zeroable)]
+#[derive(Clone, Copy, Pod, Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Holder {
     dirty: u64,
@@ -316,7 +327,7 @@ fn pi_try_lock_never_races_the_kernel_hand_off_of_a_dead_holder() {
             (Holder::zeroed(), Protocol::PriorityInheritance),
         )
         .unwrap();
-        let mut holder = Running::spawn(role("mutex-hold", &name));
+        let mut holder = Running::spawn(role("pi-hold", &name));
         holder.expect_line("locked", HANG);
         let mut queued = Running::spawn(role("pi-queue", &name));
         queued.expect_line("ready", HANG);
@@ -566,7 +577,7 @@ fn owner_death_is_reported_again_until_someone_repairs() {
 
 // ------------------------------------------------------------ condvar ping-pong
 
-#[derive(Clone, Copy, Pod, Zeroable)]
+#[derive(Clone, Copy, Pod, Zeroable, shm_core::TypeIdentity)]
 #[repr(C)]
 struct Turn {
     /// Whose turn: 0 (the parent) or 1 (the child).
@@ -1213,4 +1224,48 @@ fn a_forged_segment_too_short_for_its_primitive_is_an_error_not_a_panic() {
     forge::<Condvar>(&unique_name("forged-c"), (), 128..136);
     forge::<SeqLock<[u64; 4]>>(&unique_name("forged-q"), [0; 4], 128..200);
     forge::<Semaphore>(&unique_name("forged-sem"), 1, 128..136);
+}
+
+#[derive(Clone, Copy, Pod, Zeroable, shm_core::TypeIdentity)]
+#[repr(C)]
+struct PriceA {
+    bid: f64,
+    ask: f64,
+}
+
+#[derive(Clone, Copy, Pod, Zeroable, shm_core::TypeIdentity)]
+#[repr(C)]
+struct PriceB {
+    last: f64,
+    volume: u64,
+}
+
+#[test]
+fn shared_of_another_payload_or_primitive_is_refused_naming_both() {
+    let name = unique_name("shared-identity");
+    let _c = Cleanup(name.clone());
+    let _a = Shared::<SeqLock<PriceA>>::create(&name, PriceA { bid: 1.0, ask: 2.0 }).unwrap();
+    let e = Shared::<SeqLock<PriceB>>::open(&name)
+        .err()
+        .expect("another payload");
+    assert!(
+        e.to_string().contains(
+            "payload type expected `SeqLock<PriceB>` (size 48, align 8), found \
+             `SeqLock<PriceA>` (size 48, align 8): the same size and alignment, but field \
+             names and field types or offsets differ"
+        ),
+        "{e}"
+    );
+    let e = Shared::<SpinLock<[u64; 2]>>::open(&name)
+        .err()
+        .expect("another primitive");
+    assert!(e.to_string().contains("found `SeqLock<PriceA>`"), "{e}");
+    assert_eq!(
+        Shared::<SeqLock<PriceA>>::open(&name)
+            .unwrap()
+            .read()
+            .unwrap()
+            .ask,
+        2.0
+    );
 }
