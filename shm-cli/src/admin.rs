@@ -1,7 +1,7 @@
 //! `shmring ls`, `inspect` and `rm`: looking at and cleaning up segments from outside.
 
 use shm_core::{RemoveErrorKind, SegmentInfo, SegmentState, StaleCheck, Staleness, MAGIC};
-use shm_ring::RingInfo;
+use shm_ring::{EndStatus, RingInfo};
 
 /// A human size: bytes, KiB, MiB.
 fn size(bytes: u64) -> String {
@@ -28,12 +28,14 @@ pub fn ls() -> Result<(), String> {
         return Ok(());
     }
     let w = segs.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+    let ends: Vec<String> = segs.iter().map(|s| ends_summary(&s.name)).collect();
+    let e = ends.iter().map(String::len).max().unwrap_or(4).max(4);
     println!(
-        "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  STALE",
-        "NAME", "KIND", "SIZE", "STATE", "CREATOR", "ALIVE"
+        "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  {:<e$}  STALE",
+        "NAME", "KIND", "SIZE", "STATE", "CREATOR", "ALIVE", "ENDS"
     );
     let mut undecided = None;
-    for s in &segs {
+    for (s, ends) in segs.iter().zip(&ends) {
         let h = s
             .header
             .expect("list returns only segments with a shmring header");
@@ -49,16 +51,21 @@ pub fn ls() -> Result<(), String> {
             .kind()
             .map_or_else(|| format!("?{}", h.kind), |k| k.to_string());
         println!(
-            "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  {}",
+            "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  {:<e$}  {}",
             s.name,
             kind,
             size(s.file_len),
             h.state.to_string(),
             h.creator.pid,
             alive(s),
+            ends,
             stale
         );
     }
+    println!(
+        "ENDS: the processes holding each end now, P producers, C consumers (a creator may \
+         be long gone while they run)"
+    );
     if let Some(pid) = undecided {
         println!(
             "stale?: no shmring handle uses it, but process {pid} cannot be inspected and \
@@ -66,6 +73,44 @@ pub fn ls() -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// One end for `ls`: `1234`, `1234(dead)`, `closed`, `never`.
+fn end_word(e: &EndStatus) -> String {
+    match e {
+        EndStatus::Never => "never".to_owned(),
+        EndStatus::Closed => "closed".to_owned(),
+        EndStatus::Attached { pid, alive: true } => pid.to_string(),
+        EndStatus::Attached { pid, alive: false } => format!("{pid}(dead)"),
+    }
+}
+
+/// Up to four MPMC ends, then `+N`; `-` for none.
+fn ends_words(ends: &[EndStatus]) -> String {
+    if ends.is_empty() {
+        return "-".to_owned();
+    }
+    let mut words: Vec<String> = ends.iter().take(4).map(end_word).collect();
+    if ends.len() > 4 {
+        words.push(format!("+{}", ends.len() - 4));
+    }
+    words.join(",")
+}
+
+/// The live ends of a ring for `ls` (`P:1234 C:5678(dead)`); `-` for a segment that is not
+/// a ring, or not ready, or whose ends cannot be read.
+fn ends_summary(name: &str) -> String {
+    match shm_ring::inspect(name) {
+        Ok(Some(RingInfo::Spsc(s))) => {
+            format!("P:{} C:{}", end_word(&s.producer), end_word(&s.consumer))
+        }
+        Ok(Some(RingInfo::Mpmc(_, ends))) => format!(
+            "P:{} C:{}",
+            ends_words(&ends.producers),
+            ends_words(&ends.consumers)
+        ),
+        _ => "-".to_owned(),
+    }
 }
 
 /// `shmring inspect NAME`.
@@ -157,7 +202,7 @@ pub fn inspect(name: &str) -> Result<(), String> {
             println!("producer     {}", s.producer);
             println!("consumer     {}", s.consumer);
         }
-        Ok(Some(RingInfo::Mpmc(s))) => {
+        Ok(Some(RingInfo::Mpmc(s, ends))) => {
             println!(
                 "ring         capacity {}, head {}, tail {}, occupancy {}",
                 s.capacity,
@@ -179,6 +224,18 @@ pub fn inspect(name: &str) -> Result<(), String> {
                 plural(u64::from(s.producers), "producer"),
                 plural(u64::from(s.consumers), "consumer")
             );
+            let list = |ends: &[EndStatus]| -> String {
+                if ends.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ends.iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            println!("producers    {}", list(&ends.producers));
+            println!("consumers    {}", list(&ends.consumers));
         }
         Ok(None) => {}
         Err(e) => println!("ring         counters unavailable: {e}"),
@@ -186,13 +243,46 @@ pub fn inspect(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `shmring rm NAME...`.
-pub fn rm(names: &[String]) -> Result<(), String> {
+/// `pid (comm)` for a message, or the bare pid if `/proc` does not say.
+fn who(pid: u32) -> String {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => format!("{pid} ({})", comm.trim_end()),
+        Err(_) => pid.to_string(),
+    }
+}
+
+/// `shmring rm NAME...`: refuses a segment that live processes map, naming them, unless
+/// `force`.
+pub fn rm(names: &[String], force: bool) -> Result<(), String> {
     let mut failed = Vec::new();
     for n in names {
-        match shm_core::remove(n) {
+        let removed = if force {
+            shm_core::remove(n).map_err(|e| e.to_string())
+        } else {
+            shm_core::remove_unused(n).map_err(|e| match e.kind() {
+                RemoveErrorKind::InUseBy { pids, .. } if !pids.is_empty() => {
+                    let list: Vec<String> = pids.iter().map(|&p| who(p)).collect();
+                    format!(
+                        "refusing to remove {n}: it is in use by {} {}; `shmring rm --force \
+                         {n}` removes the name anyway (they keep their mapping, and a process \
+                         that opens the name later finds nothing, or a segment created anew)",
+                        if pids.len() == 1 {
+                            "process"
+                        } else {
+                            "processes"
+                        },
+                        list.join(", ")
+                    )
+                }
+                RemoveErrorKind::InUseBy { .. } | RemoveErrorKind::Undecided { .. } => format!(
+                    "refusing to remove {n}: {e}; `shmring rm --force {n}` removes the name anyway"
+                ),
+                _ => e.to_string(),
+            })
+        };
+        match removed {
             Ok(()) => println!("removed {n}"),
-            Err(e) => failed.push(e.to_string()),
+            Err(e) => failed.push(e),
         }
     }
     if failed.is_empty() {

@@ -38,12 +38,18 @@ enum Cmd {
         /// Segment name, e.g. /my-ring.
         name: String,
     },
-    /// Remove segments by name, or every stale one (whose creator is dead and that nothing
-    /// uses any more).
+    /// Remove segments by name (refusing any that live processes map, unless --force), or
+    /// every stale one (whose creator is dead and that nothing uses any more).
+    #[command(
+        override_usage = "shmring rm [--force] <NAMES>...\n       shmring rm --stale [--trust-locks]"
+    )]
     Rm {
         /// Segment names, e.g. /my-ring.
         #[arg(required_unless_present = "stale", conflicts_with = "stale")]
         names: Vec<String>,
+        /// Remove the names even while live processes map them (they keep their mapping).
+        #[arg(long, conflicts_with = "stale")]
+        force: bool,
         /// Remove every stale segment instead.
         #[arg(long)]
         stale: bool,
@@ -193,12 +199,13 @@ fn main() -> ExitCode {
             names,
             stale: true,
             trust_locks,
+            ..
         } if names.is_empty() => admin::rm_stale(if trust_locks {
             shm_core::StaleCheck::TrustLocks
         } else {
             shm_core::StaleCheck::Strict
         }),
-        Cmd::Rm { names, .. } => admin::rm(&names),
+        Cmd::Rm { names, force, .. } => admin::rm(&names, force),
         Cmd::Peer {
             role,
             name,

@@ -66,7 +66,11 @@ fn bad_arguments_print_the_whole_usage_and_unknown_segments_one_line() {
         Some("shmring <COMMAND>"),
     );
     // The argument names clap lists under "required arguments" stay in the message.
-    usage_error(&["rm"], "<NAMES>...", Some("shmring rm"));
+    usage_error(
+        &["rm"],
+        "<NAMES>...",
+        Some("shmring rm [--force] <NAMES>..."),
+    );
     usage_error(
         &["rm", "/x", "--stale"],
         "cannot be used with",
@@ -235,15 +239,124 @@ fn rm_stale_removes_a_ring_whose_ends_died_and_the_name_can_be_reused() {
     assert_eq!(rx.pop().unwrap(), 3);
 }
 
+/// Child: opens the ring `name` (SPSC or MPMC as `SHMRING_KIND` says) and joins it as a
+/// consumer, says so, and waits to be killed.
 #[test]
-fn rm_removes_by_name() {
+#[ignore]
+fn child_joins_ring_and_hangs() {
+    let Some(name) = child_name() else { return };
+    let _held: Box<dyn std::any::Any> = match std::env::var("SHMRING_KIND").as_deref() {
+        Ok("mpmc") => {
+            let r = mpmc::open::<u64>(&name).unwrap();
+            let rx = r.consumer().unwrap();
+            Box::new((r, rx))
+        }
+        _ => {
+            let r = spsc::open::<u64>(&name).unwrap();
+            let rx = r.consumer().unwrap();
+            Box::new((r, rx))
+        }
+    };
+    println!("CHILD:ready");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn rm_refuses_a_segment_in_live_use_naming_its_processes_unless_forced() {
     let name = unique_name("cli-rm");
     let _c = Cleanup(name.clone());
-    let _ring = spsc::create::<u64>(&name, 4).unwrap();
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let _tx = ring.producer().unwrap();
+    let mut reader = Running::spawn(child("child_joins_ring_and_hangs", &name));
+    reader.expect_line("ready", Duration::from_secs(10));
+    let reader_pid = reader.child.id();
+
     let out = shmring(&["rm", &name]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let me = std::process::id();
+    let (first, second) = (me.min(reader_pid), me.max(reader_pid));
+    assert!(
+        err.contains(&format!(
+            "refusing to remove {name}: it is in use by processes {first} ("
+        )) && err.contains(&format!(", {second} ("))
+            && err.contains("`shmring rm --force"),
+        "{err}"
+    );
+    assert!(shm_core::inspect(&name).is_ok(), "removed a ring in use");
+
+    // Forced: the name goes, the processes keep their mapping.
+    let out = shmring(&["rm", "--force", &name]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), format!("removed {name}"));
     assert!(shm_core::inspect(&name).is_err());
+    assert!(!ring.is_current());
+    reader.kill9();
+
+    // A segment nothing uses is removed without --force.
+    let kept = unique_name("cli-rm-unused");
+    let _c2 = Cleanup(kept.clone());
+    drop(
+        spsc::Builder::<u64>::new(&kept)
+            .segment(shm_core::SegmentBuilder::new(&kept).unlink_on_drop(false))
+            .create()
+            .unwrap(),
+    );
+    let out = shmring(&["rm", &kept]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("removed {kept}"));
+    assert!(shm_core::inspect(&kept).is_err());
+}
+
+#[test]
+fn ls_and_inspect_show_the_live_ends_not_only_the_creator() {
+    for kind in ["spsc", "mpmc"] {
+        let name = unique_name(&format!("cli-ends-{kind}"));
+        let _c = Cleanup(name.clone());
+        let me = std::process::id();
+        let held: Box<dyn std::any::Any> = if kind == "spsc" {
+            let r = spsc::create::<u64>(&name, 4).unwrap();
+            let tx = r.producer().unwrap();
+            Box::new((r, tx))
+        } else {
+            let r = mpmc::create::<u64>(&name, 4).unwrap();
+            let tx = r.producer().unwrap();
+            Box::new((r, tx))
+        };
+        let mut c = child("child_joins_ring_and_hangs", &name);
+        c.env("SHMRING_KIND", kind);
+        let mut reader = Running::spawn(c);
+        reader.expect_line("ready", Duration::from_secs(10));
+        let pid = reader.child.id();
+        let ls_line = || {
+            let out = shmring(&["ls"]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with(&name))
+                .expect("ls lists the ring")
+                .to_owned()
+        };
+        let line = ls_line();
+        assert!(line.contains(&format!("P:{me} C:{pid} ")), "{kind}: {line}");
+        // SIGKILLed: ls says the consumer's process is dead.
+        reader.kill9();
+        let line = ls_line();
+        assert!(
+            line.contains(&format!("P:{me} C:{pid}(dead) ")),
+            "{kind}: {line}"
+        );
+        let out = shmring(&["inspect", &name]);
+        let s = text(&out.stdout);
+        let want = if kind == "spsc" {
+            format!("consumer     pid {pid} (dead)")
+        } else {
+            format!("consumers    pid {pid} (dead)")
+        };
+        assert!(s.contains(&want), "{kind}: {s}");
+        drop(held);
+    }
 }
 
 #[test]

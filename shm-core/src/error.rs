@@ -546,7 +546,15 @@ pub enum RemoveErrorKind {
         /// showed it (which does not say whose).
         pid: Option<u32>,
     },
-    /// `remove_stale` could not rule out a process mapping the segment: it cannot read that
+    /// `remove_unused` found the segment in use.
+    InUseBy {
+        /// The processes that map it, ascending (empty when only the lock showed it).
+        pids: Vec<u32>,
+        /// Whether a shm-core handle holds its in-use lock (possibly in a process this user
+        /// cannot inspect, when `pids` is empty).
+        locked: bool,
+    },
+    /// `remove_stale` (or `remove_unused`) could not rule out a process mapping the segment: it cannot read that
     /// process's `/proc/<pid>/maps` (another user's, say), and a program that maps the file
     /// without shm-core takes no in-use lock.
     Undecided {
@@ -641,6 +649,25 @@ impl fmt::Display for RemoveError {
                 f,
                 "it is not stale: its creator is dead, but it is in use (a live shmring handle \
                  holds its in-use lock)"
+            ),
+            RemoveErrorKind::InUseBy { pids, .. } if !pids.is_empty() => {
+                let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "it is in use: {} {} map{} it",
+                    if pids.len() == 1 {
+                        "process"
+                    } else {
+                        "processes"
+                    },
+                    list.join(", "),
+                    if pids.len() == 1 { "s" } else { "" }
+                )
+            }
+            RemoveErrorKind::InUseBy { .. } => write!(
+                f,
+                "it is in use: a live shmring handle holds its in-use lock (in a process this \
+                 user cannot inspect)"
             ),
             RemoveErrorKind::Undecided { pid: 0, source } => write!(
                 f,

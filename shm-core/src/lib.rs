@@ -75,8 +75,8 @@ pub use name::{NameError, SegmentName, NAME_MAX};
 pub use process::{ExitNotice, ExitWatch, Liveness, Lookup, ProcessId, ThisProcess};
 pub use region::{Layout, Region, RegionError, ShmSafe};
 pub use segment::{
-    inspect, list, remove, remove_stale, remove_stale_by, Segment, SegmentBuilder, SegmentInfo,
-    StaleCheck, Staleness, DEFAULT_MODE, DEFAULT_OPEN_TIMEOUT,
+    inspect, list, remove, remove_stale, remove_stale_by, remove_unused, users, Segment,
+    SegmentBuilder, SegmentInfo, StaleCheck, Staleness, Users, DEFAULT_MODE, DEFAULT_OPEN_TIMEOUT,
 };
 /// `#[derive(TypeIdentity)]`: see [`identity`].
 pub use shm_derive::TypeIdentity;

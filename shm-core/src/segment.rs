@@ -138,6 +138,17 @@ impl Segment {
         self.unlink_on_drop = unlink;
     }
 
+    /// Whether the segment's name still leads to this very segment (same device and inode):
+    /// `false` once the name was removed (`shmring rm`, the creator's drop) or given to a
+    /// segment created anew, which a handle of the old one otherwise cannot tell (its peers
+    /// simply stop). One `lstat`; not for hot paths. A name that cannot be looked up at all
+    /// reads as `false`: it does not lead here as far as this process can tell.
+    pub fn is_current(&self) -> bool {
+        let path = std::ffi::CString::new(self.name.path().into_os_string().into_encoded_bytes())
+            .expect("validated names hold no NUL");
+        matches!(sys::lstat_path(&path), Ok(st) if st.ino == self.ino && st.dev == self.dev)
+    }
+
     /// Removes the name now (if it still names this segment). The mapping stays valid.
     ///
     /// # Errors
@@ -1046,16 +1057,28 @@ enum Usage {
     Undecided { pid: u32, error: io::Error },
 }
 
-/// Which live process maps the file `dev`/`ino`, scanning `/proc/*/maps` and matching each
-/// mapping's device and inode (never its path, which may hold spaces or `(deleted)`).
-/// A process that cannot be inspected leaves the answer undecided unless another maps it.
-fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
+/// What a scan of `/proc/*/maps` for one file found.
+#[derive(Debug, Default)]
+struct MapsScan {
+    /// Processes that map it (all of them, or the first, as asked).
+    pids: Vec<u32>,
+    /// The first process whose maps could not be read (0: `/proc` itself), and why.
+    undecided: Option<(u32, io::Error)>,
+}
+
+/// Which live processes map the file `dev`/`ino` (`all`: every one, else stop at the first),
+/// scanning `/proc/*/maps` and matching each mapping's device and inode (never its path,
+/// which may hold spaces or `(deleted)`).
+fn proc_maps_scan(dev: u64, ino: u64, all: bool) -> MapsScan {
+    let mut scan = MapsScan::default();
     let procs = match std::fs::read_dir("/proc") {
         Ok(p) => p,
-        Err(error) => return Usage::Undecided { pid: 0, error },
+        Err(error) => {
+            scan.undecided = Some((0, error));
+            return scan;
+        }
     };
     let (major, minor) = sys::dev_major_minor(dev);
-    let mut undecided = None;
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
@@ -1070,7 +1093,7 @@ fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
                 continue
             }
             Err(error) => {
-                undecided.get_or_insert(Usage::Undecided { pid, error });
+                scan.undecided.get_or_insert((pid, error));
                 continue;
             }
         };
@@ -1094,10 +1117,128 @@ fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
                 && u32::from_str_radix(min, 16).ok() == Some(minor)
         });
         if hit {
-            return Usage::Mapped(pid);
+            scan.pids.push(pid);
+            if !all {
+                break;
+            }
         }
     }
-    undecided.unwrap_or(Usage::Unused)
+    scan.pids.sort_unstable();
+    scan
+}
+
+/// Which live process maps the file `dev`/`ino`; a process that cannot be inspected leaves
+/// the answer undecided unless another maps it.
+fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
+    let scan = proc_maps_scan(dev, ino, false);
+    match (scan.pids.first(), scan.undecided) {
+        (Some(&pid), _) => Usage::Mapped(pid),
+        (None, Some((pid, error))) => Usage::Undecided { pid, error },
+        (None, None) => Usage::Unused,
+    }
+}
+
+/// Who uses a segment now, as [`users`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Users {
+    /// The processes that map it, by pid, ascending (found in `/proc/*/maps`).
+    pub pids: Vec<u32>,
+    /// Whether a shm-core handle holds its in-use lock (every [`Segment`] does while it
+    /// maps the segment, in any process of any user).
+    pub locked: bool,
+    /// A process whose maps this user cannot read (0: `/proc` itself), which might map the
+    /// segment unseen; `None` when every process was inspected.
+    pub uninspectable: Option<u32>,
+}
+
+impl Users {
+    /// Whether anything uses it, as far as this process can tell.
+    pub fn any(&self) -> bool {
+        self.locked || !self.pids.is_empty()
+    }
+}
+
+/// Which processes use the segment `name` now: every process that maps it, and whether a
+/// shm-core handle holds its in-use lock. A snapshot: processes may map or unmap it just
+/// after. Reads `/proc/*/maps` of every process; not for hot paths.
+///
+/// # Errors
+///
+/// `NotFound`, an invalid name, or the OS error of opening or locking the file.
+pub fn users(name: &str) -> Result<Users, OpenError> {
+    let sname =
+        SegmentName::new(name).map_err(|e| OpenError::new(name, OpenErrorKind::InvalidName(e)))?;
+    let (fd, st) = open_regular(&sname, libc::O_RDONLY)?;
+    let free = sys::flock_nb(&fd, true).map_err(|source| {
+        OpenError::new(
+            name,
+            OpenErrorKind::Os {
+                op: "flock",
+                source,
+            },
+        )
+    })?;
+    // An exclusive lock taken only to test: drop it at once (an opener that met it opens
+    // anew, as it does during `remove_stale`).
+    drop(fd);
+    let scan = proc_maps_scan(st.dev, st.ino, true);
+    Ok(Users {
+        pids: scan.pids,
+        locked: !free,
+        uninspectable: scan.undecided.map(|(pid, _)| pid),
+    })
+}
+
+/// Removes the segment `name` only if nothing uses it: no shm-core handle holds its in-use
+/// lock and no process maps it. The in-use lock is held exclusively from the check to the
+/// unlink, so no shm-core handle attaches in between. [`remove`] removes the name whatever
+/// uses it.
+///
+/// What it cannot see: a program that maps the file without shm-core (so takes no lock) in
+/// a process whose `/proc/<pid>/maps` this user cannot read. Unlike [`remove_stale`], which
+/// removes segments nobody named, it removes the segment then (the caller named it).
+///
+/// # Errors
+///
+/// `InUseBy` naming the processes that map it (or, with none named, saying a shm-core
+/// handle in a process this user cannot inspect holds the lock); `NotFound`, or the OS
+/// error.
+pub fn remove_unused(name: &str) -> Result<(), RemoveError> {
+    let sname = SegmentName::new(name)
+        .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
+    let inspect_error = |e: OpenError| {
+        let kind = match e.kind {
+            OpenErrorKind::NotFound => RemoveErrorKind::NotFound,
+            _ => RemoveErrorKind::Inspect(e),
+        };
+        RemoveError::new(name, kind)
+    };
+    let (fd, st) = open_regular(&sname, libc::O_RDONLY).map_err(inspect_error)?;
+    let free = sys::flock_nb(&fd, true).map_err(|source| {
+        RemoveError::new(
+            name,
+            RemoveErrorKind::Os {
+                op: "flock",
+                source,
+            },
+        )
+    })?;
+    let scan = proc_maps_scan(st.dev, st.ino, true);
+    if !free || !scan.pids.is_empty() {
+        return Err(RemoveError::new(
+            name,
+            RemoveErrorKind::InUseBy {
+                pids: scan.pids,
+                locked: !free,
+            },
+        ));
+    }
+    // A process whose maps cannot be read (`scan.undecided`) is not held against the
+    // removal: any shm-core handle in it would hold the lock, and the caller named this
+    // segment to remove.
+    unlink_if_same(&sname, st.ino, st.dev)?;
+    drop(fd);
+    Ok(())
 }
 
 /// Opens the segment's file anew and asks who uses it. Returns the descriptor, still holding

@@ -1150,3 +1150,39 @@ fn neither_a_failed_open_nor_a_forked_childs_drop_removes_the_name() {
         "the creator's own drop removes it"
     );
 }
+
+#[test]
+fn users_names_the_processes_mapping_a_segment_and_remove_unused_refuses_them() {
+    let name = unique_name("users");
+    let _c = Cleanup(name.clone());
+    let seg = builder(&name).unlink_on_drop(false).create().unwrap();
+    let u = shm_core::users(&name).unwrap();
+    assert!(u.locked && u.any(), "{u:?}");
+    assert!(u.pids.contains(&std::process::id()), "{u:?}");
+    let e = shm_core::remove_unused(&name).unwrap_err();
+    match e.kind() {
+        shm_core::RemoveErrorKind::InUseBy { pids, locked } => {
+            assert!(*locked && pids.contains(&std::process::id()), "{e}")
+        }
+        _ => panic!("{e}"),
+    }
+    assert!(e.to_string().contains("it is in use: process"), "{e}");
+    assert!(seg.is_current());
+    drop(seg);
+    // A sibling test's child holds our descriptors (and so the lock) between its fork and
+    // its exec: retry that transient case for up to a second.
+    let t = std::time::Instant::now();
+    loop {
+        let u = shm_core::users(&name).unwrap();
+        if !u.any() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(1), "{u:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shm_core::remove_unused(&name).unwrap();
+    assert!(matches!(
+        shm_core::remove_unused(&name).unwrap_err().kind(),
+        shm_core::RemoveErrorKind::NotFound
+    ));
+}

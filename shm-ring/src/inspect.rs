@@ -6,12 +6,12 @@ use shm_core::{Kind, Region, SegmentBuilder, HEADER_SIZE};
 use crate::{mpmc, spsc, RingError};
 
 /// The counters of a ring segment, as read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RingInfo {
     /// An SPSC ring.
     Spsc(spsc::RingStats),
-    /// An MPMC ring.
-    Mpmc(mpmc::MpmcStats),
+    /// An MPMC ring, and who holds its endpoints.
+    Mpmc(mpmc::MpmcStats, mpmc::MpmcEnds),
 }
 
 /// Reads the counters of the ring segment `name` without joining it: the segment is opened
@@ -69,7 +69,7 @@ pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
             let c = seg
                 .get(r)
                 .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
-            RingInfo::Mpmc(mpmc::stats_of(c))
+            RingInfo::Mpmc(mpmc::stats_of(c), mpmc::ends_of(c))
         }
     }))
 }

@@ -64,6 +64,15 @@ impl<C, S> Mem<C, S> {
         &self.owner
     }
 
+    /// Whether the memory is a named segment whose name still leads to it
+    /// ([`shm_core::Segment::is_current`]); in-process memory, which has no name, always is.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.owner
+            .downcast_ref::<shm_core::Segment>()
+            .is_none_or(shm_core::Segment::is_current)
+    }
+
     /// The control block.
     #[inline]
     pub fn ctrl(&self) -> &C {

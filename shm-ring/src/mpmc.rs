@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
-use crate::end::{self, Deaths, End, FlagTarget, LivenessTimer, PeerWatch};
+use crate::end::{self, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerWatch};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
@@ -364,6 +364,15 @@ impl Side {
         })
     }
 
+    /// The status of each endpoint holding an owner word now.
+    fn attached_ends(&self) -> Vec<EndStatus> {
+        self.ends
+            .iter()
+            .map(End::status)
+            .filter(|s| matches!(s, EndStatus::Attached { .. }))
+            .collect()
+    }
+
     /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
     fn attached(&self) -> u32 {
         self.ends
@@ -450,6 +459,22 @@ pub struct MpmcStats {
     pub consumers: u32,
     /// The claim timeout.
     pub claim_timeout: Duration,
+}
+
+/// Who holds an MPMC ring's endpoints now (see [`Ring::ends`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpmcEnds {
+    /// The producer endpoints attached now (alive, or dead and not yet taken over).
+    pub producers: Vec<EndStatus>,
+    /// The consumer endpoints attached now.
+    pub consumers: Vec<EndStatus>,
+}
+
+pub(crate) fn ends_of(c: &Control) -> MpmcEnds {
+    MpmcEnds {
+        producers: c.producers.attached_ends(),
+        consumers: c.consumers.attached_ends(),
+    }
 }
 
 pub(crate) fn stats_of(c: &Control) -> MpmcStats {
@@ -620,9 +645,25 @@ impl<T: Pod> Ring<T> {
         self.created
     }
 
-    /// The counters, read without joining.
+    /// Whether the ring's name still leads to this ring. `false` once the name was removed
+    /// or re-created by another process: a handle of the old ring then sees its peers stop
+    /// (`Disconnected`, `PeerDied`, or nothing at all) while new processes meet on the new
+    /// ring, and should reopen by name. One `lstat`; not for hot paths. An in-process ring
+    /// has no name and always is current.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.mem.is_current()
+    }
+
+    /// The counters, read without joining. Neither allocates nor makes a syscall.
     pub fn stats(&self) -> MpmcStats {
         stats_of(self.mem.ctrl())
+    }
+
+    /// Who holds the endpoints now, by pid, and whether each runs: for monitoring (it
+    /// allocates, and looks each holder up in `/proc`).
+    pub fn ends(&self) -> MpmcEnds {
+        ends_of(self.mem.ctrl())
     }
 
     /// Test hook: where slot 0's value lies in this process, the stride between slots, and
@@ -801,6 +842,12 @@ fn stuck_since(
 }
 
 impl<T: Pod> Producer<T> {
+    /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.ring.is_current()
+    }
+
     /// Sets how blocking pushes wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
@@ -1631,6 +1678,12 @@ impl<T> Drop for Producer<T> {
 }
 
 impl<T: Pod> Consumer<T> {
+    /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.ring.is_current()
+    }
+
     /// Sets how blocking pops wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;

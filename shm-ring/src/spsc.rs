@@ -390,6 +390,16 @@ impl<T: Pod> Ring<T> {
         self.created
     }
 
+    /// Whether the ring's name still leads to this ring. `false` once the name was removed
+    /// or re-created by another process: a handle of the old ring then sees its peers stop
+    /// (`Disconnected`, `PeerDied`, or nothing at all) while new processes meet on the new
+    /// ring, and should reopen by name. One `lstat`; not for hot paths. An in-process ring
+    /// has no name and always is current.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.mem.is_current()
+    }
+
     /// The counters, read without joining (a third process may call this).
     pub fn stats(&self) -> RingStats {
         stats_of(self.mem.ctrl())
@@ -470,6 +480,12 @@ enum Stop {
 }
 
 impl<T: Pod> Producer<T> {
+    /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.mem.is_current()
+    }
+
     /// Sets how blocking pushes wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
@@ -1026,6 +1042,12 @@ impl<T: Pod> WriteChunk<'_, T> {
 }
 
 impl<T: Pod> Consumer<T> {
+    /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.mem.is_current()
+    }
+
     /// Sets how blocking pops wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;

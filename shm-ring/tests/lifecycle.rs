@@ -375,3 +375,60 @@ fn a_reader_of_another_payload_layout_is_refused_naming_both_types() {
         feed.kill9();
     }
 }
+
+/// Child: creates the ring `name` and pushes `SHMRING_VALUE`. With `SHMRING_EXIT` set, it
+/// waits for a consumer to attach and exits cleanly (its drop removes the name); else it
+/// holds the ring until killed.
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_creates_and_pushes() {
+    let Some(name) = child_name() else { return };
+    let value: u64 = std::env::var("SHMRING_VALUE").unwrap().parse().unwrap();
+    let exit = std::env::var("SHMRING_EXIT").is_ok();
+    let ring = spsc::create::<u64>(&name, 8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(value).unwrap();
+    println!("CHILD:ready");
+    let t = Instant::now();
+    while exit && t.elapsed() < Duration::from_secs(20) {
+        if matches!(ring.stats().consumer, shm_ring::EndStatus::Attached { .. }) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn an_old_handle_learns_that_its_name_now_means_another_ring() {
+    let name = unique_name("recreated");
+    let _c = Cleanup(name.clone());
+    let mut first = child("child_creates_and_pushes", &name);
+    first.env("SHMRING_VALUE", "1").env("SHMRING_EXIT", "1");
+    let mut first = Running::spawn(first);
+    first.expect_line("ready", Duration::from_secs(20));
+    let old = spsc::open::<u64>(&name).unwrap();
+    // Checked before joining: the creator leaves once a consumer has joined.
+    assert!(old.is_current());
+    let mut rx = old.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    assert!(first.wait_success(Duration::from_secs(20)));
+    // The creator left cleanly and its drop removed the name.
+    assert_eq!(rx.try_pop(), Err(shm_ring::PopError::Disconnected));
+    assert!(!rx.is_current(), "the name is gone");
+
+    // Another process re-creates the name: the old handle still sees its own ring closed,
+    // and is_current says the name now means another ring.
+    let mut second = child("child_creates_and_pushes", &name);
+    second.env("SHMRING_VALUE", "2");
+    let mut second = Running::spawn(second);
+    second.expect_line("ready", Duration::from_secs(20));
+    assert_eq!(rx.try_pop(), Err(shm_ring::PopError::Disconnected));
+    assert!(!rx.is_current() && !old.is_current());
+    let new = spsc::open::<u64>(&name).unwrap();
+    assert!(new.is_current());
+    assert_eq!(new.consumer().unwrap().try_pop(), Ok(2));
+    // In-process rings have no name: always current.
+    assert!(spsc::Ring::<u64>::in_process(4).unwrap().is_current());
+    second.kill9();
+}
