@@ -193,15 +193,35 @@ impl<'a> FlagTarget<'a> {
         }
     }
 
+    /// Tests only: a flag that lives for the whole test process (so no mapping to keep).
+    #[cfg(all(test, not(shm_loom)))]
+    pub fn leaked(keep: &'a Arc<dyn Any + Send + Sync>) -> FlagTarget<'a> {
+        FlagTarget {
+            flag: Box::leak(Box::new(FlagLine::new())),
+            keep,
+        }
+    }
+
     /// The flag line.
     pub fn line(&self) -> &'a FlagLine {
         self.flag
+    }
+
+    /// An owned reference to the flag, which keeps its mapping alive (for another thread
+    /// to wake it later).
+    #[cfg(not(shm_loom))]
+    pub fn to_ref(&self) -> FlagRef {
+        // The flag lies in the mapping `keep` keeps (`FlagTarget::of`).
+        FlagRef {
+            flag: std::ptr::NonNull::from(self.flag),
+            _keep: self.keep.clone(),
+        }
     }
 }
 
 /// A flag line inside a mapping, kept alive by `_keep`, handed to the exit watcher's thread.
 #[cfg(not(shm_loom))]
-struct FlagRef {
+pub(crate) struct FlagRef {
     flag: std::ptr::NonNull<FlagLine>,
     _keep: Arc<dyn Any + Send + Sync>,
 }
@@ -214,7 +234,8 @@ unsafe impl Send for FlagRef {}
 
 #[cfg(not(shm_loom))]
 impl FlagRef {
-    fn wake(&self) {
+    /// Bumps the flag's epoch and wakes every sleeper on it.
+    pub(crate) fn wake(&self) {
         // SAFETY: `_keep` keeps the mapping (and so the flag) alive while `self` lives.
         crate::wait::wake(unsafe { self.flag.as_ref() }, u32::MAX);
     }
@@ -261,11 +282,7 @@ impl PeerWatch {
         let Some(watch) = self.watch.as_ref() else {
             return false;
         };
-        // The flag lies in the mapping `keep` keeps (`FlagTarget::of`).
-        let target = FlagRef {
-            flag: std::ptr::NonNull::from(target.flag),
-            _keep: target.keep.clone(),
-        };
+        let target = target.to_ref();
         let deaths = deaths.clone();
         self.notice = watch.on_exit(move || {
             // SeqCst: pairs with the sleeper's SeqCst load (`deaths_seen`) in its `ready`

@@ -41,6 +41,11 @@ pub enum PushError<T> {
     /// copy of it through `fork`, and the end belongs to the parent. Nothing was touched;
     /// attach anew (`Ring::producer`) in this process.
     Forked(T),
+    /// A shutdown of this process was requested (SIGINT or SIGTERM with
+    /// [`Shutdown::on_signals`](crate::Shutdown) installed, or `Shutdown::request`) while
+    /// this push would have waited; the value is yours again. Drop the handles to close
+    /// cleanly.
+    Interrupted(T),
 }
 
 impl<T> PushError<T> {
@@ -53,7 +58,8 @@ impl<T> PushError<T> {
             | PushError::PeerDied(v)
             | PushError::Expired(v)
             | PushError::Corrupted(v)
-            | PushError::Forked(v) => v,
+            | PushError::Forked(v)
+            | PushError::Interrupted(v) => v,
         }
     }
 
@@ -68,6 +74,7 @@ impl<T> PushError<T> {
             }
             PushError::Corrupted(_) => "the ring's shared positions are corrupted",
             PushError::Forked(_) => FORKED,
+            PushError::Interrupted(_) => INTERRUPTED,
         }
     }
 }
@@ -82,6 +89,7 @@ impl<T> fmt::Debug for PushError<T> {
             PushError::Expired(_) => "Expired(..)",
             PushError::Corrupted(_) => "Corrupted(..)",
             PushError::Forked(_) => "Forked(..)",
+            PushError::Interrupted(_) => "Interrupted(..)",
         };
         f.write_str(name)
     }
@@ -113,7 +121,13 @@ pub enum PopError {
     Corrupted,
     /// This handle was attached by another process (see [`PushError::Forked`]).
     Forked,
+    /// A shutdown of this process was requested while this pop would have waited (see
+    /// [`PushError::Interrupted`]). What is already in the ring can still be popped.
+    Interrupted,
 }
+
+/// What an `Interrupted` error says.
+const INTERRUPTED: &str = "a shutdown of this process was requested (SIGINT or SIGTERM)";
 
 /// What a `Forked` error says.
 const FORKED: &str = "this handle was attached by the parent of a fork; the end is the \
@@ -131,6 +145,7 @@ impl fmt::Display for PopError {
             }
             PopError::Corrupted => "the ring's shared positions are corrupted",
             PopError::Forked => FORKED,
+            PopError::Interrupted => INTERRUPTED,
         })
     }
 }

@@ -88,8 +88,22 @@ mod error;
 mod inspect;
 mod mem;
 pub mod mpmc;
+#[cfg(not(shm_loom))]
+pub mod shutdown;
 pub mod spsc;
 mod wait;
+
+/// Loom runs no signal handlers: nothing is ever requested.
+#[cfg(shm_loom)]
+mod shutdown {
+    pub(crate) struct Registration;
+    pub(crate) fn register(_: &crate::end::FlagTarget<'_>) -> Registration {
+        Registration
+    }
+    pub(crate) fn requested() -> bool {
+        false
+    }
+}
 
 pub use end::{EndStatus, LIVENESS_INTERVAL, WATCHED_SLICE};
 pub use error::{ChunkError, PopError, PushError, RingError, Role};
@@ -100,6 +114,8 @@ pub use inspect::{inspect, RingInfo};
 pub use shm_core as core;
 /// The payload identity checked when a ring is opened; see [`shm_core::identity`].
 pub use shm_core::{Identity, TypeIdentity};
+#[cfg(not(shm_loom))]
+pub use shutdown::Shutdown;
 pub use wait::{SpinBudget, WaitStrategy};
 
 /// The segment options of the ring `name`: the user's (which must name the same segment) or

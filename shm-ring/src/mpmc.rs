@@ -1188,6 +1188,8 @@ impl<T: Pod> Producer<T> {
                         Err(fail_push(f, value))
                     } else if deadline.passed() {
                         Err(PushError::Timeout(value))
+                    } else if crate::shutdown::requested() {
+                        Err(PushError::Interrupted(value))
                     } else {
                         self.sleep(strategy, deadline, seen);
                         continue;
@@ -1232,17 +1234,18 @@ impl<T: Pod> Producer<T> {
             self.stuck = None;
         }
         let owners = c.consumers.owners_digest();
+        let target = FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting);
         let slice = c.consumers.sleep_slice(
             &mut self.peers,
             (self.me, &self.deaths),
-            &FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting),
+            &target,
             self.liveness.interval(),
             self.stuck.is_some(),
         );
         let deaths = &self.deaths;
         self.waiter.sleeping();
         wait::park(
-            &c.producers_waiting,
+            &target,
             deadline.slice(slice),
             || {
                 // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.
@@ -2027,6 +2030,9 @@ impl<T: Pod> Consumer<T> {
                 Attempt::Failed(f) => Err(fail_pop(f)),
                 Attempt::Blocked => match self.after_empty() {
                     Err(PopError::Empty) if deadline.passed() => Err(PopError::Timeout),
+                    Err(PopError::Empty) if crate::shutdown::requested() => {
+                        Err(PopError::Interrupted)
+                    }
                     Err(PopError::Empty) => {
                         self.sleep(strategy, deadline, seen);
                         continue;
@@ -2072,17 +2078,18 @@ impl<T: Pod> Consumer<T> {
             self.stuck = None;
         }
         let owners = c.producers.owners_digest();
+        let target = FlagTarget::of(&self.ring.mem, |c| &c.consumers_waiting);
         let slice = c.producers.sleep_slice(
             &mut self.peers,
             (self.me, &self.deaths),
-            &FlagTarget::of(&self.ring.mem, |c| &c.consumers_waiting),
+            &target,
             self.liveness.interval(),
             self.stuck.is_some(),
         );
         let deaths = &self.deaths;
         self.waiter.sleeping();
         wait::park(
-            &c.consumers_waiting,
+            &target,
             deadline.slice(slice),
             || {
                 // Relaxed: a hint to skip the sleep; `attempt` re-reads with Acquire.

@@ -472,11 +472,19 @@ pub struct Consumer<T> {
 }
 
 /// Why a wait for space/items ended without any.
+/// Whether the consumer left, as `Producer::consumer_exited` sees it.
+enum Left {
+    No,
+    Died,
+    Closed,
+}
+
 enum Stop {
     Timeout,
     Disconnected,
     PeerDied,
     Corrupted,
+    Interrupted,
 }
 
 impl<T: Pod> Producer<T> {
@@ -575,8 +583,10 @@ impl<T: Pod> Producer<T> {
         if !self.origin.is_current() {
             return Err(PushError::Forked(value));
         }
-        if self.consumer_exited() {
-            return Err(PushError::PeerDied(value));
+        match self.consumer_exited() {
+            Left::No => {}
+            Left::Died => return Err(PushError::PeerDied(value)),
+            Left::Closed => return Err(PushError::Disconnected(value)),
         }
         if self.tail.wrapping_sub(self.head_cache) >= self.mem.cap() {
             if self.refresh_head().is_err() {
@@ -612,15 +622,16 @@ impl<T: Pod> Producer<T> {
         PushError::Full(value)
     }
 
-    /// Whether the consumer died, as its exit notice tells: on every push, two loads that
-    /// stay in this core's cache while nothing changes (the consumer's owner word, on a line
-    /// written only by attach and release, and this handle's own death counter) and no
-    /// syscall; a closer look only when one of them moved. Where no pidfd watches the
-    /// consumer, this never says so, and a full ring's liveness check does.
+    /// Whether the consumer died (as its exit notice tells) or closed its end: on every
+    /// push, two loads that stay in this core's cache while nothing changes (the consumer's
+    /// owner word, on a line written only by attach and release, and this handle's own
+    /// death counter) and no syscall; a closer look only when one of them moved. Where no
+    /// pidfd watches the consumer, a death is not seen here, and a full ring's liveness
+    /// check sees it.
     #[inline]
-    fn consumer_exited(&mut self) -> bool {
+    fn consumer_exited(&mut self) -> Left {
         if cfg!(shm_loom) {
-            return false;
+            return Left::No;
         }
         // Relaxed: a hint to look closer; the closer look checks the process itself.
         let word = self
@@ -633,29 +644,44 @@ impl<T: Pod> Producer<T> {
         // Relaxed: as above; the closer look re-reads it with SeqCst (`deaths_seen`).
         let deaths = self.deaths.load(std::sync::atomic::Ordering::Relaxed);
         if word == self.watched && deaths == self.deaths_at {
-            return false;
+            return Left::No;
         }
         self.consumer_exited_slow(word)
     }
 
     #[cold]
-    fn consumer_exited_slow(&mut self, word: u64) -> bool {
+    fn consumer_exited_slow(&mut self, word: u64) -> Left {
         if word == self.watched && self.deaths_at == u64::MAX {
             // Known dead, and nobody has taken its end over.
-            return true;
+            return Left::Died;
+        }
+        if word == 0 {
+            // Acquire: pairs with the Release store in `End::release`. Closed: `watched` is
+            // left as it was, so every push looks again (one load) until a consumer joins.
+            if self
+                .mem
+                .ctrl()
+                .config
+                .consumer
+                .state
+                .load(Ordering::Acquire)
+                == CLOSED
+            {
+                return Left::Closed;
+            }
+            self.watched = 0;
+            self.deaths_at = end::deaths_seen(&self.deaths);
+            return Left::No;
         }
         self.watched = word;
         self.deaths_at = end::deaths_seen(&self.deaths);
-        if word == 0 {
-            return false;
-        }
         let target = FlagTarget::of(&self.mem, |c| &c.producer_waiting);
         let watched = self.peer.wake_on_exit(word, self.me, &target, &self.deaths);
         if watched || !self.consumer_dead() {
-            return false;
+            return Left::No;
         }
         self.deaths_at = u64::MAX;
-        true
+        Left::Died
     }
 
     fn consumer_dead(&mut self) -> bool {
@@ -704,6 +730,7 @@ impl<T: Pod> Producer<T> {
                 Err(Stop::Disconnected) => return Err(PushError::Disconnected(value)),
                 Err(Stop::PeerDied) => return Err(PushError::PeerDied(value)),
                 Err(Stop::Corrupted) => return Err(PushError::Corrupted(value)),
+                Err(Stop::Interrupted) => return Err(PushError::Interrupted(value)),
             }
         }
     }
@@ -762,6 +789,9 @@ impl<T: Pod> Producer<T> {
             }
             if deadline.passed() {
                 return Err(Stop::Timeout);
+            }
+            if crate::shutdown::requested() {
+                return Err(Stop::Interrupted);
             }
             if self.waiter.may_sleep(strategy) {
                 let full_head = self.tail.wrapping_sub(self.mem.cap());
@@ -880,7 +910,7 @@ fn sleep_on_peer(s: Sleeper<'_>, deadline: Deadline, seen: u64, moved: impl Fn()
     let (peer_end, deaths, peer) = (s.peer_end, s.deaths, s.peer);
     s.waiter.sleeping();
     wait::park(
-        s.flag.line(),
+        &s.flag,
         deadline.slice(slice),
         || {
             // Relaxed: hints to skip the sleep; the caller re-reads with Acquire. The
@@ -1223,6 +1253,7 @@ impl<T: Pod> Consumer<T> {
                 Err(Stop::Disconnected) => return Err(PopError::Disconnected),
                 Err(Stop::PeerDied) => return Err(PopError::PeerDied),
                 Err(Stop::Corrupted) => return Err(PopError::Corrupted),
+                Err(Stop::Interrupted) => return Err(PopError::Interrupted),
             }
         }
     }
@@ -1284,6 +1315,9 @@ impl<T: Pod> Consumer<T> {
             }
             if deadline.passed() {
                 return Err(Stop::Timeout);
+            }
+            if crate::shutdown::requested() {
+                return Err(Stop::Interrupted);
             }
             if self.waiter.may_sleep(strategy) {
                 let head = self.head;

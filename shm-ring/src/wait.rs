@@ -243,12 +243,21 @@ impl FlagLine {
 /// liveness): `Some(slice)` sleeps another slice *without re-announcing* (the heavy
 /// barrier is paid once per wait, not once per slice: a long idle wait costs one futex
 /// timeout and one liveness check per slice), `None` returns to the caller.
+///
+/// While it sleeps, a sleeper is registered with this process's shutdown (if
+/// [`Shutdown::on_signals`](crate::Shutdown) installed it), which wakes it; a requested
+/// shutdown counts as ready.
 pub(crate) fn park(
-    flag: &FlagLine,
+    target: &crate::end::FlagTarget<'_>,
     slice: Option<Duration>,
     ready: impl Fn() -> bool,
     mut again: impl FnMut() -> Option<Option<Duration>>,
 ) {
+    let flag = target.line();
+    // Before the epoch is read: a shutdown's wake that comes after this either bumps the
+    // epoch we then read (and `ready` sees the request), or wakes our futex wait.
+    let _registered = crate::shutdown::register(target);
+    let ready = || ready() || crate::shutdown::requested();
     // Acquire: pairs with the Release bump in `wake`, ordering our re-check after it.
     let epoch = flag.epoch.load(Ordering::Acquire);
     // Count ourselves in and clear `WOKEN` in one step: a waker that then sees `WOKEN`
@@ -485,10 +494,12 @@ mod tests {
 
     #[test]
     fn a_sleeper_count_a_peer_zeroed_does_not_wrap_into_an_unseen_announcement() {
-        let flag = FlagLine::new();
+        let keep: std::sync::Arc<dyn std::any::Any + Send + Sync> = std::sync::Arc::new(());
+        let target = crate::end::FlagTarget::leaked(&keep);
+        let flag = target.line();
         // A peer zeroes the count while we are announced (our `ready` plays that peer).
         park(
-            &flag,
+            &target,
             Some(Duration::from_millis(1)),
             || {
                 flag.waiting.store(0, Ordering::Relaxed);
@@ -500,7 +511,7 @@ mod tests {
         // The next sleeper's announcement must be visible to a waker.
         let seen = std::cell::Cell::new(false);
         park(
-            &flag,
+            &target,
             Some(Duration::from_millis(1)),
             || {
                 seen.set(flag.waiting.load(Ordering::Relaxed) & COUNT != 0);
@@ -512,7 +523,7 @@ mod tests {
         // A count at its top (garbage) saturates rather than wrapping to 0.
         flag.waiting.store(COUNT, Ordering::Relaxed);
         park(
-            &flag,
+            &target,
             Some(Duration::from_millis(1)),
             || {
                 seen.set(flag.waiting.load(Ordering::Relaxed) & COUNT != 0);

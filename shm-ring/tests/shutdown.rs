@@ -1,0 +1,179 @@
+//! SIGINT and SIGTERM with `Shutdown::on_signals`: a blocked end returns `Interrupted`,
+//! the process drops its handles, and its peers see a clean close (`Disconnected`, not
+//! `PeerDied`) while the creator's drop removes the name. Real processes, real signals.
+#![cfg(not(shm_loom))] // real processes and signals: nothing here runs under loom
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_core::OpenErrorKind;
+use shm_ring::{mpmc, spsc, PopError, PushError, RingError, Shutdown};
+
+const ROLE: &str = "SHMRING_ROLE";
+const HANG: Duration = Duration::from_secs(20);
+
+fn role(r: &str, name: &str) -> std::process::Command {
+    let mut c = child("child_signalled", name);
+    c.env(ROLE, r);
+    c
+}
+
+fn signal(child: &Running, sig: libc::c_int) {
+    let pid = child.child.id() as libc::pid_t;
+    // SAFETY: `kill` with a pid we spawned (not yet reaped) and a valid signal number.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0);
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_signalled() {
+    let Some(name) = child_name() else { return };
+    let stop = Shutdown::on_signals().unwrap();
+    match std::env::var(ROLE).unwrap().as_str() {
+        // Creates the ring, takes the consumer, and pops until interrupted.
+        "spsc-consumer" => {
+            let ring = spsc::create::<u64>(&name, 8).unwrap();
+            let mut rx = ring.consumer().unwrap();
+            println!("CHILD:ready");
+            loop {
+                match rx.pop() {
+                    Ok(v) => println!("CHILD:got {v}"),
+                    Err(PopError::Interrupted) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("CHILD:interrupted {}", stop.signal().unwrap());
+        }
+        // Joins the parent's ring as producer, fills it, and blocks pushing one more.
+        "spsc-producer" => {
+            let ring = spsc::open::<u64>(&name).unwrap();
+            let mut tx = ring.producer().unwrap();
+            for i in 0..ring.capacity() {
+                tx.push(i).unwrap();
+            }
+            println!("CHILD:full");
+            match tx.push(99) {
+                Err(PushError::Interrupted(v)) => println!("CHILD:interrupted {v}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Joins the parent's MPMC ring as a consumer and pops until interrupted.
+        "mpmc-consumer" => {
+            let ring = mpmc::open::<u64>(&name).unwrap();
+            let mut rx = ring.consumer().unwrap();
+            println!("CHILD:ready");
+            loop {
+                match rx.pop() {
+                    Ok(v) => println!("CHILD:got {v}"),
+                    Err(PopError::Interrupted) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("CHILD:interrupted {}", stop.signal().unwrap());
+        }
+        // Never looks at the shutdown: only a second signal ends it.
+        "oblivious" => {
+            let _ring = spsc::create::<u64>(&name, 8).unwrap();
+            println!("CHILD:ready");
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        other => panic!("unknown role {other}"),
+    }
+    // Handles drop here: the ends close, the creator's segment removes its name.
+}
+
+#[test]
+fn sigterm_closes_a_sleeping_consumer_cleanly_and_removes_its_name() {
+    let name = unique_name("sig-spsc-c");
+    let _c = Cleanup(name.clone());
+    let mut kid = Running::spawn(role("spsc-consumer", &name));
+    kid.expect_line("ready", HANG);
+    let ring = spsc::open::<u64>(&name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.push(7).unwrap();
+    kid.expect_line("got 7", HANG);
+    // Long enough for the consumer to be asleep on the futex, not polling.
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    signal(&kid, libc::SIGTERM);
+    kid.expect_line(&format!("interrupted {}", libc::SIGTERM), HANG);
+    assert!(kid.wait_success(HANG), "the child did not exit cleanly");
+    println!("SIGTERM to a clean exit: {:?}", t.elapsed());
+    // A clean close, not a death; and the name is gone.
+    assert!(matches!(tx.push(8), Err(PushError::Disconnected(8))));
+    assert!(tx.is_abandoned());
+    assert!(!ring.is_current());
+    match spsc::open::<u64>(&name) {
+        Err(RingError::Open(e)) => assert!(matches!(e.kind(), OpenErrorKind::NotFound), "{e}"),
+        other => panic!("the name survived: {:?}", other.err()),
+    }
+}
+
+#[test]
+fn sigint_interrupts_a_producer_blocked_on_a_full_ring() {
+    let name = unique_name("sig-spsc-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut kid = Running::spawn(role("spsc-producer", &name));
+    kid.expect_line("full", HANG);
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&kid, libc::SIGINT);
+    // The value comes back to the producer, which then closes.
+    kid.expect_line("interrupted 99", HANG);
+    assert!(kid.wait_success(HANG));
+    for i in 0..4 {
+        assert_eq!(rx.pop_timeout(HANG), Ok(i));
+    }
+    assert_eq!(rx.pop_timeout(HANG), Err(PopError::Disconnected));
+}
+
+#[test]
+fn sigterm_closes_a_sleeping_mpmc_consumer_cleanly() {
+    let name = unique_name("sig-mpmc-c");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut kid = Running::spawn(role("mpmc-consumer", &name));
+    kid.expect_line("ready", HANG);
+    tx.push(5).unwrap();
+    kid.expect_line("got 5", HANG);
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&kid, libc::SIGTERM);
+    kid.expect_line(&format!("interrupted {}", libc::SIGTERM), HANG);
+    assert!(kid.wait_success(HANG));
+    // The consumers left cleanly: a push that finds the ring full says Disconnected.
+    for i in 0..4 {
+        tx.try_push(i).unwrap();
+    }
+    assert!(matches!(tx.push(4), Err(PushError::Disconnected(4))));
+}
+
+#[test]
+fn a_second_signal_ends_a_process_that_never_looks() {
+    let name = unique_name("sig-twice");
+    let _c = Cleanup(name.clone());
+    let mut kid = Running::spawn(role("oblivious", &name));
+    kid.expect_line("ready", HANG);
+    signal(&kid, libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        kid.child.try_wait().unwrap().is_none(),
+        "the first SIGINT only requests a shutdown"
+    );
+    signal(&kid, libc::SIGINT);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = kid.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < HANG, "a second SIGINT did not end it");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}
