@@ -849,3 +849,97 @@ impl StaleRetryRunMpmc {
         Some(v)
     }
 }
+
+/// The wait-for-change handshake of `SeqLock`'s `Changes` reduced to its words, with one
+/// planted bug chosen by the constructor: the writer checks for sleepers *before* it
+/// publishes (a reader that announces in between sleeps through the write), or the reader
+/// never asks whether the writer still lives (it waits for a dead writer until its
+/// deadline).
+pub struct BrokenLatest {
+    seq: AtomicU64,
+    changes: AtomicU32,
+    waiting: AtomicU32,
+    writer: AtomicU64,
+    check_before_publish: bool,
+}
+
+/// Why `BrokenLatest::next` (and the model's view of the real `Changes::wait`) returned
+/// no value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LatestStop {
+    /// The writer is gone.
+    Gone,
+    /// The deadline passed.
+    Timeout,
+}
+
+impl BrokenLatest {
+    /// `check_before_publish`: the first planted bug; otherwise the second.
+    pub fn new(check_before_publish: bool) -> Self {
+        BrokenLatest {
+            seq: AtomicU64::new(0),
+            changes: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            writer: AtomicU64::new(0),
+            check_before_publish,
+        }
+    }
+
+    /// Writes as the loom thread `me` (a world identity).
+    pub fn write(&self, me: u64) {
+        self.writer.store(me, Ordering::Relaxed);
+        let mut sleepers = 0;
+        if self.check_before_publish {
+            // PLANTED BUG: the check for sleepers comes before the publish.
+            fence(Ordering::SeqCst);
+            sleepers = self.waiting.load(Ordering::Relaxed);
+        }
+        self.seq.fetch_add(2, Ordering::Release);
+        if !self.check_before_publish {
+            fence(Ordering::SeqCst);
+            sleepers = self.waiting.load(Ordering::Relaxed);
+        }
+        if sleepers != 0 {
+            self.changes.fetch_add(1, Ordering::Release);
+            shm_sync::futex::wake_all(&self.changes);
+        }
+    }
+
+    /// Waits for `seq` to move past `seen`; returns the new `seq`.
+    pub fn next(&self, seen: u64) -> Result<u64, LatestStop> {
+        // A deadline of two sleep slices: after the first slice ends, loom shows this
+        // thread fresh values (see the futex model), so a reader that checked the writer
+        // would see it dead in the second round.
+        let mut slices = 0;
+        loop {
+            let s = self.seq.load(Ordering::Acquire);
+            if s != seen {
+                return Ok(s);
+            }
+            let e = self.changes.load(Ordering::Acquire);
+            self.waiting.fetch_add(1, Ordering::Release);
+            fence(Ordering::SeqCst);
+            let mut timed_out = false;
+            if self.seq.load(Ordering::Acquire) == seen {
+                // (No liveness check of `writer` in either twin; the real reader makes one
+                // here. The first twin's writer is alive, so it needs none.)
+                let _ = self.writer.load(Ordering::Relaxed);
+                timed_out = matches!(
+                    shm_sync::futex::wait(
+                        &self.changes,
+                        e,
+                        Some(std::time::Duration::from_millis(10))
+                    ),
+                    shm_sync::futex::WaitOutcome::TimedOut
+                );
+            }
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            if timed_out {
+                slices += 1;
+                if slices == 2 {
+                    return Err(LatestStop::Timeout);
+                }
+            }
+        }
+    }
+}

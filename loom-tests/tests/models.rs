@@ -898,6 +898,75 @@ fn seqlock_never_returns_a_torn_value() {
     });
 }
 
+/// A reader asleep in `Changes::wait` is woken by the write it waits for: the writer's
+/// publish and its check for sleepers against the reader's announcement and re-read.
+#[test]
+fn seqlock_reader_waiting_for_a_change_is_woken_by_it() {
+    model(|| {
+        let s = Arc::new(SeqLock::new([0u64; 2]));
+        let w = s.clone();
+        let mut changes = s.changes();
+        let writer = thread::spawn(move || w.write([1, 1]).unwrap());
+        assert_eq!(changes.wait(), Ok([1, 1]));
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn seqlock_twin_checking_for_sleepers_before_publishing_is_caught() {
+    twin_fails(|| {
+        let s = Arc::new(BrokenLatest::new(true));
+        let w = s.clone();
+        let writer = thread::spawn(move || w.write(1));
+        assert_eq!(s.next(0), Ok(2));
+        writer.join().unwrap();
+    });
+}
+
+/// A writer that writes and dies: the reader gets the value (if it had not seen it) and
+/// then `WriterGone`, once time passes, never a hang.
+#[test]
+fn seqlock_reader_learns_that_the_writer_is_gone() {
+    model(|| {
+        let s = Arc::new(SeqLock::new([0u64; 2]));
+        let w = s.clone();
+        let mut changes = s.changes();
+        let writer = thread::spawn(move || {
+            w.write([1, 1]).unwrap();
+            shm_sync::loom_die();
+            shm_sync::primitive::world::time_passes();
+        });
+        match changes.wait() {
+            Ok(v) => {
+                assert_eq!(v, [1, 1]);
+                assert!(matches!(
+                    changes.wait(),
+                    Err(shm_sync::SeqLockError::WriterGone { .. })
+                ));
+            }
+            Err(e) => panic!("{e:?} before the value"),
+        }
+        writer.join().unwrap();
+    });
+}
+
+#[test]
+fn seqlock_twin_never_checking_the_writer_is_caught() {
+    twin_fails(|| {
+        let s = Arc::new(BrokenLatest::new(false));
+        let w = s.clone();
+        let writer = thread::spawn(move || {
+            let me = shm_sync::primitive::world::new_identity();
+            w.write(me);
+            shm_sync::primitive::world::die(me);
+            shm_sync::primitive::world::time_passes();
+        });
+        let seen = s.next(0).unwrap();
+        assert_eq!(s.next(seen), Err(LatestStop::Gone));
+        writer.join().unwrap();
+    });
+}
+
 #[test]
 fn seqlock_twin_missing_recheck_is_caught() {
     twin_fails(|| {

@@ -60,6 +60,8 @@ mod shared;
 mod spin;
 #[cfg(not(shm_loom))]
 mod sys;
+#[cfg(not(shm_loom))]
+mod table;
 
 pub use condvar::Condvar;
 pub use error::{LockError, WaitError};
@@ -67,11 +69,13 @@ pub use mutex::{pi_supported, Mutex, MutexGuard, Protocol, MUTEX_LIVENESS_INTERV
 #[cfg(shm_loom)]
 pub use owner::loom_die;
 pub use semaphore::{Event, Overflow, Reset, Semaphore};
-pub use seqlock::{SeqLock, SeqLockError};
+pub use seqlock::{Changes, SeqLock, SeqLockError, WriterStatus};
 #[cfg(not(shm_loom))]
 pub use shared::{InPlace, Shared, SYNC_LAYOUT_VERSION};
 pub use shm_core;
 pub use spin::{SpinLock, SpinLockGuard, SPIN_LIVENESS_INTERVAL};
+#[cfg(not(shm_loom))]
+pub use table::{CachePadded, SeqLockTable, TABLE_MAX_LEN};
 
 /// Marks a step of a protocol where a test may kill the process (feature `fault-injection`).
 macro_rules! fault_point {

@@ -37,6 +37,58 @@ impl Me {
 thread_local! {
     /// This thread's identity; tid 0 until first computed.
     static CACHE: Cell<Me> = const { Cell::new(Me { tid: 0, start: 0 }) };
+    /// This process's identity word (`pid << 32 | start low 32`), as this thread cached it;
+    /// 0 until first computed.
+    static PROCESS_WORD: Cell<u64> = const { Cell::new(0) };
+    /// Whether this process registered for heavy barriers (`barrier::register`), as this
+    /// thread cached it: 0 unknown, 1 yes, 2 no.
+    static BARRIER: Cell<u8> = const { Cell::new(0) };
+}
+
+/// [`crate::barrier::register`], cached per thread (a fork clears it: registration belongs
+/// to the address space, and the child must register anew).
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) fn barrier_registered() -> bool {
+    match BARRIER.with(Cell::get) {
+        1 => true,
+        2 => false,
+        _ => barrier_registered_slow(),
+    }
+}
+
+#[cfg(not(shm_loom))]
+#[cold]
+fn barrier_registered_slow() -> bool {
+    // Registers the fork handler, as `me` does.
+    let _ = me();
+    let ok = crate::barrier::register();
+    BARRIER.with(|c| c.set(if ok { 1 } else { 2 }));
+    ok
+}
+
+/// This process's identity word, `pid << 32 | low 32 bits of its start time` (0 in the
+/// low half if `/proc` could not tell): one thread-local load after the first call in a
+/// thread, and a fork clears it (the child is another process).
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) fn process_word() -> u64 {
+    let w = PROCESS_WORD.with(Cell::get);
+    if w != 0 {
+        return w;
+    }
+    process_word_slow()
+}
+
+#[cfg(not(shm_loom))]
+#[cold]
+fn process_word_slow() -> u64 {
+    // Registers the fork handler, as `me` does.
+    let _ = me();
+    let p = shm_core::ProcessId::current();
+    let w = (u64::from(p.pid) << 32) | u64::from(p.start_low32());
+    PROCESS_WORD.with(|c| c.set(w));
+    w
 }
 
 /// Runs in the child of a `fork`, on the one thread the child has (the forking thread's
@@ -44,6 +96,8 @@ thread_local! {
 #[cfg(not(shm_loom))]
 extern "C" fn after_fork_in_child() {
     let _ = CACHE.try_with(|c| c.set(Me { tid: 0, start: 0 }));
+    let _ = PROCESS_WORD.try_with(|c| c.set(0));
+    let _ = BARRIER.try_with(|c| c.set(0));
 }
 
 /// The calling thread. Cached per thread (one `/proc` read per thread, ever); a fork
@@ -125,6 +179,16 @@ mod model {
         tid == 0 || crate::primitive::world::is_dead(u64::from(tid))
     }
 
+    /// Under loom nothing registers: `barrier::light` is a real fence.
+    pub(crate) fn barrier_registered() -> bool {
+        false
+    }
+
+    /// Under loom each thread stands for a process: its identity, in the high half.
+    pub(crate) fn process_word() -> u64 {
+        (u64::from(me().tid) << 32) | 1
+    }
+
     /// Marks the calling loom thread dead: holders of its locks may now be recovered.
     pub fn loom_die() {
         crate::primitive::world::die(u64::from(me().tid));
@@ -134,4 +198,4 @@ mod model {
 #[cfg(shm_loom)]
 pub use model::loom_die;
 #[cfg(shm_loom)]
-pub(crate) use model::{is_dead, me};
+pub(crate) use model::{barrier_registered, is_dead, me, process_word};

@@ -10,7 +10,10 @@ use shm_core::{
 use crate::{Condvar, Event, Mutex, Protocol, Reset, Semaphore, SeqLock, SpinLock};
 
 /// Version of the in-memory layout of shm-sync's primitives; part of every fingerprint.
-pub const SYNC_LAYOUT_VERSION: u64 = 1;
+///
+/// Version 2: `SeqLock` records its last writer and keeps a futex word for [`crate::Changes`]
+/// (its value moved from offset 32 to 64).
+pub const SYNC_LAYOUT_VERSION: u64 = 2;
 
 /// A primitive that can be initialised in place inside a fresh (zeroed) segment. Its
 /// [`TypeIdentity`] (the primitive's name and layout version, and its payload's identity)

@@ -1250,8 +1250,8 @@ fn shared_of_another_payload_or_primitive_is_refused_naming_both() {
         .expect("another payload");
     assert!(
         e.to_string().contains(
-            "payload type expected `SeqLock<PriceB>` (size 48, align 8), found \
-             `SeqLock<PriceA>` (size 48, align 8): the same size and alignment, but field \
+            "payload type expected `SeqLock<PriceB>` (size 80, align 8), found \
+             `SeqLock<PriceA>` (size 80, align 8): the same size and alignment, but field \
              names and field types or offsets differ"
         ),
         "{e}"
