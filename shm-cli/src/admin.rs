@@ -274,7 +274,9 @@ pub fn rm(names: &[String], force: bool) -> Result<(), String> {
                         list.join(", ")
                     )
                 }
-                RemoveErrorKind::InUseBy { .. } | RemoveErrorKind::Undecided { .. } => format!(
+                RemoveErrorKind::InUseBy { .. }
+                | RemoveErrorKind::BeingCreated { .. }
+                | RemoveErrorKind::Undecided { .. } => format!(
                     "refusing to remove {n}: {e}; `shmring rm --force {n}` removes the name anyway"
                 ),
                 _ => e.to_string(),

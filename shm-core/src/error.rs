@@ -546,6 +546,11 @@ pub enum RemoveErrorKind {
         /// showed it (which does not say whose).
         pid: Option<u32>,
     },
+    /// `remove_unused` found the segment still being created by a live creator.
+    BeingCreated {
+        /// Its creator, once it wrote its identity.
+        creator: Option<ProcessId>,
+    },
     /// `remove_unused` found the segment in use.
     InUseBy {
         /// The processes that map it, ascending (empty when only the lock showed it).
@@ -650,6 +655,12 @@ impl fmt::Display for RemoveError {
                 "it is not stale: its creator is dead, but it is in use (a live shmring handle \
                  holds its in-use lock)"
             ),
+            RemoveErrorKind::BeingCreated { creator: Some(c) } => {
+                write!(f, "it is being created, by {c}, which is alive")
+            }
+            RemoveErrorKind::BeingCreated { creator: None } => {
+                write!(f, "it is being created right now")
+            }
             RemoveErrorKind::InUseBy { pids, .. } if !pids.is_empty() => {
                 let list: Vec<String> = pids.iter().map(u32::to_string).collect();
                 write!(

@@ -282,8 +282,8 @@ impl TypeName {
         TypeName(out)
     }
 
-    /// From the bytes of a header (untrusted: anything that is not UTF-8 up to the first
-    /// NUL reads as the empty name's fallback, `?`).
+    /// From the bytes of a header (untrusted: bytes that are not UTF-8 up to the first NUL
+    /// display as `(unreadable name)`, and control characters are escaped).
     pub const fn from_bytes(bytes: [u8; TYPE_NAME_MAX]) -> TypeName {
         TypeName(bytes)
     }
@@ -303,9 +303,19 @@ impl TypeName {
 }
 
 impl fmt::Display for TypeName {
+    /// The name, with control characters escaped (a peer may have written anything).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.as_str() {
-            Some(s) => f.write_str(s),
+            Some(s) => {
+                for c in s.chars() {
+                    if c.is_control() {
+                        write!(f, "{}", c.escape_default())?;
+                    } else {
+                        write!(f, "{c}")?;
+                    }
+                }
+                Ok(())
+            }
             None if self.0 == [0; TYPE_NAME_MAX] => f.write_str("(untyped)"),
             None => f.write_str("(unreadable name)"),
         }

@@ -465,10 +465,18 @@ impl SegmentBuilder {
         };
         let st = sys::fstat(&fd).map_err(os("fstat"))?;
         guard.id = Some((st.ino, st.dev));
-        // The in-use lock (see `Segment`). Only a `remove_stale` judging this brand-new file
-        // stale could hold it exclusively, and a file younger than the open timeout never is.
-        if !sys::flock_nb(&fd, false).map_err(os("flock"))? {
-            return Err(os("flock")(io::Error::from_raw_os_error(libc::EWOULDBLOCK)));
+        // The in-use lock (see `Segment`). A checker (`users`, `remove_unused`,
+        // `remove_stale`) may hold it exclusively for the moment of its look: wait that out,
+        // within the open timeout. None of them removes a file still being created
+        // (`remove_unused` refuses one, `remove_stale` never judges a file younger than the
+        // open timeout stale).
+        let locking = Instant::now();
+        let mut pause = Backoff::new();
+        while !sys::flock_nb(&fd, false).map_err(os("flock"))? {
+            if locking.elapsed() >= self.open_timeout {
+                return Err(os("flock")(io::Error::from_raw_os_error(libc::EWOULDBLOCK)));
+            }
+            pause.sleep();
         }
         sys::fchmod(&fd, self.mode).map_err(os("fchmod"))?;
         sys::ftruncate(&fd, total).map_err(os("ftruncate"))?;
@@ -1201,8 +1209,8 @@ pub fn users(name: &str) -> Result<Users, OpenError> {
 /// # Errors
 ///
 /// `InUseBy` naming the processes that map it (or, with none named, saying a shm-core
-/// handle in a process this user cannot inspect holds the lock); `NotFound`, or the OS
-/// error.
+/// handle in a process this user cannot inspect holds the lock); `BeingCreated` for a
+/// segment whose creator is still making it; `NotFound`, or the OS error.
 pub fn remove_unused(name: &str) -> Result<(), RemoveError> {
     let sname = SegmentName::new(name)
         .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
@@ -1231,6 +1239,27 @@ pub fn remove_unused(name: &str) -> Result<(), RemoveError> {
                 pids: scan.pids,
                 locked: !free,
             },
+        ));
+    }
+    // A segment still being created (its creator, alive, has not taken the lock yet, or is
+    // initialising) is in use too, though nothing maps or locks it yet.
+    let info = inspect(name).map_err(inspect_error)?;
+    let creating = match info.header {
+        Some(h) if h.magic == MAGIC || h.magic == 0 => match h.state {
+            SegmentState::Unwritten | SegmentState::Initializing => !info.looks_stale(),
+            _ => false,
+        },
+        Some(_) => false,
+        None => !info.looks_stale(),
+    };
+    if creating {
+        let creator = info
+            .header
+            .filter(|h| h.state != SegmentState::Unwritten)
+            .map(|h| h.creator);
+        return Err(RemoveError::new(
+            name,
+            RemoveErrorKind::BeingCreated { creator },
         ));
     }
     // A process whose maps cannot be read (`scan.undecided`) is not held against the

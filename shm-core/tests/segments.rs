@@ -1186,3 +1186,33 @@ fn users_names_the_processes_mapping_a_segment_and_remove_unused_refuses_them() 
         shm_core::RemoveErrorKind::NotFound
     ));
 }
+
+#[test]
+fn creates_survive_a_checker_looking_at_the_same_name() {
+    let name = unique_name("checked");
+    let _c = Cleanup(name.clone());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    /// Stops the checker however the loop below ends (a panic included).
+    struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = shm_core::users(&name);
+                let _ = shm_core::remove_unused(&name);
+            }
+        });
+        let _stop = Stop(&stop);
+        for round in 0..3000 {
+            let seg = builder(&name)
+                .create()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(seg.is_current(), "round {round}: removed while in use");
+            drop(seg);
+        }
+    });
+}

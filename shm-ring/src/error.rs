@@ -22,6 +22,7 @@ impl fmt::Display for Role {
 
 /// Why a push did not happen. The value comes back in every case.
 #[derive(PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PushError<T> {
     /// The ring is full (`try_push`).
     Full(T),
@@ -105,6 +106,7 @@ impl<T> std::error::Error for PushError<T> {}
 
 /// Why a pop returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PopError {
     /// The ring is empty (`try_pop`).
     Empty,

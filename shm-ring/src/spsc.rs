@@ -643,7 +643,9 @@ impl<T: Pod> Producer<T> {
             .load(Ordering::Relaxed);
         // Relaxed: as above; the closer look re-reads it with SeqCst (`deaths_seen`).
         let deaths = self.deaths.load(std::sync::atomic::Ordering::Relaxed);
-        if word == self.watched && deaths == self.deaths_at {
+        // A word of 0 (no consumer attached) always looks closer: the end may have closed
+        // since we last looked, which moves neither the word nor the death counter.
+        if word == self.watched && word != 0 && deaths == self.deaths_at {
             return Left::No;
         }
         self.consumer_exited_slow(word)
@@ -676,12 +678,28 @@ impl<T: Pod> Producer<T> {
         self.watched = word;
         self.deaths_at = end::deaths_seen(&self.deaths);
         let target = FlagTarget::of(&self.mem, |c| &c.producer_waiting);
-        let watched = self.peer.wake_on_exit(word, self.me, &target, &self.deaths);
-        if watched || !self.consumer_dead() {
+        if self.peer.wake_on_exit(word, self.me, &target, &self.deaths) {
             return Left::No;
         }
-        self.deaths_at = u64::MAX;
-        Left::Died
+        match self
+            .mem
+            .ctrl()
+            .config
+            .consumer
+            .status_watched(&mut self.peer)
+        {
+            EndStatus::Attached { alive: false, .. } => {
+                self.deaths_at = u64::MAX;
+                Left::Died
+            }
+            EndStatus::Closed => {
+                // Closed with its word still set (a consumer that died, or is, between its
+                // release's two stores): not cached, so every push looks again.
+                self.watched = u64::MAX;
+                Left::Closed
+            }
+            _ => Left::No,
+        }
     }
 
     fn consumer_dead(&mut self) -> bool {

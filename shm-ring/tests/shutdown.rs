@@ -82,6 +82,43 @@ fn child_signalled() {
             println!("CHILD:ready");
             std::thread::sleep(Duration::from_secs(120));
         }
+        // Requests the shutdown itself, then lives through one SIGTERM (the first signal)
+        // and reports it.
+        "request-first" => {
+            stop.request();
+            assert!(stop.requested());
+            println!("CHILD:ready");
+            let t = Instant::now();
+            while stop.signal().is_none() && t.elapsed() < HANG {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            println!("CHILD:alive after signal {}", stop.signal().unwrap());
+        }
+        // Forks a grandchild, which must not act on this process's set-up: SIGTERM to it
+        // has its default action, and this process hears nothing.
+        "forker" => {
+            // SAFETY: after the fork the grandchild calls only `pause` (async-signal-safe)
+            // until a signal ends it; the parent waits for it.
+            let g = unsafe { libc::fork() };
+            assert!(g >= 0, "fork failed");
+            if g == 0 {
+                loop {
+                    // SAFETY: `pause` has no preconditions.
+                    unsafe { libc::pause() };
+                }
+            }
+            println!("CHILD:forked {g}");
+            let mut status = 0;
+            // SAFETY: `g` is our child; `status` is a valid int to fill.
+            assert_eq!(unsafe { libc::waitpid(g, &mut status, 0) }, g);
+            assert!(libc::WIFSIGNALED(status), "grandchild status {status:#x}");
+            std::thread::sleep(Duration::from_millis(50));
+            println!(
+                "CHILD:grandchild ended by {}; requested here: {}",
+                libc::WTERMSIG(status),
+                stop.requested()
+            );
+        }
         other => panic!("unknown role {other}"),
     }
     // Handles drop here: the ends close, the creator's segment removes its name.
@@ -176,4 +213,40 @@ fn a_second_signal_ends_a_process_that_never_looks() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}
+
+#[test]
+fn a_signal_after_an_own_request_is_still_the_first() {
+    let name = unique_name("sig-request");
+    let _c = Cleanup(name.clone());
+    let mut kid = Running::spawn(role("request-first", &name));
+    kid.expect_line("ready", HANG);
+    signal(&kid, libc::SIGTERM);
+    kid.expect_line(&format!("alive after signal {}", libc::SIGTERM), HANG);
+    assert!(kid.wait_success(HANG));
+}
+
+#[test]
+fn a_forked_child_has_the_default_action_and_leaves_its_parent_alone() {
+    let name = unique_name("sig-fork");
+    let _c = Cleanup(name.clone());
+    let mut kid = Running::spawn(role("forker", &name));
+    let line = kid.next_line(HANG);
+    let g: libc::pid_t = line
+        .strip_prefix("forked ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    // SAFETY: `kill` with a valid signal; `g` is the grandchild our child waits for.
+    let r = unsafe { libc::kill(g, libc::SIGTERM) };
+    assert_eq!(r, 0);
+    kid.expect_line(
+        &format!(
+            "grandchild ended by {}; requested here: false",
+            libc::SIGTERM
+        ),
+        HANG,
+    );
+    assert!(kid.wait_success(HANG));
 }

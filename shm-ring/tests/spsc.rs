@@ -855,3 +855,26 @@ fn a_planted_file_far_larger_than_its_ring_is_refused_without_touching_it() {
         .expect("a planted file opened");
     check(&name, &f, e.to_string());
 }
+
+#[test]
+fn a_consumer_that_came_and_closed_between_two_pushes_is_seen_as_closed() {
+    let ring = spsc::Ring::<u64>::in_process(8).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(1).unwrap(); // no consumer yet: pushes land for a later one
+    let mut rx = ring.consumer().unwrap();
+    assert_eq!(rx.try_pop(), Ok(1));
+    drop(rx);
+    // The close moved neither the consumer's word (0 before and after) nor a death count.
+    assert!(matches!(
+        tx.try_push(2),
+        Err(shm_ring::PushError::Disconnected(2))
+    ));
+    assert!(matches!(
+        tx.push(3),
+        Err(shm_ring::PushError::Disconnected(3))
+    ));
+    // A new consumer: pushes flow again.
+    let mut rx = ring.consumer().unwrap();
+    tx.try_push(4).unwrap();
+    assert_eq!(rx.try_pop(), Ok(4));
+}
