@@ -280,22 +280,31 @@ fn spsc_end_killed_while_attaching() {
                     Ok(v) => panic!("{side} {before:?}: popped {v}"),
                 },
                 (Some(tx), _) => {
-                    // A dead consumer is heard before the ring fills; else, once it is full.
-                    let mut died = false;
+                    // A dead or closed consumer is heard before the ring fills; else, once
+                    // it is full.
+                    let mut heard = None;
                     for i in 0..4 {
                         match tx.try_push(i) {
                             Ok(()) => {}
                             Err(PushError::PeerDied(_)) => {
-                                died = true;
+                                heard = Some(PopError::PeerDied);
+                                break;
+                            }
+                            Err(PushError::Disconnected(_)) => {
+                                heard = Some(PopError::Disconnected);
                                 break;
                             }
                             Err(e) => panic!("{side} {before:?}: {e:?}"),
                         }
                     }
-                    match (died, tx.push_timeout(9, short)) {
-                        (false, Err(PushError::Timeout(_))) => PopError::Timeout,
-                        (false, Err(PushError::Disconnected(_))) => PopError::Disconnected,
-                        (_, Err(PushError::PeerDied(_))) => PopError::PeerDied,
+                    match (heard, tx.push_timeout(9, short)) {
+                        (None, Err(PushError::Timeout(_))) => PopError::Timeout,
+                        (None | Some(PopError::Disconnected), Err(PushError::Disconnected(_))) => {
+                            PopError::Disconnected
+                        }
+                        (None | Some(PopError::PeerDied), Err(PushError::PeerDied(_))) => {
+                            PopError::PeerDied
+                        }
                         other => panic!("{side} {before:?}: {other:?}"),
                     }
                 }
@@ -320,9 +329,9 @@ fn spsc_end_killed_while_attaching() {
                 }
                 (Some(mut tx), _) => {
                     let mut rx = ring.consumer().unwrap();
-                    // A dead consumer was heard before the first push (nothing landed);
-                    // otherwise the ring holds what was pushed, from 0.
-                    if before == Before::DeadHolder {
+                    // A dead or closed consumer was heard before the first push (nothing
+                    // landed); otherwise the ring holds what was pushed, from 0.
+                    if before != Before::Never {
                         assert_eq!(rx.try_pop(), Err(PopError::Empty), "{side} {before:?}");
                         tx.try_push(0).unwrap();
                     }
