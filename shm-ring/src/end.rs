@@ -99,6 +99,37 @@ impl std::fmt::Display for EndStatus {
     }
 }
 
+/// How an end was attached: what a restarted process needs to tell the items before its
+/// take-over from those after (see `spsc::Ring::consumer_resuming`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// This attachment's number for its end: 1 for the first holder, then one more for each
+    /// holder that took the end over (after a close or a death).
+    pub generation: u32,
+    /// The position this end started at: the next item it pops (a consumer) or pushes (a
+    /// producer). Every position before it belongs to an earlier holder.
+    pub position: u64,
+    /// A consumer: the items in the ring when it attached that it will receive (the
+    /// backlog: all of them with [`Resume::Backlog`](crate::spsc::Resume::Backlog), none
+    /// with `Live`), at positions `position..position + backlog`. A producer: the items it
+    /// found unconsumed.
+    pub backlog: u64,
+    /// A consumer with [`Resume::Live`](crate::spsc::Resume::Live): the items it skipped
+    /// (counted, never delivered). 0 otherwise.
+    pub skipped: u64,
+    /// The pid of the dead holder whose end this one took over, if it took one over.
+    pub took_over_from: Option<u32>,
+}
+
+/// The other end's current attachment, as this end reads it from shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAttachment {
+    /// Its [`Attachment::generation`].
+    pub generation: u32,
+    /// Its [`Attachment::position`]: positions from here on are (or will be) that holder's.
+    pub since: u64,
+}
+
 /// This process's identity word.
 #[cfg(not(shm_loom))]
 pub(crate) fn me() -> u64 {
@@ -389,6 +420,12 @@ impl End {
     /// Claims the slot for `me`, returning the generation of this attachment. `Err(holder
     /// pid)` if a live process holds it.
     pub fn claim(&self, me: u64) -> Result<u32, u32> {
+        self.claim_from(me).map(|(gen, _)| gen)
+    }
+
+    /// [`claim`](Self::claim), also returning the owner word it replaced (0 for a free
+    /// slot; a dead holder's word for a take-over).
+    pub fn claim_from(&self, me: u64) -> Result<(u32, u64), u32> {
         loop {
             let w = self.owner.load(Ordering::Relaxed);
             if w != 0 && !is_dead(w) {
@@ -409,7 +446,7 @@ impl End {
                 crate::fault_point!("end-claimed");
                 // Release: pairs with the Acquire loads of `state` on the other side.
                 self.state.store(ATTACHED, Ordering::Release);
-                return Ok(gen);
+                return Ok((gen, w));
             }
         }
     }

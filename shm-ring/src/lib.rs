@@ -105,7 +105,7 @@ mod shutdown {
     }
 }
 
-pub use end::{EndStatus, LIVENESS_INTERVAL, WATCHED_SLICE};
+pub use end::{Attachment, EndStatus, PeerAttachment, LIVENESS_INTERVAL, WATCHED_SLICE};
 pub use error::{ChunkError, PopError, PushError, RingError, Role};
 #[cfg(not(shm_loom))]
 pub use inspect::{inspect, RingInfo};

@@ -234,12 +234,13 @@ impl Side {
 
     /// Claims a free (or dead) endpoint slot; returns its index and the generation of this
     /// attachment.
-    fn attach(&self, me: u64) -> Option<(usize, u32)> {
+    fn attach(&self, me: u64) -> Option<(usize, Attachment)> {
         for (i, e) in self.ends.iter().enumerate() {
             let w = e.owner.load(Ordering::Relaxed);
             if w != 0 && !end::is_dead(w) {
                 continue;
             }
+            let took_over_from = (w != 0).then_some((w >> 32) as u32);
             if w != 0 {
                 // A dead holder we reap on the way.
                 if e.owner
@@ -256,7 +257,14 @@ impl Side {
                 // so whoever sees `ever` set also sees this endpoint's owner word (loom found
                 // a false "disconnected" when `ever` was set first).
                 self.ever.store(1, Ordering::Release);
-                return Some((i, gen));
+                return Some((
+                    i,
+                    Attachment {
+                        endpoint: i,
+                        generation: gen,
+                        took_over_from,
+                    },
+                ));
             }
         }
         None
@@ -461,6 +469,21 @@ pub struct MpmcStats {
     pub claim_timeout: Duration,
 }
 
+/// How an MPMC handle attached: which endpoint slot it holds, that slot's attachment
+/// number, and whose dead endpoint it took over. Messages are not per consumer in an MPMC
+/// ring (each goes to whichever consumer claims it), so a new consumer has no backlog of
+/// its own: it shares the ring's; what a dead consumer had claimed and not finished is
+/// reclaimed (lost, counted in [`MpmcStats::reclaimed`]) after the claim timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attachment {
+    /// The endpoint slot (0..[`MAX_ENDPOINTS`]) this handle holds.
+    pub endpoint: usize,
+    /// The slot's attachment number: one more for each handle that held it.
+    pub generation: u32,
+    /// The pid of the dead holder whose slot this handle took over, if it took one over.
+    pub took_over_from: Option<u32>,
+}
+
 /// Who holds an MPMC ring's endpoints now (see [`Ring::ends`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MpmcEnds {
@@ -560,7 +583,7 @@ impl<T: Pod> Ring<T> {
     pub fn producer(&self) -> Result<Producer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let (index, gen) = c.producers.attach(me).ok_or(RingError::TooManyEndpoints {
+        let (index, attachment) = c.producers.attach(me).ok_or(RingError::TooManyEndpoints {
             name: self.name.clone(),
             role: Role::Producer,
             max: MAX_ENDPOINTS,
@@ -575,7 +598,8 @@ impl<T: Pod> Ring<T> {
             me,
             origin: shm_core::ThisProcess::now(),
             index,
-            mark: Mark::new(index, gen),
+            mark: Mark::new(index, attachment.generation),
+            attachment,
             #[cfg(shm_loom)]
             doom: None,
             claim_timeout: claim_timeout(c),
@@ -599,7 +623,7 @@ impl<T: Pod> Ring<T> {
     pub fn consumer(&self) -> Result<Consumer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let (index, gen) = c.consumers.attach(me).ok_or(RingError::TooManyEndpoints {
+        let (index, attachment) = c.consumers.attach(me).ok_or(RingError::TooManyEndpoints {
             name: self.name.clone(),
             role: Role::Consumer,
             max: MAX_ENDPOINTS,
@@ -613,7 +637,8 @@ impl<T: Pod> Ring<T> {
             me,
             origin: shm_core::ThisProcess::now(),
             index,
-            mark: Mark::new(index, gen),
+            mark: Mark::new(index, attachment.generation),
+            attachment,
             #[cfg(shm_loom)]
             doom: None,
             claim_timeout: claim_timeout(c),
@@ -688,6 +713,7 @@ impl<T: Pod> Ring<T> {
 pub struct Producer<T> {
     ring: Ring<T>,
     me: u64,
+    attachment: Attachment,
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
     index: usize,
@@ -720,6 +746,7 @@ pub struct Producer<T> {
 pub struct Consumer<T> {
     ring: Ring<T>,
     me: u64,
+    attachment: Attachment,
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
     index: usize,
@@ -846,6 +873,12 @@ impl<T: Pod> Producer<T> {
     #[cfg(not(shm_loom))]
     pub fn is_current(&self) -> bool {
         self.ring.is_current()
+    }
+
+    /// How this handle attached: its endpoint slot, the slot's generation, and whose dead
+    /// endpoint it took over.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
     }
 
     /// Sets how blocking pushes wait.
@@ -1685,6 +1718,12 @@ impl<T: Pod> Consumer<T> {
     #[cfg(not(shm_loom))]
     pub fn is_current(&self) -> bool {
         self.ring.is_current()
+    }
+
+    /// How this handle attached: its endpoint slot, the slot's generation, and whose dead
+    /// endpoint it took over.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
     }
 
     /// Sets how blocking pops wait.

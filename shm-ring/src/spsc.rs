@@ -26,13 +26,16 @@ use std::time::Duration;
 use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU64, Ordering};
 
-use crate::end::{self, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerWatch, CLOSED};
+use crate::end::{
+    self, Attachment, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerAttachment, PeerWatch,
+    CLOSED,
+};
 use crate::error::{ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// Version of the SPSC control-block layout; part of the segment's fingerprint.
-pub const SPSC_LAYOUT_VERSION: u64 = 1;
+pub const SPSC_LAYOUT_VERSION: u64 = 2;
 
 /// Immutable configuration and the two endpoint slots.
 #[repr(C, align(128))]
@@ -42,6 +45,10 @@ pub(crate) struct ConfigLine {
     pub initial: AtomicU64,
     pub producer: End,
     pub consumer: End,
+    /// The position the current producer attached at (its first push's).
+    pub producer_since: AtomicU64,
+    /// The position the current consumer attached at (after any skip).
+    pub consumer_since: AtomicU64,
 }
 
 /// A line written by one side only: its position and its counters.
@@ -88,6 +95,8 @@ mod layout_checks {
     const_assert_eq!(std::mem::offset_of!(Control, producer_waiting), 512);
     const_assert_eq!(std::mem::offset_of!(ConfigLine, producer), 16);
     const_assert_eq!(std::mem::offset_of!(ConfigLine, consumer), 32);
+    const_assert_eq!(std::mem::offset_of!(ConfigLine, producer_since), 48);
+    const_assert_eq!(std::mem::offset_of!(ConfigLine, consumer_since), 56);
 }
 
 #[cfg(not(shm_loom))]
@@ -109,6 +118,8 @@ impl Control {
                 initial: AtomicU64::new(initial),
                 producer: end(),
                 consumer: end(),
+                producer_since: AtomicU64::new(initial),
+                consumer_since: AtomicU64::new(initial),
             },
             tail: side(initial),
             head: side(initial),
@@ -283,14 +294,15 @@ impl<T: Pod> Ring<T> {
     pub fn producer(&self) -> Result<Producer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        c.config
-            .producer
-            .claim(me)
-            .map_err(|pid| RingError::RoleTaken {
-                name: self.name.clone(),
-                role: Role::Producer,
-                pid,
-            })?;
+        let (generation, was) =
+            c.config
+                .producer
+                .claim_from(me)
+                .map_err(|pid| RingError::RoleTaken {
+                    name: self.name.clone(),
+                    role: Role::Producer,
+                    pid,
+                })?;
         // Acquire: pairs with the consumer's Release stores of `head`.
         let head = c.head.pos.load(Ordering::Acquire);
         let tail = c.tail.pos.load(Ordering::Relaxed);
@@ -301,6 +313,16 @@ impl<T: Pod> Ring<T> {
                 what: format!("tail {tail} and head {head} are more than a ring apart"),
             });
         }
+        // Relaxed: a report for the consumer (`producer_attachment`), read with the end's
+        // generation; nothing is ordered by it.
+        c.config.producer_since.store(tail, Ordering::Relaxed);
+        let attachment = Attachment {
+            generation,
+            position: tail,
+            backlog: tail.wrapping_sub(head),
+            skipped: 0,
+            took_over_from: (was != 0).then_some((was >> 32) as u32),
+        };
         // A consumer asleep on the empty ring re-arms its watch on the new producer, so
         // that this process's death wakes it.
         if !cfg!(shm_loom) {
@@ -321,6 +343,7 @@ impl<T: Pod> Ring<T> {
             deaths: Deaths::default(),
             watched: u64::MAX,
             deaths_at: 0,
+            attachment,
         };
         // Arm the exit watch on the consumer attached now (its pidfd, an epoll
         // registration, perhaps the watcher thread): here, not in the first push.
@@ -328,23 +351,40 @@ impl<T: Pod> Ring<T> {
         Ok(p)
     }
 
-    /// Joins as the consumer.
+    /// Joins as the consumer, receiving whatever the ring holds ([`Resume::Backlog`]):
+    /// `consumer_resuming(Resume::Backlog)`.
     ///
     /// # Errors
     ///
     /// As [`producer`](Self::producer).
     pub fn consumer(&self) -> Result<Consumer<T>, RingError> {
+        self.consumer_resuming(Resume::Backlog)
+    }
+
+    /// Joins as the consumer, taking over the end of a dead one if need be, and choosing
+    /// what to do with the items already in the ring: receive them ([`Resume::Backlog`],
+    /// for a consumer that must see everything, and may see again what its dead
+    /// predecessor had taken but not finished), or skip them ([`Resume::Live`], for one
+    /// that wants only what comes from now on, such as a restarted strategy or a gateway
+    /// whose old replies answer nothing it asked). [`Consumer::attachment`] says which
+    /// positions were which.
+    ///
+    /// # Errors
+    ///
+    /// As [`producer`](Self::producer).
+    pub fn consumer_resuming(&self, resume: Resume) -> Result<Consumer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        c.config
-            .consumer
-            .claim(me)
-            .map_err(|pid| RingError::RoleTaken {
-                name: self.name.clone(),
-                role: Role::Consumer,
-                pid,
-            })?;
-        let head = c.head.pos.load(Ordering::Relaxed);
+        let (generation, was) =
+            c.config
+                .consumer
+                .claim_from(me)
+                .map_err(|pid| RingError::RoleTaken {
+                    name: self.name.clone(),
+                    role: Role::Consumer,
+                    pid,
+                })?;
+        let mut head = c.head.pos.load(Ordering::Relaxed);
         // Acquire: pairs with the producer's Release stores of `tail`.
         let tail = c.tail.pos.load(Ordering::Acquire);
         if tail.wrapping_sub(head) > self.mem.cap() {
@@ -354,6 +394,23 @@ impl<T: Pod> Ring<T> {
                 what: format!("tail {tail} and head {head} are more than a ring apart"),
             });
         }
+        let mut skipped = 0;
+        if resume == Resume::Live && tail != head {
+            skipped = tail.wrapping_sub(head);
+            head = tail;
+            // Release: frees the skipped slots for the producer; pairs with its Acquire
+            // loads of `head` (as every pop's store does).
+            c.head.pos.store(head, Ordering::Release);
+        }
+        // Relaxed: a report for the producer (`consumer_attachment`).
+        c.config.consumer_since.store(head, Ordering::Relaxed);
+        let attachment = Attachment {
+            generation,
+            position: head,
+            backlog: tail.wrapping_sub(head),
+            skipped,
+            took_over_from: (was != 0).then_some((was >> 32) as u32),
+        };
         // A producer asleep on the full ring re-arms its watch on the new consumer.
         if !cfg!(shm_loom) {
             wait::wake(&c.producer_waiting, u32::MAX);
@@ -371,6 +428,7 @@ impl<T: Pod> Ring<T> {
             waiter: Waiter::new(),
             stalled_at: head.wrapping_sub(1),
             deaths: Deaths::default(),
+            attachment,
         })
     }
 
@@ -445,6 +503,7 @@ pub struct Producer<T> {
     watched: u64,
     /// `deaths` when we last looked closer; `u64::MAX` once that consumer is known dead.
     deaths_at: u64,
+    attachment: Attachment,
 }
 
 /// The popping end of an SPSC ring. `&mut self` methods: one thread at a time.
@@ -469,6 +528,29 @@ pub struct Consumer<T> {
     stalled_at: u64,
     /// Exits of the watched peer, counted by its exit notice.
     deaths: Deaths,
+    attachment: Attachment,
+}
+
+/// What a consumer that joins a ring does with the items already in it
+/// ([`Ring::consumer_resuming`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resume {
+    /// Receive them, in order (what [`Ring::consumer`] does).
+    #[default]
+    Backlog,
+    /// Skip them: the first item received is the first pushed after the attach. The
+    /// skipped items are counted in [`Attachment::skipped`].
+    Live,
+}
+
+/// The other end's attachment as `config` records it; `None` if it never attached.
+fn peer_attachment(end: &End, since: &AtomicU64) -> Option<PeerAttachment> {
+    // Relaxed: reports (the generation is bumped by each claim, `since` stored after it).
+    let generation = end.gen.load(Ordering::Relaxed);
+    (generation != 0).then(|| PeerAttachment {
+        generation,
+        since: since.load(Ordering::Relaxed),
+    })
 }
 
 /// Why a wait for space/items ended without any.
@@ -488,6 +570,27 @@ enum Stop {
 }
 
 impl<T: Pod> Producer<T> {
+    /// How this producer attached: its generation, its first position, the items it found
+    /// unconsumed, and whose dead end it took over.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
+    }
+
+    /// The position the next push takes (one more per item pushed, from
+    /// [`Attachment::position`]).
+    pub fn position(&self) -> u64 {
+        self.tail
+    }
+
+    /// The consumer's current attachment (`None` if none ever attached): items at
+    /// positions from its `since` on are read by that consumer; earlier ones were read by an
+    /// earlier one (and those in the ring when it attached, the backlog, may have been seen
+    /// by a consumer that died too: at-least-once).
+    pub fn consumer_attachment(&self) -> Option<PeerAttachment> {
+        let c = &self.mem.ctrl().config;
+        peer_attachment(&c.consumer, &c.consumer_since)
+    }
+
     /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
     #[cfg(not(shm_loom))]
     pub fn is_current(&self) -> bool {
@@ -1090,6 +1193,28 @@ impl<T: Pod> WriteChunk<'_, T> {
 }
 
 impl<T: Pod> Consumer<T> {
+    /// How this consumer attached: its generation, its first position, the backlog it
+    /// receives or the items it skipped, and whose dead end it took over.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
+    }
+
+    /// The position of the next item this consumer pops (one more per item popped, from
+    /// [`Attachment::position`]): an item popped at a position below
+    /// `attachment().position + attachment().backlog` was in the ring when this consumer
+    /// took over.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// The producer's current attachment (`None` if none ever attached): items at
+    /// positions from its `since` on come from that producer, earlier ones from an earlier
+    /// one (which may have died mid-stream).
+    pub fn producer_attachment(&self) -> Option<PeerAttachment> {
+        let c = &self.mem.ctrl().config;
+        peer_attachment(&c.producer, &c.producer_since)
+    }
+
     /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
     #[cfg(not(shm_loom))]
     pub fn is_current(&self) -> bool {

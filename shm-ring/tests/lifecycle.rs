@@ -432,3 +432,186 @@ fn an_old_handle_learns_that_its_name_now_means_another_ring() {
     assert!(spsc::Ring::<u64>::in_process(4).unwrap().is_current());
     second.kill9();
 }
+
+/// Child: joins the ring as consumer (`SHMRING_RESUME` = `live` or `backlog`), reports its
+/// attachment, pops `SHMRING_POPS` items reporting each with its position, and holds the
+/// end until killed.
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_restarted_consumer() {
+    let Some(name) = child_name() else { return };
+    let resume = match std::env::var("SHMRING_RESUME").unwrap().as_str() {
+        "live" => spsc::Resume::Live,
+        _ => spsc::Resume::Backlog,
+    };
+    let pops: u64 = std::env::var("SHMRING_POPS").unwrap().parse().unwrap();
+    let ring = spsc::open::<u64>(&name).unwrap();
+    let mut rx = ring.consumer_resuming(resume).unwrap();
+    let a = rx.attachment();
+    println!(
+        "CHILD:attached gen={} pos={} backlog={} skipped={} took_over={:?}",
+        a.generation, a.position, a.backlog, a.skipped, a.took_over_from
+    );
+    for _ in 0..pops {
+        let pos = rx.position();
+        let v = rx.pop_timeout(Duration::from_secs(20)).unwrap();
+        let old = pos < a.position + a.backlog;
+        println!(
+            "CHILD:got {v} at {pos}{}",
+            if old { " (backlog)" } else { "" }
+        );
+    }
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_restarted_consumer_chooses_backlog_or_live_and_tells_them_apart() {
+    let name = unique_name("restart-c");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let t20 = Duration::from_secs(20);
+    let consumer = |resume: &str, pops: &str| {
+        let mut c = child("child_restarted_consumer", &name);
+        c.env("SHMRING_RESUME", resume).env("SHMRING_POPS", pops);
+        Running::spawn(c)
+    };
+    // (Pushes land only while a consumer lives: once this process hears of a consumer's
+    // death, pushes return PeerDied until a successor attaches.)
+    for v in 0..10 {
+        tx.try_push(v).unwrap();
+    }
+    // The first consumer takes 3, more arrive, and it is SIGKILLed with 17 left.
+    let mut a = consumer("backlog", "3");
+    a.expect_line(
+        "attached gen=1 pos=0 backlog=10 skipped=0 took_over=None",
+        t20,
+    );
+    for v in 0..3 {
+        a.expect_line(&format!("got {v} at {v} (backlog)"), t20);
+    }
+    for v in 10..20 {
+        tx.try_push(v).unwrap();
+    }
+    let a_pid = a.child.id();
+    a.kill9();
+    // A restart that wants only what comes next skips the 17 waiting (a strategy whose
+    // ticks would be seconds old).
+    let mut b = consumer("live", "1");
+    b.expect_line(
+        &format!("attached gen=2 pos=20 backlog=0 skipped=17 took_over=Some({a_pid})"),
+        t20,
+    );
+    tx.push(100).unwrap();
+    b.expect_line("got 100 at 20", t20);
+    tx.try_push(200).unwrap();
+    tx.try_push(201).unwrap();
+    let b_pid = b.child.id();
+    b.kill9();
+    // A restart that must see everything gets what the dead one left, marked as backlog
+    // by position, then new items.
+    let mut c = consumer("backlog", "3");
+    c.expect_line(
+        &format!("attached gen=3 pos=21 backlog=2 skipped=0 took_over=Some({b_pid})"),
+        t20,
+    );
+    c.expect_line("got 200 at 21 (backlog)", t20);
+    c.expect_line("got 201 at 22 (backlog)", t20);
+    // The producer tells which of its items the new consumer reads.
+    let since = tx.consumer_attachment().unwrap();
+    assert_eq!((since.generation, since.since), (3, 21));
+    assert_eq!(tx.position(), 23);
+    tx.try_push(300).unwrap();
+    c.expect_line("got 300 at 23", t20);
+    c.kill9();
+}
+
+/// Child: joins as producer, reports its attachment, pushes `SHMRING_FROM..SHMRING_TO`,
+/// and holds the end until killed.
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_restarted_producer() {
+    let Some(name) = child_name() else { return };
+    let from: u64 = std::env::var("SHMRING_FROM").unwrap().parse().unwrap();
+    let to: u64 = std::env::var("SHMRING_TO").unwrap().parse().unwrap();
+    let ring = spsc::open::<u64>(&name).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let a = tx.attachment();
+    for v in from..to {
+        tx.push(v).unwrap();
+    }
+    println!(
+        "CHILD:pushed gen={} pos={} took_over={:?}",
+        a.generation, a.position, a.took_over_from
+    );
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_consumer_tells_a_dead_producers_items_from_its_successors() {
+    let name = unique_name("restart-p");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let t20 = Duration::from_secs(20);
+    let producer = |from: u64, to: u64| {
+        let mut c = child("child_restarted_producer", &name);
+        c.env("SHMRING_FROM", from.to_string())
+            .env("SHMRING_TO", to.to_string());
+        Running::spawn(c)
+    };
+    let mut a = producer(0, 5);
+    a.expect_line("pushed gen=1 pos=0 took_over=None", t20);
+    let a_pid = a.child.id();
+    a.kill9();
+    let mut b = producer(50, 55);
+    b.expect_line(&format!("pushed gen=2 pos=5 took_over=Some({a_pid})"), t20);
+    let p = rx.producer_attachment().unwrap();
+    assert_eq!((p.generation, p.since), (2, 5));
+    let mut from_a = Vec::new();
+    let mut from_b = Vec::new();
+    for _ in 0..10 {
+        let pos = rx.position();
+        let v = rx.pop_timeout(t20).unwrap();
+        if pos < p.since {
+            from_a.push(v);
+        } else {
+            from_b.push(v);
+        }
+    }
+    assert_eq!(from_a, [0, 1, 2, 3, 4]);
+    assert_eq!(from_b, [50, 51, 52, 53, 54]);
+    assert_eq!(rx.attachment().generation, 1);
+    b.kill9();
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_mpmc_consumer_holds() {
+    let Some(name) = child_name() else { return };
+    let ring = mpmc::open::<u64>(&name).unwrap();
+    let rx = ring.consumer().unwrap();
+    let a = rx.attachment();
+    println!("CHILD:endpoint {} gen {}", a.endpoint, a.generation);
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn an_mpmc_endpoint_taken_over_from_a_dead_holder_says_whose_it_was() {
+    let name = unique_name("restart-m");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 16).unwrap();
+    let tx = ring.producer().unwrap();
+    assert_eq!(tx.attachment().generation, 1);
+    assert_eq!(tx.attachment().took_over_from, None);
+    let mut a = Running::spawn(child("child_mpmc_consumer_holds", &name));
+    a.expect_line("endpoint 0 gen 1", Duration::from_secs(20));
+    let pid = a.child.id();
+    a.kill9();
+    let rx = ring.consumer().unwrap();
+    let at = rx.attachment();
+    assert_eq!(
+        (at.endpoint, at.generation, at.took_over_from),
+        (0, 2, Some(pid))
+    );
+}
