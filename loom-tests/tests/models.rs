@@ -140,7 +140,7 @@ fn pop_one(rx: &mut mpmc::Consumer<u64>, seen: &AtomicU64) {
                 assert_eq!(before & v, 0, "value {v} delivered twice");
                 return;
             }
-            Err(PopError::Empty) => thread::yield_now(),
+            Err(PopError::Empty | PopError::InFlight) => thread::yield_now(),
             Err(e) => panic!("{e}"),
         }
     }
@@ -354,9 +354,12 @@ impl MpmcLike for RealMpmc {
         match p.try_push(v) {
             Ok(()) => Ok(()),
             // Full, or (once the consumers are all gone) nobody to push to.
-            Err(PushError::Full(_) | PushError::Disconnected(_) | PushError::PeerDied(_)) => {
-                Err(Try::Nothing)
-            }
+            Err(
+                PushError::Full(_)
+                | PushError::InFlight(_)
+                | PushError::Disconnected(_)
+                | PushError::PeerDied(_),
+            ) => Err(Try::Nothing),
             Err(PushError::Expired(_)) => Err(Try::Expired),
             Err(e) => panic!("{e}"),
         }
@@ -366,7 +369,9 @@ impl MpmcLike for RealMpmc {
         match c.try_pop() {
             Ok(v) => Ok(v),
             // Empty, or (once the producers are all gone) drained.
-            Err(PopError::Empty | PopError::Disconnected | PopError::PeerDied) => Err(Try::Nothing),
+            Err(
+                PopError::Empty | PopError::InFlight | PopError::Disconnected | PopError::PeerDied,
+            ) => Err(Try::Nothing),
             Err(PopError::Expired) => Err(Try::Expired),
             Err(e) => panic!("{e}"),
         }

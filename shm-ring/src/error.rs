@@ -28,7 +28,8 @@ pub enum PushError<T> {
     Full(T),
     /// The timeout passed while the ring stayed full (`push_timeout`).
     Timeout(T),
-    /// Every consumer dropped its handle: nobody will pop this.
+    /// Every consumer dropped its handle: nobody will pop this (until a new consumer
+    /// attaches: a close ends a generation, not the ring; see [`PopError::Disconnected`]).
     Disconnected(T),
     /// The consumer side was killed (or died) without dropping its handle.
     PeerDied(T),
@@ -47,6 +48,11 @@ pub enum PushError<T> {
     /// this push would have waited; the value is yours again. Drop the handles to close
     /// cleanly.
     Interrupted(T),
+    /// MPMC `try_push` only: the ring is not full, but the next slot still holds the
+    /// previous lap's item, which a consumer has claimed and not finished reading (after a
+    /// short spin, `IN_FLIGHT_POLLS` polls). Retry; a consumer that stalls past the claim
+    /// timeout loses its claim and the slot frees.
+    InFlight(T),
 }
 
 impl<T> PushError<T> {
@@ -60,7 +66,8 @@ impl<T> PushError<T> {
             | PushError::Expired(v)
             | PushError::Corrupted(v)
             | PushError::Forked(v)
-            | PushError::Interrupted(v) => v,
+            | PushError::Interrupted(v)
+            | PushError::InFlight(v) => v,
         }
     }
 
@@ -76,6 +83,10 @@ impl<T> PushError<T> {
             PushError::Corrupted(_) => "the ring's shared positions are corrupted",
             PushError::Forked(_) => FORKED,
             PushError::Interrupted(_) => INTERRUPTED,
+            PushError::InFlight(_) => {
+                "the next slot's previous item is still being read by a consumer (the ring \
+                 is not full); retry"
+            }
         }
     }
 }
@@ -91,6 +102,7 @@ impl<T> fmt::Debug for PushError<T> {
             PushError::Corrupted(_) => "Corrupted(..)",
             PushError::Forked(_) => "Forked(..)",
             PushError::Interrupted(_) => "Interrupted(..)",
+            PushError::InFlight(_) => "InFlight(..)",
         };
         f.write_str(name)
     }
@@ -113,6 +125,12 @@ pub enum PopError {
     /// The timeout passed while the ring stayed empty (`pop_timeout`).
     Timeout,
     /// Every producer dropped its handle and everything they pushed has been popped.
+    ///
+    /// A statement about the producers attached so far, not a promise about the ring: a
+    /// close ends that producer's generation, not the ring, and a new producer may attach
+    /// later (a new generation: [`crate::spsc::Consumer::producer_attachment`]), after which
+    /// pops return items again. A consumer that should stop at the first close stops here;
+    /// one that serves restarts keeps waiting (`pop_timeout`) or checks `is_abandoned`.
     Disconnected,
     /// The producer side was killed (or died) and everything it published has been popped.
     PeerDied,
@@ -126,6 +144,11 @@ pub enum PopError {
     /// A shutdown of this process was requested while this pop would have waited (see
     /// [`PushError::Interrupted`]). What is already in the ring can still be popped.
     Interrupted,
+    /// MPMC `try_pop` only: the ring is not empty, but the next item's push has claimed its
+    /// slot and not published it yet (after a short spin, `IN_FLIGHT_POLLS` polls); items
+    /// behind it may be published already, and are taken in order after it. Retry; a
+    /// producer that stalls past the claim timeout loses its claim (`skipped`).
+    InFlight,
 }
 
 /// What an `Interrupted` error says.
@@ -148,6 +171,10 @@ impl fmt::Display for PopError {
             PopError::Corrupted => "the ring's shared positions are corrupted",
             PopError::Forked => FORKED,
             PopError::Interrupted => INTERRUPTED,
+            PopError::InFlight => {
+                "the next item's push has claimed its slot and not published it yet (the \
+                 ring is not empty); retry"
+            }
         })
     }
 }

@@ -53,6 +53,16 @@
 //! 2^48 positions (days at a billion messages a second) could take a later lap's slot for
 //! its own. The claim timeout (default [`DEFAULT_CLAIM_TIMEOUT`]) bounds how long a dead
 //! peer can stall the others.
+//!
+//! **What `Empty`, `Full` and `Disconnected` mean.** `try_pop` says `Empty` only when
+//! nothing is claimed or published (`head == tail`); when a push has claimed the next slot
+//! and not published it, `try_pop` waits for it a moment ([`IN_FLIGHT_POLLS`]) and then says
+//! [`PopError::InFlight`], never `Empty`, even if later items are published behind it.
+//! Likewise `try_push` says `Full` only when `capacity` positions are claimed, and
+//! [`PushError::InFlight`] when the next slot's previous item is still being read.
+//! `Disconnected` (and `is_abandoned`) describe the other side's endpoints now: every one
+//! of them closed (or died) and what they published was taken. A new producer (consumer)
+//! may attach later, and items flow again; each handle's [`Attachment`] has its generation.
 
 use std::time::{Duration, Instant};
 
@@ -69,6 +79,13 @@ use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 pub const MPMC_LAYOUT_VERSION: u64 = 3;
 /// How long a claimed but unfinished slot may stall the others before they move on.
 pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
+/// How many times `try_pop` (`try_push`) polls again, with a spin hint between polls,
+/// when the ring is not empty (full) but the next slot is in flight: a push between its
+/// claim and its publish (a consumer still reading the previous lap). It covers a peer
+/// that is running, as crossbeam's `ArrayQueue` waits for one; a peer that stalls longer
+/// gets `InFlight` reported instead of a wrong `Empty` (`Full`).
+pub const IN_FLIGHT_POLLS: u32 = if cfg!(shm_loom) { 0 } else { 256 };
+
 /// Most producers (and, separately, consumers) attached at once. (4 under loom, whose
 /// models never attach more, so that scanning the endpoint table does not swamp them.)
 pub const MAX_ENDPOINTS: usize = if cfg!(shm_loom) { 4 } else { 32 };
@@ -550,7 +567,9 @@ fn claim_timeout(c: &Control) -> Duration {
 }
 
 impl<T: Pod> Ring<T> {
-    /// A ring on the heap for threads of one process (and Miri, and loom).
+    /// A ring on the heap for threads of one process (and Miri, and loom). `capacity` is
+    /// rounded up to a power of two, as for every ring (`in_process(3)` holds 4;
+    /// [`capacity`](Self::capacity) says).
     ///
     /// # Errors
     ///
@@ -1103,12 +1122,15 @@ impl<T: Pod> Producer<T> {
         Attempt::Done(())
     }
 
-    /// Pushes if there is room. Never blocks.
+    /// Pushes if there is room. Never sleeps; when the ring is not full but the next slot
+    /// is still being read by a consumer, polls for it [`IN_FLIGHT_POLLS`] times first.
     ///
     /// # Errors
     ///
-    /// `Full`; when full also `Disconnected` / `PeerDied` (all consumers gone); `Expired`
-    /// (see the module docs); `Corrupted`. The value comes back.
+    /// `Full` (the ring holds `capacity` items, claimed or published); `InFlight` (not
+    /// full: a consumer has not finished the next slot's previous item); when full also
+    /// `Disconnected` / `PeerDied` (all consumers gone); `Expired` (see the module docs);
+    /// `Corrupted`. The value comes back.
     pub fn try_push(&mut self, value: T) -> Result<(), PushError<T>> {
         if !self.origin.is_current() {
             return Err(PushError::Forked(value));
@@ -1120,13 +1142,43 @@ impl<T: Pod> Producer<T> {
             }
             Attempt::Failed(f) => Err(fail_push(f, value)),
             Attempt::Blocked => {
+                // (Under loom no polls: each extra load multiplies the interleavings.)
+                if IN_FLIGHT_POLLS > 0 && self.in_flight() {
+                    // Not full: a consumer is finishing the previous lap's item. Wait a
+                    // moment for it, as an in-process queue would.
+                    for _ in 0..IN_FLIGHT_POLLS {
+                        shm_sync::primitive::spin_hint();
+                        match self.attempt(&value, false) {
+                            Attempt::Done(()) => {
+                                self.stalled = false;
+                                return Ok(());
+                            }
+                            Attempt::Failed(f) => return Err(fail_push(f, value)),
+                            Attempt::Blocked if self.in_flight() => {}
+                            Attempt::Blocked => break,
+                        }
+                    }
+                }
                 self.count_stall();
                 match self.consumers_gone() {
                     Some(f) => Err(fail_push(f, value)),
+                    None if self.in_flight() => Err(PushError::InFlight(value)),
                     None => Err(PushError::Full(value)),
                 }
             }
         }
+    }
+
+    /// Whether the ring is not full though the push was blocked: the slot at `tail` still
+    /// holds an item a consumer is reading.
+    fn in_flight(&self) -> bool {
+        let c = self.ring.mem.ctrl();
+        // Relaxed: a verdict on a blocked attempt, re-checked by the caller's next try.
+        let (head, tail) = (
+            c.head.pos.load(Ordering::Relaxed),
+            c.tail.pos.load(Ordering::Relaxed),
+        );
+        tail.wrapping_sub(head) < self.ring.mem.cap()
     }
 
     /// Counts a full stall, once per wait.
@@ -1952,12 +2004,15 @@ impl<T: Pod> Consumer<T> {
         }
     }
 
-    /// Pops if an item is ready. Never blocks.
+    /// Pops if an item is ready. Never sleeps; when the ring is not empty but the next
+    /// item's push is between its claim and its publish, polls for it [`IN_FLIGHT_POLLS`]
+    /// times first (so a running producer is waited for, as crossbeam's `ArrayQueue` does).
     ///
     /// # Errors
     ///
-    /// `Empty`; once drained with every producer gone, `Disconnected` / `PeerDied`;
-    /// `Expired` (see the module docs); `Corrupted`.
+    /// `Empty` (nothing claimed or published: `head == tail`); `InFlight` (not empty: the
+    /// next push has not published after the polls); once drained with every producer
+    /// gone, `Disconnected` / `PeerDied`; `Expired` (see the module docs); `Corrupted`.
     pub fn try_pop(&mut self) -> Result<T, PopError> {
         if !self.origin.is_current() {
             return Err(PopError::Forked);
@@ -1968,8 +2023,37 @@ impl<T: Pod> Consumer<T> {
                 Ok(v)
             }
             Attempt::Failed(f) => Err(fail_pop(f)),
-            Attempt::Blocked => self.after_empty(),
+            Attempt::Blocked => {
+                if IN_FLIGHT_POLLS > 0 && self.in_flight() {
+                    // Not empty: a push is between its claim and its publish. Wait a moment
+                    // for it, as an in-process queue would (linearizable unless it stalls).
+                    for _ in 0..IN_FLIGHT_POLLS {
+                        shm_sync::primitive::spin_hint();
+                        match self.attempt(false) {
+                            Attempt::Done(v) => {
+                                self.stalled = false;
+                                return Ok(v);
+                            }
+                            Attempt::Failed(f) => return Err(fail_pop(f)),
+                            Attempt::Blocked if self.in_flight() => {}
+                            Attempt::Blocked => break,
+                        }
+                    }
+                }
+                match self.after_empty() {
+                    Err(PopError::Empty) if self.in_flight() => Err(PopError::InFlight),
+                    other => other,
+                }
+            }
         }
+    }
+
+    /// Whether the ring is not empty though the pop was blocked: a push claimed the slot
+    /// at `head` and has not published it.
+    fn in_flight(&self) -> bool {
+        let c = self.ring.mem.ctrl();
+        // Relaxed: a verdict on a blocked attempt, re-checked by the caller's next try.
+        c.head.pos.load(Ordering::Relaxed) != c.tail.pos.load(Ordering::Relaxed)
     }
 
     fn after_empty(&mut self) -> Result<T, PopError> {

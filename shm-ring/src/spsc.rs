@@ -253,7 +253,8 @@ pub(crate) fn stats_of(c: &Control) -> RingStats {
 
 impl<T: Pod> Ring<T> {
     /// A ring on the heap, for threads of one process (and for Miri and loom): the same
-    /// algorithm without a segment.
+    /// algorithm without a segment. `capacity` is rounded up to a power of two, as for
+    /// every ring (`in_process(1000)` holds 1024; [`capacity`](Self::capacity) says).
     ///
     /// # Errors
     ///
@@ -981,7 +982,8 @@ impl<T: Pod> Producer<T> {
     /// Whether the consumer is gone: it closed its end (a dropped handle), or its process
     /// died holding it. No syscall while this handle's exit notice on that consumer is
     /// pending (the usual case once the producer has attached or pushed); otherwise one
-    /// `/proc` lookup per call. A consumer that takes the end over makes it `false` again.
+    /// `/proc` lookup per call. A consumer that takes the end over makes it `false` again:
+    /// abandonment is a state of the consumer's current generation, not of the ring.
     pub fn is_abandoned(&self) -> bool {
         self.mem.ctrl().config.consumer.gone(&self.peer)
     }
@@ -1528,7 +1530,8 @@ impl<T: Pod> Consumer<T> {
     /// died holding it. No syscall while this handle's exit notice on that producer is
     /// pending (armed once this consumer has slept); otherwise one `/proc` lookup per call.
     /// What it published may still be in the ring. A producer that takes the end over makes
-    /// it `false` again.
+    /// it `false` again: abandonment is a state of the producer's current generation, not of
+    /// the ring (see [`Consumer::producer_attachment`]).
     pub fn is_abandoned(&self) -> bool {
         self.mem.ctrl().config.producer.gone(&self.peer)
     }

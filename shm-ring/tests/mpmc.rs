@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::VecDeque;
 use std::io::{Seek, SeekFrom, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -443,7 +444,7 @@ fn consumer_killed_between_claim_and_release_does_not_wedge_producers() {
         loop {
             match tx.try_push(msg(1, i)) {
                 Ok(()) => break,
-                Err(PushError::Full(_)) => {
+                Err(PushError::Full(_) | PushError::InFlight(_)) => {
                     if !doomed_dead {
                         doomed_dead = doomed.child.try_wait().unwrap().is_some();
                         std::thread::sleep(Duration::from_micros(200));
@@ -865,7 +866,13 @@ fn ring_with_a_stalled_claim_skipped(
     // The claim is skipped after the timeout.
     let t = Instant::now();
     while ring.stats().skipped == 0 {
-        assert_eq!(rx.try_pop(), Err(PopError::Empty));
+        // Not empty: a push has claimed position 0 (then, once skipped, empty).
+        let r = rx.try_pop();
+        assert!(
+            r == Err(PopError::InFlight)
+                || (r == Err(PopError::Empty) && ring.stats().skipped == 1),
+            "{r:?}"
+        );
         assert!(t.elapsed() < Duration::from_secs(10), "never skipped");
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -937,7 +944,9 @@ fn a_stalled_producers_late_resumption_never_wedges_a_dead_writers_slot() {
     while ring.stats().skipped < 2 {
         match rx.try_pop() {
             Ok(v) => got.push(v),
-            Err(PopError::Empty) => std::thread::sleep(Duration::from_millis(1)),
+            Err(PopError::Empty | PopError::InFlight) => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
             Err(e) => panic!("{e} after {got:x?}"),
         }
         assert!(
@@ -1327,8 +1336,8 @@ fn a_write_chunk_claims_exactly_n_and_publishes_what_is_committed() {
     assert_eq!(ch.len(), 5);
     ch.copy_from(&[10, 11, 12]);
     ch.set(3, 13);
-    // Nothing is visible before the commit.
-    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    // Nothing is visible before the commit: the claimed slots are in flight.
+    assert_eq!(rx.try_pop(), Err(PopError::InFlight));
     assert_eq!(ch.commit(4), 4, "the first 4 published, the 5th given back");
     let mut out = [0u64; 8];
     assert_eq!(rx.pop_slice(&mut out), 4);
@@ -1414,4 +1423,66 @@ fn a_hole_lapped_by_a_hole_is_passed_not_called_corrupted() {
     assert_eq!(rx.try_pop(), Ok(5));
     let st = ring.stats();
     assert_eq!((st.head, st.tail, st.skipped), (10, 10, 9), "{st:?}");
+}
+
+#[test]
+fn try_pop_says_in_flight_not_empty_while_an_earlier_push_is_unpublished() {
+    let name = unique_name("mpmc-inflight");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::Builder::<u64>::new(&name)
+        .capacity(4)
+        .claim_timeout(Duration::from_secs(30))
+        .create()
+        .unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    // Another process claims position 0, writes, and stalls 400 ms before publishing.
+    let mut slow = role("push-one", &name, 7);
+    slow.env("SHMRING_FAULT", "mpmc-producer-written:1:400");
+    let mut slow = Running::spawn(slow);
+    until(&ring, "the claim of position 0", |st| st.tail == 1);
+    assert_eq!(rx.try_pop(), Err(PopError::InFlight));
+    // A later push is published behind it; still not Empty, and order is kept.
+    tx.try_push(8).unwrap();
+    assert_eq!(rx.try_pop(), Err(PopError::InFlight));
+    slow.expect_line("pushed", Duration::from_secs(20));
+    assert_eq!(rx.try_pop(), Ok(7));
+    assert_eq!(rx.try_pop(), Ok(8));
+    assert_eq!(rx.try_pop(), Err(PopError::Empty));
+}
+
+/// crossbeam's `linearizable` test, shmring's way: each thread pushes, then pops. A pop
+/// right after the thread's own push may wait for another thread's push in flight, but it
+/// never reports `Empty`.
+#[test]
+fn a_pop_after_ones_own_push_never_finds_the_ring_empty() {
+    const THREADS: usize = 4;
+    const N: usize = 50_000;
+    let ring = Ring::<u64>::in_process(THREADS as u64).unwrap();
+    let in_flight = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (ring, in_flight) = (&ring, &in_flight);
+            s.spawn(move || {
+                let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+                for i in 0..N {
+                    tx.push((t * N + i) as u64).unwrap();
+                    loop {
+                        match rx.try_pop() {
+                            Ok(_) => break,
+                            Err(PopError::InFlight) => {
+                                in_flight.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => panic!("thread {t}, pop {i}: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    println!(
+        "{} of {} pops found a push in flight past the polls",
+        in_flight.load(Ordering::Relaxed),
+        THREADS * N
+    );
 }
