@@ -84,7 +84,8 @@ pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
 /// claim and its publish (a consumer still reading the previous lap). It covers a peer
 /// that is running, as crossbeam's `ArrayQueue` waits for one; a peer that stalls longer
 /// gets `InFlight` reported instead of a wrong `Empty` (`Full`).
-pub const IN_FLIGHT_POLLS: u32 = if cfg!(shm_loom) { 0 } else { 256 };
+/// (Loom models skip the polls: each extra load multiplies the interleavings.)
+pub const IN_FLIGHT_POLLS: u32 = 256;
 
 /// Most producers (and, separately, consumers) attached at once. (4 under loom, whose
 /// models never attach more, so that scanning the endpoint table does not swamp them.)
@@ -1142,8 +1143,7 @@ impl<T: Pod> Producer<T> {
             }
             Attempt::Failed(f) => Err(fail_push(f, value)),
             Attempt::Blocked => {
-                // (Under loom no polls: each extra load multiplies the interleavings.)
-                if IN_FLIGHT_POLLS > 0 && self.in_flight() {
+                if cfg!(not(shm_loom)) && self.in_flight() {
                     // Not full: a consumer is finishing the previous lap's item. Wait a
                     // moment for it, as an in-process queue would.
                     for _ in 0..IN_FLIGHT_POLLS {
@@ -2024,7 +2024,7 @@ impl<T: Pod> Consumer<T> {
             }
             Attempt::Failed(f) => Err(fail_pop(f)),
             Attempt::Blocked => {
-                if IN_FLIGHT_POLLS > 0 && self.in_flight() {
+                if cfg!(not(shm_loom)) && self.in_flight() {
                     // Not empty: a push is between its claim and its publish. Wait a moment
                     // for it, as an in-process queue would (linearizable unless it stalls).
                     for _ in 0..IN_FLIGHT_POLLS {
