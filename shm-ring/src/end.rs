@@ -363,6 +363,18 @@ impl PeerWatch {
         false
     }
 
+    /// Whether `word`'s process was already found dead (a verdict that never changes for
+    /// that word): no syscall.
+    pub fn known_dead(&self, word: u64) -> bool {
+        #[cfg(not(shm_loom))]
+        return word != 0 && word == self.word && self.dead;
+        #[cfg(shm_loom)]
+        return {
+            let _ = word;
+            false
+        };
+    }
+
     /// Whether the process named by `word` is certainly gone (as [`is_dead`]).
     #[cfg(not(shm_loom))]
     pub fn is_dead(&mut self, word: u64) -> bool {

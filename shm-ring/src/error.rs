@@ -181,8 +181,22 @@ impl fmt::Display for PopError {
 
 impl std::error::Error for PopError {}
 
+/// What a batch call did: how many items it moved, and, if it stopped short of the whole
+/// slice, why (`try_push_slice`, `try_pop_slice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch<E> {
+    /// Items pushed (popped), in order from the start of the slice.
+    pub count: usize,
+    /// `None` if the whole slice moved; else the reason the next item did not: `Full` or
+    /// `Empty` (as `try_push`/`try_pop` would say), `InFlight`, a departed or dead peer,
+    /// `Expired`, `Corrupted`, `Forked`. A push's reason carries `()`: the items not pushed
+    /// are `&slice[count..]`.
+    pub stopped: Option<E>,
+}
+
 /// Why a chunk could not be reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChunkError {
     /// Fewer slots (or items) than asked for are available now.
     TooFewSlots {
@@ -196,6 +210,12 @@ pub enum ChunkError {
     /// MPMC only: this handle stalled past the claim timeout between claiming the chunk's
     /// slots and marking them, and consumers gave them up; nothing was claimed.
     Expired,
+    /// SPSC: the other end closed (a write chunk: the consumer; a read chunk: the producer,
+    /// and everything it published has been read).
+    Disconnected,
+    /// SPSC: the other end's process died (a read chunk: and everything it published has
+    /// been read).
+    PeerDied,
 }
 
 impl fmt::Display for ChunkError {
@@ -206,6 +226,8 @@ impl fmt::Display for ChunkError {
             }
             ChunkError::Corrupted => f.write_str("the ring's shared positions are corrupted"),
             ChunkError::Forked => f.write_str(FORKED),
+            ChunkError::Disconnected => f.write_str("the other end closed the ring"),
+            ChunkError::PeerDied => f.write_str("the other end's process died"),
             ChunkError::Expired => f.write_str(
                 "the chunk's claim expired before it was marked (this handle stalled past the claim timeout)",
             ),

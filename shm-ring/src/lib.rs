@@ -106,7 +106,7 @@ mod shutdown {
 }
 
 pub use end::{Attachment, EndStatus, PeerAttachment, LIVENESS_INTERVAL, WATCHED_SLICE};
-pub use error::{ChunkError, PopError, PushError, RingError, Role};
+pub use error::{Batch, ChunkError, PopError, PushError, RingError, Role};
 #[cfg(not(shm_loom))]
 pub use inspect::{inspect, RingInfo};
 /// shm-core, for `#[type_identity(crate = "shm_ring::core")]` when a crate derives

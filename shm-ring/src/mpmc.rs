@@ -70,7 +70,7 @@ use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
 use crate::end::{self, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerWatch};
-use crate::error::{ChunkError, PopError, PushError, RingError, Role};
+use crate::error::{Batch, ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::spsc::{check_payload, round_capacity, FlagLine};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
@@ -1354,13 +1354,29 @@ impl<T: Pod> Producer<T> {
     ///
     /// Returns fewer than `values.len()` when the ring fills, and 0 when it is full, the
     /// consumers are gone, this handle's claims expired (it stalled past the claim timeout),
-    /// or the ring is corrupted. The count does not say which: a lasting cause (full,
-    /// consumers gone, corrupted) is what a following `try_push` returns, but an expiry
-    /// has passed by then and is reported by nothing but the count (the values it lost are
-    /// the ones past the count: push them again).
+    /// or the ring is corrupted. [`try_push_slice`](Self::try_push_slice) says which (the
+    /// values not published are the ones past the count: push them again).
     pub fn push_slice(&mut self, values: &[T]) -> usize {
+        self.push_slice_why(values, false).count
+    }
+
+    /// [`push_slice`](Self::push_slice), saying why it stopped short: `Full` (or, when
+    /// full, departed or dead consumers), `InFlight`, `Expired` (this handle stalled past
+    /// the claim timeout inside the batch: the items from `count` on were not published),
+    /// `Corrupted`, `Forked`.
+    pub fn try_push_slice(&mut self, values: &[T]) -> Batch<PushError<()>> {
+        self.push_slice_why(values, true)
+    }
+
+    /// The batch push; `why`: find out why it stopped short (a stall count and, on a full
+    /// ring, a look for departed consumers, as `try_push` makes).
+    fn push_slice_why(&mut self, values: &[T], why: bool) -> Batch<PushError<()>> {
+        let stop = |count, e| Batch {
+            count,
+            stopped: Some(e),
+        };
         if !self.origin.is_current() {
-            return 0;
+            return stop(0, PushError::Forked(()));
         }
         let mut done = 0;
         while done < values.len() {
@@ -1369,24 +1385,36 @@ impl<T: Pod> Producer<T> {
                 Some((pos, n)) => {
                     let k = self.fill_run(pos, &rest[..n as usize]);
                     if k < n as usize {
-                        return done + k;
+                        return stop(done + k, PushError::Expired(()));
                     }
                     k
                 }
                 // Nothing free at `tail`: the one-slot path's full check, which reclaims a
-                // consumer claim stuck past the claim timeout (`try_push` would also count
-                // the stall and look for departed consumers: it says why a batch got 0).
+                // consumer claim stuck past the claim timeout.
                 None => match self.attempt(&rest[0], true) {
                     Attempt::Done(()) => {
                         self.stalled = false;
                         1
                     }
-                    _ => return done,
+                    Attempt::Failed(f) => return stop(done, fail_push(f, ())),
+                    Attempt::Blocked if !why => return stop(done, PushError::Full(())),
+                    Attempt::Blocked => {
+                        self.count_stall();
+                        let e = match self.consumers_gone() {
+                            Some(f) => fail_push(f, ()),
+                            None if self.in_flight() => PushError::InFlight(()),
+                            None => PushError::Full(()),
+                        };
+                        return stop(done, e);
+                    }
                 },
             };
             done += n;
         }
-        done
+        Batch {
+            count: done,
+            stopped: None,
+        }
     }
 
     /// Claims the run of free slots at `tail`, at most `want` (and one ring) long, with one
@@ -2233,13 +2261,31 @@ impl<T: Pod> Consumer<T> {
     /// of published slots at `head` is claimed with one compare-exchange (where `try_pop`
     /// makes one per item); each is then marked, read and released as `try_pop` does.
     /// Never blocks. Returns 0 when the ring is empty, the producers are gone, or this
-    /// handle's claims expired. The count does not say which, and a following `try_pop`
-    /// can tell only the lasting causes (and takes an item if one came meanwhile). An item
+    /// handle's claims expired; [`try_pop_slice`](Self::try_pop_slice) says which. An item
     /// whose claim expired while this handle stalled past the claim timeout is not
-    /// delivered (as with `try_pop`'s `Expired`) and is reported by nothing but the count.
+    /// delivered (as with `try_pop`'s `Expired`).
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
+        self.pop_slice_why(out, false).count
+    }
+
+    /// [`pop_slice`](Self::pop_slice), saying why it stopped short: `Empty`, `InFlight`,
+    /// once drained with every producer gone `Disconnected` / `PeerDied`, `Expired` (this
+    /// handle stalled past the claim timeout inside the batch: producers reclaimed the
+    /// items it had claimed from `count` on; they are lost, and counted in `reclaimed`),
+    /// `Corrupted`, `Forked`.
+    pub fn try_pop_slice(&mut self, out: &mut [T]) -> Batch<PopError> {
+        self.pop_slice_why(out, true)
+    }
+
+    /// The batch pop; `why`: find out why it stopped short (as `try_pop` does, which may
+    /// take one more item from departed producers' leftovers).
+    fn pop_slice_why(&mut self, out: &mut [T], why: bool) -> Batch<PopError> {
+        let stop = |count, e| Batch {
+            count,
+            stopped: Some(e),
+        };
         if !self.origin.is_current() {
-            return 0;
+            return stop(0, PopError::Forked);
         }
         let mut done = 0;
         while done < out.len() {
@@ -2249,23 +2295,36 @@ impl<T: Pod> Consumer<T> {
                     let k = self.take_run(pos, n, &mut out[done..]);
                     done += k;
                     if k < n as usize {
-                        return done;
+                        return stop(done, PopError::Expired);
                     }
                 }
                 // Nothing published at `head`: the one-slot path's full check, which skips
-                // a producer claim stuck past the claim timeout (`try_pop` says why a
-                // batch got 0).
+                // a producer claim stuck past the claim timeout.
                 None => match self.attempt(true) {
                     Attempt::Done(v) => {
                         self.stalled = false;
                         out[done] = v;
                         done += 1;
                     }
-                    _ => return done,
+                    Attempt::Failed(f) => return stop(done, fail_pop(f)),
+                    Attempt::Blocked if !why => return stop(done, PopError::Empty),
+                    Attempt::Blocked => match self.after_empty() {
+                        Ok(v) => {
+                            out[done] = v;
+                            done += 1;
+                        }
+                        Err(PopError::Empty) if self.in_flight() => {
+                            return stop(done, PopError::InFlight)
+                        }
+                        Err(e) => return stop(done, e),
+                    },
                 },
             }
         }
-        done
+        Batch {
+            count: done,
+            stopped: None,
+        }
     }
 
     /// Claims the run of published slots at `head`, at most `want` (and one ring) long,

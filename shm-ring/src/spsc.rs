@@ -30,7 +30,7 @@ use crate::end::{
     self, Attachment, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerAttachment, PeerWatch,
     CLOSED,
 };
-use crate::error::{ChunkError, PopError, PushError, RingError, Role};
+use crate::error::{Batch, ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
@@ -710,7 +710,7 @@ impl<T: Pod> Producer<T> {
     }
 
     #[cold]
-    fn full(&mut self, value: T) -> PushError<T> {
+    fn full<V>(&mut self, value: V) -> PushError<V> {
         let c = self.mem.ctrl();
         if self.stalled_at != self.tail {
             self.stalled_at = self.tail;
@@ -944,8 +944,10 @@ impl<T: Pod> Producer<T> {
     ///
     /// # Errors
     ///
-    /// `TooFewSlots` with the number free, or `Corrupted`.
+    /// `TooFewSlots` with the number free; `Disconnected` / `PeerDied` once the consumer
+    /// closed or died (heard as `try_push` hears it); `Corrupted`; `Forked`.
     pub fn write_chunk_uninit(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.consumer_left_chunk()?;
         let free = self.free_for(n as u64)?;
         if (n as u64) > free {
             return Err(ChunkError::TooFewSlots {
@@ -959,7 +961,83 @@ impl<T: Pod> Producer<T> {
         })
     }
 
-    /// Pushes as many of `values` as fit now; returns how many.
+    /// [`push_slice`](Self::push_slice), saying why it stopped short: a departed or dead
+    /// consumer (heard at once, as `try_push` hears it), a full ring, `Corrupted`, `Forked`.
+    pub fn try_push_slice(&mut self, values: &[T]) -> Batch<PushError<()>> {
+        let stop = |count, e| Batch {
+            count,
+            stopped: Some(e),
+        };
+        if !self.origin.is_current() {
+            return stop(0, PushError::Forked(()));
+        }
+        if values.is_empty() {
+            return Batch {
+                count: 0,
+                stopped: None,
+            };
+        }
+        match self.consumer_exited() {
+            Left::No => {}
+            Left::Died => return stop(0, PushError::PeerDied(())),
+            Left::Closed => return stop(0, PushError::Disconnected(())),
+        }
+        let n = self.push_slice(values);
+        if n == values.len() {
+            return Batch {
+                count: n,
+                stopped: None,
+            };
+        }
+        match self.free_slots() {
+            Err(_) => stop(n, PushError::Corrupted(())),
+            Ok(_) => {
+                let why = self.full(());
+                stop(n, why)
+            }
+        }
+    }
+
+    /// Reserves up to `n` slots (as many as are free, at least one) to fill in place, like
+    /// [`write_chunk_uninit`](Self::write_chunk_uninit) does exactly `n`.
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots { available: 0 }` when the ring is full; `Disconnected` / `PeerDied`
+    /// once the consumer closed or died (heard as `try_push` hears it); `Corrupted`;
+    /// `Forked`.
+    pub fn write_chunk_up_to(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.consumer_left_chunk()?;
+        let free = self.free_for(n as u64)?;
+        let k = n.min(free as usize);
+        if k == 0 {
+            return Err(match self.full(()) {
+                PushError::Disconnected(()) => ChunkError::Disconnected,
+                PushError::PeerDied(()) => ChunkError::PeerDied,
+                _ => ChunkError::TooFewSlots { available: 0 },
+            });
+        }
+        Ok(WriteChunk {
+            start: self.tail,
+            len: k,
+            producer: self,
+        })
+    }
+
+    /// The consumer's departure or death, as a chunk error.
+    fn consumer_left_chunk(&mut self) -> Result<(), ChunkError> {
+        if !self.origin.is_current() {
+            return Err(ChunkError::Forked);
+        }
+        match self.consumer_exited() {
+            Left::No => Ok(()),
+            Left::Died => Err(ChunkError::PeerDied),
+            Left::Closed => Err(ChunkError::Disconnected),
+        }
+    }
+
+    /// Pushes as many of `values` as fit now; returns how many
+    /// ([`try_push_slice`](Self::try_push_slice) also says why it stopped short).
     pub fn push_slice(&mut self, values: &[T]) -> usize {
         let Ok(free) = self.free_for(values.len() as u64) else {
             return 0;
@@ -1341,7 +1419,12 @@ impl<T: Pod> Consumer<T> {
                 Ok(()) => PopError::Disconnected,
             };
         }
-        if self.liveness.due() && self.producer_dead() {
+        // A producer already found dead is reported again at once (no syscall); others are
+        // checked once per liveness interval.
+        let known_dead = self
+            .peer
+            .known_dead(c.config.producer.owner.load(Ordering::Relaxed));
+        if (known_dead || self.liveness.due()) && self.producer_dead() {
             return match self.refresh_tail() {
                 Err(()) => PopError::Corrupted,
                 Ok(()) if self.tail_cache != self.head => PopError::Empty,
@@ -1491,10 +1574,15 @@ impl<T: Pod> Consumer<T> {
     ///
     /// # Errors
     ///
-    /// `TooFewSlots` with the number ready, or `Corrupted`.
+    /// `TooFewSlots` with the number ready; with none ready, `Disconnected` / `PeerDied`
+    /// once the producer closed or died and everything it published was read (as `try_pop`
+    /// says); `Corrupted`; `Forked`.
     pub fn read_chunk(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
         let ready = self.ready_for(n as u64)?;
         if (n as u64) > ready {
+            if ready == 0 && n > 0 {
+                self.producer_left_chunk()?;
+            }
             return Err(ChunkError::TooFewSlots {
                 available: ready as usize,
             });
@@ -1506,7 +1594,70 @@ impl<T: Pod> Consumer<T> {
         })
     }
 
-    /// Pops as many items as are ready into `out`; returns how many.
+    /// Borrows up to `n` ready items (as many as are ready, at least one) in place, like
+    /// [`read_chunk`](Self::read_chunk) does exactly `n`.
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots { available: 0 }` when nothing is ready; `Disconnected` / `PeerDied`
+    /// once the producer closed or died and everything it published was read; `Corrupted`;
+    /// `Forked`.
+    pub fn read_chunk_up_to(&mut self, n: usize) -> Result<ReadChunk<'_, T>, ChunkError> {
+        let ready = self.ready_for(n as u64)?;
+        let k = n.min(ready as usize);
+        if k == 0 {
+            if n > 0 {
+                self.producer_left_chunk()?;
+            }
+            return Err(ChunkError::TooFewSlots { available: 0 });
+        }
+        Ok(ReadChunk {
+            start: self.head,
+            len: k,
+            consumer: self,
+        })
+    }
+
+    /// With nothing ready: the producer's departure or death (everything it published
+    /// read), as a chunk error.
+    fn producer_left_chunk(&mut self) -> Result<(), ChunkError> {
+        match self.empty() {
+            PopError::Disconnected => Err(ChunkError::Disconnected),
+            PopError::PeerDied => Err(ChunkError::PeerDied),
+            PopError::Corrupted => Err(ChunkError::Corrupted),
+            _ => Ok(()),
+        }
+    }
+
+    /// [`pop_slice`](Self::pop_slice), saying why it stopped short: `Empty`, or, once the
+    /// producer closed or died and everything it published was read, `Disconnected` /
+    /// `PeerDied`; `Corrupted`; `Forked`.
+    pub fn try_pop_slice(&mut self, out: &mut [T]) -> Batch<PopError> {
+        if !self.origin.is_current() {
+            return Batch {
+                count: 0,
+                stopped: Some(PopError::Forked),
+            };
+        }
+        let n = self.pop_slice(out);
+        if n == out.len() {
+            return Batch {
+                count: n,
+                stopped: None,
+            };
+        }
+        let why = match self.refresh_tail() {
+            Err(()) => PopError::Corrupted,
+            Ok(()) => self.empty(),
+        };
+        Batch {
+            count: n,
+            stopped: Some(why),
+        }
+    }
+
+    /// Pops as many items as are ready into `out`; returns how many
+    /// ([`try_pop_slice`](Self::try_pop_slice) also says why it stopped short).
     pub fn pop_slice(&mut self, out: &mut [T]) -> usize {
         let Ok(ready) = self.ready_for(out.len() as u64) else {
             return 0;

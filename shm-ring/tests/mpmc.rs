@@ -1486,3 +1486,32 @@ fn a_pop_after_ones_own_push_never_finds_the_ring_empty() {
         THREADS * N
     );
 }
+
+#[test]
+fn mpmc_batches_say_why_they_stopped() {
+    let ring = Ring::<u64>::in_process(4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let b = tx.try_push_slice(&[1, 2, 3, 4, 5]);
+    assert_eq!((b.count, b.stopped), (4, Some(PushError::Full(()))));
+    let mut out = [0u64; 8];
+    let b = rx.try_pop_slice(&mut out);
+    assert_eq!((b.count, b.stopped), (4, Some(PopError::Empty)));
+    assert_eq!(out[..4], [1, 2, 3, 4]);
+    // A claimed chunk not committed: the batch stops at it, in flight, not empty.
+    let ch = tx.write_chunk(1).unwrap();
+    let b = rx.try_pop_slice(&mut out);
+    assert_eq!((b.count, b.stopped), (0, Some(PopError::InFlight)));
+    drop(ch);
+    // Every consumer gone: a batch that finds the ring full says so.
+    drop(rx);
+    let b = tx.try_push_slice(&[1, 2, 3, 4, 5]);
+    assert_eq!(b.count, 4);
+    assert_eq!(b.stopped, Some(PushError::Disconnected(())));
+    // Every producer gone: drained, then Disconnected.
+    let ring = Ring::<u64>::in_process(4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_push_slice(&[9, 8]);
+    drop(tx);
+    let b = rx.try_pop_slice(&mut out);
+    assert_eq!((b.count, b.stopped), (2, Some(PopError::Disconnected)));
+}

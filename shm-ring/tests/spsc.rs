@@ -878,3 +878,111 @@ fn a_consumer_that_came_and_closed_between_two_pushes_is_seen_as_closed() {
     tx.try_push(4).unwrap();
     assert_eq!(rx.try_pop(), Ok(4));
 }
+
+#[test]
+fn batches_and_chunks_say_why_they_stopped_and_hear_of_a_departed_or_dead_peer() {
+    use shm_ring::{Batch, ChunkError};
+    let ring = spsc::Ring::<u64>::in_process(4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let b = tx.try_push_slice(&[1, 2, 3, 4, 5, 6]);
+    assert_eq!((b.count, b.stopped), (4, Some(PushError::Full(()))));
+    let mut out = [0u64; 8];
+    let b = rx.try_pop_slice(&mut out);
+    assert_eq!((b.count, b.stopped), (4, Some(PopError::Empty)));
+    assert_eq!(
+        tx.try_push_slice(&[]),
+        Batch {
+            count: 0,
+            stopped: None
+        }
+    );
+    // "Up to n" chunks take what there is.
+    let mut w = tx.write_chunk_up_to(10).unwrap();
+    assert_eq!(w.len(), 4);
+    for k in 0..4 {
+        w.set(k, k as u64);
+    }
+    w.commit_all();
+    assert!(matches!(
+        tx.write_chunk_up_to(1),
+        Err(ChunkError::TooFewSlots { available: 0 })
+    ));
+    let r = rx.read_chunk_up_to(3).unwrap();
+    assert_eq!(r.len(), 3);
+    r.commit_all();
+    let r = rx.read_chunk_up_to(3).unwrap();
+    assert_eq!(r.len(), 1);
+    r.commit_all();
+    assert!(matches!(
+        rx.read_chunk_up_to(3),
+        Err(ChunkError::TooFewSlots { available: 0 })
+    ));
+    // The consumer leaves: every batch and chunk of the producer says so, full or not.
+    drop(rx);
+    let b = tx.try_push_slice(&[7]);
+    assert_eq!((b.count, b.stopped), (0, Some(PushError::Disconnected(()))));
+    assert!(matches!(
+        tx.write_chunk_up_to(1),
+        Err(ChunkError::Disconnected)
+    ));
+    assert!(matches!(
+        tx.write_chunk_uninit(1),
+        Err(ChunkError::Disconnected)
+    ));
+    // The producer leaves: the consumer drains, then hears it.
+    let ring = spsc::Ring::<u64>::in_process(8).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_push_slice(&[1, 2]);
+    drop(tx);
+    let b = rx.try_pop_slice(&mut out);
+    assert_eq!((b.count, b.stopped), (2, Some(PopError::Disconnected)));
+    assert!(matches!(
+        rx.read_chunk_up_to(1),
+        Err(ChunkError::Disconnected)
+    ));
+    assert!(matches!(rx.read_chunk(1), Err(ChunkError::Disconnected)));
+
+    // Across processes, SIGKILLed peers.
+    let name = unique_name("batch-dead");
+    let _c = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 16).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut c = role("pop-then-wait", &name);
+    c.env(COUNT, "0");
+    let mut consumer = Running::spawn(c);
+    consumer.expect_line("popped 0", Duration::from_secs(30));
+    tx.try_push_slice(&[1]); // watches the consumer that attached since
+    consumer.kill9();
+    let t = Instant::now();
+    loop {
+        let b = tx.try_push_slice(&[2, 3]);
+        match b.stopped {
+            Some(PushError::PeerDied(())) => break,
+            None => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "death never heard");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(tx.write_chunk_up_to(1), Err(ChunkError::PeerDied)));
+
+    let name = unique_name("chunk-dead");
+    let _c2 = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 16).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut producer = Running::spawn(role("hold-producer", &name));
+    producer.expect_line("holding", Duration::from_secs(30));
+    producer.kill9();
+    let t = Instant::now();
+    loop {
+        match rx.read_chunk_up_to(4) {
+            Err(ChunkError::PeerDied) => break,
+            Err(ChunkError::TooFewSlots { available: 0 }) => {}
+            other => panic!("{:?}", other.map(|c| c.len())),
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "death never heard");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let b = rx.try_pop_slice(&mut out);
+    assert_eq!((b.count, b.stopped), (0, Some(PopError::PeerDied)));
+}

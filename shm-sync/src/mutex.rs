@@ -202,7 +202,7 @@ impl<T> Mutex<T> {
             .word
             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => self.acquired(me, false),
+            Ok(_) => self.acquired(me, None),
             Err(w) if self.held_by(w, me) => Err(LockError::WouldDeadlock),
             #[cfg(not(shm_loom))]
             Err(w) if self.protocol() == Protocol::PriorityInheritance => self.try_lock_pi(w, me),
@@ -226,7 +226,7 @@ impl<T> Mutex<T> {
         match crate::sys::futex_trylock_pi(&self.word) {
             // The kernel made us the owner (its hand-off is a full barrier); the dead
             // holder's record, still set, makes this `OwnerDied`.
-            Ok(()) => self.acquired(me, false),
+            Ok(()) => self.acquired(me, None),
             Err(e) => match e.raw_os_error() {
                 // Only from the word the kernel judged (with the waiters bit it set), never
                 // from one another recoverer wrote since.
@@ -244,7 +244,7 @@ impl<T> Mutex<T> {
                         Ordering::Acquire,
                         Ordering::Relaxed,
                     ) {
-                        Ok(_) => self.acquired(me, false),
+                        Ok(_) => self.acquired(me, None),
                         Err(_) => Err(LockError::WouldBlock),
                     }
                 }
@@ -325,7 +325,7 @@ impl<T> Mutex<T> {
             .word
             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => return self.acquired(me, false),
+            Ok(_) => return self.acquired(me, None),
             Err(w) if self.held_by(w, me) => return Err(LockError::WouldDeadlock),
             Err(_) => {}
         }
@@ -340,7 +340,7 @@ impl<T> Mutex<T> {
                     .compare_exchange_weak(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired(me, false);
+                    return self.acquired(me, None);
                 }
             }
             backoff.snooze();
@@ -366,7 +366,7 @@ impl<T> Mutex<T> {
                     .compare_exchange(w, me.tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired(me, false);
+                    return self.acquired(me, None);
                 }
                 // Lost the race: a spin hint before re-reading (under loom, a yield).
                 crate::primitive::spin_hint();
@@ -430,7 +430,7 @@ impl<T> Mutex<T> {
             let before = self.word.load(Ordering::Relaxed);
             match crate::sys::futex_lock_pi(&self.word, Some(crate::sys::monotonic_after(slice))) {
                 // The kernel made us the owner; its hand-off is a full barrier.
-                Ok(()) => return self.acquired(me, false),
+                Ok(()) => return self.acquired(me, None),
                 Err(e) => match e.raw_os_error() {
                     // The word names a task that no longer exists: recover in user space.
                     // (Only on ESRCH: while the kernel may still hand the lock to a queued
@@ -469,7 +469,7 @@ impl<T> Mutex<T> {
                             .compare_exchange(0, me.tid, Ordering::Acquire, Ordering::Relaxed)
                             .is_ok()
                         {
-                            return self.acquired(me, false);
+                            return self.acquired(me, None);
                         }
                         std::thread::sleep(Duration::from_millis(1));
                     }
@@ -497,10 +497,11 @@ impl<T> Mutex<T> {
                 Ordering::Relaxed,
             )
             .ok()
-            .map(|_| self.acquired(me, true))
+            .map(|_| self.acquired(me, Some(w & owner::TID_MASK)))
     }
 
-    fn acquired(&self, me: owner::Me, owner_died: bool) -> LockResult<'_, T> {
+    /// `died`: the tid of the dead holder we took the lock from, if we took it from one.
+    fn acquired(&self, me: owner::Me, died: Option<u32>) -> LockResult<'_, T> {
         // `owner` doubles as a "held" mark: every unlock zeroes it before releasing the
         // word, so finding it non-zero means the previous holder never unlocked. That is how
         // a PI waiter learns of a death: when the holder dies with waiters queued, the
@@ -509,10 +510,18 @@ impl<T> Mutex<T> {
         let prev = self.owner.load(Ordering::Relaxed);
         crate::fault_point!("mutex-locked-unrecorded");
         self.owner.store(owner_word(me), Ordering::Relaxed);
-        let owner_died = owner_died || prev != 0;
+        let owner_died = died.is_some() || prev != 0;
+        // The record names the holder that never unlocked; without one (it died between
+        // taking the word and recording itself), the word named it.
+        let died = if prev != 0 {
+            Some((prev >> 32) as u32)
+        } else {
+            died
+        };
         let guard = MutexGuard {
             mutex: self,
             ptr: std::mem::ManuallyDrop::new(self.data.get_mut()),
+            died,
         };
         // A verdict of not recoverable stands, even when we took the lock from a holder that
         // died after giving it (between storing the verdict and releasing the word): a
@@ -612,9 +621,18 @@ pub struct MutexGuard<'a, T> {
     /// Dropped by hand, before the unlock, so the data access ends before another thread
     /// can start one (which loom checks).
     ptr: std::mem::ManuallyDrop<MutPtr<T>>,
+    /// The tid of the dead holder this lock was taken from, if it was.
+    died: Option<u32>,
 }
 
 impl<'a, T> MutexGuard<'a, T> {
+    /// After [`LockError::OwnerDied`]: the thread id of the holder that died (for a
+    /// single-threaded process, its pid), as its record or the lock word named it. `None`
+    /// for a guard taken from a live holder's unlock.
+    pub fn dead_owner(&self) -> Option<u32> {
+        self.died
+    }
+
     /// After [`LockError::OwnerDied`]: the data is repaired; later holders get plain guards.
     pub fn mark_consistent(&mut self) {
         self.mutex

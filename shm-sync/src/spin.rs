@@ -84,7 +84,7 @@ impl<T> SpinLock<T> {
             .word
             .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         {
-            Ok(_) => self.acquired(false),
+            Ok(_) => self.acquired(None),
             Err(w) if w == me => Err(LockError::WouldDeadlock),
             Err(w) if holder_dead(w) => self.take_over(w, me).unwrap_or(Err(LockError::WouldBlock)),
             Err(_) => Err(LockError::WouldBlock),
@@ -128,7 +128,7 @@ impl<T> SpinLock<T> {
                     .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    return self.acquired(false);
+                    return self.acquired(None);
                 }
                 // Another locker won: a spin hint before re-reading (under loom, a yield,
                 // after which loom shows us the winner's word rather than a stale 0 forever).
@@ -182,16 +182,19 @@ impl<T> SpinLock<T> {
         self.word
             .compare_exchange(dead, me, Ordering::Acquire, Ordering::Relaxed)
             .ok()
-            .map(|_| self.acquired(true))
+            .map(|_| self.acquired(Some((dead >> 32) as u32)))
     }
 
+    /// `died`: the tid of the dead holder we took the word from, if we took it from one.
     fn acquired(
         &self,
-        owner_died: bool,
+        died: Option<u32>,
     ) -> Result<SpinLockGuard<'_, T>, LockError<SpinLockGuard<'_, T>>> {
+        let owner_died = died.is_some();
         let guard = SpinLockGuard {
             lock: self,
             ptr: std::mem::ManuallyDrop::new(self.data.get_mut()),
+            died,
         };
         // A verdict of not recoverable stands, even when the holder we took the word from
         // died after giving it (between storing the verdict and freeing the word).
@@ -262,9 +265,19 @@ fn holder_dead(w: u64) -> bool {
 pub struct SpinLockGuard<'a, T> {
     lock: &'a SpinLock<T>,
     ptr: std::mem::ManuallyDrop<MutPtr<T>>,
+    /// The tid of the dead holder this lock was taken from, if it was.
+    died: Option<u32>,
 }
 
 impl<T> SpinLockGuard<'_, T> {
+    /// After [`LockError::OwnerDied`]: the thread id of the holder that died (for a
+    /// single-threaded process, its pid), as the lock word named it. `None` for a guard
+    /// taken from a free lock (or one inherited inconsistent from a holder that repaired
+    /// nothing and unlocked).
+    pub fn dead_owner(&self) -> Option<u32> {
+        self.died
+    }
+
     /// After [`LockError::OwnerDied`]: the data is repaired; later holders get plain guards.
     pub fn mark_consistent(&mut self) {
         self.lock.state.store(robust::CONSISTENT, Ordering::Relaxed);

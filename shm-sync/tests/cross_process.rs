@@ -149,6 +149,8 @@ fn hold_mutex_forever(name: &str) {
     let mut g = m.lock().unwrap();
     g.dirty = 1;
     println!("CHILD:locked");
+    // SAFETY: `gettid` has no preconditions.
+    println!("CHILD:tid {}", unsafe { libc::syscall(libc::SYS_gettid) });
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -1268,4 +1270,30 @@ fn shared_of_another_payload_or_primitive_is_refused_naming_both() {
             .ask,
         2.0
     );
+}
+
+#[test]
+fn owner_died_names_the_thread_that_died() {
+    for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
+        if protocol == Protocol::PriorityInheritance && !shm_sync::pi_supported() {
+            continue;
+        }
+        let name = unique_name("mutex-who");
+        let _c = Cleanup(name.clone());
+        let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), protocol)).unwrap();
+        let mut holder = Running::spawn(role("mutex-hold", &name));
+        holder.expect_line("locked", HANG);
+        let line = holder.next_line(HANG);
+        let tid: u32 = line.strip_prefix("tid ").unwrap().parse().unwrap();
+        holder.kill9();
+        match m.lock_timeout(HANG) {
+            Err(LockError::OwnerDied(mut g)) => {
+                assert_eq!(g.dead_owner(), Some(tid), "{protocol:?}");
+                g.mark_consistent();
+            }
+            other => panic!("{protocol:?}: {:?}", other.map(|_| ())),
+        }
+        // A plain guard names nobody.
+        assert_eq!(m.lock_timeout(HANG).unwrap().dead_owner(), None);
+    }
 }
