@@ -76,7 +76,7 @@ use crate::spsc::{check_payload, round_capacity, FlagLine};
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// Version of the MPMC control-block layout; part of the segment's fingerprint.
-pub const MPMC_LAYOUT_VERSION: u64 = 3;
+pub const MPMC_LAYOUT_VERSION: u64 = 4;
 /// How long a claimed but unfinished slot may stall the others before they move on.
 pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
 /// How many times `try_pop` (`try_push`) polls again, with a spin hint between polls,
@@ -191,8 +191,9 @@ pub(crate) struct ConfigLine {
 /// Who is attached on one side.
 #[repr(C, align(128))]
 pub(crate) struct Side {
-    /// Reserved (the live count is computed from `ends`).
-    _reserved0: AtomicU32,
+    /// Bumped by every attach and detach (the live count is computed from `ends`): lets
+    /// the other side notice, with one load per call, that it should look at the table.
+    changes: AtomicU32,
     /// Non-zero once anyone attached.
     ever: AtomicU32,
     /// How the last one to leave left (`CLOSED_CLEANLY` / `DIED`).
@@ -242,7 +243,7 @@ unsafe impl shm_core::ShmSafe for Control {}
 impl Side {
     fn new() -> Side {
         Side {
-            _reserved0: AtomicU32::new(0),
+            changes: AtomicU32::new(0),
             ever: AtomicU32::new(0),
             last_departure: AtomicU32::new(0),
             _reserved: AtomicU32::new(0),
@@ -275,6 +276,8 @@ impl Side {
                 // so whoever sees `ever` set also sees this endpoint's owner word (loom found
                 // a false "disconnected" when `ever` was set first).
                 self.ever.store(1, Ordering::Release);
+                // Relaxed: a hint to look at the table, which the looker reads itself.
+                self.changes.fetch_add(1, Ordering::Relaxed);
                 return Some((
                     i,
                     Attachment {
@@ -294,6 +297,8 @@ impl Side {
         if e.owner.load(Ordering::Relaxed) == me {
             self.last_departure.store(CLOSED_CLEANLY, Ordering::Relaxed);
             e.release(me);
+            // Relaxed: a hint, as in `attach`.
+            self.changes.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -613,7 +618,7 @@ impl<T: Pod> Ring<T> {
         if !cfg!(shm_loom) {
             wait::wake(&c.consumers_waiting, u32::MAX);
         }
-        Ok(Producer {
+        let mut p = Producer {
             ring: self.clone(),
             me,
             origin: shm_core::ThisProcess::now(),
@@ -632,7 +637,12 @@ impl<T: Pod> Ring<T> {
             waiter: Waiter::new(),
             stalled: false,
             deaths: Deaths::default(),
-        })
+            seen: (u32::MAX, u64::MAX),
+            buffer: false,
+        };
+        // Arm the exit watches on the consumers attached now: here, not in the first push.
+        let _ = p.consumers_left();
+        Ok(p)
     }
 
     /// Joins as one more consumer.
@@ -760,6 +770,11 @@ pub struct Producer<T> {
     stalled: bool,
     /// Exits of the watched consumers, counted by their exit notices.
     deaths: Deaths,
+    /// The consumers' `changes` and our `deaths` when we last looked at the consumer table
+    /// (`consumers_left`).
+    seen: (u32, u64),
+    /// Whether pushes go on landing while no consumer is attached (`buffer_while_unattended`).
+    buffer: bool,
 }
 
 /// One of an MPMC ring's consumers.
@@ -1136,6 +1151,9 @@ impl<T: Pod> Producer<T> {
         if !self.origin.is_current() {
             return Err(PushError::Forked(value));
         }
+        if let Some(f) = self.consumers_left() {
+            return Err(fail_push(f, value));
+        }
         match self.attempt(&value, true) {
             Attempt::Done(()) => {
                 self.stalled = false;
@@ -1193,6 +1211,65 @@ impl<T: Pod> Producer<T> {
         }
     }
 
+    /// Whether every consumer has left (closed, or died as its exit notice tells) before
+    /// the ring fills: on every push, two loads that stay in this core's cache while
+    /// nothing changes (the consumers' `changes` word, bumped by attaches and detaches, and
+    /// this handle's own death counter) and no syscall; a look at the table only when one
+    /// of them moved. Where no pidfd watches a consumer, its death is not seen here, and a
+    /// full ring's check (`consumers_gone`) sees it.
+    #[inline]
+    fn consumers_left(&mut self) -> Option<Failure> {
+        if cfg!(shm_loom) || self.buffer {
+            return None;
+        }
+        let side = &self.ring.mem.ctrl().consumers;
+        // Relaxed: hints to look closer; the closer look reads the table itself.
+        let now = (
+            side.changes.load(Ordering::Relaxed),
+            self.deaths.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        if now == self.seen {
+            return None;
+        }
+        self.consumers_left_slow(now.0)
+    }
+
+    #[cold]
+    fn consumers_left_slow(&mut self, changes: u32) -> Option<Failure> {
+        let deaths = end::deaths_seen(&self.deaths);
+        let side = &self.ring.mem.ctrl().consumers;
+        // Watch every consumer attached now (its death bumps `deaths` and wakes us).
+        let target = FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting);
+        let _ = side.wake_on_deaths(&mut self.peers, self.me, &target, &self.deaths);
+        side.reap(&mut self.peers);
+        match side.gone() {
+            None => {
+                self.seen = (changes, deaths);
+                None
+            }
+            // Gone: not cached, so every push looks again until a consumer attaches.
+            Some(DIED) => Some(Failure::PeerDied),
+            Some(_) => Some(Failure::Disconnected),
+        }
+    }
+
+    /// Whether pushes go on landing while every consumer is gone (`true`: for a successor,
+    /// until the ring is full, which then reports the departure), or fail at once with
+    /// `PeerDied` / `Disconnected` (`false`, the default: nobody would pop them). A work
+    /// queue whose consumers restart buffers; a feed whose stale items nobody wants does
+    /// not.
+    pub fn buffer_while_unattended(&mut self, buffer: bool) {
+        self.buffer = buffer;
+    }
+
+    /// Whether every consumer is gone (closed, or its process dead): no one will pop what
+    /// is pushed now. One `/proc` lookup (or pidfd poll) per consumer attached.
+    pub fn is_abandoned(&mut self) -> bool {
+        let side = &self.ring.mem.ctrl().consumers;
+        side.reap(&mut self.peers);
+        side.gone().is_some()
+    }
+
     fn consumers_gone(&mut self) -> Option<Failure> {
         let side = &self.ring.mem.ctrl().consumers;
         if self.liveness.due() {
@@ -1214,6 +1291,9 @@ impl<T: Pod> Producer<T> {
         if !self.origin.is_current() {
             return Err(PushError::Forked(value));
         }
+        if let Some(f) = self.consumers_left() {
+            return Err(fail_push(f, value));
+        }
         // Fast path first: no deadline to build when there is room.
         match self.attempt(&value, false) {
             Attempt::Done(()) => {
@@ -1233,6 +1313,9 @@ impl<T: Pod> Producer<T> {
     pub fn push_timeout(&mut self, value: T, timeout: Duration) -> Result<(), PushError<T>> {
         if !self.origin.is_current() {
             return Err(PushError::Forked(value));
+        }
+        if let Some(f) = self.consumers_left() {
+            return Err(fail_push(f, value));
         }
         self.push_until(value, Deadline::after(Some(timeout)))
     }
@@ -1377,6 +1460,11 @@ impl<T: Pod> Producer<T> {
         };
         if !self.origin.is_current() {
             return stop(0, PushError::Forked(()));
+        }
+        if !values.is_empty() {
+            if let Some(f) = self.consumers_left() {
+                return stop(0, fail_push(f, ()));
+            }
         }
         let mut done = 0;
         while done < values.len() {

@@ -345,6 +345,7 @@ impl<T: Pod> Ring<T> {
             watched: u64::MAX,
             deaths_at: 0,
             attachment,
+            buffer: false,
         };
         // Arm the exit watch on the consumer attached now (its pidfd, an epoll
         // registration, perhaps the watcher thread): here, not in the first push.
@@ -505,6 +506,8 @@ pub struct Producer<T> {
     /// `deaths` when we last looked closer; `u64::MAX` once that consumer is known dead.
     deaths_at: u64,
     attachment: Attachment,
+    /// Whether pushes go on landing while the consumer is gone (`buffer_while_unattended`).
+    buffer: bool,
 }
 
 /// The popping end of an SPSC ring. `&mut self` methods: one thread at a time.
@@ -581,6 +584,14 @@ impl<T: Pod> Producer<T> {
     /// [`Attachment::position`]).
     pub fn position(&self) -> u64 {
         self.tail
+    }
+
+    /// Whether pushes go on landing while the consumer is gone (`true`: for a successor,
+    /// until the ring is full, which then reports the departure; the successor chooses
+    /// with [`Resume`] whether it wants them), or fail at once with `PeerDied` /
+    /// `Disconnected` (`false`, the default: nobody would pop them).
+    pub fn buffer_while_unattended(&mut self, buffer: bool) {
+        self.buffer = buffer;
     }
 
     /// The consumer's current attachment (`None` if none ever attached): items at
@@ -737,6 +748,16 @@ impl<T: Pod> Producer<T> {
         if cfg!(shm_loom) {
             return Left::No;
         }
+        if self.buffer {
+            // Still watch the consumer (a sleeper's wake-up), but report nothing.
+            let _ = self.consumer_watch();
+            return Left::No;
+        }
+        self.consumer_watch()
+    }
+
+    #[inline]
+    fn consumer_watch(&mut self) -> Left {
         // Relaxed: a hint to look closer; the closer look checks the process itself.
         let word = self
             .mem

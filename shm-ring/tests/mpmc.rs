@@ -228,6 +228,8 @@ fn produce(name: &str, id: u64) {
         .unwrap_or(PER_PRODUCER);
     let ring = mpmc::open::<u64>(name).unwrap();
     let mut tx = ring.producer().unwrap();
+    // Tests start consumers after producers, or kill them mid-run: keep pushing for them.
+    tx.buffer_while_unattended(true);
     println!("CHILD:attached");
     let mut expired = 0;
     for i in 0..n {
@@ -716,9 +718,10 @@ fn a_half_finished_skip_survives_producers_lapping_the_ring() {
     // The consumer takes items 0 and 1, then dies half-way through skipping claim 2: its
     // slot is released for the next lap, `head` still points at it.
     let (_name, _c, ring) = ring_with_a_half_finished_skip_at_2("mpmc-kill-skip-lap");
-    // Before any consumer comes back, a producer fills the ring: its 8th push laps onto
-    // the skipped slot (positions 3..=10).
+    // Before any consumer comes back, a producer fills the ring (for a successor): its
+    // 8th push laps onto the skipped slot (positions 3..=10).
     let mut tx = ring.producer().unwrap();
+    tx.buffer_while_unattended(true);
     for i in 0..8u64 {
         tx.push_timeout(msg(3, i), Duration::from_secs(10)).unwrap();
     }
@@ -1382,6 +1385,8 @@ fn a_live_batch_consumer_stalled_mid_read_loses_nothing() {
         .create()
         .unwrap();
     let mut tx = ring.producer().unwrap();
+    // The batch consumer leaves before the last pushes: they are for its successor.
+    tx.buffer_while_unattended(true);
     for i in 0..4 {
         tx.try_push(msg(1, i)).unwrap();
     }
@@ -1502,11 +1507,14 @@ fn mpmc_batches_say_why_they_stopped() {
     let b = rx.try_pop_slice(&mut out);
     assert_eq!((b.count, b.stopped), (0, Some(PopError::InFlight)));
     drop(ch);
-    // Every consumer gone: a batch that finds the ring full says so.
+    // Every consumer gone: a batch says so at once (or, buffering for a successor, when
+    // the ring is full).
     drop(rx);
     let b = tx.try_push_slice(&[1, 2, 3, 4, 5]);
-    assert_eq!(b.count, 4);
-    assert_eq!(b.stopped, Some(PushError::Disconnected(())));
+    assert_eq!((b.count, b.stopped), (0, Some(PushError::Disconnected(()))));
+    tx.buffer_while_unattended(true);
+    let b = tx.try_push_slice(&[1, 2, 3, 4, 5]);
+    assert_eq!((b.count, b.stopped), (4, Some(PushError::Disconnected(()))));
     // Every producer gone: drained, then Disconnected.
     let ring = Ring::<u64>::in_process(4).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
@@ -1514,4 +1522,54 @@ fn mpmc_batches_say_why_they_stopped() {
     drop(tx);
     let b = rx.try_pop_slice(&mut out);
     assert_eq!((b.count, b.stopped), (2, Some(PopError::Disconnected)));
+}
+
+#[test]
+fn pushes_hear_that_every_consumer_died_before_the_ring_fills() {
+    let name = unique_name("mpmc-early-death");
+    let _c = Cleanup(name.clone());
+    let ring = mpmc::create::<u64>(&name, 1024).unwrap();
+    let mut tx = ring.producer().unwrap();
+    // Two consumer processes, each waiting (10 s) for one message.
+    let mut kids: Vec<Running> = (0..2)
+        .map(|_| {
+            let mut k = Running::spawn(role("pop-one", &name, 0));
+            k.expect_line("attached", Duration::from_secs(20));
+            k
+        })
+        .collect();
+    assert!(!tx.is_abandoned());
+    // One consumer SIGKILLed: the other still lives, pushes land.
+    kids[1].kill9();
+    std::thread::sleep(Duration::from_millis(50));
+    for v in 0..10 {
+        tx.try_push(v).unwrap();
+    }
+    assert!(!tx.is_abandoned());
+    kids[0].kill9();
+    // Both dead (one may have taken an item and exited): the next pushes say so long
+    // before 1024 items.
+    let t = Instant::now();
+    let mut pushed = 0;
+    let err = loop {
+        match tx.try_push(2) {
+            Ok(()) => pushed += 1,
+            Err(e) => break e,
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "never heard");
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    assert!(
+        matches!(err, PushError::PeerDied(2) | PushError::Disconnected(2)),
+        "{err:?}"
+    );
+    assert!(
+        pushed < 1000,
+        "{pushed} pushes before the deaths were heard"
+    );
+    assert!(tx.is_abandoned());
+    println!("deaths heard after {pushed} pushes, {:?}", t.elapsed());
+    // A new consumer: pushes land again.
+    let _rx = ring.consumer().unwrap();
+    tx.try_push(3).unwrap();
 }
