@@ -84,7 +84,8 @@ pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
 /// claim and its publish (a consumer still reading the previous lap). It covers a peer
 /// that is running, as crossbeam's `ArrayQueue` waits for one; a peer that stalls longer
 /// gets `InFlight` reported instead of a wrong `Empty` (`Full`).
-/// (Loom models skip the polls: each extra load multiplies the interleavings.)
+/// (Loom models skip the polls and the `InFlight` verdict, a report that takes no slot:
+/// each extra load would multiply the interleavings of every model.)
 pub const IN_FLIGHT_POLLS: u32 = 256;
 
 /// Most producers (and, separately, consumers) attached at once. (4 under loom, whose
@@ -276,8 +277,11 @@ impl Side {
                 // so whoever sees `ever` set also sees this endpoint's owner word (loom found
                 // a false "disconnected" when `ever` was set first).
                 self.ever.store(1, Ordering::Release);
-                // Relaxed: a hint to look at the table, which the looker reads itself.
-                self.changes.fetch_add(1, Ordering::Relaxed);
+                // Relaxed: a hint to look at the table, which the looker reads itself. (Not
+                // under loom, where nobody looks: `consumers_left` is off.)
+                if !cfg!(shm_loom) {
+                    self.changes.fetch_add(1, Ordering::Relaxed);
+                }
                 return Some((
                     i,
                     Attachment {
@@ -298,7 +302,9 @@ impl Side {
             self.last_departure.store(CLOSED_CLEANLY, Ordering::Relaxed);
             e.release(me);
             // Relaxed: a hint, as in `attach`.
-            self.changes.fetch_add(1, Ordering::Relaxed);
+            if !cfg!(shm_loom) {
+                self.changes.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -625,6 +631,7 @@ impl<T: Pod> Ring<T> {
             index,
             mark: Mark::new(index, attachment.generation),
             attachment,
+            last_loss: None,
             #[cfg(shm_loom)]
             doom: None,
             claim_timeout: claim_timeout(c),
@@ -669,6 +676,7 @@ impl<T: Pod> Ring<T> {
             index,
             mark: Mark::new(index, attachment.generation),
             attachment,
+            last_loss: None,
             #[cfg(shm_loom)]
             doom: None,
             claim_timeout: claim_timeout(c),
@@ -744,6 +752,8 @@ pub struct Producer<T> {
     ring: Ring<T>,
     me: u64,
     attachment: Attachment,
+    /// The position behind the latest `Expired` (see `last_loss`).
+    last_loss: Option<u64>,
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
     index: usize,
@@ -782,6 +792,8 @@ pub struct Consumer<T> {
     ring: Ring<T>,
     me: u64,
     attachment: Attachment,
+    /// The position behind the latest `Expired` (see `last_loss`).
+    last_loss: Option<u64>,
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
     index: usize,
@@ -914,6 +926,15 @@ impl<T: Pod> Producer<T> {
     /// endpoint it took over.
     pub fn attachment(&self) -> Attachment {
         self.attachment
+    }
+
+    /// The position of this producer's latest claim that consumers gave up after the claim
+    /// timeout (it stalled between claiming and marking or publishing), behind the latest
+    /// `Expired` (or a batch that stopped short with it). Nothing was published there; the
+    /// value came back to the caller (a batch: the items from the count on). `None` if it
+    /// never happened.
+    pub fn last_loss(&self) -> Option<u64> {
+        self.last_loss
     }
 
     /// Sets how blocking pushes wait.
@@ -1107,6 +1128,7 @@ impl<T: Pod> Producer<T> {
             )
             .is_err()
         {
+            self.last_loss = Some(pos);
             return Attempt::Failed(Failure::Expired);
         }
         // SAFETY: the slot is marked WRITING by us: no consumer reads it before we
@@ -1127,6 +1149,7 @@ impl<T: Pod> Producer<T> {
             )
             .is_err()
         {
+            self.last_loss = Some(pos);
             return Attempt::Failed(Failure::Expired);
         }
         crate::fault_point!("mpmc-producer-published");
@@ -1180,7 +1203,9 @@ impl<T: Pod> Producer<T> {
                 self.count_stall();
                 match self.consumers_gone() {
                     Some(f) => Err(fail_push(f, value)),
-                    None if self.in_flight() => Err(PushError::InFlight(value)),
+                    None if cfg!(not(shm_loom)) && self.in_flight() => {
+                        Err(PushError::InFlight(value))
+                    }
                     None => Err(PushError::Full(value)),
                 }
             }
@@ -1490,7 +1515,9 @@ impl<T: Pod> Producer<T> {
                         self.count_stall();
                         let e = match self.consumers_gone() {
                             Some(f) => fail_push(f, ()),
-                            None if self.in_flight() => PushError::InFlight(()),
+                            None if cfg!(not(shm_loom)) && self.in_flight() => {
+                                PushError::InFlight(())
+                            }
                             None => PushError::Full(()),
                         };
                         return stop(done, e);
@@ -1554,6 +1581,7 @@ impl<T: Pod> Producer<T> {
                 .is_err()
             {
                 marked_n = i;
+                self.last_loss = Some(p);
                 break;
             }
         }
@@ -1648,8 +1676,32 @@ impl<T: Pod> Producer<T> {
     /// handle stalled past the claim timeout between its claim and its marks (consumers
     /// gave the slots up; nothing was claimed for the chunk); `Forked`.
     pub fn write_chunk(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.write_chunk_min(n, n)
+    }
+
+    /// Reserves up to `n` slots (as many as are free at `tail` now, at least one) with one
+    /// compare-exchange, like [`write_chunk`](Self::write_chunk) does exactly `n`.
+    ///
+    /// # Errors
+    ///
+    /// `TooFewSlots { available: 0 }` when the slot at `tail` is not free; `Disconnected`
+    /// / `PeerDied` once every consumer closed or died (heard as `try_push` hears it);
+    /// `Expired`; `Corrupted`; `Forked`.
+    pub fn write_chunk_up_to(&mut self, n: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
+        self.write_chunk_min(n, n.min(1))
+    }
+
+    /// A chunk of at most `n` and at least `min` slots.
+    fn write_chunk_min(&mut self, n: usize, min: usize) -> Result<WriteChunk<'_, T>, ChunkError> {
         if !self.origin.is_current() {
             return Err(ChunkError::Forked);
+        }
+        if n > 0 {
+            match self.consumers_left() {
+                Some(Failure::PeerDied) => return Err(ChunkError::PeerDied),
+                Some(Failure::Disconnected) => return Err(ChunkError::Disconnected),
+                _ => {}
+            }
         }
         if n == 0 {
             return Ok(WriteChunk {
@@ -1659,8 +1711,8 @@ impl<T: Pod> Producer<T> {
             });
         }
         let mem = &self.ring.mem;
-        let pos = match claim_run(mem, &mem.ctrl().tail.pos, FREE, n as u64, n as u64) {
-            Ok((pos, _)) => pos,
+        let (pos, n) = match claim_run(mem, &mem.ctrl().tail.pos, FREE, n as u64, min as u64) {
+            Ok((pos, k)) => (pos, k as usize),
             Err(u64::MAX) => return Err(ChunkError::Corrupted),
             Err(free) => {
                 return Err(ChunkError::TooFewSlots {
@@ -1894,6 +1946,15 @@ impl<T: Pod> Consumer<T> {
         self.attachment
     }
 
+    /// The position of the latest message lost to this consumer: its claim was reclaimed by
+    /// producers after the claim timeout (it stalled between claiming and marking or
+    /// releasing), behind the latest `Expired` (or a batch that delivered fewer than it
+    /// claimed). The message at that position was delivered to nobody, and is counted in
+    /// `reclaimed`. `None` if it never happened.
+    pub fn last_loss(&self) -> Option<u64> {
+        self.last_loss
+    }
+
     /// Sets how blocking pops wait.
     pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
         self.strategy = strategy;
@@ -2074,6 +2135,7 @@ impl<T: Pod> Consumer<T> {
             )
             .is_err()
         {
+            self.last_loss = Some(pos);
             return Attempt::Failed(Failure::Expired);
         }
         // SAFETY: the slot is marked READING by us: no producer writes it until we release
@@ -2095,6 +2157,7 @@ impl<T: Pod> Consumer<T> {
             )
             .is_err()
         {
+            self.last_loss = Some(pos);
             return Attempt::Failed(Failure::Expired);
         }
         crate::fault_point!("mpmc-consumer-released");
@@ -2157,7 +2220,11 @@ impl<T: Pod> Consumer<T> {
                     }
                 }
                 match self.after_empty() {
-                    Err(PopError::Empty) if self.in_flight() => Err(PopError::InFlight),
+                    // (Not under loom: a report only, whose loads would multiply the
+                    // interleavings of every model.)
+                    Err(PopError::Empty) if cfg!(not(shm_loom)) && self.in_flight() => {
+                        Err(PopError::InFlight)
+                    }
                     other => other,
                 }
             }
@@ -2401,7 +2468,7 @@ impl<T: Pod> Consumer<T> {
                             out[done] = v;
                             done += 1;
                         }
-                        Err(PopError::Empty) if self.in_flight() => {
+                        Err(PopError::Empty) if cfg!(not(shm_loom)) && self.in_flight() => {
                             return stop(done, PopError::InFlight)
                         }
                         Err(e) => return stop(done, e),
@@ -2455,6 +2522,7 @@ impl<T: Pod> Consumer<T> {
             // read after the producer's publish is `claim_run`'s Acquire load of this
             // slot's PUBLISHED `seq`, before our claim.
             if slot.seq.load(Ordering::Relaxed) != mine {
+                self.last_loss = Some(p);
                 continue;
             }
             // SAFETY: marked READING by us: no producer writes it until we release it, and
@@ -2474,6 +2542,7 @@ impl<T: Pod> Consumer<T> {
                 )
                 .is_err()
             {
+                self.last_loss = Some(p);
                 continue;
             }
             crate::fault_point!("mpmc-consumer-released");

@@ -315,8 +315,11 @@ impl<T: Pod> Ring<T> {
             });
         }
         // Relaxed: a report for the consumer (`producer_attachment`), read with the end's
-        // generation; nothing is ordered by it.
-        c.config.producer_since.store(tail, Ordering::Relaxed);
+        // generation; nothing is ordered by it (so loom models, which read no report, skip
+        // it).
+        if !cfg!(shm_loom) {
+            c.config.producer_since.store(tail, Ordering::Relaxed);
+        }
         let attachment = Attachment {
             generation,
             position: tail,
@@ -404,8 +407,10 @@ impl<T: Pod> Ring<T> {
             // loads of `head` (as every pop's store does).
             c.head.pos.store(head, Ordering::Release);
         }
-        // Relaxed: a report for the producer (`consumer_attachment`).
-        c.config.consumer_since.store(head, Ordering::Relaxed);
+        // Relaxed: a report for the producer (`consumer_attachment`); skipped under loom.
+        if !cfg!(shm_loom) {
+            c.config.consumer_since.store(head, Ordering::Relaxed);
+        }
         let attachment = Attachment {
             generation,
             position: head,

@@ -280,6 +280,9 @@ fn pop_one(name: &str) {
         Ok(v) => println!("CHILD:popped {v}"),
         Err(e) => println!("CHILD:error {e:?}"),
     }
+    if let Some(pos) = rx.last_loss() {
+        println!("CHILD:lost at {pos}");
+    }
 }
 
 /// Pushes `v` once (`try_push`) and says what came of it.
@@ -290,6 +293,9 @@ fn push_one(name: &str, v: u64) {
     match tx.try_push(v) {
         Ok(()) => println!("CHILD:pushed"),
         Err(e) => println!("CHILD:error {e:?}"),
+    }
+    if let Some(pos) = tx.last_loss() {
+        println!("CHILD:lost at {pos}");
     }
     // Optionally stay alive (holding the endpoint) until killed.
     if let Some(ms) = std::env::var("SHMRING_LINGER_MS")
@@ -708,6 +714,8 @@ fn a_consumer_stalled_between_claiming_and_marking_gets_expired() {
     }
     let _tx = producer.join().unwrap();
     assert_eq!(slow.next_line(Duration::from_secs(30)), "error Expired");
+    // The loss names its position: message 0's.
+    assert_eq!(slow.next_line(Duration::from_secs(30)), "lost at 0");
     assert!(slow.wait_success(Duration::from_secs(30)));
     assert_eq!(ring.stats().reclaimed, 1);
     assert_eq!(rx.try_pop(), Err(PopError::Empty));
@@ -904,6 +912,8 @@ fn a_producer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
     });
     // The stalled claimant resumes: its mark fails, it says so and exits (dead).
     stale.expect_line("error Expired(..)", Duration::from_secs(10));
+    // Its claim of position 0 was the one given up (its value came back).
+    stale.expect_line("lost at 0", Duration::from_secs(10));
     assert!(stale.wait_success(Duration::from_secs(10)));
     let mut got = Vec::new();
     let t = Instant::now();
@@ -1572,4 +1582,31 @@ fn pushes_hear_that_every_consumer_died_before_the_ring_fills() {
     // A new consumer: pushes land again.
     let _rx = ring.consumer().unwrap();
     tx.try_push(3).unwrap();
+}
+
+#[test]
+fn an_mpmc_write_chunk_up_to_n_takes_what_is_free() {
+    let ring = Ring::<u64>::in_process(4).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for v in 0..3 {
+        tx.try_push(v).unwrap();
+    }
+    let mut ch = tx.write_chunk_up_to(4).unwrap();
+    assert_eq!(ch.len(), 1);
+    ch.set(0, 3);
+    ch.commit_all();
+    assert!(matches!(
+        tx.write_chunk_up_to(2),
+        Err(shm_ring::ChunkError::TooFewSlots { available: 0 })
+    ));
+    for v in 0..4 {
+        assert_eq!(rx.try_pop(), Ok(v));
+    }
+    assert_eq!(tx.last_loss(), None);
+    assert_eq!(rx.last_loss(), None);
+    drop(rx);
+    assert!(matches!(
+        tx.write_chunk_up_to(2),
+        Err(shm_ring::ChunkError::Disconnected)
+    ));
 }
