@@ -1540,10 +1540,10 @@ fn pushes_hear_that_every_consumer_died_before_the_ring_fills() {
     let _c = Cleanup(name.clone());
     let ring = mpmc::create::<u64>(&name, 1024).unwrap();
     let mut tx = ring.producer().unwrap();
-    // Two consumer processes, each waiting (10 s) for one message.
+    // Two consumer processes, each popping (up to 1000 messages) until killed.
     let mut kids: Vec<Running> = (0..2)
         .map(|_| {
-            let mut k = Running::spawn(role("pop-one", &name, 0));
+            let mut k = Running::spawn(role("pop-n", &name, 1000));
             k.expect_line("attached", Duration::from_secs(20));
             k
         })
@@ -1557,8 +1557,7 @@ fn pushes_hear_that_every_consumer_died_before_the_ring_fills() {
     }
     assert!(!tx.is_abandoned());
     kids[0].kill9();
-    // Both dead (one may have taken an item and exited): the next pushes say so long
-    // before 1024 items.
+    // Both dead: the next pushes say so long before 1024 items.
     let t = Instant::now();
     let mut pushed = 0;
     let err = loop {
