@@ -1146,6 +1146,15 @@ fn proc_maps_usage(dev: u64, ino: u64) -> Usage {
     }
 }
 
+/// A failure to look at the segment `name`, as the error of a removal that needed the look.
+fn inspect_to_remove_error(name: &str, e: OpenError) -> RemoveError {
+    let kind = match e.kind {
+        OpenErrorKind::NotFound => RemoveErrorKind::NotFound,
+        _ => RemoveErrorKind::Inspect(e),
+    };
+    RemoveError::new(name, kind)
+}
+
 /// Who uses a segment now, as [`users`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Users {
@@ -1214,13 +1223,7 @@ pub fn users(name: &str) -> Result<Users, OpenError> {
 pub fn remove_unused(name: &str) -> Result<(), RemoveError> {
     let sname = SegmentName::new(name)
         .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
-    let inspect_error = |e: OpenError| {
-        let kind = match e.kind {
-            OpenErrorKind::NotFound => RemoveErrorKind::NotFound,
-            _ => RemoveErrorKind::Inspect(e),
-        };
-        RemoveError::new(name, kind)
-    };
+    let inspect_error = |e: OpenError| inspect_to_remove_error(name, e);
     let (fd, st) = open_regular(&sname, libc::O_RDONLY).map_err(inspect_error)?;
     let free = sys::flock_nb(&fd, true).map_err(|source| {
         RemoveError::new(
@@ -1521,13 +1524,7 @@ pub enum StaleCheck {
 pub fn remove_stale_by(name: &str, check: StaleCheck) -> Result<SegmentInfo, RemoveError> {
     let sname = SegmentName::new(name)
         .map_err(|e| RemoveError::new(name, RemoveErrorKind::InvalidName(e)))?;
-    let inspect_error = |e: OpenError| {
-        let kind = match e.kind {
-            OpenErrorKind::NotFound => RemoveErrorKind::NotFound,
-            _ => RemoveErrorKind::Inspect(e),
-        };
-        RemoveError::new(name, kind)
-    };
+    let inspect_error = |e: OpenError| inspect_to_remove_error(name, e);
     let info = inspect(name).map_err(inspect_error)?;
     if !info.looks_stale() {
         let kind = match info.header {

@@ -86,6 +86,15 @@ struct BookRenamed {
 #[repr(C)]
 struct Pair(u64, u32, u32);
 
+/// `Pair`'s types and offsets, with names.
+#[derive(Clone, Copy, TypeIdentity)]
+#[repr(C)]
+struct NamedPair {
+    a: u64,
+    b: u32,
+    c: u32,
+}
+
 #[derive(Clone, Copy, TypeIdentity)]
 struct Unit;
 
@@ -125,24 +134,20 @@ fn identity_is_the_structure_not_the_name() {
     // Recursively: the nested type's fields count, its name does not.
     assert_eq!(Book::IDENTITY, BookOfQuotes::IDENTITY);
     assert_ne!(Book::IDENTITY, BookRenamed::IDENTITY);
-    // Tuple structs, unit structs and generic ones.
-    assert_ne!(Pair::IDENTITY, <(u64, u32, u32) as Id>::ID);
+    // Tuple structs (fields named by index), unit structs and generic ones.
+    assert_ne!(Pair::IDENTITY, NamedPair::IDENTITY);
+    assert_eq!(
+        Pair::IDENTITY.detail() & 0xffff_ffff,
+        NamedPair::IDENTITY.detail() & 0xffff_ffff,
+        "the same types and offsets"
+    );
     assert_ne!(Pair::IDENTITY, <[u64; 2]>::IDENTITY);
-    assert_eq!(Unit::IDENTITY, Unit::IDENTITY);
+    assert_ne!(Unit::IDENTITY, <()>::IDENTITY);
     assert_ne!(Samples::<f32, 64>::IDENTITY, Samples::<f32, 65>::IDENTITY);
     assert_ne!(Samples::<f32, 64>::IDENTITY, Samples::<u32, 64>::IDENTITY);
     // An explicit schema: field names do not matter, the number does.
     assert_eq!(MirroredA::IDENTITY, MirroredB::IDENTITY);
     assert_eq!(MirroredA::IDENTITY, Identity::schema(0x7469_636b));
-}
-
-/// Tuples have no identity of their own; this stands in for "a type the derive did not
-/// see", to check that a tuple struct is not confused with anything else.
-trait Id {
-    const ID: Identity;
-}
-impl Id for (u64, u32, u32) {
-    const ID: Identity = Identity::schema(0);
 }
 
 /// Creates a segment for `A`, opens it as `B`, returns the open error's message.

@@ -102,8 +102,12 @@ fn child_signalled() {
             let g = unsafe { libc::fork() };
             assert!(g >= 0, "fork failed");
             if g == 0 {
+                // SAFETY: `alarm` and `pause` are async-signal-safe and have no
+                // preconditions. The alarm ends the grandchild in 30 s should the test fail
+                // before it sends SIGTERM (nobody else would reap or kill it).
+                unsafe { libc::alarm(30) };
                 loop {
-                    // SAFETY: `pause` has no preconditions.
+                    // SAFETY: as above.
                     unsafe { libc::pause() };
                 }
             }

@@ -283,6 +283,11 @@ impl<T: bytemuck::Pod> SeqLock<T> {
 
     /// One attempt at a consistent snapshot: `None` if a write was under way.
     pub fn try_read(&self) -> Option<T> {
+        self.try_read_seq().map(|(v, _)| v)
+    }
+
+    /// [`try_read`](Self::try_read), with the (even) `seq` the snapshot was taken at.
+    fn try_read_seq(&self) -> Option<(T, u64)> {
         // Acquire: pairs with the Release store that ended the last write, so the data
         // loads below see at least that write.
         let s1 = self.seq.load(Ordering::Acquire);
@@ -295,7 +300,7 @@ impl<T: bytemuck::Pod> SeqLock<T> {
         // see its odd `seq`.
         fence(Ordering::Acquire);
         let s2 = self.seq.load(Ordering::Relaxed);
-        (s1 == s2).then_some(value)
+        (s1 == s2).then_some((value, s1))
     }
 
     /// A consistent snapshot, retrying while writes are under way.
@@ -318,11 +323,17 @@ impl<T: bytemuck::Pod> SeqLock<T> {
     }
 
     fn read_until(&self, deadline: Option<Instant>) -> Result<T, SeqLockError> {
+        self.read_with_seq(deadline).map(|(v, _)| v)
+    }
+
+    /// A consistent snapshot and the (even) `seq` it was taken at, retrying while writes
+    /// are under way (`WriterDied` if the writer died mid-write, `Timeout` at `deadline`).
+    fn read_with_seq(&self, deadline: Option<Instant>) -> Result<(T, u64), SeqLockError> {
         let backoff = Backoff::new();
         let mut next_check: Option<Instant> = None;
         loop {
-            if let Some(v) = self.try_read() {
-                return Ok(v);
+            if let Some(r) = self.try_read_seq() {
+                return Ok(r);
             }
             if !backoff.is_completed() {
                 backoff.snooze();
@@ -598,48 +609,6 @@ impl<T> Drop for Changes<'_, T> {
         // Before the borrow of the lock ends: cancels (or waits out) the exit callback that
         // points at the lock's `changes` word.
         self.watch.notice = None;
-    }
-}
-
-impl<T: bytemuck::Pod> SeqLock<T> {
-    /// A consistent snapshot and the (even) `seq` it was taken at, retrying while writes
-    /// are under way.
-    fn read_with_seq(&self, deadline: Option<Instant>) -> Result<(T, u64), SeqLockError> {
-        let backoff = Backoff::new();
-        let mut next_check: Option<Instant> = None;
-        loop {
-            // Acquire: as in `try_read`.
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 0 {
-                let value = self.load_value();
-                // Acquire fence: as in `try_read`.
-                fence(Ordering::Acquire);
-                if self.seq.load(Ordering::Relaxed) == s1 {
-                    return Ok((value, s1));
-                }
-            }
-            if !backoff.is_completed() {
-                backoff.snooze();
-                continue;
-            }
-            let now = (cfg!(not(shm_loom)) || deadline.is_some()).then(Instant::now);
-            let due = match (now, next_check) {
-                (Some(now), Some(at)) => now >= at,
-                _ => true,
-            };
-            if due {
-                if self.write_died() {
-                    return Err(SeqLockError::WriterDied);
-                }
-                next_check = now.map(|n| n + SPIN_LIVENESS_INTERVAL);
-            }
-            if let (Some(d), Some(now)) = (deadline, now) {
-                if now >= d {
-                    return Err(SeqLockError::Timeout);
-                }
-            }
-            yield_now();
-        }
     }
 }
 
