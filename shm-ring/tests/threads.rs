@@ -129,6 +129,7 @@ fn mpmc_threads_deliver_each_item_once() {
             }
         }));
     }
+    let stats = ring.clone();
     drop(ring);
     let mut all: Vec<u64> = handles
         .into_iter()
@@ -138,7 +139,7 @@ fn mpmc_threads_deliver_each_item_once() {
     let want: Vec<u64> = (0..THREADS)
         .flat_map(|p| (0..N / THREADS).map(move |i| p << 32 | i))
         .collect();
-    assert_eq!(all, want, "lost or duplicated");
+    assert_eq!(all, want, "lost or duplicated: {:?}", stats.stats());
 }
 
 /// Threads bump a two-word counter under a lock; only mutual exclusion keeps it exact.
