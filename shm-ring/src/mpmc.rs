@@ -587,10 +587,27 @@ impl<T: Pod> Ring<T> {
     ///
     /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`.
     pub fn in_process(capacity: u64) -> Result<Ring<T>, RingError> {
+        Self::in_process_with_claim_timeout(capacity, DEFAULT_CLAIM_TIMEOUT)
+    }
+
+    /// [`in_process`](Self::in_process) with its own claim timeout: how long a claimed but
+    /// unfinished slot may stall the others (clamped to 1 ms ..= 60 s, as
+    /// [`Builder::claim_timeout`]). Threads that may be descheduled for longer than the
+    /// default without having died (an interpreter such as Miri, an overloaded host) want
+    /// more, or their stalls are treated as deaths: counted losses and `Expired`.
+    ///
+    /// # Errors
+    ///
+    /// As [`in_process`](Self::in_process).
+    pub fn in_process_with_claim_timeout(
+        capacity: u64,
+        claim_timeout: Duration,
+    ) -> Result<Ring<T>, RingError> {
         let name = "(in-process)";
         check_payload::<T>(name)?;
         let cap = round_capacity(name, capacity)?;
-        let ctrl = Control::new(cap, 0, DEFAULT_CLAIM_TIMEOUT);
+        let timeout = claim_timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
+        let ctrl = Control::new(cap, 0, timeout);
         let mem = mem::Heap::new_mem(ctrl, cap, |i| Slot {
             seq: AtomicU64::new(seq_of(i, FREE)),
             value: UnsafeCell::new(T::zeroed()),
@@ -858,6 +875,20 @@ struct Stuck {
 ///
 /// Under loom, whether the model's clock has passed, as this thread sees it
 /// (`shm_sync::primitive::world`): the timeout may fire at the first sighting or never.
+/// Whether a slot whose tag is `lap` (a multiple of `cap`, more than one lap) past `pos`
+/// was really reused by a later lap: its producer claimed `pos + lap - cap`, so `tail`
+/// must be past that. `tail` is loaded after `pos` (which came from `head`) with Relaxed,
+/// so on a weakly ordered machine (and under Miri) it may be older than `pos`: then
+/// `tail - pos` wraps to a huge distance, and the slot of a previous lap still being read
+/// (`lap` is `-cap` mod 2^48, a multiple of `cap` too) would pass for a later lap, and a
+/// consumer would move `head` past a position nobody published yet: the item pushed there
+/// later would never be claimed, and after the claim timeout a producer reclaims it (a
+/// loss Miri found). Only a forward distance counts.
+fn is_later_lap(lap: u64, cap: u64, tail: u64, pos: u64) -> bool {
+    let ahead = tail.wrapping_sub(pos);
+    lap > cap && lap % cap == 0 && ahead <= TAG / 2 && lap - cap < ahead
+}
+
 fn stuck_too_long(
     stuck: &mut Option<Stuck>,
     expired: &mut Option<Stuck>,
@@ -2073,9 +2104,7 @@ impl<T: Pod> Consumer<T> {
             // hole, which needed `pos` released first), so `pos` is released too. Bounded
             // by `tail` (Relaxed: only a bound on a tag already loaded with Acquire), so
             // garbage cannot pass for it.
-            let later_lap = lap > cap
-                && lap % cap == 0
-                && lap - cap < c.tail.pos.load(Ordering::Relaxed).wrapping_sub(pos);
+            let later_lap = is_later_lap(lap, cap, c.tail.pos.load(Ordering::Relaxed), pos);
             if lap == cap || later_lap {
                 // Released (consumed or skipped), and perhaps already claimed, marked or
                 // published by the next lap's producer. A consumer claims (moves `head`)
@@ -2793,5 +2822,35 @@ mod shared {
     /// See [`Builder::open`].
     pub fn open<T: Pod + TypeIdentity>(name: &str) -> Result<Ring<T>, RingError> {
         Builder::new(name).open()
+    }
+}
+
+#[cfg(all(test, not(shm_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_tail_does_not_make_the_previous_lap_a_later_one() {
+        let cap: u64 = 8;
+        let pos = 79;
+        // The slot still holds position 71 (a consumer reading it): the tag is one lap
+        // behind, `-cap` mod 2^48.
+        let lap = laps(marked(71, READING, Mark::new(1, 3)), pos);
+        assert_eq!(lap, cap.wrapping_neg() & TAG);
+        // `tail` as a weakly ordered load may give it: older than `pos` (which came from
+        // `head`), or equal.
+        for tail in [78, 79, 0, pos - 8] {
+            assert!(!is_later_lap(lap, cap, tail, pos), "tail {tail}");
+        }
+        // A real later lap: tag `pos + 2 cap`, whose producer claimed `pos + cap`, so `tail`
+        // is past it.
+        let lap = laps(seq_of(pos + 2 * cap, FREE), pos);
+        assert_eq!(lap, 2 * cap);
+        assert!(is_later_lap(lap, cap, pos + cap + 1, pos));
+        assert!(!is_later_lap(lap, cap, pos + cap, pos), "not claimed yet");
+        assert!(!is_later_lap(lap, cap, pos - 1, pos), "stale tail");
+        // Garbage tags that are no multiple of `cap`, or the next lap itself.
+        assert!(!is_later_lap(2 * cap + 1, cap, u64::MAX / 4, pos));
+        assert!(!is_later_lap(cap, cap, pos + 100, pos));
     }
 }

@@ -64,7 +64,15 @@ fn spsc_threads_deliver_in_order_with_both_strategies() {
 
 #[test]
 fn mpmc_threads_deliver_each_item_once() {
-    let ring = mpmc::Ring::<u64>::in_process(8).unwrap();
+    // Under Miri a thread can sit unscheduled for longer than the default 100 ms claim
+    // timeout without having died; the ring would count its claims as lost (at most once,
+    // as documented) and this test, which wants each item exactly once, would fail.
+    let claim_timeout = if cfg!(miri) {
+        Duration::from_secs(60)
+    } else {
+        mpmc::DEFAULT_CLAIM_TIMEOUT
+    };
+    let ring = mpmc::Ring::<u64>::in_process_with_claim_timeout(8, claim_timeout).unwrap();
     let mut handles = Vec::new();
     for p in 0..THREADS {
         let mut tx = ring.producer().unwrap();
