@@ -208,7 +208,7 @@ pub fn inspect(name: &str) -> Result<(), String> {
                 s.capacity,
                 s.head,
                 s.tail,
-                s.tail.wrapping_sub(s.head)
+                s.tail.saturating_sub(s.head)
             );
             println!("counters     pushes {}, pops {}", s.pushes, s.pops);
             println!(

@@ -263,8 +263,9 @@ impl Side {
             let took_over_from = (w != 0).then_some((w >> 32) as u32);
             if w != 0 {
                 // A dead holder we reap on the way.
+                // AcqRel, as in `reap`.
                 if e.owner
-                    .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
                 {
                     self.last_departure.store(DIED, Ordering::Relaxed);
@@ -321,9 +322,14 @@ impl Side {
                 watch.forget();
                 continue;
             }
+            // AcqRel: Acquire orders the verdict's view of the dead owner's last writes
+            // (under loom the death itself is a Release/Acquire pair) before the zero;
+            // Release passes them on to whoever then sees the slot free with the Acquire
+            // load in `gone`, so a consumer that did not reap the dead producer itself
+            // still finds what it published before reporting `PeerDied`.
             if watch.is_dead(w)
                 && e.owner
-                    .compare_exchange(w, 0, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(w, 0, Ordering::AcqRel, Ordering::Relaxed)
                     .is_ok()
             {
                 self.last_departure.store(DIED, Ordering::Relaxed);
@@ -428,10 +434,10 @@ impl Side {
             return None;
         }
         // Acquire (on each owner word): pairs with the Release CAS in `End::release`, so
-        // what an endpoint that detached published is visible once we see it gone. A word
-        // zeroed by `reap` (a dead owner) pairs with nothing: what a dead producer published
-        // is found through the slots' own Release/Acquire `seq`, which the caller re-reads
-        // (`after_empty` drains before it reports the departure).
+        // what an endpoint that detached published is visible once we see it gone, and
+        // with the AcqRel CAS of a reap (`reap`, `attach`), which passes on what its death
+        // verdict saw of a dead owner (`after_empty` drains before it reports the
+        // departure).
         if self
             .ends
             .iter()

@@ -218,9 +218,10 @@ pub struct RingStats {
 }
 
 impl RingStats {
-    /// Items in the ring (`tail - head`), as read.
+    /// Items in the ring (`tail - head`), as read; 0 if the snapshot has `tail` behind
+    /// `head` (only a corrupted or re-created ring, since `head` is read first).
     pub fn len(&self) -> u64 {
-        self.tail.wrapping_sub(self.head)
+        self.tail.saturating_sub(self.head)
     }
 
     /// Whether the ring was empty when read.
@@ -231,7 +232,9 @@ impl RingStats {
 
 pub(crate) fn stats_of(c: &Control) -> RingStats {
     let initial = c.config.initial.load(Ordering::Relaxed);
-    let head = c.head.pos.load(Ordering::Relaxed);
+    // Acquire, and first: pairs with the consumer's Release store of `head`, which came
+    // after its load of a `tail` at least this far, so the `tail` read next is too.
+    let head = c.head.pos.load(Ordering::Acquire);
     let tail = c.tail.pos.load(Ordering::Relaxed);
     RingStats {
         capacity: c.config.capacity.load(Ordering::Relaxed),
