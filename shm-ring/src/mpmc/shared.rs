@@ -1,0 +1,216 @@
+//! Named MPMC ring segments: the builder, create, open and open-or-create.
+
+use super::*;
+use shm_core::{Fingerprint, Kind, SegmentBuilder, TypeIdentity};
+use std::marker::PhantomData;
+
+/// Options for creating or opening an MPMC ring segment.
+pub struct Builder<T> {
+    name: String,
+    capacity: u64,
+    schema_id: u64,
+    claim_timeout: Duration,
+    segment: Option<SegmentBuilder>,
+    name_wait: Option<Duration>,
+    initial_position: u64,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Pod + TypeIdentity> Builder<T> {
+    /// Options for the ring `name` (capacity 1024, schema id 0, claim timeout
+    /// [`DEFAULT_CLAIM_TIMEOUT`]).
+    pub fn new(name: &str) -> Builder<T> {
+        Builder {
+            name: name.to_owned(),
+            capacity: 1024,
+            schema_id: 0,
+            claim_timeout: DEFAULT_CLAIM_TIMEOUT,
+            segment: None,
+            name_wait: None,
+            initial_position: 0,
+            _t: PhantomData,
+        }
+    }
+
+    /// Slots wanted; rounded up to a power of two.
+    pub fn capacity(mut self, capacity: u64) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// A number telling payload types of equal size and alignment apart.
+    pub fn schema_id(mut self, id: u64) -> Self {
+        self.schema_id = id;
+        self
+    }
+
+    /// How long a claimed but unfinished slot may stall the others (clamped to
+    /// 1 ms ..= 60 s). Stored in the ring, so every process uses the creator's.
+    pub fn claim_timeout(mut self, timeout: Duration) -> Self {
+        self.claim_timeout = timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
+        self
+    }
+
+    /// Segment options (mode, mlock, ...). Kind, fingerprint and size are the ring's.
+    ///
+    /// The options name the ring's own name or another: one with another name makes
+    /// `create`, `open` and `open_or_create` fail with [`RingError::NameConflict`].
+    pub fn segment(mut self, options: SegmentBuilder) -> Self {
+        self.segment = Some(options);
+        self
+    }
+
+    /// How long [`open`](Self::open) waits for the name to appear, for a consumer
+    /// started before its producer (default: no wait, a missing ring is `NotFound` at
+    /// once). See [`SegmentBuilder::wait_for_name`].
+    pub fn wait_for_name(mut self, wait: Duration) -> Self {
+        self.name_wait = Some(wait);
+        self
+    }
+
+    /// Test hook: start both positions at `pos` to exercise wrap-around.
+    #[doc(hidden)]
+    pub fn initial_position(mut self, pos: u64) -> Self {
+        self.initial_position = pos;
+        self
+    }
+
+    fn seg_builder(&self) -> Result<SegmentBuilder, RingError> {
+        let b = crate::segment_options(&self.name, self.segment.as_ref(), self.name_wait)?;
+        Ok(b.kind(Kind::Mpmc)
+            .fingerprint(Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION)))
+    }
+
+    /// Creates the ring segment.
+    ///
+    /// # Errors
+    ///
+    /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`, or the segment's
+    /// `Create` error.
+    pub fn create(&self) -> Result<Ring<T>, RingError> {
+        self.create_or_open(false)
+    }
+
+    /// `create`, or (`open_existing`) `open_or_create`: one path, so that a ring made
+    /// by either is the same ring.
+    fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
+        check_payload::<T>(&self.name)?;
+        let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
+        let cap = round_capacity(&self.name, self.capacity)?;
+        let (l, ctrl_r, slots_r) =
+            mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| RingError::CapacityTooLarge {
+                name: self.name.clone(),
+                requested: self.capacity,
+            })?;
+        let (initial, timeout) = (self.initial_position, self.claim_timeout);
+        let init = |seg: &shm_core::Segment| {
+            let c = seg.get(ctrl_r)?;
+            c.config.capacity.store(cap, Ordering::Relaxed);
+            c.config.initial.store(initial, Ordering::Relaxed);
+            c.config
+                .claim_timeout_ns
+                .store(timeout.as_nanos() as u64, Ordering::Relaxed);
+            c.tail.pos.store(initial, Ordering::Relaxed);
+            c.head.pos.store(initial, Ordering::Relaxed);
+            let slots = seg.region_ptr(slots_r)?;
+            for i in 0..cap {
+                let pos = initial.wrapping_add(i);
+                let index = (pos & (cap - 1)) as usize;
+                // SAFETY: `index < cap`, inside the checked slot region; inside
+                // `create_with` nobody else can see the segment.
+                let slot = unsafe { &*slots.as_ptr().add(index) };
+                slot.seq.store(seq_of(pos, FREE), Ordering::Relaxed);
+            }
+            Ok::<_, shm_core::RegionError>(())
+        };
+        let builder = self.seg_builder()?.layout(&l);
+        let seg = if open_existing {
+            builder.open_or_create_bounded(init, |seg| {
+                mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of)
+            })?
+        } else {
+            builder.create_with(init)?
+        };
+        if !seg.is_creator() {
+            return self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false);
+        }
+        let mem =
+            Mem::over_segment(seg, cap, ctrl_r, slots_r).map_err(|e| RingError::Corrupted {
+                name: self.name.clone(),
+                what: format!("the new segment lacks its regions: {e}"),
+            })?;
+        self.ring(mem, true)
+    }
+
+    fn ring(&self, mem: Mem<Control, Slot<T>>, created: bool) -> Result<Ring<T>, RingError> {
+        Ok(Ring {
+            mem,
+            name: self.name.clone(),
+            created,
+        })
+    }
+
+    /// Opens an existing ring segment, checking kind, payload type and layout.
+    ///
+    /// # Errors
+    ///
+    /// The segment's `Open` error, or `Corrupted`.
+    pub fn open(&self) -> Result<Ring<T>, RingError> {
+        check_payload::<T>(&self.name)?;
+        let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
+        // Only the header and the control block are read before the file's length is
+        // checked against what the recorded capacity needs (a planted file far larger
+        // than that is refused, never faulted in).
+        let seg = self
+            .seg_builder()?
+            .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
+        self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false)
+    }
+
+    /// Opens the ring if it exists, else creates it. When many processes race, exactly
+    /// one creates and initialises it ([`Ring::is_creator`] says which) and the others
+    /// open what it published. A ring that existed keeps its creator's options (capacity
+    /// included: [`Ring::capacity`] tells); kind, payload type and layout are checked as
+    /// by `open`. Never waits for the name (see [`wait_for_name`](Self::wait_for_name)):
+    /// a missing ring is created.
+    ///
+    /// # Errors
+    ///
+    /// As [`create`](Self::create) and [`open`](Self::open). A creator that fails
+    /// removes its half-made segment and the others try again, for up to the open
+    /// timeout of the segment options.
+    pub fn open_or_create(&self) -> Result<Ring<T>, RingError> {
+        self.create_or_open(true)
+    }
+}
+
+/// Creates the MPMC ring `name` for `T` with at least `capacity` slots.
+///
+/// # Errors
+///
+/// See [`Builder::create`].
+pub fn create<T: Pod + TypeIdentity>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
+    Builder::new(name).capacity(capacity).create()
+}
+
+/// Opens the MPMC ring `name` for `T` if it exists, else creates it with at least
+/// `capacity` slots; exactly one of many racing processes creates it.
+///
+/// # Errors
+///
+/// See [`Builder::open_or_create`].
+pub fn open_or_create<T: Pod + TypeIdentity>(
+    name: &str,
+    capacity: u64,
+) -> Result<Ring<T>, RingError> {
+    Builder::new(name).capacity(capacity).open_or_create()
+}
+
+/// Opens the MPMC ring `name` for `T`.
+///
+/// # Errors
+///
+/// See [`Builder::open`].
+pub fn open<T: Pod + TypeIdentity>(name: &str) -> Result<Ring<T>, RingError> {
+    Builder::new(name).open()
+}
