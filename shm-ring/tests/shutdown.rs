@@ -136,7 +136,7 @@ fn sigterm_closes_a_sleeping_consumer_cleanly_and_removes_its_name() {
     kid.expect_line("ready", HANG);
     let ring = spsc::open::<u64>(&name).unwrap();
     let mut tx = ring.producer().unwrap();
-    tx.push(7).unwrap();
+    tx.push_timeout(7, HANG).unwrap();
     kid.expect_line("got 7", HANG);
     // Long enough for the consumer to be asleep on the futex, not polling.
     std::thread::sleep(Duration::from_millis(50));
@@ -146,7 +146,10 @@ fn sigterm_closes_a_sleeping_consumer_cleanly_and_removes_its_name() {
     assert!(kid.wait_success(HANG), "the child did not exit cleanly");
     println!("SIGTERM to a clean exit: {:?}", t.elapsed());
     // A clean close, not a death; and the name is gone.
-    assert!(matches!(tx.push(8), Err(PushError::Disconnected(8))));
+    assert!(matches!(
+        tx.push_timeout(8, HANG),
+        Err(PushError::Disconnected(8))
+    ));
     assert!(tx.is_abandoned());
     assert!(!ring.is_current());
     match spsc::open::<u64>(&name) {
@@ -182,14 +185,17 @@ fn sigterm_closes_a_sleeping_mpmc_consumer_cleanly() {
     let mut tx = ring.producer().unwrap();
     let mut kid = Running::spawn(role("mpmc-consumer", &name));
     kid.expect_line("ready", HANG);
-    tx.push(5).unwrap();
+    tx.push_timeout(5, HANG).unwrap();
     kid.expect_line("got 5", HANG);
     std::thread::sleep(Duration::from_millis(50));
     signal(&kid, libc::SIGTERM);
     kid.expect_line(&format!("interrupted {}", libc::SIGTERM), HANG);
     assert!(kid.wait_success(HANG));
     // The consumers left cleanly: the next push says Disconnected, not PeerDied.
-    assert!(matches!(tx.push(4), Err(PushError::Disconnected(4))));
+    assert!(matches!(
+        tx.push_timeout(4, HANG),
+        Err(PushError::Disconnected(4))
+    ));
     assert!(tx.is_abandoned());
 }
 

@@ -945,7 +945,9 @@ fn batches_and_chunks_say_why_they_stopped_and_hear_of_a_departed_or_dead_peer()
     // Across processes, SIGKILLed peers.
     let name = unique_name("batch-dead");
     let _c = Cleanup(name.clone());
-    let ring = spsc::create::<u64>(&name, 16).unwrap();
+    // Room for 10 s of the loop below: only the exit watcher's notice can end it, never a
+    // full ring's liveness check (whose verdict the next call would not yet repeat).
+    let ring = spsc::create::<u64>(&name, 1 << 15).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut c = role("pop-then-wait", &name);
     c.env(COUNT, "0");

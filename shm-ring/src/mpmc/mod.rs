@@ -873,14 +873,6 @@ struct Stuck {
     horizon: u64,
 }
 
-/// Whether the claim of `pos` is older than `timeout`, tracking the position we are stuck
-/// on (`stuck`). `horizon` is the other side's claim position, read before this call. A
-/// position after one whose wait timed out (`expired`) and before that wait's horizon was
-/// claimed before that wait began: it inherits that start, so a batch of claims left by a
-/// dead process costs one timeout, not one per claim.
-///
-/// Under loom, whether the model's clock has passed, as this thread sees it
-/// (`shm_sync::primitive::world`): the timeout may fire at the first sighting or never.
 /// Whether a slot whose tag is `lap` (a multiple of `cap`, more than one lap) past `pos`
 /// was really reused by a later lap: its producer claimed `pos + lap - cap`, so `tail`
 /// must be past that. `tail` is loaded after `pos` (which came from `head`) with Relaxed,
@@ -895,6 +887,14 @@ fn is_later_lap(lap: u64, cap: u64, tail: u64, pos: u64) -> bool {
     lap > cap && lap % cap == 0 && ahead <= TAG / 2 && lap - cap < ahead
 }
 
+/// Whether the claim of `pos` is older than `timeout`, tracking the position we are stuck
+/// on (`stuck`). `horizon` is the other side's claim position, read before this call. A
+/// position after one whose wait timed out (`expired`) and before that wait's horizon was
+/// claimed before that wait began: it inherits that start, so a batch of claims left by a
+/// dead process costs one timeout, not one per claim.
+///
+/// Under loom, whether the model's clock has passed, as this thread sees it
+/// (`shm_sync::primitive::world`): the timeout may fire at the first sighting or never.
 fn stuck_too_long(
     stuck: &mut Option<Stuck>,
     expired: &mut Option<Stuck>,
