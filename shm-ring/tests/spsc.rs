@@ -968,6 +968,32 @@ fn batches_and_chunks_say_why_they_stopped_and_hear_of_a_departed_or_dead_peer()
     }
     assert!(matches!(tx.write_chunk_up_to(1), Err(ChunkError::PeerDied)));
 
+    // A ring that fills before the death is heard: whichever check hears it (the exit
+    // watcher's notice or the full ring's liveness check), every later call says so at
+    // once, not `Full` / `TooFewSlots` until the next liveness check.
+    let name = unique_name("batch-dead-full");
+    let _c1 = Cleanup(name.clone());
+    let ring = spsc::create::<u64>(&name, 4).unwrap();
+    let mut tx = ring.producer().unwrap();
+    let mut c = role("pop-then-wait", &name);
+    c.env(COUNT, "0");
+    let mut consumer = Running::spawn(c);
+    consumer.expect_line("popped 0", Duration::from_secs(30));
+    assert_eq!(tx.try_push_slice(&[1, 2, 3, 4]).count, 4);
+    consumer.kill9();
+    let t = Instant::now();
+    loop {
+        match tx.try_push_slice(&[5]).stopped {
+            Some(PushError::PeerDied(())) => break,
+            Some(PushError::Full(())) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "death never heard");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(matches!(tx.write_chunk_up_to(1), Err(ChunkError::PeerDied)));
+    assert!(matches!(tx.try_push(6), Err(PushError::PeerDied(6))));
+
     let name = unique_name("chunk-dead");
     let _c2 = Cleanup(name.clone());
     let ring = spsc::create::<u64>(&name, 16).unwrap();

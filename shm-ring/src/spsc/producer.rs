@@ -160,8 +160,41 @@ impl<T: Pod> Producer<T> {
         if c.config.consumer.state.load(Ordering::Acquire) == CLOSED {
             return PushError::Disconnected(value);
         }
-        if self.liveness.due() && self.consumer_dead() {
-            return PushError::PeerDied(value);
+        if cfg!(shm_loom) {
+            // (Loom models hear deaths here only; no call looks at a remembered verdict.)
+            if self.liveness.due() && self.consumer_dead() {
+                return PushError::PeerDied(value);
+            }
+            return PushError::Full(value);
+        }
+        if self.liveness.due() {
+            // Relaxed (both): which consumer the verdict was about. A word that did not move
+            // across the verdict is the one it judged (a word names a pid and its start
+            // time, so a dead holder's never comes back).
+            let before = self
+                .mem
+                .ctrl()
+                .config
+                .consumer
+                .owner
+                .load(Ordering::Relaxed);
+            if self.consumer_dead() {
+                let after = self
+                    .mem
+                    .ctrl()
+                    .config
+                    .consumer
+                    .owner
+                    .load(Ordering::Relaxed);
+                if before == after && after != 0 {
+                    // Remembered, so every later call says `PeerDied` at once (as after the
+                    // exit watcher's notice) until a successor takes the end over, rather
+                    // than `Full` until the next liveness check.
+                    self.watched = after;
+                    self.deaths_at = u64::MAX;
+                }
+                return PushError::PeerDied(value);
+            }
         }
         PushError::Full(value)
     }
