@@ -104,6 +104,8 @@ pub enum Kind {
     Spsc = 3,
     /// A shm-ring multi-producer multi-consumer ring.
     Mpmc = 4,
+    /// A shm-ring broadcast ring (one publisher, many subscribers).
+    Broadcast = 5,
 }
 
 impl Kind {
@@ -114,6 +116,7 @@ impl Kind {
             2 => Kind::Sync,
             3 => Kind::Spsc,
             4 => Kind::Mpmc,
+            5 => Kind::Broadcast,
             _ => return None,
         })
     }
@@ -130,6 +133,7 @@ impl Kind {
             Kind::Sync => "sync",
             Kind::Spsc => "spsc",
             Kind::Mpmc => "mpmc",
+            Kind::Broadcast => "broadcast",
         }
     }
 }
@@ -142,6 +146,7 @@ impl Kind {
             Kind::Sync => "a sync",
             Kind::Spsc => "an SPSC",
             Kind::Mpmc => "an MPMC",
+            Kind::Broadcast => "a broadcast",
         }
     }
 }

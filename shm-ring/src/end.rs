@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 
-use crate::wait::FlagLine;
+use crate::wait::{Deadline, FlagLine, Waiter};
 
 pub(crate) const NEVER: u32 = 0;
 pub(crate) const ATTACHED: u32 = 1;
@@ -577,6 +577,68 @@ impl LivenessTimer {
         self.polls = 0;
         self.next = None;
     }
+}
+
+/// What a waiting end with one peer (an SPSC end, a broadcast subscriber) sleeps with: itself, its peer's end slot, the flag it sleeps on
+/// (with what keeps it mapped), and its own liveness state.
+pub(crate) struct Sleeper<'a> {
+    pub me: u64,
+    pub peer_end: &'a End,
+    pub flag: FlagTarget<'a>,
+    pub peer: &'a mut PeerWatch,
+    pub deaths: &'a Deaths,
+    pub liveness: &'a mut LivenessTimer,
+    pub waiter: &'a mut Waiter,
+}
+
+/// Sleeps on `s.flag` until `moved` (the peer moved its position), the peer closes its end
+/// or dies, or the deadline. The peer's death wakes us if a pidfd watches it (its exit
+/// notice bumps `deaths` past `seen`, the snapshot taken before the caller's last checks);
+/// else we re-check it every liveness interval.
+pub(crate) fn sleep_on_peer(
+    s: Sleeper<'_>,
+    deadline: Deadline,
+    seen: u64,
+    moved: impl Fn() -> bool,
+) {
+    if s.peer.take_exited() {
+        // The peer died while we were not asleep (its notice woke nobody): check it now.
+        s.liveness.expire();
+        return;
+    }
+    let word = s.peer_end.owner.load(Ordering::Relaxed);
+    let interval = s.liveness.interval();
+    let slice = if s.peer.wake_on_exit(word, s.me, &s.flag, s.deaths) {
+        interval.max(WATCHED_SLICE)
+    } else {
+        interval
+    };
+    let (peer_end, deaths, peer) = (s.peer_end, s.deaths, s.peer);
+    s.waiter.sleeping();
+    crate::wait::park(
+        &s.flag,
+        deadline.slice(slice),
+        || {
+            // Relaxed: hints to skip the sleep; the caller re-reads with Acquire. The
+            // peer's exit: SeqCst, pairs with the increment in its exit notice.
+            // A new owner (an attach whose wake-up came before our read of the epoch)
+            // must be watched before we sleep on its death: re-arm.
+            moved()
+                || peer_end.state.load(Ordering::Relaxed) == CLOSED
+                || peer_end.owner.load(Ordering::Relaxed) != word
+                || deaths_seen(deaths) != seen
+        },
+        // Between slices: go on sleeping while the deadline is ahead and the peer lives
+        // (one pidfd poll per slice; `/proc` where there are no pidfds).
+        || {
+            let dead = matches!(
+                peer_end.status_watched(peer),
+                EndStatus::Attached { alive: false, .. }
+            );
+            (!deadline.passed() && !dead).then(|| deadline.slice(slice))
+        },
+    );
+    s.liveness.expire();
 }
 
 #[cfg(all(test, not(shm_loom)))]

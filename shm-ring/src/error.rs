@@ -9,6 +9,10 @@ pub enum Role {
     Producer,
     /// The side that pops.
     Consumer,
+    /// A broadcast ring's one publisher.
+    Publisher,
+    /// A broadcast ring's subscribers.
+    Subscriber,
 }
 
 impl fmt::Display for Role {
@@ -16,6 +20,8 @@ impl fmt::Display for Role {
         f.write_str(match self {
             Role::Producer => "producer",
             Role::Consumer => "consumer",
+            Role::Publisher => "publisher",
+            Role::Subscriber => "subscriber",
         })
     }
 }
@@ -181,6 +187,121 @@ impl fmt::Display for PopError {
 
 impl std::error::Error for PopError {}
 
+/// Why a broadcast publish did not happen. The value comes back in every case.
+#[derive(PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishError<T> {
+    /// Back-pressure: the slowest attached subscriber is a whole ring behind
+    /// (`try_publish`).
+    Full(T),
+    /// Back-pressure: the timeout passed while the ring stayed full (`publish_timeout`).
+    Timeout(T),
+    /// A position read from shared memory is impossible: a peer corrupted the ring.
+    Corrupted(T),
+    /// This handle was attached by another process (see [`PushError::Forked`]).
+    Forked(T),
+    /// A shutdown of this process was requested while this publish would have waited
+    /// (see [`PushError::Interrupted`]).
+    Interrupted(T),
+}
+
+impl<T> PublishError<T> {
+    /// The value that was not published.
+    pub fn into_inner(self) -> T {
+        match self {
+            PublishError::Full(v)
+            | PublishError::Timeout(v)
+            | PublishError::Corrupted(v)
+            | PublishError::Forked(v)
+            | PublishError::Interrupted(v) => v,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            PublishError::Full(_) => "the slowest subscriber is a whole ring behind",
+            PublishError::Timeout(_) => "timed out waiting for the slowest subscriber",
+            PublishError::Corrupted(_) => "the ring's shared positions are corrupted",
+            PublishError::Forked(_) => FORKED,
+            PublishError::Interrupted(_) => INTERRUPTED,
+        }
+    }
+}
+
+impl<T> fmt::Debug for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PublishError::Full(_) => "Full(..)",
+            PublishError::Timeout(_) => "Timeout(..)",
+            PublishError::Corrupted(_) => "Corrupted(..)",
+            PublishError::Forked(_) => "Forked(..)",
+            PublishError::Interrupted(_) => "Interrupted(..)",
+        })
+    }
+}
+
+impl<T> fmt::Display for PublishError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+impl<T> std::error::Error for PublishError<T> {}
+
+/// Why a broadcast receive returned no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// Nothing new is published yet (`try_recv`).
+    Empty,
+    /// The publisher overwrote this many messages before this subscriber read them; the
+    /// subscriber now stands at the oldest message the ring may still hold, and its next
+    /// receive goes on from there. Received plus lagged is exactly what was published.
+    Lagged(u64),
+    /// Back-pressure: the publisher cut this subscriber loose (it held the publisher back
+    /// past the ring's untether timeout). Said once; from then on the subscriber no longer
+    /// holds the publisher back, and may be lapped (`Lagged`) like an overwrite
+    /// subscriber. Subscribe anew to be held to again.
+    Evicted,
+    /// The timeout passed with nothing new (`recv_timeout`).
+    Timeout,
+    /// The publisher dropped its handle and everything it published was read (a new
+    /// publisher may attach: receiving goes on then).
+    Disconnected,
+    /// The publisher's process died and everything it published was read.
+    PeerDied,
+    /// A sequence word or position read from shared memory is impossible.
+    Corrupted,
+    /// This handle was attached by another process (see [`PushError::Forked`]).
+    Forked,
+    /// A shutdown of this process was requested while this receive would have waited.
+    Interrupted,
+}
+
+impl fmt::Display for RecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RecvError::Empty => f.write_str("nothing new is published"),
+            RecvError::Lagged(n) => write!(f, "the publisher overwrote {n} messages unread"),
+            RecvError::Evicted => f.write_str(
+                "the publisher cut this subscriber loose (it stalled past the untether timeout)",
+            ),
+            RecvError::Timeout => f.write_str("timed out waiting for a message"),
+            RecvError::Disconnected => {
+                f.write_str("the publisher closed the ring and everything was read")
+            }
+            RecvError::PeerDied => {
+                f.write_str("the publisher process died and everything was read")
+            }
+            RecvError::Corrupted => f.write_str("the ring's shared sequence words are corrupted"),
+            RecvError::Forked => f.write_str(FORKED),
+            RecvError::Interrupted => f.write_str(INTERRUPTED),
+        }
+    }
+}
+
+impl std::error::Error for RecvError {}
+
 /// What a batch call did: how many items it moved, and, if it stopped short of the whole
 /// slice, why (`try_push_slice`, `try_pop_slice`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +416,15 @@ pub enum RingError {
         /// The name the segment options carry.
         segment: String,
     },
+    /// A broadcast subscriber asked for more history than the ring holds.
+    HistoryTooLong {
+        /// The ring's name.
+        name: String,
+        /// The history asked for.
+        asked: u64,
+        /// The ring's capacity.
+        capacity: u64,
+    },
     /// The ring's control block holds impossible values.
     Corrupted {
         /// The ring's name.
@@ -331,7 +461,16 @@ impl fmt::Display for RingError {
             RingError::RoleTaken { name, role, pid } => write!(
                 f,
                 "cannot join ring {name:?} as {role}: process {pid} holds that end \
-                 (an SPSC ring has one of each)"
+                 (an SPSC ring has one of each, a broadcast ring one publisher)"
+            ),
+            RingError::HistoryTooLong {
+                name,
+                asked,
+                capacity,
+            } => write!(
+                f,
+                "cannot subscribe to ring {name:?} with {asked} messages of history: it holds \
+                 {capacity}"
             ),
             RingError::TooManyEndpoints { name, role, max } => write!(
                 f,

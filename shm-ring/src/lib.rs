@@ -82,12 +82,15 @@ mod not_send_doctests {
     }
 }
 
+pub mod broadcast;
 mod end;
 mod error;
 #[cfg(not(shm_loom))]
 mod inspect;
 mod mem;
 pub mod mpmc;
+#[cfg(not(shm_loom))]
+mod named;
 #[cfg(not(shm_loom))]
 pub mod shutdown;
 pub mod spsc;
@@ -106,7 +109,7 @@ mod shutdown {
 }
 
 pub use end::{Attachment, EndStatus, PeerAttachment, LIVENESS_INTERVAL, WATCHED_SLICE};
-pub use error::{Batch, ChunkError, PopError, PushError, RingError, Role};
+pub use error::{Batch, ChunkError, PopError, PublishError, PushError, RecvError, RingError, Role};
 #[cfg(not(shm_loom))]
 pub use inspect::{inspect, RingInfo};
 /// shm-core, for `#[type_identity(crate = "shm_ring::core")]` when a crate derives

@@ -413,6 +413,56 @@ pub(crate) unsafe fn atomic_load<T: bytemuck::Pod>(src: *const T) -> T {
     unsafe { out.assume_init() }
 }
 
+/// Copies `value` into shared memory with relaxed atomic stores, word for word as
+/// [`atomic_load`] reads it back (the same widths at the same addresses), so a reader in
+/// this process that copies the value while we write it races with nothing (it may get a
+/// mix of old and new words, which a sequence check around its copy rejects). For slots that
+/// readers may copy while they are written (broadcast); rings whose protocol hands a slot to
+/// one side at a time use [`write`].
+///
+/// # Safety
+///
+/// `dst` must point to `size_of::<T>()` writable bytes aligned for `T`, which other parties
+/// only ever access atomically (with these widths: [`atomic_load`]'s) or not at all while
+/// this runs.
+#[cfg(not(shm_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_store<T: bytemuck::Pod>(dst: *mut T, value: &T) {
+    use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+    let n = std::mem::size_of::<T>();
+    let src = (value as *const T).cast::<u8>();
+    if std::mem::align_of::<T>() >= 8 && n % 8 == 0 {
+        let (src, dst) = (value as *const T as *const u64, dst.cast::<AtomicU64>());
+        for w in 0..n / 8 {
+            // SAFETY: `dst` is aligned for `T`, so for `u64`, and word `w` of `n / 8` lies
+            // inside the writable `T` (contract); `AtomicU64` has `u64`'s layout; the source
+            // word lies inside `value`, aligned likewise.
+            unsafe { (*dst.add(w)).store(src.add(w).read(), Relaxed) };
+        }
+        return;
+    }
+    let dst = dst.cast::<u8>();
+    let mut i = 0;
+    while i < n {
+        // SAFETY: (every arm) `i + width <= n`, so the word lies inside both `value` and the
+        // destination (writable, per the contract); `word_at` chose a width the destination
+        // address is aligned to, so the atomic store is aligned; the source, our own
+        // value, is read unaligned.
+        unsafe {
+            let d = dst.add(i);
+            let s = src.add(i);
+            let width = word_at(d as usize, n - i);
+            match width {
+                8 => AtomicU64::from_ptr(d.cast()).store(s.cast::<u64>().read_unaligned(), Relaxed),
+                4 => AtomicU32::from_ptr(d.cast()).store(s.cast::<u32>().read_unaligned(), Relaxed),
+                2 => AtomicU16::from_ptr(d.cast()).store(s.cast::<u16>().read_unaligned(), Relaxed),
+                _ => AtomicU8::from_ptr(d).store(s.read(), Relaxed),
+            }
+            i += width;
+        }
+    }
+}
+
 /// Copies `dst.len()` slots starting at `first` out of shared memory into `dst` with
 /// [`atomic_load`]s.
 ///

@@ -341,12 +341,23 @@ pub(crate) fn wake_if_waiting(registered: bool, flag: &FlagLine, n: u32) -> bool
 /// announces itself again (which clears it).
 #[inline]
 pub(crate) fn wake_one_if_waiting(registered: bool, flag: &FlagLine) -> bool {
+    wake_once_if_waiting(registered, flag, 1)
+}
+
+/// [`wake_one_if_waiting`] for a flag many handles sleep on (broadcast subscribers): the
+/// first waker after any announcement wakes up to `n` sleepers and sets `WOKEN`; later
+/// wakers skip until one of them announces itself again. Sound for many sleepers as for
+/// one: every announcement clears `WOKEN`, so a sleeper that announced after the last wake
+/// is woken by the next change, and one that announced before it was woken by it (its
+/// futex wait sees the epoch that wake bumped).
+#[inline]
+pub(crate) fn wake_once_if_waiting(registered: bool, flag: &FlagLine, n: u32) -> bool {
     shm_sync::barrier::light(registered);
     let v = flag.waiting.load(Ordering::Relaxed);
     if v & COUNT != 0 && v & WOKEN == 0 {
         // Acquire: pairs with the sleeper's Release announcement (see `park`).
         if flag.waiting.fetch_or(WOKEN, Ordering::Acquire) & WOKEN == 0 {
-            wake(flag, 1);
+            wake(flag, n);
             return true;
         }
     }

@@ -30,6 +30,14 @@
 //! `spsc-producer-published` (tail published, a sleeping consumer not yet woken),
 //! `spsc-consumer-read` (slot read, head not yet moved past it),
 //! `spsc-consumer-published` (head published, a sleeping producer not yet woken),
+//! `broadcast-publisher-wrote` (slot marked odd and its value written, not published),
+//! `broadcast-publisher-sealed` (slot published, `tail` not yet stored),
+//! `broadcast-publisher-published` (`tail` stored, sleeping subscribers not yet woken),
+//! `broadcast-publisher-evicted` (a subscriber record marked evicted, not yet rescanned),
+//! `broadcast-subscriber-registered` (a joining subscriber's record claimed and its position
+//! stored, `tail` not yet re-read), `broadcast-subscriber-copied` (a value copied, its
+//! sequence word not yet re-checked), `broadcast-subscriber-advanced` (position stored, a
+//! waiting publisher not yet woken),
 //! `end-claimed` (an endpoint's owner word claimed, its state not yet ATTACHED; in MPMC
 //! also before the side's `ever` flag), `end-closed` (state CLOSED, owner word still set),
 //! `end-released` (owner word cleared, sleepers on the other side not yet woken).

@@ -1,6 +1,7 @@
 //! Named MPMC ring segments: the builder, create, open and open-or-create.
 
 use super::*;
+use crate::named::Named;
 use shm_core::{Fingerprint, Kind, SegmentBuilder, TypeIdentity};
 use std::marker::PhantomData;
 
@@ -75,10 +76,15 @@ impl<T: Pod + TypeIdentity> Builder<T> {
         self
     }
 
-    fn seg_builder(&self) -> Result<SegmentBuilder, RingError> {
-        let b = crate::segment_options(&self.name, self.segment.as_ref(), self.name_wait)?;
-        Ok(b.kind(Kind::Mpmc)
-            .fingerprint(Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION)))
+    fn named(&self) -> Named<'_> {
+        Named {
+            name: &self.name,
+            requested: self.capacity,
+            kind: Kind::Mpmc,
+            fingerprint: Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION),
+            segment: self.segment.as_ref(),
+            name_wait: self.name_wait,
+        }
     }
 
     /// Creates the ring segment.
@@ -95,54 +101,28 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// by either is the same ring.
     fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
         check_payload::<T>(&self.name)?;
-        let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
-        let cap = round_capacity(&self.name, self.capacity)?;
-        let (l, ctrl_r, slots_r) =
-            mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| RingError::CapacityTooLarge {
-                name: self.name.clone(),
-                requested: self.capacity,
-            })?;
         let (initial, timeout) = (self.initial_position, self.claim_timeout);
-        let init = |seg: &shm_core::Segment| {
-            let c = seg.get(ctrl_r)?;
-            c.config.capacity.store(cap, Ordering::Relaxed);
-            c.config.initial.store(initial, Ordering::Relaxed);
-            c.config
-                .claim_timeout_ns
-                .store(timeout.as_nanos() as u64, Ordering::Relaxed);
-            c.tail.pos.store(initial, Ordering::Relaxed);
-            c.head.pos.store(initial, Ordering::Relaxed);
-            let slots = seg.region_ptr(slots_r)?;
-            for i in 0..cap {
-                let pos = initial.wrapping_add(i);
-                let index = (pos & (cap - 1)) as usize;
-                // SAFETY: `index < cap`, inside the checked slot region; inside
-                // `create_with` nobody else can see the segment.
-                let slot = unsafe { &*slots.as_ptr().add(index) };
-                slot.seq.store(seq_of(pos, FREE), Ordering::Relaxed);
-            }
-            Ok::<_, shm_core::RegionError>(())
-        };
-        let builder = self.seg_builder()?.layout(&l);
-        let seg = if open_existing {
-            builder.open_or_create_bounded(init, |seg| {
-                mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of)
-            })?
-        } else {
-            builder.create_with(init)?
-        };
-        if !seg.is_creator() {
-            return self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false);
-        }
-        let mem =
-            Mem::over_segment(seg, cap, ctrl_r, slots_r).map_err(|e| RingError::Corrupted {
-                name: self.name.clone(),
-                what: format!("the new segment lacks its regions: {e}"),
-            })?;
-        self.ring(mem, true)
-    }
-
-    fn ring(&self, mem: Mem<Control, Slot<T>>, created: bool) -> Result<Ring<T>, RingError> {
+        let (mem, created) = self.named().create_or_open(
+            open_existing,
+            |c: &Control| c.config.capacity.load(Ordering::Relaxed),
+            |c: &Control, slots: std::ptr::NonNull<Slot<T>>, cap| {
+                c.config.capacity.store(cap, Ordering::Relaxed);
+                c.config.initial.store(initial, Ordering::Relaxed);
+                c.config
+                    .claim_timeout_ns
+                    .store(timeout.as_nanos() as u64, Ordering::Relaxed);
+                c.tail.pos.store(initial, Ordering::Relaxed);
+                c.head.pos.store(initial, Ordering::Relaxed);
+                for i in 0..cap {
+                    let pos = initial.wrapping_add(i);
+                    let index = (pos & (cap - 1)) as usize;
+                    // SAFETY: `index < cap`, inside the checked slot region; inside
+                    // `create_with` nobody else can see the segment.
+                    let slot = unsafe { &*slots.as_ptr().add(index) };
+                    slot.seq.store(seq_of(pos, FREE), Ordering::Relaxed);
+                }
+            },
+        )?;
         Ok(Ring {
             mem,
             name: self.name.clone(),
@@ -157,14 +137,14 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// The segment's `Open` error, or `Corrupted`.
     pub fn open(&self) -> Result<Ring<T>, RingError> {
         check_payload::<T>(&self.name)?;
-        let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
-        // Only the header and the control block are read before the file's length is
-        // checked against what the recorded capacity needs (a planted file far larger
-        // than that is refused, never faulted in).
-        let seg = self
-            .seg_builder()?
-            .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
-        self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false)
+        let mem = self
+            .named()
+            .open(|c: &Control| c.config.capacity.load(Ordering::Relaxed))?;
+        Ok(Ring {
+            mem,
+            name: self.name.clone(),
+            created: false,
+        })
     }
 
     /// Opens the ring if it exists, else creates it. When many processes race, exactly

@@ -27,8 +27,8 @@ use bytemuck::Pod;
 use shm_sync::primitive::{AtomicU64, Ordering};
 
 use crate::end::{
-    self, Attachment, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerAttachment, PeerWatch,
-    CLOSED,
+    self, sleep_on_peer, Attachment, Deaths, End, EndStatus, FlagTarget, LivenessTimer,
+    PeerAttachment, PeerWatch, Sleeper, CLOSED,
 };
 use crate::error::{Batch, ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
@@ -579,63 +579,6 @@ enum Stop {
     PeerDied,
     Corrupted,
     Interrupted,
-}
-
-/// What a waiting SPSC end sleeps with: itself, its peer's end slot, the flag it sleeps on
-/// (with what keeps it mapped), and its own liveness state.
-struct Sleeper<'a> {
-    me: u64,
-    peer_end: &'a End,
-    flag: FlagTarget<'a>,
-    peer: &'a mut PeerWatch,
-    deaths: &'a Deaths,
-    liveness: &'a mut LivenessTimer,
-    waiter: &'a mut Waiter,
-}
-
-/// Sleeps on `s.flag` until `moved` (the peer moved its position), the peer closes its end
-/// or dies, or the deadline. The peer's death wakes us if a pidfd watches it (its exit
-/// notice bumps `deaths` past `seen`, the snapshot taken before the caller's last checks);
-/// else we re-check it every liveness interval.
-fn sleep_on_peer(s: Sleeper<'_>, deadline: Deadline, seen: u64, moved: impl Fn() -> bool) {
-    if s.peer.take_exited() {
-        // The peer died while we were not asleep (its notice woke nobody): check it now.
-        s.liveness.expire();
-        return;
-    }
-    let word = s.peer_end.owner.load(Ordering::Relaxed);
-    let interval = s.liveness.interval();
-    let slice = if s.peer.wake_on_exit(word, s.me, &s.flag, s.deaths) {
-        interval.max(end::WATCHED_SLICE)
-    } else {
-        interval
-    };
-    let (peer_end, deaths, peer) = (s.peer_end, s.deaths, s.peer);
-    s.waiter.sleeping();
-    wait::park(
-        &s.flag,
-        deadline.slice(slice),
-        || {
-            // Relaxed: hints to skip the sleep; the caller re-reads with Acquire. The
-            // peer's exit: SeqCst, pairs with the increment in its exit notice.
-            // A new owner (an attach whose wake-up came before our read of the epoch)
-            // must be watched before we sleep on its death: re-arm.
-            moved()
-                || peer_end.state.load(Ordering::Relaxed) == CLOSED
-                || peer_end.owner.load(Ordering::Relaxed) != word
-                || end::deaths_seen(deaths) != seen
-        },
-        // Between slices: go on sleeping while the deadline is ahead and the peer lives
-        // (one pidfd poll per slice; `/proc` where there are no pidfds).
-        || {
-            let dead = matches!(
-                peer_end.status_watched(peer),
-                EndStatus::Attached { alive: false, .. }
-            );
-            (!deadline.passed() && !dead).then(|| deadline.slice(slice))
-        },
-    );
-    s.liveness.expire();
 }
 
 mod consumer;

@@ -1,6 +1,7 @@
 //! Named SPSC ring segments: the builder, create, open and open-or-create.
 
 use super::*;
+use crate::named::Named;
 use shm_core::{Fingerprint, Kind, SegmentBuilder, TypeIdentity};
 
 /// Options for creating or opening an SPSC ring segment.
@@ -67,13 +68,15 @@ impl<T: Pod + TypeIdentity> Builder<T> {
         self
     }
 
-    fn fingerprint(&self) -> Fingerprint {
-        Fingerprint::of::<T>(self.schema_id, SPSC_LAYOUT_VERSION)
-    }
-
-    fn seg_builder(&self) -> Result<SegmentBuilder, RingError> {
-        let b = crate::segment_options(&self.name, self.segment.as_ref(), self.name_wait)?;
-        Ok(b.kind(Kind::Spsc).fingerprint(self.fingerprint()))
+    fn named(&self) -> Named<'_> {
+        Named {
+            name: &self.name,
+            requested: self.capacity,
+            kind: Kind::Spsc,
+            fingerprint: Fingerprint::of::<T>(self.schema_id, SPSC_LAYOUT_VERSION),
+            segment: self.segment.as_ref(),
+            name_wait: self.name_wait,
+        }
     }
 
     /// Creates the ring segment.
@@ -90,43 +93,17 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// by either is the same ring.
     fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
         check_payload::<T>(&self.name)?;
-        let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
-        let cap = round_capacity(&self.name, self.capacity)?;
-        let too_large = || RingError::CapacityTooLarge {
-            name: self.name.clone(),
-            requested: self.capacity,
-        };
-        let (l, ctrl_r, slots_r) =
-            mem::ring_layout::<Control, Slot<T>>(cap).map_err(|_| too_large())?;
         let initial = self.initial_position;
-        let init = |seg: &shm_core::Segment| {
-            let c = seg.get(ctrl_r)?;
-            c.config.capacity.store(cap, Ordering::Relaxed);
-            c.config.initial.store(initial, Ordering::Relaxed);
-            c.tail.pos.store(initial, Ordering::Relaxed);
-            c.head.pos.store(initial, Ordering::Relaxed);
-            Ok::<_, shm_core::RegionError>(())
-        };
-        let builder = self.seg_builder()?.layout(&l);
-        let seg = if open_existing {
-            builder.open_or_create_bounded(init, |seg| {
-                mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of)
-            })?
-        } else {
-            builder.create_with(init)?
-        };
-        if !seg.is_creator() {
-            return self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false);
-        }
-        let mem =
-            Mem::over_segment(seg, cap, ctrl_r, slots_r).map_err(|e| RingError::Corrupted {
-                name: self.name.clone(),
-                what: format!("the new segment lacks its regions: {e}"),
-            })?;
-        self.ring(mem, true)
-    }
-
-    fn ring(&self, mem: Mem<Control, Slot<T>>, created: bool) -> Result<Ring<T>, RingError> {
+        let (mem, created) = self.named().create_or_open(
+            open_existing,
+            |c: &Control| c.config.capacity.load(Ordering::Relaxed),
+            |c: &Control, _slots: std::ptr::NonNull<Slot<T>>, cap| {
+                c.config.capacity.store(cap, Ordering::Relaxed);
+                c.config.initial.store(initial, Ordering::Relaxed);
+                c.tail.pos.store(initial, Ordering::Relaxed);
+                c.head.pos.store(initial, Ordering::Relaxed);
+            },
+        )?;
         Ok(Ring::from_mem(mem, self.name.clone(), created))
     }
 
@@ -138,14 +115,10 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// expected vs found), or `Corrupted` if its control block is impossible.
     pub fn open(&self) -> Result<Ring<T>, RingError> {
         check_payload::<T>(&self.name)?;
-        let cap_of = |c: &Control| c.config.capacity.load(Ordering::Relaxed);
-        // Only the header and the control block are read before the file's length is
-        // checked against what the recorded capacity needs (a planted file far larger
-        // than that is refused, never faulted in).
-        let seg = self
-            .seg_builder()?
-            .open_bounded(|seg| mem::needed_data_len::<Control, Slot<T>>(seg, 1, cap_of))?;
-        self.ring(Mem::open_segment(seg, &self.name, 1, cap_of)?, false)
+        let mem = self
+            .named()
+            .open(|c: &Control| c.config.capacity.load(Ordering::Relaxed))?;
+        Ok(Ring::from_mem(mem, self.name.clone(), false))
     }
 
     /// Opens the ring if it exists, else creates it. When many processes race, exactly
