@@ -109,6 +109,10 @@ fn ends_summary(name: &str) -> String {
             ends_words(&ends.producers),
             ends_words(&ends.consumers)
         ),
+        Ok(Some(RingInfo::Broadcast(s))) => {
+            let subs: Vec<EndStatus> = s.subscribers.iter().map(|x| x.end).collect();
+            format!("P:{} S:{}", end_word(&s.publisher), ends_words(&subs))
+        }
         _ => "-".to_owned(),
     }
 }
@@ -236,6 +240,33 @@ pub fn inspect(name: &str) -> Result<(), String> {
             };
             println!("producers    {}", list(&ends.producers));
             println!("consumers    {}", list(&ends.consumers));
+        }
+        Ok(Some(RingInfo::Broadcast(s))) => {
+            let policy = s
+                .policy
+                .map_or_else(|| "impossible (corrupted)".to_owned(), |p| p.to_string());
+            println!(
+                "ring         capacity {}, tail {}, policy {policy}",
+                s.capacity, s.tail
+            );
+            println!(
+                "counters     published {}, full stalls {}, evictions {}; wake-ups {}",
+                s.published, s.full_stalls, s.evictions, s.wakeups
+            );
+            println!("publisher    {}", s.publisher);
+            println!("subscribers  {} attached", s.subscribers.len());
+            for x in &s.subscribers {
+                println!(
+                    "  #{:<2}        {}: position {}, lag {}, received {}, lagged {}{}",
+                    x.index,
+                    x.end,
+                    x.position,
+                    x.lag,
+                    x.received,
+                    x.lagged,
+                    if x.evicted { ", evicted" } else { "" }
+                );
+            }
         }
         Ok(None) => {}
         Err(e) => println!("ring         counters unavailable: {e}"),

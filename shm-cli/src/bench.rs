@@ -16,16 +16,17 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
-use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError, WaitStrategy};
+use shm_ring::{broadcast, mpmc, spsc, ChunkError, PopError, PushError, RecvError, WaitStrategy};
 
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 21] = [
+pub const ROWS: [&str; 26] = [
     "floor",
     "spsc-spin",
     "spsc-park",
     "mpmc",
+    "broadcast",
     "pipe",
     "unix-socket",
     "spsc-throughput-8B-try",
@@ -41,6 +42,10 @@ pub const ROWS: [&str; 21] = [
     "arrayqueue-1p1c",
     "arrayqueue-2p2c",
     "arrayqueue-4p4c",
+    "broadcast-throughput-8B",
+    "broadcast-fanout-1",
+    "broadcast-fanout-2",
+    "broadcast-fanout-8",
     "spsc-bursty-spin",
     "spsc-bursty-park",
 ];
@@ -52,6 +57,11 @@ fn calls_of(row: &str) -> &'static str {
         "spsc-spin" => "push / pop, BusySpin, 2 rings",
         "spsc-park" => "push / pop, SpinThenPark, 2 rings",
         "mpmc" => "push / pop, BusySpin, 2 rings",
+        "broadcast" => "publish / recv out, SPSC push / pop back",
+        "broadcast-throughput-8B" => "publish / recv, back-pressure, BusySpin",
+        "broadcast-fanout-1" | "broadcast-fanout-2" | "broadcast-fanout-8" => {
+            "publish; subscribers drain each ms"
+        }
         "pipe" => "write / read, 8 bytes",
         "unix-socket" => "write / read, 8 bytes",
         "spsc-throughput-8B-try" => "try_push / try_pop retry loops",
@@ -75,6 +85,8 @@ fn calls_of(row: &str) -> &'static str {
 fn reference_of(row: &str) -> Option<(&'static str, Column)> {
     Some(match row {
         "spsc-throughput-8B" | "spsc-throughput-8B-park" => ("spsc-throughput-8B-try", Column::Try),
+        "broadcast-throughput-8B" => ("spsc-throughput-8B", Column::Try),
+        "broadcast-fanout-2" | "broadcast-fanout-8" => ("broadcast-fanout-1", Column::Try),
         _ => return None,
     })
 }
@@ -351,6 +363,69 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                     break;
                 }
             }
+            Ok(())
+        }
+        "broadcast-echo" => {
+            let mut rx = broadcast::open::<u64>(&format!("{name}-ping"))
+                .map_err(es)?
+                .subscribe()
+                .map_err(es)?;
+            let mut tx = spsc::open::<u64>(&format!("{name}-pong"))
+                .map_err(es)?
+                .producer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            while let Ok(v) = rx.recv() {
+                if tx.push(v).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        "broadcast-sink" => {
+            let mut rx = broadcast::open::<u64>(name)
+                .map_err(es)?
+                .subscribe()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            let (mut expect, mut gaps) = (0u64, 0u64);
+            loop {
+                match rx.recv() {
+                    Ok(v) => {
+                        gaps += u64::from(v != expect);
+                        expect = v.wrapping_add(1);
+                    }
+                    Err(RecvError::Disconnected) => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            println!("received {expect} gaps {gaps}");
+            Ok(())
+        }
+        "broadcast-lazy" => {
+            let mut rx = broadcast::open::<u64>(name)
+                .map_err(es)?
+                .subscribe()
+                .map_err(es)?;
+            ready();
+            let (mut received, mut lagged) = (0u64, 0u64);
+            let mut buf = [0u64; 256];
+            'outer: loop {
+                std::thread::sleep(Duration::from_millis(1));
+                loop {
+                    match rx.recv_slice(&mut buf) {
+                        Ok(n) => received += n as u64,
+                        Err(RecvError::Lagged(n)) => lagged += n,
+                        Err(RecvError::Empty) => break,
+                        Err(RecvError::Disconnected) => break 'outer,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                }
+            }
+            println!("received {received} lagged {lagged}");
             Ok(())
         }
         "mpmc-echo" => {
@@ -698,6 +773,25 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             p.finish()?;
             Ok(rtt_row(r?))
         }
+        "broadcast" => {
+            let ping = broadcast::create::<u64>(&format!("{name}-ping"), 64).map_err(es)?;
+            let pong = spsc::create::<u64>(&format!("{name}-pong"), 64).map_err(es)?;
+            let (mut tx, mut rx) = (ping.publisher().map_err(es)?, pong.consumer().map_err(es)?);
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            let mut p = Peer::spawn("broadcast-echo", &name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let r = ctx.rtt(|| {
+                tx.publish(7).map_err(es)?;
+                rx.pop().map(drop).map_err(es)
+            });
+            drop(tx);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "broadcast-throughput-8B" => broadcast_throughput(ctx, row),
+        "broadcast-fanout-1" => broadcast_fanout(ctx, row, 1),
+        "broadcast-fanout-2" => broadcast_fanout(ctx, row, 2),
+        "broadcast-fanout-8" => broadcast_fanout(ctx, row, 8),
         "pipe" => {
             let mut p = Peer::spawn("pipe-echo", &name, ctx.cpu(1), 0)?;
             p.expect_ready()?;
@@ -938,6 +1032,97 @@ fn throughput_one<T: bytemuck::Pod + shm_ring::TypeIdentity>(
     drop(tx);
     check_received(&mut p, i)?;
     p.finish()?;
+    Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
+}
+
+/// One publisher (this process, `publish` with `BusySpin`) and one busy subscriber peer
+/// (`recv`, `BusySpin`) on a back-pressure broadcast ring of 4096, one message at a time:
+/// the same shape as `spsc-throughput-8B`, which it is compared with.
+fn broadcast_throughput(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
+    let name = ctx.name(row);
+    let ring = broadcast::Builder::<u64>::new(&name)
+        .capacity(4096)
+        .policy(broadcast::Policy::BackPressure)
+        .create()
+        .map_err(es)?;
+    let mut tx = ring.publisher().map_err(es)?;
+    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    let mut p = Peer::spawn("broadcast-sink", &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    let mut i = 0u64;
+    let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            for _ in 0..1024 {
+                tx.publish(*i).map_err(es)?;
+                *i += 1;
+            }
+        }
+        Ok(())
+    };
+    run(ctx.opts.warmup, &mut i)?;
+    let (before, t0) = (i, Instant::now());
+    run(ctx.opts.duration, &mut i)?;
+    // Until the subscriber has read everything (its position is `i`).
+    spin_until(|| {
+        ring.stats()
+            .subscribers
+            .first()
+            .is_some_and(|s| s.position >= i)
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(tx);
+    check_received(&mut p, i)?;
+    p.finish()?;
+    Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
+}
+
+/// One publisher (this process, `publish` under overwrite) and `subs` subscriber peers that
+/// sleep 1 ms, drain what the ring holds (`recv_slice`), and sleep again: the publisher's
+/// rate with that many subscribers attached, which under overwrite should not depend on
+/// how many. Each subscriber's received + lagged must equal what was published.
+fn broadcast_fanout(ctx: &Ctx<'_>, row: &'static str, subs: usize) -> Result<Row, String> {
+    let name = ctx.name(row);
+    let ring = broadcast::create::<u64>(&name, 4096).map_err(es)?;
+    let mut tx = ring.publisher().map_err(es)?;
+    let mut peers = Vec::new();
+    for _ in 0..subs {
+        let mut p = Peer::spawn("broadcast-lazy", &name, ctx.cpu(1), 0)?;
+        p.expect_ready()?;
+        peers.push(p);
+    }
+    let mut i = 0u64;
+    let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            for _ in 0..1024 {
+                tx.publish(*i).map_err(es)?;
+                *i += 1;
+            }
+        }
+        Ok(())
+    };
+    run(ctx.opts.warmup, &mut i)?;
+    let (before, t0) = (i, Instant::now());
+    run(ctx.opts.duration, &mut i)?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(tx);
+    for mut p in peers {
+        let l = p.line()?;
+        let mut f = l.split_whitespace();
+        let got = match (f.next(), f.next(), f.next(), f.next()) {
+            (Some("received"), Some(r), Some("lagged"), Some(g)) => r
+                .parse::<u64>()
+                .ok()
+                .zip(g.parse::<u64>().ok())
+                .map(|(r, g)| r + g),
+            _ => None,
+        };
+        if got != Some(i) {
+            return Err(format!("published {i} but a subscriber said {l:?}"));
+        }
+        p.finish()?;
+    }
     Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
 }
 
@@ -1336,7 +1521,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         println!();
         println!(
             "{:<27} {:<39} {:>10} {:>6} {:>7} {:>6} {:>9}",
-            "throughput", "calls", "msgs/s", "x try", "x rtrb", "x AQ", "floor ns"
+            "throughput", "calls", "msgs/s", "x ref", "x rtrb", "x AQ", "floor ns"
         );
     }
     for r in &rates {
@@ -1445,8 +1630,10 @@ pub fn run(opts: &Options) -> Result<(), String> {
         );
     }
     println!(
-        "x try: over the try_push / try_pop loop on the same ring; x rtrb, x AQ: over \
-         rtrb / crossbeam's ArrayQueue between threads pinned to the same CPUs"
+        "x ref: spsc blocking rows over the try_push / try_pop loop on the same ring, \
+         broadcast-throughput-8B over spsc-throughput-8B, broadcast-fanout-N over \
+         broadcast-fanout-1; x rtrb, x AQ: over rtrb / crossbeam's ArrayQueue between \
+         threads pinned to the same CPUs"
     );
     for (kind, (cpu, wall, sleeps)) in idle {
         let secs = wall.max(1) as f64 / 1e6;

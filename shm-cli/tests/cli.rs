@@ -376,12 +376,13 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 21, "{j}");
+    assert_eq!(lines.len(), 26, "{j}");
     for row in [
         "floor",
         "spsc-spin",
         "spsc-park",
         "mpmc",
+        "broadcast",
         "pipe",
         "unix-socket",
     ] {
@@ -413,6 +414,10 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         "mpmc-throughput-2p2c",
         "arrayqueue-1p1c",
         "arrayqueue-2p2c",
+        "broadcast-throughput-8B",
+        "broadcast-fanout-1",
+        "broadcast-fanout-2",
+        "broadcast-fanout-8",
     ] {
         let l = lines
             .iter()
@@ -468,4 +473,46 @@ fn a_short_bench_fills_every_row_and_writes_json() {
             .any(|s| s.name.starts_with(tag) && s.creator_alive() == Some(false)),
         "bench left segments behind"
     );
+}
+
+#[test]
+fn ls_and_inspect_show_a_broadcast_ring_with_each_subscriber_and_its_lag() {
+    use shm_ring::broadcast;
+    let name = unique_name("cli-bcast");
+    let _c = Cleanup(name.clone());
+    let me = std::process::id();
+    let ring = broadcast::Builder::<u64>::new(&name)
+        .capacity(16)
+        .policy(broadcast::Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let mut fast = ring.subscribe().unwrap();
+    let _slow = ring.subscribe().unwrap();
+    for i in 0..5 {
+        tx.publish(i).unwrap();
+    }
+    for _ in 0..3 {
+        fast.try_recv().unwrap();
+    }
+    let out = shmring(&["ls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ls = text(&out.stdout);
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .expect("ls lists the ring");
+    assert!(line.contains("broadcast"), "{line}");
+    assert!(line.contains(&format!("P:{me} S:{me},{me} ")), "{line}");
+    let out = shmring(&["inspect", &name]);
+    let s = text(&out.stdout);
+    assert!(s.contains("kind         broadcast"), "{s}");
+    assert!(
+        s.contains("capacity 16, tail 5, policy back-pressure"),
+        "{s}"
+    );
+    assert!(s.contains("published 5"), "{s}");
+    assert!(s.contains("subscribers  2 attached"), "{s}");
+    assert!(s.contains("position 3, lag 2, received 3, lagged 0"), "{s}");
+    assert!(s.contains("position 0, lag 5, received 0, lagged 0"), "{s}");
 }

@@ -3,7 +3,7 @@
 
 use shm_core::{Kind, Region, SegmentBuilder, HEADER_SIZE};
 
-use crate::{mpmc, spsc, RingError};
+use crate::{broadcast, mpmc, spsc, RingError};
 
 /// The counters of a ring segment, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,8 @@ pub enum RingInfo {
     Spsc(spsc::RingStats),
     /// An MPMC ring, and who holds its endpoints.
     Mpmc(mpmc::MpmcStats, mpmc::MpmcEnds),
+    /// A broadcast ring, with each attached subscriber's position and lag.
+    Broadcast(broadcast::BroadcastStats),
 }
 
 /// Reads the counters of the ring segment `name` without joining it: the segment is opened
@@ -40,6 +42,7 @@ pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
     let (kind, version) = match header.kind() {
         Some(k @ Kind::Spsc) => (k, spsc::SPSC_LAYOUT_VERSION),
         Some(k @ Kind::Mpmc) => (k, mpmc::MPMC_LAYOUT_VERSION),
+        Some(k @ Kind::Broadcast) => (k, broadcast::BROADCAST_LAYOUT_VERSION),
         _ => return Ok(None),
     };
     let found = header.fingerprint.layout_version;
@@ -63,6 +66,13 @@ pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
                 .get(r)
                 .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
             RingInfo::Spsc(spsc::stats_of(c))
+        }
+        Kind::Broadcast => {
+            let r = Region::<broadcast::Control>::from_raw(HEADER_SIZE as u64, 1);
+            let c = seg
+                .get(r)
+                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+            RingInfo::Broadcast(broadcast::stats_of(c))
         }
         _ => {
             let r = Region::<mpmc::Control>::from_raw(HEADER_SIZE as u64, 1);
