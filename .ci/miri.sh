@@ -20,4 +20,7 @@ for seed in 1 2 3; do
 done
 miri --test spsc -- matches_a_vecdeque
 miri --test mpmc -- matches_a_vecdeque endpoints_are_limited
+# Broadcast's in-process tests (its threads test is in `threads` above): laps, history,
+# hostile sequence words and records, the record table.
+miri --test broadcast -- lagged_reports late_join hostile_sequence subscriber_records
 echo "=== miri: all passed"

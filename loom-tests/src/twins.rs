@@ -943,3 +943,162 @@ impl BrokenLatest {
         }
     }
 }
+
+/// What the broadcast models see of one receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recv {
+    Value([u64; 2]),
+    Lagged(u64),
+    Empty,
+}
+
+/// The operations the broadcast lap model drives (one publisher, one subscriber, capacity
+/// 2, the value at position `p` is `[p, p]`), implemented by the real ring and its twin.
+pub trait LapLike: Send + Sync + 'static {
+    fn publish(&self, p: u64);
+    fn try_recv(&self) -> Recv;
+}
+
+/// Broadcast's slot protocol with the subscriber's second load of the sequence word (and
+/// the Acquire fence before it) left out: a copy that overlapped a later write is delivered.
+pub struct NoRecheckBroadcast {
+    seq: [AtomicU64; 2],
+    words: [[AtomicU64; 2]; 2],
+    tail: AtomicU64,
+    /// The subscriber's position (one subscriber thread).
+    pos: AtomicU64,
+}
+
+impl NoRecheckBroadcast {
+    pub fn new() -> Self {
+        NoRecheckBroadcast {
+            // Fresh slots: position `i - 2` published (a lap before the first).
+            seq: [AtomicU64::new(0u64.wrapping_sub(2)), AtomicU64::new(0)],
+            words: Default::default(),
+            tail: AtomicU64::new(0),
+            pos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LapLike for NoRecheckBroadcast {
+    fn publish(&self, p: u64) {
+        let i = (p % 2) as usize;
+        self.seq[i].store(2 * p + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.words[i][0].store(p, Ordering::Relaxed);
+        self.words[i][1].store(p, Ordering::Relaxed);
+        self.seq[i].store(2 * p + 2, Ordering::Release);
+        self.tail.store(p + 1, Ordering::Release);
+    }
+
+    fn try_recv(&self) -> Recv {
+        let r = self.pos.load(Ordering::Relaxed);
+        let i = (r % 2) as usize;
+        let s1 = self.seq[i].load(Ordering::Acquire);
+        if s1 == 2 * r + 2 {
+            let v = [
+                self.words[i][0].load(Ordering::Relaxed),
+                self.words[i][1].load(Ordering::Relaxed),
+            ];
+            // PLANTED BUG: no Acquire fence and no second load of `seq` to compare.
+            self.pos.store(r + 1, Ordering::Relaxed);
+            return Recv::Value(v);
+        }
+        if (s1.wrapping_sub(2 * r + 2) as i64) > 0 {
+            let t = self.tail.load(Ordering::Acquire);
+            let n = t.saturating_sub(1).saturating_sub(r).max(1);
+            self.pos.store(r + n, Ordering::Relaxed);
+            return Recv::Lagged(n);
+        }
+        Recv::Empty
+    }
+}
+
+/// The operations the broadcast join model drives (back-pressure, capacity 1, one
+/// subscriber that joins live while the publisher publishes, then leaves).
+pub trait JoinLike: Send + Sync + 'static {
+    /// `false`: full (the subscriber holds the publisher back).
+    fn try_publish(&self, p: u64) -> bool;
+    /// Joins at the live position; returns it.
+    fn join(&self) -> u64;
+    fn try_recv(&self) -> Recv;
+    fn leave(&self);
+}
+
+/// Back-pressure broadcast whose joining subscriber and publisher scan without the SeqCst
+/// fences between "store my position" / "load tail" and "store tail" / "load positions":
+/// the publisher can miss a subscriber that read a `tail` it had already passed.
+pub struct UnfencedJoinBroadcast {
+    seq: AtomicU64,
+    words: [AtomicU64; 2],
+    tail: AtomicU64,
+    attached: AtomicBool,
+    sub_pos: AtomicU64,
+    /// The subscriber's own position (one subscriber thread).
+    mine: AtomicU64,
+}
+
+impl UnfencedJoinBroadcast {
+    pub fn new() -> Self {
+        UnfencedJoinBroadcast {
+            seq: AtomicU64::new(0),
+            words: Default::default(),
+            tail: AtomicU64::new(0),
+            attached: AtomicBool::new(false),
+            sub_pos: AtomicU64::new(0),
+            mine: AtomicU64::new(0),
+        }
+    }
+}
+
+impl JoinLike for UnfencedJoinBroadcast {
+    fn try_publish(&self, p: u64) -> bool {
+        // PLANTED BUG: no SeqCst fence before the scan.
+        if self.attached.load(Ordering::Relaxed) && p - self.sub_pos.load(Ordering::Acquire) >= 1 {
+            return false;
+        }
+        self.seq.store(2 * p + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.words[0].store(p, Ordering::Relaxed);
+        self.words[1].store(p, Ordering::Relaxed);
+        self.seq.store(2 * p + 2, Ordering::Release);
+        self.tail.store(p + 1, Ordering::Release);
+        true
+    }
+
+    fn join(&self) -> u64 {
+        let t = self.tail.load(Ordering::Acquire);
+        self.sub_pos.store(t, Ordering::Relaxed);
+        self.attached.store(true, Ordering::Relaxed);
+        // PLANTED BUG: no SeqCst fence, and `tail` is not read again after it.
+        self.mine.store(t, Ordering::Relaxed);
+        t
+    }
+
+    fn try_recv(&self) -> Recv {
+        let r = self.mine.load(Ordering::Relaxed);
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 == 2 * r + 2 {
+            let v = [
+                self.words[0].load(Ordering::Relaxed),
+                self.words[1].load(Ordering::Relaxed),
+            ];
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                self.mine.store(r + 1, Ordering::Relaxed);
+                self.sub_pos.store(r + 1, Ordering::Release);
+                return Recv::Value(v);
+            }
+            return Recv::Lagged(1);
+        }
+        if s1 > 2 * r + 2 {
+            return Recv::Lagged(1);
+        }
+        Recv::Empty
+    }
+
+    fn leave(&self) {
+        self.attached.store(false, Ordering::Release);
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::thread;
 use loom_tests::twins::*;
-use shm_ring::{mpmc, spsc, PopError, PushError};
+use shm_ring::{broadcast, mpmc, spsc, PopError, PublishError, PushError, RecvError};
 use shm_sync::{Condvar, LockError, Mutex, Semaphore, SeqLock, SpinLock};
 
 /// Runs `f` under loom; expects it to pass. Prints how many interleavings were explored.
@@ -983,4 +983,147 @@ fn seqlock_twin_missing_recheck_is_caught() {
         }
         writer.join().unwrap();
     });
+}
+
+// ------------------------------------------------------------ broadcast
+
+struct RealLap {
+    tx: std::sync::Mutex<broadcast::Publisher<[u64; 2]>>,
+    rx: std::sync::Mutex<broadcast::Subscriber<[u64; 2]>>,
+}
+
+fn recv_of(r: Result<[u64; 2], RecvError>) -> Recv {
+    match r {
+        Ok(v) => Recv::Value(v),
+        Err(RecvError::Lagged(n)) => Recv::Lagged(n),
+        Err(RecvError::Empty) => Recv::Empty,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+impl LapLike for RealLap {
+    fn publish(&self, p: u64) {
+        self.tx.lock().unwrap().publish([p, p]).unwrap();
+    }
+    fn try_recv(&self) -> Recv {
+        recv_of(self.rx.lock().unwrap().try_recv())
+    }
+}
+
+/// Capacity 2, overwrite; the publisher publishes positions 0, 1, 2 (the last laps slot 0)
+/// while the subscriber receives: every value it gets is whole and the one published at its
+/// position, and received + lagged = published, exactly.
+fn lap_body<B: LapLike>(b: Arc<B>) {
+    let p = b.clone();
+    let publisher = thread::spawn(move || {
+        for pos in 0..3 {
+            p.publish(pos);
+        }
+    });
+    let mut expect = 0;
+    while expect < 3 {
+        match b.try_recv() {
+            Recv::Value(v) => {
+                assert_eq!(v, [expect, expect], "torn or misplaced value");
+                expect += 1;
+            }
+            Recv::Lagged(n) => expect += n,
+            Recv::Empty => thread::yield_now(),
+        }
+    }
+    assert_eq!(expect, 3, "received + lagged = published");
+    publisher.join().unwrap();
+}
+
+#[test]
+fn broadcast_lapped_reads_are_whole_and_counted_exactly() {
+    model(|| {
+        let ring =
+            broadcast::Ring::<[u64; 2]>::in_process(2, broadcast::Policy::Overwrite, None).unwrap();
+        lap_body(Arc::new(RealLap {
+            tx: std::sync::Mutex::new(ring.publisher().unwrap()),
+            rx: std::sync::Mutex::new(ring.subscribe().unwrap()),
+        }));
+    });
+}
+
+#[test]
+fn broadcast_twin_without_the_sequence_recheck_is_caught() {
+    twin_fails(|| lap_body(Arc::new(NoRecheckBroadcast::new())));
+}
+
+struct RealJoin {
+    ring: broadcast::Ring<[u64; 2]>,
+    tx: std::sync::Mutex<broadcast::Publisher<[u64; 2]>>,
+    rx: std::sync::Mutex<Option<broadcast::Subscriber<[u64; 2]>>>,
+}
+
+impl JoinLike for RealJoin {
+    fn try_publish(&self, p: u64) -> bool {
+        match self.tx.lock().unwrap().try_publish([p, p]) {
+            Ok(()) => true,
+            Err(PublishError::Full(_)) => false,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    fn join(&self) -> u64 {
+        let s = self.ring.subscribe().unwrap();
+        let at = s.position();
+        *self.rx.lock().unwrap() = Some(s);
+        at
+    }
+    fn try_recv(&self) -> Recv {
+        recv_of(self.rx.lock().unwrap().as_mut().unwrap().try_recv())
+    }
+    fn leave(&self) {
+        self.rx.lock().unwrap().take();
+    }
+}
+
+/// Back-pressure, capacity 1: a subscriber joins live while the publisher publishes 0, 1,
+/// 2; it receives everything from where it joined up to position 2, none lapped (the
+/// publisher's scan saw its record, or it started past what that scan let be overwritten),
+/// then leaves, and its record stops holding the publisher back.
+fn join_body<J: JoinLike>(j: Arc<J>) {
+    let p = j.clone();
+    let publisher = thread::spawn(move || {
+        for pos in 0..3 {
+            while !p.try_publish(pos) {
+                thread::yield_now();
+            }
+        }
+    });
+    let mut expect = j.join();
+    while expect < 2 {
+        match j.try_recv() {
+            Recv::Value(v) => {
+                assert_eq!(v, [expect, expect], "torn or misplaced value");
+                expect += 1;
+            }
+            Recv::Lagged(n) => panic!("a live-joined back-pressure subscriber lost {n}"),
+            Recv::Empty => thread::yield_now(),
+        }
+    }
+    j.leave();
+    publisher.join().unwrap();
+}
+
+#[test]
+fn broadcast_live_join_under_back_pressure_loses_nothing_and_leave_frees() {
+    model(|| {
+        let ring =
+            broadcast::Ring::<[u64; 2]>::in_process(1, broadcast::Policy::BackPressure, None)
+                .unwrap();
+        let tx = std::sync::Mutex::new(ring.publisher().unwrap());
+        join_body(Arc::new(RealJoin {
+            ring,
+            tx,
+            rx: std::sync::Mutex::new(None),
+        }));
+    });
+}
+
+#[test]
+fn broadcast_twin_join_without_the_dekker_fences_is_caught() {
+    twin_fails(|| join_body(Arc::new(UnfencedJoinBroadcast::new())));
 }

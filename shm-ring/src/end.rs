@@ -454,11 +454,13 @@ impl End {
                 .compare_exchange(w, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                // Relaxed: published by this handle's first mark (a Release compare-exchange
-                // of a slot's `seq`), which is what a reader of the generation pairs with.
-                // Bumped only by the claim that won the owner word, so each attachment gets
-                // its own.
-                let gen = self.gen.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
+                // Release: orders our owner word before the new generation, for a broadcast
+                // publisher that loads the generation (Acquire) and then the owner word before
+                // it marks a record evicted (`Publisher::check_blocker`). MPMC readers of the
+                // generation pair instead with this handle's first mark (a Release
+                // compare-exchange of a slot's `seq`). Bumped only by the claim that won the
+                // owner word, so each attachment gets its own.
+                let gen = self.gen.fetch_add(1, Ordering::Release).wrapping_add(1);
                 crate::fault_point!("end-claimed");
                 // Release: pairs with the Acquire loads of `state` on the other side.
                 self.state.store(ATTACHED, Ordering::Release);

@@ -32,6 +32,7 @@ fn child_broadcast() {
     match std::env::var(ROLE).unwrap().as_str() {
         "subscribe" => subscribe_and_count(&name, arg),
         "publish" => publish_n(&name, arg),
+        "publish-batch" => publish_batches(&name, arg),
         "stall" => subscribe_and_stall(&name),
         other => panic!("unknown role {other}"),
     }
@@ -88,6 +89,19 @@ fn publish_n(name: &str, arg: u64) {
     for _ in 0..arg {
         let at = p.position();
         p.publish(value(at)).unwrap();
+    }
+    println!("CHILD:done");
+}
+
+/// Publishes `arg` batches of 5 (`publish_slice`).
+fn publish_batches(name: &str, arg: u64) {
+    let ring = broadcast::open::<[u64; 4]>(name).unwrap();
+    let mut p = ring.publisher().unwrap();
+    println!("CHILD:attached {}", p.position());
+    for _ in 0..arg {
+        let at = p.position();
+        let batch: Vec<_> = (at..at + 5).map(value).collect();
+        assert_eq!(p.publish_slice(&batch).unwrap(), 5);
     }
     println!("CHILD:done");
 }
@@ -183,18 +197,45 @@ fn overwrite_subscribers_get_received_plus_lagged_equal_to_published_exactly() {
 fn a_publisher_killed_at_any_step_leaves_no_torn_value_and_is_taken_over() {
     // (point, k, messages the subscriber receives, how it ends). Killed while claiming
     // the end, the publisher never attached: nothing tells subscribers it existed.
-    for (point, k, before, how) in [
-        ("broadcast-publisher-wrote", 50, 49, RecvError::PeerDied),
-        ("broadcast-publisher-sealed", 50, 50, RecvError::PeerDied),
-        ("broadcast-publisher-published", 50, 50, RecvError::PeerDied),
-        ("end-claimed", 1, 0, RecvError::Timeout),
+    // "publish-batch": killed after sealing 2 slots of its second batch of 5, before the
+    // batch's `tail` store: the successor goes on after both.
+    for (r, point, k, before, how) in [
+        (
+            "publish",
+            "broadcast-publisher-wrote",
+            50,
+            49,
+            RecvError::PeerDied,
+        ),
+        (
+            "publish",
+            "broadcast-publisher-sealed",
+            50,
+            50,
+            RecvError::PeerDied,
+        ),
+        (
+            "publish",
+            "broadcast-publisher-published",
+            50,
+            50,
+            RecvError::PeerDied,
+        ),
+        (
+            "publish-batch",
+            "broadcast-publisher-sealed",
+            7,
+            7,
+            RecvError::PeerDied,
+        ),
+        ("publish", "end-claimed", 1, 0, RecvError::Timeout),
     ] {
         let name = unique_name("bcast-kill-p");
         let _c = Cleanup(name.clone());
         // Large enough that the subscriber, which reads only after the death, is not lapped.
         let ring = broadcast::create::<[u64; 4]>(&name, 64).unwrap();
         let mut sub = ring.subscribe().unwrap();
-        let mut doomed = role("publish", &name, 1_000_000);
+        let mut doomed = role(r, &name, 1_000_000);
         doomed.env("SHMRING_FAULT", format!("{point}:{k}"));
         let mut doomed = Running::spawn(doomed);
         let pid = doomed.child.id();
@@ -634,14 +675,35 @@ fn hostile_sequence_words_and_records_give_corrupted_never_a_hang() {
     // Impossibly far ahead.
     seq0.store(1 << 63, Ordering::Relaxed);
     assert_eq!(s.try_recv(), Err(RecvError::Corrupted));
-    // A subscriber record claiming a position a publisher can never have reached does not
-    // hold the publisher back (it is not trusted), and the publisher never hangs.
+    // A subscriber record claiming a position a publisher can never have reached holds the
+    // publisher back as a stalled subscriber would (it is not trusted to let it run over
+    // anyone): `Full`, `Timeout`, never a hang; and a ring with an untether timeout cuts it
+    // loose.
     let ctrl = ring.raw_control() as usize;
     let pos_word = (ctrl + 512 + 128 * s.subscription().index + 16) as *mut u64;
     // SAFETY: the subscriber record's position word, written atomically.
     unsafe { AtomicU64::from_ptr(pos_word) }.store(u64::MAX / 3, Ordering::Relaxed);
+    // (The publisher writes what its last scan allowed before it looks again.)
+    let mut i = 2;
+    while p.try_publish(i).is_ok() {
+        i += 1;
+        assert!(i < 2 + 8, "the publisher ran past a ring");
+    }
+    assert!(matches!(
+        p.publish_timeout(i, Duration::from_millis(20)),
+        Err(PublishError::Timeout(_))
+    ));
+    let ring =
+        Ring::<u64>::in_process(8, Policy::BackPressure, Some(Duration::from_millis(5))).unwrap();
+    let mut p = ring.publisher().unwrap();
+    let s = ring.subscribe().unwrap();
+    let ctrl = ring.raw_control() as usize;
+    let pos_word = (ctrl + 512 + 128 * s.subscription().index + 16) as *mut u64;
+    // SAFETY: as above.
+    unsafe { AtomicU64::from_ptr(pos_word) }.store(u64::MAX / 3, Ordering::Relaxed);
     for i in 0..100 {
         p.publish_timeout(i, Duration::from_secs(5)).unwrap();
     }
+    assert_eq!(ring.stats().evictions, 1);
     let _ = stride;
 }

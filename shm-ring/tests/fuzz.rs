@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use common::{poke, unique_name, Cleanup};
 use proptest::prelude::*;
+use shm_ring::broadcast::{self, Policy};
 use shm_ring::{mpmc, spsc};
 
 /// A call still running after this has hung.
@@ -27,6 +28,9 @@ const HEADER: u64 = 128;
 const SPSC_SLOTS: u64 = HEADER + 640;
 const MPMC_SLOTS: u64 = HEADER + 1920;
 const MPMC_SLOT: u64 = 16;
+/// Broadcast: the control block is 4 lines and 64 subscriber records of 128 bytes.
+const BCAST_SLOTS: u64 = HEADER + 128 * (4 + 64);
+const BCAST_SLOT: u64 = 16;
 
 fn cases() -> u32 {
     std::env::var("SHMRING_FUZZ_CASES")
@@ -242,6 +246,33 @@ fn mpmc_ops(
     }
 }
 
+fn broadcast_ops(
+    tx: &mut Option<broadcast::Publisher<u64>>,
+    rx: &mut [Option<broadcast::Subscriber<u64>>; 2],
+    ops: &[Op],
+) {
+    let mut buf = [0u64; 16];
+    for &op in ops {
+        if let Some(tx) = tx.as_mut() {
+            match op {
+                Op::Push(v) => drop(tx.try_publish(v)),
+                Op::PushTimeout => drop(tx.publish_timeout(1, SHORT)),
+                Op::Slices(n) | Op::Chunk(n) => drop(tx.publish_slice(&buf[..n as usize])),
+                _ => {}
+            }
+        }
+        for rx in rx.iter_mut().flatten() {
+            match op {
+                Op::Pop => drop(rx.try_recv()),
+                Op::PopTimeout => drop(rx.recv_timeout(SHORT)),
+                Op::Slices(n) | Op::ReadChunk(n) => drop(rx.recv_slice(&mut buf[..n as usize])),
+                Op::Stats => drop(rx.lag()),
+                _ => {}
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
@@ -327,6 +358,58 @@ proptest! {
                 let _ = r.stats();
                 let (mut tx, mut rx) = (r.producer().ok(), r.consumer().ok());
                 mpmc_ops(&mut tx, &mut rx, &ops);
+            }
+        })?;
+    }
+
+    #[test]
+    fn broadcast_survives_hostile_bytes(
+        back_pressure in any::<bool>(),
+        before in 0u64..12,
+        writes in prop::collection::vec(write(), 1..8),
+        seqs in prop::collection::vec((0u64..CAP, word()), 0..6),
+        ops in prop::collection::vec(op(), 1..24),
+    ) {
+        let name = unique_name("fuzz-bcast");
+        let _c = Cleanup(name.clone());
+        let policy = if back_pressure { Policy::BackPressure } else { Policy::Overwrite };
+        let ring = broadcast::Builder::<u64>::new(&name)
+            .capacity(CAP)
+            .policy(policy)
+            .untether_timeout(Duration::from_millis(2))
+            .create()
+            .unwrap();
+        let mut tx = Some(ring.publisher().unwrap());
+        let mut rx = [Some(ring.subscribe().unwrap()), Some(ring.subscribe().unwrap())];
+        for i in 0..before {
+            let _ = tx.as_mut().unwrap().try_publish(i);
+            let _ = rx[0].as_mut().unwrap().try_recv();
+        }
+        let areas = [
+            (0, HEADER),
+            (HEADER, BCAST_SLOTS),
+            (BCAST_SLOTS, BCAST_SLOTS + CAP * BCAST_SLOT),
+        ];
+        for w in &writes {
+            apply(&name, w, areas);
+        }
+        // Sequence words: nearby positions (published or being written) and wild ones.
+        for &(slot, v) in &seqs {
+            poke(&name, BCAST_SLOTS + slot * BCAST_SLOT, &v.to_ne_bytes());
+        }
+        let n = name.clone();
+        watchdog("broadcast", move || {
+            broadcast_ops(&mut tx, &mut rx, &ops);
+            let _ = ring.stats();
+            drop((tx, rx));
+            let _ = shm_core::inspect(&n);
+            let _ = shm_ring::inspect(&n);
+            let _ = mpmc::open::<u64>(&n).map(|r| r.stats());
+            if let Ok(r) = broadcast::open::<u64>(&n) {
+                let _ = r.stats();
+                let mut tx = r.publisher().ok();
+                let mut rx = [r.subscribe().ok(), r.subscribe_with_history(3).ok()];
+                broadcast_ops(&mut tx, &mut rx, &ops);
             }
         })?;
     }

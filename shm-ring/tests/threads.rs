@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shm_ring::{mpmc, spsc, PopError, WaitStrategy};
+use shm_ring::broadcast::{self, Policy};
+use shm_ring::{mpmc, spsc, PopError, RecvError, WaitStrategy};
 use shm_sync::{Condvar, Event, Mutex, Reset, Semaphore, SeqLock, SpinLock};
 
 const N: u64 = if cfg!(miri) { 200 } else { 200_000 };
@@ -173,6 +174,60 @@ macro_rules! exclusion {
             THREADS * (N / THREADS / 4)
         );
     }};
+}
+
+/// Broadcast under both policies: every subscriber thread gets every message in order
+/// (back-pressure) or every message accounted for as received or lagged (overwrite), each
+/// value whole (`[i, !i]`), with blocking receives, batches and a publisher that blocks.
+#[test]
+fn broadcast_threads_every_subscriber_sees_every_message() {
+    for policy in [Policy::BackPressure, Policy::Overwrite] {
+        let ring = broadcast::Ring::<[u64; 2]>::in_process(16, policy, None).unwrap();
+        let subs: Vec<_> = (0..THREADS).map(|_| ring.subscribe().unwrap()).collect();
+        let mut tx = ring.publisher().unwrap();
+        let readers: Vec<_> = subs
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut rx)| {
+                std::thread::spawn(move || {
+                    // (No `BusySpin` here: spinning subscribers would take both CPUs of a
+                    // 2-core machine from the publisher they wait for.)
+                    let (mut expect, mut buf) = (0u64, [[0u64; 2]; 3]);
+                    loop {
+                        let got = if k == 0 {
+                            rx.recv_slice(&mut buf).map(|n| buf[..n].to_vec())
+                        } else {
+                            rx.recv_timeout(HANG).map(|v| vec![v])
+                        };
+                        match got {
+                            Ok(vs) => {
+                                for v in vs {
+                                    assert_eq!(v, [expect, !expect], "{policy:?}");
+                                    expect += 1;
+                                }
+                            }
+                            Err(RecvError::Lagged(n)) => {
+                                assert_eq!(policy, Policy::Overwrite, "lapped under back-pressure");
+                                expect += n;
+                            }
+                            Err(RecvError::Empty) => std::thread::yield_now(),
+                            Err(RecvError::Disconnected) => break,
+                            Err(e) => panic!("{policy:?}: {e}"),
+                        }
+                    }
+                    assert_eq!(expect, N / 4, "{policy:?}: received + lagged = published");
+                })
+            })
+            .collect();
+        // A quarter of N: each ring's worth waits for every subscriber thread to run.
+        for i in 0..N / 4 {
+            tx.publish_timeout([i, !i], HANG).unwrap();
+        }
+        drop(tx);
+        for r in readers {
+            r.join().unwrap();
+        }
+    }
 }
 
 #[test]

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use bytemuck::{Pod, Zeroable};
 use common::*;
 use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
-use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError};
+use shm_ring::broadcast::{self, Policy};
+use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError, RecvError};
 use shm_sync::{LockError, Mutex, Protocol, Shared, SpinLock};
 
 const ROLE: &str = "SHMRING_TORTURE_ROLE";
@@ -161,6 +162,49 @@ fn child_torture() {
                 }
             }
         }
+        "broadcast-publisher" => {
+            let mut tx = broadcast::open::<u64>(&name).unwrap().publisher().unwrap();
+            println!("CHILD:ready");
+            loop {
+                let at = tx.position();
+                if rng.below(4) == 0 {
+                    // A batch: killed anywhere inside it.
+                    let n = 1 + rng.below(MAX_BATCH) as usize;
+                    let vals: [u64; MAX_BATCH as usize] = std::array::from_fn(|i| at + i as u64);
+                    let _ = tx.publish_slice(&vals[..n]).unwrap();
+                } else {
+                    match tx.publish_timeout(at, Duration::from_millis(2)) {
+                        Ok(()) | Err(shm_ring::PublishError::Timeout(_)) => {}
+                        Err(e) => panic!("worker publish: {e}"),
+                    }
+                }
+            }
+        }
+        "broadcast-subscriber" => {
+            let mut rx = broadcast::open::<u64>(&name).unwrap().subscribe().unwrap();
+            println!("CHILD:ready");
+            let mut next = rx.position();
+            let mut buf = [0u64; MAX_BATCH as usize];
+            loop {
+                let got = if rng.below(3) == 0 {
+                    let n = 1 + rng.below(MAX_BATCH) as usize;
+                    rx.recv_slice(&mut buf[..n]).map(|k| buf[..k].to_vec())
+                } else {
+                    rx.recv_timeout(Duration::from_millis(1 + rng.below(3)))
+                        .map(|v| vec![v])
+                };
+                match got {
+                    Ok(vs) => {
+                        for v in vs {
+                            assert_eq!(v, next, "lost, duplicated or reordered");
+                            next += 1;
+                        }
+                    }
+                    Err(RecvError::Empty | RecvError::Timeout) => {}
+                    Err(e) => panic!("worker recv: {e}"),
+                }
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -297,9 +341,11 @@ enum Scenario {
     SpscConsumerDies,
     MpmcProducerDies,
     MpmcConsumerDies,
+    BroadcastPublisherDies,
+    BroadcastSubscriberDies,
 }
 
-const SCENARIOS: [Scenario; 7] = [
+const SCENARIOS: [Scenario; 9] = [
     Scenario::Mutex,
     Scenario::MutexPi,
     Scenario::Spin,
@@ -307,6 +353,8 @@ const SCENARIOS: [Scenario; 7] = [
     Scenario::SpscConsumerDies,
     Scenario::MpmcProducerDies,
     Scenario::MpmcConsumerDies,
+    Scenario::BroadcastPublisherDies,
+    Scenario::BroadcastSubscriberDies,
 ];
 
 /// What a round measured.
@@ -689,6 +737,148 @@ fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
     }
 }
 
+/// A publisher worker (single publishes and batches) is killed; two subscriber threads of
+/// this process (one slow) check every value against its position, and end with
+/// `PeerDied`: received + lagged = every position the publisher sealed (and, under
+/// back-pressure, nothing lagged).
+fn broadcast_publisher_dies(seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-bcast-p");
+    let _c = Cleanup(name.clone());
+    let policy = if seed % 2 == 0 {
+        Policy::Overwrite
+    } else {
+        Policy::BackPressure
+    };
+    let ring = broadcast::Builder::<u64>::new(&name)
+        .capacity(1 << (2 + seed % 6))
+        .policy(policy)
+        .create()
+        .unwrap();
+    let subs: Vec<_> = (0..2).map(|_| ring.subscribe().unwrap()).collect();
+    let mut w = worker("broadcast-publisher", &name, seed);
+    let threads: Vec<_> = subs
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut rx)| {
+            std::thread::spawn(move || {
+                let (mut next, mut lagged) = (0u64, 0u64);
+                loop {
+                    match rx.recv_timeout(HANG) {
+                        Ok(v) => {
+                            assert_eq!(v, next, "torn, misplaced or reordered");
+                            next += 1;
+                            if k == 1 && next % 64 == 0 {
+                                std::thread::sleep(Duration::from_micros(50));
+                            }
+                        }
+                        Err(RecvError::Lagged(n)) => {
+                            next += n;
+                            lagged += n;
+                        }
+                        Err(RecvError::PeerDied) => return (next, lagged, Instant::now()),
+                        Err(e) => panic!("subscriber: {e} after {next}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let killed = kill_after(&mut w, run_for);
+    let mut detected = Duration::ZERO;
+    for th in threads {
+        let t = Instant::now();
+        while !th.is_finished() {
+            assert!(
+                t.elapsed() < 2 * HANG,
+                "a subscriber never learnt of the death"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (end, lagged, at) = th.join().expect("a subscriber failed a check");
+        // Everything sealed: `tail`, or beyond it if the worker died mid-commit (a
+        // successor would start after every sealed position).
+        let tail = ring.stats().tail;
+        assert!(end >= tail, "received + lagged {end} < published {tail}");
+        if policy == Policy::BackPressure {
+            assert_eq!(lagged, 0, "lapped under back-pressure");
+        }
+        detected = detected.max(at.saturating_duration_since(killed));
+    }
+    // A successor goes on after every sealed message.
+    let p = ring.publisher().unwrap();
+    assert!(p.position() >= ring.stats().tail);
+    Outcome {
+        detected: Some(detected),
+        reported: true,
+        gave_up: 0,
+    }
+}
+
+/// A back-pressure subscriber worker is killed; this process publishes all along. After the
+/// kill, two rings' worth of publishes each succeed within the bound (the dead record is
+/// evicted once it holds the publisher back), and a subscriber thread here got every
+/// message in order.
+fn broadcast_subscriber_dies(seed: u64, run_for: Duration) -> Outcome {
+    let name = unique_name("torture-bcast-s");
+    let _c = Cleanup(name.clone());
+    let cap = 1u64 << (2 + seed % 6);
+    let ring = broadcast::Builder::<u64>::new(&name)
+        .capacity(cap)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let mut mine = ring.subscribe().unwrap();
+    let mut w = worker("broadcast-subscriber", &name, seed);
+    w.expect_line("ready", HANG);
+    let reader = std::thread::spawn(move || {
+        let mut next = 0u64;
+        loop {
+            match mine.recv_timeout(Duration::from_millis(1)) {
+                Ok(v) => {
+                    assert_eq!(v, next, "lost, duplicated or reordered");
+                    next += 1;
+                }
+                Err(RecvError::Timeout) => {}
+                // The publisher is dropped after the last publish: everything was read.
+                Err(RecvError::Disconnected) => return next,
+                Err(e) => panic!("subscriber: {e}"),
+            }
+        }
+    });
+    let publisher = std::thread::spawn(move || {
+        let mut next = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < run_for {
+            if tx.publish_timeout(next, Duration::from_millis(1)).is_ok() {
+                next += 1;
+            }
+        }
+        (tx, next)
+    });
+    std::thread::sleep(run_for);
+    assert!(
+        w.child.try_wait().unwrap().is_none(),
+        "the worker died on its own (a check failed in it)"
+    );
+    let killed = Instant::now();
+    w.kill9();
+    let (mut tx, mut next) = publisher.join().unwrap();
+    for _ in 0..2 * cap {
+        tx.publish_timeout(next, HANG)
+            .unwrap_or_else(|e| panic!("the dead subscriber still holds the publisher: {e}"));
+        next += 1;
+    }
+    let freed = killed.elapsed();
+    drop(tx);
+    let got = reader.join().expect("the subscriber here failed a check");
+    assert_eq!(got, next, "the live subscriber missed messages");
+    Outcome {
+        detected: Some(freed),
+        reported: ring.stats().evictions == 1,
+        gave_up: 0,
+    }
+}
+
 #[test]
 fn crash_torture() {
     let rounds: u64 = std::env::var("SHMRING_TORTURE_ROUNDS")
@@ -721,6 +911,8 @@ fn crash_torture() {
             Scenario::SpscConsumerDies => spsc_consumer_dies(round_seed, run_for),
             Scenario::MpmcProducerDies => mpmc_producer_dies(round_seed, run_for),
             Scenario::MpmcConsumerDies => mpmc_consumer_dies(round_seed, run_for),
+            Scenario::BroadcastPublisherDies => broadcast_publisher_dies(round_seed, run_for),
+            Scenario::BroadcastSubscriberDies => broadcast_subscriber_dies(round_seed, run_for),
         })
         .unwrap_or_else(|e| {
             panic!(

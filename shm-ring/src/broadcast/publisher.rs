@@ -21,6 +21,10 @@ pub struct Publisher<T> {
     floor: u64,
     /// The record that set `floor`, if any.
     blocker: Option<usize>,
+    /// The blocker's owner word, position and eviction word as that scan read them: a
+    /// wait for room ends when they change (compared with what the scan read, not with a
+    /// later look, so a move between the scan and the sleep is never slept through).
+    blocker_seen: (u64, u64, u64),
     /// The blocker as first seen holding us back at its position: record, owner word,
     /// position, since when (for the untether timeout).
     blocked: Option<(usize, u64, u64, Instant)>,
@@ -77,11 +81,19 @@ impl<T: Pod> Ring<T> {
             .map_err(|pid| self.role_taken(Role::Publisher, pid))?;
         // Acquire: pairs with the previous publisher's Release stores of `tail`.
         let mut tail = c.publisher.tail.load(Ordering::Acquire);
-        // A predecessor killed between publishing a slot and storing `tail` left that
-        // position published: go on after it, or subscribers that read it would miss our
-        // first message. Acquire: pairs with its Release store of the even word.
-        if self.mem.slot(tail).seq.load(Ordering::Acquire) == published(tail) {
+        // A predecessor killed between publishing slots and storing `tail` (mid-batch, or
+        // between one publish's two steps) left those positions published: go on after
+        // them, or subscribers that read them would miss our first messages, and one that
+        // copied a slot we rewrite with the same sequence word would take a mix of both
+        // writes for a value. At most a ring of them. Acquire: pairs with its Release
+        // stores of the even words.
+        let start = tail;
+        while tail.wrapping_sub(start) < self.mem.cap()
+            && self.mem.slot(tail).seq.load(Ordering::Acquire) == published(tail)
+        {
             tail = tail.wrapping_add(1);
+        }
+        if tail != start {
             // Release: as every publish's store of `tail`.
             c.publisher.tail.store(tail, Ordering::Release);
         }
@@ -101,6 +113,7 @@ impl<T: Pod> Ring<T> {
             untether: self.untether,
             floor: tail,
             blocker: None,
+            blocker_seen: (0, 0, 0),
             blocked: None,
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
@@ -216,6 +229,7 @@ impl<T: Pod> Publisher<T> {
         fence(Ordering::SeqCst);
         let mut floor = tail;
         let mut blocker = None;
+        let mut seen = (0, 0, 0);
         for (i, s) in c.subs.iter().enumerate() {
             // Relaxed: whether the record is held; the position below is what we act on.
             let w = s.end.owner.load(Ordering::Relaxed);
@@ -223,27 +237,30 @@ impl<T: Pod> Publisher<T> {
                 continue;
             }
             let gen = s.end.gen.load(Ordering::Relaxed);
-            if s.evicted.load(Ordering::Relaxed) == EVICTED | u64::from(gen) {
+            let evicted = s.evicted.load(Ordering::Relaxed);
+            if evicted == EVICTED | u64::from(gen) {
                 continue;
             }
             // Acquire: pairs with the subscriber's Release store of its position, made
             // after its copies of the slots before it: those copies happen before we
             // overwrite the slots.
             let p = s.pos.load(Ordering::Acquire);
-            let behind = tail.wrapping_sub(p);
-            // More than a ring behind, or ahead of us: no attached subscriber's position
-            // (a record mid-attach stores its own again before it reads; a hostile one is
-            // not let hold us back).
-            if behind > cap {
-                continue;
-            }
+            // More than a ring behind (or ahead of us) is no position an attached
+            // subscriber holds for long, but it is one we may read: a joining subscriber's
+            // first store, seen stale after it stored a later one (loom found the message
+            // lost when such records were skipped), or a hostile record. Either holds us
+            // back a whole ring, as a stalled subscriber does, until it moves, dies, or is
+            // untethered.
+            let behind = tail.wrapping_sub(p).min(cap);
             if behind > tail.wrapping_sub(floor) {
-                floor = p;
+                floor = tail.wrapping_sub(behind);
                 blocker = Some(i);
+                seen = (w, p, evicted);
             }
         }
         self.floor = floor;
         self.blocker = blocker;
+        self.blocker_seen = seen;
     }
 
     /// Back-pressure, blocked: evicts the blocker if its process died, or if it stayed at
@@ -254,8 +271,13 @@ impl<T: Pod> Publisher<T> {
         };
         let c = self.mem.ctrl();
         let s = &c.subs[i];
+        // Acquire, and before the owner word: pairs with the Release bump of `gen` in
+        // `End::claim_from`, which comes after its owner compare-exchange. If we read the
+        // generation of a subscriber that just took the record over, we read its (live)
+        // owner word too; if we read the dead one's, the mark we may set names that dead
+        // attachment's generation, which the newcomer's reads do not match.
+        let gen = s.end.gen.load(Ordering::Acquire);
         let w = s.end.owner.load(Ordering::Relaxed);
-        let gen = s.end.gen.load(Ordering::Relaxed);
         let p = s.pos.load(Ordering::Relaxed);
         let stalled = match (self.untether, self.blocked) {
             (Some(limit), Some((j, bw, bp, since))) if (j, bw, bp) == (i, w, p) => {
@@ -376,11 +398,16 @@ impl<T: Pod> Publisher<T> {
         if n == 0 {
             return Ok(0);
         }
-        let start = self.tail;
-        for (i, v) in values[..n].iter().enumerate() {
-            self.write(start.wrapping_add(i as u64), v);
+        // Committed a ring at a time at most, so `tail` is never a lap behind the slots
+        // (a successor that takes over from a death mid-batch starts after what was sealed).
+        let cap = self.mem.cap() as usize;
+        for run in values[..n].chunks(cap) {
+            let start = self.tail;
+            for (i, v) in run.iter().enumerate() {
+                self.write(start.wrapping_add(i as u64), v);
+            }
+            self.commit(start.wrapping_add(run.len() as u64));
         }
-        self.commit(start.wrapping_add(n as u64));
         Ok(n)
     }
 
@@ -402,7 +429,9 @@ impl<T: Pod> Publisher<T> {
 
     fn wait_for_room(&mut self, deadline: Deadline) -> Result<(), Stop> {
         loop {
-            let before = Self::blocker_state(&self.mem, self.blocker);
+            // What the last scan (the caller's failed `room`, or ours below) read of the
+            // blocker: anything else means it moved, died, left or was evicted.
+            let before = self.blocker_seen;
             let got = {
                 let (mem, blocker) = (&self.mem, self.blocker);
                 let check_every = self.liveness.interval();
@@ -434,7 +463,8 @@ impl<T: Pod> Publisher<T> {
                 return Err(Stop::Interrupted);
             }
             if self.waiter.may_sleep(self.strategy) {
-                let before = Self::blocker_state(&self.mem, self.blocker);
+                // The scan in the failed `room` above set `blocker_seen`.
+                let before = self.blocker_seen;
                 let (mem, blocker) = (&self.mem, self.blocker);
                 let slice = deadline.slice(self.liveness.interval());
                 self.waiter.sleeping();

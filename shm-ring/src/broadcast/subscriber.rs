@@ -253,25 +253,28 @@ impl<T: Pod> Subscriber<T> {
         }
         // Acquire: pairs with the publisher's Release stores of `tail`. Once it wrote
         // position `t`, the oldest slot still holding its own message is `t - cap + 1`'s.
+        // `tail` may be behind what the slot showed (a batch not committed yet, or a store
+        // not seen yet): then the slot's word alone bounds the skip.
         let t = self.mem.ctrl().publisher.tail.load(Ordering::Acquire);
         let dt = t.wrapping_sub(r);
-        if dt > 1 << 62 && dt.wrapping_neg() > 1 {
-            // `tail` well behind a position we read (we saw `r - 1` published, so `tail`
-            // was at least `r - 1`).
-            return RecvError::Corrupted;
-        }
         let by_slot = ahead - cap + 1;
         let by_tail = if dt <= 1 << 62 {
             dt.saturating_sub(cap - 1)
         } else {
             0
         };
-        let n = by_slot.max(by_tail).max(1);
+        let n = by_slot.max(by_tail);
         self.pos = r.wrapping_add(n);
-        let rec = self.record();
+        let c = self.mem.ctrl();
+        let rec = &c.subs[self.index];
         // Release: as in `advance` (we will never read the skipped slots).
         rec.pos.store(self.pos, Ordering::Release);
         bump_by(&rec.lagged, n);
+        // A publisher waiting for us (back-pressure: we were lapped only through a join
+        // whose history it was already cleared to overwrite) goes on.
+        if self.tethered && wait::wake_one_if_waiting(self.registered, &c.publisher_waiting) {
+            bump_by(&rec.wakeups, 1);
+        }
         RecvError::Lagged(n)
     }
 
