@@ -457,7 +457,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[23/23]"), "progress lines missing: {se}");
+    assert!(se.contains("[28/28]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),
