@@ -85,6 +85,7 @@ mod not_send_doctests {
 pub mod broadcast;
 mod end;
 mod error;
+mod handles;
 #[cfg(not(shm_loom))]
 mod inspect;
 mod mem;

@@ -79,3 +79,130 @@ impl Named<'_> {
         Mem::open_segment(seg, self.name, 1, cap_of)
     }
 }
+
+/// The options every ring kind's builder has, and the setters for them
+/// ([`builder_options!`]).
+pub(crate) struct Options {
+    pub name: String,
+    pub capacity: u64,
+    pub schema_id: u64,
+    pub segment: Option<SegmentBuilder>,
+    pub name_wait: Option<Duration>,
+    pub initial_position: u64,
+}
+
+impl Options {
+    /// The defaults: capacity 1024, schema id 0, the default segment options, no wait.
+    pub fn new(name: &str) -> Options {
+        Options {
+            name: name.to_owned(),
+            capacity: 1024,
+            schema_id: 0,
+            segment: None,
+            name_wait: None,
+            initial_position: 0,
+        }
+    }
+
+    /// The segment these options describe, for payload `T` of kind `kind` and layout
+    /// `version`.
+    pub fn named<T: shm_core::TypeIdentity>(&self, kind: Kind, version: u64) -> Named<'_> {
+        Named {
+            name: &self.name,
+            requested: self.capacity,
+            kind,
+            fingerprint: Fingerprint::of::<T>(self.schema_id, version),
+            segment: self.segment.as_ref(),
+            name_wait: self.name_wait,
+        }
+    }
+}
+
+/// The setters of [`Options`], for a builder whose field `opts` holds them.
+macro_rules! builder_options {
+    () => {
+        /// Slots wanted; rounded up to a power of two.
+        pub fn capacity(mut self, capacity: u64) -> Self {
+            self.opts.capacity = capacity;
+            self
+        }
+
+        /// A number telling payload types of equal size and alignment apart; opening with
+        /// another is a fingerprint error.
+        pub fn schema_id(mut self, id: u64) -> Self {
+            self.opts.schema_id = id;
+            self
+        }
+
+        /// Segment options (mode, mlock, huge pages, open timeout, unlink on drop). Kind,
+        /// fingerprint and size are set by the ring.
+        ///
+        /// The options name the ring's own name or another: one with another name makes
+        /// `create`, `open` and `open_or_create` fail with
+        /// [`RingError::NameConflict`](crate::RingError::NameConflict).
+        pub fn segment(mut self, options: shm_core::SegmentBuilder) -> Self {
+            self.opts.segment = Some(options);
+            self
+        }
+
+        /// How long [`open`](Self::open) waits for the name to appear, for a reader
+        /// started before its writer (default: no wait, a missing ring is `NotFound` at
+        /// once). See [`SegmentBuilder::wait_for_name`](shm_core::SegmentBuilder::wait_for_name).
+        pub fn wait_for_name(mut self, wait: std::time::Duration) -> Self {
+            self.opts.name_wait = Some(wait);
+            self
+        }
+
+        /// Test hook: start the positions at `pos` (e.g. near `u64::MAX`) to exercise
+        /// wrap-around.
+        #[doc(hidden)]
+        pub fn initial_position(mut self, pos: u64) -> Self {
+            self.opts.initial_position = pos;
+            self
+        }
+    };
+}
+pub(crate) use builder_options;
+
+/// A kind's `create`, `open_or_create` and `open` functions, over its `Builder`.
+macro_rules! ring_functions {
+    ($kind:literal) => {
+        #[doc = concat!("Creates the ", $kind, " ring `name` for `T` with at least `capacity` slots")]
+        /// (the builder's other defaults).
+        ///
+        /// # Errors
+        ///
+        /// See [`Builder::create`].
+        pub fn create<T: bytemuck::Pod + shm_core::TypeIdentity>(
+            name: &str,
+            capacity: u64,
+        ) -> Result<Ring<T>, crate::RingError> {
+            Builder::new(name).capacity(capacity).create()
+        }
+
+        #[doc = concat!("Opens the ", $kind, " ring `name` for `T` if it exists, else creates it with")]
+        /// at least `capacity` slots; exactly one of many racing processes creates it.
+        ///
+        /// # Errors
+        ///
+        /// See [`Builder::open_or_create`].
+        pub fn open_or_create<T: bytemuck::Pod + shm_core::TypeIdentity>(
+            name: &str,
+            capacity: u64,
+        ) -> Result<Ring<T>, crate::RingError> {
+            Builder::new(name).capacity(capacity).open_or_create()
+        }
+
+        #[doc = concat!("Opens the ", $kind, " ring `name` for `T`.")]
+        ///
+        /// # Errors
+        ///
+        /// See [`Builder::open`].
+        pub fn open<T: bytemuck::Pod + shm_core::TypeIdentity>(
+            name: &str,
+        ) -> Result<Ring<T>, crate::RingError> {
+            Builder::new(name).open()
+        }
+    };
+}
+pub(crate) use ring_functions;

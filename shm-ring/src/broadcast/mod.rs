@@ -33,7 +33,7 @@
 //!
 //! Each slot carries a sequence word: `2p + 1` while the publisher writes position `p`
 //! into it, `2p + 2` once `p` is published. The publisher stores the odd word, a Release
-//! fence, the value's words (relaxed atomic stores, [`mem::atomic_store`]), the even word
+//! fence, the value's words (relaxed atomic stores), the even word
 //! (Release), then `tail`. A subscriber at position `r` loads the slot's word (Acquire):
 //! `2r + 2` means the value is there, and it copies it (relaxed atomic loads), an Acquire
 //! fence, and loads the word again: unchanged means the copy is the value published at
@@ -508,10 +508,7 @@ impl<T: Pod> Ring<T> {
         })
     }
 
-    /// Slots in the ring (a power of two).
-    pub fn capacity(&self) -> u64 {
-        self.mem.cap()
-    }
+    crate::handles::ring_accessors!();
 
     /// The policy the ring was created with.
     pub fn policy(&self) -> Policy {
@@ -521,22 +518,6 @@ impl<T: Pod> Ring<T> {
     /// The untether timeout the ring was created with (back-pressure only).
     pub fn untether_timeout(&self) -> Option<Duration> {
         self.untether
-    }
-
-    /// The ring's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether this handle created the ring.
-    pub fn is_creator(&self) -> bool {
-        self.created
-    }
-
-    /// Whether the ring's name still leads to this ring (see `spsc::Ring::is_current`).
-    #[cfg(not(shm_loom))]
-    pub fn is_current(&self) -> bool {
-        self.mem.is_current()
     }
 
     /// The counters, read without joining (a third process may call this).

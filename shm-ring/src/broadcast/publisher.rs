@@ -147,26 +147,15 @@ impl<T: Pod> Publisher<T> {
         self.tail
     }
 
-    /// Slots in the ring.
-    pub fn capacity(&self) -> u64 {
-        self.mem.cap()
-    }
+    crate::handles::end_settings!(
+        "publishes (back-pressure)",
+        "a blocked publish checks that the subscriber holding it back still runs, and whether it stalled past the untether timeout"
+    );
+    crate::handles::end_ring_info!();
 
     /// The ring's policy.
     pub fn policy(&self) -> Policy {
         self.policy
-    }
-
-    /// Sets how blocking publishes wait (back-pressure).
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.strategy = strategy;
-    }
-
-    /// Sets how often a blocked publish checks that the subscriber holding it back still
-    /// runs, and whether it has stalled past the untether timeout (default
-    /// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)). Any duration.
-    pub fn set_liveness_interval(&mut self, interval: Duration) {
-        self.liveness.set_interval(interval);
     }
 
     /// Writes `v` at position `p` (a slot we own: back-pressure checked room first).

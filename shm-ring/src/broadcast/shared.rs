@@ -1,19 +1,14 @@
 //! Named broadcast ring segments: the builder, create, open and open-or-create.
 
 use super::*;
-use crate::named::Named;
-use shm_core::{Fingerprint, Kind, SegmentBuilder, TypeIdentity};
+use crate::named::{Named, Options};
+use shm_core::{Kind, TypeIdentity};
 
 /// Options for creating or opening a broadcast ring segment.
 pub struct Builder<T> {
-    name: String,
-    capacity: u64,
+    opts: Options,
     policy: Policy,
     untether: Option<Duration>,
-    schema_id: u64,
-    segment: Option<SegmentBuilder>,
-    name_wait: Option<Duration>,
-    initial_position: u64,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -22,22 +17,11 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// timeout, schema id 0).
     pub fn new(name: &str) -> Builder<T> {
         Builder {
-            name: name.to_owned(),
-            capacity: 1024,
+            opts: Options::new(name),
             policy: Policy::Overwrite,
             untether: None,
-            schema_id: 0,
-            segment: None,
-            name_wait: None,
-            initial_position: 0,
             _t: PhantomData,
         }
-    }
-
-    /// Slots wanted; rounded up to a power of two.
-    pub fn capacity(mut self, capacity: u64) -> Self {
-        self.capacity = capacity;
-        self
     }
 
     /// What the publisher does when the slowest subscriber is a ring behind. Recorded in
@@ -55,40 +39,11 @@ impl<T: Pod + TypeIdentity> Builder<T> {
         self
     }
 
-    /// A number telling payload types of equal size and alignment apart.
-    pub fn schema_id(mut self, id: u64) -> Self {
-        self.schema_id = id;
-        self
-    }
-
-    /// Segment options (mode, mlock, ...). Kind, fingerprint and size are the ring's.
-    pub fn segment(mut self, options: SegmentBuilder) -> Self {
-        self.segment = Some(options);
-        self
-    }
-
-    /// How long [`open`](Self::open) waits for the name to appear (default: no wait).
-    pub fn wait_for_name(mut self, wait: Duration) -> Self {
-        self.name_wait = Some(wait);
-        self
-    }
-
-    /// Test hook: start `tail` at `pos` to exercise wrap-around.
-    #[doc(hidden)]
-    pub fn initial_position(mut self, pos: u64) -> Self {
-        self.initial_position = pos;
-        self
-    }
+    crate::named::builder_options!();
 
     fn named(&self) -> Named<'_> {
-        Named {
-            name: &self.name,
-            requested: self.capacity,
-            kind: Kind::Broadcast,
-            fingerprint: Fingerprint::of::<T>(self.schema_id, BROADCAST_LAYOUT_VERSION),
-            segment: self.segment.as_ref(),
-            name_wait: self.name_wait,
-        }
+        self.opts
+            .named::<T>(Kind::Broadcast, BROADCAST_LAYOUT_VERSION)
     }
 
     /// Creates the ring segment.
@@ -102,8 +57,8 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     }
 
     fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
-        crate::spsc::check_payload::<T>(&self.name)?;
-        let (initial, policy) = (self.initial_position, self.policy);
+        crate::spsc::check_payload::<T>(&self.opts.name)?;
+        let (initial, policy) = (self.opts.initial_position, self.policy);
         let untether_ns = self.untether.map_or(0, |d| d.as_nanos() as u64);
         let (mem, created) = self.named().create_or_open(
             open_existing,
@@ -125,7 +80,7 @@ impl<T: Pod + TypeIdentity> Builder<T> {
                 }
             },
         )?;
-        Ring::from_mem(mem, self.name.clone(), created)
+        Ring::from_mem(mem, self.opts.name.clone(), created)
     }
 
     /// Opens an existing ring segment, checking kind, payload type and layout.
@@ -134,11 +89,11 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     ///
     /// The segment's `Open` error, or `Corrupted` (an impossible capacity or policy).
     pub fn open(&self) -> Result<Ring<T>, RingError> {
-        crate::spsc::check_payload::<T>(&self.name)?;
+        crate::spsc::check_payload::<T>(&self.opts.name)?;
         let mem = self
             .named()
             .open(|c: &Control| c.config.capacity.load(Ordering::Relaxed))?;
-        Ring::from_mem(mem, self.name.clone(), false)
+        Ring::from_mem(mem, self.opts.name.clone(), false)
     }
 
     /// Opens the ring if it exists, else creates it; exactly one of many racing processes
@@ -152,33 +107,4 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     }
 }
 
-/// Creates the broadcast ring `name` for `T` with at least `capacity` slots, under
-/// [`Policy::Overwrite`] (see [`Builder`] for back-pressure).
-///
-/// # Errors
-///
-/// See [`Builder::create`].
-pub fn create<T: Pod + TypeIdentity>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
-    Builder::new(name).capacity(capacity).create()
-}
-
-/// Opens the broadcast ring `name` for `T` if it exists, else creates it (overwrite).
-///
-/// # Errors
-///
-/// See [`Builder::open_or_create`].
-pub fn open_or_create<T: Pod + TypeIdentity>(
-    name: &str,
-    capacity: u64,
-) -> Result<Ring<T>, RingError> {
-    Builder::new(name).capacity(capacity).open_or_create()
-}
-
-/// Opens the broadcast ring `name` for `T`.
-///
-/// # Errors
-///
-/// See [`Builder::open`].
-pub fn open<T: Pod + TypeIdentity>(name: &str) -> Result<Ring<T>, RingError> {
-    Builder::new(name).open()
-}
+crate::named::ring_functions!("broadcast");

@@ -159,22 +159,11 @@ impl<T: Pod> Subscriber<T> {
         (t.wrapping_sub(self.pos) as i64).max(0) as u64
     }
 
-    /// Slots in the ring.
-    pub fn capacity(&self) -> u64 {
-        self.mem.cap()
-    }
-
-    /// Sets how blocking receives wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.strategy = strategy;
-    }
-
-    /// Sets how often a receive with nothing new checks that the publisher still runs,
-    /// when its death cannot wake it (default
-    /// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)). Any duration.
-    pub fn set_liveness_interval(&mut self, interval: Duration) {
-        self.liveness.set_interval(interval);
-    }
+    crate::handles::end_settings!(
+        "receives",
+        "a receive with nothing new checks that the publisher still runs, when its death cannot wake it"
+    );
+    crate::handles::end_ring_info!();
 
     fn record(&self) -> &SubscriberLine {
         &self.mem.ctrl().subs[self.index]

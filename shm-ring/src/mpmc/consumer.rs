@@ -24,17 +24,10 @@ impl<T: Pod> Consumer<T> {
         self.last_loss
     }
 
-    /// Sets how blocking pops wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.strategy = strategy;
-    }
-
-    /// Sets how often a pop on an empty ring checks that the producers still run, when
-    /// their deaths cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any
-    /// duration.
-    pub fn set_liveness_interval(&mut self, interval: Duration) {
-        self.liveness.set_interval(interval);
-    }
+    crate::handles::end_settings!(
+        "pops",
+        "a pop on an empty ring checks that the producers still run, when their deaths cannot wake it"
+    );
 
     /// Another consumer handle (a new endpoint) on the same ring.
     ///

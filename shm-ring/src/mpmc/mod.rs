@@ -715,31 +715,7 @@ impl<T: Pod> Ring<T> {
         })
     }
 
-    /// Slots in the ring (a power of two).
-    pub fn capacity(&self) -> u64 {
-        self.mem.cap()
-    }
-
-    /// The ring's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether this handle created the ring (`create`, the winner of an `open_or_create`
-    /// race, or `in_process`) rather than opening one that existed.
-    pub fn is_creator(&self) -> bool {
-        self.created
-    }
-
-    /// Whether the ring's name still leads to this ring. `false` once the name was removed
-    /// or re-created by another process: a handle of the old ring then sees its peers stop
-    /// (`Disconnected`, `PeerDied`, or nothing at all) while new processes meet on the new
-    /// ring, and should reopen by name. One `lstat`; not for hot paths. An in-process ring
-    /// has no name and always is current.
-    #[cfg(not(shm_loom))]
-    pub fn is_current(&self) -> bool {
-        self.mem.is_current()
-    }
+    crate::handles::ring_accessors!();
 
     /// The counters, read without joining. Neither allocates nor makes a syscall.
     pub fn stats(&self) -> MpmcStats {

@@ -24,17 +24,10 @@ impl<T: Pod> Producer<T> {
         self.last_loss
     }
 
-    /// Sets how blocking pushes wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.strategy = strategy;
-    }
-
-    /// Sets how often a push on a full ring checks that the consumers still run, when
-    /// their deaths cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any
-    /// duration.
-    pub fn set_liveness_interval(&mut self, interval: Duration) {
-        self.liveness.set_interval(interval);
-    }
+    crate::handles::end_settings!(
+        "pushes",
+        "a push on a full ring checks that the consumers still run, when their deaths cannot wake it"
+    );
 
     /// Another producer handle (a new endpoint) on the same ring.
     ///

@@ -1,19 +1,14 @@
 //! Named MPMC ring segments: the builder, create, open and open-or-create.
 
 use super::*;
-use crate::named::Named;
-use shm_core::{Fingerprint, Kind, SegmentBuilder, TypeIdentity};
+use crate::named::{Named, Options};
+use shm_core::{Kind, TypeIdentity};
 use std::marker::PhantomData;
 
 /// Options for creating or opening an MPMC ring segment.
 pub struct Builder<T> {
-    name: String,
-    capacity: u64,
-    schema_id: u64,
+    opts: Options,
     claim_timeout: Duration,
-    segment: Option<SegmentBuilder>,
-    name_wait: Option<Duration>,
-    initial_position: u64,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -22,27 +17,10 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// [`DEFAULT_CLAIM_TIMEOUT`]).
     pub fn new(name: &str) -> Builder<T> {
         Builder {
-            name: name.to_owned(),
-            capacity: 1024,
-            schema_id: 0,
+            opts: Options::new(name),
             claim_timeout: DEFAULT_CLAIM_TIMEOUT,
-            segment: None,
-            name_wait: None,
-            initial_position: 0,
             _t: PhantomData,
         }
-    }
-
-    /// Slots wanted; rounded up to a power of two.
-    pub fn capacity(mut self, capacity: u64) -> Self {
-        self.capacity = capacity;
-        self
-    }
-
-    /// A number telling payload types of equal size and alignment apart.
-    pub fn schema_id(mut self, id: u64) -> Self {
-        self.schema_id = id;
-        self
     }
 
     /// How long a claimed but unfinished slot may stall the others (clamped to
@@ -52,39 +30,10 @@ impl<T: Pod + TypeIdentity> Builder<T> {
         self
     }
 
-    /// Segment options (mode, mlock, ...). Kind, fingerprint and size are the ring's.
-    ///
-    /// The options name the ring's own name or another: one with another name makes
-    /// `create`, `open` and `open_or_create` fail with [`RingError::NameConflict`].
-    pub fn segment(mut self, options: SegmentBuilder) -> Self {
-        self.segment = Some(options);
-        self
-    }
-
-    /// How long [`open`](Self::open) waits for the name to appear, for a consumer
-    /// started before its producer (default: no wait, a missing ring is `NotFound` at
-    /// once). See [`SegmentBuilder::wait_for_name`].
-    pub fn wait_for_name(mut self, wait: Duration) -> Self {
-        self.name_wait = Some(wait);
-        self
-    }
-
-    /// Test hook: start both positions at `pos` to exercise wrap-around.
-    #[doc(hidden)]
-    pub fn initial_position(mut self, pos: u64) -> Self {
-        self.initial_position = pos;
-        self
-    }
+    crate::named::builder_options!();
 
     fn named(&self) -> Named<'_> {
-        Named {
-            name: &self.name,
-            requested: self.capacity,
-            kind: Kind::Mpmc,
-            fingerprint: Fingerprint::of::<T>(self.schema_id, MPMC_LAYOUT_VERSION),
-            segment: self.segment.as_ref(),
-            name_wait: self.name_wait,
-        }
+        self.opts.named::<T>(Kind::Mpmc, MPMC_LAYOUT_VERSION)
     }
 
     /// Creates the ring segment.
@@ -100,8 +49,8 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     /// `create`, or (`open_existing`) `open_or_create`: one path, so that a ring made
     /// by either is the same ring.
     fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
-        check_payload::<T>(&self.name)?;
-        let (initial, timeout) = (self.initial_position, self.claim_timeout);
+        check_payload::<T>(&self.opts.name)?;
+        let (initial, timeout) = (self.opts.initial_position, self.claim_timeout);
         let (mem, created) = self.named().create_or_open(
             open_existing,
             |c: &Control| c.config.capacity.load(Ordering::Relaxed),
@@ -125,7 +74,7 @@ impl<T: Pod + TypeIdentity> Builder<T> {
         )?;
         Ok(Ring {
             mem,
-            name: self.name.clone(),
+            name: self.opts.name.clone(),
             created,
         })
     }
@@ -136,13 +85,13 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     ///
     /// The segment's `Open` error, or `Corrupted`.
     pub fn open(&self) -> Result<Ring<T>, RingError> {
-        check_payload::<T>(&self.name)?;
+        check_payload::<T>(&self.opts.name)?;
         let mem = self
             .named()
             .open(|c: &Control| c.config.capacity.load(Ordering::Relaxed))?;
         Ok(Ring {
             mem,
-            name: self.name.clone(),
+            name: self.opts.name.clone(),
             created: false,
         })
     }
@@ -164,33 +113,4 @@ impl<T: Pod + TypeIdentity> Builder<T> {
     }
 }
 
-/// Creates the MPMC ring `name` for `T` with at least `capacity` slots.
-///
-/// # Errors
-///
-/// See [`Builder::create`].
-pub fn create<T: Pod + TypeIdentity>(name: &str, capacity: u64) -> Result<Ring<T>, RingError> {
-    Builder::new(name).capacity(capacity).create()
-}
-
-/// Opens the MPMC ring `name` for `T` if it exists, else creates it with at least
-/// `capacity` slots; exactly one of many racing processes creates it.
-///
-/// # Errors
-///
-/// See [`Builder::open_or_create`].
-pub fn open_or_create<T: Pod + TypeIdentity>(
-    name: &str,
-    capacity: u64,
-) -> Result<Ring<T>, RingError> {
-    Builder::new(name).capacity(capacity).open_or_create()
-}
-
-/// Opens the MPMC ring `name` for `T`.
-///
-/// # Errors
-///
-/// See [`Builder::open`].
-pub fn open<T: Pod + TypeIdentity>(name: &str) -> Result<Ring<T>, RingError> {
-    Builder::new(name).open()
-}
+crate::named::ring_functions!("MPMC");

@@ -32,27 +32,12 @@ impl<T: Pod> Producer<T> {
         peer_attachment(&c.consumer, &c.consumer_since)
     }
 
-    /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
-    #[cfg(not(shm_loom))]
-    pub fn is_current(&self) -> bool {
-        self.mem.is_current()
-    }
+    crate::handles::end_ring_info!();
 
-    /// Sets how blocking pushes wait.
-    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
-        self.strategy = strategy;
-    }
-
-    /// Sets how often a push on a full ring checks that the consumer still runs, when its
-    /// death cannot wake it (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any duration.
-    pub fn set_liveness_interval(&mut self, interval: Duration) {
-        self.liveness.set_interval(interval);
-    }
-
-    /// Slots in the ring.
-    pub fn capacity(&self) -> u64 {
-        self.mem.cap()
-    }
+    crate::handles::end_settings!(
+        "pushes",
+        "a push on a full ring checks that the consumer still runs, when its death cannot wake it"
+    );
 
     /// Free slots now (reads the consumer's position).
     ///

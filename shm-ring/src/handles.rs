@@ -1,0 +1,71 @@
+//! Methods every ring kind's handles share, written once: the `Ring` accessors and the
+//! wait settings of every end.
+
+/// The accessors every kind's `Ring` has, over its fields `mem`, `name` and `created`.
+macro_rules! ring_accessors {
+    () => {
+        /// Slots in the ring (a power of two).
+        pub fn capacity(&self) -> u64 {
+            self.mem.cap()
+        }
+
+        /// The ring's name.
+        pub fn name(&self) -> &str {
+            &self.name
+        }
+
+        /// Whether this handle created the ring (`create`, the winner of an
+        /// `open_or_create` race, or `in_process`) rather than opening one that existed.
+        pub fn is_creator(&self) -> bool {
+            self.created
+        }
+
+        /// Whether the ring's name still leads to this ring. `false` once the name was
+        /// removed or re-created by another process: a handle of the old ring then sees
+        /// its peers stop (`Disconnected`, `PeerDied`, or nothing at all) while new
+        /// processes meet on the new ring, and should reopen by name. One `lstat`; not for
+        /// hot paths. An in-process ring has no name and always is current.
+        #[cfg(not(shm_loom))]
+        pub fn is_current(&self) -> bool {
+            self.mem.is_current()
+        }
+    };
+}
+pub(crate) use ring_accessors;
+
+/// `set_wait_strategy` and `set_liveness_interval` for an end whose fields `strategy` and
+/// `liveness` hold them: `$waits` names its blocking calls ("pushes"), `$checks` what a
+/// poll checks ("a push on a full ring checks that the consumer still runs, when its
+/// death cannot wake it").
+macro_rules! end_settings {
+    ($waits:literal, $checks:literal) => {
+        #[doc = concat!("Sets how blocking ", $waits, " wait.")]
+        pub fn set_wait_strategy(&mut self, strategy: crate::WaitStrategy) {
+            self.strategy = strategy;
+        }
+
+        #[doc = concat!("Sets how often ", $checks, " (default")]
+        /// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); see there). Any duration.
+        pub fn set_liveness_interval(&mut self, interval: std::time::Duration) {
+            self.liveness.set_interval(interval);
+        }
+    };
+}
+pub(crate) use end_settings;
+
+/// `capacity` and `is_current` for an end whose field `mem` is the ring's memory.
+macro_rules! end_ring_info {
+    () => {
+        /// Slots in the ring.
+        pub fn capacity(&self) -> u64 {
+            self.mem.cap()
+        }
+
+        /// Whether the ring's name still leads to this ring: see `Ring::is_current`.
+        #[cfg(not(shm_loom))]
+        pub fn is_current(&self) -> bool {
+            self.mem.is_current()
+        }
+    };
+}
+pub(crate) use end_ring_info;
