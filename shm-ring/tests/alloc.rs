@@ -102,6 +102,40 @@ fn push_and_pop_allocate_nothing_after_setup() {
         );
     }
 
+    // Broadcast in a segment, both policies, two subscribers, one at a time and batches.
+    for policy in [
+        shm_ring::broadcast::Policy::Overwrite,
+        shm_ring::broadcast::Policy::BackPressure,
+    ] {
+        let name = unique_name("alloc-bcast");
+        let _c = Cleanup(name.clone());
+        let ring = shm_ring::broadcast::Builder::<u64>::new(&name)
+            .capacity(64)
+            .policy(policy)
+            .create()
+            .unwrap();
+        let mut tx = ring.publisher().unwrap();
+        let (mut a, mut b) = (ring.subscribe().unwrap(), ring.subscribe().unwrap());
+        let n = count(|| {
+            let mut buf = [0u64; 16];
+            for i in 0..N {
+                tx.publish(i).unwrap();
+                tx.publish_timeout(i, Duration::from_secs(1)).unwrap();
+                assert_eq!(a.recv().unwrap(), i);
+                assert_eq!(a.recv_timeout(Duration::from_secs(1)).unwrap(), i);
+                assert_eq!(b.try_recv().unwrap(), i);
+                assert_eq!(b.recv_slice(&mut buf).unwrap(), 1);
+            }
+            assert_eq!(tx.publish_slice(&buf).unwrap(), 16);
+            assert_eq!(a.recv_slice(&mut buf).unwrap(), 16);
+            assert!(a.try_recv().is_err());
+        });
+        assert_eq!(
+            n, 0,
+            "broadcast ({policy}) allocated {n} times on the hot path"
+        );
+    }
+
     // MPMC in a segment, two handles per side.
     let name = unique_name("alloc-mpmc");
     let _c2 = Cleanup(name.clone());
