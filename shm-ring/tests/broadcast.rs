@@ -308,8 +308,22 @@ fn a_killed_or_stalled_subscriber_stops_holding_a_back_pressure_publisher() {
             ));
             doomed.kill9();
         }
-        // The dead subscriber's record no longer holds the publisher back.
-        for i in published..published + 64 {
+        // The dead subscriber's record no longer holds the publisher back, even one that
+        // only ever calls the non-blocking forms (they check the blocker too).
+        let t = Instant::now();
+        while p.try_publish(value(published)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{r}: try_publish never got past the dead subscriber"
+            );
+            std::thread::yield_now();
+        }
+        published += 1;
+        // (A batch takes at most a ring: what one scan clears.)
+        let batch: Vec<_> = (published..published + 16).map(value).collect();
+        assert_eq!(p.publish_slice(&batch).unwrap(), 16, "{r}");
+        published += 16;
+        for i in published..published + 32 {
             p.publish_timeout(value(i), Duration::from_secs(10))
                 .unwrap_or_else(|e| panic!("{r}: {e}"));
         }

@@ -24,10 +24,10 @@ pub struct Publisher<T> {
     /// The blocker's owner word, position and eviction word as that scan read them: a
     /// wait for room ends when they change (compared with what the scan read, not with a
     /// later look, so a move between the scan and the sleep is never slept through).
-    blocker_seen: (u64, u64, u64),
+    blocker_seen: (u64, u32, u64, u64),
     /// The blocker as first seen holding us back at its position: record, owner word,
     /// position, since when (for the untether timeout).
-    blocked: Option<(usize, u64, u64, Instant)>,
+    blocked: Option<(usize, u32, u64, u64, Instant)>,
     strategy: WaitStrategy,
     registered: bool,
     liveness: LivenessTimer,
@@ -113,7 +113,7 @@ impl<T: Pod> Ring<T> {
             untether: self.untether,
             floor: tail,
             blocker: None,
-            blocker_seen: (0, 0, 0),
+            blocker_seen: (0, 0, 0, 0),
             blocked: None,
             strategy: WaitStrategy::default(),
             registered: shm_sync::barrier::register(),
@@ -203,7 +203,27 @@ impl<T: Pod> Publisher<T> {
             return want;
         }
         self.rescan();
-        (cap - self.tail.wrapping_sub(self.floor)).min(want)
+        let mut room = (cap - self.tail.wrapping_sub(self.floor)).min(want);
+        // Still short: every caller (a `try_` loop, a batch, a blocked wait) checks the
+        // blocker for death or the untether timeout once per liveness interval.
+        if room < want && self.liveness.due() && self.evict_blockers() {
+            room = (cap - self.tail.wrapping_sub(self.floor)).min(want);
+        }
+        room
+    }
+
+    /// Evicts blockers while the blocker is dead or past the untether timeout (each
+    /// eviction rescans, and the next blocker is checked at once, so k dead subscribers cost
+    /// one liveness interval, not k). Returns whether any was evicted.
+    fn evict_blockers(&mut self) -> bool {
+        let mut any = false;
+        for _ in 0..RECORDS {
+            if !self.check_blocker() {
+                break;
+            }
+            any = true;
+        }
+        any
     }
 
     /// Back-pressure: scans the subscriber records for the lowest position one may still
@@ -218,7 +238,7 @@ impl<T: Pod> Publisher<T> {
         fence(Ordering::SeqCst);
         let mut floor = tail;
         let mut blocker = None;
-        let mut seen = (0, 0, 0);
+        let mut seen = (0, 0, 0, 0);
         for (i, s) in c.subs.iter().enumerate() {
             // Relaxed: whether the record is held; the position below is what we act on.
             let w = s.end.owner.load(Ordering::Relaxed);
@@ -244,7 +264,7 @@ impl<T: Pod> Publisher<T> {
             if behind > tail.wrapping_sub(floor) {
                 floor = tail.wrapping_sub(behind);
                 blocker = Some(i);
-                seen = (w, p, evicted);
+                seen = (w, gen, p, evicted);
             }
         }
         self.floor = floor;
@@ -268,12 +288,13 @@ impl<T: Pod> Publisher<T> {
         let gen = s.end.gen.load(Ordering::Acquire);
         let w = s.end.owner.load(Ordering::Relaxed);
         let p = s.pos.load(Ordering::Relaxed);
+        // The same attachment (record, generation, owner) at the same position since when?
         let stalled = match (self.untether, self.blocked) {
-            (Some(limit), Some((j, bw, bp, since))) if (j, bw, bp) == (i, w, p) => {
+            (Some(limit), Some((j, bg, bw, bp, since))) if (j, bg, bw, bp) == (i, gen, w, p) => {
                 since.elapsed() >= limit
             }
             (Some(_), _) => {
-                self.blocked = Some((i, w, p, Instant::now()));
+                self.blocked = Some((i, gen, w, p, Instant::now()));
                 false
             }
             (None, _) => false,
@@ -401,14 +422,15 @@ impl<T: Pod> Publisher<T> {
     }
 
     /// The blocker's record as it stands: owner word, position, eviction word.
-    fn blocker_state(mem: &Mem<Control, Slot<T>>, blocker: Option<usize>) -> (u64, u64, u64) {
+    fn blocker_state(mem: &Mem<Control, Slot<T>>, blocker: Option<usize>) -> (u64, u32, u64, u64) {
         match blocker {
-            None => (0, 0, 0),
+            None => (0, 0, 0, 0),
             Some(i) => {
                 let s = &mem.ctrl().subs[i];
                 // Relaxed: hints that something moved; `rescan` re-reads with Acquire.
                 (
                     s.end.owner.load(Ordering::Relaxed),
+                    s.end.gen.load(Ordering::Relaxed),
                     s.pos.load(Ordering::Relaxed),
                     s.evicted.load(Ordering::Relaxed),
                 )
@@ -439,7 +461,7 @@ impl<T: Pod> Publisher<T> {
                 self.liveness.expire();
             }
             if self.liveness.due() {
-                self.check_blocker();
+                self.evict_blockers();
             }
             if self.room(1) > 0 {
                 wait::ended(&mut self.waiter);

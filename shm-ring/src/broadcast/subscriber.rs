@@ -112,6 +112,12 @@ impl<T: Pod> Ring<T> {
             rec.pos.store(start, Ordering::Release);
         }
         rec.since.store(start, Ordering::Relaxed);
+        let registered = shm_sync::barrier::register();
+        // A back-pressure publisher asleep on this record as its previous holder left it (or
+        // on our first, stale position) re-scans now rather than at the end of its slice.
+        if self.policy == Policy::BackPressure {
+            let _ = wait::wake_one_if_waiting(registered, &c.publisher_waiting);
+        }
         Ok(Subscriber {
             mem: self.mem.clone(),
             me,
@@ -120,7 +126,7 @@ impl<T: Pod> Ring<T> {
             pos: start,
             tethered: self.policy == Policy::BackPressure,
             strategy: WaitStrategy::default(),
-            registered: shm_sync::barrier::register(),
+            registered,
             liveness: LivenessTimer::new(),
             peer: PeerWatch::new(),
             waiter: Waiter::new(),
