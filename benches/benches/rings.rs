@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use shm_core::{Fingerprint, Layout, Region, SegmentBuilder};
-use shm_ring::{mpmc, spsc, WaitStrategy};
+use shm_ring::{broadcast, mpmc, spsc, RecvError, WaitStrategy};
 use shmring_benches::{
     allowed_cpus, child_role, pin_thread, spawn_peer, unique_name, unpin_thread,
 };
@@ -629,6 +629,88 @@ fn mpmc_batches(c: &mut Criterion) {
     g.finish();
 }
 
+/// Broadcast between threads: one publisher and one busy subscriber under back-pressure
+/// (`publish` / `recv`, BusySpin: compare with "spsc throughput, 2 threads", shmring u64),
+/// and the publisher's rate under overwrite with 1, 2 and 8 subscriber threads that sleep
+/// 1 ms and drain (`recv_slice`), which should not depend on how many.
+fn broadcast_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("broadcast, u64, threads");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("shmring publish / recv, back-pressure, 1 subscriber", |b| {
+        b.iter_custom(|n| {
+            let ring =
+                broadcast::Ring::<u64>::in_process(4096, broadcast::Policy::BackPressure, None)
+                    .unwrap();
+            let mut tx = ring.publisher().unwrap();
+            let mut rx = ring.subscribe().unwrap();
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            two_threads(
+                n,
+                rx,
+                |n| (0..n).for_each(|i| tx.publish(i).unwrap()),
+                |mut rx, n| {
+                    (0..n).for_each(|_| {
+                        black_box(rx.recv().unwrap());
+                    })
+                },
+            )
+        })
+    });
+    for subs in [1usize, 2, 8] {
+        g.bench_function(
+            format!("shmring publish, overwrite, {subs} subscribers draining each ms"),
+            |b| {
+                b.iter_custom(|n| {
+                    let ring = broadcast::Ring::<u64>::in_process(
+                        4096,
+                        broadcast::Policy::Overwrite,
+                        None,
+                    )
+                    .unwrap();
+                    let mut tx = ring.publisher().unwrap();
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let drainers: Vec<_> = (0..subs)
+                        .map(|_| {
+                            let mut rx = ring.subscribe().unwrap();
+                            let stop = stop.clone();
+                            std::thread::spawn(move || {
+                                pin_thread(1);
+                                let mut buf = [0u64; 256];
+                                // Relaxed: a stop request, no data rides on it.
+                                while !stop.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_millis(1));
+                                    loop {
+                                        match rx.recv_slice(&mut buf) {
+                                            Ok(n) if n > 0 => {}
+                                            Err(RecvError::Lagged(_)) => {}
+                                            _ => break,
+                                        }
+                                    }
+                                }
+                            })
+                        })
+                        .collect();
+                    pin_thread(0);
+                    let t = Instant::now();
+                    for i in 0..n {
+                        tx.publish(i).unwrap();
+                    }
+                    let d = t.elapsed();
+                    unpin_thread();
+                    // Relaxed: as above.
+                    stop.store(true, Ordering::Relaxed);
+                    for d in drainers {
+                        d.join().unwrap();
+                    }
+                    d
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -640,7 +722,7 @@ criterion_group! {
     name = benches;
     config = config();
     targets = round_trips, spsc_in_process, spsc_wait_path, spsc_two_processes, mpmc_throughput,
-        mpmc_batches
+        mpmc_batches, broadcast_threads
 }
 
 fn main() {
