@@ -29,6 +29,9 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`create`] and [`open_or_create`] make an overwrite ring; [`Builder`] sets the policy,
+//! the untether timeout and the rest.
+//!
 //! # The protocol
 //!
 //! Each slot carries a sequence word: `2p + 1` while the publisher writes position `p`
