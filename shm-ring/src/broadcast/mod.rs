@@ -158,8 +158,6 @@ pub(crate) struct SubscriberLine {
     pub pos: AtomicU64,
     /// The position it attached at.
     pub since: AtomicU64,
-    /// Messages it received.
-    pub received: AtomicU64,
     /// Messages it missed (lapped), in total.
     pub lagged: AtomicU64,
     /// `EVICTED | generation` once the publisher cut this attachment loose.
@@ -215,7 +213,6 @@ impl Control {
             end: End::new(),
             pos: AtomicU64::new(0),
             since: AtomicU64::new(0),
-            received: AtomicU64::new(0),
             lagged: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
@@ -428,14 +425,22 @@ pub(crate) fn stats_of(c: &Control) -> BroadcastStats {
             continue;
         }
         let position = s.pos.load(Ordering::Relaxed);
+        // Not counted on the hot path: a subscriber's position moves by one per message
+        // received and by `n` per `Lagged(n)`, so received = position - since - lagged
+        // (0 while a joining subscriber's words are not all stored yet).
+        let lagged = s.lagged.load(Ordering::Relaxed);
+        let received = position
+            .wrapping_sub(s.since.load(Ordering::Relaxed))
+            .wrapping_sub(lagged);
+        let received = if received > 1 << 62 { 0 } else { received };
         let gen = s.end.gen.load(Ordering::Relaxed);
         subscribers.push(SubscriberStats {
             index,
             end: status,
             position,
             lag: (tail.wrapping_sub(position) as i64).max(0) as u64,
-            received: s.received.load(Ordering::Relaxed),
-            lagged: s.lagged.load(Ordering::Relaxed),
+            received,
+            lagged,
             evicted: s.evicted.load(Ordering::Relaxed) == EVICTED | u64::from(gen),
         });
     }

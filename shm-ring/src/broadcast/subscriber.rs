@@ -92,7 +92,6 @@ impl<T: Pod> Ring<T> {
         let rec = &c.subs[index];
         // Relaxed: our own record's counters, reports for `stats`.
         rec.evicted.store(0, Ordering::Relaxed);
-        rec.received.store(0, Ordering::Relaxed);
         rec.lagged.store(0, Ordering::Relaxed);
         // Acquire: pairs with the publisher's Release stores of `tail`.
         let t0 = c.publisher.tail.load(Ordering::Acquire);
@@ -100,6 +99,8 @@ impl<T: Pod> Ring<T> {
         let back = history.min(published_so_far);
         let start0 = t0.wrapping_sub(back);
         rec.pos.store(start0, Ordering::Relaxed);
+        // Relaxed: a report (`stats` derives `received` from it), stored with the position.
+        rec.since.store(start0, Ordering::Relaxed);
         crate::fault_point!("broadcast-subscriber-registered");
         // SeqCst: pairs with the publisher's SeqCst fence before its scan (`rescan`): either
         // its scan sees our record and position, or our load below sees the `tail` it had
@@ -108,10 +109,11 @@ impl<T: Pod> Ring<T> {
         let t = c.publisher.tail.load(Ordering::Acquire);
         let start = if history == 0 { t } else { start0 };
         if start != start0 {
+            // Relaxed: as above.
+            rec.since.store(start, Ordering::Relaxed);
             // Release: as every position store (see `advance`).
             rec.pos.store(start, Ordering::Release);
         }
-        rec.since.store(start, Ordering::Relaxed);
         let registered = shm_sync::barrier::register();
         // A back-pressure publisher asleep on this record as its previous holder left it (or
         // on our first, stale position) re-scans now rather than at the end of its slice.
@@ -204,14 +206,13 @@ impl<T: Pod> Subscriber<T> {
     }
 
     #[inline]
-    fn advance(&mut self, pos: u64, received: u64) {
+    fn advance(&mut self, pos: u64) {
         self.pos = pos;
         let c = self.mem.ctrl();
         let rec = &c.subs[self.index];
         // Release: our copies of the slots before `pos` happen before a back-pressure
         // publisher overwrites them; pairs with the Acquire load in `Publisher::rescan`.
         rec.pos.store(pos, Ordering::Release);
-        bump_by(&rec.received, received);
         crate::fault_point!("broadcast-subscriber-advanced");
         if self.tethered && wait::wake_one_if_waiting(self.registered, &c.publisher_waiting) {
             bump_by(&rec.wakeups, 1);
@@ -292,7 +293,7 @@ impl<T: Pod> Subscriber<T> {
         let r = self.pos;
         match self.read_at(r) {
             Read::Value(v) => {
-                self.advance(r.wrapping_add(1), 1);
+                self.advance(r.wrapping_add(1));
                 Ok(v)
             }
             Read::Lapped(seen) => Err(self.lapped(r, seen)),
@@ -479,7 +480,7 @@ impl<T: Pod> Subscriber<T> {
             }
         }
         if n > 0 {
-            self.advance(start.wrapping_add(n as u64), n as u64);
+            self.advance(start.wrapping_add(n as u64));
         }
         Ok(n)
     }
