@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
-use shm_ring::{mpmc, spsc, ChunkError, EndStatus, PopError, PushError};
+use shm_ring::{
+    broadcast, mpmc, spsc, ChunkError, EndStatus, PopError, PublishError, PushError, RecvError,
+};
 
 /// Forks; in the child runs `f` (which must not allocate, print or take locks: other
 /// threads of the parent may have held them at the fork) and exits with its code at once,
@@ -98,6 +100,58 @@ fn child_fork_spsc() {
         alive: true,
     };
     assert_eq!((stats.producer, stats.consumer), (ours, ours));
+    println!("CHILD:ok");
+}
+
+#[test]
+fn broadcast_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone() {
+    let lines = run_child(child("child_fork_broadcast", &unique_name("fork-bcast")));
+    assert_eq!(lines, vec!["ok".to_owned()]);
+}
+
+#[test]
+#[ignore = "child process of broadcast_handles_used_or_dropped_in_a_forked_child_leave_the_parents_ends_alone"]
+fn child_fork_broadcast() {
+    let Some(name) = child_name() else { return };
+    let _c = Cleanup(name.clone());
+    let ring = broadcast::create::<u64>(&name, 8).unwrap();
+    let (tx, rx) = (ring.publisher().unwrap(), ring.subscribe().unwrap());
+    let (mut tx, mut rx) = (Some(tx), Some(rx));
+    tx.as_mut().unwrap().publish(1).unwrap();
+    let code = in_forked_child(|| {
+        let (mut tx, mut rx) = (tx.take().unwrap(), rx.take().unwrap());
+        let mut bad = 0;
+        if !matches!(tx.try_publish(2), Err(PublishError::Forked(2))) {
+            bad |= 1;
+        }
+        if !matches!(tx.publish_slice(&[2, 3]), Err(PublishError::Forked(()))) {
+            bad |= 2;
+        }
+        if rx.try_recv() != Err(RecvError::Forked) || rx.recv() != Err(RecvError::Forked) {
+            bad |= 4;
+        }
+        if rx.recv_slice(&mut [0; 2]) != Err(RecvError::Forked) {
+            bad |= 8;
+        }
+        drop(tx);
+        drop(rx);
+        bad
+    });
+    assert_eq!(code, 0, "the child's handles acted (bits: {code:#b})");
+    // The parent's ends are as they were: still ours, the message still there.
+    let (mut tx, mut rx) = (tx.unwrap(), rx.unwrap());
+    let me = std::process::id();
+    let stats = ring.stats();
+    let ours = EndStatus::Attached {
+        pid: me,
+        alive: true,
+    };
+    assert_eq!(stats.publisher, ours);
+    assert_eq!(stats.subscribers.len(), 1);
+    assert_eq!(stats.published, 1);
+    tx.publish(3).unwrap();
+    assert_eq!(rx.try_recv(), Ok(1));
+    assert_eq!(rx.try_recv(), Ok(3));
     println!("CHILD:ok");
 }
 
