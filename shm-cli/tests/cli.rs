@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{child, child_name, unique_name, Cleanup, Running};
+use common::{child, child_name, scratch, unique_name, Cleanup, Running};
 use shm_ring::{mpmc, spsc};
 
 fn shmring(args: &[&str]) -> Output {
@@ -99,8 +99,7 @@ fn bad_arguments_print_the_whole_usage_and_unknown_segments_one_line() {
 
 #[test]
 fn ls_and_inspect_show_live_ring_counters_without_joining() {
-    let name = unique_name("cli-spsc");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("cli-spsc");
     let ring = spsc::create::<[u32; 3]>(&name, 8).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     for i in 0..3 {
@@ -166,8 +165,7 @@ fn child_creates_ring_and_hangs() {
 
 #[test]
 fn rm_stale_removes_a_ring_whose_ends_died_and_the_name_can_be_reused() {
-    let name = unique_name("cli-stale");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("cli-stale");
     let mut creator = Running::spawn(child("child_creates_ring_and_hangs", &name));
     creator.expect_line("ready", Duration::from_secs(10));
     // A consumer in another process, killed too: both ends dead.
@@ -263,8 +261,7 @@ fn child_joins_ring_and_hangs() {
 
 #[test]
 fn rm_refuses_a_segment_in_live_use_naming_its_processes_unless_forced() {
-    let name = unique_name("cli-rm");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("cli-rm");
     let ring = spsc::create::<u64>(&name, 4).unwrap();
     let _tx = ring.producer().unwrap();
     let mut reader = Running::spawn(child("child_joins_ring_and_hangs", &name));
@@ -312,8 +309,7 @@ fn rm_refuses_a_segment_in_live_use_naming_its_processes_unless_forced() {
 #[test]
 fn ls_and_inspect_show_the_live_ends_not_only_the_creator() {
     for kind in ["spsc", "mpmc"] {
-        let name = unique_name(&format!("cli-ends-{kind}"));
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch(&format!("cli-ends-{kind}"));
         let me = std::process::id();
         let held: Box<dyn std::any::Any> = if kind == "spsc" {
             let r = spsc::create::<u64>(&name, 4).unwrap();
@@ -478,8 +474,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
 #[test]
 fn ls_and_inspect_show_a_broadcast_ring_with_each_subscriber_and_its_lag() {
     use shm_ring::broadcast;
-    let name = unique_name("cli-bcast");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("cli-bcast");
     let me = std::process::id();
     let ring = broadcast::Builder::<u64>::new(&name)
         .capacity(16)

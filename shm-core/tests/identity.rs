@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use shm_core::{Fingerprint, Identity, OpenErrorKind, SegmentBuilder, TypeIdentity};
 
 mod common;
-use common::{unique_name, Cleanup};
+use common::scratch;
 
 #[derive(Clone, Copy, TypeIdentity)]
 #[repr(C)]
@@ -152,8 +152,7 @@ fn identity_is_the_structure_not_the_name() {
 
 /// Creates a segment for `A`, opens it as `B`, returns the open error's message.
 fn open_as<A: TypeIdentity, B: TypeIdentity>() -> Option<String> {
-    let name = unique_name("identity");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("identity");
     let _seg = SegmentBuilder::new(&name)
         .fingerprint(Fingerprint::of::<A>(0, 1))
         .size(64)

@@ -77,8 +77,7 @@ fn shm_file(name: &str) -> std::fs::File {
 
 #[test]
 fn round_trip_between_processes() {
-    let name = unique_name("rt");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("rt");
     let (_, _, data) = layout();
     let seg = builder(&name)
         .create_with(|s| {
@@ -108,8 +107,7 @@ fn child_round_trip() {
 
 #[test]
 fn eight_processes_race_open_or_create() {
-    let name = unique_name("race");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("race");
     // Every child sleeps until the same instant, then calls open_or_create.
     let start_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -238,8 +236,7 @@ fn missing_segment_is_not_found() {
 
 #[test]
 fn create_twice_is_already_exists() {
-    let name = unique_name("twice");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("twice");
     let _seg = builder(&name).create().unwrap();
     let e = builder(&name).create().unwrap_err();
     assert!(matches!(e.kind(), CreateErrorKind::AlreadyExists), "{e}");
@@ -247,8 +244,7 @@ fn create_twice_is_already_exists() {
 
 #[test]
 fn wrong_magic_version_kind_and_fingerprint() {
-    let name = unique_name("mismatch");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mismatch");
     let _seg = builder(&name).create().unwrap();
 
     let e = builder(&name).kind(Kind::Spsc).open().unwrap_err();
@@ -316,8 +312,7 @@ fn wrong_magic_version_kind_and_fingerprint() {
 
 #[test]
 fn corrupted_state_and_data_offset() {
-    let name = unique_name("state");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("state");
     let _seg = builder(&name).create().unwrap();
     poke(&name, 40, &64u64.to_ne_bytes());
     let e = builder(&name).open().unwrap_err();
@@ -335,8 +330,7 @@ fn corrupted_state_and_data_offset() {
 
 #[test]
 fn truncated_or_grown_segment_is_a_length_error_not_sigbus() {
-    let name = unique_name("trunc");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("trunc");
     let seg = builder(&name).size(3 * 4096).create().unwrap();
     let full = seg.len() as u64;
     shm_file(&name).set_len(4096).unwrap();
@@ -366,8 +360,7 @@ fn truncated_or_grown_segment_is_a_length_error_not_sigbus() {
 
 #[test]
 fn empty_file_never_initialised_is_stale_after_the_timeout() {
-    let name = unique_name("empty");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("empty");
     let f = OpenOptions::new()
         .create_new(true)
         .write(true)
@@ -430,8 +423,7 @@ fn symlink_is_refused() {
 
 #[test]
 fn creator_killed_before_ready_is_stale() {
-    let name = unique_name("stuck");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("stuck");
     let mut creator = Running::spawn(child("child_stuck_in_init", &name));
     creator.expect_line("initializing", Duration::from_secs(30));
     let pid = creator.child.id();
@@ -496,8 +488,7 @@ fn creator_killed_before_ready_is_stale() {
 #[test]
 fn creator_dead_between_sizing_and_initializing_is_stale_once_old() {
     for fields_written in [false, true] {
-        let name = unique_name("sized");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("sized");
         if fields_written {
             drop(builder(&name).unlink_on_drop(false).create().unwrap());
             poke(&name, 16, &0u32.to_ne_bytes()); // state = UNWRITTEN
@@ -569,8 +560,7 @@ fn creator_dead_between_sizing_and_initializing_is_stale_once_old() {
 /// contents stay valid, the name stays, and it is not stale while mapped.
 #[test]
 fn a_mapper_outlives_a_creator_killed_after_ready() {
-    let name = unique_name("killed-creator");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("killed-creator");
     let (_, _, data) = layout();
     let mut creator = Running::spawn(child("child_create_and_hold", &name));
     creator.expect_line("ready", Duration::from_secs(30));
@@ -628,8 +618,7 @@ fn child_stuck_in_init() {
 
 #[test]
 fn mode_is_exact_whatever_the_umask() {
-    let name = unique_name("umask");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("umask");
     let _d = Cleanup(format!("{name}-640"));
     // umask is process-wide: change it in a child, not in this multi-threaded test process.
     run_child(child("child_umask", &name));
@@ -665,8 +654,7 @@ fn permission_denied_and_foreign_owner_seen_by_an_unprivileged_child() {
     if !is_root() {
         // Without root we cannot make a second uid; the errno mapping is still covered by
         // running as whoever we are against a 0000 segment.
-        let name = unique_name("perm");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("perm");
         let _seg = builder(&name).mode(0).create().unwrap();
         let e = builder(&name).open().unwrap_err();
         assert!(
@@ -743,8 +731,7 @@ fn child_unprivileged() {
 
 #[test]
 fn prefault_and_mlock_work_with_headroom() {
-    let name = unique_name("mlock");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mlock");
     let vm_locked = || {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let line = status
@@ -774,8 +761,7 @@ fn prefault_and_mlock_work_with_headroom() {
 
 #[test]
 fn huge_pages_succeed_or_say_why() {
-    let name = unique_name("huge");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("huge");
     let knob = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/shmem_enabled")
         .unwrap_or_default();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
@@ -814,8 +800,7 @@ fn huge_pages_succeed_or_say_why() {
 
 #[test]
 fn creator_unlinks_on_drop_openers_do_not() {
-    let name = unique_name("drop");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("drop");
     let (_, _, data) = layout();
     let creator = builder(&name).create().unwrap();
     let opener = builder(&name).open().unwrap();
@@ -836,8 +821,7 @@ fn creator_unlinks_on_drop_openers_do_not() {
 
 #[test]
 fn segment_can_outlive_its_creator() {
-    let name = unique_name("persist");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("persist");
     // The creator is another process, which exits after creating (keeping the name).
     run_child(child("child_create_and_exit", &name));
     let info = shm_core::inspect(&name).unwrap();
@@ -876,8 +860,7 @@ fn child_create_and_exit() {
 
 #[test]
 fn fifo_at_the_name_is_refused_without_blocking() {
-    let name = unique_name("fifo");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fifo");
     let path = std::ffi::CString::new(format!("/dev/shm{name}")).unwrap();
     // SAFETY: `path` is a valid C string.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
@@ -899,8 +882,7 @@ fn fifo_at_the_name_is_refused_without_blocking() {
 
 #[test]
 fn dropping_an_old_creator_never_removes_a_successor() {
-    let name = unique_name("succ");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("succ");
     let old = builder(&name).create().unwrap();
     shm_core::remove(&name).unwrap();
     let new = builder(&name).create().unwrap();
@@ -911,8 +893,7 @@ fn dropping_an_old_creator_never_removes_a_successor() {
 
 #[test]
 fn inspect_reads_the_header_without_joining() {
-    let name = unique_name("inspect");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("inspect");
     let seg = builder(&name).kind(Kind::Sync).create().unwrap();
     let info = shm_core::inspect(&name).unwrap();
     let h = info.header.unwrap();
@@ -935,8 +916,7 @@ fn inspect_reads_the_header_without_joining() {
 #[test]
 fn regions_are_bounds_checked() {
     use shm_core::RegionError;
-    let name = unique_name("regions");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("regions");
     let seg = builder(&name).create().unwrap();
     let len = seg.len() as u64;
     assert!(seg
@@ -979,8 +959,7 @@ fn regions_are_bounds_checked() {
 /// takes", never an `Instant` overflow panic (issue 12, defect 9).
 #[test]
 fn a_huge_open_timeout_saturates_instead_of_panicking() {
-    let name = unique_name("huge-timeout");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("huge-timeout");
     let _seg = builder(&name).create().unwrap();
     for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
         let seg = builder(&name).open_timeout(timeout).open().unwrap();
@@ -1003,8 +982,7 @@ fn a_huge_open_timeout_saturates_instead_of_panicking() {
 /// whoever the mapper runs as (issue 12, defect 5).
 #[test]
 fn remove_stale_never_removes_a_segment_a_live_process_maps() {
-    let name = unique_name("stale map 1");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("stale map 1");
     run_child(child("child_create_and_exit", &name));
     let seg = builder(&name).open().unwrap();
     assert!(!shm_core::inspect(&name).unwrap().is_stale());
@@ -1026,8 +1004,7 @@ fn remove_stale_across_users_refuses_what_it_cannot_rule_out() {
         eprintln!("skipped: needs root to make a second uid");
         return;
     }
-    let name = unique_name("stale-foreign");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("stale-foreign");
     let mut make = child("child_foreign_stale", &name);
     make.env("SHMRING_STEP", "create");
     run_child(make);
@@ -1110,8 +1087,7 @@ fn child_foreign_stale() {
 /// handle through `fork` and drops it leaves the parent's name alone.
 #[test]
 fn neither_a_failed_open_nor_a_forked_childs_drop_removes_the_name() {
-    let name = unique_name("keep-name");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("keep-name");
     let seg = builder(&name).create().unwrap();
     // A layout far larger than the segment: UnexpectedLength, after the mapping was made.
     let e = builder(&name)
@@ -1153,8 +1129,7 @@ fn neither_a_failed_open_nor_a_forked_childs_drop_removes_the_name() {
 
 #[test]
 fn users_names_the_processes_mapping_a_segment_and_remove_unused_refuses_them() {
-    let name = unique_name("users");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("users");
     let seg = builder(&name).unlink_on_drop(false).create().unwrap();
     let u = shm_core::users(&name).unwrap();
     assert!(u.locked && u.any(), "{u:?}");
@@ -1189,8 +1164,7 @@ fn users_names_the_processes_mapping_a_segment_and_remove_unused_refuses_them() 
 
 #[test]
 fn creates_survive_a_checker_looking_at_the_same_name() {
-    let name = unique_name("checked");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("checked");
     let stop = std::sync::atomic::AtomicBool::new(false);
     /// Stops the checker however the loop below ends (a panic included).
     struct Stop<'a>(&'a std::sync::atomic::AtomicBool);

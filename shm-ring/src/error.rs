@@ -26,6 +26,40 @@ impl fmt::Display for Role {
     }
 }
 
+/// For an error enum whose every variant hands the value back: `into_inner`, a `Debug`
+/// that names the variant without asking `T: Debug`, and `Display` (each variant's text)
+/// and `Error`.
+macro_rules! value_error {
+    ($name:ident, $done:literal { $($variant:ident => $text:expr),* $(,)? }) => {
+        impl<T> $name<T> {
+            #[doc = concat!("The value that was not ", $done, ".")]
+            pub fn into_inner(self) -> T {
+                match self {
+                    $($name::$variant(v))|* => v,
+                }
+            }
+        }
+
+        impl<T> fmt::Debug for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $($name::$variant(_) => concat!(stringify!($variant), "(..)")),*
+                })
+            }
+        }
+
+        impl<T> fmt::Display for $name<T> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(match self {
+                    $($name::$variant(_) => $text),*
+                })
+            }
+        }
+
+        impl<T> std::error::Error for $name<T> {}
+    };
+}
+
 /// Why a push did not happen. The value comes back in every case.
 #[derive(PartialEq, Eq)]
 #[non_exhaustive]
@@ -61,66 +95,18 @@ pub enum PushError<T> {
     InFlight(T),
 }
 
-impl<T> PushError<T> {
-    /// The value that was not pushed.
-    pub fn into_inner(self) -> T {
-        match self {
-            PushError::Full(v)
-            | PushError::Timeout(v)
-            | PushError::Disconnected(v)
-            | PushError::PeerDied(v)
-            | PushError::Expired(v)
-            | PushError::Corrupted(v)
-            | PushError::Forked(v)
-            | PushError::Interrupted(v)
-            | PushError::InFlight(v) => v,
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            PushError::Full(_) => "the ring is full",
-            PushError::Timeout(_) => "timed out waiting for space in the ring",
-            PushError::Disconnected(_) => "the consumer closed the ring",
-            PushError::PeerDied(_) => "the consumer process died",
-            PushError::Expired(_) => {
-                "this producer stalled past the claim timeout; consumers skipped its slot"
-            }
-            PushError::Corrupted(_) => "the ring's shared positions are corrupted",
-            PushError::Forked(_) => FORKED,
-            PushError::Interrupted(_) => INTERRUPTED,
-            PushError::InFlight(_) => {
-                "the next slot's previous item is still being read by a consumer (the ring \
-                 is not full); retry"
-            }
-        }
-    }
-}
-
-impl<T> fmt::Debug for PushError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = match self {
-            PushError::Full(_) => "Full(..)",
-            PushError::Timeout(_) => "Timeout(..)",
-            PushError::Disconnected(_) => "Disconnected(..)",
-            PushError::PeerDied(_) => "PeerDied(..)",
-            PushError::Expired(_) => "Expired(..)",
-            PushError::Corrupted(_) => "Corrupted(..)",
-            PushError::Forked(_) => "Forked(..)",
-            PushError::Interrupted(_) => "Interrupted(..)",
-            PushError::InFlight(_) => "InFlight(..)",
-        };
-        f.write_str(name)
-    }
-}
-
-impl<T> fmt::Display for PushError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.describe())
-    }
-}
-
-impl<T> std::error::Error for PushError<T> {}
+value_error!(PushError, "pushed" {
+    Full => "the ring is full",
+    Timeout => "timed out waiting for space in the ring",
+    Disconnected => "the consumer closed the ring",
+    PeerDied => "the consumer process died",
+    Expired => "this producer stalled past the claim timeout; consumers skipped its slot",
+    Corrupted => "the ring's shared positions are corrupted",
+    Forked => FORKED,
+    Interrupted => INTERRUPTED,
+    InFlight => "the next slot's previous item is still being read by a consumer (the ring \
+                 is not full); retry",
+});
 
 /// Why a pop returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,48 +191,13 @@ pub enum PublishError<T> {
     Interrupted(T),
 }
 
-impl<T> PublishError<T> {
-    /// The value that was not published.
-    pub fn into_inner(self) -> T {
-        match self {
-            PublishError::Full(v)
-            | PublishError::Timeout(v)
-            | PublishError::Corrupted(v)
-            | PublishError::Forked(v)
-            | PublishError::Interrupted(v) => v,
-        }
-    }
-
-    fn describe(&self) -> &'static str {
-        match self {
-            PublishError::Full(_) => "the slowest subscriber is a whole ring behind",
-            PublishError::Timeout(_) => "timed out waiting for the slowest subscriber",
-            PublishError::Corrupted(_) => "the ring's shared positions are corrupted",
-            PublishError::Forked(_) => FORKED,
-            PublishError::Interrupted(_) => INTERRUPTED,
-        }
-    }
-}
-
-impl<T> fmt::Debug for PublishError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PublishError::Full(_) => "Full(..)",
-            PublishError::Timeout(_) => "Timeout(..)",
-            PublishError::Corrupted(_) => "Corrupted(..)",
-            PublishError::Forked(_) => "Forked(..)",
-            PublishError::Interrupted(_) => "Interrupted(..)",
-        })
-    }
-}
-
-impl<T> fmt::Display for PublishError<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.describe())
-    }
-}
-
-impl<T> std::error::Error for PublishError<T> {}
+value_error!(PublishError, "published" {
+    Full => "the slowest subscriber is a whole ring behind",
+    Timeout => "timed out waiting for the slowest subscriber",
+    Corrupted => "the ring's shared positions are corrupted",
+    Forked => FORKED,
+    Interrupted => INTERRUPTED,
+});
 
 /// Why a broadcast receive returned no message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,29 @@
 //! Methods every ring kind's handles share, written once: the `Ring` accessors and the
 //! wait settings of every end.
 
-/// The accessors every kind's `Ring` has, over its fields `mem`, `name` and `created`.
+/// The accessors every kind's `Ring` has, over its fields `mem`, `name` and `created`;
+/// `$stats` is the kind's counters snapshot, read by its `stats_of`.
 macro_rules! ring_accessors {
-    () => {
+    ($stats:ty) => {
+        /// The counters, read without joining (a third process may call this). Neither
+        /// allocates nor makes a syscall.
+        pub fn stats(&self) -> $stats {
+            stats_of(self.mem.ctrl())
+        }
+
+        /// Test hook: where slot 0 lies in this process, the stride between slots, and the
+        /// slot count, for tests that play a hostile peer writing into the slots. Touching
+        /// that memory other than with atomics is a data race with the ring.
+        #[doc(hidden)]
+        #[cfg(not(shm_loom))]
+        pub fn raw_slots(&self) -> (*mut u8, usize, u64) {
+            (
+                self.mem.slot_ptr(0).cast::<u8>(),
+                std::mem::size_of::<Slot<T>>(),
+                self.mem.cap(),
+            )
+        }
+
         /// Slots in the ring (a power of two).
         pub fn capacity(&self) -> u64 {
             self.mem.cap()

@@ -59,27 +59,22 @@ pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
         .fingerprint(header.fingerprint)
         .allow_foreign_owner(true)
         .open()?;
+    let control = |e| corrupted(format!("no room for the control block: {e}"));
     Ok(Some(match kind {
-        Kind::Spsc => {
-            let r = Region::<spsc::Control>::from_raw(HEADER_SIZE as u64, 1);
-            let c = seg
-                .get(r)
-                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
-            RingInfo::Spsc(spsc::stats_of(c))
-        }
+        Kind::Spsc => RingInfo::Spsc(spsc::stats_of(control_block(&seg).map_err(&control)?)),
         Kind::Broadcast => {
-            let r = Region::<broadcast::Control>::from_raw(HEADER_SIZE as u64, 1);
-            let c = seg
-                .get(r)
-                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
-            RingInfo::Broadcast(broadcast::stats_of(c))
+            RingInfo::Broadcast(broadcast::stats_of(control_block(&seg).map_err(&control)?))
         }
         _ => {
-            let r = Region::<mpmc::Control>::from_raw(HEADER_SIZE as u64, 1);
-            let c = seg
-                .get(r)
-                .map_err(|e| corrupted(format!("no room for the control block: {e}")))?;
+            let c = control_block::<mpmc::Control>(&seg).map_err(&control)?;
             RingInfo::Mpmc(mpmc::stats_of(c), mpmc::ends_of(c))
         }
     }))
+}
+
+/// The control block right after the header, of the kind's own type.
+fn control_block<C: shm_core::ShmSafe>(
+    seg: &shm_core::Segment,
+) -> Result<&C, shm_core::RegionError> {
+    seg.get(Region::<C>::from_raw(HEADER_SIZE as u64, 1))
 }

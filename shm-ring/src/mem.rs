@@ -477,3 +477,21 @@ pub(crate) unsafe fn atomic_load_slice<T: bytemuck::Pod>(first: *const T, dst: &
         *d = unsafe { atomic_load(first.add(i)) };
     }
 }
+
+/// An in-process ring's memory, on the heap: `capacity` checked for payload `T` and
+/// rounded up, the control block made by `ctrl(cap)` and slot `i` by `slot(i, cap)`.
+pub(crate) fn in_process_mem<T, C: 'static, S: 'static>(
+    capacity: u64,
+    ctrl: impl FnOnce(u64) -> C,
+    mut slot: impl FnMut(u64, u64) -> S,
+) -> Result<Mem<C, S>, crate::RingError> {
+    crate::spsc::check_payload::<T>(IN_PROCESS)?;
+    let cap = crate::spsc::round_capacity(IN_PROCESS, capacity)?;
+    Heap::new_mem(ctrl(cap), cap, |i| slot(i, cap)).ok_or(crate::RingError::CapacityTooLarge {
+        name: IN_PROCESS.to_owned(),
+        requested: capacity,
+    })
+}
+
+/// The name an in-process ring goes by in its errors.
+pub(crate) const IN_PROCESS: &str = "(in-process)";

@@ -36,7 +36,7 @@ impl Named<'_> {
         &self,
         open_existing: bool,
         cap_of: fn(&C) -> u64,
-        init: impl Fn(&C, NonNull<S>, u64),
+        init: impl Fn(&C, NewSlots<S>, u64),
     ) -> Result<(Mem<C, S>, bool), RingError> {
         let cap = crate::spsc::round_capacity(self.name, self.requested)?;
         let (l, ctrl_r, slots_r) =
@@ -47,7 +47,7 @@ impl Named<'_> {
         let fill = |seg: &shm_core::Segment| {
             let c = seg.get(ctrl_r)?;
             let slots = seg.region_ptr(slots_r)?;
-            init(c, slots, cap);
+            init(c, NewSlots { first: slots, cap }, cap);
             Ok::<_, shm_core::RegionError>(())
         };
         let builder = self.builder()?.layout(&l);
@@ -77,6 +77,28 @@ impl Named<'_> {
             .builder()?
             .open_bounded(|seg| mem::needed_data_len::<C, S>(seg, 1, cap_of))?;
         Mem::open_segment(seg, self.name, 1, cap_of)
+    }
+}
+
+/// A new segment's slots, lent to its kind's `init` while nobody else can see them.
+pub(crate) struct NewSlots<S> {
+    /// Slot 0 of `cap` (a power of two) slots inside the segment's checked slot region.
+    first: NonNull<S>,
+    cap: u64,
+}
+
+impl<S> NewSlots<S> {
+    /// Calls `f(slot, pos)` for each slot and the position `pos` that first uses it, from
+    /// `initial` on: to store each slot's first sequence word.
+    pub fn each_from(&self, initial: u64, f: impl Fn(&S, u64)) {
+        let cap = self.cap;
+        for i in 0..cap {
+            let pos = initial.wrapping_add(i);
+            let index = (pos & (cap - 1)) as usize;
+            // SAFETY: `index < cap`, inside the slot region `create_or_open` lent us; slots
+            // hold only atomics and cells, so a shared reference to one is sound.
+            f(unsafe { &*self.first.as_ptr().add(index) }, pos);
+        }
     }
 }
 
@@ -118,9 +140,71 @@ impl Options {
     }
 }
 
-/// The setters of [`Options`], for a builder whose field `opts` holds them.
+/// The setters of [`Options`] and the `create`, `open` and `open_or_create` of a builder
+/// whose field `opts` holds them, for segments of kind `$kind`, layout `$version`. The
+/// kind supplies `init` (a new segment's first values), `Control` (whose
+/// `config.capacity` records the capacity) and `Ring::from_mem`.
 macro_rules! builder_options {
-    () => {
+    ($kind:expr, $version:expr) => {
+        fn named(&self) -> Named<'_> {
+            self.opts.named::<T>($kind, $version)
+        }
+
+        /// Creates the ring segment.
+        ///
+        /// # Errors
+        ///
+        /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`, or the segment's
+        /// `Create` error (e.g. `AlreadyExists`).
+        pub fn create(&self) -> Result<Ring<T>, RingError> {
+            self.create_or_open(false)
+        }
+
+        /// Opens an existing ring segment, checking its kind, payload type and layout.
+        ///
+        /// # Errors
+        ///
+        /// The segment's `Open` error (a wrong kind or payload type is a mismatch error
+        /// that says expected vs found), or `Corrupted` if its control block is
+        /// impossible.
+        pub fn open(&self) -> Result<Ring<T>, RingError> {
+            crate::spsc::check_payload::<T>(&self.opts.name)?;
+            let mem = self.named().open(Self::recorded_capacity)?;
+            Ring::from_mem(mem, self.opts.name.clone(), false)
+        }
+
+        /// Opens the ring if it exists, else creates it. When many processes race,
+        /// exactly one creates and initialises it ([`Ring::is_creator`] says which) and
+        /// the others open what it published. A ring that existed keeps its creator's
+        /// options (capacity included: [`Ring::capacity`] tells); kind, payload type and
+        /// layout are checked as by `open`. Never waits for the name (see
+        /// [`wait_for_name`](Self::wait_for_name)): a missing ring is created.
+        ///
+        /// # Errors
+        ///
+        /// As [`create`](Self::create) and [`open`](Self::open). A creator that fails
+        /// removes its half-made segment and the others try again, for up to the open
+        /// timeout of the segment options.
+        pub fn open_or_create(&self) -> Result<Ring<T>, RingError> {
+            self.create_or_open(true)
+        }
+
+        /// `create`, or (`open_existing`) `open_or_create`: one path, so that a ring made
+        /// by either is the same ring.
+        fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
+            crate::spsc::check_payload::<T>(&self.opts.name)?;
+            let (mem, created) =
+                self.named()
+                    .create_or_open(open_existing, Self::recorded_capacity, self.init())?;
+            Ring::from_mem(mem, self.opts.name.clone(), created)
+        }
+
+        /// The capacity a segment's control block records (checked against the file's
+        /// length on open).
+        fn recorded_capacity(c: &Control) -> u64 {
+            c.config.capacity.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
         /// Slots wanted; rounded up to a power of two.
         pub fn capacity(mut self, capacity: u64) -> Self {
             self.opts.capacity = capacity;

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use shm_sync::primitive::{AtomicU32, Ordering};
+use shm_sync::sleepers;
 
 /// How a blocked `push`/`pop` (and `push_timeout`/`pop_timeout`) waits once the ring is
 /// full or empty. While data flows no strategy costs anything: a wait begins only when a
@@ -75,15 +76,11 @@ impl WaitStrategy {
     }
 }
 
-/// The adaptive budget's bounds (see [`WaitStrategy::SpinThenPark`]).
+/// The adaptive spin budget's bounds (see [`WaitStrategy::SpinThenPark`]), and where it
+/// starts: half way up.
 const ADAPT_MIN_NS: u64 = 10_000;
-const ADAPT_START_NS: u64 = 50_000;
 const ADAPT_MAX_NS: u64 = 100_000;
-const ADAPT_YIELDS: u32 = 2;
-/// Polls before a wait reads the clock: a wait this short costs no clock read.
-const FREE_POLLS: u32 = 8;
-/// Polls between two clock reads while spinning.
-const POLLS_PER_CLOCK: u32 = 64;
+const ADAPT_START_NS: u64 = ADAPT_MAX_NS / 2;
 
 /// One handle's waiting state: the adaptive budget, and the wait in progress.
 #[derive(Clone, Copy)]
@@ -260,20 +257,12 @@ pub(crate) fn park(
     let ready = || ready() || crate::shutdown::requested();
     // Acquire: pairs with the Release bump in `wake`, ordering our re-check after it.
     let epoch = flag.epoch.load(Ordering::Acquire);
-    // Count ourselves in and clear `WOKEN` in one step: a waker that then sees `WOKEN`
-    // set woke after this announcement. Release: pairs with the Acquire `fetch_or` in
-    // `wake_one_if_waiting`, so our read of `epoch` above happens before that waker's bump
-    // (which our futex wait then sees as a change).
-    let _ = flag
-        .waiting
-        .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
-            // Saturating: a garbage count at its top must not wrap to 0 (no sleeper, so
-            // no waker would wake us).
-            Some(((v & COUNT) + 1).min(COUNT))
-        });
-    // Heavy barrier: orders our `waiting` increment before the re-check below, and forces
-    // the waker's change-then-check through a full barrier too (see shm_sync::barrier).
-    let ordered = shm_sync::barrier::heavy();
+    // Count ourselves in and clear `WOKEN` (Release: pairs with the Acquire in
+    // `sleepers::first_wake`, so our read of `epoch` above happens before a once-per-round
+    // waker's bump, which our futex wait then sees as a change), then the heavy barrier:
+    // it orders the announcement before the re-check below, and forces the waker's
+    // change-then-check through a full barrier too (see shm_sync::barrier).
+    let ordered = sleepers::announce(&flag.waiting);
     // If the heavy barrier failed, a waker that skipped its fence may miss our flag: sleep
     // in short slices so a missed wake costs at most a millisecond.
     let cap = |s: Option<Duration>| {
@@ -305,27 +294,16 @@ pub(crate) fn park(
         // rather than spin straight back here (loom needs this yield to stay finite).
         shm_sync::primitive::yield_now();
     }
-    // Leaves `WOKEN` as it is. Saturating: a count a peer zeroed stays 0 rather than wrap
-    // to `COUNT`, from which the next announcement would wrap back to 0 and go unseen by
-    // every waker, on every wait after.
-    let _ = flag
-        .waiting
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-            Some((v & WOKEN) | (v & COUNT).saturating_sub(1))
-        });
+    sleepers::retire(&flag.waiting);
 }
-
-/// `FlagLine::waiting`: the sleepers' count, and a bit a one-sleeper waker sets when it
-/// wakes (cleared by every announcement).
-const COUNT: u32 = !WOKEN;
-const WOKEN: u32 = 1 << 31;
 
 /// The waking half, after the change a sleeper waits for: wake up to `n` sleepers if any
 /// announced themselves. Returns whether a wake was issued.
 #[inline]
 pub(crate) fn wake_if_waiting(registered: bool, flag: &FlagLine, n: u32) -> bool {
     shm_sync::barrier::light(registered);
-    if flag.waiting.load(Ordering::Relaxed) & COUNT != 0 {
+    // Relaxed: ordered by the barrier.
+    if sleepers::anyone(flag.waiting.load(Ordering::Relaxed)) {
         wake(flag, n);
         true
     } else {
@@ -353,13 +331,9 @@ pub(crate) fn wake_one_if_waiting(registered: bool, flag: &FlagLine) -> bool {
 #[inline]
 pub(crate) fn wake_once_if_waiting(registered: bool, flag: &FlagLine, n: u32) -> bool {
     shm_sync::barrier::light(registered);
-    let v = flag.waiting.load(Ordering::Relaxed);
-    if v & COUNT != 0 && v & WOKEN == 0 {
-        // Acquire: pairs with the sleeper's Release announcement (see `park`).
-        if flag.waiting.fetch_or(WOKEN, Ordering::Acquire) & WOKEN == 0 {
-            wake(flag, n);
-            return true;
-        }
+    if sleepers::first_wake(&flag.waiting) {
+        wake(flag, n);
+        return true;
     }
     false
 }
@@ -383,6 +357,13 @@ pub(crate) const SPSC_POLL_PAUSES: u32 = if cfg!(shm_loom) { 1 } else { 4 };
 /// measured a 160-170 ns round trip against 250-260 ns with 4, and about the same
 /// throughput (32-37 against 36-40 M msg/s, 4 runs each).
 pub(crate) const MPMC_POLL_PAUSES: u32 = 1;
+
+/// Polls before a wait reads the clock: a wait this short costs no clock read.
+const FREE_POLLS: u32 = 8;
+/// Polls between two clock reads while spinning.
+const POLLS_PER_CLOCK: u32 = 64;
+/// Yields after the adaptive budget runs out, before the wait sleeps.
+const ADAPT_YIELDS: u32 = 2;
 
 /// Polls per `strategy` until `try_once` yields something. Returns `None` when the caller
 /// should check its deadline and its peer, and then (if the strategy parks) sleep.
@@ -518,31 +499,21 @@ mod tests {
             },
             || None,
         );
-        assert_eq!(flag.waiting.load(Ordering::Relaxed) & COUNT, 0);
-        // The next sleeper's announcement must be visible to a waker.
-        let seen = std::cell::Cell::new(false);
-        park(
-            &target,
-            Some(Duration::from_millis(1)),
-            || {
-                seen.set(flag.waiting.load(Ordering::Relaxed) & COUNT != 0);
+        assert_eq!(flag.waiting.load(Ordering::Relaxed) & sleepers::COUNT, 0);
+        // Whether a sleeper's announcement is visible to a waker while it sleeps.
+        let announced = || {
+            let seen = std::cell::Cell::new(false);
+            let ready = || {
+                seen.set(flag.waiting.load(Ordering::Relaxed) & sleepers::COUNT != 0);
                 true
-            },
-            || None,
-        );
-        assert!(seen.get(), "an announced sleeper counted as none");
+            };
+            park(&target, Some(Duration::from_millis(1)), ready, || None);
+            seen.get()
+        };
+        assert!(announced(), "an announced sleeper counted as none");
         // A count at its top (garbage) saturates rather than wrapping to 0.
-        flag.waiting.store(COUNT, Ordering::Relaxed);
-        park(
-            &target,
-            Some(Duration::from_millis(1)),
-            || {
-                seen.set(flag.waiting.load(Ordering::Relaxed) & COUNT != 0);
-                true
-            },
-            || None,
-        );
-        assert!(seen.get(), "a saturated count wrapped to 0");
+        flag.waiting.store(sleepers::COUNT, Ordering::Relaxed);
+        assert!(announced(), "a saturated count wrapped to 0");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use common::{unique_name, Cleanup};
+use common::{scratch, unique_name, Cleanup};
 use shm_ring::{mpmc, spsc, WaitStrategy};
 
 struct Counting;
@@ -63,8 +63,7 @@ fn count(f: impl FnOnce()) -> u64 {
 fn push_and_pop_allocate_nothing_after_setup() {
     const N: u64 = 100_000;
     // SPSC in a segment, both strategies, one at a time, blocking and not, and chunks.
-    let name = unique_name("alloc-spsc");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("alloc-spsc");
     let ring = spsc::create::<[u64; 4]>(&name, 64).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     for strategy in [WaitStrategy::BusySpin, WaitStrategy::SpinThenPark] {
@@ -107,8 +106,7 @@ fn push_and_pop_allocate_nothing_after_setup() {
         shm_ring::broadcast::Policy::Overwrite,
         shm_ring::broadcast::Policy::BackPressure,
     ] {
-        let name = unique_name("alloc-bcast");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("alloc-bcast");
         let ring = shm_ring::broadcast::Builder::<u64>::new(&name)
             .capacity(64)
             .policy(policy)
@@ -169,8 +167,7 @@ fn thread_cpu() -> Duration {
 
 #[test]
 fn a_parked_consumer_on_an_idle_ring_sleeps() {
-    let name = unique_name("idle");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("idle");
     let ring = spsc::create::<u64>(&name, 16).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut rx = ring.consumer().unwrap();

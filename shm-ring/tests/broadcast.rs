@@ -127,8 +127,7 @@ fn parse_got(line: &str) -> (u64, u64, String) {
 #[test]
 fn four_subscriber_processes_under_back_pressure_receive_everything_in_order() {
     const N: u64 = 200_000;
-    let name = unique_name("bcast-bp4");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("bcast-bp4");
     let ring = broadcast::Builder::<[u64; 4]>::new(&name)
         .capacity(256)
         .policy(Policy::BackPressure)
@@ -162,8 +161,7 @@ fn four_subscriber_processes_under_back_pressure_receive_everything_in_order() {
 #[test]
 fn overwrite_subscribers_get_received_plus_lagged_equal_to_published_exactly() {
     const N: u64 = 300_000;
-    let name = unique_name("bcast-ow");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("bcast-ow");
     let ring = broadcast::create::<[u64; 4]>(&name, 64).unwrap();
     let mut subs: Vec<_> = [0, 2, 2]
         .iter()
@@ -230,8 +228,7 @@ fn a_publisher_killed_at_any_step_leaves_no_torn_value_and_is_taken_over() {
         ),
         ("publish", "end-claimed", 1, 0, RecvError::Timeout),
     ] {
-        let name = unique_name("bcast-kill-p");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("bcast-kill-p");
         // Large enough that the subscriber, which reads only after the death, is not lapped.
         let ring = broadcast::create::<[u64; 4]>(&name, 64).unwrap();
         let mut sub = ring.subscribe().unwrap();
@@ -276,8 +273,7 @@ fn a_killed_or_stalled_subscriber_stops_holding_a_back_pressure_publisher() {
         ("stall", None),
         ("subscribe", Some("broadcast-subscriber-copied:3")),
     ] {
-        let name = unique_name("bcast-kill-s");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("bcast-kill-s");
         let ring = broadcast::Builder::<[u64; 4]>::new(&name)
             .capacity(16)
             .policy(Policy::BackPressure)
@@ -343,8 +339,7 @@ fn a_killed_or_stalled_subscriber_stops_holding_a_back_pressure_publisher() {
 
 #[test]
 fn a_subscriber_stalled_mid_copy_past_a_lap_gets_lagged_never_a_torn_value() {
-    let name = unique_name("bcast-stall");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("bcast-stall");
     let ring = broadcast::create::<[u64; 4]>(&name, 8).unwrap();
     let mut p = ring.publisher().unwrap();
     let mut cmd = role("subscribe", &name, 0);
@@ -616,8 +611,7 @@ fn subscriber_records_are_limited_and_freed_on_drop() {
 #[test]
 fn positions_and_sequence_words_wrap() {
     for start in [u64::MAX - 20, (1 << 63) - 20] {
-        let name = unique_name("bcast-wrap");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("bcast-wrap");
         let ring = broadcast::Builder::<u64>::new(&name)
             .capacity(8)
             .initial_position(start)
@@ -644,8 +638,7 @@ fn positions_and_sequence_words_wrap() {
 
 #[test]
 fn opening_checks_kind_type_and_policy() {
-    let name = unique_name("bcast-open");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("bcast-open");
     let ring = broadcast::Builder::<u64>::new(&name)
         .capacity(8)
         .policy(Policy::BackPressure)
@@ -720,4 +713,32 @@ fn hostile_sequence_words_and_records_give_corrupted_never_a_hang() {
     }
     assert_eq!(ring.stats().evictions, 1);
     let _ = stride;
+}
+
+#[test]
+fn handles_learn_that_their_name_was_removed_and_re_created() {
+    let (name, _c) = scratch("bcast-recreated");
+    let old = broadcast::create::<u64>(&name, 8).unwrap();
+    let (mut p, mut s) = (old.publisher().unwrap(), old.subscribe().unwrap());
+    assert!(old.is_current() && p.is_current() && s.is_current());
+    shm_core::remove(&name).unwrap();
+    assert!(
+        !old.is_current() && !p.is_current() && !s.is_current(),
+        "the name is gone"
+    );
+    let new = broadcast::create::<u64>(&name, 8).unwrap();
+    assert!(new.is_current());
+    assert!(!old.is_current() && !p.is_current() && !s.is_current());
+    // The old ring goes on for its own handles, and nothing crosses to the new one.
+    p.try_publish(1).unwrap();
+    assert_eq!(s.try_recv(), Ok(1));
+    let mut s2 = new.subscribe().unwrap();
+    assert!(s2.is_current());
+    assert_eq!(s2.try_recv(), Err(RecvError::Empty));
+    // The old ring's creator, dropped, leaves its successor's name alone.
+    drop((p, s, old));
+    assert!(new.is_current() && s2.is_current());
+    let mut p2 = broadcast::open::<u64>(&name).unwrap().publisher().unwrap();
+    p2.try_publish(2).unwrap();
+    assert_eq!(s2.try_recv(), Ok(2));
 }

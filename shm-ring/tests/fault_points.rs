@@ -165,8 +165,7 @@ fn producer_dies_after_publishing(
 
 #[test]
 fn spsc_producer_dies_after_publishing_before_waking() {
-    let name = unique_name("f-spsc-pub");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-spsc-pub");
     let ring = spsc::create::<u64>(&name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
     producer_dies_after_publishing(
@@ -180,8 +179,7 @@ fn spsc_producer_dies_after_publishing_before_waking() {
 
 #[test]
 fn spsc_consumer_dies_after_freeing_a_slot_before_waking() {
-    let name = unique_name("f-spsc-free");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-spsc-free");
     let ring = spsc::create::<u64>(&name, 2).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.try_push(0).unwrap();
@@ -216,8 +214,7 @@ fn spsc_consumer_dies_after_freeing_a_slot_before_waking() {
 
 #[test]
 fn spsc_consumer_dies_between_reading_a_slot_and_freeing_it() {
-    let name = unique_name("f-spsc-read");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-spsc-read");
     let ring = spsc::create::<u64>(&name, 8).unwrap();
     let mut tx = ring.producer().unwrap();
     for i in 0..4 {
@@ -253,8 +250,7 @@ enum Before {
 fn spsc_end_killed_while_attaching() {
     for side in ["producer", "consumer"] {
         for before in [Before::Never, Before::Closed, Before::DeadHolder] {
-            let name = unique_name("f-spsc-attach");
-            let _c = Cleanup(name.clone());
+            let (name, _c) = scratch("f-spsc-attach");
             let ring = spsc::create::<u64>(&name, 4).unwrap();
             let mut tx = (side == "consumer").then(|| ring.producer().unwrap());
             let mut rx = (side == "producer").then(|| ring.consumer().unwrap());
@@ -348,8 +344,7 @@ fn spsc_end_killed_while_closing() {
     for point in ["end-closed", "end-released"] {
         // The producer pushes 0..3, lingers until we are parked again in `pop`, and dies
         // in its `Drop`: no wake comes.
-        let name = unique_name("f-spsc-close-p");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("f-spsc-close-p");
         let ring = spsc::create::<u64>(&name, 8).unwrap();
         let mut rx = ring.consumer().unwrap();
         let mut closer = end("spsc", "producer", &name, 3, 300, &format!("{point}:1"));
@@ -370,8 +365,7 @@ fn spsc_end_killed_while_closing() {
         assert_eq!(rx.try_pop(), Ok(3));
 
         // The consumer dies in its `Drop` while we are parked on a full ring.
-        let name = unique_name("f-spsc-close-c");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("f-spsc-close-c");
         let ring = spsc::create::<u64>(&name, 2).unwrap();
         let mut tx = ring.producer().unwrap();
         tx.try_push(0).unwrap();
@@ -401,8 +395,7 @@ fn spsc_end_killed_while_closing() {
 
 #[test]
 fn mpmc_producer_dies_after_publishing_before_waking() {
-    let name = unique_name("f-mpmc-pub");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-mpmc-pub");
     let ring = mpmc::create::<u64>(&name, 8).unwrap();
     let mut rx = ring.consumer().unwrap();
     producer_dies_after_publishing(
@@ -418,8 +411,7 @@ fn mpmc_producer_dies_after_publishing_before_waking() {
 fn mpmc_endpoint_killed_while_attaching() {
     // A first-ever attach dies before `ever` is set: consumers go on waiting for a
     // producer (no `PeerDied`, no `Disconnected`), and a new producer is heard.
-    let name = unique_name("f-mpmc-attach1");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-mpmc-attach1");
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let mut rx = ring.consumer().unwrap();
     run_to_death(end("mpmc", "producer", &name, 0, 0, "end-claimed:1"));
@@ -453,8 +445,7 @@ fn mpmc_endpoint_killed_while_detaching() {
         // Owner word cleared, the wake not made: a clean departure; parked peers notice.
         ("end-released", PopError::Disconnected),
     ] {
-        let name = unique_name("f-mpmc-detach");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("f-mpmc-detach");
         let ring = mpmc::create::<u64>(&name, 8).unwrap();
         let mut rx = ring.consumer().unwrap();
         // It pushes 2, lingers until we are parked again, and dies detaching.
@@ -479,8 +470,7 @@ fn mpmc_endpoint_killed_while_detaching() {
 
 #[test]
 fn mpmc_parked_endpoint_killed_costs_a_wake_per_item_and_nothing_else() {
-    let name = unique_name("f-mpmc-parked");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-mpmc-parked");
     let ring = mpmc::create::<u64>(&name, 16).unwrap();
     let mut tx = ring.producer().unwrap();
     // A consumer asleep in `pop` on the empty ring is killed.
@@ -510,8 +500,7 @@ fn mpmc_parked_endpoint_killed_costs_a_wake_per_item_and_nothing_else() {
 
 #[test]
 fn mpmc_dead_endpoints_are_reaped_by_attach() {
-    let name = unique_name("f-mpmc-reap");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-mpmc-reap");
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     // Every slot but one is held by this (live) process, the last by a child we kill.
     let live: Vec<_> = (0..MAX_ENDPOINTS - 1)
@@ -652,16 +641,7 @@ fn without_proc_nobody_alive_is_judged_dead() {
     // no locks), as code between fork and exec must.
     unsafe { cmd.pre_exec(move || hide_proc(&maps)) };
     match cmd.output() {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "{:?}\n{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(child_lines(&out.stdout), ["ok"]);
-        }
+        Ok(out) => assert_eq!(child_output_lines(out), ["ok"]),
         // Neither privilege nor user namespaces: nothing can hide /proc from a process here.
         Err(e) => println!("no private /proc on this machine ({e}); nothing to check"),
     }
@@ -679,8 +659,7 @@ fn a_consumer_killed_after_taking_an_item_loses_it_uncounted() {
         ("mpmc", "mpmc-consumer-released:2"),
         ("spsc", "spsc-consumer-published:2"),
     ] {
-        let name = unique_name("f-lost-after-release");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("f-lost-after-release");
         let pops = |name: &str| -> (u64, u64) {
             match kind {
                 "mpmc" => {
@@ -746,8 +725,7 @@ fn a_producer_whose_consumer_died_claiming_its_end_sleeps_rather_than_spins() {
     // producer's push had armed an exit notice on it, which fires; but no check calls an
     // end that never attached dead, so a blocked push must fall back to sleeping on its
     // timer rather than return from every sleep at once on the spent notice.
-    let name = unique_name("f-spsc-claim-dies");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("f-spsc-claim-dies");
     let ring = spsc::create::<u64>(&name, 2).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.try_push(0).unwrap();

@@ -15,7 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{poke, unique_name, Cleanup};
+use common::{poke, scratch};
 use proptest::prelude::*;
 use shm_ring::broadcast::{self, Policy};
 use shm_ring::{mpmc, spsc};
@@ -286,8 +286,7 @@ proptest! {
         writes in prop::collection::vec(write(), 1..8),
         ops in prop::collection::vec(op(), 1..24),
     ) {
-        let name = unique_name("fuzz-spsc");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("fuzz-spsc");
         let ring = spsc::create::<u64>(&name, CAP).unwrap();
         let (mut tx, mut rx) = (Some(ring.producer().unwrap()), Some(ring.consumer().unwrap()));
         for i in 0..before {
@@ -323,8 +322,7 @@ proptest! {
         seqs in prop::collection::vec((0u64..CAP, seq_word()), 0..6),
         ops in prop::collection::vec(op(), 1..24),
     ) {
-        let name = unique_name("fuzz-mpmc");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("fuzz-mpmc");
         let ring = mpmc::Builder::<u64>::new(&name)
             .capacity(CAP)
             .claim_timeout(Duration::from_millis(2))
@@ -370,8 +368,7 @@ proptest! {
         seqs in prop::collection::vec((0u64..CAP, word()), 0..6),
         ops in prop::collection::vec(op(), 1..24),
     ) {
-        let name = unique_name("fuzz-bcast");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("fuzz-bcast");
         let policy = if back_pressure { Policy::BackPressure } else { Policy::Overwrite };
         let ring = broadcast::Builder::<u64>::new(&name)
             .capacity(CAP)

@@ -47,8 +47,7 @@ fn child_open_or_create() {
 fn eight_processes_racing_open_or_create_make_exactly_one_creator() {
     for kind in ["spsc", "mpmc"] {
         for round in 0..3 {
-            let name = unique_name(&format!("ooc-{kind}-{round}"));
-            let _c = Cleanup(name.clone());
+            let (name, _c) = scratch(&format!("ooc-{kind}-{round}"));
             let start = mono_ns() + 300_000_000;
             let mut kids: Vec<Running> = (0..8)
                 .map(|_| {
@@ -82,8 +81,7 @@ fn eight_processes_racing_open_or_create_make_exactly_one_creator() {
 
 #[test]
 fn open_or_create_opens_a_ring_that_exists_and_keeps_its_capacity() {
-    let name = unique_name("ooc-exists");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("ooc-exists");
     let first = spsc::open_or_create::<u64>(&name, 16).unwrap();
     assert!(first.is_creator());
     let second = spsc::open_or_create::<u64>(&name, 4096).unwrap();
@@ -109,8 +107,7 @@ fn open_or_create_opens_a_ring_that_exists_and_keeps_its_capacity() {
 #[test]
 fn an_open_waits_for_a_name_that_appears_later() {
     for kind in ["spsc", "mpmc"] {
-        let name = unique_name(&format!("wait-name-{kind}"));
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch(&format!("wait-name-{kind}"));
         let creator = {
             let name = name.clone();
             std::thread::spawn(move || {
@@ -172,8 +169,7 @@ fn a_wait_for_a_name_that_never_appears_ends_in_not_found() {
 fn a_wait_for_a_name_too_long_for_the_clock_waits_without_limit() {
     // `Duration::MAX` cannot be added to an `Instant`: it must mean "no limit", not a
     // panic and not "no wait".
-    let name = unique_name("wait-name-max");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-name-max");
     let creator = {
         let name = name.clone();
         std::thread::spawn(move || {
@@ -319,8 +315,7 @@ fn child_feed_of_ticks() {
 #[test]
 fn a_reader_of_another_payload_layout_is_refused_naming_both_types() {
     for kind in ["spsc", "mpmc"] {
-        let name = unique_name(&format!("identity-{kind}"));
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch(&format!("identity-{kind}"));
         let mut c = child("child_feed_of_ticks", &name);
         c.env(KIND, kind);
         let mut feed = Running::spawn(c);
@@ -401,8 +396,7 @@ fn child_creates_and_pushes() {
 
 #[test]
 fn an_old_handle_learns_that_its_name_now_means_another_ring() {
-    let name = unique_name("recreated");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("recreated");
     let mut first = child("child_creates_and_pushes", &name);
     first.env("SHMRING_VALUE", "1").env("SHMRING_EXIT", "1");
     let mut first = Running::spawn(first);
@@ -466,8 +460,7 @@ fn child_restarted_consumer() {
 
 #[test]
 fn a_restarted_consumer_chooses_backlog_or_live_and_tells_them_apart() {
-    let name = unique_name("restart-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("restart-c");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut tx = ring.producer().unwrap();
     let t20 = Duration::from_secs(20);
@@ -549,8 +542,7 @@ fn child_restarted_producer() {
 
 #[test]
 fn a_consumer_tells_a_dead_producers_items_from_its_successors() {
-    let name = unique_name("restart-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("restart-p");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     let t20 = Duration::from_secs(20);
@@ -598,8 +590,7 @@ fn child_mpmc_consumer_holds() {
 
 #[test]
 fn an_mpmc_endpoint_taken_over_from_a_dead_holder_says_whose_it_was() {
-    let name = unique_name("restart-m");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("restart-m");
     let ring = mpmc::create::<u64>(&name, 16).unwrap();
     let tx = ring.producer().unwrap();
     assert_eq!(tx.attachment().generation, 1);

@@ -322,8 +322,7 @@ fn pop_n(name: &str, n: u64) {
 
 #[test]
 fn two_producer_and_two_consumer_processes_deliver_exactly_once() {
-    let name = unique_name("mpmc-2x2");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-2x2");
     let ring = mpmc::create::<u64>(&name, 4096).unwrap();
     // Hold a producer end until everyone is attached, so no consumer sees "all producers
     // gone" before they start.
@@ -376,8 +375,7 @@ fn two_producer_and_two_consumer_processes_deliver_exactly_once() {
 #[test]
 fn producer_killed_between_claim_and_publish_does_not_wedge_consumers() {
     for point in ["mpmc-producer-claimed", "mpmc-producer-written"] {
-        let name = unique_name("mpmc-kill-p");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("mpmc-kill-p");
         let ring = mpmc::Builder::<u64>::new(&name)
             .capacity(64)
             .claim_timeout(Duration::from_millis(50))
@@ -430,8 +428,7 @@ fn producer_killed_between_claim_and_publish_does_not_wedge_consumers() {
 
 #[test]
 fn consumer_killed_between_claim_and_release_does_not_wedge_producers() {
-    let name = unique_name("mpmc-kill-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-kill-c");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(8)
         .claim_timeout(Duration::from_millis(50))
@@ -566,8 +563,7 @@ fn consumer_killed_mid_skip_is_finished_by_the_next() {
 #[test]
 fn a_consumer_killed_between_claiming_and_marking_blocks_nobody() {
     for point in ["mpmc-consumer-claimed", "mpmc-consumer-read"] {
-        let name = unique_name("mpmc-kill-claim");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("mpmc-kill-claim");
         let ring = mpmc::Builder::<u64>::new(&name)
             .capacity(4)
             .claim_timeout(Duration::from_millis(300))
@@ -987,8 +983,7 @@ fn a_stalled_producers_late_resumption_never_wedges_a_dead_writers_slot() {
 /// release then wiped the new message).
 #[test]
 fn a_consumer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
-    let name = unique_name("mpmc-stale-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-stale-c");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(4)
         .claim_timeout(Duration::from_millis(20))
@@ -1039,8 +1034,7 @@ fn a_consumer_stalled_before_its_mark_leaves_no_trace_on_a_later_lap() {
 
 #[test]
 fn positions_near_u64_max_wrap_around() {
-    let name = unique_name("mpmc-wrap");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-wrap");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(8)
         .initial_position(u64::MAX - 5)
@@ -1101,8 +1095,7 @@ fn endpoints_are_limited_and_disconnect_is_seen() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
-    let name = unique_name("mpmc-bad");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-bad");
     assert!(matches!(
         mpmc::create::<u64>(&name, 0),
         Err(RingError::ZeroCapacity { .. })
@@ -1148,8 +1141,7 @@ fn bad_input_is_a_typed_error() {
 
 #[test]
 fn garbage_sequences_are_errors_within_bounded_time() {
-    let name = unique_name("mpmc-garbage");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-garbage");
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     // Slots (32 bytes each: seq, writer, reader, value) start after the 1920-byte control
@@ -1232,8 +1224,7 @@ fn a_batch_producer_killed_after_its_claim_costs_one_claim_timeout_not_one_per_s
     // any. Consumers wait out one claim timeout (300 ms) on the first, then give up the
     // other 31 at once: their claims are provably as old. One timeout per slot would be
     // 9.6 s.
-    let name = unique_name("mpmc-batch-kill");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-batch-kill");
     let timeout = Duration::from_millis(300);
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(64)
@@ -1261,8 +1252,7 @@ fn a_batch_producer_stalled_past_the_claim_timeout_gets_its_values_back() {
     // process), past the 50 ms claim timeout. Consumers give the claims up; when it
     // resumes, nothing of the batch is published, `push_slice` says 0, and it pushes the 8
     // again one by one: each arrives exactly once, in order.
-    let name = unique_name("mpmc-batch-stall");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-batch-stall");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(16)
         .claim_timeout(Duration::from_millis(50))
@@ -1306,8 +1296,7 @@ fn a_batch_consumer_killed_after_its_claim_costs_the_producers_one_claim_timeout
     // A consumer claims 8 published items with one compare-exchange and dies before
     // marking them: they are lost (at-most-once), and producers reclaim the 8 slots after
     // one claim timeout, not eight.
-    let name = unique_name("mpmc-batch-ckill");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-batch-ckill");
     let timeout = Duration::from_millis(300);
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(8)
@@ -1387,8 +1376,7 @@ fn a_live_batch_consumer_stalled_mid_read_loses_nothing() {
     // Its whole run is marked READING before it reads any, so a producer needing the other
     // slots waits for the live reader instead of reclaiming them (it used to: they were
     // claimed and not yet marked).
-    let name = unique_name("mpmc-batch-stall-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-batch-stall-c");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(4)
         .claim_timeout(Duration::from_millis(50))
@@ -1442,8 +1430,7 @@ fn a_hole_lapped_by_a_hole_is_passed_not_called_corrupted() {
 
 #[test]
 fn try_pop_says_in_flight_not_empty_while_an_earlier_push_is_unpublished() {
-    let name = unique_name("mpmc-inflight");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-inflight");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(4)
         .claim_timeout(Duration::from_secs(30))
@@ -1536,8 +1523,7 @@ fn mpmc_batches_say_why_they_stopped() {
 
 #[test]
 fn pushes_hear_that_every_consumer_died_before_the_ring_fills() {
-    let name = unique_name("mpmc-early-death");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mpmc-early-death");
     let ring = mpmc::create::<u64>(&name, 1024).unwrap();
     let mut tx = ring.producer().unwrap();
     // Two consumer processes, each popping (up to 1000 messages) until killed.

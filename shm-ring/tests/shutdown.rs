@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shm_core::OpenErrorKind;
-use shm_ring::{mpmc, spsc, PopError, PushError, RingError, Shutdown};
+use shm_ring::broadcast::{self, Policy};
+use shm_ring::{mpmc, spsc, PopError, PublishError, PushError, RecvError, RingError, Shutdown};
 
 const ROLE: &str = "SHMRING_ROLE";
 const HANG: Duration = Duration::from_secs(20);
@@ -76,6 +77,34 @@ fn child_signalled() {
             }
             println!("CHILD:interrupted {}", stop.signal().unwrap());
         }
+        // Subscribes to the parent's broadcast ring and receives until interrupted.
+        "broadcast-subscriber" => {
+            let ring = broadcast::open::<u64>(&name).unwrap();
+            let mut rx = ring.subscribe().unwrap();
+            println!("CHILD:ready");
+            loop {
+                match rx.recv() {
+                    Ok(v) => println!("CHILD:got {v}"),
+                    Err(RecvError::Interrupted) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("CHILD:interrupted {}", stop.signal().unwrap());
+        }
+        // Publishes to the parent's back-pressure ring until it is full, then blocks
+        // publishing one more.
+        "broadcast-publisher" => {
+            let ring = broadcast::open::<u64>(&name).unwrap();
+            let mut tx = ring.publisher().unwrap();
+            for i in 0..ring.capacity() {
+                tx.publish(i).unwrap();
+            }
+            println!("CHILD:full");
+            match tx.publish(99) {
+                Err(PublishError::Interrupted(v)) => println!("CHILD:interrupted {v}"),
+                other => panic!("{other:?}"),
+            }
+        }
         // Never looks at the shutdown: only a second signal ends it.
         "oblivious" => {
             let _ring = spsc::create::<u64>(&name, 8).unwrap();
@@ -130,8 +159,7 @@ fn child_signalled() {
 
 #[test]
 fn sigterm_closes_a_sleeping_consumer_cleanly_and_removes_its_name() {
-    let name = unique_name("sig-spsc-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sig-spsc-c");
     let mut kid = Running::spawn(role("spsc-consumer", &name));
     kid.expect_line("ready", HANG);
     let ring = spsc::open::<u64>(&name).unwrap();
@@ -160,8 +188,7 @@ fn sigterm_closes_a_sleeping_consumer_cleanly_and_removes_its_name() {
 
 #[test]
 fn sigint_interrupts_a_producer_blocked_on_a_full_ring() {
-    let name = unique_name("sig-spsc-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sig-spsc-p");
     let ring = spsc::create::<u64>(&name, 4).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut kid = Running::spawn(role("spsc-producer", &name));
@@ -179,8 +206,7 @@ fn sigint_interrupts_a_producer_blocked_on_a_full_ring() {
 
 #[test]
 fn sigterm_closes_a_sleeping_mpmc_consumer_cleanly() {
-    let name = unique_name("sig-mpmc-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sig-mpmc-c");
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut kid = Running::spawn(role("mpmc-consumer", &name));
@@ -201,8 +227,7 @@ fn sigterm_closes_a_sleeping_mpmc_consumer_cleanly() {
 
 #[test]
 fn a_second_signal_ends_a_process_that_never_looks() {
-    let name = unique_name("sig-twice");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sig-twice");
     let mut kid = Running::spawn(role("oblivious", &name));
     kid.expect_line("ready", HANG);
     signal(&kid, libc::SIGINT);
@@ -225,8 +250,7 @@ fn a_second_signal_ends_a_process_that_never_looks() {
 
 #[test]
 fn a_signal_after_an_own_request_is_still_the_first() {
-    let name = unique_name("sig-request");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sig-request");
     let mut kid = Running::spawn(role("request-first", &name));
     kid.expect_line("ready", HANG);
     signal(&kid, libc::SIGTERM);
@@ -236,8 +260,7 @@ fn a_signal_after_an_own_request_is_still_the_first() {
 
 #[test]
 fn a_forked_child_has_the_default_action_and_leaves_its_parent_alone() {
-    let name = unique_name("sig-fork");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sig-fork");
     let mut kid = Running::spawn(role("forker", &name));
     let line = kid.next_line(HANG);
     let g: libc::pid_t = line
@@ -257,4 +280,43 @@ fn a_forked_child_has_the_default_action_and_leaves_its_parent_alone() {
         HANG,
     );
     assert!(kid.wait_success(HANG));
+}
+
+#[test]
+fn sigterm_interrupts_a_sleeping_broadcast_subscriber_whose_record_is_freed() {
+    let (name, _c) = scratch("sig-bcast-s");
+    let ring = broadcast::create::<u64>(&name, 8).unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let mut kid = Running::spawn(role("broadcast-subscriber", &name));
+    kid.expect_line("ready", HANG);
+    tx.publish(5).unwrap();
+    kid.expect_line("got 5", HANG);
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&kid, libc::SIGTERM);
+    kid.expect_line(&format!("interrupted {}", libc::SIGTERM), HANG);
+    assert!(kid.wait_success(HANG));
+    // It left cleanly: its subscriber record is free again.
+    assert!(ring.stats().subscribers.is_empty());
+}
+
+#[test]
+fn sigint_interrupts_a_broadcast_publisher_held_back_by_a_subscriber() {
+    let (name, _c) = scratch("sig-bcast-p");
+    let ring = broadcast::Builder::<u64>::new(&name)
+        .capacity(4)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut rx = ring.subscribe().unwrap();
+    let mut kid = Running::spawn(role("broadcast-publisher", &name));
+    kid.expect_line("full", HANG);
+    std::thread::sleep(Duration::from_millis(50));
+    signal(&kid, libc::SIGINT);
+    // The value comes back to the publisher, which then closes.
+    kid.expect_line("interrupted 99", HANG);
+    assert!(kid.wait_success(HANG));
+    for i in 0..4 {
+        assert_eq!(rx.recv_timeout(HANG), Ok(i));
+    }
+    assert_eq!(rx.recv_timeout(HANG), Err(RecvError::Disconnected));
 }

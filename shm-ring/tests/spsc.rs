@@ -149,8 +149,7 @@ proptest! {
 
 #[test]
 fn positions_near_u64_max_wrap_around() {
-    let name = unique_name("wrap");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wrap");
     let ring = spsc::Builder::<u64>::new(&name)
         .capacity(8)
         .initial_position(u64::MAX - 5)
@@ -196,8 +195,7 @@ fn push_each(name: &str) {
 
 #[test]
 fn producer_killed_between_writing_a_slot_and_publishing_it() {
-    let name = unique_name("spsc-fault-written");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("spsc-fault-written");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut doomed = role("push-each", &name);
@@ -269,8 +267,7 @@ fn produce(name: &str) {
 
 #[test]
 fn ten_million_sequenced_messages_between_processes() {
-    let name = unique_name("10m");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("10m");
     let ring = spsc::create::<u64>(&name, 4096).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut producer = role("produce", &name);
@@ -323,8 +320,7 @@ fn produce_forever(name: &str) {
 
 #[test]
 fn producer_killed_mid_stream_consumer_gets_everything_then_peer_died() {
-    let name = unique_name("kill-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("kill-p");
     let ring = spsc::create::<u64>(&name, 1024).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut producer = Running::spawn(role("produce-forever", &name));
@@ -377,8 +373,7 @@ fn pop_then_wait(name: &str) {
 
 #[test]
 fn consumer_killed_pushes_say_peer_died_before_the_ring_fills_and_a_successor_gets_the_rest() {
-    let name = unique_name("kill-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("kill-c");
     let ring = spsc::create::<u64>(&name, 16).unwrap();
     let mut tx = ring.producer().unwrap();
     for i in 0..10 {
@@ -434,8 +429,7 @@ fn chunk_then_die(name: &str) {
 
 #[test]
 fn producer_killed_mid_chunk_publishes_none_of_it() {
-    let name = unique_name("kill-chunk");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("kill-chunk");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut producer = role("chunk-then-die", &name);
@@ -487,8 +481,7 @@ fn a_parked_end_killed_in_its_sleep_costs_one_wake_and_nothing_else() {
     // nobody. A new consumer takes the end over; the first push then pays one FUTEX_WAKE
     // for the dead sleeper still counted on the flag (counted in `wakeups`) and marks the
     // flag woken, the rest pay none, and the new consumer gets every item in order.
-    let name = unique_name("kill-parked-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("kill-parked-c");
     let ring = spsc::create::<u64>(&name, 16).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut parked = Running::spawn(role("park-consumer", &name));
@@ -511,8 +504,7 @@ fn a_parked_end_killed_in_its_sleep_costs_one_wake_and_nothing_else() {
 
     // A producer asleep on a full ring is killed: the consumer drains everything it
     // published, the first pop paying one wake, and then hears PeerDied.
-    let name = unique_name("kill-parked-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("kill-parked-p");
     let ring = spsc::create::<u64>(&name, 4).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut parked = Running::spawn(role("park-producer", &name));
@@ -542,8 +534,7 @@ fn hold_producer(name: &str) {
 
 #[test]
 fn second_producer_gets_role_taken_naming_the_holder() {
-    let name = unique_name("role");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("role");
     let ring = spsc::create::<u64>(&name, 16).unwrap();
     let mut holder = Running::spawn(role("hold-producer", &name));
     holder.expect_line("holding", Duration::from_secs(30));
@@ -641,14 +632,11 @@ fn timeouts_return_on_time_in_both_strategies() {
 
 fn echo(name: &str) {
     // Pops from "<name>-ping", pushes to "<name>-pong", parked between messages.
-    let mut rx = spsc::open::<u64>(&format!("{name}-ping"))
-        .unwrap()
-        .consumer()
-        .unwrap();
-    let mut tx = spsc::open::<u64>(&format!("{name}-pong"))
-        .unwrap()
-        .producer()
-        .unwrap();
+    let open = |side: &str| spsc::open::<u64>(&format!("{name}-{side}")).unwrap();
+    let (mut rx, mut tx) = (
+        open("ping").consumer().unwrap(),
+        open("pong").producer().unwrap(),
+    );
     println!("CHILD:ready");
     loop {
         match rx.pop() {
@@ -691,8 +679,7 @@ fn parked_peers_wake_each_other_across_processes() {
 
 #[test]
 fn bad_input_is_a_typed_error() {
-    let name = unique_name("bad");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("bad");
     assert!(matches!(
         spsc::create::<u64>(&name, 0),
         Err(RingError::ZeroCapacity { .. })
@@ -743,8 +730,7 @@ fn bad_input_is_a_typed_error() {
 
 #[test]
 fn corrupted_positions_are_errors_not_out_of_bounds() {
-    let name = unique_name("corrupt");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("corrupt");
     let ring = spsc::create::<u64>(&name, 8).unwrap();
     let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
     tx.try_push(1).unwrap();
@@ -810,8 +796,7 @@ fn a_planted_file_far_larger_than_its_ring_is_refused_without_touching_it() {
     let planted = |tag: &str,
                    create: &dyn Fn(&str, shm_core::SegmentBuilder),
                    open: &dyn Fn(&str) -> Option<String>| {
-        let name = unique_name(tag);
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch(tag);
         create(
             &name,
             shm_core::SegmentBuilder::new(&name).unlink_on_drop(false),
@@ -842,8 +827,7 @@ fn a_planted_file_far_larger_than_its_ring_is_refused_without_touching_it() {
         &|n| shm_ring::mpmc::open::<u64>(n).err().map(|e| e.to_string()),
     );
 
-    let name = unique_name("planted-sync");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("planted-sync");
     let mut m =
         shm_sync::Shared::<shm_sync::Mutex<u64>>::create(&name, (0, shm_sync::Protocol::Normal))
             .unwrap();
@@ -943,8 +927,7 @@ fn batches_and_chunks_say_why_they_stopped_and_hear_of_a_departed_or_dead_peer()
     assert!(matches!(rx.read_chunk(1), Err(ChunkError::Disconnected)));
 
     // Across processes, SIGKILLed peers.
-    let name = unique_name("batch-dead");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("batch-dead");
     // Room for 10 s of the loop below: only the exit watcher's notice can end it, never a
     // full ring's liveness check (whose verdict the next call would not yet repeat).
     let ring = spsc::create::<u64>(&name, 1 << 15).unwrap();

@@ -329,7 +329,7 @@ fn a_peer_scribbling_on_published_slots_is_garbage_not_a_data_race() {
     const ROUNDS: u64 = if cfg!(miri) { 4 } else { 2_000 };
     const K: u64 = 12;
 
-    /// Where a ring's slot values lie (from `raw_values`), to hand to the scribbling thread.
+    /// Where a ring's slot values lie (from `raw_slots`, `raw_values`), to hand to the scribbling thread.
     #[derive(Clone, Copy)]
     struct Values(*mut u8, usize, u64);
     // SAFETY: only an address, used by the scribbler for atomic stores into the ring's
@@ -357,7 +357,7 @@ fn a_peer_scribbling_on_published_slots_is_garbage_not_a_data_race() {
     let spsc = spsc::Ring::<Block>::in_process(16).unwrap();
     let mpmc = mpmc::Ring::<Block>::in_process(16).unwrap();
     let values = |(b, s, c): (*mut u8, usize, u64)| Values(b, s, c);
-    let (sv, mv) = (values(spsc.raw_values()), values(mpmc.raw_values()));
+    let (sv, mv) = (values(spsc.raw_slots()), values(mpmc.raw_values()));
     let (mut stx, mut srx) = (spsc.producer().unwrap(), spsc.consumer().unwrap());
     let (mut mtx, mut mrx) = (mpmc.producer().unwrap(), mpmc.consumer().unwrap());
     let (start, end) = (Barrier::new(3), Barrier::new(3));

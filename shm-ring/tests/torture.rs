@@ -407,8 +407,7 @@ fn contend(
 }
 
 fn lock_round(protocol: Option<Protocol>, seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-lock");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-lock");
     let role = if protocol.is_some() { "mutex" } else { "spin" };
     let keep = match protocol {
         Some(p) => Ok(Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), p)).unwrap()),
@@ -479,8 +478,7 @@ fn lock_round(protocol: Option<Protocol>, seed: u64, run_for: Duration) -> Outco
 }
 
 fn spsc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-spsc-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-spsc-p");
     let ring = spsc::create::<u64>(&name, 1 << (2 + seed % 6)).unwrap();
     let mut w = worker("spsc-producer", &name, seed);
     let mut rx = ring.consumer().unwrap();
@@ -517,8 +515,7 @@ fn spsc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
 }
 
 fn spsc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-spsc-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-spsc-c");
     let ring = spsc::create::<u64>(&name, 1 << (2 + seed % 6)).unwrap();
     let mut tx = ring.producer().unwrap();
     let mut w = worker("spsc-consumer", &name, seed);
@@ -568,8 +565,7 @@ fn spsc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
 }
 
 fn mpmc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-mpmc-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-mpmc-p");
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(1 << (2 + seed % 6))
         .claim_timeout(CLAIM_TIMEOUT)
@@ -657,8 +653,7 @@ fn mpmc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
 }
 
 fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-mpmc-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-mpmc-c");
     let _c2 = Cleanup(format!("{name}-log"));
     let ring = mpmc::Builder::<u64>::new(&name)
         .capacity(1 << (2 + seed % 6))
@@ -742,8 +737,7 @@ fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
 /// `PeerDied`: received + lagged = every position the publisher sealed (and, under
 /// back-pressure, nothing lagged).
 fn broadcast_publisher_dies(seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-bcast-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-bcast-p");
     let policy = if seed % 2 == 0 {
         Policy::Overwrite
     } else {
@@ -818,8 +812,7 @@ fn broadcast_publisher_dies(seed: u64, run_for: Duration) -> Outcome {
 /// evicted once it holds the publisher back), and a subscriber thread here got every
 /// message in order.
 fn broadcast_subscriber_dies(seed: u64, run_for: Duration) -> Outcome {
-    let name = unique_name("torture-bcast-s");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("torture-bcast-s");
     let cap = 1u64 << (2 + seed % 6);
     let ring = broadcast::Builder::<u64>::new(&name)
         .capacity(cap)

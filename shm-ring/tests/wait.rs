@@ -70,8 +70,7 @@ fn a_sleeping_consumer_hears_of_its_producers_death_without_a_timer() {
             yields: 0,
         }),
     ] {
-        let name = unique_name("wait-spsc-c");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("wait-spsc-c");
         let ring = spsc::create::<u64>(&name, 64).unwrap();
         let mut rx = ring.consumer().unwrap();
         rx.set_wait_strategy(strategy);
@@ -94,8 +93,7 @@ fn a_sleeping_consumer_hears_of_its_producers_death_without_a_timer() {
 
 #[test]
 fn a_sleeping_producer_hears_of_its_consumers_death_without_a_timer() {
-    let name = unique_name("wait-spsc-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-spsc-p");
     let ring = spsc::create::<u64>(&name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.set_liveness_interval(NEVER);
@@ -113,8 +111,7 @@ fn a_sleeping_producer_hears_of_its_consumers_death_without_a_timer() {
 
 #[test]
 fn sleeping_mpmc_ends_hear_of_the_last_peers_death_without_a_timer() {
-    let name = unique_name("wait-mpmc-c");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-mpmc-c");
     let ring = mpmc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     rx.set_liveness_interval(NEVER);
@@ -127,8 +124,7 @@ fn sleeping_mpmc_ends_hear_of_the_last_peers_death_without_a_timer() {
     killer.join().unwrap();
     drop(rx);
 
-    let name = unique_name("wait-mpmc-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-mpmc-p");
     let ring = mpmc::create::<u64>(&name, 4).unwrap();
     let mut tx = ring.producer().unwrap();
     tx.set_liveness_interval(NEVER);
@@ -155,8 +151,7 @@ fn voluntary_switches() -> u64 {
 
 #[test]
 fn an_idle_sleeper_wakes_about_once_a_second_not_once_per_liveness_interval() {
-    let name = unique_name("wait-idle-s");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-idle-s");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     let mut peer = holding("spsc-producer", &name);
@@ -193,8 +188,7 @@ fn a_peer_that_dies_between_two_sleeps_is_heard_at_once() {
     // producer dies while the consumer is not asleep, so its notice wakes nobody. The
     // next `pop` must not sleep on that spent notice: with an hour-long liveness interval
     // it would sleep until its timeout.
-    let name = unique_name("wait-between");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-between");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let mut rx = ring.consumer().unwrap();
     rx.set_liveness_interval(NEVER);
@@ -222,8 +216,7 @@ fn a_peer_that_dies_between_two_sleeps_is_heard_at_once() {
 
 #[test]
 fn a_push_hears_of_its_consumers_death_before_the_ring_fills() {
-    let name = unique_name("wait-push-death");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-push-death");
     let ring = spsc::create::<u64>(&name, 4096).unwrap();
     let mut tx = ring.producer().unwrap();
     // Only the exit watcher can tell in time: the liveness check runs only on a full ring.
@@ -264,8 +257,7 @@ fn a_push_hears_of_its_consumers_death_before_the_ring_fills() {
 
 #[test]
 fn is_abandoned_counts_a_killed_producer() {
-    let name = unique_name("wait-abandon-p");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-abandon-p");
     let ring = spsc::create::<u64>(&name, 64).unwrap();
     let rx = ring.consumer().unwrap();
     let mut peer = holding("spsc-producer", &name);
@@ -280,8 +272,7 @@ fn a_claim_another_consumer_finished_leaves_no_short_sleep_slices_behind() {
     // that claim's timeout on short (1 ms) slices. C1 then takes the item. On the idle
     // ring that follows, C2 must sleep its long slices again, not 1 ms ones for a claim
     // that is long finished.
-    let name = unique_name("wait-stale-stuck");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wait-stale-stuck");
     let ring = mpmc::create::<u64>(&name, 8).unwrap();
     let mut tx = ring.producer().unwrap();
     let (mut c1, mut c2) = (ring.consumer().unwrap(), ring.consumer().unwrap());
@@ -314,8 +305,7 @@ fn a_budget_spinning_longer_than_the_liveness_interval_still_checks_its_peer_eac
     // `Budget` with an hour-long spin never sleeps, so no exit notice can end its wait: the
     // spin is cut once per liveness interval, and each cut must check the peer.
     for kind in ["spsc", "mpmc"] {
-        let name = unique_name(&format!("wait-long-budget-{kind}"));
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch(&format!("wait-long-budget-{kind}"));
         let long = WaitStrategy::Budget(SpinBudget {
             spin: Duration::from_secs(3600),
             yields: 0,

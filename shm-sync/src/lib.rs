@@ -57,6 +57,7 @@ mod semaphore;
 mod seqlock;
 #[cfg(not(shm_loom))]
 mod shared;
+pub mod sleepers;
 mod spin;
 #[cfg(not(shm_loom))]
 mod sys;

@@ -77,16 +77,12 @@ pub struct SeqLock<T> {
     writer_id: AtomicU64,
     writer: SpinLock<()>,
     changes: AtomicU32,
+    /// The sleeping readers ([`crate::sleepers`]): a writer wakes them once per round, so
+    /// a reader killed in its sleep costs one `FUTEX_WAKE`, not one per write.
     waiting: AtomicU32,
     _reserved: [AtomicU64; 3],
     data: Data<T>,
 }
-
-/// `SeqLock::waiting`: the sleeping readers' count, and a bit a writer sets when it wakes
-/// them (cleared by every reader that goes to sleep), so a reader killed in its sleep costs
-/// one `FUTEX_WAKE`, not one per write.
-const COUNT: u32 = !WOKEN;
-const WOKEN: u32 = 1 << 31;
 
 /// Who wrote a [`SeqLock`] last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,24 +230,20 @@ impl<T: bytemuck::Pod> SeqLock<T> {
         // compiler fence when the process is registered for the reader's membarrier (see
         // `barrier`), else a SeqCst fence pairing with the one in `barrier::heavy`.
         crate::barrier::light(crate::owner::barrier_registered());
-        // Relaxed: ordered by the barrier above.
-        let w = self.waiting.load(Ordering::Relaxed);
-        if w & COUNT != 0 && w & WOKEN == 0 {
+        if crate::sleepers::first_wake(&self.waiting) {
             self.wake_readers();
         }
         Ok(())
     }
 
-    /// Wakes the readers sleeping in [`Changes`] (once per round of sleepers).
+    /// Wakes the readers sleeping in [`Changes`] (the first waker of a round of sleepers:
+    /// `sleepers::first_wake`, whose Acquire orders each sleeper's read of `changes` before
+    /// our bump below, which its futex wait then sees as a change).
     #[cold]
     fn wake_readers(&self) {
-        // Acquire: pairs with a sleeper's Release announcement, so its read of `changes`
-        // happened before our bump below (which its futex wait then sees as a change).
-        if self.waiting.fetch_or(WOKEN, Ordering::Acquire) & WOKEN == 0 {
-            // Release: pairs with the Acquire load of `changes` in `Changes::sleep`.
-            self.changes.fetch_add(1, Ordering::Release);
-            crate::futex::wake_all(&self.changes);
-        }
+        // Release: pairs with the Acquire load of `changes` in `Changes::sleep`.
+        self.changes.fetch_add(1, Ordering::Release);
+        crate::futex::wake_all(&self.changes);
     }
 
     /// Who wrote last, and whether that process still runs (one `/proc` read).
@@ -512,18 +504,12 @@ impl<T: bytemuck::Pod> Changes<'_, T> {
         let lock = self.lock;
         // Acquire: pairs with the Release bump in `wake_readers` (and in exit notices).
         let epoch = lock.changes.load(Ordering::Acquire);
-        // Count ourselves in and clear `WOKEN`; saturating, so a garbage count cannot wrap
-        // to 0 (no sleeper seen). Release: pairs with the Acquire `fetch_or` in
-        // `wake_readers`, so our read of `changes` above comes before that writer's bump.
-        let _ = lock
-            .waiting
-            .fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
-                Some(((v & COUNT) + 1).min(COUNT))
-            });
-        // Our half of the handshake with the writer's publish (see `write_until`): orders
-        // the announcement before the re-read of `seq` below, for this process and every
-        // registered writer. If it failed, a writer may have missed us: short slices.
-        let ordered = crate::barrier::heavy();
+        // Count ourselves in (Release: pairs with the writer's Acquire in
+        // `sleepers::first_wake`, so our read of `changes` above comes before its bump),
+        // then our half of the handshake with the writer's publish (see `write_until`):
+        // the heavy barrier orders the announcement before the re-read of `seq` below. If
+        // it failed, a writer may have missed us: short slices.
+        let ordered = crate::sleepers::announce(&lock.waiting);
         let result = (|| {
             // Acquire: pairs with the writer's Release store of `seq`.
             if lock.seq.load(Ordering::Acquire) != self.seen {
@@ -555,11 +541,7 @@ impl<T: bytemuck::Pod> Changes<'_, T> {
             crate::futex::wait(&lock.changes, epoch, Some(slice));
             Ok(())
         })();
-        let _ = lock
-            .waiting
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some((v & WOKEN) | (v & COUNT).saturating_sub(1))
-            });
+        crate::sleepers::retire(&lock.waiting);
         // A notice that fired means the writer exited: the next round finds it dead (no
         // pidfd is consulted for a fired notice: `watch_writer` then answers false).
         result

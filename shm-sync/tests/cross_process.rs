@@ -112,8 +112,7 @@ fn exclusion_run(role_name: &str, name: &str) {
 #[test]
 fn mutex_four_processes_exact_total() {
     for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
-        let name = unique_name("mutex-x");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("mutex-x");
         let m = Shared::<Mutex<Counter>>::create(&name, (Counter::zeroed(), protocol)).unwrap();
         assert_eq!(m.protocol(), protocol);
         exclusion_run("mutex-inc", &name);
@@ -124,8 +123,7 @@ fn mutex_four_processes_exact_total() {
 
 #[test]
 fn spinlock_four_processes_exact_total() {
-    let name = unique_name("spin-x");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("spin-x");
     let s = Shared::<SpinLock<Counter>>::create(&name, Counter::zeroed()).unwrap();
     exclusion_run("spin-inc", &name);
     assert_eq!(s.lock().unwrap().value, 4 * INCREMENTS);
@@ -248,8 +246,7 @@ fn kill_holder(hold: &str, wait: &str, name: &str) -> u64 {
 #[test]
 fn mutex_holder_killed_with_three_waiters() {
     for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
-        let name = unique_name("mutex-kill");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("mutex-kill");
         let zero = Ledger::zeroed();
         let m = Shared::<Mutex<Ledger>>::create(&name, (zero, protocol)).unwrap();
         let us = kill_holder("mutex-hold", "mutex-wait", &name);
@@ -262,8 +259,7 @@ fn mutex_holder_killed_with_three_waiters() {
 
 #[test]
 fn spinlock_holder_killed_with_three_waiters() {
-    let name = unique_name("spin-kill");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("spin-kill");
     let s = Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap();
     let us = kill_holder("spin-hold", "spin-wait", &name);
     println!("spinlock: OwnerDied seen {us} µs after SIGKILL");
@@ -322,8 +318,7 @@ fn pi_try_lock_never_races_the_kernel_hand_off_of_a_dead_holder() {
     const ROUNDS: usize = 40;
     let mut shared = 0;
     for _ in 0..ROUNDS {
-        let name = unique_name("pi-race");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("pi-race");
         let m = Shared::<Mutex<Holder>>::create(
             &name,
             (Holder::zeroed(), Protocol::PriorityInheritance),
@@ -423,8 +418,7 @@ fn without_lock_pi2(name: &str) {
 /// where before `lock` could hang (issue 12, defect 8).
 #[test]
 fn without_lock_pi2_pi_is_refused_or_runs_the_normal_protocol() {
-    let name = unique_name("no-pi2");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("no-pi2");
     let _m =
         Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::PriorityInheritance))
             .unwrap();
@@ -480,16 +474,14 @@ macro_rules! unrepaired_death_is_not_recoverable {
 
 #[test]
 fn unrepaired_owner_death_makes_the_mutex_not_recoverable() {
-    let name = unique_name("mutex-nr");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("mutex-nr");
     let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::Normal)).unwrap();
     unrepaired_death_is_not_recoverable!(m, "mutex-hold", &name);
 }
 
 #[test]
 fn spinlock_owner_death_left_unrepaired_makes_it_not_recoverable() {
-    let name = unique_name("spin-nr");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("spin-nr");
     let s = Shared::<SpinLock<Ledger>>::create(&name, Ledger::zeroed()).unwrap();
     unrepaired_death_is_not_recoverable!(s, "spin-hold", &name);
 }
@@ -518,8 +510,7 @@ fn inherit_spin_death(name: &str) {
 #[test]
 fn owner_death_is_reported_again_until_someone_repairs() {
     for kind in ["mutex", "mutex-pi", "spin"] {
-        let name = unique_name("inherit");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("inherit");
         let (hold, inherit) = if kind == "spin" {
             ("spin-hold", "spin-inherit")
         } else {
@@ -645,8 +636,7 @@ fn ping_pong(name: &str, me: u32) {
 
 #[test]
 fn condvar_ping_pong_100k_round_trips_between_processes() {
-    let name = unique_name("cv");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("cv");
     let (_, mr, _) = pingpong_layout();
     let seg = create_pingpong(&name);
     let mut other = Running::spawn(role("pingpong", &name));
@@ -766,8 +756,7 @@ fn seq_reader(name: &str) {
 
 #[test]
 fn seqlock_readers_never_see_a_torn_value() {
-    let name = unique_name("seq");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("seq");
     let _s = Shared::<SeqLock<Block>>::create(&name, [0; 8]).unwrap();
     let mut writer = Running::spawn(role("seq-writer", &name));
     let mut readers: Vec<_> = (0..2)
@@ -787,8 +776,7 @@ fn seqlock_readers_never_see_a_torn_value() {
 
 #[test]
 fn seqlock_reports_a_writer_that_died_mid_update() {
-    let name = unique_name("seq-dead");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("seq-dead");
     let s = Shared::<SeqLock<Block>>::create(&name, [7; 8]).unwrap();
     assert_eq!(s.read().unwrap(), [7; 8]);
     // Forge "a writer died mid-update": seq odd (offset 0 of the primitive) and the writer
@@ -844,8 +832,7 @@ fn sem_worker(name: &str) {
 
 #[test]
 fn semaphore_bounds_holders_across_four_processes() {
-    let name = unique_name("sem");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sem");
     let (_, sr, ir) = sem_layout();
     let seg = sem_builder(&name)
         .create_with(|s| s.get(sr).map(|sem| sem.release(SEM_PERMITS).unwrap()))
@@ -905,8 +892,7 @@ fn event_layout() -> (Layout, Region<Event>, Region<Event>) {
 
 #[test]
 fn auto_reset_events_ping_pong_between_processes() {
-    let name = unique_name("event");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("event");
     let (l, pr, qr) = event_layout();
     let seg = SegmentBuilder::new(&name)
         .kind(Kind::Sync)
@@ -944,8 +930,7 @@ fn auto_reset_events_ping_pong_between_processes() {
 
 #[test]
 fn garbage_in_the_mutex_word_never_hangs() {
-    let name = unique_name("garbage-m");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("garbage-m");
     let m = Shared::<Mutex<u64>>::create(&name, (5, Protocol::Normal)).unwrap();
     let word_at = 128;
     // A live "holder" (pid 1 always runs): lock_timeout returns Timeout on time.
@@ -986,8 +971,7 @@ fn a_pi_word_naming_our_reused_tid_is_freed_by_the_kernel() {
         eprintln!("skipped: this kernel has no FUTEX_LOCK_PI2");
         return;
     }
-    let name = unique_name("pi-reused-tid");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("pi-reused-tid");
     let m = Shared::<Mutex<u64>>::create(&name, (5, Protocol::PriorityInheritance)).unwrap();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
@@ -1019,8 +1003,7 @@ fn a_pi_word_naming_our_reused_tid_is_freed_by_the_kernel() {
 
 #[test]
 fn garbage_in_the_spinlock_word_never_hangs() {
-    let name = unique_name("garbage-s");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("garbage-s");
     let s = Shared::<SpinLock<u64>>::create(&name, 5).unwrap();
     // pid 1 with a start time it does not have: a dead holder.
     poke(&name, 128, &((1u64 << 32) | 0xffff_fffe).to_ne_bytes());
@@ -1065,8 +1048,7 @@ fn relocking_from_the_same_thread_is_an_error_not_a_hang() {
 
 #[test]
 fn opening_the_wrong_primitive_is_a_fingerprint_error() {
-    let name = unique_name("wrong-prim");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("wrong-prim");
     let _m = Shared::<Mutex<u64>>::create(&name, (0, Protocol::Normal)).unwrap();
     let e = Shared::<SpinLock<u64>>::open(&name).err().unwrap();
     assert!(
@@ -1116,8 +1098,7 @@ fn kill_once_asleep(child: &mut Running) {
 fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
     // Mutex: a process blocked in lock() is killed; it never held the lock, so the next
     // lockers get plain guards (no OwnerDied), and the lock keeps working.
-    let name = unique_name("sleep-mutex");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sleep-mutex");
     let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), Protocol::Normal)).unwrap();
     let held = m.lock().unwrap();
     let mut waiter = Running::spawn(role("mutex-wait", &name));
@@ -1133,8 +1114,7 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
 
     // Condvar: a waiter killed asleep leaves its count behind, which costs later notifies
     // a syscall, and nothing else: the mutex is free and a live waiter is still woken.
-    let name = unique_name("sleep-cv");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sleep-cv");
     let (_, mr, cr) = pingpong_layout();
     let seg = create_pingpong(&name);
     let mut waiter = Running::spawn(role("cv-sleep", &name));
@@ -1160,8 +1140,7 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
     assert!(!live.join().unwrap(), "a live waiter was not woken");
 
     // Semaphore: a sleeper killed in acquire takes no permit; releases still count.
-    let name = unique_name("sleep-sem");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("sleep-sem");
     let seg = sem_builder(&name).create().unwrap();
     let sem = seg.get(sem_layout().1).unwrap();
     let mut waiter = Running::spawn(role("sem-sleep", &name));
@@ -1175,8 +1154,7 @@ fn a_waiter_killed_in_its_sleep_leaves_each_primitive_working() {
     // Event: a sleeper killed in `wait` leaves its count behind and takes nothing: an
     // auto-reset set stays for the next live waiter (exactly once), a manual one for all.
     for reset in [Reset::Auto, Reset::Manual] {
-        let name = unique_name("sleep-event");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("sleep-event");
         let e = Shared::<Event>::create(&name, reset).unwrap();
         let mut waiter = Running::spawn(role("event-sleep", &name));
         kill_once_asleep(&mut waiter);
@@ -1244,8 +1222,7 @@ struct PriceB {
 
 #[test]
 fn shared_of_another_payload_or_primitive_is_refused_naming_both() {
-    let name = unique_name("shared-identity");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("shared-identity");
     let _a = Shared::<SeqLock<PriceA>>::create(&name, PriceA { bid: 1.0, ask: 2.0 }).unwrap();
     let e = Shared::<SeqLock<PriceB>>::open(&name)
         .err()
@@ -1278,8 +1255,7 @@ fn owner_died_names_the_thread_that_died() {
         if protocol == Protocol::PriorityInheritance && !shm_sync::pi_supported() {
             continue;
         }
-        let name = unique_name("mutex-who");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("mutex-who");
         let m = Shared::<Mutex<Ledger>>::create(&name, (Ledger::zeroed(), protocol)).unwrap();
         let mut holder = Running::spawn(role("mutex-hold", &name));
         holder.expect_line("locked", HANG);

@@ -141,8 +141,7 @@ fn killed_with_a_waiter_queued(
     role: &str,
     protocol: Protocol,
 ) -> (bool, [u64; 2], Duration) {
-    let name = unique_name("fault-queued");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-queued");
     let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], protocol)).unwrap();
     let mut c = child("child_fault", &name);
     c.env(ROLE, role)
@@ -213,8 +212,7 @@ fn a_holder_killed_at_each_step_with_a_waiter_queued() {
 #[test]
 fn an_unrepaired_holder_killed_mid_unlock_leaves_the_mutex_not_recoverable() {
     for protocol in [Protocol::Normal, Protocol::PriorityInheritance] {
-        let name = unique_name("fault-abandon");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("fault-abandon");
         let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], protocol)).unwrap();
         // One holder dies holding the lock; the next inherits it (`OwnerDied`), does not
         // repair, and dies in its unlock after storing NOT_RECOVERABLE.
@@ -262,8 +260,7 @@ fn an_unrepaired_holder_killed_mid_unlock_leaves_the_mutex_not_recoverable() {
 
 #[test]
 fn a_holder_killed_between_releasing_and_waking_loses_no_wake_up() {
-    let name = unique_name("fault-released");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-released");
     let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], Protocol::Normal)).unwrap();
     let mut c = child("child_fault", &name);
     c.env(ROLE, "mutex-hold-release")
@@ -293,8 +290,7 @@ fn a_holder_killed_between_releasing_and_waking_loses_no_wake_up() {
 
 #[test]
 fn an_unrepaired_spinlock_holder_killed_mid_unlock_leaves_it_not_recoverable() {
-    let name = unique_name("fault-spin-abandon");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-spin-abandon");
     let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
     // One holder dies mid-unlock; the inheritor gets `OwnerDied`, drops it unrepaired
     // (storing NOT_RECOVERABLE), and dies before freeing the word. Its death does not turn
@@ -361,8 +357,7 @@ fn a_condvar_waiter_killed_after_its_wake_up_does_not_swallow_it() {
 }
 
 fn mutex_dies_at(point: &str, role: &str, protocol: Protocol) -> (Duration, [u64; 2]) {
-    let name = unique_name("fault-mutex");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-mutex");
     let m = Shared::<Mutex<[u64; 2]>>::create(&name, ([0; 2], protocol)).unwrap();
     run_to_death(dying(role, &name, point));
     let t = Instant::now();
@@ -405,8 +400,7 @@ fn mutex_holder_dies_mid_unlock() {
 
 #[test]
 fn spinlock_holder_dies_mid_unlock() {
-    let name = unique_name("fault-spin");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-spin");
     let s = Shared::<SpinLock<[u64; 2]>>::create(&name, [0; 2]).unwrap();
     run_to_death(dying("spin-lock-unlock", &name, "spin-unlocking"));
     let t = Instant::now();
@@ -444,8 +438,7 @@ fn wake_survives(
 
 #[test]
 fn semaphore_releaser_dies_before_waking() {
-    let name = unique_name("fault-sem");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-sem");
     let s = Shared::<Semaphore>::create(&name, 0).unwrap();
     let s2 = Shared::<Semaphore>::open(&name).unwrap();
     let took = wake_survives(
@@ -460,8 +453,7 @@ fn semaphore_releaser_dies_before_waking() {
 #[test]
 fn event_setter_dies_before_waking() {
     for reset in [Reset::Manual, Reset::Auto] {
-        let name = unique_name("fault-event");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("fault-event");
         let e = Shared::<Event>::create(&name, reset).unwrap();
         let e2 = Shared::<Event>::open(&name).unwrap();
         let took = wake_survives(
@@ -477,8 +469,7 @@ fn event_setter_dies_before_waking() {
 
 #[test]
 fn condvar_notifier_dies_before_waking() {
-    let name = unique_name("fault-cv");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("fault-cv");
     let _c2 = Cleanup(format!("{name}-m"));
     let _m = Shared::<Mutex<u32>>::create(&format!("{name}-m"), (0, Protocol::Normal)).unwrap();
     let _cv = Shared::<Condvar>::create(&name, ()).unwrap();
@@ -509,8 +500,7 @@ fn seqlock_writer_dies_at_each_step() {
         // Published, lock not yet released: the new value stands.
         ("seqlock-published", Ok([9u64; 8])),
     ] {
-        let name = unique_name("fault-seq");
-        let _c = Cleanup(name.clone());
+        let (name, _c) = scratch("fault-seq");
         let s = Shared::<SeqLock<[u64; 8]>>::create(&name, [7; 8]).unwrap();
         run_to_death(dying("seqlock-write", &name, point));
         let t = Instant::now();

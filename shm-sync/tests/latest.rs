@@ -82,8 +82,7 @@ fn child_latest() {
 
 #[test]
 fn a_reader_waits_for_each_value_and_learns_that_a_killed_writer_is_gone() {
-    let name = unique_name("latest-kill");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("latest-kill");
     let lock = Shared::<SeqLock<Quote>>::create(&name, Quote { bid: 0.0, ask: 0.0 }).unwrap();
     assert_eq!(lock.writer(), WriterStatus::Never);
     let mut changes = lock.changes();
@@ -147,8 +146,7 @@ fn a_reader_waits_for_each_value_and_learns_that_a_killed_writer_is_gone() {
 
 #[test]
 fn a_writer_that_exits_cleanly_is_gone_too() {
-    let name = unique_name("latest-exit");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("latest-exit");
     let lock = Shared::<SeqLock<Quote>>::create(&name, Quote { bid: 0.0, ask: 0.0 }).unwrap();
     let mut writer = Running::spawn(role("write-exit", &name));
     let pid = writer.child.id();
@@ -164,8 +162,7 @@ fn a_writer_that_exits_cleanly_is_gone_too() {
 
 #[test]
 fn a_table_of_seqlocks_is_shared_entry_by_entry_and_checked_at_open() {
-    let name = unique_name("latest-table");
-    let _c = Cleanup(name.clone());
+    let (name, _c) = scratch("latest-table");
     let t = SeqLockTable::<Quote>::create(
         &name,
         300,

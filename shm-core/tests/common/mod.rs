@@ -30,6 +30,13 @@ impl Drop for Cleanup {
     }
 }
 
+/// A unique segment name and the guard that removes that segment when the test ends.
+pub fn scratch(tag: &str) -> (String, Cleanup) {
+    let name = unique_name(tag);
+    let guard = Cleanup(name.clone());
+    (name, guard)
+}
+
 /// Env var telling a re-launched test binary which segment to use.
 pub const NAME_VAR: &str = "SHMRING_TEST_NAME";
 
@@ -70,7 +77,12 @@ pub fn child_lines(stdout: &[u8]) -> Vec<String> {
 /// Runs a child to completion and returns its `CHILD:` lines; panics with its output if it
 /// failed.
 pub fn run_child(mut cmd: Command) -> Vec<String> {
-    let out = cmd.output().expect("spawn child");
+    child_output_lines(cmd.output().expect("spawn child"))
+}
+
+/// The `CHILD:` lines of a child that ran to completion; panics with its output if it
+/// failed.
+pub fn child_output_lines(out: std::process::Output) -> Vec<String> {
     assert!(
         out.status.success(),
         "child failed: {:?}\nstdout:\n{}\nstderr:\n{}",

@@ -347,6 +347,7 @@ fn bump_by(counter: &AtomicU64, n: u64) {
 
 /// A broadcast ring in memory, not yet joined: take its [`publisher`](Ring::publisher)
 /// end, or [`subscribe`](Ring::subscribe). Cloning it is cheap.
+#[derive(Clone)]
 pub struct Ring<T> {
     mem: Mem<Control, Slot<T>>,
     name: String,
@@ -354,19 +355,6 @@ pub struct Ring<T> {
     policy: Policy,
     untether: Option<Duration>,
     initial: u64,
-}
-
-impl<T> Clone for Ring<T> {
-    fn clone(&self) -> Self {
-        Ring {
-            mem: self.mem.clone(),
-            name: self.name.clone(),
-            created: self.created,
-            policy: self.policy,
-            untether: self.untether,
-            initial: self.initial,
-        }
-    }
 }
 
 /// One subscriber as a third process sees it ([`BroadcastStats::subscribers`]).
@@ -486,20 +474,19 @@ impl<T: Pod> Ring<T> {
         policy: Policy,
         untether: Option<Duration>,
     ) -> Result<Ring<T>, RingError> {
-        let name = "(in-process)";
-        crate::spsc::check_payload::<T>(name)?;
-        let cap = crate::spsc::round_capacity(name, capacity)?;
         let untether_ns = untether.map_or(0, |d| clamp_untether(d).as_nanos() as u64);
-        let mem = mem::Heap::new_mem(Control::new(cap, 0, policy, untether_ns), cap, |i| {
-            Slot::new(fresh(i, cap))
-        })
-        .ok_or(RingError::CapacityTooLarge {
-            name: name.to_owned(),
-            requested: capacity,
-        })?;
-        Ring::from_mem(mem, name.to_owned(), true)
+        let mem = mem::in_process_mem::<T, _, _>(
+            capacity,
+            |cap| Control::new(cap, 0, policy, untether_ns),
+            |i, cap| Slot::new(fresh(i, cap)),
+        )?;
+        Ring::from_mem(mem, mem::IN_PROCESS.to_owned(), true)
     }
 
+    crate::handles::ring_accessors!(BroadcastStats);
+
+    /// A ring over `mem`, just created or opened (`created` says which), once the policy
+    /// and untether timeout it records are checked.
     pub(crate) fn from_mem(
         mem: Mem<Control, Slot<T>>,
         name: String,
@@ -516,8 +503,6 @@ impl<T: Pod> Ring<T> {
         })
     }
 
-    crate::handles::ring_accessors!();
-
     /// The policy the ring was created with.
     pub fn policy(&self) -> Policy {
         self.policy
@@ -526,24 +511,6 @@ impl<T: Pod> Ring<T> {
     /// The untether timeout the ring was created with (back-pressure only).
     pub fn untether_timeout(&self) -> Option<Duration> {
         self.untether
-    }
-
-    /// The counters, read without joining (a third process may call this).
-    pub fn stats(&self) -> BroadcastStats {
-        stats_of(self.mem.ctrl())
-    }
-
-    /// Test hook: where slot 0 lies in this process, the stride between slots, and the
-    /// slot count, for tests that play a hostile peer. Touching that memory other than
-    /// with atomics is a data race with the ring.
-    #[doc(hidden)]
-    #[cfg(not(shm_loom))]
-    pub fn raw_slots(&self) -> (*mut u8, usize, u64) {
-        (
-            self.mem.slot_ptr(0).cast::<u8>(),
-            std::mem::size_of::<Slot<T>>(),
-            self.mem.cap(),
-        )
     }
 
     /// Test hook: the control block's address in this process (its layout is the one

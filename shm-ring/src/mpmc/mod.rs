@@ -72,7 +72,7 @@ use shm_sync::primitive::{AtomicU32, AtomicU64, Ordering};
 use crate::end::{self, Deaths, End, EndStatus, FlagTarget, LivenessTimer, PeerWatch};
 use crate::error::{Batch, ChunkError, PopError, PushError, RingError, Role};
 use crate::mem::{self, Mem, UnsafeCell};
-use crate::spsc::{check_payload, round_capacity, FlagLine};
+use crate::spsc::FlagLine;
 use crate::wait::{self, Deadline, WaitStrategy, Waiter};
 
 /// Version of the MPMC control-block layout; part of the segment's fingerprint.
@@ -108,11 +108,15 @@ pub(crate) struct Slot<T> {
     value: UnsafeCell<T>,
 }
 
-/// Slot states (the low two bits of `seq`).
+/// Slot states (the low two bits of `seq`): free for the push of its lap,
 const FREE: u64 = 0;
+/// claimed by a push that is writing it,
 const WRITING: u64 = 1;
+/// published, for the pop of its lap,
 const PUBLISHED: u64 = 2;
+/// claimed by a pop that is reading it.
 const READING: u64 = 3;
+/// The state bits.
 const STATE: u64 = 0b11;
 /// How far the lap tag is shifted.
 const TAG_SHIFT: u32 = 16;
@@ -562,20 +566,11 @@ pub(crate) fn stats_of(c: &Control) -> MpmcStats {
 
 /// An MPMC ring in memory: join it with [`producer`](Ring::producer) /
 /// [`consumer`](Ring::consumer), as many times as you like (up to [`MAX_ENDPOINTS`] each).
+#[derive(Clone)]
 pub struct Ring<T> {
     mem: Mem<Control, Slot<T>>,
     name: String,
     created: bool,
-}
-
-impl<T> Clone for Ring<T> {
-    fn clone(&self) -> Self {
-        Ring {
-            mem: self.mem.clone(),
-            name: self.name.clone(),
-            created: self.created,
-        }
-    }
 }
 
 /// Checks the ring's claim timeout (read once at join; garbage is clamped, not trusted).
@@ -609,24 +604,25 @@ impl<T: Pod> Ring<T> {
         capacity: u64,
         claim_timeout: Duration,
     ) -> Result<Ring<T>, RingError> {
-        let name = "(in-process)";
-        check_payload::<T>(name)?;
-        let cap = round_capacity(name, capacity)?;
         let timeout = claim_timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
-        let ctrl = Control::new(cap, 0, timeout);
-        let mem = mem::Heap::new_mem(ctrl, cap, |i| Slot {
-            seq: AtomicU64::new(seq_of(i, FREE)),
-            value: UnsafeCell::new(T::zeroed()),
-        })
-        .ok_or(RingError::CapacityTooLarge {
-            name: name.to_owned(),
-            requested: capacity,
-        })?;
-        Ok(Ring {
-            mem,
-            name: name.to_owned(),
-            created: true,
-        })
+        let mem = crate::mem::in_process_mem::<T, _, _>(
+            capacity,
+            |cap| Control::new(cap, 0, timeout),
+            |i, _| Slot {
+                seq: AtomicU64::new(seq_of(i, FREE)),
+                value: UnsafeCell::new(T::zeroed()),
+            },
+        )?;
+        Self::from_mem(mem, crate::mem::IN_PROCESS.to_owned(), true)
+    }
+
+    /// A ring over `mem`, just created or opened (`created` says which).
+    pub(crate) fn from_mem(
+        mem: Mem<Control, Slot<T>>,
+        name: String,
+        created: bool,
+    ) -> Result<Ring<T>, RingError> {
+        Ok(Ring { mem, name, created })
     }
 
     /// Joins as one more producer.
@@ -715,12 +711,7 @@ impl<T: Pod> Ring<T> {
         })
     }
 
-    crate::handles::ring_accessors!();
-
-    /// The counters, read without joining. Neither allocates nor makes a syscall.
-    pub fn stats(&self) -> MpmcStats {
-        stats_of(self.mem.ctrl())
-    }
+    crate::handles::ring_accessors!(MpmcStats);
 
     /// Who holds the endpoints now, by pid, and whether each runs: for monitoring (it
     /// allocates, and looks each holder up in `/proc`).
@@ -728,20 +719,16 @@ impl<T: Pod> Ring<T> {
         ends_of(self.mem.ctrl())
     }
 
-    /// Test hook: where slot 0's value lies in this process, the stride between slots, and
-    /// the slot count, for tests that play a peer writing into the slots. Touching that
-    /// memory other than with atomics is a data race with the ring.
+    /// Test hook: as `raw_slots`, but the address of slot 0's value (after its sequence
+    /// word).
     #[doc(hidden)]
     #[cfg(not(shm_loom))]
     pub fn raw_values(&self) -> (*mut u8, usize, u64) {
-        let slot = self.mem.slot_ptr(0);
-        // SAFETY: `slot` points to slot 0, a live `Slot<T>`; only the field's address is
-        // taken, nothing is read.
-        let value = unsafe { std::ptr::addr_of_mut!((*slot).value) };
+        let (slot0, stride, cap) = self.raw_slots();
         (
-            value.cast::<u8>(),
-            std::mem::size_of::<Slot<T>>(),
-            self.mem.cap(),
+            slot0.wrapping_add(std::mem::offset_of!(Slot<T>, value)),
+            stride,
+            cap,
         )
     }
 }

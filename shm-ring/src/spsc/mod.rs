@@ -174,22 +174,12 @@ pub(crate) fn check_payload<T>(name: &str) -> Result<(), RingError> {
 
 /// A ring in memory, not yet joined: take its [`producer`](Ring::producer) or
 /// [`consumer`](Ring::consumer) end. Cloning it is cheap.
+#[derive(Clone)]
 pub struct Ring<T> {
     mem: Mem<Control, Slot<T>>,
     name: String,
     created: bool,
     _t: PhantomData<fn() -> T>,
-}
-
-impl<T> Clone for Ring<T> {
-    fn clone(&self) -> Self {
-        Ring {
-            mem: self.mem.clone(),
-            name: self.name.clone(),
-            created: self.created,
-            _t: PhantomData,
-        }
-    }
 }
 
 /// A snapshot of a ring's counters, readable from any process (see [`Ring::stats`]).
@@ -263,30 +253,26 @@ impl<T: Pod> Ring<T> {
     ///
     /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`.
     pub fn in_process(capacity: u64) -> Result<Ring<T>, RingError> {
-        let name = "(in-process)";
-        check_payload::<T>(name)?;
-        let cap = round_capacity(name, capacity)?;
-        let mem = mem::Heap::new_mem(Control::new(cap, 0), cap, |_| UnsafeCell::new(T::zeroed()))
-            .ok_or(RingError::CapacityTooLarge {
-            name: name.to_owned(),
-            requested: capacity,
-        })?;
-        Ok(Ring {
-            mem,
-            name: name.to_owned(),
-            created: true,
-            _t: PhantomData,
-        })
+        let mem = crate::mem::in_process_mem::<T, _, _>(
+            capacity,
+            |cap| Control::new(cap, 0),
+            |_, _| UnsafeCell::new(T::zeroed()),
+        )?;
+        Self::from_mem(mem, crate::mem::IN_PROCESS.to_owned(), true)
     }
 
-    #[cfg_attr(shm_loom, allow(dead_code))]
-    pub(crate) fn from_mem(mem: Mem<Control, Slot<T>>, name: String, created: bool) -> Ring<T> {
-        Ring {
+    /// A ring over `mem`, just created or opened (`created` says which).
+    pub(crate) fn from_mem(
+        mem: Mem<Control, Slot<T>>,
+        name: String,
+        created: bool,
+    ) -> Result<Ring<T>, RingError> {
+        Ok(Ring {
             mem,
             name,
             created,
             _t: PhantomData,
-        }
+        })
     }
 
     /// Joins as the producer (with the default [`WaitStrategy`]).
@@ -442,25 +428,7 @@ impl<T: Pod> Ring<T> {
         })
     }
 
-    crate::handles::ring_accessors!();
-
-    /// The counters, read without joining (a third process may call this).
-    pub fn stats(&self) -> RingStats {
-        stats_of(self.mem.ctrl())
-    }
-
-    /// Test hook: where slot 0's value lies in this process, the stride between slots, and
-    /// the slot count, for tests that play a peer writing into the slots. Touching that
-    /// memory other than with atomics is a data race with the ring.
-    #[doc(hidden)]
-    #[cfg(not(shm_loom))]
-    pub fn raw_values(&self) -> (*mut u8, usize, u64) {
-        (
-            self.mem.slot_ptr(0).cast::<u8>(),
-            std::mem::size_of::<Slot<T>>(),
-            self.mem.cap(),
-        )
-    }
+    crate::handles::ring_accessors!(RingStats);
 }
 
 /// The pushing end of an SPSC ring. `&mut self` methods: one thread at a time.

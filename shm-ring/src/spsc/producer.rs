@@ -156,21 +156,9 @@ impl<T: Pod> Producer<T> {
             // Relaxed (both): which consumer the verdict was about. A word that did not move
             // across the verdict is the one it judged (a word names a pid and its start
             // time, so a dead holder's never comes back).
-            let before = self
-                .mem
-                .ctrl()
-                .config
-                .consumer
-                .owner
-                .load(Ordering::Relaxed);
+            let before = self.consumer_owner();
             if self.consumer_dead() {
-                let after = self
-                    .mem
-                    .ctrl()
-                    .config
-                    .consumer
-                    .owner
-                    .load(Ordering::Relaxed);
+                let after = self.consumer_owner();
                 if before == after && after != 0 {
                     // Remembered, so every later call says `PeerDied` at once (as after the
                     // exit watcher's notice) until a successor takes the end over, rather
@@ -206,13 +194,7 @@ impl<T: Pod> Producer<T> {
     #[inline]
     fn consumer_watch(&mut self) -> Left {
         // Relaxed: a hint to look closer; the closer look checks the process itself.
-        let word = self
-            .mem
-            .ctrl()
-            .config
-            .consumer
-            .owner
-            .load(Ordering::Relaxed);
+        let word = self.consumer_owner();
         // Relaxed: as above; the closer look re-reads it with SeqCst (`deaths_seen`).
         let deaths = self.deaths.load(std::sync::atomic::Ordering::Relaxed);
         // A word of 0 (no consumer attached) always looks closer: the end may have closed
@@ -272,6 +254,18 @@ impl<T: Pod> Producer<T> {
             }
             _ => Left::No,
         }
+    }
+
+    /// The consumer end's owner word (pid and start time; 0 when nobody holds it).
+    /// Relaxed: see each caller.
+    #[inline]
+    fn consumer_owner(&self) -> u64 {
+        self.mem
+            .ctrl()
+            .config
+            .consumer
+            .owner
+            .load(Ordering::Relaxed)
     }
 
     fn consumer_dead(&mut self) -> bool {
