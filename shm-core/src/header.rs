@@ -106,6 +106,8 @@ pub enum Kind {
     Mpmc = 4,
     /// A shm-ring broadcast ring (one publisher, many subscribers).
     Broadcast = 5,
+    /// A shm-ring byte log (variable-length messages, many producers, one consumer).
+    Log = 6,
 }
 
 impl Kind {
@@ -117,6 +119,7 @@ impl Kind {
             3 => Kind::Spsc,
             4 => Kind::Mpmc,
             5 => Kind::Broadcast,
+            6 => Kind::Log,
             _ => return None,
         })
     }
@@ -134,6 +137,7 @@ impl Kind {
             Kind::Spsc => "spsc",
             Kind::Mpmc => "mpmc",
             Kind::Broadcast => "broadcast",
+            Kind::Log => "log",
         }
     }
 }
@@ -147,6 +151,7 @@ impl Kind {
             Kind::Spsc => "an SPSC",
             Kind::Mpmc => "an MPMC",
             Kind::Broadcast => "a broadcast",
+            Kind::Log => "a log",
         }
     }
 }

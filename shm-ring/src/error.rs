@@ -253,6 +253,64 @@ impl fmt::Display for RecvError {
 
 impl std::error::Error for RecvError {}
 
+/// Why a log producer's claim or send did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The log has no room for the record now (`try_claim`, `try_send`).
+    Full,
+    /// The timeout passed while the log stayed full (`claim_timeout`, `send_timeout`).
+    Timeout,
+    /// The message is longer than the log's largest (`max_len`, set at creation), or a
+    /// commit gave a length past what was claimed.
+    TooLong {
+        /// The length asked for.
+        len: usize,
+        /// The most that was allowed.
+        max: usize,
+    },
+    /// The consumer closed the log (dropped its handle).
+    Disconnected,
+    /// The consumer's process died.
+    PeerDied,
+    /// This producer stalled between claiming its space and marking it past the log's
+    /// claim timeout, so the consumer gave the space up: nothing of the message is
+    /// delivered and none of its bytes were written. Claim again.
+    Expired,
+    /// A position or record header read from shared memory is impossible.
+    Corrupted,
+    /// This handle was attached by another process (see [`PushError::Forked`]).
+    Forked,
+    /// A shutdown of this process was requested while this call would have waited.
+    Interrupted,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Full => f.write_str("the log is full"),
+            SendError::Timeout => f.write_str("timed out waiting for room in the log"),
+            SendError::TooLong { len, max } => {
+                write!(
+                    f,
+                    "a message of {len} bytes is longer than the {max} allowed"
+                )
+            }
+            SendError::Disconnected => f.write_str("the consumer closed the log"),
+            SendError::PeerDied => f.write_str("the consumer process died"),
+            SendError::Expired => f.write_str(
+                "this producer stalled past the claim timeout before marking its claim; the \
+                 consumer gave the space up and nothing was written",
+            ),
+            SendError::Corrupted => f.write_str("the log's shared positions are corrupted"),
+            SendError::Forked => f.write_str(FORKED),
+            SendError::Interrupted => f.write_str(INTERRUPTED),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
 /// What a batch call did: how many items it moved, and, if it stopped short of the whole
 /// slice, why (`try_push_slice`, `try_pop_slice`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,6 +434,17 @@ pub enum RingError {
         /// The ring's capacity.
         capacity: u64,
     },
+    /// A log's largest message does not fit: a record (8 bytes of header, the message
+    /// rounded up to 8) must fit in half the log's bytes, so that one always fits after
+    /// the padding at the wrap.
+    MaxLenTooLarge {
+        /// The log's name.
+        name: String,
+        /// The largest message asked for.
+        max_len: u64,
+        /// The log's capacity in bytes (a power of two).
+        capacity: u64,
+    },
     /// The ring's control block holds impossible values.
     Corrupted {
         /// The ring's name.
@@ -431,6 +500,16 @@ impl fmt::Display for RingError {
                 f,
                 "ring {name:?} was given segment options for {segment:?}: a ring has one \
                  name; build the options with SegmentBuilder::new({name:?})"
+            ),
+            RingError::MaxLenTooLarge {
+                name,
+                max_len,
+                capacity,
+            } => write!(
+                f,
+                "cannot create log {name:?}: messages of up to {max_len} bytes need a capacity \
+                 of at least {} bytes (it has {capacity}): a record must fit in half the log",
+                (crate::log::record_span(*max_len) * 2).next_power_of_two()
             ),
             RingError::Corrupted { name, what } => {
                 write!(f, "ring {name:?} is corrupted: {what}")

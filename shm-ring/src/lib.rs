@@ -88,6 +88,7 @@ mod error;
 mod handles;
 #[cfg(not(shm_loom))]
 mod inspect;
+pub mod log;
 mod mem;
 pub mod mpmc;
 #[cfg(not(shm_loom))]
@@ -110,7 +111,9 @@ mod shutdown {
 }
 
 pub use end::{Attachment, EndStatus, PeerAttachment, LIVENESS_INTERVAL, WATCHED_SLICE};
-pub use error::{Batch, ChunkError, PopError, PublishError, PushError, RecvError, RingError, Role};
+pub use error::{
+    Batch, ChunkError, PopError, PublishError, PushError, RecvError, RingError, Role, SendError,
+};
 #[cfg(not(shm_loom))]
 pub use inspect::{inspect, RingInfo};
 /// shm-core, for `#[type_identity(crate = "shm_ring::core")]` when a crate derives

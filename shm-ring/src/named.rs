@@ -145,7 +145,7 @@ impl Options {
 /// kind supplies `init` (a new segment's first values), `Control` (whose
 /// `config.capacity` records the capacity) and `Ring::from_mem`.
 macro_rules! builder_options {
-    ($kind:expr, $version:expr) => {
+    (@common $kind:expr, $version:expr, $ring:ty, $check:expr) => {
         fn named(&self) -> Named<'_> {
             self.opts.named::<T>($kind, $version)
         }
@@ -156,7 +156,7 @@ macro_rules! builder_options {
         ///
         /// `ZeroCapacity`, `CapacityTooLarge`, `ZeroSizedPayload`, or the segment's
         /// `Create` error (e.g. `AlreadyExists`).
-        pub fn create(&self) -> Result<Ring<T>, RingError> {
+        pub fn create(&self) -> Result<$ring, RingError> {
             self.create_or_open(false)
         }
 
@@ -167,7 +167,7 @@ macro_rules! builder_options {
         /// The segment's `Open` error (a wrong kind or payload type is a mismatch error
         /// that says expected vs found), or `Corrupted` if its control block is
         /// impossible.
-        pub fn open(&self) -> Result<Ring<T>, RingError> {
+        pub fn open(&self) -> Result<$ring, RingError> {
             crate::spsc::check_payload::<T>(&self.opts.name)?;
             let mem = self.named().open(Self::recorded_capacity)?;
             Ring::from_mem(mem, self.opts.name.clone(), false)
@@ -185,14 +185,16 @@ macro_rules! builder_options {
         /// As [`create`](Self::create) and [`open`](Self::open). A creator that fails
         /// removes its half-made segment and the others try again, for up to the open
         /// timeout of the segment options.
-        pub fn open_or_create(&self) -> Result<Ring<T>, RingError> {
+        pub fn open_or_create(&self) -> Result<$ring, RingError> {
             self.create_or_open(true)
         }
 
         /// `create`, or (`open_existing`) `open_or_create`: one path, so that a ring made
         /// by either is the same ring.
-        fn create_or_open(&self, open_existing: bool) -> Result<Ring<T>, RingError> {
+        fn create_or_open(&self, open_existing: bool) -> Result<$ring, RingError> {
             crate::spsc::check_payload::<T>(&self.opts.name)?;
+            let check: fn(&Self) -> Result<(), RingError> = $check;
+            check(self)?;
             let (mem, created) =
                 self.named()
                     .create_or_open(open_existing, Self::recorded_capacity, self.init())?;
@@ -203,12 +205,6 @@ macro_rules! builder_options {
         /// length on open).
         fn recorded_capacity(c: &Control) -> u64 {
             c.config.capacity.load(std::sync::atomic::Ordering::Relaxed)
-        }
-
-        /// Slots wanted; rounded up to a power of two.
-        pub fn capacity(mut self, capacity: u64) -> Self {
-            self.opts.capacity = capacity;
-            self
         }
 
         /// A number telling payload types of equal size and alignment apart; opening with
@@ -244,6 +240,24 @@ macro_rules! builder_options {
             self.opts.initial_position = pos;
             self
         }
+    };
+    ($kind:expr, $version:expr) => {
+        /// Slots wanted; rounded up to a power of two.
+        pub fn capacity(mut self, capacity: u64) -> Self {
+            self.opts.capacity = capacity;
+            self
+        }
+
+        crate::named::builder_options!(@common $kind, $version, Ring<T>, |_: &Self| Ok(()));
+    };
+    ($kind:expr, $version:expr, bytes, $check:expr) => {
+        /// Bytes wanted; rounded up to a power of two.
+        pub fn capacity(mut self, bytes: u64) -> Self {
+            self.opts.capacity = bytes.div_ceil(8);
+            self
+        }
+
+        crate::named::builder_options!(@common $kind, $version, Ring, $check);
     };
 }
 pub(crate) use builder_options;

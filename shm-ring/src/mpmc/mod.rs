@@ -92,8 +92,8 @@ pub const IN_FLIGHT_POLLS: u32 = 256;
 /// models never attach more, so that scanning the endpoint table does not swamp them.)
 pub const MAX_ENDPOINTS: usize = if cfg!(shm_loom) { 4 } else { 32 };
 
-const CLOSED_CLEANLY: u32 = 1;
-const DIED: u32 = 2;
+pub(crate) const CLOSED_CLEANLY: u32 = 1;
+pub(crate) const DIED: u32 = 2;
 
 /// A slot: its sequence word (see the module docs) and the value, packed: 16 bytes for a
 /// `u64`, four to a 64-byte line. Padding each slot to a line of its own was measured
@@ -123,7 +123,7 @@ const TAG_SHIFT: u32 = 16;
 /// The lap tag's bits, unshifted.
 const TAG: u64 = (1 << (64 - TAG_SHIFT)) - 1;
 /// Generation bits kept in a mark.
-const GEN_BITS: u32 = 9;
+pub(crate) const GEN_BITS: u32 = 9;
 
 /// `seq` for position `pos` in an unmarked state.
 #[inline]
@@ -146,13 +146,13 @@ fn laps(seq: u64, pos: u64) -> u64 {
 
 /// Who marked a slot: an endpoint index and the low bits of its generation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Mark {
-    index: u32,
-    gen: u32,
+pub(crate) struct Mark {
+    pub(crate) index: u32,
+    pub(crate) gen: u32,
 }
 
 impl Mark {
-    fn new(index: usize, gen: u32) -> Mark {
+    pub(crate) fn new(index: usize, gen: u32) -> Mark {
         Mark {
             index: index as u32 & (MAX_ENDPOINTS as u32 - 1),
             gen: gen & ((1 << GEN_BITS) - 1),
@@ -246,7 +246,7 @@ mod layout_checks {
 unsafe impl shm_core::ShmSafe for Control {}
 
 impl Side {
-    fn new() -> Side {
+    pub(crate) fn new() -> Side {
         Side {
             changes: AtomicU32::new(0),
             ever: AtomicU32::new(0),
@@ -258,7 +258,7 @@ impl Side {
 
     /// Claims a free (or dead) endpoint slot; returns its index and the generation of this
     /// attachment.
-    fn attach(&self, me: u64) -> Option<(usize, Attachment)> {
+    pub(crate) fn attach(&self, me: u64) -> Option<(usize, Attachment)> {
         for (i, e) in self.ends.iter().enumerate() {
             let w = e.owner.load(Ordering::Relaxed);
             if w != 0 && !end::is_dead(w) {
@@ -300,7 +300,7 @@ impl Side {
         None
     }
 
-    fn detach(&self, index: usize, me: u64) {
+    pub(crate) fn detach(&self, index: usize, me: u64) {
         let e = &self.ends[index];
         // Only if the slot is still ours (a peer may have reaped us as dead).
         if e.owner.load(Ordering::Relaxed) == me {
@@ -318,7 +318,7 @@ impl Side {
     /// [`PeerWatch`] per slot, so that checking the same live peer again is a `poll(2)` on
     /// its pidfd, not a `/proc` read: this runs once per liveness interval in every parked
     /// handle of the other side.
-    fn reap(&self, watches: &mut [PeerWatch; MAX_ENDPOINTS]) {
+    pub(crate) fn reap(&self, watches: &mut [PeerWatch; MAX_ENDPOINTS]) {
         for (e, watch) in self.ends.iter().zip(watches.iter_mut()) {
             let w = e.owner.load(Ordering::Relaxed);
             if w == 0 {
@@ -345,7 +345,7 @@ impl Side {
     /// over or reaped since (the generation moved on, or the owner word is 0), or its owner
     /// process is dead (checked through `watches`, a pidfd poll once seen before). `false`
     /// when in doubt, or while a new owner is between its claim and its generation bump.
-    fn marker_dead(&self, mark: Mark, watches: &mut [PeerWatch; MAX_ENDPOINTS]) -> bool {
+    pub(crate) fn marker_dead(&self, mark: Mark, watches: &mut [PeerWatch; MAX_ENDPOINTS]) -> bool {
         let i = mark.index as usize; // < MAX_ENDPOINTS by construction
         let e = &self.ends[i];
         // Relaxed: the marker bumped the generation (and claimed the owner word) before its
@@ -360,7 +360,7 @@ impl Side {
 
     /// Arranges that the death of any process attached here now wakes a sleeper on `flag`
     /// (see [`PeerWatch::wake_on_exit`]); `true` if every one will.
-    fn wake_on_deaths(
+    pub(crate) fn wake_on_deaths(
         &self,
         watches: &mut [PeerWatch; MAX_ENDPOINTS],
         me: u64,
@@ -381,7 +381,7 @@ impl Side {
     /// own: 1 ms while a claim it waits on is pending (`stuck`: to re-check its timeout);
     /// else [`end::WATCHED_SLICE`] (or `interval`, if longer) when every endpoint attached
     /// here will wake it by dying (`wake_on_deaths`), and `interval` when one cannot.
-    fn sleep_slice(
+    pub(crate) fn sleep_slice(
         &self,
         watches: &mut [PeerWatch; MAX_ENDPOINTS],
         (me, deaths): (u64, &Deaths),
@@ -401,7 +401,7 @@ impl Side {
 
     /// A digest of the owner words: it changes when any endpoint is taken, released or
     /// reaped (a sleeper compares it to re-arm its watches on a new peer).
-    fn owners_digest(&self) -> u64 {
+    pub(crate) fn owners_digest(&self) -> u64 {
         self.ends.iter().enumerate().fold(0u64, |d, (i, e)| {
             d.wrapping_add(
                 e.owner
@@ -412,7 +412,7 @@ impl Side {
     }
 
     /// The status of each endpoint holding an owner word now.
-    fn attached_ends(&self) -> Vec<EndStatus> {
+    pub(crate) fn attached_ends(&self) -> Vec<EndStatus> {
         self.ends
             .iter()
             .map(End::status)
@@ -421,7 +421,7 @@ impl Side {
     }
 
     /// Endpoints holding an owner word now (alive, or dead and not yet reaped).
-    fn attached(&self) -> u32 {
+    pub(crate) fn attached(&self) -> u32 {
         self.ends
             .iter()
             .filter(|e| e.owner.load(Ordering::Relaxed) != 0)
@@ -431,7 +431,7 @@ impl Side {
     /// `None` while someone is attached (or nobody ever was); else how the last one left.
     /// Computed from the endpoint table itself, so a process killed in the middle of
     /// attaching or detaching cannot leave a count that disagrees with it.
-    fn gone(&self) -> Option<u32> {
+    pub(crate) fn gone(&self) -> Option<u32> {
         // Acquire: pairs with the Release store of `ever` in `attach`; read first, so the
         // owner words below include that attach.
         if self.ever.load(Ordering::Acquire) == 0 {

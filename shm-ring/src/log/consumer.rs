@@ -1,0 +1,643 @@
+//! A log's consumer: frames read in place, freed when dropped.
+
+use std::time::{Duration, Instant};
+
+use shm_sync::primitive::{fence, Ordering};
+
+use super::*;
+use crate::end::FlagTarget;
+use crate::error::PopError;
+use crate::mpmc::{CLOSED_CLEANLY, DIED};
+use crate::wait::Deadline;
+
+/// A log's one consumer. `&mut self` methods: one thread at a time.
+pub struct Consumer {
+    ring: Ring,
+    me: u64,
+    /// The process that attached; a forked child's copy of the handle acts on nothing.
+    origin: shm_core::ThisProcess,
+    /// Our truth of `head` (only we write it).
+    head: u64,
+    attachment: end::Attachment,
+    waits: Waits,
+    watches: Watches,
+    stalled: bool,
+    /// The position we wait on and since when (the claim timeout runs from there).
+    stuck: Option<(u64, Instant)>,
+    /// The last give-up: claims below its horizon (the `tail` it saw) were made before its
+    /// wait began and inherit its start, so a dead process's claims cost one timeout.
+    expired: Option<(u64, Instant)>,
+    /// Where `step` last found nothing to read, and the word it read there: a wait sleeps
+    /// until that word changes (a later read could miss the change it waits for).
+    blocked: (u64, u64),
+}
+
+/// What the next record at a position turned out to be.
+enum Step {
+    /// A committed message: its header position, length, type and flags.
+    Frame(Found),
+    /// Nothing claimed there yet.
+    Empty,
+    /// Claimed and not committed (not yet marked, or being written).
+    InFlight,
+    Failed(PopError),
+}
+
+#[derive(Clone, Copy)]
+struct Found {
+    at: u64,
+    len: usize,
+    msg_type: u16,
+    flags: u8,
+}
+
+/// A message read in place by [`Consumer::try_drain`]: valid for the call it is lent to.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Its bytes.
+    pub bytes: &'a [u8],
+    /// Its type ([`Claim::set_type`](super::Claim::set_type)).
+    pub msg_type: u16,
+    /// Its flags ([`Claim::set_flags`](super::Claim::set_flags)).
+    pub flags: u8,
+    /// The byte position of its record.
+    pub position: u64,
+}
+
+impl Consumer {
+    pub(super) fn new(ring: Ring, me: u64, head: u64, attachment: end::Attachment) -> Consumer {
+        Consumer {
+            ring,
+            me,
+            origin: shm_core::ThisProcess::now(),
+            head,
+            attachment,
+            waits: Waits::new(),
+            watches: Box::new(std::array::from_fn(|_| PeerWatch::new())),
+            stalled: false,
+            stuck: None,
+            expired: None,
+            blocked: (head, free_word(head)),
+        }
+    }
+
+    /// How this consumer attached (its generation, the position it started at, and the
+    /// bytes waiting then, in `backlog`).
+    pub fn attachment(&self) -> end::Attachment {
+        self.attachment
+    }
+
+    /// The byte position read next.
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Sets how blocking receives wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.waits.strategy = strategy;
+    }
+
+    /// Sets how often an empty log's receive checks that the producers still run
+    /// (default [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)).
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.waits.liveness.set_interval(interval);
+    }
+
+    /// The next message, lent in place until the frame is dropped (which frees its space).
+    /// Never waits.
+    ///
+    /// # Errors
+    ///
+    /// `Empty`; `InFlight` (the next message is claimed and not committed yet: its
+    /// producer is writing it, or stalled or died before committing, which the claim
+    /// timeout then settles); `Disconnected` / `PeerDied` once every producer closed /
+    /// died (the last to leave says which) and the log is drained; `Corrupted`; `Forked`.
+    pub fn try_recv(&mut self) -> Result<Frame<'_>, PopError> {
+        let f = self.poll()?;
+        Ok(self.frame(f))
+    }
+
+    /// [`try_recv`](Self::try_recv), waiting while there is nothing to receive.
+    ///
+    /// # Errors
+    ///
+    /// As `try_recv` but `Empty` and `InFlight`, plus `Interrupted`.
+    pub fn recv(&mut self) -> Result<Frame<'_>, PopError> {
+        let f = self.poll_until(Deadline::after(None))?;
+        Ok(self.frame(f))
+    }
+
+    /// [`recv`](Self::recv), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `recv`, plus `Timeout`.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Frame<'_>, PopError> {
+        let f = self.poll_until(Deadline::after(Some(timeout)))?;
+        Ok(self.frame(f))
+    }
+
+    /// Lends each ready message, in order, to `f` (up to `max` of them), then frees them
+    /// all with one store of `head`. Returns how many. Never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv) when no message was ready (a problem met after
+    /// some messages ends the batch there; the next call reports it).
+    pub fn try_drain(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(Message<'_>),
+    ) -> Result<usize, PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
+        let mut cur = self.head;
+        let (mut n, mut bytes) = (0usize, 0u64);
+        let mut stop = None;
+        while n < max {
+            match self.step(&mut cur) {
+                Step::Frame(found) => {
+                    f(Message {
+                        bytes: self.bytes(found.at, found.len),
+                        msg_type: found.msg_type,
+                        flags: found.flags,
+                        position: found.at,
+                    });
+                    n += 1;
+                    bytes += found.len as u64;
+                    cur = found.at.wrapping_add(record_span(found.len as u64));
+                }
+                Step::Empty => {
+                    stop = Some(PopError::Empty);
+                    break;
+                }
+                Step::InFlight => {
+                    stop = Some(PopError::InFlight);
+                    break;
+                }
+                Step::Failed(e) => {
+                    stop = Some(e);
+                    break;
+                }
+            }
+        }
+        self.release(cur, n as u64, bytes);
+        match stop {
+            _ if n > 0 => Ok(n),
+            Some(PopError::Empty) => self.after_empty().map(|_| 0),
+            Some(e) => Err(e),
+            None => Ok(0), // max == 0
+        }
+    }
+
+    /// [`try_drain`](Self::try_drain), waiting (as [`recv_timeout`](Self::recv_timeout))
+    /// until at least one message is ready.
+    ///
+    /// # Errors
+    ///
+    /// As `recv_timeout`.
+    pub fn drain_timeout(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        f: impl FnMut(Message<'_>),
+    ) -> Result<usize, PopError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        // Wait for the first without taking it, then drain from there.
+        let found = self.poll_until(Deadline::after(Some(timeout)))?;
+        let _ = found;
+        self.try_drain(max, f)
+    }
+
+    /// Whether every producer is gone (closed, or dead) after at least one attached.
+    pub fn is_abandoned(&mut self) -> bool {
+        self.producers_gone(true).is_some()
+    }
+
+    fn frame(&mut self, f: Found) -> Frame<'_> {
+        Frame {
+            end: f.at.wrapping_add(record_span(f.len as u64)),
+            found: f,
+            consumer: self,
+        }
+    }
+
+    /// The `len` bytes after the header at `at`.
+    #[cfg(not(shm_loom))]
+    fn bytes(&self, at: u64, len: usize) -> &[u8] {
+        let first = self
+            .ring
+            .mem
+            .slot_ptr((at >> 3) + 1)
+            .cast::<u8>()
+            .cast_const();
+        // SAFETY: `step` checked that the record lies inside the buffer without wrapping
+        // (`off + span <= capacity`), so the bytes are inside the slot array; the header's
+        // `COMMITTED` (loaded with Acquire) published them, and no honest peer writes them
+        // until our release, which needs `&mut self` after this borrow ends.
+        unsafe { std::slice::from_raw_parts(first, len) }
+    }
+
+    #[cfg(shm_loom)]
+    fn bytes(&self, _at: u64, _len: usize) -> &[u8] {
+        &[]
+    }
+
+    /// One attempt at the next message: skips padding and holes (freeing them), settles
+    /// claims stuck past the claim timeout.
+    fn poll(&mut self) -> Result<Found, PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
+        let mut cur = self.head;
+        let step = self.step(&mut cur);
+        if cur != self.head {
+            self.release(cur, 0, 0);
+        }
+        match step {
+            Step::Frame(f) => {
+                self.stalled = false;
+                Ok(f)
+            }
+            Step::Empty => self.after_empty(),
+            Step::InFlight => Err(PopError::InFlight),
+            Step::Failed(e) => Err(e),
+        }
+    }
+
+    /// Reads records from `*cur` on: returns at the first message, or at nothing to read,
+    /// leaving `*cur` at that record (past any padding and holes).
+    fn step(&mut self, cur: &mut u64) -> Step {
+        let s = self.ring.settings;
+        let cap = s.capacity;
+        loop {
+            let p = *cur;
+            if p.wrapping_sub(self.head) >= cap {
+                // A log's worth of padding: only garbage headers get here.
+                return Step::Failed(PopError::Corrupted);
+            }
+            // Acquire: pairs with the Release compare-exchange of a producer's mark,
+            // commit or padding, so a committed message's bytes are visible.
+            let w = self.ring.mem.slot(p >> 3).load(Ordering::Acquire);
+            let off = p & (cap - 1);
+            match state_of(w) {
+                COMMITTED => {
+                    let len = w & LEN;
+                    if len > s.max_len || off + record_span(len) > cap {
+                        return Step::Failed(PopError::Corrupted);
+                    }
+                    self.stuck = None;
+                    return Step::Frame(Found {
+                        at: p,
+                        len: len as usize,
+                        msg_type: ((w >> 32) & 0xffff) as u16,
+                        flags: ((w >> 48) & 0xff) as u8,
+                    });
+                }
+                PAD => {
+                    let span = w & LEN;
+                    if span < 8 || span % 8 != 0 || off + span > cap || w & !LEN != pad_word(0) {
+                        return Step::Failed(PopError::Corrupted);
+                    }
+                    *cur = p.wrapping_add(span);
+                }
+                HOLE if w == HOLE_WORD => *cur = p.wrapping_add(8),
+                FREE => {
+                    if w != free_word(p) {
+                        return Step::Failed(PopError::Corrupted);
+                    }
+                    // Relaxed: whether anything is claimed at `p`; the claim's words are
+                    // read with Acquire themselves.
+                    let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
+                    let ahead = t.wrapping_sub(p);
+                    self.blocked = (p, w);
+                    if ahead == 0 {
+                        return Step::Empty;
+                    }
+                    if ahead > cap || t.wrapping_sub(self.head) > cap || t % 8 != 0 {
+                        return Step::Failed(PopError::Corrupted);
+                    }
+                    if !self.timed_out(p, t) {
+                        return Step::InFlight;
+                    }
+                    self.give_up(p, t);
+                }
+                MARKED => {
+                    let max = w & LEN;
+                    if max > s.max_len || off + record_span(max) > cap {
+                        return Step::Failed(PopError::Corrupted);
+                    }
+                    let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
+                    self.blocked = (p, w);
+                    if !self.timed_out(p, t) || !self.waits.liveness.due() {
+                        return Step::InFlight;
+                    }
+                    let c = self.ring.mem.ctrl();
+                    if !c.producers.marker_dead(mark_of(w), &mut self.watches) {
+                        // A live producer writing in place is waited for, however long.
+                        return Step::InFlight;
+                    }
+                    // Relaxed: its producer is dead and never resumes; the padding
+                    // publishes nothing.
+                    if self
+                        .ring
+                        .mem
+                        .slot(p >> 3)
+                        .compare_exchange(
+                            w,
+                            pad_word(record_span(max)),
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        bump(&c.head.abandoned, 1);
+                        self.settled(t);
+                    }
+                }
+                _ => return Step::Failed(PopError::Corrupted),
+            }
+        }
+    }
+
+    /// Whether the claim at `p` has been pending past the claim timeout (counted from the
+    /// first time we waited on it, or inherited from the last give-up for claims made
+    /// before that give-up's wait began).
+    fn timed_out(&mut self, p: u64, _tail: u64) -> bool {
+        #[cfg(shm_loom)]
+        {
+            let _ = p;
+            shm_sync::primitive::world::timed_out()
+        }
+        #[cfg(not(shm_loom))]
+        {
+            let now = Instant::now();
+            let since = match self.stuck {
+                Some((q, since)) if q == p => since,
+                _ => {
+                    let since = match self.expired {
+                        Some((horizon, since)) if (horizon.wrapping_sub(p) as i64) > 0 => since,
+                        _ => now,
+                    };
+                    self.stuck = Some((p, since));
+                    since
+                }
+            };
+            now.duration_since(since) >= self.ring.settings.claim_timeout
+        }
+    }
+
+    /// A stuck claim was settled (given up, or padded): claims made before `tail` was read
+    /// inherit the wait's start.
+    fn settled(&mut self, tail: u64) {
+        if let Some((_, since)) = self.stuck.take() {
+            self.expired = Some((tail, since));
+        }
+    }
+
+    /// Gives up the claims from `from` on that are not marked yet: every word from there
+    /// that is still `FREE` of its own lap, up to the first that is not (a mark, padding)
+    /// or `tail`, becomes a `HOLE`, one compare-exchange each, so that no claimant there
+    /// can mark any more (its mark then fails: `Expired`). None of those words has been
+    /// written by a claimant: it writes only after its mark.
+    fn give_up(&mut self, from: u64, tail: u64) {
+        let mem = &self.ring.mem;
+        let mut p = from;
+        while p != tail {
+            // Relaxed: the word's own modification order decides between us and the
+            // claimant's mark; a hole publishes nothing.
+            if mem
+                .slot(p >> 3)
+                .compare_exchange(
+                    free_word(p),
+                    HOLE_WORD,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                break;
+            }
+            p = p.wrapping_add(8);
+        }
+        crate::fault_point!("log-consumer-gave-up");
+        if p != from {
+            bump(&mem.ctrl().head.skipped, 1);
+        }
+        self.settled(tail);
+    }
+
+    /// Frees `self.head..to` (read or skipped) for the producers, counting `n` messages of
+    /// `bytes`.
+    fn release(&mut self, to: u64, n: u64, bytes: u64) {
+        let c = self.ring.mem.ctrl();
+        if n > 0 {
+            bump(&c.head.received, n);
+            bump(&c.head.bytes, bytes);
+        }
+        if to == self.head {
+            return;
+        }
+        // Relaxed, then a Release fence: a successor that sees any word we rewrite below
+        // also sees where this release goes, and finishes it (`Ring::consumer`).
+        c.head.releasing_to.store(to, Ordering::Relaxed);
+        fence(Ordering::Release);
+        release_words(&self.ring.mem, self.head, to);
+        crate::fault_point!("log-consumer-rewritten");
+        // Release: our reads of the records and the `FREE` words above happen before a
+        // producer's Acquire load of `head`, after which it may claim the space.
+        c.head.pos.store(to, Ordering::Release);
+        self.head = to;
+        if wait::wake_if_waiting(self.waits.registered, &c.producers_waiting, u32::MAX) {
+            bump(&c.head.wakeups, 1);
+        }
+    }
+
+    /// Nothing claimed: `Empty`, or the producers' departure once the log is drained.
+    fn after_empty(&mut self) -> Result<Found, PopError> {
+        let c = self.ring.mem.ctrl();
+        if !std::mem::replace(&mut self.stalled, true) {
+            bump(&c.head.empty_stalls, 1);
+        }
+        match self.producers_gone(false) {
+            None => Err(PopError::Empty),
+            Some(how) => {
+                // Everyone left: anything they committed first.
+                let mut cur = self.head;
+                match self.step(&mut cur) {
+                    Step::Frame(f) => Ok(f),
+                    Step::Failed(e) => Err(e),
+                    Step::InFlight => Err(PopError::InFlight),
+                    Step::Empty if how == DIED => Err(PopError::PeerDied),
+                    Step::Empty if how == CLOSED_CLEANLY => Err(PopError::Disconnected),
+                    Step::Empty => Err(PopError::PeerDied),
+                }
+            }
+        }
+    }
+
+    /// How the last producer left, once none is attached (`None` while one is, or none
+    /// ever was). Reaps dead ones once per liveness interval (`now`: at once).
+    fn producers_gone(&mut self, now: bool) -> Option<u32> {
+        let c = self.ring.mem.ctrl();
+        if now || self.waits.liveness.due() {
+            c.producers.reap(&mut self.watches);
+        }
+        c.producers.gone()
+    }
+
+    fn poll_until(&mut self, deadline: Deadline) -> Result<Found, PopError> {
+        loop {
+            match self.poll() {
+                Ok(f) => {
+                    wait::ended(&mut self.waits.waiter);
+                    return Ok(f);
+                }
+                Err(PopError::Empty | PopError::InFlight) => {}
+                Err(e) => {
+                    self.waits.waiter.abandon();
+                    return Err(e);
+                }
+            }
+            if let Err(e) = self.wait_for_messages(deadline) {
+                self.waits.waiter.abandon();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Spins, then sleeps, until the word at `head` or `tail` moves (or a producer
+    /// attaches, detaches or dies; the deadline; a shutdown).
+    fn wait_for_messages(&mut self, deadline: Deadline) -> Result<(), PopError> {
+        let seen = end::deaths_seen(&self.waits.deaths);
+        let (mem, (at, word)) = (&self.ring.mem, self.blocked);
+        // Relaxed: hints; `poll` re-reads with Acquire.
+        let moved = || mem.slot(at >> 3).load(Ordering::Relaxed) != word;
+        let check_every = self.waits.liveness.interval();
+        let got = wait::spin(
+            self.waits.strategy,
+            &mut self.waits.waiter,
+            wait::MPMC_POLL_PAUSES,
+            (&deadline, check_every),
+            || moved().then_some(()),
+        );
+        if got.is_some() {
+            return Ok(());
+        }
+        if self.waits.waiter.was_cut() {
+            self.waits.liveness.expire();
+        }
+        if deadline.passed() {
+            return Err(PopError::Timeout);
+        }
+        if crate::shutdown::requested() {
+            return Err(PopError::Interrupted);
+        }
+        if !self.waits.waiter.may_sleep(self.waits.strategy) {
+            return Ok(());
+        }
+        if self
+            .watches
+            .iter_mut()
+            .fold(false, |any, p| p.take_exited() | any)
+        {
+            // A watched producer died while we were not asleep: check it now.
+            self.waits.liveness.expire();
+            return Ok(());
+        }
+        let c = mem.ctrl();
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        let owners = c.producers.owners_digest();
+        let target = FlagTarget::of(mem, |c| &c.consumer_waiting);
+        let slice = c.producers.sleep_slice(
+            &mut self.watches,
+            (self.me, &self.waits.deaths),
+            &target,
+            self.waits.liveness.interval(),
+            self.stuck.is_some(),
+        );
+        let deaths = &self.waits.deaths;
+        self.waits.waiter.sleeping();
+        wait::park(
+            &target,
+            deadline.slice(slice),
+            || {
+                // Relaxed: hints to skip the sleep; `poll` re-reads with Acquire.
+                moved()
+                    || c.tail.pos.load(Ordering::Relaxed) != tail
+                    || c.producers.gone().is_some()
+                    || end::deaths_seen(deaths) != seen
+                    || c.producers.owners_digest() != owners
+            },
+            || None,
+        );
+        self.waits.liveness.expire();
+        Ok(())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if !self.origin.is_current() {
+            return; // a forked child's copy: the end is the parent's
+        }
+        let c = self.ring.mem.ctrl();
+        c.config.consumer.release(self.me);
+        // Producers sleeping on a full log must wake to see us gone.
+        wait::wake(&c.producers_waiting, u32::MAX);
+    }
+}
+
+/// A message lent in place ([`Consumer::try_recv`]); dropping it frees its space (and any
+/// padding before it) for the producers.
+pub struct Frame<'a> {
+    consumer: &'a mut Consumer,
+    found: Found,
+    end: u64,
+}
+
+impl Frame<'_> {
+    /// Its type ([`Claim::set_type`](super::Claim::set_type)).
+    pub fn msg_type(&self) -> u16 {
+        self.found.msg_type
+    }
+
+    /// Its flags ([`Claim::set_flags`](super::Claim::set_flags)).
+    pub fn flags(&self) -> u8 {
+        self.found.flags
+    }
+
+    /// The byte position of its record.
+    pub fn position(&self) -> u64 {
+        self.found.at
+    }
+}
+
+impl std::ops::Deref for Frame<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.consumer.bytes(self.found.at, self.found.len)
+    }
+}
+
+impl std::fmt::Debug for Frame<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Frame")
+            .field("position", &self.found.at)
+            .field("len", &self.found.len)
+            .field("msg_type", &self.found.msg_type)
+            .field("flags", &self.found.flags)
+            .finish()
+    }
+}
+
+impl Drop for Frame<'_> {
+    fn drop(&mut self) {
+        let len = self.found.len as u64;
+        self.consumer.release(self.end, 1, len);
+    }
+}

@@ -1,0 +1,642 @@
+//! A byte log: variable-length messages from any number of producer processes to one
+//! consumer, written and read in place.
+//!
+//! ```
+//! use shm_ring::log;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let name = format!("/shm-ring-doc-log-{}", std::process::id());
+//! // The matcher creates the log: 64 KiB, messages of up to 1 KiB.
+//! let ring = log::Builder::new(&name).capacity(64 << 10).max_len(1024).create()?;
+//! let mut rx = ring.consumer()?;
+//! // A gateway (any process) writes an order in place, then commits its length.
+//! let mut tx = log::open(&name)?.producer()?;
+//! let mut claim = tx.try_claim(64)?;
+//! claim.buf()[..5].copy_from_slice(b"BUY 7");
+//! claim.set_type(1);
+//! claim.commit(5)?;
+//! tx.try_send(b"SELL 3")?;
+//! // The matcher reads each frame where it lies; dropping it frees the space.
+//! let frame = rx.try_recv()?;
+//! assert_eq!((&frame[..], frame.msg_type()), (&b"BUY 7"[..], 1));
+//! drop(frame);
+//! assert_eq!(&rx.try_recv()?[..], b"SELL 3");
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! The log is `capacity` bytes (a power of two) of 8-byte words. A message is a record: one
+//! header word, then the message, rounded up to 8 bytes. A record never straddles the end
+//! of the buffer: a claim that would is preceded by a padding record to the end. `tail` is
+//! the byte position claimed next (producers compare-exchange it), `head` the position
+//! read next (the consumer stores it); both only grow.
+//!
+//! Each word's top 3 bits say what it is:
+//!
+//! | state     | low bits                                        | written by            |
+//! | --------- | ----------------------------------------------- | --------------------- |
+//! | FREE      | the word's position / 8 (61 bits): its lap      | the consumer (release)|
+//! | MARKED    | claimed length, endpoint, generation            | a producer's mark     |
+//! | COMMITTED | length, message type, flags                     | a producer's commit   |
+//! | PAD       | the padding record's span in bytes              | producer or consumer  |
+//! | HOLE      | one word the consumer gave up                   | the consumer          |
+//!
+//! # Protocol
+//!
+//! - **Claim** (P1): a producer compare-exchanges `tail` from `t` to `t + span` (with the
+//!   padding to the end of the buffer first, if the record would straddle it), after
+//!   checking against `head` that the space is free.
+//! - **Mark** (P2): it compare-exchanges the header word at `t` from `FREE(t)` (that
+//!   position's own lap) to `MARKED` naming its endpoint and generation (and a padding
+//!   record's word first, from `FREE` to `PAD`). Only a successful mark lets it write: a
+//!   claimant that stalled before its mark and was given up finds the word changed and
+//!   writes nothing (`Expired`).
+//! - **Commit** (P3): it writes the message, then compare-exchanges the header from its
+//!   mark to `COMMITTED` (Release). Dropping a claim instead turns it into padding.
+//! - **Read**: the consumer reads the header at `head` (Acquire). `COMMITTED`: the frame,
+//!   lent in place. `PAD`, `HOLE`: skipped. `FREE` with `tail` past it: a claim not yet
+//!   marked; after the claim timeout the consumer gives it up by turning every `FREE`
+//!   word from there to the first non-free word (or `tail`) into a `HOLE`, one
+//!   compare-exchange each, so that no claimant in that stretch can mark any more.
+//!   `MARKED`: a claim being written; its producer is waited for while it lives (its bytes
+//!   are being written in place, so its space must not be reused under it), and after the
+//!   claim timeout a dead one's claim becomes padding.
+//! - **Release**: the consumer records where it is releasing to (`releasing_to`, so that
+//!   a successor finishes a release its predecessor died in), rewrites every word it read
+//!   to `FREE` of the next lap, then stores `head` (Release), which frees the space.
+//!
+//! Nothing read from shared memory is trusted: a header whose length points past the
+//! buffer or past the log's `max_len`, a `FREE` word of another lap, or a `tail` more than
+//! the capacity ahead give `Corrupted`, never a read out of bounds or a hang.
+//!
+//! # Where the promise stops
+//!
+//! Frames and claims lend the log's bytes as slices (`&[u8]`, `&mut [u8]`), as SPSC chunks
+//! do: a peer that writes into a record it does not own races with that slice. Honest
+//! peers never do (the protocol hands each record to one side at a time); a hostile one
+//! can make a frame's contents garbage, never make a read leave the buffer.
+
+use std::time::Duration;
+
+use shm_sync::primitive::{AtomicU64, Ordering};
+
+use crate::end::{self, Deaths, End, EndStatus, LivenessTimer, PeerWatch};
+use crate::error::{RingError, Role};
+use crate::mem::{self, Mem};
+use crate::mpmc::{Mark, Side, MAX_ENDPOINTS};
+use crate::wait::{self, FlagLine, WaitStrategy, Waiter};
+
+mod consumer;
+mod producer;
+#[cfg(not(shm_loom))]
+mod shared;
+
+pub use crate::mpmc::Attachment;
+pub use consumer::{Consumer, Frame, Message};
+pub use producer::{Claim, Producer};
+#[cfg(not(shm_loom))]
+pub use shared::{create, open, open_or_create, Builder};
+
+/// Version of the log's control-block layout; part of the segment's fingerprint.
+pub const LOG_LAYOUT_VERSION: u64 = 1;
+
+/// The most producers attached at once.
+pub const MAX_PRODUCERS: usize = MAX_ENDPOINTS;
+
+/// How long a claim may stay unmarked, or marked by a dead producer, before the consumer
+/// gives it up (the default; set with [`Builder::claim_timeout`]).
+pub const DEFAULT_CLAIM_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The largest message by default: 1 KiB less its header.
+pub const DEFAULT_MAX_LEN: u64 = 1024 - 8;
+
+/// The top 3 bits of a word: what it is.
+const STATE_SHIFT: u32 = 61;
+const FREE: u64 = 0;
+const MARKED: u64 = 1;
+const COMMITTED: u64 = 2;
+const PAD: u64 = 3;
+const HOLE: u64 = 4;
+/// The low 61 bits.
+const LOW: u64 = (1 << STATE_SHIFT) - 1;
+/// A length (claimed, committed, or a padding span).
+const LEN: u64 = 0xffff_ffff;
+
+/// The word a position holds while free for its own lap.
+#[inline]
+pub(crate) fn free_word(pos: u64) -> u64 {
+    (pos >> 3) & LOW
+}
+
+#[inline]
+fn state_of(w: u64) -> u64 {
+    w >> STATE_SHIFT
+}
+
+/// A header marked by `mark` for a message of up to `max` bytes.
+#[inline]
+fn marked_word(mark: Mark, max: u64) -> u64 {
+    (MARKED << STATE_SHIFT)
+        | (u64::from(mark.gen) << 37)
+        | (u64::from(mark.index) << 32)
+        | (max & LEN)
+}
+
+/// The mark in a `MARKED` word (any bits: the index is masked into range).
+#[inline]
+fn mark_of(w: u64) -> Mark {
+    Mark {
+        index: ((w >> 32) & (MAX_ENDPOINTS as u64 - 1)) as u32,
+        gen: ((w >> 37) & ((1 << crate::mpmc::GEN_BITS) - 1)) as u32,
+    }
+}
+
+/// A committed header: `len` bytes, the user's type and flags.
+#[inline]
+fn committed_word(len: u64, msg_type: u16, flags: u8) -> u64 {
+    (COMMITTED << STATE_SHIFT) | (u64::from(flags) << 48) | (u64::from(msg_type) << 32) | len
+}
+
+#[inline]
+fn pad_word(span: u64) -> u64 {
+    (PAD << STATE_SHIFT) | span
+}
+
+const HOLE_WORD: u64 = HOLE << STATE_SHIFT;
+
+/// The bytes a record of `len` takes: its header and the message rounded up to 8.
+#[inline]
+pub(crate) fn record_span(len: u64) -> u64 {
+    8 + len.div_ceil(8) * 8
+}
+
+/// Immutable configuration and the consumer's end.
+#[repr(C, align(128))]
+pub(crate) struct ConfigLine {
+    /// The buffer's 8-byte words (a power of two), as every kind records its slots.
+    pub capacity: AtomicU64,
+    pub initial: AtomicU64,
+    pub max_len: AtomicU64,
+    pub claim_timeout_ns: AtomicU64,
+    pub consumer: End,
+    /// The position the current consumer attached at.
+    pub consumer_since: AtomicU64,
+}
+
+/// The producers' line: `tail` and the counters they write when they stall.
+#[repr(C, align(128))]
+pub(crate) struct TailLine {
+    pub pos: AtomicU64,
+    /// Times a producer found the log full.
+    pub full_stalls: AtomicU64,
+    /// `FUTEX_WAKE`s producers issued.
+    pub wakeups: AtomicU64,
+    /// Claims producers dropped without committing (their space became padding).
+    pub aborted: AtomicU64,
+}
+
+/// The consumer's line: `head`, the release in progress, and its counters.
+#[repr(C, align(128))]
+pub(crate) struct HeadLine {
+    pub pos: AtomicU64,
+    /// Where the release in progress (or the last one) goes to: a successor that finds it
+    /// ahead of `pos` finishes it.
+    pub releasing_to: AtomicU64,
+    /// Messages received, and their bytes.
+    pub received: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Unmarked claims given up after the claim timeout (`HOLE`s), counted per give-up.
+    pub skipped: AtomicU64,
+    /// Claims of dead producers turned into padding after the claim timeout.
+    pub abandoned: AtomicU64,
+    pub empty_stalls: AtomicU64,
+    pub wakeups: AtomicU64,
+}
+
+/// The control block of a log segment:
+///
+/// | line(s) | offset | written by          | holds                                        |
+/// | ------- | ------ | ------------------- | -------------------------------------------- |
+/// | 0       | 0      | creator, consumer   | capacity (words), initial, max_len, claim timeout, consumer end |
+/// | 1       | 128    | producers           | `tail`, full stalls, wake-ups, aborted claims |
+/// | 2       | 256    | consumer            | `head`, `releasing_to`, counters             |
+/// | 3       | 384    | a sleeping consumer | consumer waiting                             |
+/// | 4       | 512    | sleeping producers  | producers waiting                            |
+/// | 5..     | 640    | attach / detach     | the producer endpoint table                  |
+#[repr(C)]
+pub(crate) struct Control {
+    pub config: ConfigLine,
+    pub tail: TailLine,
+    pub head: HeadLine,
+    pub consumer_waiting: FlagLine,
+    pub producers_waiting: FlagLine,
+    pub producers: Side,
+}
+
+#[cfg(not(shm_loom))]
+mod layout_checks {
+    use super::*;
+    use static_assertions::const_assert_eq;
+    const_assert_eq!(std::mem::offset_of!(Control, tail), 128);
+    const_assert_eq!(std::mem::offset_of!(Control, head), 256);
+    const_assert_eq!(std::mem::offset_of!(Control, consumer_waiting), 384);
+    const_assert_eq!(std::mem::offset_of!(Control, producers_waiting), 512);
+    const_assert_eq!(std::mem::offset_of!(Control, producers), 640);
+    const_assert_eq!(std::mem::size_of::<Control>(), 1280);
+}
+
+#[cfg(not(shm_loom))]
+// SAFETY: `#[repr(C)]` of `u32`/`u64` atomics only: any bytes are valid (impossible values
+// are reported as `Corrupted`), zero is an empty log with no ends, no Drop glue.
+unsafe impl shm_core::ShmSafe for Control {}
+
+impl Control {
+    fn new(capacity: u64, initial: u64, max_len: u64, claim_timeout: Duration) -> Control {
+        Control {
+            config: ConfigLine {
+                capacity: AtomicU64::new(capacity),
+                initial: AtomicU64::new(initial),
+                max_len: AtomicU64::new(max_len),
+                claim_timeout_ns: AtomicU64::new(claim_timeout.as_nanos() as u64),
+                consumer: End::new(),
+                consumer_since: AtomicU64::new(initial),
+            },
+            tail: TailLine {
+                pos: AtomicU64::new(initial),
+                full_stalls: AtomicU64::new(0),
+                wakeups: AtomicU64::new(0),
+                aborted: AtomicU64::new(0),
+            },
+            head: HeadLine {
+                pos: AtomicU64::new(initial),
+                releasing_to: AtomicU64::new(initial),
+                received: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+                skipped: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
+                empty_stalls: AtomicU64::new(0),
+                wakeups: AtomicU64::new(0),
+            },
+            consumer_waiting: FlagLine::new(),
+            producers_waiting: FlagLine::new(),
+            producers: Side::new(),
+        }
+    }
+}
+
+/// One 8-byte word of the buffer.
+pub(crate) type Word = AtomicU64;
+
+/// Adds one (or `n`) to a counter only one side writes: a load and a store.
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
+}
+
+/// The checked, immutable settings of a log, read once when it is created or opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Settings {
+    /// Bytes.
+    pub capacity: u64,
+    pub max_len: u64,
+    pub claim_timeout: Duration,
+}
+
+impl Settings {
+    /// Checks what the control block records (a hostile creator may have written
+    /// anything): `max_len` must leave a record room in half the buffer.
+    fn of(name: &str, mem: &Mem<Control, Word>) -> Result<Settings, RingError> {
+        let c = mem.ctrl();
+        let capacity = mem.cap() * 8;
+        let max_len = c.config.max_len.load(Ordering::Relaxed);
+        if record_span(max_len.min(u64::MAX / 4)) > capacity / 2 {
+            return Err(RingError::Corrupted {
+                name: name.to_owned(),
+                what: format!(
+                    "its largest message of {max_len} bytes does not fit in half of its \
+                     {capacity} bytes"
+                ),
+            });
+        }
+        let ns = c.config.claim_timeout_ns.load(Ordering::Relaxed);
+        Ok(Settings {
+            capacity,
+            max_len,
+            claim_timeout: Duration::from_nanos(ns)
+                .clamp(Duration::from_millis(1), Duration::from_secs(60)),
+        })
+    }
+}
+
+/// A log in memory, not yet joined: take its [`consumer`](Ring::consumer) end, or join as
+/// one of its [`producer`](Ring::producer)s. Cloning it is cheap.
+#[derive(Clone)]
+pub struct Ring {
+    mem: Mem<Control, Word>,
+    name: String,
+    created: bool,
+    settings: Settings,
+}
+
+/// A snapshot of a log's counters, readable from any process ([`Ring::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogStats {
+    /// The buffer's bytes.
+    pub capacity: u64,
+    /// The largest message.
+    pub max_len: u64,
+    /// The byte position read next.
+    pub head: u64,
+    /// The byte position claimed next.
+    pub tail: u64,
+    /// Messages the consumer received, and their bytes.
+    pub received: u64,
+    /// Bytes of the messages received.
+    pub bytes: u64,
+    /// Claims given up unmarked after the claim timeout.
+    pub skipped: u64,
+    /// Claims of dead producers turned into padding.
+    pub abandoned: u64,
+    /// Claims dropped uncommitted by their producers.
+    pub aborted: u64,
+    /// Times a producer found the log full.
+    pub full_stalls: u64,
+    /// Times the consumer found it empty.
+    pub empty_stalls: u64,
+    /// `FUTEX_WAKE`s issued by either side.
+    pub wakeups: u64,
+    /// The consumer's end.
+    pub consumer: EndStatus,
+    /// The producer endpoints holding an owner word now.
+    pub producers: Vec<EndStatus>,
+}
+
+pub(crate) fn stats_of(c: &Control) -> LogStats {
+    // Acquire, and first: pairs with the consumer's Release store of `head`, so the
+    // counters it wrote before are at least this far.
+    let head = c.head.pos.load(Ordering::Acquire);
+    LogStats {
+        capacity: c.config.capacity.load(Ordering::Relaxed).wrapping_mul(8),
+        max_len: c.config.max_len.load(Ordering::Relaxed),
+        head,
+        tail: c.tail.pos.load(Ordering::Relaxed),
+        received: c.head.received.load(Ordering::Relaxed),
+        bytes: c.head.bytes.load(Ordering::Relaxed),
+        skipped: c.head.skipped.load(Ordering::Relaxed),
+        abandoned: c.head.abandoned.load(Ordering::Relaxed),
+        aborted: c.tail.aborted.load(Ordering::Relaxed),
+        full_stalls: c.tail.full_stalls.load(Ordering::Relaxed),
+        empty_stalls: c.head.empty_stalls.load(Ordering::Relaxed),
+        wakeups: c
+            .tail
+            .wakeups
+            .load(Ordering::Relaxed)
+            .wrapping_add(c.head.wakeups.load(Ordering::Relaxed)),
+        consumer: c.config.consumer.status(),
+        producers: c.producers.attached_ends(),
+    }
+}
+
+impl Ring {
+    /// A log on the heap for threads of this process: `capacity` bytes (rounded up to a
+    /// power of two), messages of up to `max_len` bytes.
+    ///
+    /// # Errors
+    ///
+    /// `ZeroCapacity`, `CapacityTooLarge`, `MaxLenTooLarge`.
+    pub fn in_process(capacity: u64, max_len: u64) -> Result<Ring, RingError> {
+        Self::in_process_with_claim_timeout(capacity, max_len, DEFAULT_CLAIM_TIMEOUT)
+    }
+
+    /// [`in_process`](Self::in_process) with its own claim timeout (clamped to
+    /// 1 ms ..= 60 s).
+    ///
+    /// # Errors
+    ///
+    /// As [`in_process`](Self::in_process).
+    pub fn in_process_with_claim_timeout(
+        capacity: u64,
+        max_len: u64,
+        claim_timeout: Duration,
+    ) -> Result<Ring, RingError> {
+        let words = capacity.div_ceil(8);
+        check_max_len(mem::IN_PROCESS, words, max_len)?;
+        let timeout = claim_timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
+        let mem = mem::in_process_mem::<u64, _, _>(
+            words,
+            |cap| Control::new(cap, 0, max_len, timeout),
+            |i, _| AtomicU64::new(free_word(i * 8)),
+        )?;
+        Ring::from_mem(mem, mem::IN_PROCESS.to_owned(), true)
+    }
+
+    /// A log over `mem`, just created or opened (`created` says which), once the settings
+    /// it records are checked.
+    pub(crate) fn from_mem(
+        mem: Mem<Control, Word>,
+        name: String,
+        created: bool,
+    ) -> Result<Ring, RingError> {
+        let settings = Settings::of(&name, &mem)?;
+        Ok(Ring {
+            mem,
+            name,
+            created,
+            settings,
+        })
+    }
+
+    /// The buffer's bytes (a power of two).
+    pub fn capacity(&self) -> u64 {
+        self.settings.capacity
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_len(&self) -> u64 {
+        self.settings.max_len
+    }
+
+    /// How long a claim may stay unmarked, or marked by a dead producer, before the
+    /// consumer gives it up.
+    pub fn claim_timeout(&self) -> Duration {
+        self.settings.claim_timeout
+    }
+
+    /// The log's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this handle created the log rather than opening one that existed.
+    pub fn is_creator(&self) -> bool {
+        self.created
+    }
+
+    /// Whether the log's name still leads to this log (see `spsc::Ring::is_current`).
+    #[cfg(not(shm_loom))]
+    pub fn is_current(&self) -> bool {
+        self.mem.is_current()
+    }
+
+    /// The counters, read without joining (a third process may call this). Allocates
+    /// (the producer list) and looks each end up in `/proc`.
+    pub fn stats(&self) -> LogStats {
+        stats_of(self.mem.ctrl())
+    }
+
+    /// Test hook: where word 0 of the buffer lies in this process, and the word count, for
+    /// tests that play a hostile peer. Touching that memory other than with atomics is a
+    /// data race with the log.
+    #[doc(hidden)]
+    #[cfg(not(shm_loom))]
+    pub fn raw_words(&self) -> (*mut u64, u64) {
+        (self.mem.slot_ptr(0).cast::<u64>(), self.mem.cap())
+    }
+
+    /// Joins as one more producer.
+    ///
+    /// # Errors
+    ///
+    /// `TooManyEndpoints` if [`MAX_PRODUCERS`] live producers are attached.
+    pub fn producer(&self) -> Result<Producer, RingError> {
+        let c = self.mem.ctrl();
+        let me = end::me();
+        let (index, attachment) = c.producers.attach(me).ok_or(RingError::TooManyEndpoints {
+            name: self.name.clone(),
+            role: Role::Producer,
+            max: MAX_PRODUCERS,
+        })?;
+        // A consumer asleep re-arms its watches to include this process.
+        if !cfg!(shm_loom) {
+            wait::wake(&c.consumer_waiting, u32::MAX);
+        }
+        Ok(Producer::new(self.clone(), me, index, attachment))
+    }
+
+    /// Joins as the consumer, taking the end over from a dead one. A release its
+    /// predecessor died in the middle of is finished first; frames it had read but not
+    /// released are delivered again.
+    ///
+    /// # Errors
+    ///
+    /// `RoleTaken` if a live process holds the consumer end, `Corrupted` if the shared
+    /// positions are impossible.
+    pub fn consumer(&self) -> Result<Consumer, RingError> {
+        let c = self.mem.ctrl();
+        let me = end::me();
+        let (generation, was) =
+            c.config
+                .consumer
+                .claim_from(me)
+                .map_err(|pid| RingError::RoleTaken {
+                    name: self.name.clone(),
+                    role: Role::Consumer,
+                    pid,
+                })?;
+        let corrupted = |what: String| {
+            c.config.consumer.release(me);
+            RingError::Corrupted {
+                name: self.name.clone(),
+                what,
+            }
+        };
+        let cap = self.settings.capacity;
+        let head = c.head.pos.load(Ordering::Relaxed);
+        // Acquire: pairs with nothing a producer publishes through `tail` (marks and
+        // commits are read from the words themselves); Relaxed would do, Acquire keeps
+        // the check below about a `tail` at least as new as the `head` we read.
+        let tail = c.tail.pos.load(Ordering::Acquire);
+        if tail.wrapping_sub(head) > cap || head % 8 != 0 || tail % 8 != 0 {
+            return Err(corrupted(format!(
+                "tail {tail} and head {head} are more than the log apart or misaligned"
+            )));
+        }
+        let releasing_to = c.head.releasing_to.load(Ordering::Relaxed);
+        let mut head = head;
+        if releasing_to != head {
+            let ahead = releasing_to.wrapping_sub(head);
+            if ahead > tail.wrapping_sub(head) || ahead % 8 != 0 {
+                // Behind `head` is a release that completed (a hostile value aside, which
+                // is harmless here); only a stretch within what was claimed is finished.
+                if (ahead as i64) > 0 {
+                    return Err(corrupted(format!(
+                        "a release to {releasing_to} runs past tail {tail} (head {head})"
+                    )));
+                }
+            } else {
+                release_words(&self.mem, head, releasing_to);
+                // Release: as every release's store of `head`.
+                c.head.pos.store(releasing_to, Ordering::Release);
+                head = releasing_to;
+            }
+        }
+        // Relaxed: a report.
+        c.config.consumer_since.store(head, Ordering::Relaxed);
+        let attachment = end::Attachment {
+            generation,
+            position: head,
+            backlog: tail.wrapping_sub(head),
+            skipped: 0,
+            took_over_from: (was != 0).then_some((was >> 32) as u32),
+        };
+        // Producers asleep on a full log re-arm their watch on the new consumer.
+        if !cfg!(shm_loom) {
+            wait::wake(&c.producers_waiting, u32::MAX);
+        }
+        Ok(Consumer::new(self.clone(), me, head, attachment))
+    }
+}
+
+/// Rewrites the words of `from..to` to `FREE` of their next lap (their contents were
+/// delivered or skipped).
+pub(crate) fn release_words(mem: &Mem<Control, Word>, from: u64, to: u64) {
+    let lap = mem.cap() * 8;
+    let mut p = from;
+    while p != to {
+        // Relaxed: published by the Release store of `head` that follows.
+        mem.slot(p >> 3)
+            .store(free_word(p.wrapping_add(lap)), Ordering::Relaxed);
+        p = p.wrapping_add(8);
+    }
+}
+
+/// Checks a log's largest message against its capacity in words.
+pub(crate) fn check_max_len(name: &str, words: u64, max_len: u64) -> Result<(), RingError> {
+    let cap = crate::spsc::round_capacity(name, words)? * 8;
+    if max_len > u64::from(u32::MAX) || record_span(max_len) > cap / 2 {
+        return Err(RingError::MaxLenTooLarge {
+            name: name.to_owned(),
+            max_len,
+            capacity: cap,
+        });
+    }
+    Ok(())
+}
+
+/// What a blocked log end checks on its peers with: the wait settings of a handle.
+pub(crate) struct Waits {
+    pub strategy: WaitStrategy,
+    pub registered: bool,
+    pub liveness: LivenessTimer,
+    pub waiter: Waiter,
+    pub deaths: Deaths,
+}
+
+impl Waits {
+    fn new() -> Waits {
+        Waits {
+            strategy: WaitStrategy::default(),
+            registered: shm_sync::barrier::register(),
+            liveness: LivenessTimer::new(),
+            waiter: Waiter::new(),
+            deaths: Deaths::default(),
+        }
+    }
+}
+
+/// One `PeerWatch` per producer endpoint (the consumer's view of them).
+pub(crate) type Watches = Box<[PeerWatch; MAX_ENDPOINTS]>;

@@ -1,0 +1,505 @@
+//! A log's producers: claim, write in place, commit.
+
+use std::time::Duration;
+
+use shm_sync::primitive::Ordering;
+
+use super::*;
+use crate::end::{sleep_on_peer, FlagTarget, Sleeper, CLOSED};
+use crate::error::SendError;
+use crate::wait::Deadline;
+
+/// One of a log's producers. `&mut self` methods: one thread at a time per handle; as
+/// many handles (in as many processes) as [`MAX_PRODUCERS`].
+pub struct Producer {
+    ring: Ring,
+    me: u64,
+    /// The process that attached; a forked child's copy of the handle acts on nothing.
+    origin: shm_core::ThisProcess,
+    index: usize,
+    mark: Mark,
+    attachment: Attachment,
+    /// The last `head` we read.
+    head_cache: u64,
+    waits: Waits,
+    /// The consumer's process, watched.
+    peer: PeerWatch,
+    /// Whether we counted the stall we are in.
+    stalled: bool,
+}
+
+/// Where a claim landed: its padding (if it wrapped) and its record.
+#[derive(Clone, Copy)]
+struct Reserved {
+    /// The position of the padding record, if any, and its span.
+    pad: Option<(u64, u64)>,
+    /// The record's header position.
+    at: u64,
+    /// The record's span (header and the claimed length rounded up).
+    span: u64,
+}
+
+impl Producer {
+    pub(super) fn new(ring: Ring, me: u64, index: usize, attachment: Attachment) -> Producer {
+        let head_cache = ring.mem.ctrl().head.pos.load(Ordering::Relaxed);
+        Producer {
+            mark: Mark::new(index, attachment.generation),
+            ring,
+            me,
+            origin: shm_core::ThisProcess::now(),
+            index,
+            attachment,
+            head_cache,
+            waits: Waits::new(),
+            peer: PeerWatch::new(),
+            stalled: false,
+        }
+    }
+
+    /// This producer's endpoint and attachment.
+    pub fn attachment(&self) -> Attachment {
+        self.attachment
+    }
+
+    /// The largest message this log takes.
+    pub fn max_len(&self) -> usize {
+        self.ring.settings.max_len as usize
+    }
+
+    /// Sets how blocking claims and sends wait.
+    pub fn set_wait_strategy(&mut self, strategy: WaitStrategy) {
+        self.waits.strategy = strategy;
+    }
+
+    /// Sets how often a claim on a full log checks that the consumer still runs (default
+    /// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)).
+    pub fn set_liveness_interval(&mut self, interval: Duration) {
+        self.waits.liveness.set_interval(interval);
+    }
+
+    /// Claims room for a message of up to `max` bytes, to write in place
+    /// ([`Claim::buf`]) and then [`commit`](Claim::commit); dropping the claim instead
+    /// gives the space up (it becomes padding). Never waits.
+    ///
+    /// # Errors
+    ///
+    /// `Full`, `TooLong` (`max` over the log's `max_len`), `Disconnected` (the consumer
+    /// closed the log), `PeerDied` (noticed on a full log within about the liveness
+    /// interval), `Expired` (this call stalled past the claim timeout between claiming
+    /// and marking), `Corrupted`, `Forked`.
+    pub fn try_claim(&mut self, max: usize) -> Result<Claim<'_>, SendError> {
+        let r = self.reserve(max, true)?;
+        self.mark(r, max)
+    }
+
+    /// [`try_claim`](Self::try_claim), waiting while the log is full.
+    ///
+    /// # Errors
+    ///
+    /// As `try_claim` but `Full`, plus `Interrupted`.
+    pub fn claim(&mut self, max: usize) -> Result<Claim<'_>, SendError> {
+        let r = self.reserve_until(max, Deadline::after(None))?;
+        self.mark(r, max)
+    }
+
+    /// [`claim`](Self::claim), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `claim`, plus `Timeout`.
+    pub fn claim_timeout(&mut self, max: usize, timeout: Duration) -> Result<Claim<'_>, SendError> {
+        let r = self.reserve_until(max, Deadline::after(Some(timeout)))?;
+        self.mark(r, max)
+    }
+
+    /// Sends `msg` (message type 0, no flags): a claim of its length, a copy, a commit.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_claim`](Self::try_claim).
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        let mut c = self.try_claim(msg.len())?;
+        c.buf().copy_from_slice(msg);
+        c.commit(msg.len())
+    }
+
+    /// [`try_send`](Self::try_send), waiting while the log is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim`](Self::claim).
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        let mut c = self.claim(msg.len())?;
+        c.buf().copy_from_slice(msg);
+        c.commit(msg.len())
+    }
+
+    /// [`send`](Self::send), giving up after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As [`claim_timeout`](Self::claim_timeout).
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
+        let mut c = self.claim_timeout(msg.len(), timeout)?;
+        c.buf().copy_from_slice(msg);
+        c.commit(msg.len())
+    }
+
+    /// Whether the consumer is gone: it closed its end, or its process died.
+    pub fn is_abandoned(&self) -> bool {
+        self.ring.mem.ctrl().config.consumer.gone(&self.peer)
+    }
+
+    /// The byte position this producer's next record would land at if claimed now (for
+    /// reports; other producers move it).
+    pub fn tail(&self) -> u64 {
+        self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed)
+    }
+
+    /// P1: claims the space for a record of up to `max` bytes (and the padding before it,
+    /// if it would straddle the end of the buffer). `poll_checks`: a `try_` call, which
+    /// looks at the consumer's liveness (rate-limited) when the log is full.
+    fn reserve(&mut self, max: usize, poll_checks: bool) -> Result<Reserved, SendError> {
+        if !self.origin.is_current() {
+            return Err(SendError::Forked);
+        }
+        let settings = self.ring.settings;
+        if max as u64 > settings.max_len {
+            return Err(SendError::TooLong {
+                len: max,
+                max: settings.max_len as usize,
+            });
+        }
+        let c = self.ring.mem.ctrl();
+        // Relaxed: a hint; a consumer that closed leaves for good (a successor reopens).
+        if c.config.consumer.state.load(Ordering::Relaxed) == CLOSED {
+            return Err(SendError::Disconnected);
+        }
+        let cap = settings.capacity;
+        let span = record_span(max as u64);
+        loop {
+            // Relaxed: the compare-exchange below decides; nothing is read through `tail`.
+            let t = c.tail.pos.load(Ordering::Relaxed);
+            let off = t & (cap - 1);
+            let pad = if off + span > cap { cap - off } else { 0 };
+            let total = pad + span;
+            if t.wrapping_add(total).wrapping_sub(self.head_cache) > cap {
+                // Acquire: pairs with the consumer's Release store of `head`, which came
+                // after it rewrote the freed words to `FREE` of their next lap.
+                self.head_cache = c.head.pos.load(Ordering::Acquire);
+                let used = t.wrapping_sub(self.head_cache);
+                if used > cap || t % 8 != 0 {
+                    return Err(SendError::Corrupted);
+                }
+                if used + total > cap {
+                    return Err(self.full(poll_checks));
+                }
+            }
+            if c.tail
+                .pos
+                .compare_exchange(
+                    t,
+                    t.wrapping_add(total),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                crate::fault_point!("log-producer-claimed");
+                self.stalled = false;
+                return Ok(Reserved {
+                    pad: (pad > 0).then_some((t, pad)),
+                    at: t.wrapping_add(pad),
+                    span,
+                });
+            }
+        }
+    }
+
+    /// Why a claim found the log full: the consumer closed or died, or just `Full`.
+    fn full(&mut self, poll_checks: bool) -> SendError {
+        let c = self.ring.mem.ctrl();
+        if !std::mem::replace(&mut self.stalled, true) {
+            c.tail.full_stalls.fetch_add(1, Ordering::Relaxed);
+        }
+        if !poll_checks || self.waits.liveness.due() {
+            match c.config.consumer.status_watched(&mut self.peer) {
+                EndStatus::Closed => return SendError::Disconnected,
+                EndStatus::Attached { alive: false, .. } => return SendError::PeerDied,
+                _ => {}
+            }
+        }
+        SendError::Full
+    }
+
+    fn reserve_until(&mut self, max: usize, deadline: Deadline) -> Result<Reserved, SendError> {
+        loop {
+            match self.reserve(max, false) {
+                Err(SendError::Full) => {}
+                Ok(r) => {
+                    wait::ended(&mut self.waits.waiter);
+                    return Ok(r);
+                }
+                Err(e) => {
+                    self.waits.waiter.abandon();
+                    return Err(e);
+                }
+            }
+            if let Err(e) = self.wait_for_room(max, deadline) {
+                self.waits.waiter.abandon();
+                return Err(e);
+            }
+        }
+    }
+
+    /// Waits until `head` moves far enough for a record of `max` (or the deadline, the
+    /// consumer's departure, a shutdown).
+    fn wait_for_room(&mut self, max: usize, deadline: Deadline) -> Result<(), SendError> {
+        let cap = self.ring.settings.capacity;
+        let span = record_span(max as u64);
+        let seen = end::deaths_seen(&self.waits.deaths);
+        let mem = &self.ring.mem;
+        // Whether the claim `reserve` makes would fit now (its padding included).
+        let room = || {
+            let c = mem.ctrl();
+            // Relaxed (both): a hint; `reserve` re-reads `head` with Acquire.
+            let t = c.tail.pos.load(Ordering::Relaxed);
+            let h = c.head.pos.load(Ordering::Relaxed);
+            let off = t & (cap - 1);
+            let pad = if off + span > cap { cap - off } else { 0 };
+            t.wrapping_add(pad + span).wrapping_sub(h) <= cap
+        };
+        let check_every = self.waits.liveness.interval();
+        let got = wait::spin(
+            self.waits.strategy,
+            &mut self.waits.waiter,
+            wait::MPMC_POLL_PAUSES,
+            (&deadline, check_every),
+            || room().then_some(()),
+        );
+        if got.is_some() {
+            return Ok(());
+        }
+        if self.waits.waiter.was_cut() {
+            self.waits.liveness.expire();
+        }
+        match self.full(true) {
+            SendError::Full => {}
+            e => return Err(e),
+        }
+        if deadline.passed() {
+            return Err(SendError::Timeout);
+        }
+        if crate::shutdown::requested() {
+            return Err(SendError::Interrupted);
+        }
+        if self.waits.waiter.may_sleep(self.waits.strategy) {
+            let c = self.ring.mem.ctrl();
+            // The `head` our failed claim saw (a later read could miss the release we
+            // wait for).
+            let head = self.head_cache;
+            sleep_on_peer(
+                Sleeper {
+                    me: self.me,
+                    peer_end: &c.config.consumer,
+                    flag: FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting),
+                    peer: &mut self.peer,
+                    deaths: &self.waits.deaths,
+                    liveness: &mut self.waits.liveness,
+                    waiter: &mut self.waits.waiter,
+                },
+                deadline,
+                seen,
+                // Relaxed: a hint to skip the sleep; `reserve` re-reads with Acquire.
+                || c.head.pos.load(Ordering::Relaxed) != head,
+            );
+        }
+        Ok(())
+    }
+
+    /// P2: marks what `reserve` claimed (the padding first), then lends the record.
+    fn mark(&mut self, r: Reserved, max: usize) -> Result<Claim<'_>, SendError> {
+        let mem = &self.ring.mem;
+        if let Some((at, span)) = r.pad {
+            // Release: as the mark below. From `FREE` of this very position: a consumer
+            // that gave the claim up (we stalled since `reserve`) changed the word, and
+            // nothing of ours is written.
+            if mem
+                .slot(at >> 3)
+                .compare_exchange(
+                    free_word(at),
+                    pad_word(span),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                return Err(SendError::Expired);
+            }
+        }
+        // Release: orders our endpoint's generation bump (at attach) before the mark, for
+        // the consumer's Acquire load of this word and its `marker_dead` check.
+        if mem
+            .slot(r.at >> 3)
+            .compare_exchange(
+                free_word(r.at),
+                marked_word(self.mark, max as u64),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return Err(SendError::Expired);
+        }
+        crate::fault_point!("log-producer-marked");
+        Ok(Claim {
+            producer: self,
+            at: r.at,
+            max,
+            span: r.span,
+            msg_type: 0,
+            flags: 0,
+            done: false,
+        })
+    }
+
+    /// The bytes of the record at `at`, `len` of them after its header.
+    #[cfg(not(shm_loom))]
+    fn bytes_mut(&mut self, at: u64, len: usize) -> &mut [u8] {
+        let first = self.ring.mem.slot_ptr((at >> 3) + 1).cast::<u8>();
+        // SAFETY: the record's span lies inside the buffer without wrapping (`reserve`
+        // put padding before it otherwise), so `len` bytes from the word after the header
+        // are inside the slot array; we marked the record, so no honest peer touches
+        // those bytes until our commit (or abort) hands them to the consumer, and the
+        // borrow of `self` ends before that.
+        unsafe { std::slice::from_raw_parts_mut(first, len) }
+    }
+
+    /// Loom models no payload bytes (the words are loom atomics): an empty slice.
+    #[cfg(shm_loom)]
+    fn bytes_mut(&mut self, _at: u64, _len: usize) -> &mut [u8] {
+        &mut []
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        if !self.origin.is_current() {
+            return; // a forked child's copy: the endpoint is the parent's
+        }
+        let c = self.ring.mem.ctrl();
+        c.producers.detach(self.index, self.me);
+        // A sleeping consumer must wake to see whether we were the last.
+        wait::wake(&c.consumer_waiting, u32::MAX);
+    }
+}
+
+/// Room for one message, marked for its producer: write it in place ([`buf`](Self::buf)),
+/// then [`commit`](Self::commit) the length written. Dropped uncommitted, the space becomes
+/// padding and nothing is delivered.
+pub struct Claim<'a> {
+    producer: &'a mut Producer,
+    at: u64,
+    max: usize,
+    span: u64,
+    msg_type: u16,
+    flags: u8,
+    done: bool,
+}
+
+impl Claim<'_> {
+    /// The claimed bytes (as many as were claimed), to write the message into.
+    pub fn buf(&mut self) -> &mut [u8] {
+        let (at, max) = (self.at, self.max);
+        self.producer.bytes_mut(at, max)
+    }
+
+    /// The message's type (a number for the consumer; 0 unless set).
+    pub fn set_type(&mut self, msg_type: u16) {
+        self.msg_type = msg_type;
+    }
+
+    /// The message's flags (8 bits for the consumer; 0 unless set).
+    pub fn set_flags(&mut self, flags: u8) {
+        self.flags = flags;
+    }
+
+    /// The byte position of this record's header.
+    pub fn position(&self) -> u64 {
+        self.at
+    }
+
+    /// P3: publishes the first `len` bytes written as the message.
+    ///
+    /// # Errors
+    ///
+    /// `TooLong` if `len` exceeds what was claimed (the claim is then given up, as on
+    /// drop); `Corrupted` if the header was changed under us (only a hostile peer does:
+    /// a live producer's marked claim is never given up).
+    pub fn commit(mut self, len: usize) -> Result<(), SendError> {
+        if len > self.max {
+            return Err(SendError::TooLong { len, max: self.max });
+        }
+        self.done = true;
+        crate::fault_point!("log-producer-written");
+        let mem = &self.producer.ring.mem;
+        let used = record_span(len as u64);
+        if used < self.span {
+            // The rest of the claim: padding. Relaxed: published by the commit below.
+            mem.slot((self.at + used) >> 3)
+                .store(pad_word(self.span - used), Ordering::Relaxed);
+        }
+        // Release: publishes the message's bytes (and the padding after it); pairs with
+        // the consumer's Acquire load of the header.
+        let mark = marked_word(self.producer.mark, self.max as u64);
+        let done = mem
+            .slot(self.at >> 3)
+            .compare_exchange(
+                mark,
+                committed_word(len as u64, self.msg_type, self.flags),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        crate::fault_point!("log-producer-committed");
+        self.wake();
+        if done {
+            Ok(())
+        } else {
+            Err(SendError::Corrupted)
+        }
+    }
+
+    fn wake(&self) {
+        let p = &*self.producer;
+        let c = p.ring.mem.ctrl();
+        if wait::wake_one_if_waiting(p.waits.registered, &c.consumer_waiting) {
+            c.tail.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let p = &*self.producer;
+        let mem = &p.ring.mem;
+        // Release: a consumer waiting on the claim skips it. From our mark only (a hostile
+        // change is left for the consumer to report).
+        let _ = mem.slot(self.at >> 3).compare_exchange(
+            marked_word(p.mark, self.max as u64),
+            pad_word(self.span),
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+        p.ring
+            .mem
+            .ctrl()
+            .tail
+            .aborted
+            .fetch_add(1, Ordering::Relaxed);
+        self.wake();
+    }
+}
