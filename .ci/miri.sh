@@ -23,4 +23,5 @@ miri --test mpmc -- matches_a_vecdeque endpoints_are_limited
 # Broadcast's in-process tests (its threads test is in `threads` above): laps, history,
 # hostile sequence words and records, the record table.
 miri --test broadcast -- lagged_reports late_join hostile_sequence subscriber_records
+miri --test log -- threads_ aborted_and_shortened hostile_words
 echo "=== miri: all passed"

@@ -16,4 +16,5 @@ tsan --test threads
 tsan --test mpmc -- four_producer_and_four_consumer_threads matches_a_vecdeque
 tsan --test spsc -- matches_a_vecdeque dropping_the_producer timeouts_return
 tsan --test broadcast -- threads_ a_sleeping_subscriber untether
+tsan --test log -- threads_ aborted_and_shortened consumer_close
 echo "=== tsan: all passed"

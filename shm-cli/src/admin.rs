@@ -113,6 +113,9 @@ fn ends_summary(name: &str) -> String {
             let subs: Vec<EndStatus> = s.subscribers.iter().map(|x| x.end).collect();
             format!("P:{} S:{}", end_word(&s.publisher), ends_words(&subs))
         }
+        Ok(Some(RingInfo::Log(s))) => {
+            format!("P:{} C:{}", ends_words(&s.producers), end_word(&s.consumer))
+        }
         _ => "-".to_owned(),
     }
 }
@@ -267,6 +270,41 @@ pub fn inspect(name: &str) -> Result<(), String> {
                     if x.evicted { ", evicted" } else { "" }
                 );
             }
+        }
+        Ok(Some(RingInfo::Log(s))) => {
+            println!(
+                "log          capacity {} bytes, messages up to {} bytes, head {}, tail {}, \
+                 in use {} bytes",
+                s.capacity,
+                s.max_len,
+                s.head,
+                s.tail,
+                s.tail.wrapping_sub(s.head)
+            );
+            println!(
+                "counters     received {} ({} bytes)",
+                plural(s.received, "message"),
+                s.bytes
+            );
+            println!(
+                "claims       {} skipped (unmarked past the claim timeout), {} abandoned (dead \
+                 producers), {} aborted",
+                s.skipped, s.abandoned, s.aborted
+            );
+            println!(
+                "stalls       full {}, empty {}; wake-ups {}",
+                s.full_stalls, s.empty_stalls, s.wakeups
+            );
+            println!("consumer     {}", s.consumer);
+            let producers: Vec<String> = s.producers.iter().map(|e| e.to_string()).collect();
+            println!(
+                "producers    {}",
+                if producers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    producers.join(", ")
+                }
+            );
         }
         Ok(None) => {}
         Err(e) => println!("ring         counters unavailable: {e}"),

@@ -511,3 +511,50 @@ fn ls_and_inspect_show_a_broadcast_ring_with_each_subscriber_and_its_lag() {
     assert!(s.contains("position 3, lag 2, received 3, lagged 0"), "{s}");
     assert!(s.contains("position 0, lag 5, received 0, lagged 0"), "{s}");
 }
+
+#[test]
+fn ls_and_inspect_show_a_log_with_its_ends_and_counters() {
+    use shm_ring::log;
+    let (name, _c) = scratch("cli-log");
+    let me = std::process::id();
+    let ring = log::Builder::new(&name)
+        .capacity(4096)
+        .max_len(100)
+        .create()
+        .unwrap();
+    let (mut a, mut b) = (ring.producer().unwrap(), ring.producer().unwrap());
+    let mut rx = ring.consumer().unwrap();
+    a.try_send(b"hello").unwrap();
+    b.try_send(b"world!").unwrap();
+    drop(a.try_claim(10).unwrap()); // aborted: padding
+    assert_eq!(rx.try_recv().unwrap().len(), 5);
+    let out = shmring(&["ls"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ls = text(&out.stdout);
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .expect("ls lists the log");
+    assert!(line.contains("log"), "{line}");
+    assert!(line.contains(&format!("P:{me},{me} C:{me}")), "{line}");
+    let out = shmring(&["inspect", &name]);
+    let s = text(&out.stdout);
+    assert!(s.contains("kind         log"), "{s}");
+    assert!(
+        s.contains(
+            "capacity 4096 bytes, messages up to 100 bytes, head 16, tail 56, in use 40 bytes"
+        ),
+        "{s}"
+    );
+    assert!(s.contains("received 1 message (5 bytes)"), "{s}");
+    assert!(
+        s.contains(
+            "0 skipped (unmarked past the claim timeout), 0 abandoned (dead producers), 1 aborted"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("producers    pid {me}, pid {me}")),
+        "{s}"
+    );
+}

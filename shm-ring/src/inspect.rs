@@ -3,7 +3,7 @@
 
 use shm_core::{Kind, Region, SegmentBuilder, HEADER_SIZE};
 
-use crate::{broadcast, mpmc, spsc, RingError};
+use crate::{broadcast, log, mpmc, spsc, RingError};
 
 /// The counters of a ring segment, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub enum RingInfo {
     Mpmc(mpmc::MpmcStats, mpmc::MpmcEnds),
     /// A broadcast ring, with each attached subscriber's position and lag.
     Broadcast(broadcast::BroadcastStats),
+    /// A byte log, with its consumer and producers.
+    Log(log::LogStats),
 }
 
 /// Reads the counters of the ring segment `name` without joining it: the segment is opened
@@ -43,6 +45,7 @@ pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
         Some(k @ Kind::Spsc) => (k, spsc::SPSC_LAYOUT_VERSION),
         Some(k @ Kind::Mpmc) => (k, mpmc::MPMC_LAYOUT_VERSION),
         Some(k @ Kind::Broadcast) => (k, broadcast::BROADCAST_LAYOUT_VERSION),
+        Some(k @ Kind::Log) => (k, log::LOG_LAYOUT_VERSION),
         _ => return Ok(None),
     };
     let found = header.fingerprint.layout_version;
@@ -62,6 +65,7 @@ pub fn inspect(name: &str) -> Result<Option<RingInfo>, RingError> {
     let control = |e| corrupted(format!("no room for the control block: {e}"));
     Ok(Some(match kind {
         Kind::Spsc => RingInfo::Spsc(spsc::stats_of(control_block(&seg).map_err(&control)?)),
+        Kind::Log => RingInfo::Log(log::stats_of(control_block(&seg).map_err(&control)?)),
         Kind::Broadcast => {
             RingInfo::Broadcast(broadcast::stats_of(control_block(&seg).map_err(&control)?))
         }

@@ -31,6 +31,10 @@ const MPMC_SLOT: u64 = 16;
 /// Broadcast: the control block is 4 lines and 64 subscriber records of 128 bytes.
 const BCAST_SLOTS: u64 = HEADER + 128 * (4 + 64);
 const BCAST_SLOT: u64 = 16;
+/// Log: a 1,280-byte control block, then the buffer's words.
+const LOG_WORDS: u64 = HEADER + 1280;
+const LOG_BYTES: u64 = 1024;
+const LOG_MAX: u64 = 100;
 
 fn cases() -> u32 {
     std::env::var("SHMRING_FUZZ_CASES")
@@ -81,6 +85,17 @@ fn seq_word() -> impl Strategy<Value = u64> {
     prop_oneof![
         (0u64..64, 0u64..(1 << 14), 0u64..4).prop_map(|(p, m, st)| (p << 16) | (m << 2) | st),
         (0u64..64, 0u64..4).prop_map(|(p, st)| (p << 16) | st),
+        word(),
+    ]
+}
+
+/// A log word that looks almost right: any state with a nearby length (a header, padding,
+/// a hole), a mark naming any endpoint and generation, a `FREE` of a nearby lap.
+fn log_word() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        (0u64..8, 0u64..2048).prop_map(|(st, len)| (st << 61) | len),
+        (0u64..(1 << 14), 0u64..200).prop_map(|(m, len)| (1 << 61) | (m << 32) | len),
+        (0u64..512).prop_map(|p| p),
         word(),
     ]
 }
@@ -273,6 +288,38 @@ fn broadcast_ops(
     }
 }
 
+fn log_ops(
+    tx: &mut [Option<shm_ring::log::Producer>; 2],
+    rx: &mut Option<shm_ring::log::Consumer>,
+    ops: &[Op],
+) {
+    for &op in ops {
+        for tx in tx.iter_mut().flatten() {
+            match op {
+                Op::Push(v) => drop(tx.try_send(&v.to_ne_bytes()[..(v % 9) as usize])),
+                Op::PushTimeout => drop(tx.send_timeout(&[7; 40], SHORT)),
+                Op::Chunk(n) => {
+                    if let Ok(mut c) = tx.try_claim(usize::from(n) * 8) {
+                        c.buf().fill(n);
+                        let _ = c.commit(usize::from(n) * 4);
+                    }
+                }
+                Op::Slices(n) => drop(tx.try_claim(usize::from(n))),
+                _ => {}
+            }
+        }
+        if let Some(rx) = rx.as_mut() {
+            match op {
+                Op::Pop => drop(rx.try_recv().map(|f| f.len())),
+                Op::PopTimeout => drop(rx.recv_timeout(SHORT).map(|f| f.len())),
+                Op::ReadChunk(n) => drop(rx.try_drain(usize::from(n), |m| drop(m.bytes.len()))),
+                Op::Stats => drop(rx.is_abandoned()),
+                _ => {}
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: cases(),
@@ -407,6 +454,50 @@ proptest! {
                 let mut tx = r.publisher().ok();
                 let mut rx = [r.subscribe().ok(), r.subscribe_with_history(3).ok()];
                 broadcast_ops(&mut tx, &mut rx, &ops);
+            }
+        })?;
+    }
+
+    #[test]
+    fn log_survives_hostile_bytes(
+        before in 0u64..12,
+        writes in prop::collection::vec(write(), 1..8),
+        words in prop::collection::vec((0u64..LOG_BYTES / 8, log_word()), 0..6),
+        ops in prop::collection::vec(op(), 1..24),
+    ) {
+        let (name, _c) = scratch("fuzz-log");
+        let ring = shm_ring::log::Builder::new(&name)
+            .capacity(LOG_BYTES)
+            .max_len(LOG_MAX)
+            .claim_timeout(Duration::from_millis(1))
+            .create()
+            .unwrap();
+        let mut tx = [Some(ring.producer().unwrap()), Some(ring.producer().unwrap())];
+        let mut rx = Some(ring.consumer().unwrap());
+        for i in 0..before {
+            let _ = tx[0].as_mut().unwrap().try_send(&[i as u8; 30]);
+            if i % 2 == 0 {
+                let _ = rx.as_mut().unwrap().try_recv().map(|f| f.len());
+            }
+        }
+        let areas = [(0, HEADER), (HEADER, LOG_WORDS), (LOG_WORDS, LOG_WORDS + LOG_BYTES)];
+        for w in &writes {
+            apply(&name, w, areas);
+        }
+        for &(at, v) in &words {
+            poke(&name, LOG_WORDS + at * 8, &v.to_ne_bytes());
+        }
+        let n = name.clone();
+        watchdog("log", move || {
+            log_ops(&mut tx, &mut rx, &ops);
+            let _ = ring.stats();
+            drop((tx, rx));
+            let _ = shm_ring::inspect(&n);
+            if let Ok(r) = shm_ring::log::open(&n) {
+                let _ = r.stats();
+                let mut tx = [r.producer().ok(), None];
+                let mut rx = r.consumer().ok();
+                log_ops(&mut tx, &mut rx, &ops);
             }
         })?;
     }

@@ -160,7 +160,7 @@ fn three_producer_processes_with_random_lengths_deliver_each_message_once_in_ord
 
 #[test]
 fn threads_with_random_lengths_wrap_the_log_many_times_with_drains_and_frames() {
-    const N: u64 = if cfg!(miri) { 200 } else { 30_000 };
+    const N: u64 = if cfg!(miri) { 40 } else { 30_000 };
     let ring = Ring::in_process(4096, 500).unwrap();
     let mut rx = ring.consumer().unwrap();
     std::thread::scope(|s| {

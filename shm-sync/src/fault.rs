@@ -38,6 +38,11 @@
 //! stored, `tail` not yet re-read), `broadcast-subscriber-copied` (a value copied, its
 //! sequence word not yet re-checked), `broadcast-subscriber-advanced` (position stored, a
 //! waiting publisher not yet woken),
+//! `log-producer-claimed` (`tail` claimed, nothing marked), `log-producer-marked` (the
+//! claim's header marked, nothing written), `log-producer-written` (the message written,
+//! not committed), `log-producer-committed` (committed, the consumer not yet woken),
+//! `log-consumer-gave-up` (unmarked claims turned into holes, not yet read past),
+//! `log-consumer-rewritten` (released words rewritten, `head` not yet stored),
 //! `end-claimed` (an endpoint's owner word claimed, its state not yet ATTACHED; in MPMC
 //! also before the side's `ever` flag), `end-closed` (state CLOSED, owner word still set),
 //! `end-released` (owner word cleared, sleepers on the other side not yet woken).
