@@ -23,5 +23,10 @@ miri --test mpmc -- matches_a_vecdeque endpoints_are_limited
 # Broadcast's in-process tests (its threads test is in `threads` above): laps, history,
 # hostile sequence words and records, the record table.
 miri --test broadcast -- lagged_reports late_join hostile_sequence subscriber_records
-miri --test log -- threads_ aborted_and_shortened hostile_words
+# The log's bytes are written by producers through `&mut [u8]` and rewritten by the
+# consumer's release with atomic stores; Miri's weak-memory emulation (nightly 2026-05-19)
+# panics on that mix ("cannot have empty store buffer when previous write was atomic"), so
+# these run without it. Data-race detection stays on.
+MIRIFLAGS="$MIRIFLAGS -Zmiri-disable-weak-memory-emulation" \
+    miri --test log -- threads_ aborted_and_shortened hostile_words
 echo "=== miri: all passed"

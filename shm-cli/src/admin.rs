@@ -273,10 +273,11 @@ pub fn inspect(name: &str) -> Result<(), String> {
         }
         Ok(Some(RingInfo::Log(s))) => {
             println!(
-                "log          capacity {} bytes, messages up to {} bytes, head {}, tail {}, \
-                 in use {} bytes",
+                "log          capacity {} bytes, messages up to {} bytes, records aligned to {}, \
+                 head {}, tail {}, in use {} bytes",
                 s.capacity,
                 s.max_len,
+                s.record_align,
                 s.head,
                 s.tail,
                 s.tail.wrapping_sub(s.head)

@@ -21,7 +21,7 @@ use shm_ring::{broadcast, mpmc, spsc, ChunkError, PopError, PushError, RecvError
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 26] = [
+pub const ROWS: [&str; 29] = [
     "floor",
     "spsc-spin",
     "spsc-park",
@@ -46,6 +46,9 @@ pub const ROWS: [&str; 26] = [
     "broadcast-fanout-1",
     "broadcast-fanout-2",
     "broadcast-fanout-8",
+    "log-64B",
+    "memcpy-4KiB",
+    "log-4KiB",
     "spsc-bursty-spin",
     "spsc-bursty-park",
 ];
@@ -62,6 +65,9 @@ fn calls_of(row: &str) -> &'static str {
         "broadcast-fanout-1" | "broadcast-fanout-2" | "broadcast-fanout-8" => {
             "publish; subscribers drain each ms"
         }
+        "log-64B" => "send / recv, 64-byte messages, BusySpin",
+        "memcpy-4KiB" => "copy_from_slice of 4 KiB through 1 MiB, one thread",
+        "log-4KiB" => "claim / copy / commit, recv / copy out, 4 KiB, records aligned to 64",
         "pipe" => "write / read, 8 bytes",
         "unix-socket" => "write / read, 8 bytes",
         "spsc-throughput-8B-try" => "try_push / try_pop retry loops",
@@ -87,6 +93,8 @@ fn reference_of(row: &str) -> Option<(&'static str, Column)> {
         "spsc-throughput-8B" | "spsc-throughput-8B-park" => ("spsc-throughput-8B-try", Column::Try),
         "broadcast-throughput-8B" => ("spsc-throughput-8B", Column::Try),
         "broadcast-fanout-2" | "broadcast-fanout-8" => ("broadcast-fanout-1", Column::Try),
+        "log-64B" => ("spsc-throughput-64B", Column::Try),
+        "log-4KiB" => ("memcpy-4KiB", Column::Try),
         _ => return None,
     })
 }
@@ -475,6 +483,31 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
             sink_one_at_a_time::<u64>(name, Some(WaitStrategy::SpinThenPark), |v| v)
         }
         "spsc-sink-8-try" => sink_one_at_a_time::<u64>(name, None, |v| v),
+        "log-sink" => {
+            let mut rx = shm_ring::log::open(name)
+                .map_err(es)?
+                .consumer()
+                .map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            let (mut expect, mut gaps) = (0u64, 0u64);
+            let mut out = vec![0u8; 4096];
+            loop {
+                match rx.recv() {
+                    Ok(f) => {
+                        // What a user's code does with a message: copy it out.
+                        out[..f.len()].copy_from_slice(&f);
+                        let seq = u64::from_le_bytes(out[..8].try_into().unwrap_or_default());
+                        gaps += u64::from(seq != expect);
+                        expect = seq.wrapping_add(1);
+                    }
+                    Err(PopError::Disconnected) => break,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            println!("received {expect} gaps {gaps}");
+            Ok(())
+        }
         "spsc-sink-64" => {
             sink_one_at_a_time::<[u64; 8]>(name, Some(WaitStrategy::BusySpin), |v| v[0])
         }
@@ -845,6 +878,9 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             |i| [i; 8],
         ),
         "rtrb-8B" | "rtrb-64B" => peer_row(ctx, row),
+        "log-64B" => log_throughput(ctx, row, 64),
+        "log-4KiB" => log_throughput(ctx, row, 4096),
+        "memcpy-4KiB" => memcpy_rate(ctx, row),
         "arrayqueue-1p1c" | "arrayqueue-2p2c" | "arrayqueue-4p4c" => peer_row(ctx, row),
         "spsc-bursty-spin" | "spsc-bursty-park" => bursty(ctx, row),
         "spsc-throughput-8B-chunk64" => {
@@ -1032,6 +1068,84 @@ fn throughput_one<T: bytemuck::Pod + shm_ring::TypeIdentity>(
     drop(tx);
     check_received(&mut p, i)?;
     p.finish()?;
+    Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
+}
+
+/// One producer (this process) and the consumer peer `log-sink` on a 1 MiB log, one
+/// message of `len` bytes at a time: 64 bytes with `send` (a claim, a copy, a commit),
+/// larger ones written in place from a 1 MiB source (`claim`, `copy_from_slice`, `commit`)
+/// into records aligned to 64 bytes (`Builder::record_align`);
+/// the consumer copies each frame out (`recv`, `copy_from_slice`, drop). Each message
+/// carries its number in its first 8 bytes, checked by the consumer.
+fn log_throughput(ctx: &Ctx<'_>, row: &'static str, len: usize) -> Result<Row, String> {
+    let name = ctx.name(row);
+    let ring = shm_ring::log::Builder::new(&name)
+        .capacity(1 << 20)
+        .max_len(4096)
+        .record_align(if len > 64 { 64 } else { 8 })
+        .create()
+        .map_err(es)?;
+    let mut tx = ring.producer().map_err(es)?;
+    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    let mut p = Peer::spawn("log-sink", &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    let src: Vec<u8> = (0..(1usize << 20) + 4096).map(|k| k as u8).collect();
+    let mut i = 0u64;
+    let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            for _ in 0..64 {
+                let at = (*i as usize * len) % (1 << 20);
+                if len <= 64 {
+                    let mut m = [0u8; 64];
+                    m[..8].copy_from_slice(&i.to_le_bytes());
+                    tx.send(&m[..len]).map_err(es)?;
+                } else {
+                    let mut c = tx.claim(len).map_err(es)?;
+                    let buf = c.buf();
+                    buf.copy_from_slice(&src[at..at + len]);
+                    buf[..8].copy_from_slice(&i.to_le_bytes());
+                    c.commit(len).map_err(es)?;
+                }
+                *i += 1;
+            }
+        }
+        Ok(())
+    };
+    run(ctx.opts.warmup, &mut i)?;
+    let (before, t0) = (i, Instant::now());
+    run(ctx.opts.duration, &mut i)?;
+    spin_until(|| ring.stats().received >= i)?;
+    let secs = t0.elapsed().as_secs_f64();
+    drop(tx);
+    check_received(&mut p, i)?;
+    p.finish()?;
+    Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
+}
+
+/// The copy a 4 KiB message costs without any ring: `copy_from_slice` of 4 KiB from a
+/// 1 MiB source to a 1 MiB destination, going round both (the log row's footprint), in
+/// this process; a rate of 4 KiB copies per second.
+fn memcpy_rate(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
+    const LEN: usize = 4096;
+    let src: Vec<u8> = (0..1usize << 20).map(|k| k as u8).collect();
+    let mut dst = vec![0u8; 1 << 20];
+    let mut i = 0u64;
+    let mut run = |d: Duration, i: &mut u64| {
+        let t0 = Instant::now();
+        while t0.elapsed() < d {
+            for _ in 0..64 {
+                let at = (*i as usize * LEN) % (1 << 20);
+                dst[at..at + LEN].copy_from_slice(&src[at..at + LEN]);
+                *i += 1;
+            }
+            std::hint::black_box(&mut dst);
+        }
+    };
+    run(ctx.opts.warmup, &mut i);
+    let (before, t0) = (i, Instant::now());
+    run(ctx.opts.duration, &mut i);
+    let secs = t0.elapsed().as_secs_f64();
     Ok(Row::rate(row, (i - before) as f64 / secs, i - before))
 }
 

@@ -372,7 +372,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 26, "{j}");
+    assert_eq!(lines.len(), 29, "{j}");
     for row in [
         "floor",
         "spsc-spin",
@@ -414,6 +414,9 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         "broadcast-fanout-1",
         "broadcast-fanout-2",
         "broadcast-fanout-8",
+        "log-64B",
+        "memcpy-4KiB",
+        "log-4KiB",
     ] {
         let l = lines
             .iter()
@@ -453,7 +456,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[28/28]"), "progress lines missing: {se}");
+    assert!(se.contains("[31/31]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),
@@ -542,7 +545,7 @@ fn ls_and_inspect_show_a_log_with_its_ends_and_counters() {
     assert!(s.contains("kind         log"), "{s}");
     assert!(
         s.contains(
-            "capacity 4096 bytes, messages up to 100 bytes, head 16, tail 56, in use 40 bytes"
+            "capacity 4096 bytes, messages up to 100 bytes, records aligned to 8, head 16, tail 56, in use 40 bytes"
         ),
         "{s}"
     );

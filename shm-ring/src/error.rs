@@ -434,9 +434,9 @@ pub enum RingError {
         /// The ring's capacity.
         capacity: u64,
     },
-    /// A log's largest message does not fit: a record (8 bytes of header, the message
-    /// rounded up to 8) must fit in half the log's bytes, so that one always fits after
-    /// the padding at the wrap.
+    /// A log's largest message does not fit: a record (8 bytes of header, the message,
+    /// rounded up to the record alignment) must fit in half the log's bytes, so that one
+    /// always fits after the padding at the wrap, and the alignment in a quarter.
     MaxLenTooLarge {
         /// The log's name.
         name: String,
@@ -508,8 +508,9 @@ impl fmt::Display for RingError {
             } => write!(
                 f,
                 "cannot create log {name:?}: messages of up to {max_len} bytes need a capacity \
-                 of at least {} bytes (it has {capacity}): a record must fit in half the log",
-                (crate::log::record_span(*max_len) * 2).next_power_of_two()
+                 of at least {} bytes (it has {capacity}): a record must fit in half the log \
+                 (and the record alignment in a quarter)",
+                (crate::log::record_span((*max_len).min(1 << 40), 8) * 2).next_power_of_two()
             ),
             RingError::Corrupted { name, what } => {
                 write!(f, "ring {name:?} is corrupted: {what}")

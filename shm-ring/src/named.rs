@@ -194,7 +194,13 @@ macro_rules! builder_options {
         fn create_or_open(&self, open_existing: bool) -> Result<$ring, RingError> {
             crate::spsc::check_payload::<T>(&self.opts.name)?;
             let check: fn(&Self) -> Result<(), RingError> = $check;
-            check(self)?;
+            if let Err(e) = check(self) {
+                // Our options could not make the ring; one that exists is opened as it is.
+                return match open_existing {
+                    true => self.open().map_err(|_| e),
+                    false => Err(e),
+                };
+            }
             let (mem, created) =
                 self.named()
                     .create_or_open(open_existing, Self::recorded_capacity, self.init())?;

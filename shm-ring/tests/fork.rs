@@ -254,3 +254,68 @@ fn child_fork_chunks() {
     }
     println!("CHILD:ok");
 }
+
+#[test]
+fn log_handles_claims_and_frames_in_a_forked_child_leave_the_parents_log_alone() {
+    let lines = run_child(child("child_fork_log", &unique_name("fork-log")));
+    assert_eq!(lines, vec!["ok".to_owned()]);
+}
+
+#[test]
+#[ignore = "child process of log_handles_claims_and_frames_in_a_forked_child_leave_the_parents_log_alone"]
+fn child_fork_log() {
+    use shm_ring::log;
+    use shm_ring::{PopError, SendError};
+    let Some(name) = child_name() else { return };
+    let _c = Cleanup(name.clone());
+    let ring = log::Builder::new(&name)
+        .capacity(1024)
+        .max_len(100)
+        .create()
+        .unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    tx.try_send(b"one").unwrap();
+    tx.try_send(b"two").unwrap();
+    let before = ring.stats();
+    // The parent holds a claim and a frame across the fork.
+    let mut claim = Some(tx.try_claim(8).unwrap());
+    let mut frame = Some(rx.try_recv().unwrap());
+    let code = in_forked_child(|| {
+        let mut bad = 0;
+        let mut c = claim.take().unwrap();
+        if !c.buf().is_empty() {
+            bad |= 1;
+        }
+        if c.commit(3) != Err(SendError::Forked) {
+            bad |= 2;
+        }
+        drop(frame.take()); // frees nothing of the parent's
+        bad
+    });
+    assert_eq!(
+        code, 0,
+        "the child's claim or frame acted (bits: {code:#b})"
+    );
+    assert_eq!(&frame.take().unwrap()[..], b"one");
+    let mut c = claim.take().unwrap();
+    c.buf()[..5].copy_from_slice(b"three");
+    c.commit(5).unwrap();
+    drop((claim, frame));
+    let after = ring.stats();
+    assert_eq!((after.head, after.aborted), (before.head, 0));
+    let code = in_forked_child(|| {
+        let mut bad = 0;
+        if tx.try_send(b"x") != Err(SendError::Forked) {
+            bad |= 1;
+        }
+        if rx.try_recv().map(|f| f.len()) != Err(PopError::Forked) {
+            bad |= 2;
+        }
+        bad
+    });
+    assert_eq!(code, 0, "the child's handles acted (bits: {code:#b})");
+    assert_eq!(&rx.try_recv().unwrap()[..], b"two");
+    assert_eq!(&rx.try_recv().unwrap()[..], b"three");
+    assert_eq!(rx.try_recv().unwrap_err(), PopError::Empty);
+    println!("CHILD:ok");
+}

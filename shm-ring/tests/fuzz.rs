@@ -312,7 +312,9 @@ fn log_ops(
             match op {
                 Op::Pop => drop(rx.try_recv().map(|f| f.len())),
                 Op::PopTimeout => drop(rx.recv_timeout(SHORT).map(|f| f.len())),
-                Op::ReadChunk(n) => drop(rx.try_drain(usize::from(n), |m| drop(m.bytes.len()))),
+                Op::ReadChunk(n) => drop(rx.try_drain(usize::from(n), |m| {
+                    std::hint::black_box(m.bytes.len());
+                })),
                 Op::Stats => drop(rx.is_abandoned()),
                 _ => {}
             }

@@ -180,6 +180,15 @@ impl Running {
             .unwrap_or_else(|e| panic!("child printed nothing within {timeout:?}: {e:?}"))
     }
 
+    /// The next `CHILD:` line, or `None` once the child's output has ended (it exited).
+    pub fn try_next_line(&mut self, timeout: Duration) -> Option<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(l) => Some(l),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+            Err(e) => panic!("child printed nothing within {timeout:?}: {e:?}"),
+        }
+    }
+
     /// Waits (bounded) for the child to exit and returns whether it succeeded.
     pub fn wait_success(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -16,20 +16,33 @@ pub struct Consumer {
     me: u64,
     /// The process that attached; a forked child's copy of the handle acts on nothing.
     origin: shm_core::ThisProcess,
-    /// Our truth of `head` (only we write it).
+    /// Where we have read to (`consumed`): the next record.
     head: u64,
+    /// The `head` we last stored: everything before it is free for the producers.
+    released: u64,
+    /// How much read and not yet freed makes us free it (an eighth of the log).
+    batch: u64,
     attachment: end::Attachment,
     waits: Waits,
     watches: Watches,
     stalled: bool,
     /// The position we wait on and since when (the claim timeout runs from there).
-    stuck: Option<(u64, Instant)>,
+    stuck: Option<Stuck>,
     /// The last give-up: claims below its horizon (the `tail` it saw) were made before its
     /// wait began and inherit its start, so a dead process's claims cost one timeout.
     expired: Option<(u64, Instant)>,
-    /// Where `step` last found nothing to read, and the word it read there: a wait sleeps
-    /// until that word changes (a later read could miss the change it waits for).
-    blocked: (u64, u64),
+    /// Where `step` last found nothing to read, the word it read there and `tail` then: a
+    /// wait sleeps until one of them changes (a later read could miss the change).
+    blocked: (u64, u64, u64),
+}
+
+/// A claim we wait on: its position, since when, and `tail` when the wait began (the
+/// claims below it are all at least as old as the wait).
+#[derive(Clone, Copy)]
+struct Stuck {
+    pos: u64,
+    since: Instant,
+    horizon: u64,
 }
 
 /// What the next record at a position turned out to be.
@@ -67,17 +80,19 @@ pub struct Message<'a> {
 impl Consumer {
     pub(super) fn new(ring: Ring, me: u64, head: u64, attachment: end::Attachment) -> Consumer {
         Consumer {
+            batch: (ring.settings.capacity / 8).max(8),
             ring,
             me,
             origin: shm_core::ThisProcess::now(),
             head,
+            released: head,
             attachment,
             waits: Waits::new(),
             watches: Box::new(std::array::from_fn(|_| PeerWatch::new())),
             stalled: false,
             stuck: None,
             expired: None,
-            blocked: (head, free_word(head)),
+            blocked: (head, free_word(head), head),
         }
     }
 
@@ -166,7 +181,9 @@ impl Consumer {
                     });
                     n += 1;
                     bytes += found.len as u64;
-                    cur = found.at.wrapping_add(record_span(found.len as u64));
+                    cur = found
+                        .at
+                        .wrapping_add(record_span(found.len as u64, self.ring.settings.align));
                 }
                 Step::Empty => {
                     stop = Some(PopError::Empty);
@@ -182,10 +199,17 @@ impl Consumer {
                 }
             }
         }
-        self.release(cur, n as u64, bytes);
+        self.consume(cur, n as u64, bytes);
+        if matches!(stop, Some(PopError::Empty | PopError::InFlight)) {
+            self.free();
+        }
         match stop {
             _ if n > 0 => Ok(n),
-            Some(PopError::Empty) => self.after_empty().map(|_| 0),
+            // A message committed just as we found none (its producer then left): take it.
+            Some(PopError::Empty) => match self.after_empty() {
+                Ok(_) => self.try_drain(max, f),
+                Err(e) => Err(e),
+            },
             Some(e) => Err(e),
             None => Ok(0), // max == 0
         }
@@ -219,7 +243,9 @@ impl Consumer {
 
     fn frame(&mut self, f: Found) -> Frame<'_> {
         Frame {
-            end: f.at.wrapping_add(record_span(f.len as u64)),
+            end: f
+                .at
+                .wrapping_add(record_span(f.len as u64, self.ring.settings.align)),
             found: f,
             consumer: self,
         }
@@ -255,15 +281,21 @@ impl Consumer {
         let mut cur = self.head;
         let step = self.step(&mut cur);
         if cur != self.head {
-            self.release(cur, 0, 0);
+            self.consume(cur, 0, 0);
         }
         match step {
             Step::Frame(f) => {
                 self.stalled = false;
                 Ok(f)
             }
-            Step::Empty => self.after_empty(),
-            Step::InFlight => Err(PopError::InFlight),
+            Step::Empty => {
+                self.free();
+                self.after_empty()
+            }
+            Step::InFlight => {
+                self.free();
+                Err(PopError::InFlight)
+            }
             Step::Failed(e) => Err(e),
         }
     }
@@ -273,10 +305,20 @@ impl Consumer {
     fn step(&mut self, cur: &mut u64) -> Step {
         let s = self.ring.settings;
         let cap = s.capacity;
+        // One give-up per call: a word a hostile peer keeps flipping cannot keep us here.
+        let mut gave_up = false;
         loop {
             let p = *cur;
-            if p.wrapping_sub(self.head) >= cap {
-                // A log's worth of padding: only garbage headers get here.
+            let behind = p.wrapping_sub(self.released);
+            if behind >= cap {
+                // A whole log of padding or holes read past (legal: all of it was claimed
+                // and given up or dropped) ends at `tail`; farther is garbage.
+                let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
+                if behind == cap && t == p {
+                    self.blocked = (p, u64::MAX, t);
+                    self.stuck = None;
+                    return Step::Empty;
+                }
                 return Step::Failed(PopError::Corrupted);
             }
             // Acquire: pairs with the Release compare-exchange of a producer's mark,
@@ -286,7 +328,7 @@ impl Consumer {
             match state_of(w) {
                 COMMITTED => {
                     let len = w & LEN;
-                    if len > s.max_len || off + record_span(len) > cap {
+                    if len > s.max_len || off + record_span(len, s.align) > cap {
                         return Step::Failed(PopError::Corrupted);
                     }
                     self.stuck = None;
@@ -299,12 +341,16 @@ impl Consumer {
                 }
                 PAD => {
                     let span = w & LEN;
-                    if span < 8 || span % 8 != 0 || off + span > cap || w & !LEN != pad_word(0) {
+                    if span == 0
+                        || span % s.align != 0
+                        || off + span > cap
+                        || w & !LEN != pad_word(0)
+                    {
                         return Step::Failed(PopError::Corrupted);
                     }
                     *cur = p.wrapping_add(span);
                 }
-                HOLE if w == HOLE_WORD => *cur = p.wrapping_add(8),
+                HOLE if w == HOLE_WORD => *cur = p.wrapping_add(s.align),
                 FREE => {
                     if w != free_word(p) {
                         return Step::Failed(PopError::Corrupted);
@@ -313,26 +359,28 @@ impl Consumer {
                     // read with Acquire themselves.
                     let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
                     let ahead = t.wrapping_sub(p);
-                    self.blocked = (p, w);
+                    self.blocked = (p, w, t);
                     if ahead == 0 {
+                        self.stuck = None;
                         return Step::Empty;
                     }
-                    if ahead > cap || t.wrapping_sub(self.head) > cap || t % 8 != 0 {
+                    if ahead > cap || t.wrapping_sub(self.released) > cap || t % s.align != 0 {
                         return Step::Failed(PopError::Corrupted);
                     }
-                    if !self.timed_out(p, t) {
+                    if gave_up || !self.timed_out(p, t) {
                         return Step::InFlight;
                     }
-                    self.give_up(p, t);
+                    gave_up = true;
+                    self.give_up(p);
                 }
                 MARKED => {
                     let max = w & LEN;
-                    if max > s.max_len || off + record_span(max) > cap {
+                    if max > s.max_len || off + record_span(max, s.align) > cap {
                         return Step::Failed(PopError::Corrupted);
                     }
                     let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
-                    self.blocked = (p, w);
-                    if !self.timed_out(p, t) || !self.waits.liveness.due() {
+                    self.blocked = (p, w, t);
+                    if gave_up || !self.timed_out(p, t) || !self.waits.liveness.due() {
                         return Step::InFlight;
                     }
                     let c = self.ring.mem.ctrl();
@@ -348,63 +396,78 @@ impl Consumer {
                         .slot(p >> 3)
                         .compare_exchange(
                             w,
-                            pad_word(record_span(max)),
+                            pad_word(record_span(max, s.align)),
                             Ordering::Relaxed,
                             Ordering::Relaxed,
                         )
                         .is_ok()
                     {
                         bump(&c.head.abandoned, 1);
-                        self.settled(t);
+                        self.settled();
                     }
+                    gave_up = true;
                 }
                 _ => return Step::Failed(PopError::Corrupted),
             }
         }
     }
 
-    /// Whether the claim at `p` has been pending past the claim timeout (counted from the
-    /// first time we waited on it, or inherited from the last give-up for claims made
-    /// before that give-up's wait began).
-    fn timed_out(&mut self, p: u64, _tail: u64) -> bool {
+    /// Whether the claim at `p` has been pending past the claim timeout: counted from the
+    /// first time we waited on it (when `tail` was `tail`), or inherited from the last
+    /// settled claim's wait for a claim made before that wait began.
+    fn timed_out(&mut self, p: u64, tail: u64) -> bool {
         #[cfg(shm_loom)]
         {
-            let _ = p;
+            let _ = (p, tail);
             shm_sync::primitive::world::timed_out()
         }
         #[cfg(not(shm_loom))]
         {
             let now = Instant::now();
             let since = match self.stuck {
-                Some((q, since)) if q == p => since,
+                Some(st) if st.pos == p => st.since,
                 _ => {
-                    let since = match self.expired {
-                        Some((horizon, since)) if (horizon.wrapping_sub(p) as i64) > 0 => since,
-                        _ => now,
+                    let st = match self.expired {
+                        Some((horizon, since)) if (horizon.wrapping_sub(p) as i64) > 0 => Stuck {
+                            pos: p,
+                            since,
+                            horizon,
+                        },
+                        _ => Stuck {
+                            pos: p,
+                            since: now,
+                            horizon: tail,
+                        },
                     };
-                    self.stuck = Some((p, since));
-                    since
+                    self.stuck = Some(st);
+                    st.since
                 }
             };
             now.duration_since(since) >= self.ring.settings.claim_timeout
         }
     }
 
-    /// A stuck claim was settled (given up, or padded): claims made before `tail` was read
+    /// The stuck claim was settled (given up, or padded): claims below its wait's horizon
     /// inherit the wait's start.
-    fn settled(&mut self, tail: u64) {
-        if let Some((_, since)) = self.stuck.take() {
-            self.expired = Some((tail, since));
+    fn settled(&mut self) {
+        if let Some(st) = self.stuck.take() {
+            self.expired = Some((st.horizon, st.since));
         }
     }
 
-    /// Gives up the claims from `from` on that are not marked yet: every word from there
-    /// that is still `FREE` of its own lap, up to the first that is not (a mark, padding)
-    /// or `tail`, becomes a `HOLE`, one compare-exchange each, so that no claimant there
+    /// Gives up the claims from `from` on that are not marked yet: every record start (each
+    /// `align` bytes) from there that is still `FREE` of its own lap, up to the first that
+    /// is not (a mark, padding) or `tail`, becomes a `HOLE` (of `align` bytes), one compare-exchange each, so that no claimant there
     /// can mark any more (its mark then fails: `Expired`). None of those words has been
     /// written by a claimant: it writes only after its mark.
-    fn give_up(&mut self, from: u64, tail: u64) {
-        let mem = &self.ring.mem;
+    fn give_up(&mut self, from: u64) {
+        let (mem, align) = (&self.ring.mem, self.ring.settings.align);
+        // Only the claims made before the wait began, all at least one timeout old: `tail`
+        // when it began (under loom, which models no clock, `tail` now).
+        let tail = match self.stuck {
+            Some(st) if st.pos == from => st.horizon,
+            _ => mem.ctrl().tail.pos.load(Ordering::Relaxed),
+        };
         let mut p = from;
         while p != tail {
             // Relaxed: the word's own modification order decides between us and the
@@ -421,18 +484,19 @@ impl Consumer {
             {
                 break;
             }
-            p = p.wrapping_add(8);
+            p = p.wrapping_add(align);
         }
         crate::fault_point!("log-consumer-gave-up");
         if p != from {
             bump(&mem.ctrl().head.skipped, 1);
         }
-        self.settled(tail);
+        self.settled();
     }
 
-    /// Frees `self.head..to` (read or skipped) for the producers, counting `n` messages of
-    /// `bytes`.
-    fn release(&mut self, to: u64, n: u64, bytes: u64) {
+    /// Records `self.head..to` as read (frames dropped, padding skipped), counting `n`
+    /// messages of `bytes`; frees it for the producers once a batch is pending or a
+    /// producer waits for room.
+    fn consume(&mut self, to: u64, n: u64, bytes: u64) {
         let c = self.ring.mem.ctrl();
         if n > 0 {
             bump(&c.head.received, n);
@@ -441,16 +505,42 @@ impl Consumer {
         if to == self.head {
             return;
         }
-        // Relaxed, then a Release fence: a successor that sees any word we rewrite below
-        // also sees where this release goes, and finishes it (`Ring::consumer`).
-        c.head.releasing_to.store(to, Ordering::Relaxed);
+        // Relaxed: for a successor (`Ring::consumer`), which frees what we read; the
+        // Release fence in `free` orders it before our rewrite of those words.
+        c.head.consumed.store(to, Ordering::Relaxed);
+        self.head = to;
+        // Relaxed: a hint; a producer about to sleep re-checks `head` after announcing
+        // itself, and we free everything before we wait ourselves.
+        if to.wrapping_sub(self.released) >= self.batch
+            || shm_sync::sleepers::anyone(c.producers_waiting.waiting.load(Ordering::Relaxed))
+        {
+            self.free();
+        }
+    }
+
+    /// Frees everything read (`released..head`) for the producers: rewrites its words to
+    /// `FREE` of their next lap, then stores `head`.
+    fn free(&mut self) {
+        if self.head == self.released {
+            return;
+        }
+        let c = self.ring.mem.ctrl();
+        // Keeps our store of `consumed` (in `consume`) before the rewrite below, so that a
+        // successor, which looks only after our death (the death, not an atomic, is what
+        // orders our writes before its reads), never finds rewritten words past
+        // `consumed`: the compiler may not sink that store past this fence.
         fence(Ordering::Release);
-        release_words(&self.ring.mem, self.head, to);
+        release_words(
+            &self.ring.mem,
+            self.released,
+            self.head,
+            self.ring.settings.align,
+        );
         crate::fault_point!("log-consumer-rewritten");
         // Release: our reads of the records and the `FREE` words above happen before a
         // producer's Acquire load of `head`, after which it may claim the space.
-        c.head.pos.store(to, Ordering::Release);
-        self.head = to;
+        c.head.pos.store(self.head, Ordering::Release);
+        self.released = self.head;
         if wait::wake_if_waiting(self.waits.registered, &c.producers_waiting, u32::MAX) {
             bump(&c.head.wakeups, 1);
         }
@@ -513,7 +603,7 @@ impl Consumer {
     /// attaches, detaches or dies; the deadline; a shutdown).
     fn wait_for_messages(&mut self, deadline: Deadline) -> Result<(), PopError> {
         let seen = end::deaths_seen(&self.waits.deaths);
-        let (mem, (at, word)) = (&self.ring.mem, self.blocked);
+        let (mem, (at, word, tail)) = (&self.ring.mem, self.blocked);
         // Relaxed: hints; `poll` re-reads with Acquire.
         let moved = || mem.slot(at >> 3).load(Ordering::Relaxed) != word;
         let check_every = self.waits.liveness.interval();
@@ -549,8 +639,10 @@ impl Consumer {
             return Ok(());
         }
         let c = mem.ctrl();
-        let tail = c.tail.pos.load(Ordering::Relaxed);
         let owners = c.producers.owners_digest();
+        // With every producer gone and a dead one's claim pending, sleep out the slice
+        // rather than spin: only a change of that wakes us.
+        let gone = c.producers.gone().is_some();
         let target = FlagTarget::of(mem, |c| &c.consumer_waiting);
         let slice = c.producers.sleep_slice(
             &mut self.watches,
@@ -568,7 +660,7 @@ impl Consumer {
                 // Relaxed: hints to skip the sleep; `poll` re-reads with Acquire.
                 moved()
                     || c.tail.pos.load(Ordering::Relaxed) != tail
-                    || c.producers.gone().is_some()
+                    || c.producers.gone().is_some() != gone
                     || end::deaths_seen(deaths) != seen
                     || c.producers.owners_digest() != owners
             },
@@ -584,6 +676,7 @@ impl Drop for Consumer {
         if !self.origin.is_current() {
             return; // a forked child's copy: the end is the parent's
         }
+        self.free();
         let c = self.ring.mem.ctrl();
         c.config.consumer.release(self.me);
         // Producers sleeping on a full log must wake to see us gone.
@@ -637,7 +730,10 @@ impl std::fmt::Debug for Frame<'_> {
 
 impl Drop for Frame<'_> {
     fn drop(&mut self) {
+        if !self.consumer.origin.is_current() {
+            return; // a forked child's copy: frees nothing of the parent's
+        }
         let len = self.found.len as u64;
-        self.consumer.release(self.end, 1, len);
+        self.consumer.consume(self.end, 1, len);
     }
 }

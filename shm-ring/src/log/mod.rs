@@ -27,7 +27,9 @@
 //! # Layout
 //!
 //! The log is `capacity` bytes (a power of two) of 8-byte words. A message is a record: one
-//! header word, then the message, rounded up to 8 bytes. A record never straddles the end
+//! header word, then the message, rounded up to the log's record alignment (8 bytes by
+//! default; up to 4096, set at creation). Only the words where a record may start (every
+//! `align` bytes) are ever read as headers, and only they are rewritten on release. A record never straddles the end
 //! of the buffer: a claim that would is preceded by a padding record to the end. `tail` is
 //! the byte position claimed next (producers compare-exchange it), `head` the position
 //! read next (the consumer stores it); both only grow.
@@ -62,9 +64,11 @@
 //!   `MARKED`: a claim being written; its producer is waited for while it lives (its bytes
 //!   are being written in place, so its space must not be reused under it), and after the
 //!   claim timeout a dead one's claim becomes padding.
-//! - **Release**: the consumer records where it is releasing to (`releasing_to`, so that
-//!   a successor finishes a release its predecessor died in), rewrites every word it read
-//!   to `FREE` of the next lap, then stores `head` (Release), which frees the space.
+//! - **Release**: the consumer records how far it has read (`consumed`, one store per
+//!   frame, so that a successor frees what its predecessor read and redelivers nothing it
+//!   dropped); in batches (an eighth of the log, or when a producer waits for room, or
+//!   when it has nothing more to read) it rewrites every word read to `FREE` of the next
+//!   lap, then stores `head` (Release), which frees the space.
 //!
 //! Nothing read from shared memory is trusted: a header whose length points past the
 //! buffer or past the log's `max_len`, a `FREE` word of another lap, or a `tail` more than
@@ -165,10 +169,16 @@ fn pad_word(span: u64) -> u64 {
 
 const HOLE_WORD: u64 = HOLE << STATE_SHIFT;
 
-/// The bytes a record of `len` takes: its header and the message rounded up to 8.
+/// The bytes a record of `len` takes: its header and the message, rounded up to the log's
+/// record alignment `align` (a power of two, at least 8).
 #[inline]
-pub(crate) fn record_span(len: u64) -> u64 {
-    8 + len.div_ceil(8) * 8
+pub(crate) fn record_span(len: u64, align: u64) -> u64 {
+    (8 + len).div_ceil(align) * align
+}
+
+/// The record alignment a builder asks for, made a power of two in 8 ..= 4096.
+pub(crate) fn round_align(align: u64) -> u64 {
+    align.clamp(8, 4096).next_power_of_two()
 }
 
 /// Immutable configuration and the consumer's end.
@@ -179,6 +189,8 @@ pub(crate) struct ConfigLine {
     pub initial: AtomicU64,
     pub max_len: AtomicU64,
     pub claim_timeout_ns: AtomicU64,
+    /// Records start at multiples of this (a power of two, 8 ..= 4096).
+    pub align: AtomicU64,
     pub consumer: End,
     /// The position the current consumer attached at.
     pub consumer_since: AtomicU64,
@@ -200,9 +212,9 @@ pub(crate) struct TailLine {
 #[repr(C, align(128))]
 pub(crate) struct HeadLine {
     pub pos: AtomicU64,
-    /// Where the release in progress (or the last one) goes to: a successor that finds it
-    /// ahead of `pos` finishes it.
-    pub releasing_to: AtomicU64,
+    /// Where the consumer has read to (frames dropped, padding skipped): `pos` catches up
+    /// in batches, and a successor that finds it ahead of `pos` frees the stretch itself.
+    pub consumed: AtomicU64,
     /// Messages received, and their bytes.
     pub received: AtomicU64,
     pub bytes: AtomicU64,
@@ -220,7 +232,7 @@ pub(crate) struct HeadLine {
 /// | ------- | ------ | ------------------- | -------------------------------------------- |
 /// | 0       | 0      | creator, consumer   | capacity (words), initial, max_len, claim timeout, consumer end |
 /// | 1       | 128    | producers           | `tail`, full stalls, wake-ups, aborted claims |
-/// | 2       | 256    | consumer            | `head`, `releasing_to`, counters             |
+/// | 2       | 256    | consumer            | `head`, `consumed`, counters                 |
 /// | 3       | 384    | a sleeping consumer | consumer waiting                             |
 /// | 4       | 512    | sleeping producers  | producers waiting                            |
 /// | 5..     | 640    | attach / detach     | the producer endpoint table                  |
@@ -252,13 +264,15 @@ mod layout_checks {
 unsafe impl shm_core::ShmSafe for Control {}
 
 impl Control {
-    fn new(capacity: u64, initial: u64, max_len: u64, claim_timeout: Duration) -> Control {
+    fn new(capacity: u64, max_len: u64, align: u64, claim_timeout: Duration) -> Control {
+        let initial = 0;
         Control {
             config: ConfigLine {
                 capacity: AtomicU64::new(capacity),
                 initial: AtomicU64::new(initial),
                 max_len: AtomicU64::new(max_len),
                 claim_timeout_ns: AtomicU64::new(claim_timeout.as_nanos() as u64),
+                align: AtomicU64::new(align),
                 consumer: End::new(),
                 consumer_since: AtomicU64::new(initial),
             },
@@ -270,7 +284,7 @@ impl Control {
             },
             head: HeadLine {
                 pos: AtomicU64::new(initial),
-                releasing_to: AtomicU64::new(initial),
+                consumed: AtomicU64::new(initial),
                 received: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
@@ -303,6 +317,8 @@ pub(crate) struct Settings {
     /// Bytes.
     pub capacity: u64,
     pub max_len: u64,
+    /// Records start at multiples of this.
+    pub align: u64,
     pub claim_timeout: Duration,
 }
 
@@ -313,7 +329,14 @@ impl Settings {
         let c = mem.ctrl();
         let capacity = mem.cap() * 8;
         let max_len = c.config.max_len.load(Ordering::Relaxed);
-        if record_span(max_len.min(u64::MAX / 4)) > capacity / 2 {
+        let align = c.config.align.load(Ordering::Relaxed);
+        if !align.is_power_of_two() || !(8..=4096).contains(&align) || align > capacity / 4 {
+            return Err(RingError::Corrupted {
+                name: name.to_owned(),
+                what: format!("its record alignment {align} is impossible"),
+            });
+        }
+        if max_len > u64::from(u32::MAX) || record_span(max_len, align) > capacity / 2 {
             return Err(RingError::Corrupted {
                 name: name.to_owned(),
                 what: format!(
@@ -326,6 +349,7 @@ impl Settings {
         Ok(Settings {
             capacity,
             max_len,
+            align,
             claim_timeout: Duration::from_nanos(ns)
                 .clamp(Duration::from_millis(1), Duration::from_secs(60)),
         })
@@ -349,6 +373,8 @@ pub struct LogStats {
     pub capacity: u64,
     /// The largest message.
     pub max_len: u64,
+    /// Records start at multiples of this.
+    pub record_align: u64,
     /// The byte position read next.
     pub head: u64,
     /// The byte position claimed next.
@@ -382,6 +408,7 @@ pub(crate) fn stats_of(c: &Control) -> LogStats {
     LogStats {
         capacity: c.config.capacity.load(Ordering::Relaxed).wrapping_mul(8),
         max_len: c.config.max_len.load(Ordering::Relaxed),
+        record_align: c.config.align.load(Ordering::Relaxed),
         head,
         tail: c.tail.pos.load(Ordering::Relaxed),
         received: c.head.received.load(Ordering::Relaxed),
@@ -409,26 +436,29 @@ impl Ring {
     ///
     /// `ZeroCapacity`, `CapacityTooLarge`, `MaxLenTooLarge`.
     pub fn in_process(capacity: u64, max_len: u64) -> Result<Ring, RingError> {
-        Self::in_process_with_claim_timeout(capacity, max_len, DEFAULT_CLAIM_TIMEOUT)
+        Self::in_process_with(capacity, max_len, 8, DEFAULT_CLAIM_TIMEOUT)
     }
 
-    /// [`in_process`](Self::in_process) with its own claim timeout (clamped to
-    /// 1 ms ..= 60 s).
+    /// [`in_process`](Self::in_process) with records aligned to `record_align` bytes
+    /// (made a power of two in 8 ..= 4096; see [`Builder::record_align`]) and its own
+    /// claim timeout (clamped to 1 ms ..= 60 s).
     ///
     /// # Errors
     ///
     /// As [`in_process`](Self::in_process).
-    pub fn in_process_with_claim_timeout(
+    pub fn in_process_with(
         capacity: u64,
         max_len: u64,
+        record_align: u64,
         claim_timeout: Duration,
     ) -> Result<Ring, RingError> {
         let words = capacity.div_ceil(8);
-        check_max_len(mem::IN_PROCESS, words, max_len)?;
+        let align = round_align(record_align);
+        check_max_len(mem::IN_PROCESS, words, max_len, align)?;
         let timeout = claim_timeout.clamp(Duration::from_millis(1), Duration::from_secs(60));
         let mem = mem::in_process_mem::<u64, _, _>(
             words,
-            |cap| Control::new(cap, 0, max_len, timeout),
+            |cap| Control::new(cap, max_len, align, timeout),
             |i, _| AtomicU64::new(free_word(i * 8)),
         )?;
         Ring::from_mem(mem, mem::IN_PROCESS.to_owned(), true)
@@ -458,6 +488,11 @@ impl Ring {
     /// The largest message, in bytes.
     pub fn max_len(&self) -> u64 {
         self.settings.max_len
+    }
+
+    /// Records start at multiples of this many bytes.
+    pub fn record_align(&self) -> u64 {
+        self.settings.align
     }
 
     /// How long a claim may stay unmarked, or marked by a dead producer, before the
@@ -517,9 +552,9 @@ impl Ring {
         Ok(Producer::new(self.clone(), me, index, attachment))
     }
 
-    /// Joins as the consumer, taking the end over from a dead one. A release its
-    /// predecessor died in the middle of is finished first; frames it had read but not
-    /// released are delivered again.
+    /// Joins as the consumer, taking the end over from a dead one. What its predecessor
+    /// had read (each frame it dropped, and the padding it skipped) is freed first and not
+    /// delivered again; a frame it held when it died is.
     ///
     /// # Errors
     ///
@@ -545,33 +580,35 @@ impl Ring {
             }
         };
         let cap = self.settings.capacity;
-        let head = c.head.pos.load(Ordering::Relaxed);
-        // Acquire: pairs with nothing a producer publishes through `tail` (marks and
-        // commits are read from the words themselves); Relaxed would do, Acquire keeps
-        // the check below about a `tail` at least as new as the `head` we read.
-        let tail = c.tail.pos.load(Ordering::Acquire);
-        if tail.wrapping_sub(head) > cap || head % 8 != 0 || tail % 8 != 0 {
+        // Acquire, and first: pairs with the previous consumer's Release store of `head`
+        // (a clean predecessor's last free); the `tail` read after it is at least as new.
+        let head = c.head.pos.load(Ordering::Acquire);
+        // Relaxed: nothing is read through `tail` (claims are read from their words).
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        let align = self.settings.align;
+        if tail.wrapping_sub(head) > cap || head % align != 0 || tail % align != 0 {
             return Err(corrupted(format!(
                 "tail {tail} and head {head} are more than the log apart or misaligned"
             )));
         }
-        let releasing_to = c.head.releasing_to.load(Ordering::Relaxed);
+        let consumed = c.head.consumed.load(Ordering::Relaxed);
         let mut head = head;
-        if releasing_to != head {
-            let ahead = releasing_to.wrapping_sub(head);
-            if ahead > tail.wrapping_sub(head) || ahead % 8 != 0 {
-                // Behind `head` is a release that completed (a hostile value aside, which
-                // is harmless here); only a stretch within what was claimed is finished.
+        if consumed != head {
+            let ahead = consumed.wrapping_sub(head);
+            if ahead > tail.wrapping_sub(head) || ahead % align != 0 {
+                // Behind `head`: freed already (a hostile value aside, harmless here).
                 if (ahead as i64) > 0 {
                     return Err(corrupted(format!(
-                        "a release to {releasing_to} runs past tail {tail} (head {head})"
+                        "the consumed position {consumed} runs past tail {tail} (head {head})"
                     )));
                 }
             } else {
-                release_words(&self.mem, head, releasing_to);
+                // What the predecessor read and did not free yet: freed now, not
+                // delivered again.
+                release_words(&self.mem, head, consumed, align);
                 // Release: as every release's store of `head`.
-                c.head.pos.store(releasing_to, Ordering::Release);
-                head = releasing_to;
+                c.head.pos.store(consumed, Ordering::Release);
+                head = consumed;
             }
         }
         // Relaxed: a report.
@@ -591,23 +628,28 @@ impl Ring {
     }
 }
 
-/// Rewrites the words of `from..to` to `FREE` of their next lap (their contents were
-/// delivered or skipped).
-pub(crate) fn release_words(mem: &Mem<Control, Word>, from: u64, to: u64) {
+/// Rewrites the record starts of `from..to` (every `align` bytes: the only words ever read
+/// as headers) to `FREE` of their next lap (their contents were delivered or skipped).
+pub(crate) fn release_words(mem: &Mem<Control, Word>, from: u64, to: u64, align: u64) {
     let lap = mem.cap() * 8;
     let mut p = from;
     while p != to {
         // Relaxed: published by the Release store of `head` that follows.
         mem.slot(p >> 3)
             .store(free_word(p.wrapping_add(lap)), Ordering::Relaxed);
-        p = p.wrapping_add(8);
+        p = p.wrapping_add(align);
     }
 }
 
-/// Checks a log's largest message against its capacity in words.
-pub(crate) fn check_max_len(name: &str, words: u64, max_len: u64) -> Result<(), RingError> {
+/// Checks a log's largest message and record alignment against its capacity in words.
+pub(crate) fn check_max_len(
+    name: &str,
+    words: u64,
+    max_len: u64,
+    align: u64,
+) -> Result<(), RingError> {
     let cap = crate::spsc::round_capacity(name, words)? * 8;
-    if max_len > u64::from(u32::MAX) || record_span(max_len) > cap / 2 {
+    if max_len > u64::from(u32::MAX) || align > cap / 4 || record_span(max_len, align) > cap / 2 {
         return Err(RingError::MaxLenTooLarge {
             name: name.to_owned(),
             max_len,

@@ -41,7 +41,8 @@ struct Reserved {
 
 impl Producer {
     pub(super) fn new(ring: Ring, me: u64, index: usize, attachment: Attachment) -> Producer {
-        let head_cache = ring.mem.ctrl().head.pos.load(Ordering::Relaxed);
+        // Acquire: pairs with the consumer's Release store of `head`, as in `reserve`.
+        let head_cache = ring.mem.ctrl().head.pos.load(Ordering::Acquire);
         Producer {
             mark: Mark::new(index, attachment.generation),
             ring,
@@ -98,8 +99,7 @@ impl Producer {
     ///
     /// As `try_claim` but `Full`, plus `Interrupted`.
     pub fn claim(&mut self, max: usize) -> Result<Claim<'_>, SendError> {
-        let r = self.reserve_until(max, Deadline::after(None))?;
-        self.mark(r, max)
+        self.claim_until(max, Deadline::after(None))
     }
 
     /// [`claim`](Self::claim), giving up after `timeout`.
@@ -108,8 +108,21 @@ impl Producer {
     ///
     /// As `claim`, plus `Timeout`.
     pub fn claim_timeout(&mut self, max: usize, timeout: Duration) -> Result<Claim<'_>, SendError> {
-        let r = self.reserve_until(max, Deadline::after(Some(timeout)))?;
-        self.mark(r, max)
+        self.claim_until(max, Deadline::after(Some(timeout)))
+    }
+
+    /// A blocking claim: a claim that expired (this thread stalled past the claim timeout
+    /// before marking it; nothing was written) is made again, within the deadline.
+    fn claim_until(&mut self, max: usize, deadline: Deadline) -> Result<Claim<'_>, SendError> {
+        let r = loop {
+            let r = self.reserve_until(max, deadline)?;
+            match self.mark_words(r, max) {
+                Ok(()) => break r,
+                Err(SendError::Expired) if !deadline.passed() => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        Ok(self.lend(r, max))
     }
 
     /// Sends `msg` (message type 0, no flags): a claim of its length, a copy, a commit.
@@ -176,24 +189,36 @@ impl Producer {
             return Err(SendError::Disconnected);
         }
         let cap = settings.capacity;
-        let span = record_span(max as u64);
+        let span = record_span(max as u64, settings.align);
+        let mut refreshed = None;
         loop {
             // Relaxed: the compare-exchange below decides; nothing is read through `tail`.
             let t = c.tail.pos.load(Ordering::Relaxed);
             let off = t & (cap - 1);
             let pad = if off + span > cap { cap - off } else { 0 };
             let total = pad + span;
-            if t.wrapping_add(total).wrapping_sub(self.head_cache) > cap {
-                // Acquire: pairs with the consumer's Release store of `head`, which came
-                // after it rewrote the freed words to `FREE` of their next lap.
-                self.head_cache = c.head.pos.load(Ordering::Acquire);
-                let used = t.wrapping_sub(self.head_cache);
-                if used > cap || t % 8 != 0 {
-                    return Err(SendError::Corrupted);
+            let used = t.wrapping_sub(self.head_cache);
+            if used > cap || used + total > cap {
+                if refreshed.is_none() {
+                    // Acquire: pairs with the consumer's Release store of `head`, which
+                    // came after it rewrote the freed words to `FREE` of their next lap.
+                    self.head_cache = c.head.pos.load(Ordering::Acquire);
+                    refreshed = Some(t);
+                    continue;
                 }
-                if used + total > cap {
-                    return Err(self.full(poll_checks));
+                if used > cap {
+                    // More than the log apart: the consumer freed and producers claimed
+                    // between our two loads (read again), or garbage (the same values
+                    // twice running).
+                    let h = c.head.pos.load(Ordering::Acquire);
+                    if h == self.head_cache && refreshed == Some(t) || t % settings.align != 0 {
+                        return Err(SendError::Corrupted);
+                    }
+                    self.head_cache = h;
+                    refreshed = Some(t);
+                    continue;
                 }
+                return Err(self.full(poll_checks));
             }
             if c.tail
                 .pos
@@ -256,7 +281,7 @@ impl Producer {
     /// consumer's departure, a shutdown).
     fn wait_for_room(&mut self, max: usize, deadline: Deadline) -> Result<(), SendError> {
         let cap = self.ring.settings.capacity;
-        let span = record_span(max as u64);
+        let span = record_span(max as u64, self.ring.settings.align);
         let seen = end::deaths_seen(&self.waits.deaths);
         let mem = &self.ring.mem;
         // Whether the claim `reserve` makes would fit now (its padding included).
@@ -317,8 +342,14 @@ impl Producer {
         Ok(())
     }
 
-    /// P2: marks what `reserve` claimed (the padding first), then lends the record.
+    /// P2, then the record lent as a claim.
     fn mark(&mut self, r: Reserved, max: usize) -> Result<Claim<'_>, SendError> {
+        self.mark_words(r, max)?;
+        Ok(self.lend(r, max))
+    }
+
+    /// P2: marks what `reserve` claimed (the padding first).
+    fn mark_words(&mut self, r: Reserved, max: usize) -> Result<(), SendError> {
         let mem = &self.ring.mem;
         if let Some((at, span)) = r.pad {
             // Release: as the mark below. From `FREE` of this very position: a consumer
@@ -352,7 +383,11 @@ impl Producer {
             return Err(SendError::Expired);
         }
         crate::fault_point!("log-producer-marked");
-        Ok(Claim {
+        Ok(())
+    }
+
+    fn lend(&mut self, r: Reserved, max: usize) -> Claim<'_> {
+        Claim {
             producer: self,
             at: r.at,
             max,
@@ -360,7 +395,7 @@ impl Producer {
             msg_type: 0,
             flags: 0,
             done: false,
-        })
+        }
     }
 
     /// The bytes of the record at `at`, `len` of them after its header.
@@ -410,6 +445,9 @@ pub struct Claim<'a> {
 impl Claim<'_> {
     /// The claimed bytes (as many as were claimed), to write the message into.
     pub fn buf(&mut self) -> &mut [u8] {
+        if !self.producer.origin.is_current() {
+            return &mut []; // a forked child's copy: writes nowhere
+        }
         let (at, max) = (self.at, self.max);
         self.producer.bytes_mut(at, max)
     }
@@ -434,40 +472,34 @@ impl Claim<'_> {
     /// # Errors
     ///
     /// `TooLong` if `len` exceeds what was claimed (the claim is then given up, as on
-    /// drop); `Corrupted` if the header was changed under us (only a hostile peer does:
-    /// a live producer's marked claim is never given up).
+    /// drop); `Forked` in a forked child (the claim is the parent's: nothing is written).
     pub fn commit(mut self, len: usize) -> Result<(), SendError> {
+        if !self.producer.origin.is_current() {
+            self.done = true;
+            return Err(SendError::Forked); // the claim is the parent's
+        }
         if len > self.max {
             return Err(SendError::TooLong { len, max: self.max });
         }
         self.done = true;
         crate::fault_point!("log-producer-written");
         let mem = &self.producer.ring.mem;
-        let used = record_span(len as u64);
+        let used = record_span(len as u64, self.producer.ring.settings.align);
         if used < self.span {
             // The rest of the claim: padding. Relaxed: published by the commit below.
             mem.slot((self.at + used) >> 3)
                 .store(pad_word(self.span - used), Ordering::Relaxed);
         }
         // Release: publishes the message's bytes (and the padding after it); pairs with
-        // the consumer's Acquire load of the header.
-        let mark = marked_word(self.producer.mark, self.max as u64);
-        let done = mem
-            .slot(self.at >> 3)
-            .compare_exchange(
-                mark,
-                committed_word(len as u64, self.msg_type, self.flags),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_ok();
+        // the consumer's Acquire load of the header. A plain store over our mark: the
+        // consumer changes a mark only once the endpoint it names is dead, and we live.
+        mem.slot(self.at >> 3).store(
+            committed_word(len as u64, self.msg_type, self.flags),
+            Ordering::Release,
+        );
         crate::fault_point!("log-producer-committed");
         self.wake();
-        if done {
-            Ok(())
-        } else {
-            Err(SendError::Corrupted)
-        }
+        Ok(())
     }
 
     fn wake(&self) {
@@ -481,19 +513,15 @@ impl Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
-        if self.done {
+        if self.done || !self.producer.origin.is_current() {
             return;
         }
         let p = &*self.producer;
         let mem = &p.ring.mem;
-        // Release: a consumer waiting on the claim skips it. From our mark only (a hostile
-        // change is left for the consumer to report).
-        let _ = mem.slot(self.at >> 3).compare_exchange(
-            marked_word(p.mark, self.max as u64),
-            pad_word(self.span),
-            Ordering::Release,
-            Ordering::Relaxed,
-        );
+        // Release: pairs with the consumer's Acquire load; it skips the padding. A plain
+        // store over our mark, as in `commit`.
+        mem.slot(self.at >> 3)
+            .store(pad_word(self.span), Ordering::Release);
         p.ring
             .mem
             .ctrl()
