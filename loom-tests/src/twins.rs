@@ -1102,3 +1102,87 @@ impl JoinLike for UnfencedJoinBroadcast {
         self.attached.store(false, Ordering::Release);
     }
 }
+
+// ------------------------------------------------------------ byte log
+
+/// The operations the log models drive: producer `who` (0 or 1) sends a message tagged
+/// `tag`, returning whether the send said `Ok` (`false`: its claim expired); the consumer
+/// takes the next message's tag, if one is ready.
+pub trait LogLike: Send + Sync + 'static {
+    fn send(&self, who: usize, tag: u16) -> bool;
+    fn try_recv(&self) -> Option<u16>;
+}
+
+/// The log's claim / mark / give-up protocol reduced to one-word records (a header, no
+/// message bytes), with the mark a plain store instead of a compare-exchange from the
+/// position's `FREE`: a claimant stalled between its claim and its mark, whose claim the
+/// consumer gave up (a hole) and went past, marks and commits over the hole and returns
+/// `Ok`, and its message is never delivered.
+pub struct PlainMarkLog {
+    words: [AtomicU64; 4],
+    tail: AtomicU64,
+    /// The consumer's position (one consumer thread at a time).
+    head: AtomicU64,
+}
+
+const LOG_FREE: u64 = 0;
+const LOG_MARKED: u64 = 1 << 61;
+const LOG_COMMITTED: u64 = 2 << 61;
+const LOG_HOLE: u64 = 4 << 61;
+
+impl PlainMarkLog {
+    pub fn new() -> Self {
+        PlainMarkLog {
+            // Word i holds position 8i's FREE (its lap tag is i).
+            words: std::array::from_fn(|i| AtomicU64::new(LOG_FREE | i as u64)),
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for PlainMarkLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogLike for PlainMarkLog {
+    fn send(&self, _who: usize, tag: u16) -> bool {
+        let t = self.tail.fetch_add(8, Ordering::Relaxed);
+        let i = (t / 8) as usize;
+        // PLANTED BUG: the mark is a plain store; the real log compare-exchanges the word
+        // from `FREE` of this position and reports `Expired` when the consumer got there
+        // first.
+        self.words[i].store(LOG_MARKED, Ordering::Release);
+        self.words[i].store(LOG_COMMITTED | u64::from(tag), Ordering::Release);
+        true
+    }
+
+    fn try_recv(&self) -> Option<u16> {
+        loop {
+            let p = self.head.load(Ordering::Relaxed);
+            let i = (p / 8) as usize;
+            let w = self.words[i].load(Ordering::Acquire);
+            match w >> 61 {
+                2 => {
+                    self.head.store(p + 8, Ordering::Relaxed);
+                    return Some((w & 0xffff) as u16);
+                }
+                4 => self.head.store(p + 8, Ordering::Relaxed),
+                0 if self.tail.load(Ordering::Relaxed) > p
+                    && shm_sync::primitive::world::timed_out() =>
+                {
+                    // Give the unmarked claim up.
+                    let _ = self.words[i].compare_exchange(
+                        w,
+                        LOG_HOLE,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                _ => return None,
+            }
+        }
+    }
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use loom::thread;
 use loom_tests::twins::*;
-use shm_ring::{broadcast, mpmc, spsc, PopError, PublishError, PushError, RecvError};
+use shm_ring::{
+    broadcast, log, mpmc, spsc, PopError, PublishError, PushError, RecvError, SendError,
+};
 use shm_sync::{Condvar, LockError, Mutex, Semaphore, SeqLock, SpinLock};
 
 /// Runs `f` under loom; expects it to pass. Prints how many interleavings were explored.
@@ -1126,4 +1128,123 @@ fn broadcast_live_join_under_back_pressure_loses_nothing_and_leave_frees() {
 #[test]
 fn broadcast_twin_join_without_the_dekker_fences_is_caught() {
     twin_fails(|| join_body(Arc::new(UnfencedJoinBroadcast::new())));
+}
+
+// ------------------------------------------------------------ byte log
+
+struct RealLog {
+    tx: [std::sync::Mutex<log::Producer>; 2],
+    rx: std::sync::Mutex<log::Consumer>,
+}
+
+impl RealLog {
+    /// 64 bytes, messages of up to 8 bytes: records of 16, so sends wrap with padding.
+    fn new() -> Arc<RealLog> {
+        let ring = log::Ring::in_process(64, 8).unwrap();
+        Arc::new(RealLog {
+            tx: [
+                std::sync::Mutex::new(ring.producer().unwrap()),
+                std::sync::Mutex::new(ring.producer().unwrap()),
+            ],
+            rx: std::sync::Mutex::new(ring.consumer().unwrap()),
+        })
+    }
+}
+
+impl LogLike for RealLog {
+    fn send(&self, who: usize, tag: u16) -> bool {
+        let mut tx = self.tx[who].lock().unwrap();
+        // A message of `tag % 9` bytes (loom models no bytes; the length sets the span).
+        let ok = match tx.try_claim(8) {
+            Ok(mut c) => {
+                c.set_type(tag);
+                c.commit(usize::from(tag) % 9).unwrap();
+                true
+            }
+            Err(SendError::Expired) => false,
+            Err(e) => panic!("{e}"),
+        };
+        ok
+    }
+
+    fn try_recv(&self) -> Option<u16> {
+        match self.rx.lock().unwrap().try_recv() {
+            Ok(f) => Some(f.msg_type()),
+            Err(PopError::Empty | PopError::InFlight) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Two producers send one message each while the consumer, with time passing (so it may
+/// give up any claim it finds unmarked), polls; then it takes what is left. Every send
+/// that said `Ok` is delivered exactly once, and nothing else is.
+fn log_giveup_body<L: LogLike>(l: Arc<L>) {
+    let l1 = l.clone();
+    let p1 = thread::spawn(move || l1.send(0, 1));
+    let lc = l.clone();
+    let c = thread::spawn(move || {
+        shm_sync::primitive::world::time_passes();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            if let Some(t) = lc.try_recv() {
+                got.push(t);
+            }
+        }
+        got
+    });
+    let ok2 = l.send(1, 2);
+    let ok1 = p1.join().unwrap();
+    let mut got = c.join().unwrap();
+    for _ in 0..3 {
+        if let Some(t) = l.try_recv() {
+            got.push(t);
+        }
+    }
+    got.sort_unstable();
+    let want: Vec<u16> = [(ok1, 1), (ok2, 2)]
+        .iter()
+        .filter(|(ok, _)| *ok)
+        .map(|&(_, t)| t)
+        .collect();
+    assert_eq!(got, want, "delivered {got:?}, sends said Ok: {ok1} {ok2}");
+}
+
+#[test]
+fn log_a_stalled_claim_given_up_is_never_written_and_every_ok_is_delivered() {
+    model(|| log_giveup_body(RealLog::new()));
+}
+
+#[test]
+fn log_twin_plain_store_mark_is_caught() {
+    twin_fails(|| log_giveup_body(Arc::new(PlainMarkLog::new())));
+}
+
+/// One producer sends three messages of different lengths into a 64-byte log (records of
+/// 8 to 16 bytes: the third wraps, after padding) while the consumer receives: all three,
+/// in order, each once.
+#[test]
+fn log_wrapping_sends_with_padding_arrive_in_order() {
+    model(|| {
+        let l = RealLog::new();
+        let lp = l.clone();
+        let p = thread::spawn(move || {
+            for tag in [8u16, 7, 3] {
+                while !lp.send(0, tag) {}
+            }
+        });
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            if let Some(t) = l.try_recv() {
+                got.push(t);
+            }
+        }
+        p.join().unwrap();
+        for _ in 0..4 {
+            if let Some(t) = l.try_recv() {
+                got.push(t);
+            }
+        }
+        assert_eq!(got, [8, 7, 3]);
+    });
 }
