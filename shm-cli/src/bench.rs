@@ -21,12 +21,13 @@ use shm_ring::{broadcast, mpmc, spsc, ChunkError, PopError, PushError, RecvError
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 29] = [
+pub const ROWS: [&str; 30] = [
     "floor",
     "spsc-spin",
     "spsc-park",
     "mpmc",
     "broadcast",
+    "service",
     "pipe",
     "unix-socket",
     "spsc-throughput-8B-try",
@@ -65,6 +66,7 @@ fn calls_of(row: &str) -> &'static str {
         "broadcast-fanout-1" | "broadcast-fanout-2" | "broadcast-fanout-8" => {
             "publish; subscribers drain each ms"
         }
+        "service" => "Client::call of 64 bytes, server recv / reply, BusySpin",
         "log-64B" => "send / recv, 64-byte messages, BusySpin",
         "memcpy-4KiB" => "copy_from_slice of 4 KiB through 1 MiB, one thread",
         "log-4KiB" => "claim / copy / commit, recv / copy out, 4 KiB, records aligned to 64",
@@ -483,6 +485,26 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
             sink_one_at_a_time::<u64>(name, Some(WaitStrategy::SpinThenPark), |v| v)
         }
         "spsc-sink-8-try" => sink_one_at_a_time::<u64>(name, None, |v| v),
+        "service-echo" => {
+            let mut server = shm_ring::service::Server::create(name).map_err(es)?;
+            server.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            // Answers each request with its own bytes until the bench's client leaves.
+            let mut served = 0u64;
+            loop {
+                match server.recv_timeout(Duration::from_millis(100)) {
+                    Ok(req) => {
+                        let echo = req.bytes().to_vec();
+                        req.reply(&echo).map_err(es)?;
+                        served += 1;
+                    }
+                    Err(shm_ring::service::ServiceError::Timeout) if served > 0 => break,
+                    Err(shm_ring::service::ServiceError::Timeout) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Ok(())
+        }
         "log-sink" => {
             let mut rx = shm_ring::log::open(name)
                 .map_err(es)?
@@ -818,6 +840,25 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
                 rx.pop().map(drop).map_err(es)
             });
             drop(tx);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "service" => {
+            let mut server_name = name.clone();
+            server_name.push_str("-svc");
+            let mut p = Peer::spawn("service-echo", &server_name, ctx.cpu(1), 0)?;
+            p.expect_ready()?;
+            let mut client = shm_ring::service::Client::connect(&server_name).map_err(es)?;
+            client.set_wait_strategy(WaitStrategy::BusySpin);
+            let req = [7u8; 64];
+            let r = ctx.rtt(|| {
+                let reply = client.call(&req, Duration::from_secs(10)).map_err(es)?;
+                if reply.len() != req.len() {
+                    return Err(format!("a reply of {} bytes to 64", reply.len()));
+                }
+                Ok(())
+            });
+            drop(client);
             p.finish()?;
             Ok(rtt_row(r?))
         }

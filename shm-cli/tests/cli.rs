@@ -372,13 +372,14 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 29, "{j}");
+    assert_eq!(lines.len(), 30, "{j}");
     for row in [
         "floor",
         "spsc-spin",
         "spsc-park",
         "mpmc",
         "broadcast",
+        "service",
         "pipe",
         "unix-socket",
     ] {
@@ -456,7 +457,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[31/31]"), "progress lines missing: {se}");
+    assert!(se.contains("[32/32]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),

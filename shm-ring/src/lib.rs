@@ -94,6 +94,8 @@ pub mod mpmc;
 #[cfg(not(shm_loom))]
 mod named;
 #[cfg(not(shm_loom))]
+pub mod service;
+#[cfg(not(shm_loom))]
 pub mod shutdown;
 pub mod spsc;
 mod wait;

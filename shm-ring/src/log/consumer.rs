@@ -45,6 +45,9 @@ struct Stuck {
     horizon: u64,
 }
 
+/// `Consumer::blocked`'s `tail` when a fast poll did not read it.
+const UNKNOWN_TAIL: u64 = u64::MAX;
+
 /// What the next record at a position turned out to be.
 enum Step {
     /// A committed message: its header position, length, type and flags.
@@ -128,7 +131,7 @@ impl Consumer {
     /// timeout then settles); `Disconnected` / `PeerDied` once every producer closed /
     /// died (the last to leave says which) and the log is drained; `Corrupted`; `Forked`.
     pub fn try_recv(&mut self) -> Result<Frame<'_>, PopError> {
-        let f = self.poll()?;
+        let f = self.poll_now()?;
         Ok(self.frame(f))
     }
 
@@ -152,6 +155,31 @@ impl Consumer {
         Ok(self.frame(f))
     }
 
+    /// The next message, lent without taking it: the next receive returns it again.
+    /// Never waits.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_recv`](Self::try_recv).
+    pub fn peek(&mut self) -> Result<Message<'_>, PopError> {
+        let f = self.poll_now()?;
+        Ok(Message {
+            bytes: self.bytes(f.at, f.len),
+            msg_type: f.msg_type,
+            flags: f.flags,
+            position: f.at,
+        })
+    }
+
+    /// Waits up to `timeout` until a message is ready, without taking it.
+    ///
+    /// # Errors
+    ///
+    /// As [`recv_timeout`](Self::recv_timeout).
+    pub fn ready_timeout(&mut self, timeout: Duration) -> Result<(), PopError> {
+        self.poll_until(Deadline::after(Some(timeout))).map(|_| ())
+    }
+
     /// Lends each ready message, in order, to `f` (up to `max` of them), then frees them
     /// all with one store of `head`. Returns how many. Never waits.
     ///
@@ -168,10 +196,11 @@ impl Consumer {
             return Err(PopError::Forked);
         }
         let mut cur = self.head;
+        let full = self.waits.liveness.due();
         let (mut n, mut bytes) = (0usize, 0u64);
         let mut stop = None;
         while n < max {
-            match self.step(&mut cur) {
+            match self.step(&mut cur, full) {
                 Step::Frame(found) => {
                     f(Message {
                         bytes: self.bytes(found.at, found.len),
@@ -274,12 +303,12 @@ impl Consumer {
 
     /// One attempt at the next message: skips padding and holes (freeing them), settles
     /// claims stuck past the claim timeout.
-    fn poll(&mut self) -> Result<Found, PopError> {
+    fn poll(&mut self, full: bool) -> Result<Found, PopError> {
         if !self.origin.is_current() {
             return Err(PopError::Forked);
         }
         let mut cur = self.head;
-        let step = self.step(&mut cur);
+        let step = self.step(&mut cur, full);
         if cur != self.head {
             self.consume(cur, 0, 0);
         }
@@ -302,7 +331,11 @@ impl Consumer {
 
     /// Reads records from `*cur` on: returns at the first message, or at nothing to read,
     /// leaving `*cur` at that record (past any padding and holes).
-    fn step(&mut self, cur: &mut u64) -> Step {
+    /// `full`: also read `tail` at an unmarked position, to tell a claim in flight from
+    /// nothing (and start or check its claim timeout); without it, an unmarked position is
+    /// `Empty` at the cost of one load (the wait's fast path leaves `tail`, which every
+    /// claim writes, alone).
+    fn step(&mut self, cur: &mut u64, full: bool) -> Step {
         let s = self.ring.settings;
         let cap = s.capacity;
         // One give-up per call: a word a hostile peer keeps flipping cannot keep us here.
@@ -355,6 +388,10 @@ impl Consumer {
                     if w != free_word(p) {
                         return Step::Failed(PopError::Corrupted);
                     }
+                    if !full {
+                        self.blocked = (p, w, UNKNOWN_TAIL);
+                        return Step::Empty;
+                    }
                     // Relaxed: whether anything is claimed at `p`; the claim's words are
                     // read with Acquire themselves.
                     let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
@@ -380,7 +417,7 @@ impl Consumer {
                     }
                     let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
                     self.blocked = (p, w, t);
-                    if gave_up || !self.timed_out(p, t) || !self.waits.liveness.due() {
+                    if !full || gave_up || !self.timed_out(p, t) || !self.waits.liveness.due() {
                         return Step::InFlight;
                     }
                     let c = self.ring.mem.ctrl();
@@ -557,7 +594,7 @@ impl Consumer {
             Some(how) => {
                 // Everyone left: anything they committed first.
                 let mut cur = self.head;
-                match self.step(&mut cur) {
+                match self.step(&mut cur, true) {
                     Step::Frame(f) => Ok(f),
                     Step::Failed(e) => Err(e),
                     Step::InFlight => Err(PopError::InFlight),
@@ -579,9 +616,17 @@ impl Consumer {
         c.producers.gone()
     }
 
+    /// `poll` for a `try_` call: the full check (`tail`, claim timeouts) once per
+    /// liveness interval.
+    fn poll_now(&mut self) -> Result<Found, PopError> {
+        let full = self.waits.liveness.due();
+        self.poll(full)
+    }
+
     fn poll_until(&mut self, deadline: Deadline) -> Result<Found, PopError> {
+        let mut full = false;
         loop {
-            match self.poll() {
+            match self.poll(full) {
                 Ok(f) => {
                     wait::ended(&mut self.waits.waiter);
                     return Ok(f);
@@ -592,16 +637,21 @@ impl Consumer {
                     return Err(e);
                 }
             }
-            if let Err(e) = self.wait_for_messages(deadline) {
-                self.waits.waiter.abandon();
-                return Err(e);
+            match self.wait_for_messages(deadline) {
+                Ok(check) => full = check,
+                Err(e) => {
+                    self.waits.waiter.abandon();
+                    return Err(e);
+                }
             }
         }
     }
 
     /// Spins, then sleeps, until the word at `head` or `tail` moves (or a producer
-    /// attaches, detaches or dies; the deadline; a shutdown).
-    fn wait_for_messages(&mut self, deadline: Deadline) -> Result<(), PopError> {
+    /// attaches, detaches or dies; the deadline; a shutdown). Returns whether the next
+    /// poll should be a full one: after the spin budget ran out (claim timeouts, the
+    /// producers' departure) and before any sleep (which needs `tail`).
+    fn wait_for_messages(&mut self, deadline: Deadline) -> Result<bool, PopError> {
         let seen = end::deaths_seen(&self.waits.deaths);
         let (mem, (at, word, tail)) = (&self.ring.mem, self.blocked);
         // Relaxed: hints; `poll` re-reads with Acquire.
@@ -615,7 +665,11 @@ impl Consumer {
             || moved().then_some(()),
         );
         if got.is_some() {
-            return Ok(());
+            return Ok(false);
+        }
+        if tail == UNKNOWN_TAIL {
+            // A fast poll found nothing and the spin found no change: look closer first.
+            return Ok(true);
         }
         if self.waits.waiter.was_cut() {
             self.waits.liveness.expire();
@@ -627,7 +681,7 @@ impl Consumer {
             return Err(PopError::Interrupted);
         }
         if !self.waits.waiter.may_sleep(self.waits.strategy) {
-            return Ok(());
+            return Ok(true);
         }
         if self
             .watches
@@ -636,7 +690,7 @@ impl Consumer {
         {
             // A watched producer died while we were not asleep: check it now.
             self.waits.liveness.expire();
-            return Ok(());
+            return Ok(true);
         }
         let c = mem.ctrl();
         let owners = c.producers.owners_digest();
@@ -667,7 +721,7 @@ impl Consumer {
             || None,
         );
         self.waits.liveness.expire();
-        Ok(())
+        Ok(true)
     }
 }
 
