@@ -469,6 +469,22 @@ impl End {
         }
     }
 
+    /// [`claim_from`](Self::claim_from) for the one end of its kind of ring `name`: a
+    /// live holder is `RoleTaken`, naming it.
+    pub fn claim_role(
+        &self,
+        me: u64,
+        name: &str,
+        role: crate::error::Role,
+    ) -> Result<(u32, u64), crate::error::RingError> {
+        self.claim_from(me)
+            .map_err(|pid| crate::error::RingError::RoleTaken {
+                name: name.to_owned(),
+                role,
+                pid,
+            })
+    }
+
     /// Gives the slot up (the handle was dropped).
     pub fn release(&self, me: u64) {
         // Release: publishes everything this end did; pairs with the Acquire load of

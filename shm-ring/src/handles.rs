@@ -29,6 +29,15 @@ macro_rules! ring_accessors {
             self.mem.cap()
         }
 
+        crate::handles::ring_identity!();
+    };
+}
+pub(crate) use ring_accessors;
+
+/// `name`, `is_creator` and `is_current` of a ring whose fields `mem`, `name` and
+/// `created` hold them (every kind's, the log's too).
+macro_rules! ring_identity {
+    () => {
         /// The ring's name.
         pub fn name(&self) -> &str {
             &self.name
@@ -51,7 +60,7 @@ macro_rules! ring_accessors {
         }
     };
 }
-pub(crate) use ring_accessors;
+pub(crate) use ring_identity;
 
 /// `set_wait_strategy` and `set_liveness_interval` for an end whose fields `strategy` and
 /// `liveness` hold them: `$waits` names its blocking calls ("pushes"), `$checks` what a

@@ -520,14 +520,6 @@ impl<T: Pod> Ring<T> {
     pub fn raw_control(&self) -> *mut u8 {
         (self.mem.ctrl() as *const Control).cast_mut().cast::<u8>()
     }
-
-    fn role_taken(&self, role: Role, pid: u32) -> RingError {
-        RingError::RoleTaken {
-            name: self.name.clone(),
-            role,
-            pid,
-        }
-    }
 }
 
 /// The attachment of a subscriber: its record and generation, where it starts, and the

@@ -77,8 +77,7 @@ impl<T: Pod> Ring<T> {
         let (generation, was) = c
             .config
             .publisher
-            .claim_from(me)
-            .map_err(|pid| self.role_taken(Role::Publisher, pid))?;
+            .claim_role(me, &self.name, Role::Publisher)?;
         // Acquire: pairs with the previous publisher's Release stores of `tail`.
         let mut tail = c.publisher.tail.load(Ordering::Acquire);
         // A predecessor killed between publishing slots and storing `tail` (mid-batch, or

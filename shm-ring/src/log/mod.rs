@@ -501,21 +501,7 @@ impl Ring {
         self.settings.claim_timeout
     }
 
-    /// The log's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Whether this handle created the log rather than opening one that existed.
-    pub fn is_creator(&self) -> bool {
-        self.created
-    }
-
-    /// Whether the log's name still leads to this log (see `spsc::Ring::is_current`).
-    #[cfg(not(shm_loom))]
-    pub fn is_current(&self) -> bool {
-        self.mem.is_current()
-    }
+    crate::handles::ring_identity!();
 
     /// The counters, read without joining (a third process may call this). Allocates
     /// (the producer list) and looks each end up in `/proc`.
@@ -563,15 +549,10 @@ impl Ring {
     pub fn consumer(&self) -> Result<Consumer, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let (generation, was) =
-            c.config
-                .consumer
-                .claim_from(me)
-                .map_err(|pid| RingError::RoleTaken {
-                    name: self.name.clone(),
-                    role: Role::Consumer,
-                    pid,
-                })?;
+        let (generation, was) = c
+            .config
+            .consumer
+            .claim_role(me, &self.name, Role::Consumer)?;
         let corrupted = |what: String| {
             c.config.consumer.release(me);
             RingError::Corrupted {

@@ -284,15 +284,10 @@ impl<T: Pod> Ring<T> {
     pub fn producer(&self) -> Result<Producer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let (generation, was) =
-            c.config
-                .producer
-                .claim_from(me)
-                .map_err(|pid| RingError::RoleTaken {
-                    name: self.name.clone(),
-                    role: Role::Producer,
-                    pid,
-                })?;
+        let (generation, was) = c
+            .config
+            .producer
+            .claim_role(me, &self.name, Role::Producer)?;
         // Acquire: pairs with the consumer's Release stores of `head`.
         let head = c.head.pos.load(Ordering::Acquire);
         let tail = c.tail.pos.load(Ordering::Relaxed);
@@ -369,15 +364,10 @@ impl<T: Pod> Ring<T> {
     pub fn consumer_resuming(&self, resume: Resume) -> Result<Consumer<T>, RingError> {
         let c = self.mem.ctrl();
         let me = end::me();
-        let (generation, was) =
-            c.config
-                .consumer
-                .claim_from(me)
-                .map_err(|pid| RingError::RoleTaken {
-                    name: self.name.clone(),
-                    role: Role::Consumer,
-                    pid,
-                })?;
+        let (generation, was) = c
+            .config
+            .consumer
+            .claim_role(me, &self.name, Role::Consumer)?;
         let mut head = c.head.pos.load(Ordering::Relaxed);
         // Acquire: pairs with the producer's Release stores of `tail`.
         let tail = c.tail.pos.load(Ordering::Acquire);
