@@ -531,6 +531,7 @@ fn ls_and_inspect_show_a_log_with_its_ends_and_counters() {
     a.try_send(b"hello").unwrap();
     b.try_send(b"world!").unwrap();
     drop(a.try_claim(10).unwrap()); // aborted: padding
+                                    // Read, not yet freed: the consumer frees in batches (head stays 0).
     assert_eq!(rx.try_recv().unwrap().len(), 5);
     let out = shmring(&["ls"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -546,7 +547,7 @@ fn ls_and_inspect_show_a_log_with_its_ends_and_counters() {
     assert!(s.contains("kind         log"), "{s}");
     assert!(
         s.contains(
-            "capacity 4096 bytes, messages up to 100 bytes, records aligned to 8, head 16, tail 56, in use 40 bytes"
+            "capacity 4096 bytes, messages up to 100 bytes, records aligned to 8, head 0, tail 56, in use 56 bytes"
         ),
         "{s}"
     );
