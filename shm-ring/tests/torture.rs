@@ -110,6 +110,23 @@ fn child_torture() {
                 spsc_consume(&mut rx, &mut next, &mut rng).unwrap();
             }
         }
+        "log-producer" => {
+            let mut tx = shm_ring::log::open(&name).unwrap().producer().unwrap();
+            println!("CHILD:ready");
+            let mut next = 0u64;
+            loop {
+                let m = log_msg(1, next, rng.next());
+                // In place, killed anywhere between claim and commit; or a send.
+                if rng.below(2) == 0 {
+                    let mut c = tx.claim_timeout(m.len(), HANG).unwrap();
+                    c.buf().copy_from_slice(&m);
+                    c.commit(m.len()).unwrap();
+                } else {
+                    tx.send_timeout(&m, HANG).unwrap();
+                }
+                next += 1;
+            }
+        }
         "mpmc-producer" => {
             let mut tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
             println!("CHILD:ready");
@@ -343,9 +360,10 @@ enum Scenario {
     MpmcConsumerDies,
     BroadcastPublisherDies,
     BroadcastSubscriberDies,
+    LogProducerDies,
 }
 
-const SCENARIOS: [Scenario; 9] = [
+const SCENARIOS: [Scenario; 10] = [
     Scenario::Mutex,
     Scenario::MutexPi,
     Scenario::Spin,
@@ -355,6 +373,7 @@ const SCENARIOS: [Scenario; 9] = [
     Scenario::MpmcConsumerDies,
     Scenario::BroadcastPublisherDies,
     Scenario::BroadcastSubscriberDies,
+    Scenario::LogProducerDies,
 ];
 
 /// What a round measured.
@@ -652,6 +671,109 @@ fn mpmc_producer_dies(seed: u64, run_for: Duration) -> Outcome {
     }
 }
 
+/// A log message of producer `id`, number `seq`: 16 to 200 bytes (from `r`), its number
+/// first, then bytes that follow from both, so a torn or misframed message shows.
+fn log_msg(id: u8, seq: u64, r: u64) -> Vec<u8> {
+    let len = 16 + (r % 185) as usize;
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&(len as u64).to_le_bytes());
+    m.extend((16..len).map(|k| (k as u64 ^ seq ^ u64::from(id)) as u8));
+    m
+}
+
+fn log_check(id: u8, bytes: &[u8]) -> u64 {
+    assert!(bytes.len() >= 16, "a message of {} bytes", bytes.len());
+    let seq = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let len = u64::from_le_bytes(bytes[8..16].try_into().unwrap()) as usize;
+    assert_eq!(len, bytes.len(), "producer {id} message {seq}: misframed");
+    for (k, &b) in bytes.iter().enumerate().skip(16) {
+        assert_eq!(
+            b,
+            (k as u64 ^ seq ^ u64::from(id)) as u8,
+            "producer {id} message {seq}: torn"
+        );
+    }
+    seq
+}
+
+/// A log producer worker (id 1, message type 1) killed at a random moment, maybe between
+/// a claim and its commit; this process's own producer (id 2) goes on. Every message either
+/// committed is delivered once, in order per producer, whole; the dead worker's pending
+/// claim (if any) is given up or padded after the claim timeout; then the consumer sees
+/// `Disconnected` once our producer closes.
+fn log_producer_dies(seed: u64, run_for: Duration) -> Outcome {
+    let (name, _c) = scratch("torture-log-p");
+    let ring = shm_ring::log::Builder::new(&name)
+        .capacity(1 << (10 + seed % 6))
+        .max_len(200)
+        .claim_timeout(CLAIM_TIMEOUT)
+        .create()
+        .unwrap();
+    let mut w = worker("log-producer", &name, seed);
+    let mut rx = ring.consumer().unwrap();
+    let mut tx = ring.producer().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let producer = std::thread::spawn(move || {
+        let (mut next, mut r) = (0u64, seed | 1);
+        // Relaxed: a stop request, no data rides on it.
+        while !stop2.load(Ordering::Relaxed) && next < LOG_LEN {
+            r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let m = log_msg(2, next, r >> 33);
+            let mut c = tx.claim_timeout(m.len(), HANG).expect("parent producer");
+            c.buf().copy_from_slice(&m);
+            c.set_type(2);
+            c.commit(m.len()).unwrap();
+            next += 1;
+        }
+        next // dropping `tx` closes this producer
+    });
+    let consumer = std::thread::spawn(move || {
+        let mut next = [0u64; 3];
+        loop {
+            match rx.recv_timeout(HANG) {
+                Ok(f) => {
+                    let id = if f.msg_type() == 2 { 2 } else { 1 };
+                    let seq = log_check(id as u8, &f);
+                    assert_eq!(seq, next[id], "producer {id}: lost, doubled or reordered");
+                    next[id] += 1;
+                }
+                Err(PopError::PeerDied) | Err(PopError::Disconnected) => return next,
+                Err(PopError::Timeout) => panic!("consumer hung at {next:?}"),
+                Err(e) => panic!("consumer: {e} at {next:?}"),
+            }
+        }
+    });
+    let _killed = kill_after(&mut w, run_for);
+    std::thread::sleep(CLAIM_TIMEOUT * 2);
+    stop.store(true, Ordering::Relaxed);
+    let ours = producer.join().expect("the parent producer failed a check");
+    let t = Instant::now();
+    while !consumer.is_finished() {
+        assert!(t.elapsed() < HANG, "the consumer hung after the kill");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let next = consumer.join().expect("the consumer failed a check");
+    assert_eq!(
+        next[2], ours,
+        "our producer sent {ours}, the consumer got {}",
+        next[2]
+    );
+    let st = ring.stats();
+    assert!(
+        st.skipped + st.abandoned <= 1,
+        "more than the dead worker's claim given up: {st:?}"
+    );
+    Outcome {
+        detected: None,
+        reported: false,
+        gave_up: st.skipped + st.abandoned,
+    }
+}
+
 fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
     let (name, _c) = scratch("torture-mpmc-c");
     let _c2 = Cleanup(format!("{name}-log"));
@@ -906,6 +1028,7 @@ fn crash_torture() {
             Scenario::MpmcConsumerDies => mpmc_consumer_dies(round_seed, run_for),
             Scenario::BroadcastPublisherDies => broadcast_publisher_dies(round_seed, run_for),
             Scenario::BroadcastSubscriberDies => broadcast_subscriber_dies(round_seed, run_for),
+            Scenario::LogProducerDies => log_producer_dies(round_seed, run_for),
         })
         .unwrap_or_else(|e| {
             panic!(
@@ -936,10 +1059,12 @@ fn crash_torture() {
             n => (Some(d[n / 2]), Some(d[n - 1])),
         };
         match s {
-            Scenario::MpmcProducerDies | Scenario::MpmcConsumerDies => eprintln!(
-                "  {s:?}: {} kills, {} claims given up after the claim timeout",
-                kills[k], gave_up[k]
-            ),
+            Scenario::MpmcProducerDies | Scenario::MpmcConsumerDies | Scenario::LogProducerDies => {
+                eprintln!(
+                    "  {s:?}: {} kills, {} claims given up after the claim timeout",
+                    kills[k], gave_up[k]
+                )
+            }
             _ => eprintln!(
                 "  {s:?}: {} kills, death reported in {}; from the kill until a survivor \
                  knew: median {p50:?}, max {max:?}",
