@@ -121,6 +121,20 @@ pub struct Attachment {
     pub took_over_from: Option<u32>,
 }
 
+impl Attachment {
+    /// The attachment a claim made: its `generation`, and `was`, the owner word it
+    /// replaced (a dead holder's, or 0), at `position` with `backlog` items waiting.
+    pub(crate) fn claimed(generation: u32, was: u64, position: u64, backlog: u64) -> Attachment {
+        Attachment {
+            generation,
+            position,
+            backlog,
+            skipped: 0,
+            took_over_from: (was != 0).then_some((was >> 32) as u32),
+        }
+    }
+}
+
 /// The other end's current attachment, as this end reads it from shared memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAttachment {

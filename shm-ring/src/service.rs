@@ -269,17 +269,12 @@ impl Server {
         }
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let left = deadline.map_or(crate::LIVENESS_INTERVAL, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            match self
-                .requests
-                .ready_timeout(left.min(crate::LIVENESS_INTERVAL))
-            {
+            let left = slice_until(deadline);
+            match self.requests.ready_timeout(left) {
                 Ok(()) => break,
                 Err(PopError::Timeout) => {
                     self.sweep();
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if passed(deadline) {
                         return Err(ServiceError::Timeout);
                     }
                 }
@@ -287,7 +282,7 @@ impl Server {
                 // a receive that has seen every producer leave, so poll each millisecond).
                 Err(PopError::Disconnected | PopError::PeerDied) => {
                     self.sweep();
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if passed(deadline) {
                         return Err(ServiceError::Timeout);
                     }
                     std::thread::sleep(left.min(Duration::from_millis(1)));
@@ -565,13 +560,7 @@ impl Client {
     pub fn wait_reply(&mut self, id: u64, timeout: Duration) -> Result<Reply<'_>, ServiceError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            let left = deadline.map_or(crate::LIVENESS_INTERVAL, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            match self
-                .replies
-                .ready_timeout(left.min(crate::LIVENESS_INTERVAL))
-            {
+            match self.replies.ready_timeout(slice_until(deadline)) {
                 Ok(()) => {
                     let got = match self.replies.peek() {
                         Ok(m) if m.bytes.len() >= REPLY_HEADER => {
@@ -595,7 +584,7 @@ impl Client {
                     if self.requests.is_abandoned() {
                         return Err(ServiceError::PeerDied);
                     }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if passed(deadline) {
                         return Err(ServiceError::Timeout);
                     }
                 }
@@ -629,6 +618,20 @@ impl std::ops::Deref for Reply<'_> {
     fn deref(&self) -> &[u8] {
         &self.frame[REPLY_HEADER..]
     }
+}
+
+/// What a wait of the service waits next: until `deadline` (`None`: none), at most a
+/// liveness interval, so that it checks its peers between slices.
+fn slice_until(deadline: Option<Instant>) -> Duration {
+    deadline
+        .map_or(crate::LIVENESS_INTERVAL, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+        .min(crate::LIVENESS_INTERVAL)
+}
+
+fn passed(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 /// A number no other connection of this or another process is likely to pick: the

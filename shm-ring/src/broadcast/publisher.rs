@@ -119,13 +119,7 @@ impl<T: Pod> Ring<T> {
             liveness: LivenessTimer::new(),
             waiter: Waiter::new(),
             stalled_at: tail.wrapping_sub(1),
-            attachment: Attachment {
-                generation,
-                position: tail,
-                backlog: 0,
-                skipped: 0,
-                took_over_from: (was != 0).then_some((was >> 32) as u32),
-            },
+            attachment: Attachment::claimed(generation, was, tail, 0),
         };
         if p.policy == Policy::BackPressure {
             p.rescan();

@@ -594,13 +594,7 @@ impl Ring {
         }
         // Relaxed: a report.
         c.config.consumer_since.store(head, Ordering::Relaxed);
-        let attachment = end::Attachment {
-            generation,
-            position: head,
-            backlog: tail.wrapping_sub(head),
-            skipped: 0,
-            took_over_from: (was != 0).then_some((was >> 32) as u32),
-        };
+        let attachment = end::Attachment::claimed(generation, was, head, tail.wrapping_sub(head));
         // Producers asleep on a full log re-arm their watch on the new consumer.
         if !cfg!(shm_loom) {
             wait::wake(&c.producers_waiting, u32::MAX);

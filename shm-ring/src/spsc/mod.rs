@@ -304,13 +304,7 @@ impl<T: Pod> Ring<T> {
         if !cfg!(shm_loom) {
             c.config.producer_since.store(tail, Ordering::Relaxed);
         }
-        let attachment = Attachment {
-            generation,
-            position: tail,
-            backlog: tail.wrapping_sub(head),
-            skipped: 0,
-            took_over_from: (was != 0).then_some((was >> 32) as u32),
-        };
+        let attachment = Attachment::claimed(generation, was, tail, tail.wrapping_sub(head));
         // A consumer asleep on the empty ring re-arms its watch on the new producer, so
         // that this process's death wakes it.
         if !cfg!(shm_loom) {
@@ -391,11 +385,8 @@ impl<T: Pod> Ring<T> {
             c.config.consumer_since.store(head, Ordering::Relaxed);
         }
         let attachment = Attachment {
-            generation,
-            position: head,
-            backlog: tail.wrapping_sub(head),
             skipped,
-            took_over_from: (was != 0).then_some((was >> 32) as u32),
+            ..Attachment::claimed(generation, was, head, tail.wrapping_sub(head))
         };
         // A producer asleep on the full ring re-arms its watch on the new consumer.
         if !cfg!(shm_loom) {
