@@ -73,6 +73,15 @@ impl<C, S> Mem<C, S> {
             .is_none_or(shm_core::Segment::is_current)
     }
 
+    /// Removes the ring's name if it still names this very segment (same inode): never a
+    /// successor created under the name since. Nothing for an in-process ring.
+    #[cfg(not(shm_loom))]
+    pub fn unlink(&self) {
+        if let Some(s) = self.owner.downcast_ref::<shm_core::Segment>() {
+            let _ = s.unlink();
+        }
+    }
+
     /// The control block.
     #[inline]
     pub fn ctrl(&self) -> &C {

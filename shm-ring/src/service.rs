@@ -333,11 +333,12 @@ impl Server {
             return;
         }
         self.last_sweep = Instant::now();
-        let name = &self.name;
         let stats = &mut self.stats;
-        self.replies.retain(|&k, (_, tx)| {
+        self.replies.retain(|_, (_, tx)| {
             if tx.is_abandoned() {
-                let _ = shm_core::remove(&reply_log_name(name, k));
+                // Only that client's log: a successor at the endpoint may have made its
+                // own under the name since.
+                tx.unlink_log();
                 stats.reclaimed += 1;
                 false
             } else {
@@ -430,8 +431,10 @@ impl Request<'_> {
                 Ok(())
             }
             Err(SendError::PeerDied | SendError::Disconnected) => {
-                replies.remove(&client);
-                let _ = shm_core::remove(&reply_log_name(name, client));
+                // Only that client's log, as in `sweep`.
+                if let Some((_, tx)) = replies.remove(&client) {
+                    tx.unlink_log();
+                }
                 stats.reclaimed += 1;
                 Err(ServiceError::PeerDied)
             }

@@ -296,6 +296,11 @@ fn child_fork_log() {
         code, 0,
         "the child's claim or frame acted (bits: {code:#b})"
     );
+    assert_eq!(
+        ring.stats().consumed,
+        before.consumed,
+        "the child's copy of the frame marked it read"
+    );
     assert_eq!(&frame.take().unwrap()[..], b"one");
     let mut c = claim.take().unwrap();
     c.buf()[..5].copy_from_slice(b"three");

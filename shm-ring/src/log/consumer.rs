@@ -34,6 +34,10 @@ pub struct Consumer {
     /// Where `step` last found nothing to read, the word it read there and `tail` then: a
     /// wait sleeps until one of them changes (a later read could miss the change).
     blocked: (u64, u64, u64),
+    /// The message a poll last found at `head`, not yet taken: a record is not changed
+    /// once committed until we free it, so `peek` then `try_recv` (or `ready_timeout`
+    /// then `try_recv`) reads its header once.
+    ready: Option<Found>,
 }
 
 /// A claim we wait on: its position, since when, and `tail` when the wait began (the
@@ -96,6 +100,7 @@ impl Consumer {
             stuck: None,
             expired: None,
             blocked: (head, free_word(head), head),
+            ready: None,
         }
     }
 
@@ -307,6 +312,9 @@ impl Consumer {
         if !self.origin.is_current() {
             return Err(PopError::Forked);
         }
+        if let Some(f) = self.ready.filter(|f| f.at == self.head) {
+            return Ok(f);
+        }
         let mut cur = self.head;
         let step = self.step(&mut cur, full);
         if cur != self.head {
@@ -315,6 +323,7 @@ impl Consumer {
         match step {
             Step::Frame(f) => {
                 self.stalled = false;
+                self.ready = Some(f);
                 Ok(f)
             }
             Step::Empty => {

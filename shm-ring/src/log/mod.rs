@@ -375,8 +375,11 @@ pub struct LogStats {
     pub max_len: u64,
     /// Records start at multiples of this.
     pub record_align: u64,
-    /// The byte position read next.
+    /// The byte position freed up to: everything before it is the producers' again.
     pub head: u64,
+    /// The byte position the consumer has read up to (frames dropped); it frees up to
+    /// there in batches.
+    pub consumed: u64,
     /// The byte position claimed next.
     pub tail: u64,
     /// Messages the consumer received, and their bytes.
@@ -410,6 +413,7 @@ pub(crate) fn stats_of(c: &Control) -> LogStats {
         max_len: c.config.max_len.load(Ordering::Relaxed),
         record_align: c.config.align.load(Ordering::Relaxed),
         head,
+        consumed: c.head.consumed.load(Ordering::Relaxed),
         tail: c.tail.pos.load(Ordering::Relaxed),
         received: c.head.received.load(Ordering::Relaxed),
         bytes: c.head.bytes.load(Ordering::Relaxed),

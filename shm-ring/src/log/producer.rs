@@ -173,6 +173,12 @@ impl Producer {
         self.ring.mem.ctrl().config.consumer.gone(&self.peer)
     }
 
+    /// Removes the log's name if it still names this log (not a successor's made since).
+    #[cfg(not(shm_loom))]
+    pub(crate) fn unlink_log(&self) {
+        self.ring.mem.unlink();
+    }
+
     /// The byte position this producer's next record would land at if claimed now (for
     /// reports; other producers move it).
     pub fn tail(&self) -> u64 {
@@ -219,7 +225,7 @@ impl Producer {
                 if used > cap {
                     // More than the log apart: the consumer freed and producers claimed
                     // between our two loads (read again), or garbage (the same values
-                    // twice running).
+                    // twice running). Acquire: as above.
                     let h = c.head.pos.load(Ordering::Acquire);
                     if h == self.head_cache && refreshed == Some(t) || t % settings.align != 0 {
                         return Err(SendError::Corrupted);
