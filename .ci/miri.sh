@@ -14,8 +14,8 @@ miri --test threads
 # The same with long runs between preemptions, under a few fixed seeds: a thread then often
 # reads a word another thread wrote long ago, which is how Miri found `tail` loaded older
 # than `head` passing a previous lap for a later one (a lost MPMC item; 3 of 3 seeds failed
-# before the fix; 2 seeds are kept to hold the run under its limit).
-for seed in 1 2; do
+# before the fix; 1 seed is kept to hold the run under its limit: with 2, a clean-clone CI run reached 880 s of 900 on 2026-12-02).
+for seed in 1; do
   MIRIFLAGS="$MIRIFLAGS -Zmiri-preemption-rate=0.0003 -Zmiri-seed=$seed" miri --test threads
 done
 miri --test spsc -- matches_a_vecdeque
