@@ -132,6 +132,28 @@ fn drain_all(rx: &mut log::Consumer, max: usize, order: &mut Order) -> (u64, Pop
     }
 }
 
+/// `drain_all` by `try_recv` in a loop, as a consumer that polls (no blocking call) does:
+/// it must see a dead producer's claim settled and its departure, as a blocking one does.
+fn drain_polling(rx: &mut log::Consumer, max: usize, order: &mut Order) -> (u64, PopError) {
+    let (mut n, t) = (0, Instant::now());
+    loop {
+        match rx.try_recv() {
+            Ok(f) => {
+                order.next(check(&f, max));
+                n += 1;
+            }
+            Err(PopError::Empty | PopError::InFlight) => {
+                assert!(
+                    t.elapsed() < HANG,
+                    "a polling consumer hung at {n} messages"
+                );
+                std::hint::spin_loop();
+            }
+            Err(e) => return (n, e),
+        }
+    }
+}
+
 #[test]
 fn three_producer_processes_with_random_lengths_deliver_each_message_once_in_order() {
     const N: u64 = 20_000;
@@ -375,33 +397,40 @@ fn a_producer_killed_or_stalled_at_each_step_never_wedges_the_consumer() {
         ("log-producer-marked", 0, 1),
         ("log-producer-written", 0, 1),
     ] {
-        let (name, _c) = scratch("log-kill");
-        let ring = log::Builder::new(&name)
-            .capacity(4096)
-            .max_len(200)
-            .claim_timeout(Duration::from_millis(50))
-            .create()
-            .unwrap();
-        let mut rx = ring.consumer().unwrap();
-        let mut kid = Running::spawn(role("produce", &name, 10, &format!("{point}:5")));
-        let mut order = Order::default();
-        let t = Instant::now();
-        let (n, end) = drain_all(&mut rx, 200, &mut order);
-        assert_eq!((n, end), (4, PopError::PeerDied), "{point}");
-        let s = ring.stats();
-        assert_eq!((s.skipped, s.abandoned), (skipped, abandoned), "{point}");
-        assert!(
-            !kid.wait_success(HANG),
-            "{point}: the child was to be killed"
-        );
-        println!(
-            "killed at {point}: 4 delivered, then PeerDied after {:?}",
-            t.elapsed()
-        );
-        // A new producer's messages go on after the dead one's.
-        let mut tx = ring.producer().unwrap();
-        tx.try_send(&msg(99, 0, 200)).unwrap();
-        assert_eq!(check(&rx.try_recv().unwrap(), 200), (99, 0));
+        for polling in [false, true] {
+            let (name, _c) = scratch("log-kill");
+            let ring = log::Builder::new(&name)
+                .capacity(4096)
+                .max_len(200)
+                .claim_timeout(Duration::from_millis(50))
+                .create()
+                .unwrap();
+            let mut rx = ring.consumer().unwrap();
+            let mut kid = Running::spawn(role("produce", &name, 10, &format!("{point}:5")));
+            let mut order = Order::default();
+            let t = Instant::now();
+            let drain = if polling { drain_polling } else { drain_all };
+            let (n, end) = drain(&mut rx, 200, &mut order);
+            assert_eq!(
+                (n, end),
+                (4, PopError::PeerDied),
+                "{point} polling {polling}"
+            );
+            let s = ring.stats();
+            assert_eq!((s.skipped, s.abandoned), (skipped, abandoned), "{point}");
+            assert!(
+                !kid.wait_success(HANG),
+                "{point}: the child was to be killed"
+            );
+            println!(
+                "killed at {point} (polling {polling}): 4 delivered, then PeerDied after {:?}",
+                t.elapsed()
+            );
+            // A new producer's messages go on after the dead one's.
+            let mut tx = ring.producer().unwrap();
+            tx.try_send(&msg(99, 0, 200)).unwrap();
+            assert_eq!(check(&rx.try_recv().unwrap(), 200), (99, 0));
+        }
     }
 }
 

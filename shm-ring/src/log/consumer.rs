@@ -10,6 +10,36 @@ use crate::error::PopError;
 use crate::mpmc::{CLOSED_CLEANLY, DIED};
 use crate::wait::Deadline;
 
+/// How closely a poll looks at the log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// One load at an unmarked or marked position: `Empty` / `InFlight` (the wait's fast
+    /// path leaves `tail`, which every claim writes, alone).
+    Fast,
+    /// Also reads `tail` there, to tell a claim in flight from nothing, and starts or
+    /// checks its claim timeout; the peers' liveness at most once per liveness interval.
+    Full,
+    /// `Full`, and the liveness check is due now (the caller's timer said so; asking the
+    /// timer again would say no).
+    Due,
+}
+
+impl Look {
+    /// A `try_` call's look: `Due` once per liveness interval, `Fast` otherwise.
+    fn now(waits: &mut Waits) -> Look {
+        if waits.liveness.due() {
+            Look::Due
+        } else {
+            Look::Fast
+        }
+    }
+
+    /// Whether to check the peers' liveness in this poll.
+    fn peers_due(self, waits: &mut Waits) -> bool {
+        self == Look::Due || waits.liveness.due()
+    }
+}
+
 /// A log's one consumer. `&mut self` methods: one thread at a time.
 pub struct Consumer {
     ring: Ring,
@@ -201,11 +231,11 @@ impl Consumer {
             return Err(PopError::Forked);
         }
         let mut cur = self.head;
-        let full = self.waits.liveness.due();
+        let look = Look::now(&mut self.waits);
         let (mut n, mut bytes) = (0usize, 0u64);
         let mut stop = None;
         while n < max {
-            match self.step(&mut cur, full) {
+            match self.step(&mut cur, look) {
                 Step::Frame(found) => {
                     f(Message {
                         bytes: self.bytes(found.at, found.len),
@@ -240,7 +270,7 @@ impl Consumer {
         match stop {
             _ if n > 0 => Ok(n),
             // A message committed just as we found none (its producer then left): take it.
-            Some(PopError::Empty) => match self.after_empty() {
+            Some(PopError::Empty) => match self.after_empty(look) {
                 Ok(_) => self.try_drain(max, f),
                 Err(e) => Err(e),
             },
@@ -308,7 +338,7 @@ impl Consumer {
 
     /// One attempt at the next message: skips padding and holes (freeing them), settles
     /// claims stuck past the claim timeout.
-    fn poll(&mut self, full: bool) -> Result<Found, PopError> {
+    fn poll(&mut self, look: Look) -> Result<Found, PopError> {
         if !self.origin.is_current() {
             return Err(PopError::Forked);
         }
@@ -316,7 +346,7 @@ impl Consumer {
             return Ok(f);
         }
         let mut cur = self.head;
-        let step = self.step(&mut cur, full);
+        let step = self.step(&mut cur, look);
         if cur != self.head {
             self.consume(cur, 0, 0);
         }
@@ -328,7 +358,7 @@ impl Consumer {
             }
             Step::Empty => {
                 self.free();
-                self.after_empty()
+                self.after_empty(look)
             }
             Step::InFlight => {
                 self.free();
@@ -340,11 +370,9 @@ impl Consumer {
 
     /// Reads records from `*cur` on: returns at the first message, or at nothing to read,
     /// leaving `*cur` at that record (past any padding and holes).
-    /// `full`: also read `tail` at an unmarked position, to tell a claim in flight from
-    /// nothing (and start or check its claim timeout); without it, an unmarked position is
-    /// `Empty` at the cost of one load (the wait's fast path leaves `tail`, which every
-    /// claim writes, alone).
-    fn step(&mut self, cur: &mut u64, full: bool) -> Step {
+    /// `look`: how closely (see [`Look`]).
+    fn step(&mut self, cur: &mut u64, look: Look) -> Step {
+        let full = look != Look::Fast;
         let s = self.ring.settings;
         let cap = s.capacity;
         // One give-up per call: a word a hostile peer keeps flipping cannot keep us here.
@@ -424,9 +452,15 @@ impl Consumer {
                     if max > s.max_len || off + record_span(max, s.align) > cap {
                         return Step::Failed(PopError::Corrupted);
                     }
+                    if !full {
+                        // In flight, as far as a fast poll looks: `tail`, which every
+                        // claim writes, is read by the full one only.
+                        self.blocked = (p, w, UNKNOWN_TAIL);
+                        return Step::InFlight;
+                    }
                     let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
                     self.blocked = (p, w, t);
-                    if !full || gave_up || !self.timed_out(p, t) || !self.waits.liveness.due() {
+                    if gave_up || !self.timed_out(p, t) || !look.peers_due(&mut self.waits) {
                         return Step::InFlight;
                     }
                     let c = self.ring.mem.ctrl();
@@ -593,17 +627,17 @@ impl Consumer {
     }
 
     /// Nothing claimed: `Empty`, or the producers' departure once the log is drained.
-    fn after_empty(&mut self) -> Result<Found, PopError> {
+    fn after_empty(&mut self, look: Look) -> Result<Found, PopError> {
         let c = self.ring.mem.ctrl();
         if !std::mem::replace(&mut self.stalled, true) {
             bump(&c.head.empty_stalls, 1);
         }
-        match self.producers_gone(false) {
+        match self.producers_gone(look == Look::Due) {
             None => Err(PopError::Empty),
             Some(how) => {
                 // Everyone left: anything they committed first.
                 let mut cur = self.head;
-                match self.step(&mut cur, true) {
+                match self.step(&mut cur, if look == Look::Due { look } else { Look::Full }) {
                     Step::Frame(f) => Ok(f),
                     Step::Failed(e) => Err(e),
                     Step::InFlight => Err(PopError::InFlight),
@@ -628,14 +662,14 @@ impl Consumer {
     /// `poll` for a `try_` call: the full check (`tail`, claim timeouts) once per
     /// liveness interval.
     fn poll_now(&mut self) -> Result<Found, PopError> {
-        let full = self.waits.liveness.due();
-        self.poll(full)
+        let look = Look::now(&mut self.waits);
+        self.poll(look)
     }
 
     fn poll_until(&mut self, deadline: Deadline) -> Result<Found, PopError> {
         let mut full = false;
         loop {
-            match self.poll(full) {
+            match self.poll(if full { Look::Full } else { Look::Fast }) {
                 Ok(f) => {
                     wait::ended(&mut self.waits.waiter);
                     return Ok(f);
