@@ -1114,47 +1114,55 @@ pub trait LogLike: Send + Sync + 'static {
 }
 
 /// The log's claim / mark / give-up protocol reduced to one-word records (a header, no
-/// message bytes), with the mark a plain store instead of a compare-exchange from the
-/// position's `FREE`: a claimant stalled between its claim and its mark, whose claim the
-/// consumer gave up (a hole) and went past, marks and commits over the hole and returns
-/// `Ok`, and its message is never delivered.
-pub struct PlainMarkLog {
+/// message bytes): a producer marks its claim in its own claim line, then reads the
+/// consumer's give-up horizon; the consumer, giving a claim up, stores the horizon, then
+/// reads the claim lines. PLANTED BUG: neither side fences between its store and its load
+/// (the real log has a `SeqCst` fence on each side): each can miss the other's store, so
+/// the consumer gives up (a hole) a claim whose producer saw no horizon and commits over
+/// the hole, returning `Ok`, and its message is never delivered.
+pub struct UnfencedMarkLog {
     words: [AtomicU64; 4],
     tail: AtomicU64,
     /// The consumer's position (one consumer thread at a time).
     head: AtomicU64,
+    /// The give-up horizon: claims below it not marked by now are given up.
+    below: AtomicU64,
+    /// Each producer's claim line: the position it marked, plus one (0: none).
+    lines: [AtomicU64; 2],
 }
 
-const LOG_FREE: u64 = 0;
-const LOG_MARKED: u64 = 1 << 61;
 const LOG_COMMITTED: u64 = 2 << 61;
 const LOG_HOLE: u64 = 4 << 61;
 
-impl PlainMarkLog {
+impl UnfencedMarkLog {
     pub fn new() -> Self {
-        PlainMarkLog {
+        UnfencedMarkLog {
             // Word i holds position 8i's FREE (its lap tag is i).
-            words: std::array::from_fn(|i| AtomicU64::new(LOG_FREE | i as u64)),
+            words: std::array::from_fn(|i| AtomicU64::new(i as u64)),
             tail: AtomicU64::new(0),
             head: AtomicU64::new(0),
+            below: AtomicU64::new(0),
+            lines: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
 
-impl Default for PlainMarkLog {
+impl Default for UnfencedMarkLog {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl LogLike for PlainMarkLog {
-    fn send(&self, _who: usize, tag: u16) -> bool {
+impl LogLike for UnfencedMarkLog {
+    fn send(&self, who: usize, tag: u16) -> bool {
         let t = self.tail.fetch_add(8, Ordering::Relaxed);
         let i = (t / 8) as usize;
-        // PLANTED BUG: the mark is a plain store; the real log compare-exchanges the word
-        // from `FREE` of this position and reports `Expired` when the consumer got there
-        // first.
-        self.words[i].store(LOG_MARKED, Ordering::Release);
+        self.lines[who].store(t + 1, Ordering::Release);
+        // (The real log: `fence(SeqCst)` here.)
+        if self.below.load(Ordering::Relaxed) > t {
+            self.lines[who].store(0, Ordering::Release);
+            return false;
+        }
         self.words[i].store(LOG_COMMITTED | u64::from(tag), Ordering::Release);
         true
     }
@@ -1170,10 +1178,21 @@ impl LogLike for PlainMarkLog {
                     return Some((w & 0xffff) as u16);
                 }
                 4 => self.head.store(p + 8, Ordering::Relaxed),
-                0 if self.tail.load(Ordering::Relaxed) > p
-                    && shm_sync::primitive::world::timed_out() =>
-                {
-                    // Give the unmarked claim up.
+                0 => {
+                    let t = self.tail.load(Ordering::Relaxed);
+                    if t <= p || !shm_sync::primitive::world::timed_out() {
+                        return None;
+                    }
+                    // Give the claims below `t` up, unless marked.
+                    self.below.store(t, Ordering::Relaxed);
+                    // (The real log: `fence(SeqCst)` here.)
+                    if self
+                        .lines
+                        .iter()
+                        .any(|l| l.load(Ordering::Acquire) == p + 1)
+                    {
+                        return None; // marked: waited for
+                    }
                     let _ = self.words[i].compare_exchange(
                         w,
                         LOG_HOLE,

@@ -1216,8 +1216,8 @@ fn log_a_stalled_claim_given_up_is_never_written_and_every_ok_is_delivered() {
 }
 
 #[test]
-fn log_twin_plain_store_mark_is_caught() {
-    twin_fails(|| log_giveup_body(Arc::new(PlainMarkLog::new())));
+fn log_twin_mark_without_the_dekker_fences_is_caught() {
+    twin_fails(|| log_giveup_body(Arc::new(UnfencedMarkLog::new())));
 }
 
 /// One producer sends three messages of different lengths into a 64-byte log (records of

@@ -66,7 +66,7 @@ fn calls_of(row: &str) -> &'static str {
         "broadcast-fanout-1" | "broadcast-fanout-2" | "broadcast-fanout-8" => {
             "publish; subscribers drain each ms"
         }
-        "service" => "Client::call of 64 bytes, server recv / reply, BusySpin",
+        "service" => "Client::call of 64 bytes, server recv_timeout / reply_with, BusySpin",
         "log-64B" => "send / recv, 64-byte messages, BusySpin",
         "memcpy-4KiB" => "copy_from_slice of 4 KiB through 1 MiB, one thread",
         "log-4KiB" => "claim / copy / commit, recv / copy out, 4 KiB, records aligned to 64",
@@ -494,8 +494,13 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
             loop {
                 match server.recv_timeout(Duration::from_millis(100)) {
                     Ok(req) => {
-                        let echo = req.bytes().to_vec();
-                        req.reply(&echo).map_err(es)?;
+                        // The echo written in place: no copy of the request to the heap.
+                        let n = req.bytes().len();
+                        req.reply_with(n, |request, reply| {
+                            reply.copy_from_slice(request);
+                            n
+                        })
+                        .map_err(es)?;
                         served += 1;
                     }
                     Err(shm_ring::service::ServiceError::Timeout) if served > 0 => break,

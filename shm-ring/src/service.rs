@@ -43,7 +43,6 @@
 //! - A reply that comes after its call gave up (`Timeout`) is skipped by the next call
 //!   that waits for another id (`ClientStats::stale`).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::error::{PopError, RingError, SendError};
@@ -155,14 +154,17 @@ pub struct ServerStats {
     pub reclaimed: u64,
 }
 
+/// Per endpoint (`log::MAX_PRODUCERS` of them): its client's session and reply log.
+type Replies = Vec<Option<(u64, log::Producer)>>;
+
 /// The server: receives every client's requests and answers each.
 pub struct Server {
     name: String,
-    opts: Options,
     requests: log::Consumer,
     _ring: log::Ring,
-    /// The reply log of each endpoint the server answered, with its session.
-    replies: HashMap<usize, (u64, log::Producer)>,
+    /// The reply log of each endpoint the server answered, with its session (indexed by
+    /// endpoint: no hashing on the reply path).
+    replies: Replies,
     stats: ServerStats,
     last_sweep: Instant,
     strategy: crate::WaitStrategy,
@@ -189,7 +191,7 @@ impl Server {
             .capacity(opts.request_capacity)
             .max_len(opts.max_len)
             .create()?;
-        Self::serve(ring, opts)
+        Self::serve(ring)
     }
 
     /// Serves the existing service `name` (a restarted server takes the request log over;
@@ -199,21 +201,15 @@ impl Server {
     ///
     /// The request log's open errors; `RoleTaken` while another server lives.
     pub fn open(name: &str) -> Result<Server, ServiceError> {
-        let ring = log::open(name)?;
-        let opts = Options {
-            max_len: ring.max_len(),
-            ..Options::default()
-        };
-        Self::serve(ring, opts)
+        Self::serve(log::open(name)?)
     }
 
-    fn serve(ring: log::Ring, opts: Options) -> Result<Server, ServiceError> {
+    fn serve(ring: log::Ring) -> Result<Server, ServiceError> {
         Ok(Server {
             name: ring.name().to_owned(),
-            opts,
             requests: ring.consumer()?,
             _ring: ring,
-            replies: HashMap::new(),
+            replies: (0..log::MAX_PRODUCERS).map(|_| None).collect(),
             stats: ServerStats::default(),
             last_sweep: Instant::now(),
             strategy: crate::WaitStrategy::default(),
@@ -229,7 +225,7 @@ impl Server {
     pub fn set_wait_strategy(&mut self, strategy: crate::WaitStrategy) {
         self.requests.set_wait_strategy(strategy);
         self.strategy = strategy;
-        for (_, tx) in self.replies.values_mut() {
+        for (_, tx) in self.replies.iter_mut().flatten() {
             tx.set_wait_strategy(strategy);
         }
     }
@@ -301,7 +297,6 @@ impl Server {
             replies,
             stats,
             name,
-            opts,
             strategy,
             ..
         } = self;
@@ -322,7 +317,6 @@ impl Server {
             replies,
             stats,
             name,
-            opts: *opts,
             strategy: *strategy,
         })
     }
@@ -334,17 +328,16 @@ impl Server {
         }
         self.last_sweep = Instant::now();
         let stats = &mut self.stats;
-        self.replies.retain(|_, (_, tx)| {
-            if tx.is_abandoned() {
+        for slot in &mut self.replies {
+            if slot.as_mut().is_some_and(|(_, tx)| tx.is_abandoned()) {
                 // Only that client's log: a successor at the endpoint may have made its
                 // own under the name since.
-                tx.unlink_log();
+                if let Some((_, tx)) = slot.take() {
+                    tx.unlink_log();
+                }
                 stats.reclaimed += 1;
-                false
-            } else {
-                true
             }
-        });
+        }
     }
 }
 
@@ -354,10 +347,9 @@ pub struct Request<'a> {
     client: usize,
     session: u64,
     id: u64,
-    replies: &'a mut HashMap<usize, (u64, log::Producer)>,
+    replies: &'a mut Replies,
     stats: &'a mut ServerStats,
     name: &'a str,
-    opts: Options,
     strategy: crate::WaitStrategy,
 }
 
@@ -385,6 +377,24 @@ impl Request<'_> {
     /// (the client died: its reply log is removed), `Send` (the reply log is full past the
     /// liveness interval, or the reply is too long).
     pub fn reply(self, reply: &[u8]) -> Result<(), ServiceError> {
+        self.reply_with(reply.len(), |_, buf| {
+            buf.copy_from_slice(reply);
+            reply.len()
+        })
+    }
+
+    /// Answers with a reply written in place: `write` gets the request's bytes and room
+    /// for up to `max` reply bytes, and returns how many it wrote (no copy of either).
+    ///
+    /// # Errors
+    ///
+    /// As [`reply`](Self::reply); `Send(TooLong)` if `write` says it wrote more than `max`
+    /// (nothing is sent).
+    pub fn reply_with(
+        self,
+        max: usize,
+        write: impl FnOnce(&[u8], &mut [u8]) -> usize,
+    ) -> Result<(), ServiceError> {
         let Request {
             frame,
             client,
@@ -393,13 +403,12 @@ impl Request<'_> {
             replies,
             stats,
             name,
-            opts,
             strategy,
+            ..
         } = self;
-        drop(frame);
-        let fresh = !matches!(replies.get(&client), Some((s, _)) if *s == session);
+        let fresh = !matches!(&replies[client], Some((s, _)) if *s == session);
         if fresh {
-            replies.remove(&client);
+            replies[client] = None;
             let opened = log::Builder::new(&reply_log_name(name, client))
                 .schema_id(session)
                 .open()
@@ -407,7 +416,7 @@ impl Request<'_> {
             match opened {
                 Ok(mut tx) => {
                     tx.set_wait_strategy(strategy);
-                    replies.insert(client, (session, tx));
+                    replies[client] = Some((session, tx));
                 }
                 Err(_) => {
                     stats.orphaned += 1;
@@ -415,16 +424,17 @@ impl Request<'_> {
                 }
             }
         }
-        let (_, tx) = replies.get_mut(&client).expect("inserted above");
-        let len = REPLY_HEADER + reply.len();
+        let Some((_, tx)) = replies[client].as_mut() else {
+            unreachable!("set above");
+        };
         let r = (|| {
-            let mut c = tx.claim_timeout(len, crate::LIVENESS_INTERVAL)?;
+            let mut c = tx.claim_timeout(REPLY_HEADER + max, crate::LIVENESS_INTERVAL)?;
             let buf = c.buf();
             buf[..REPLY_HEADER].copy_from_slice(&id.to_le_bytes());
-            buf[REPLY_HEADER..REPLY_HEADER + reply.len()].copy_from_slice(reply);
-            c.commit(REPLY_HEADER + reply.len())
+            let n = write(&frame[REQUEST_HEADER..], &mut buf[REPLY_HEADER..]);
+            c.commit(REPLY_HEADER.saturating_add(n))
         })();
-        let _ = opts;
+        drop(frame);
         match r {
             Ok(()) => {
                 stats.replies += 1;
@@ -432,13 +442,17 @@ impl Request<'_> {
             }
             Err(SendError::PeerDied | SendError::Disconnected) => {
                 // Only that client's log, as in `sweep`.
-                if let Some((_, tx)) = replies.remove(&client) {
+                if let Some((_, tx)) = replies[client].take() {
                     tx.unlink_log();
                 }
                 stats.reclaimed += 1;
                 Err(ServiceError::PeerDied)
             }
             Err(SendError::Timeout) => Err(ServiceError::Send(SendError::Full)),
+            Err(SendError::TooLong { len, .. }) => Err(ServiceError::Send(SendError::TooLong {
+                len: len - REPLY_HEADER,
+                max,
+            })),
             Err(e) => Err(ServiceError::Send(e)),
         }
     }

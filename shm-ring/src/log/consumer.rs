@@ -27,7 +27,9 @@ enum Look {
 impl Look {
     /// A `try_` call's look: `Due` once per liveness interval, `Fast` otherwise.
     fn now(waits: &mut Waits) -> Look {
-        if waits.liveness.due() {
+        // Loom models no clock: every look there is a full one (its claim timeouts are
+        // the model's choices), so that the give-up and padding paths are explored.
+        if cfg!(shm_loom) || waits.liveness.due() {
             Look::Due
         } else {
             Look::Fast
@@ -68,6 +70,10 @@ pub struct Consumer {
     /// once committed until we free it, so `peek` then `try_recv` (or `ready_timeout`
     /// then `try_recv`) reads its header once.
     ready: Option<Found>,
+    /// The marked claim (and the endpoint whose line marks it) found at the position we
+    /// are stuck at: waited for while its producer lives, without reading every claim
+    /// line again at each look.
+    owned: Option<(usize, Owned)>,
 }
 
 /// A claim we wait on: its position, since when, and `tail` when the wait began (the
@@ -131,6 +137,7 @@ impl Consumer {
             expired: None,
             blocked: (head, free_word(head), head),
             ready: None,
+            owned: None,
         }
     }
 
@@ -391,8 +398,8 @@ impl Consumer {
                 }
                 return Step::Failed(PopError::Corrupted);
             }
-            // Acquire: pairs with the Release compare-exchange of a producer's mark,
-            // commit or padding, so a committed message's bytes are visible.
+            // Acquire: pairs with the Release store of a producer's commit or
+            // padding, so a committed message's bytes are visible.
             let w = self.ring.mem.slot(p >> 3).load(Ordering::Acquire);
             let off = p & (cap - 1);
             match state_of(w) {
@@ -445,47 +452,23 @@ impl Consumer {
                         return Step::InFlight;
                     }
                     gave_up = true;
-                    self.give_up(p);
-                }
-                MARKED => {
-                    let max = w & LEN;
-                    if max > s.max_len || off + record_span(max, s.align) > cap {
-                        return Step::Failed(PopError::Corrupted);
-                    }
-                    if !full {
-                        // In flight, as far as a fast poll looks: `tail`, which every
-                        // claim writes, is read by the full one only.
-                        self.blocked = (p, w, UNKNOWN_TAIL);
-                        return Step::InFlight;
-                    }
-                    let t = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
-                    self.blocked = (p, w, t);
-                    if gave_up || !self.timed_out(p, t) || !look.peers_due(&mut self.waits) {
+                    let Some(o) = self.give_up(p) else {
+                        continue; // holes now: read on past them
+                    };
+                    // Marked: a live producer writing in place is waited for, however
+                    // long; a dead one's claim becomes padding.
+                    if !look.peers_due(&mut self.waits) {
                         return Step::InFlight;
                     }
                     let c = self.ring.mem.ctrl();
-                    if !c.producers.marker_dead(mark_of(w), &mut self.watches) {
-                        // A live producer writing in place is waited for, however long.
+                    if !c.producers.marker_dead(o.mark, &mut self.watches) {
                         return Step::InFlight;
                     }
-                    // Relaxed: its producer is dead and never resumes; the padding
-                    // publishes nothing.
-                    if self
-                        .ring
-                        .mem
-                        .slot(p >> 3)
-                        .compare_exchange(
-                            w,
-                            pad_word(record_span(max, s.align)),
-                            Ordering::Relaxed,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
+                    if pad_claim(&self.ring.mem, &s, p, o) {
                         bump(&c.head.abandoned, 1);
-                        self.settled();
                     }
-                    gave_up = true;
+                    self.owned = None;
+                    self.settled();
                 }
                 _ => return Step::Failed(PopError::Corrupted),
             }
@@ -535,23 +518,64 @@ impl Consumer {
         }
     }
 
-    /// Gives up the claims from `from` on that are not marked yet: every record start (each
-    /// `align` bytes) from there that is still `FREE` of its own lap, up to the first that
-    /// is not (a mark, padding) or `tail`, becomes a `HOLE` (of `align` bytes), one compare-exchange each, so that no claimant there
-    /// can mark any more (its mark then fails: `Expired`). None of those words has been
-    /// written by a claimant: it writes only after its mark.
-    fn give_up(&mut self, from: u64) {
-        let (mem, align) = (&self.ring.mem, self.ring.settings.align);
-        // Only the claims made before the wait began, all at least one timeout old: `tail`
-        // when it began (under loom, which models no clock, `tail` now).
-        let tail = match self.stuck {
+    /// Gives up the claims from `from` on that are not marked yet (all made before the
+    /// wait at `from` began, so all at least one claim timeout old): stores the horizon
+    /// (`tail` when the wait began) in the give-up line, then reads every producer's
+    /// claim line, then turns every record start (each `align` bytes) from `from` up to
+    /// the first marked claim, or the horizon, that is still `FREE` of its own lap into a
+    /// `HOLE` (of `align` bytes), one compare-exchange each. No claimant there writes any
+    /// more: one whose mark we did not see sees the horizon after its mark (the two
+    /// fences), and gives up. Returns the marked claim at `from`, if there is one (the
+    /// holes stop before a marked claim farther on; the next look reaches it).
+    fn give_up(&mut self, from: u64) -> Option<Owned> {
+        let (mem, s) = (&self.ring.mem, self.ring.settings);
+        let c = mem.ctrl();
+        // The claim we found marked here last time, if its line still marks it (one load,
+        // not all of them: a producer that saw our horizon too unmarks it).
+        if let Some((k, o)) = self.owned {
+            if o.covers(from) && Owned::of(&c.claims[k], &s) == Some(o) {
+                return Some(o);
+            }
+            self.owned = None;
+        }
+        // Under loom, which models no clock, `tail` now.
+        let horizon = match self.stuck {
             Some(st) if st.pos == from => st.horizon,
-            _ => mem.ctrl().tail.pos.load(Ordering::Relaxed),
+            _ => c.tail.pos.load(Ordering::Relaxed),
         };
+        // Relaxed: ordered by the fence. Only ever raised (a successor's first give-up
+        // may find a predecessor's farther on).
+        if horizon.wrapping_sub(c.given_up.below.load(Ordering::Relaxed)) as i64 > 0 {
+            c.given_up.below.store(horizon, Ordering::Relaxed);
+        }
+        // SeqCst: the Dekker pair with a producer's fence in `mark_words` (its mark, then
+        // its read of the horizon).
+        fence(Ordering::SeqCst);
+        // The nearest marked claim at or after `from`, before the horizon.
+        let span = horizon.wrapping_sub(from);
+        let mut first: Option<(u64, usize, Owned)> = None;
+        for (k, line) in c.claims.iter().enumerate() {
+            let Some(o) = Owned::of(line, &s) else {
+                continue;
+            };
+            let off = if o.covers(from) {
+                0
+            } else {
+                o.at.wrapping_sub(from)
+            };
+            if off < span && first.is_none_or(|(f, _, _)| off < f) {
+                first = Some((off, k, o));
+            }
+        }
+        if let Some((0, k, o)) = first {
+            self.owned = Some((k, o));
+            return Some(o);
+        }
+        let stop = first.map_or(horizon, |(off, _, _)| from.wrapping_add(off));
         let mut p = from;
-        while p != tail {
-            // Relaxed: the word's own modification order decides between us and the
-            // claimant's mark; a hole publishes nothing.
+        while p != stop {
+            // Relaxed: the word's own modification order decides; a hole publishes
+            // nothing, and no claimant writes a word it did not mark (above).
             if mem
                 .slot(p >> 3)
                 .compare_exchange(
@@ -564,13 +588,14 @@ impl Consumer {
             {
                 break;
             }
-            p = p.wrapping_add(align);
+            p = p.wrapping_add(s.align);
         }
         crate::fault_point!("log-consumer-gave-up");
         if p != from {
-            bump(&mem.ctrl().head.skipped, 1);
+            bump(&c.head.skipped, 1);
         }
         self.settled();
+        None
     }
 
     /// Records `self.head..to` as read (frames dropped, padding skipped), counting `n`

@@ -39,7 +39,6 @@
 //! | state     | low bits                                        | written by            |
 //! | --------- | ----------------------------------------------- | --------------------- |
 //! | FREE      | the word's position / 8 (61 bits): its lap      | the consumer (release)|
-//! | MARKED    | claimed length, endpoint, generation            | a producer's mark     |
 //! | COMMITTED | length, message type, flags                     | a producer's commit   |
 //! | PAD       | the padding record's span in bytes              | producer or consumer  |
 //! | HOLE      | one word the consumer gave up                   | the consumer          |
@@ -49,21 +48,26 @@
 //! - **Claim** (P1): a producer compare-exchanges `tail` from `t` to `t + span` (with the
 //!   padding to the end of the buffer first, if the record would straddle it), after
 //!   checking against `head` that the space is free.
-//! - **Mark** (P2): it compare-exchanges the header word at `t` from `FREE(t)` (that
-//!   position's own lap) to `MARKED` naming its endpoint and generation (and a padding
-//!   record's word first, from `FREE` to `PAD`). Only a successful mark lets it write: a
-//!   claimant that stalled before its mark and was given up finds the word changed and
-//!   writes nothing (`Expired`).
-//! - **Commit** (P3): it writes the message, then compare-exchanges the header from its
-//!   mark to `COMMITTED` (Release). Dropping a claim instead turns it into padding.
+//! - **Mark** (P2): it writes the claim (its position and span, and the generation of
+//!   its endpoint) into its endpoint's claim line, a line only it writes; a `SeqCst`
+//!   fence; then it reads the consumer's give-up horizon. A claim starting below the
+//!   horizon was given up while this producer stalled after P1: it unmarks it and writes
+//!   nothing (`Expired`). (The mark stays out of the header, which the consumer polls, so
+//!   that it never waits on the consumer's cache; a compare-exchange there cost the round
+//!   trip a third.) The padding before a wrapped record is written after the mark.
+//! - **Commit** (P3): it writes the message, then stores the header `COMMITTED` (Release).
+//!   Dropping a claim instead turns it into padding.
 //! - **Read**: the consumer reads the header at `head` (Acquire). `COMMITTED`: the frame,
-//!   lent in place. `PAD`, `HOLE`: skipped. `FREE` with `tail` past it: a claim not yet
-//!   marked; after the claim timeout the consumer gives it up by turning every `FREE`
-//!   word from there to the first non-free word (or `tail`) into a `HOLE`, one
-//!   compare-exchange each, so that no claimant in that stretch can mark any more.
-//!   `MARKED`: a claim being written; its producer is waited for while it lives (its bytes
-//!   are being written in place, so its space must not be reused under it), and after the
-//!   claim timeout a dead one's claim becomes padding.
+//!   lent in place. `PAD`, `HOLE`: skipped. `FREE` with `tail` past it: a claim in flight.
+//!   After the claim timeout the consumer gives up what is not marked: it stores the
+//!   horizon (`tail` when it began waiting), a `SeqCst` fence, then reads every claim line;
+//!   every `FREE` record start from there to the first marked claim (or the horizon)
+//!   becomes a `HOLE`, one compare-exchange each. The two fences make it a Dekker pair:
+//!   a claimant either is seen marked or sees the horizon, so none writes into a hole.
+//!   A marked claim is waited for while its producer lives (its bytes are being written
+//!   in place, so its space must not be reused under it); once its endpoint is dead, its
+//!   `FREE` pieces become padding (the consumer does that, or the endpoint's next owner
+//!   at attach, whichever is first: both compare-exchange from `FREE`).
 //! - **Release**: the consumer records how far it has read (`consumed`, one store per
 //!   frame, so that a successor frees what its predecessor read and redelivers nothing it
 //!   dropped); in batches (an eighth of the log, or when a producer waits for room, or
@@ -71,8 +75,9 @@
 //!   lap, then stores `head` (Release), which frees the space.
 //!
 //! Nothing read from shared memory is trusted: a header whose length points past the
-//! buffer or past the log's `max_len`, a `FREE` word of another lap, or a `tail` more than
-//! the capacity ahead give `Corrupted`, never a read out of bounds or a hang.
+//! buffer or past the log's `max_len`, a `FREE` word of another lap, a `tail` more than
+//! the capacity ahead, or a give-up horizon ahead of `tail` give `Corrupted`, never a read
+//! out of bounds or a hang; a claim line naming an impossible claim is ignored.
 //!
 //! # Where the promise stops
 //!
@@ -103,7 +108,7 @@ pub use producer::{Claim, Producer};
 pub use shared::{create, open, open_or_create, Builder};
 
 /// Version of the log's control-block layout; part of the segment's fingerprint.
-pub const LOG_LAYOUT_VERSION: u64 = 1;
+pub const LOG_LAYOUT_VERSION: u64 = 2;
 
 /// The most producers attached at once.
 pub const MAX_PRODUCERS: usize = MAX_ENDPOINTS;
@@ -118,7 +123,7 @@ pub const DEFAULT_MAX_LEN: u64 = 1024 - 8;
 /// The top 3 bits of a word: what it is.
 const STATE_SHIFT: u32 = 61;
 const FREE: u64 = 0;
-const MARKED: u64 = 1;
+// State 1 was the in-header mark of layout 1; no honest peer writes it now.
 const COMMITTED: u64 = 2;
 const PAD: u64 = 3;
 const HOLE: u64 = 4;
@@ -138,16 +143,14 @@ fn state_of(w: u64) -> u64 {
     w >> STATE_SHIFT
 }
 
-/// A header marked by `mark` for a message of up to `max` bytes.
+/// A claim line's `span` word: the claim's span (its padding included), and the mark of
+/// the attachment that made it.
 #[inline]
-fn marked_word(mark: Mark, max: u64) -> u64 {
-    (MARKED << STATE_SHIFT)
-        | (u64::from(mark.gen) << 37)
-        | (u64::from(mark.index) << 32)
-        | (max & LEN)
+fn claim_word(mark: Mark, span: u64) -> u64 {
+    (u64::from(mark.gen) << 37) | (u64::from(mark.index) << 32) | (span & LEN)
 }
 
-/// The mark in a `MARKED` word (any bits: the index is masked into range).
+/// The mark in a claim line's `span` word (any bits: the index is masked into range).
 #[inline]
 fn mark_of(w: u64) -> Mark {
     Mark {
@@ -226,6 +229,105 @@ pub(crate) struct HeadLine {
     pub wakeups: AtomicU64,
 }
 
+/// Where the consumer gave claims up: every claim starting below `below` that its
+/// producer had not marked in its claim line by then is given up (its producer, looking
+/// here after its mark, writes nothing). Written only by give-ups; producers read it once
+/// per claim.
+#[repr(C, align(128))]
+pub(crate) struct GiveUpLine {
+    pub below: AtomicU64,
+}
+
+/// A producer endpoint's claim line (P2 marks a claim here, in a line only its producer
+/// writes, not in the claim's header, which the consumer polls: the mark then never
+/// waits for the consumer's cache): the claim it is writing, if any.
+#[repr(C, align(128))]
+pub(crate) struct ClaimLine {
+    /// `NO_CLAIM`, or the claim's first byte position (its padding's, if it wraps) `| 1`.
+    pub at: AtomicU64,
+    /// [`claim_word`]: the claim's span, padding included, and its attachment's mark.
+    pub span: AtomicU64,
+}
+
+/// A claim line's `at` when it names no claim.
+pub(crate) const NO_CLAIM: u64 = 0;
+
+impl ClaimLine {
+    fn new() -> ClaimLine {
+        ClaimLine {
+            at: AtomicU64::new(NO_CLAIM),
+            span: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A claim named by a claim line, checked against the log's geometry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owned {
+    pub at: u64,
+    pub span: u64,
+    pub mark: Mark,
+}
+
+impl Owned {
+    /// The claim a line names, if it names one that could exist: `at` on a record start,
+    /// a span of whole records no longer than two records of `max_len` (the padding
+    /// before a record is shorter than the record). Acquire: pairs with the producer's
+    /// Release store of `at`, so `span` is the one written with it.
+    pub fn of(line: &ClaimLine, s: &Settings) -> Option<Owned> {
+        let w = line.at.load(Ordering::Acquire);
+        let at = w & !1;
+        if w & 1 == 0 || at % s.align != 0 {
+            return None;
+        }
+        // Relaxed: ordered by the Acquire load above.
+        let sw = line.span.load(Ordering::Relaxed);
+        let span = sw & LEN;
+        if span == 0 || span % s.align != 0 || span > 2 * record_span(s.max_len, s.align) {
+            return None;
+        }
+        Some(Owned {
+            at,
+            span,
+            mark: mark_of(sw),
+        })
+    }
+
+    /// Whether the claim covers byte position `p`.
+    pub fn covers(&self, p: u64) -> bool {
+        p.wrapping_sub(self.at) < self.span
+    }
+}
+
+/// Turns what is still `FREE` of a dead producer's claim `o`, from `from` on, into
+/// padding: one record per piece (the padding to the end of the buffer, the record), one
+/// compare-exchange from that position's `FREE` each, so that a piece its producer wrote
+/// (its padding) or that was already settled (by the consumer or the endpoint's next
+/// owner, who both do this) is left alone. Returns whether any piece was padded.
+pub(crate) fn pad_claim(mem: &Mem<Control, Word>, s: &Settings, from: u64, o: Owned) -> bool {
+    let cap = s.capacity;
+    let end = o.at.wrapping_add(o.span);
+    let mut q = from;
+    let mut any = false;
+    while q != end && o.covers(q) {
+        // The piece ends at the claim's end or the buffer's, whichever comes first.
+        let to_wrap = cap - (q & (cap - 1));
+        let piece = end.wrapping_sub(q).min(to_wrap);
+        // Relaxed: its producer is dead and never resumes; the padding publishes nothing.
+        any |= mem
+            .slot(q >> 3)
+            .compare_exchange(
+                free_word(q),
+                pad_word(piece),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        q = q.wrapping_add(piece);
+    }
+    any
+}
+
 /// The control block of a log segment:
 ///
 /// | line(s) | offset | written by          | holds                                        |
@@ -235,7 +337,9 @@ pub(crate) struct HeadLine {
 /// | 2       | 256    | consumer            | `head`, `consumed`, counters                 |
 /// | 3       | 384    | a sleeping consumer | consumer waiting                             |
 /// | 4       | 512    | sleeping producers  | producers waiting                            |
-/// | 5..     | 640    | attach / detach     | the producer endpoint table                  |
+/// | 5..9    | 640    | attach / detach     | the producer endpoint table                  |
+/// | 10      | 1280   | the consumer        | the give-up horizon                          |
+/// | 11..    | 1408   | each its producer   | the producers' claim lines, one each         |
 #[repr(C)]
 pub(crate) struct Control {
     pub config: ConfigLine,
@@ -244,6 +348,8 @@ pub(crate) struct Control {
     pub consumer_waiting: FlagLine,
     pub producers_waiting: FlagLine,
     pub producers: Side,
+    pub given_up: GiveUpLine,
+    pub claims: [ClaimLine; MAX_PRODUCERS],
 }
 
 #[cfg(not(shm_loom))]
@@ -255,7 +361,9 @@ mod layout_checks {
     const_assert_eq!(std::mem::offset_of!(Control, consumer_waiting), 384);
     const_assert_eq!(std::mem::offset_of!(Control, producers_waiting), 512);
     const_assert_eq!(std::mem::offset_of!(Control, producers), 640);
-    const_assert_eq!(std::mem::size_of::<Control>(), 1280);
+    const_assert_eq!(std::mem::offset_of!(Control, given_up), 1280);
+    const_assert_eq!(std::mem::offset_of!(Control, claims), 1408);
+    const_assert_eq!(std::mem::size_of::<Control>(), 1408 + 32 * 128);
 }
 
 #[cfg(not(shm_loom))]
@@ -295,6 +403,10 @@ impl Control {
             consumer_waiting: FlagLine::new(),
             producers_waiting: FlagLine::new(),
             producers: Side::new(),
+            given_up: GiveUpLine {
+                below: AtomicU64::new(initial),
+            },
+            claims: std::array::from_fn(|_| ClaimLine::new()),
         }
     }
 }

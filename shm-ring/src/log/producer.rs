@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use shm_sync::primitive::Ordering;
+use shm_sync::primitive::{fence, Ordering};
 
 use super::*;
 use crate::end::{sleep_on_peer, FlagTarget, Sleeper, CLOSED};
@@ -43,6 +43,7 @@ impl Producer {
     pub(super) fn new(ring: Ring, me: u64, index: usize, attachment: Attachment) -> Producer {
         // Acquire: pairs with the consumer's Release store of `head`, as in `reserve`.
         let head_cache = ring.mem.ctrl().head.pos.load(Ordering::Acquire);
+        settle_predecessor(&ring, index, head_cache);
         Producer {
             mark: Mark::new(index, attachment.generation),
             ring,
@@ -110,7 +111,7 @@ impl Producer {
     pub fn claim_timeout(&mut self, max: usize, timeout: Duration) -> Result<Claim<'_>, SendError> {
         // Fast path first: no deadline (no clock read) when there is room.
         match self.reserve(max, false) {
-            Ok(r) => match self.mark_words(r, max) {
+            Ok(r) => match self.mark_words(r) {
                 Ok(()) => return Ok(self.lend(r, max)),
                 Err(SendError::Expired) => {}
                 Err(e) => return Err(e),
@@ -126,7 +127,7 @@ impl Producer {
     fn claim_until(&mut self, max: usize, deadline: Deadline) -> Result<Claim<'_>, SendError> {
         let r = loop {
             let r = self.reserve_until(max, deadline)?;
-            match self.mark_words(r, max) {
+            match self.mark_words(r) {
                 Ok(()) => break r,
                 Err(SendError::Expired) if !deadline.passed() => continue,
                 Err(e) => return Err(e),
@@ -360,45 +361,49 @@ impl Producer {
 
     /// P2, then the record lent as a claim.
     fn mark(&mut self, r: Reserved, max: usize) -> Result<Claim<'_>, SendError> {
-        self.mark_words(r, max)?;
+        self.mark_words(r)?;
         Ok(self.lend(r, max))
     }
 
-    /// P2: marks what `reserve` claimed (the padding first).
-    fn mark_words(&mut self, r: Reserved, max: usize) -> Result<(), SendError> {
+    /// P2: marks what `reserve` claimed, in our claim line, then looks whether the
+    /// consumer gave it up first; then writes the padding before it, if any.
+    fn mark_words(&mut self, r: Reserved) -> Result<(), SendError> {
         let mem = &self.ring.mem;
-        if let Some((at, span)) = r.pad {
-            // Release: as the mark below. From `FREE` of this very position: a consumer
-            // that gave the claim up (we stalled since `reserve`) changed the word, and
-            // nothing of ours is written.
-            if mem
-                .slot(at >> 3)
-                .compare_exchange(
-                    free_word(at),
-                    pad_word(span),
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-            {
-                return Err(SendError::Expired);
+        let c = mem.ctrl();
+        let line = &c.claims[self.index];
+        let start = r.pad.map_or(r.at, |(at, _)| at);
+        let total = r.at.wrapping_add(r.span).wrapping_sub(start);
+        // Relaxed: published by the Release store of `at` below.
+        line.span
+            .store(claim_word(self.mark, total), Ordering::Relaxed);
+        // Release: orders the span before the claim, for the Acquire load in `Owned::of`
+        // (the consumer's, or our endpoint's next owner's).
+        line.at.store(start | 1, Ordering::Release);
+        // SeqCst: the Dekker pair with the consumer's fence in `give_up` (its store of the
+        // horizon, then its read of the claim lines): either it sees our mark (and waits
+        // for us, or pads the claim once we are dead), or we see its horizon below (and
+        // write nothing), or both; never neither.
+        fence(Ordering::SeqCst);
+        // Relaxed: ordered by the fence.
+        let below = c.given_up.below.load(Ordering::Relaxed);
+        if below.wrapping_sub(start) as i64 > 0 {
+            // Given up (we stalled past the claim timeout since `reserve`): nothing of
+            // ours is written. Release: as the mark.
+            line.at.store(NO_CLAIM, Ordering::Release);
+            // An honest horizon is a `tail` some claim saw, never ahead of the one now.
+            let t = c.tail.pos.load(Ordering::Relaxed);
+            if below.wrapping_sub(t) as i64 > 0 {
+                return Err(SendError::Corrupted);
             }
-        }
-        // Release: orders our endpoint's generation bump (at attach) before the mark, for
-        // the consumer's Acquire load of this word and its `marker_dead` check.
-        if mem
-            .slot(r.at >> 3)
-            .compare_exchange(
-                free_word(r.at),
-                marked_word(self.mark, max as u64),
-                Ordering::Release,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
             return Err(SendError::Expired);
         }
         crate::fault_point!("log-producer-marked");
+        if let Some((at, span)) = r.pad {
+            // Release: pairs with the consumer's Acquire load of the word. A plain store
+            // over `FREE`: the consumer changes a marked claim's words only once the
+            // endpoint that marked it is dead, and we live.
+            mem.slot(at >> 3).store(pad_word(span), Ordering::Release);
+        }
         Ok(())
     }
 
@@ -431,6 +436,29 @@ impl Producer {
     fn bytes_mut(&mut self, _at: u64, _len: usize) -> &mut [u8] {
         &mut []
     }
+}
+
+/// Settles what the endpoint's last owner left in its claim line: a claim it died writing,
+/// still unread (between `head` and `tail`), becomes padding (as the consumer would make it
+/// after the claim timeout; whichever of us is first). Then the line is ours.
+fn settle_predecessor(ring: &Ring, index: usize, head: u64) {
+    let (mem, s) = (&ring.mem, &ring.settings);
+    let c = mem.ctrl();
+    let line = &c.claims[index];
+    if let Some(o) = Owned::of(line, s) {
+        // Relaxed: a bound; the pads compare-exchange from the claim's own `FREE` words,
+        // which a claim read and freed since no longer holds.
+        let tail = c.tail.pos.load(Ordering::Relaxed);
+        let unread = tail.wrapping_sub(head);
+        if o.at.wrapping_sub(head) < unread
+            && o.at.wrapping_add(o.span).wrapping_sub(head) <= unread
+        {
+            pad_claim(mem, s, o.at, o);
+        }
+    }
+    // Release: orders the pads before it, for a consumer that reads the line (Acquire)
+    // and then finds the words.
+    line.at.store(NO_CLAIM, Ordering::Release);
 }
 
 impl Drop for Producer {
@@ -507,8 +535,9 @@ impl Claim<'_> {
                 .store(pad_word(self.span - used), Ordering::Relaxed);
         }
         // Release: publishes the message's bytes (and the padding after it); pairs with
-        // the consumer's Acquire load of the header. A plain store over our mark: the
-        // consumer changes a mark only once the endpoint it names is dead, and we live.
+        // the consumer's Acquire load of the header. A plain store over `FREE`: the
+        // consumer changes a marked claim's words only once the endpoint that marked it is
+        // dead, and we live.
         mem.slot(self.at >> 3).store(
             committed_word(len as u64, self.msg_type, self.flags),
             Ordering::Release,
@@ -535,7 +564,7 @@ impl Drop for Claim<'_> {
         let p = &*self.producer;
         let mem = &p.ring.mem;
         // Release: pairs with the consumer's Acquire load; it skips the padding. A plain
-        // store over our mark, as in `commit`.
+        // store, as in `commit`.
         mem.slot(self.at >> 3)
             .store(pad_word(self.span), Ordering::Release);
         p.ring

@@ -74,6 +74,7 @@ impl Builder {
             c.tail.pos.store(initial, Ordering::Relaxed);
             c.head.pos.store(initial, Ordering::Relaxed);
             c.head.consumed.store(initial, Ordering::Relaxed);
+            c.given_up.below.store(initial, Ordering::Relaxed);
             words.each_from(initial / 8, |w: &Word, i| {
                 w.store(free_word(i.wrapping_mul(8)), Ordering::Relaxed)
             });
