@@ -99,6 +99,47 @@ fn peer(role: &str, name: &str) {
                 black_box(&buf);
             }
         }
+        "service-echo" => {
+            // Answers each request with its own bytes, written in place.
+            let mut server = shm_ring::service::Server::create(name).unwrap();
+            server.set_wait_strategy(WaitStrategy::BusySpin);
+            loop {
+                if let Ok(req) = server.recv_timeout(Duration::from_secs(60)) {
+                    let n = req.bytes().len();
+                    let _ = req.reply_with(n, |request, reply| {
+                        reply.copy_from_slice(request);
+                        n
+                    });
+                }
+            }
+        }
+        "log-echo" => {
+            let mut rx = shm_ring::log::open(&format!("{name}-ping"))
+                .unwrap()
+                .consumer()
+                .unwrap();
+            let mut tx = shm_ring::log::open(&format!("{name}-pong"))
+                .unwrap()
+                .producer()
+                .unwrap();
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            while let Ok(f) = rx.recv() {
+                if tx.send(&f).is_err() {
+                    return;
+                }
+            }
+        }
+        "unix-echo" => {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(name).unwrap();
+            let mut buf = [0u8; 64];
+            while s.read_exact(&mut buf).is_ok() {
+                if s.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+        }
         other => panic!("unknown peer role {other}"),
     }
 }
@@ -144,6 +185,82 @@ fn round_trips(c: &mut Criterion) {
         });
         drop(tx);
         drop(child);
+    }
+    // The byte log, 64-byte messages each way (two logs).
+    {
+        let name = unique_name("log");
+        let mk = |n: String| {
+            shm_ring::log::Builder::new(&n)
+                .capacity(64 << 10)
+                .max_len(1024)
+                .create()
+                .unwrap()
+        };
+        let (ping, pong) = (mk(format!("{name}-ping")), mk(format!("{name}-pong")));
+        let (mut tx, mut rx) = (ping.producer().unwrap(), pong.consumer().unwrap());
+        tx.set_wait_strategy(WaitStrategy::BusySpin);
+        rx.set_wait_strategy(WaitStrategy::BusySpin);
+        let child = spawn_peer("log-echo", &name);
+        let msg = [7u8; 64];
+        g.bench_function("log 64 B (send / recv, BusySpin)", |b| {
+            b.iter(|| {
+                tx.send(black_box(&msg)).unwrap();
+                assert_eq!(rx.recv().unwrap().len(), 64);
+            })
+        });
+        drop(tx);
+        drop(child);
+    }
+    // Request/reply: a 64-byte call to a server process.
+    {
+        let name = unique_name("service");
+        let child = spawn_peer("service-echo", &name);
+        let t = std::time::Instant::now();
+        let mut client = loop {
+            match shm_ring::service::Client::connect(&name) {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(t.elapsed() < Duration::from_secs(10), "no service: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        };
+        client.set_wait_strategy(WaitStrategy::BusySpin);
+        let req = [7u8; 64];
+        g.bench_function(
+            "service 64 B (Client::call; recv_timeout / reply_with)",
+            |b| {
+                b.iter(|| {
+                    let r = client
+                        .call(black_box(&req), Duration::from_secs(10))
+                        .unwrap();
+                    assert_eq!(r.len(), 64);
+                })
+            },
+        );
+        let reply_log = shm_ring::service::reply_log_name(&name, client.endpoint());
+        drop(client);
+        drop(child);
+        let _ = shm_core::remove(&name);
+        let _ = shm_core::remove(&reply_log);
+    }
+    // A Unix socket, 64 bytes each way (the kernel's loopback).
+    {
+        use std::io::{Read, Write};
+        let path = format!("/tmp{}.sock", unique_name("unix"));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let child = spawn_peer("unix-echo", &path);
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [7u8; 64];
+        g.bench_function("unix socket 64 B (write_all / read_exact)", |b| {
+            b.iter(|| {
+                s.write_all(black_box(&buf)).unwrap();
+                s.read_exact(&mut buf).unwrap();
+            })
+        });
+        drop(s);
+        drop(child);
+        let _ = std::fs::remove_file(&path);
     }
     g.finish();
     unpin_thread();

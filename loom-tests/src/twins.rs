@@ -1113,6 +1113,12 @@ pub trait LogLike: Send + Sync + 'static {
     fn try_recv(&self) -> Option<u16>;
 }
 
+/// A log model whose producer `who` can claim (and mark) a record and die before its
+/// commit, as a killed process does.
+pub trait DeadLogLike: LogLike {
+    fn claim_and_die(&self, who: usize);
+}
+
 /// The log's claim / mark / give-up protocol reduced to one-word records (a header, no
 /// message bytes): a producer marks its claim in its own claim line, then reads the
 /// consumer's give-up horizon; the consumer, giving a claim up, stores the horizon, then
@@ -1203,5 +1209,105 @@ impl LogLike for UnfencedMarkLog {
                 _ => return None,
             }
         }
+    }
+}
+
+/// The log's protocol as in [`UnfencedMarkLog`] but with its fences, and with the dead
+/// producer's path: a claim marked in a claim line and found past the claim timeout is
+/// padded. PLANTED BUG: it is padded without asking whether the producer that marked it is
+/// dead (the real log pads only a dead endpoint's claim, and waits for a live one however
+/// long): a live producer's claim in flight is padded and skipped, its commit lands behind
+/// the consumer, and its `Ok` message is never delivered.
+pub struct UndeadPadLog {
+    words: [AtomicU64; 4],
+    tail: AtomicU64,
+    head: AtomicU64,
+    below: AtomicU64,
+    lines: [AtomicU64; 2],
+}
+
+const LOG_PAD: u64 = 3 << 61;
+
+impl UndeadPadLog {
+    pub fn new() -> Self {
+        UndeadPadLog {
+            words: std::array::from_fn(|i| AtomicU64::new(i as u64)),
+            tail: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            below: AtomicU64::new(0),
+            lines: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// P1 and P2: the claimed position, or `None` if it was given up.
+    fn claim(&self, who: usize) -> Option<usize> {
+        let t = self.tail.fetch_add(8, Ordering::Relaxed);
+        self.lines[who].store(t + 1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.below.load(Ordering::Relaxed) > t {
+            self.lines[who].store(0, Ordering::Release);
+            return None;
+        }
+        Some((t / 8) as usize)
+    }
+}
+
+impl Default for UndeadPadLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LogLike for UndeadPadLog {
+    fn send(&self, who: usize, tag: u16) -> bool {
+        let Some(i) = self.claim(who) else {
+            return false;
+        };
+        self.words[i].store(LOG_COMMITTED | u64::from(tag), Ordering::Release);
+        true
+    }
+
+    fn try_recv(&self) -> Option<u16> {
+        loop {
+            let p = self.head.load(Ordering::Relaxed);
+            let i = (p / 8) as usize;
+            let w = self.words[i].load(Ordering::Acquire);
+            match w >> 61 {
+                2 => {
+                    self.head.store(p + 8, Ordering::Relaxed);
+                    return Some((w & 0xffff) as u16);
+                }
+                3 | 4 => self.head.store(p + 8, Ordering::Relaxed),
+                0 => {
+                    let t = self.tail.load(Ordering::Relaxed);
+                    if t <= p || !shm_sync::primitive::world::timed_out() {
+                        return None;
+                    }
+                    self.below.store(t, Ordering::Relaxed);
+                    fence(Ordering::SeqCst);
+                    let marked = self
+                        .lines
+                        .iter()
+                        .any(|l| l.load(Ordering::Acquire) == p + 1);
+                    // PLANTED BUG: a marked claim is padded whether or not its producer is
+                    // dead.
+                    let to = if marked { LOG_PAD | 8 } else { LOG_HOLE };
+                    if self.words[i]
+                        .compare_exchange(w, to, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_err()
+                    {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl DeadLogLike for UndeadPadLog {
+    fn claim_and_die(&self, who: usize) {
+        // Claimed and marked (or given up), never committed.
+        let _ = self.claim(who);
     }
 }

@@ -1133,7 +1133,7 @@ fn broadcast_twin_join_without_the_dekker_fences_is_caught() {
 // ------------------------------------------------------------ byte log
 
 struct RealLog {
-    tx: [std::sync::Mutex<log::Producer>; 2],
+    tx: [std::sync::Mutex<Option<log::Producer>>; 2],
     rx: std::sync::Mutex<log::Consumer>,
 }
 
@@ -1143,8 +1143,8 @@ impl RealLog {
         let ring = log::Ring::in_process(64, 8).unwrap();
         Arc::new(RealLog {
             tx: [
-                std::sync::Mutex::new(ring.producer().unwrap()),
-                std::sync::Mutex::new(ring.producer().unwrap()),
+                std::sync::Mutex::new(Some(ring.producer().unwrap())),
+                std::sync::Mutex::new(Some(ring.producer().unwrap())),
             ],
             rx: std::sync::Mutex::new(ring.consumer().unwrap()),
         })
@@ -1153,7 +1153,8 @@ impl RealLog {
 
 impl LogLike for RealLog {
     fn send(&self, who: usize, tag: u16) -> bool {
-        let mut tx = self.tx[who].lock().unwrap();
+        let mut guard = self.tx[who].lock().unwrap();
+        let tx = guard.as_mut().expect("a live producer");
         // A message of `tag % 9` bytes (loom models no bytes; the length sets the span).
         let ok = match tx.try_claim(8) {
             Ok(mut c) => {
@@ -1170,9 +1171,27 @@ impl LogLike for RealLog {
     fn try_recv(&self) -> Option<u16> {
         match self.rx.lock().unwrap().try_recv() {
             Ok(f) => Some(f.msg_type()),
-            Err(PopError::Empty | PopError::InFlight) => None,
+            // (`PeerDied`: every producer gone, the dead one last.)
+            Err(PopError::Empty | PopError::InFlight | PopError::PeerDied) => None,
             Err(e) => panic!("{e}"),
         }
+    }
+}
+
+impl DeadLogLike for RealLog {
+    fn claim_and_die(&self, who: usize) {
+        let mut tx = self.tx[who]
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a live producer");
+        match tx.try_claim(8) {
+            // Marked, perhaps partly written: the process dies before its commit.
+            Ok(c) => std::mem::forget(c),
+            Err(SendError::Expired) => {}
+            Err(e) => panic!("{e}"),
+        }
+        tx.die();
     }
 }
 
@@ -1218,6 +1237,46 @@ fn log_a_stalled_claim_given_up_is_never_written_and_every_ok_is_delivered() {
 #[test]
 fn log_twin_mark_without_the_dekker_fences_is_caught() {
     twin_fails(|| log_giveup_body(Arc::new(UnfencedMarkLog::new())));
+}
+
+/// Producer 0 claims (and marks) and dies before its commit; producer 1 sends one message;
+/// the consumer, with time passing (claim timeouts may expire), polls meanwhile and
+/// afterwards. Producer 1's message, if its send said `Ok`, is delivered exactly once (the
+/// dead claim, before or after it, is padded, not waited for), and nothing else is.
+fn log_dead_claim_body<L: DeadLogLike>(l: Arc<L>) {
+    let l0 = l.clone();
+    let p0 = thread::spawn(move || l0.claim_and_die(0));
+    let lc = l.clone();
+    let c = thread::spawn(move || {
+        shm_sync::primitive::world::time_passes();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            if let Some(t) = lc.try_recv() {
+                got.push(t);
+            }
+        }
+        got
+    });
+    let ok1 = l.send(1, 2);
+    p0.join().unwrap();
+    let mut got = c.join().unwrap();
+    for _ in 0..3 {
+        if let Some(t) = l.try_recv() {
+            got.push(t);
+        }
+    }
+    let want: Vec<u16> = if ok1 { vec![2] } else { vec![] };
+    assert_eq!(got, want, "delivered {got:?}; the live send said Ok: {ok1}");
+}
+
+#[test]
+fn log_a_dead_producers_marked_claim_is_padded_and_the_next_message_arrives() {
+    model(|| log_dead_claim_body(RealLog::new()));
+}
+
+#[test]
+fn log_twin_padding_a_marked_claim_without_the_death_check_is_caught() {
+    twin_fails(|| log_dead_claim_body(Arc::new(UndeadPadLog::new())));
 }
 
 /// One producer sends three messages of different lengths into a 64-byte log (records of

@@ -274,14 +274,16 @@ impl Server {
                         return Err(ServiceError::Timeout);
                     }
                 }
-                // No client attached now: wait for one (a client's attach does not wake
-                // a receive that has seen every producer leave, so poll each millisecond).
+                // No client attached now: sleep until one attaches (its attach wakes us).
                 Err(PopError::Disconnected | PopError::PeerDied) => {
                     self.sweep();
+                    match self.requests.wait_for_producers(left) {
+                        Ok(()) | Err(PopError::Timeout) => {}
+                        Err(e) => return Err(recv_err(e)),
+                    }
                     if passed(deadline) {
                         return Err(ServiceError::Timeout);
                     }
-                    std::thread::sleep(left.min(Duration::from_millis(1)));
                 }
                 Err(e) => return Err(recv_err(e)),
             }
@@ -570,6 +572,11 @@ impl Client {
 
     /// Waits up to `timeout` for the reply to request `id`; a reply to an earlier request
     /// whose wait gave up is skipped (counted in `stale`).
+    ///
+    /// The server answers in the order the requests came (one log each way), so with
+    /// several requests outstanding, wait for them in the order they were sent: a wait for
+    /// a later id skips (as stale) the replies to the earlier ones, and a later wait for
+    /// one of those then finds a newer reply, `Corrupted`.
     ///
     /// # Errors
     ///

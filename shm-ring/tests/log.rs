@@ -352,6 +352,44 @@ fn aborted_and_shortened_claims_become_padding_and_lengths_are_checked() {
     assert!(Ring::in_process(1024, 504).is_ok());
 }
 
+/// A consumer whose producers are gone (or that none joined yet) sleeps in
+/// `wait_for_producers` until one attaches, rather than polling for it: the attach wakes it.
+#[test]
+fn a_consumer_with_no_producer_sleeps_until_one_attaches() {
+    let (name, _c) = scratch("log-wait-attach");
+    let ring = log::Builder::new(&name)
+        .capacity(4096)
+        .max_len(100)
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    // None yet: the wait times out.
+    assert_eq!(
+        rx.wait_for_producers(Duration::from_millis(20)),
+        Err(PopError::Timeout)
+    );
+    for round in 0..2u64 {
+        let name2 = name.clone();
+        let (leave, told) = std::sync::mpsc::channel::<()>();
+        let joiner = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            let mut tx = log::open(&name2).unwrap().producer().unwrap();
+            tx.try_send(&msg(1, round, 100)).unwrap();
+            // Attached until the wait has seen it; then dropped: it leaves again.
+            told.recv().unwrap();
+        });
+        let t = Instant::now();
+        rx.wait_for_producers(HANG).unwrap();
+        let waited = t.elapsed();
+        leave.send(()).unwrap();
+        joiner.join().unwrap();
+        assert_eq!(check(&rx.try_recv().unwrap(), 100), (1, round));
+        // It left: the log says so once drained, and the next wait sleeps again.
+        assert_eq!(rx.try_recv().unwrap_err(), PopError::Disconnected);
+        println!("round {round}: woken {waited:?} after the wait began (the attach came at 30 ms)");
+    }
+}
+
 #[test]
 fn consumer_close_and_death_reach_the_producers() {
     let ring = Ring::in_process(1024, 100).unwrap();

@@ -20,7 +20,7 @@ use bytemuck::{Pod, Zeroable};
 use common::*;
 use shm_core::{Fingerprint, Kind, Layout, Region, SegmentBuilder};
 use shm_ring::broadcast::{self, Policy};
-use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError, RecvError};
+use shm_ring::{mpmc, spsc, ChunkError, PopError, PushError, RecvError, SendError};
 use shm_sync::{LockError, Mutex, Protocol, Shared, SpinLock};
 
 const ROLE: &str = "SHMRING_TORTURE_ROLE";
@@ -125,6 +125,35 @@ fn child_torture() {
                     tx.send_timeout(&m, HANG).unwrap();
                 }
                 next += 1;
+            }
+        }
+        "log-consumer" => {
+            let mut rx = shm_ring::log::open(&name).unwrap().consumer().unwrap();
+            let log_seg = log_builder(&format!("{name}-log")).open().unwrap();
+            let log = log_seg.region(log_layout().1).unwrap();
+            println!("CHILD:ready");
+            // Relaxed (both): read by the parent only after we are dead and reaped. Each
+            // frame is logged while it is held (before its drop frees it), so a frame held
+            // at the kill is logged here and delivered again to the successor.
+            let seen = |bytes: &[u8]| {
+                let seq = log_check(2, bytes) as usize;
+                assert_eq!(log[seq].swap(1, Ordering::Relaxed), 0, "delivered twice");
+            };
+            loop {
+                if rng.below(4) == 0 {
+                    // A drain (one release for the batch): killed anywhere inside it.
+                    let n = 1 + rng.below(MAX_BATCH) as usize;
+                    match rx.drain_timeout(n, Duration::from_millis(2), |m| seen(m.bytes)) {
+                        Ok(_) | Err(PopError::Timeout) => {}
+                        Err(e) => panic!("worker drain: {e}"),
+                    }
+                    continue;
+                }
+                match rx.recv_timeout(Duration::from_millis(1 + rng.below(3))) {
+                    Ok(f) => seen(&f),
+                    Err(PopError::Timeout) => {}
+                    Err(e) => panic!("worker recv: {e}"),
+                }
             }
         }
         "mpmc-producer" => {
@@ -361,9 +390,10 @@ enum Scenario {
     BroadcastPublisherDies,
     BroadcastSubscriberDies,
     LogProducerDies,
+    LogConsumerDies,
 }
 
-const SCENARIOS: [Scenario; 10] = [
+const SCENARIOS: [Scenario; 11] = [
     Scenario::Mutex,
     Scenario::MutexPi,
     Scenario::Spin,
@@ -374,6 +404,7 @@ const SCENARIOS: [Scenario; 10] = [
     Scenario::BroadcastPublisherDies,
     Scenario::BroadcastSubscriberDies,
     Scenario::LogProducerDies,
+    Scenario::LogConsumerDies,
 ];
 
 /// What a round measured.
@@ -774,6 +805,118 @@ fn log_producer_dies(seed: u64, run_for: Duration) -> Outcome {
     }
 }
 
+/// A consumer worker (single receives and drains) is killed while this process's producer
+/// sends messages of 16-200 bytes (in place or copied) into a log of 1-32 KiB; this
+/// process's consumer then takes the log over and drains it. Every message sent is
+/// delivered, whole: nothing lost; delivered to both only what the worker held when it
+/// died (a frame, or a drain's batch, logged and not yet released: the successor starts at
+/// `consumed`, which moves only when a frame is dropped).
+fn log_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
+    let (name, _c) = scratch("torture-log-c");
+    let _c2 = Cleanup(format!("{name}-log"));
+    let ring = shm_ring::log::Builder::new(&name)
+        .capacity(1 << (10 + seed % 6))
+        .max_len(200)
+        .claim_timeout(CLAIM_TIMEOUT)
+        .create()
+        .unwrap();
+    let log_seg = log_builder(&format!("{name}-log")).create().unwrap();
+    let mut w = worker("log-consumer", &name, seed);
+    let mut tx = ring.producer().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let producer = std::thread::spawn(move || {
+        let (mut next, mut r) = (0u64, seed | 1);
+        // Relaxed: a stop request, no data rides on it.
+        while !stop2.load(Ordering::Relaxed) && next < LOG_LEN {
+            r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let m = log_msg(2, next, r >> 33);
+            // On a full log with the worker dead, a claim hears `PeerDied`: nothing was
+            // sent; try again until the successor below has attached.
+            let sent = if r % 2 == 0 {
+                tx.claim_timeout(m.len(), HANG).map(|mut c| {
+                    c.buf().copy_from_slice(&m);
+                    c.commit(m.len()).unwrap();
+                })
+            } else {
+                tx.send_timeout(&m, HANG)
+            };
+            match sent {
+                Ok(()) => next += 1,
+                Err(SendError::PeerDied) => std::thread::sleep(Duration::from_millis(1)),
+                Err(e) => panic!("parent producer: {e}"),
+            }
+        }
+        next // dropping `tx` closes this producer
+    });
+    let _killed = kill_after(&mut w, run_for);
+    // The successor: takes the dead worker's end over.
+    let t = Instant::now();
+    let mut rx = loop {
+        match ring.consumer() {
+            Ok(rx) => break rx,
+            Err(e) => {
+                assert!(t.elapsed() < HANG, "no successor could attach: {e}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    };
+    let consumer = std::thread::spawn(move || {
+        let mut got = vec![false; LOG_LEN as usize];
+        let mut first = None;
+        loop {
+            match rx.recv_timeout(HANG) {
+                Ok(f) => {
+                    let seq = log_check(2, &f);
+                    assert!(!got[seq as usize], "{seq} delivered twice to the successor");
+                    got[seq as usize] = true;
+                    first.get_or_insert(seq);
+                }
+                Err(PopError::Disconnected) => return (got, first),
+                Err(e) => panic!("successor: {e}"),
+            }
+        }
+    });
+    std::thread::sleep(CLAIM_TIMEOUT);
+    stop.store(true, Ordering::Relaxed);
+    let sent = producer.join().expect("the parent producer failed a check");
+    let t = Instant::now();
+    while !consumer.is_finished() {
+        assert!(t.elapsed() < HANG, "the successor hung");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let (got, first) = consumer.join().expect("the successor failed a check");
+    let log = log_seg.region(log_layout().1).unwrap();
+    let (mut missing, mut both) = (Vec::new(), Vec::new());
+    for seq in 0..sent {
+        // Relaxed: the worker is dead and reaped.
+        let by_worker = log[seq as usize].load(Ordering::Relaxed) == 1;
+        match (got[seq as usize], by_worker) {
+            (true, true) => both.push(seq),
+            (false, false) => missing.push(seq),
+            _ => {}
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} sent messages lost (first {:?})",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // Redelivered: only what the worker held, the successor's first frames.
+    assert!(
+        both.len() as u64 <= MAX_BATCH && both.first().is_none_or(|&b| Some(b) == first),
+        "delivered to both: {both:?} (the successor began at {first:?})"
+    );
+    Outcome {
+        detected: None,
+        reported: false,
+        gave_up: 0,
+    }
+}
+
 fn mpmc_consumer_dies(seed: u64, run_for: Duration) -> Outcome {
     let (name, _c) = scratch("torture-mpmc-c");
     let _c2 = Cleanup(format!("{name}-log"));
@@ -1029,6 +1172,7 @@ fn crash_torture() {
             Scenario::BroadcastPublisherDies => broadcast_publisher_dies(round_seed, run_for),
             Scenario::BroadcastSubscriberDies => broadcast_subscriber_dies(round_seed, run_for),
             Scenario::LogProducerDies => log_producer_dies(round_seed, run_for),
+            Scenario::LogConsumerDies => log_consumer_dies(round_seed, run_for),
         })
         .unwrap_or_else(|e| {
             panic!(
@@ -1059,7 +1203,10 @@ fn crash_torture() {
             n => (Some(d[n / 2]), Some(d[n - 1])),
         };
         match s {
-            Scenario::MpmcProducerDies | Scenario::MpmcConsumerDies | Scenario::LogProducerDies => {
+            Scenario::MpmcProducerDies
+            | Scenario::MpmcConsumerDies
+            | Scenario::LogProducerDies
+            | Scenario::LogConsumerDies => {
                 eprintln!(
                     "  {s:?}: {} kills, {} claims given up after the claim timeout",
                     kills[k], gave_up[k]

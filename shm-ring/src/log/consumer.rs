@@ -307,6 +307,43 @@ impl Consumer {
         self.try_drain(max, f)
     }
 
+    /// Waits up to `timeout` until a producer is attached (returns at once if one is):
+    /// for a consumer whose producers all left (`Disconnected` / `PeerDied`) or that none
+    /// has joined yet, which would otherwise have to poll for the next one. It sleeps on
+    /// the log's futex, which an attach wakes; dead producers still attached do not count
+    /// (checked once per liveness interval).
+    ///
+    /// # Errors
+    ///
+    /// `Timeout`; `Interrupted` (a [shutdown](crate::shutdown) was requested); `Forked`.
+    pub fn wait_for_producers(&mut self, timeout: Duration) -> Result<(), PopError> {
+        if !self.origin.is_current() {
+            return Err(PopError::Forked);
+        }
+        let deadline = Deadline::after(Some(timeout));
+        let c = self.ring.mem.ctrl();
+        loop {
+            c.producers.reap(&mut self.watches);
+            if c.producers.attached() > 0 {
+                return Ok(());
+            }
+            if deadline.passed() {
+                return Err(PopError::Timeout);
+            }
+            if crate::shutdown::requested() {
+                return Err(PopError::Interrupted);
+            }
+            let owners = c.producers.owners_digest();
+            let target = FlagTarget::of(&self.ring.mem, |c| &c.consumer_waiting);
+            wait::park(
+                &target,
+                deadline.slice(self.waits.liveness.interval()),
+                || c.producers.owners_digest() != owners,
+                || None,
+            );
+        }
+    }
+
     /// Whether every producer is gone (closed, or dead) after at least one attached.
     pub fn is_abandoned(&mut self) -> bool {
         self.producers_gone(true).is_some()

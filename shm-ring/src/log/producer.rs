@@ -89,6 +89,12 @@ impl Producer {
     /// closed the log), `PeerDied` (noticed on a full log within about the liveness
     /// interval), `Expired` (this call stalled past the claim timeout between claiming
     /// and marking), `Corrupted`, `Forked`.
+    ///
+    /// The claim is a compare-exchange of `tail`, retried while other producers win it:
+    /// lock-free, not wait-free. A hostile process that keeps rewriting `tail` keeps the
+    /// call retrying for as long as it goes on (each retry re-checks the space against
+    /// `head`; garbage gives `Corrupted`); this is where the promise that a hostile peer
+    /// causes no hang stops.
     pub fn try_claim(&mut self, max: usize) -> Result<Claim<'_>, SendError> {
         let r = self.reserve(max, true)?;
         self.mark(r, max)
@@ -459,6 +465,16 @@ fn settle_predecessor(ring: &Ring, index: usize, head: u64) {
     // Release: orders the pads before it, for a consumer that reads the line (Acquire)
     // and then finds the words.
     line.at.store(NO_CLAIM, Ordering::Release);
+}
+
+#[cfg(shm_loom)]
+impl Producer {
+    /// Loom only: this handle's process dies now: marked dead, its endpoint left attached
+    /// and its claim line as it is (a claim it forgot stays marked), no destructor run.
+    pub fn die(self) {
+        shm_sync::primitive::world::die(self.me >> 32);
+        std::mem::forget(self);
+    }
 }
 
 impl Drop for Producer {
