@@ -1311,3 +1311,63 @@ impl DeadLogLike for UndeadPadLog {
         let _ = self.claim(who);
     }
 }
+
+// ------------------------------------------------------------ select
+
+/// Select's sleep protocol reduced to two ends, each a position and an eventcount
+/// (`waiting`, `epoch`). A publisher stores its position, fences, and wakes the end's
+/// epoch if anyone counts in. PLANTED BUG: the select checks the positions, counts itself
+/// in on both epochs and sleeps on them, but never checks the positions again after
+/// counting in (the real select checks after its heavy barrier): a publish between its
+/// check and its count is missed, and the select sleeps forever.
+pub struct NoRecheckSelect {
+    pos: [AtomicU64; 2],
+    waiting: [AtomicU32; 2],
+    epoch: [AtomicU32; 2],
+}
+
+impl NoRecheckSelect {
+    pub fn new() -> Self {
+        NoRecheckSelect {
+            pos: std::array::from_fn(|_| AtomicU64::new(0)),
+            waiting: std::array::from_fn(|_| AtomicU32::new(0)),
+            epoch: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+
+    /// Publishes on end `i`.
+    pub fn publish(&self, i: usize) {
+        self.pos[i].store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.waiting[i].load(Ordering::Relaxed) != 0 {
+            self.epoch[i].fetch_add(1, Ordering::Release);
+            shm_sync::futex::wake(&self.epoch[i], 1);
+        }
+    }
+
+    /// Waits until an end has a publish; returns it.
+    pub fn select(&self) -> usize {
+        loop {
+            if let Some(i) = (0..2).find(|&i| self.pos[i].load(Ordering::Acquire) != 0) {
+                return i;
+            }
+            let e: [u32; 2] = std::array::from_fn(|i| self.epoch[i].load(Ordering::Acquire));
+            for w in &self.waiting {
+                w.fetch_add(1, Ordering::Release);
+            }
+            fence(Ordering::SeqCst);
+            // (The real select checks the positions again here.)
+            let words = [(&self.epoch[0], e[0]), (&self.epoch[1], e[1])];
+            let _ = shm_sync::futex::wait_any(&words, None);
+            for w in &self.waiting {
+                w.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Default for NoRecheckSelect {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1307,3 +1307,37 @@ fn log_wrapping_sends_with_padding_arrive_in_order() {
         assert_eq!(got, [8, 7, 3]);
     });
 }
+
+// ------------------------------------------------------------ select
+
+/// A consumer selects (untimed) over two SPSC rings while a producer pushes one item into
+/// the second: the select returns that end, and the item is there. A wake-up lost between
+/// the select's announcements and its sleep is a loom deadlock.
+#[test]
+fn select_over_two_rings_is_woken_by_a_push_into_either() {
+    model(|| {
+        let a = spsc::Ring::<u64>::in_process(1).unwrap();
+        let b = spsc::Ring::<u64>::in_process(1).unwrap();
+        let (mut ra, mut rb) = (a.consumer().unwrap(), b.consumer().unwrap());
+        let (_ta, mut tb) = (a.producer().unwrap(), b.producer().unwrap());
+        let p = thread::spawn(move || {
+            tb.try_push(5).unwrap();
+            tb
+        });
+        let i = shm_ring::select::select(&mut [&mut ra, &mut rb], None).unwrap();
+        assert_eq!(i, 1);
+        assert_eq!(rb.try_pop(), Ok(5));
+        drop(p.join().unwrap());
+    });
+}
+
+#[test]
+fn select_twin_announcing_without_the_recheck_is_caught() {
+    twin_fails(|| {
+        let s = Arc::new(NoRecheckSelect::new());
+        let s2 = s.clone();
+        let p = thread::spawn(move || s2.publish(1));
+        assert_eq!(s.select(), 1);
+        p.join().unwrap();
+    });
+}

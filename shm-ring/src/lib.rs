@@ -93,6 +93,7 @@ mod mem;
 pub mod mpmc;
 #[cfg(not(shm_loom))]
 mod named;
+pub mod select;
 #[cfg(not(shm_loom))]
 pub mod service;
 #[cfg(not(shm_loom))]

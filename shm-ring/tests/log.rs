@@ -472,6 +472,60 @@ fn a_producer_killed_or_stalled_at_each_step_never_wedges_the_consumer() {
     }
 }
 
+/// A consumer that only polls (`try_recv` in a loop) while another producer stays
+/// attached and idle (so the log is never abandoned) still settles a killed producer's
+/// claim, marked or not, after the claim timeout, and goes on to the next message. (It
+/// hung once: asking its liveness timer twice per poll, it never came due.)
+#[test]
+fn a_polling_consumer_settles_a_dead_claim_while_another_producer_idles() {
+    for (point, settled) in [
+        ("log-producer-claimed", (1, 0)),
+        ("log-producer-marked", (0, 1)),
+    ] {
+        let (name, _c) = scratch("log-poll-kill");
+        let ring = log::Builder::new(&name)
+            .capacity(4096)
+            .max_len(200)
+            .claim_timeout(Duration::from_millis(50))
+            .create()
+            .unwrap();
+        let mut rx = ring.consumer().unwrap();
+        let mut idle = ring.producer().unwrap();
+        let mut kid = Running::spawn(role("produce", &name, 10, &format!("{point}:5")));
+        assert!(
+            !kid.wait_success(HANG),
+            "{point}: the child was to be killed"
+        );
+        // The dead claim is the last thing in the log; ours comes after it.
+        idle.try_send(&msg(99, 0, 200)).unwrap();
+        let (t, mut order, mut n) = (Instant::now(), Order::default(), 0);
+        loop {
+            match rx.try_recv() {
+                Ok(f) => {
+                    let (id, seq) = check(&f, 200);
+                    if id == 99 {
+                        break;
+                    }
+                    order.next((id, seq));
+                    n += 1;
+                }
+                Err(PopError::Empty | PopError::InFlight) => {
+                    assert!(
+                        t.elapsed() < HANG,
+                        "{point}: a polling consumer hung at {n}"
+                    );
+                    std::hint::spin_loop();
+                }
+                Err(e) => panic!("{point}: {e}"),
+            }
+        }
+        assert_eq!(n, 4, "{point}");
+        let s = ring.stats();
+        assert_eq!((s.skipped, s.abandoned), settled, "{point}");
+        println!("{point}: settled by polling in {:?}", t.elapsed());
+    }
+}
+
 #[test]
 fn a_producer_stalled_before_its_mark_gets_expired_and_one_stalled_after_is_waited_for() {
     for (point, skipped, expired) in [

@@ -40,6 +40,43 @@ pub fn wake(word: &AtomicU32, n: u32) -> u32 {
     crate::sys::futex_wake(word, n)
 }
 
+/// How a [`wait_any`] ended. Re-check the words whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitAnyOutcome {
+    /// Woken by a [`wake`] of the word at this index (or spuriously).
+    Woken(usize),
+    /// A word did not hold its expected value when the kernel checked.
+    ValueChanged,
+    /// The timeout passed.
+    TimedOut,
+    /// A signal interrupted the wait.
+    Interrupted,
+    /// The kernel has no `futex_waitv` (Linux < 5.16, or a seccomp filter refuses it):
+    /// the caller must fall back (see [`wait_any`]).
+    Unsupported,
+}
+
+/// The most words [`wait_any`] takes at once.
+pub const WAIT_ANY_MAX: usize = 128;
+
+/// Sleeps while each `*word == expected`, until a [`wake`] of any of them, up to
+/// `timeout`: `futex_waitv(2)`, shared (Linux >= 5.16; timeouts on `CLOCK_MONOTONIC`).
+/// Where the kernel refuses it, says `Unsupported` at once: a caller then sleeps on one
+/// word in short slices and re-checks the others, which is what shm-ring's select does.
+/// More than [`WAIT_ANY_MAX`] words: `Unsupported` too.
+#[cfg(not(shm_loom))]
+pub fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> WaitAnyOutcome {
+    match crate::sys::futex_waitv(words, timeout) {
+        Ok(i) => WaitAnyOutcome::Woken(i),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN) => WaitAnyOutcome::ValueChanged,
+            Some(libc::ETIMEDOUT) => WaitAnyOutcome::TimedOut,
+            Some(libc::ENOSYS | libc::EPERM | libc::EINVAL) => WaitAnyOutcome::Unsupported,
+            _ => WaitAnyOutcome::Interrupted,
+        },
+    }
+}
+
 #[cfg(not(shm_loom))]
 fn outcome(r: std::io::Result<()>) -> WaitOutcome {
     match r {
@@ -74,7 +111,8 @@ mod model {
     pub(super) struct Table {
         next: u64,
         waiting: Vec<(usize, u64)>,
-        woken: Vec<u64>,
+        /// Woken waiters: their id, and the key that woke them.
+        woken: Vec<(u64, usize)>,
     }
 
     loom::lazy_static! {
@@ -97,6 +135,39 @@ mod model {
         wait_keyed(key(word), timeout.is_some(), || {
             word.load(crate::primitive::Ordering::SeqCst) == expected
         })
+    }
+
+    /// Sleeps while each `*word == expected`, until a wake of any (the loom model of
+    /// `futex_waitv`): checks every word and enqueues on every key under one lock.
+    pub fn wait_any(words: &[(&AtomicU32, u32)], timeout: Option<Duration>) -> WaitAnyOutcome {
+        let mut t = TABLE.lock().unwrap();
+        // SeqCst: as in `wait`.
+        if words
+            .iter()
+            .any(|(w, e)| w.load(crate::primitive::Ordering::SeqCst) != *e)
+        {
+            return WaitAnyOutcome::ValueChanged;
+        }
+        if timeout.is_some() && crate::primitive::world::timed_out() {
+            drop(t);
+            loom::thread::yield_now();
+            return WaitAnyOutcome::TimedOut;
+        }
+        let id = t.next;
+        t.next += 1;
+        for (w, _) in words {
+            t.waiting.push((key(*w), id));
+        }
+        loop {
+            t = CV.wait(t).unwrap();
+            if let Some(i) = t.woken.iter().position(|&w| w.0 == id) {
+                let (_, k) = t.woken.swap_remove(i);
+                // Off every other word's queue too.
+                t.waiting.retain(|&(_, w)| w != id);
+                let at = words.iter().position(|(w, _)| key(*w) == k).unwrap_or(0);
+                return WaitAnyOutcome::Woken(at);
+            }
+        }
     }
 
     /// [`wait`] on the low half of a 64-bit word (the loom model).
@@ -131,7 +202,7 @@ mod model {
         t.waiting.push((key, id));
         loop {
             t = CV.wait(t).unwrap();
-            if let Some(i) = t.woken.iter().position(|&w| w == id) {
+            if let Some(i) = t.woken.iter().position(|&w| w.0 == id) {
                 t.woken.swap_remove(i);
                 return WaitOutcome::Woken;
             }
@@ -148,7 +219,10 @@ mod model {
     pub(crate) fn wake_every_sleeper() {
         // After the clock was set (see `wait`).
         let mut t = TABLE.lock().unwrap();
-        let ids: Vec<u64> = t.waiting.drain(..).map(|(_, id)| id).collect();
+        let mut ids: Vec<(u64, usize)> = t.waiting.drain(..).map(|(k, id)| (id, k)).collect();
+        // A `wait_any` waiter is queued once per word: woken once.
+        ids.sort_unstable();
+        ids.dedup_by_key(|w| w.0);
         let any = !ids.is_empty();
         t.woken.extend(ids);
         if any {
@@ -164,7 +238,9 @@ mod model {
                 break;
             };
             let (_, id) = t.waiting.remove(i);
-            t.woken.push(id);
+            // A `wait_any` waiter leaves its other words' queues too.
+            t.waiting.retain(|&(_, w)| w != id);
+            t.woken.push((id, key));
             woke += 1;
         }
         if woke > 0 {
@@ -177,7 +253,7 @@ mod model {
 #[cfg(shm_loom)]
 pub(crate) use model::wake_every_sleeper;
 #[cfg(shm_loom)]
-pub use model::{wait, wait_low, wake, wake_low};
+pub use model::{wait, wait_any, wait_low, wake, wake_low};
 
 /// Wakes every waiter on `word`.
 pub fn wake_all(word: &AtomicU32) -> u32 {

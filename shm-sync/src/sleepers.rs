@@ -29,12 +29,20 @@ pub const WOKEN: u32 = 1 << 31;
 /// Acquire `fetch_or` in [`first_wake`], so the sleeper's read of the epoch (before this
 /// call) happens before that waker's bump, which its futex wait then sees as a change.
 pub fn announce(waiting: &AtomicU32) -> bool {
+    count_in(waiting);
+    crate::barrier::heavy()
+}
+
+/// [`announce`] without its barrier: for a sleeper on several words at once, which counts
+/// itself in on each and then runs [`barrier::heavy`](crate::barrier::heavy) once, before
+/// its re-check of them all.
+pub fn count_in(waiting: &AtomicU32) {
+    // Release: as in `announce`.
     let _ = waiting.fetch_update(Ordering::Release, Ordering::Relaxed, |v| {
         // Saturating: a garbage count at its top must not wrap to 0 (no sleeper seen, so
         // no waker would wake us).
         Some(((v & COUNT) + 1).min(COUNT))
     });
-    crate::barrier::heavy()
 }
 
 /// Counts a sleeper out, leaving [`WOKEN`] as it is. Saturating: a count a peer zeroed

@@ -272,3 +272,73 @@ pub(crate) fn at_fork_child(child: extern "C" fn()) {
     // SAFETY: registering a plain `extern "C"` function with no captured state.
     unsafe { libc::pthread_atfork(None, None, Some(child)) };
 }
+
+/// An entry of `futex_waitv(2)`'s array (`struct futex_waitv`, linux/futex.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// `FUTEX2_SIZE_U32`: a 32-bit futex word (and, without `FUTEX2_PRIVATE`, a shared one).
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// The most words one `futex_waitv` call takes (`FUTEX_WAITV_MAX`).
+pub(crate) const FUTEX_WAITV_MAX: usize = 128;
+
+/// `futex_waitv`'s number (the same on every 64-bit architecture: asm-generic 449).
+const SYS_FUTEX_WAITV: libc::c_long = 449;
+
+/// `futex_waitv(2)` (Linux >= 5.16), shared: sleeps while every `*word == expected`, until
+/// a `FUTEX_WAKE` on any of them, for at most `timeout` (turned into the absolute
+/// `CLOCK_MONOTONIC` deadline the call takes). Returns the index of the word that was
+/// woken; the errno on failure (`EAGAIN`: a word did not hold its value, `ETIMEDOUT`,
+/// `EINTR`, `ENOSYS` on older kernels, `EINVAL` for more than [`FUTEX_WAITV_MAX`] words).
+pub(crate) fn futex_waitv(
+    words: &[(&AtomicU32, u32)],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    if words.len() > FUTEX_WAITV_MAX {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let mut v = [FutexWaitv {
+        val: 0,
+        uaddr: 0,
+        flags: 0,
+        reserved: 0,
+    }; FUTEX_WAITV_MAX];
+    for (e, (word, expected)) in v.iter_mut().zip(words) {
+        *e = FutexWaitv {
+            val: u64::from(*expected),
+            uaddr: word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        };
+    }
+    let deadline = timeout.map(monotonic_after);
+    let ts_ptr = deadline
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `v` holds `words.len()` initialized entries, each naming a live, aligned
+    // 32-bit atomic borrowed by our caller for the call (the kernel only reads the words,
+    // atomically); `ts_ptr` is null or points to a live timespec; flags 0 and
+    // CLOCK_MONOTONIC are what the call documents.
+    let r = unsafe {
+        libc::syscall(
+            SYS_FUTEX_WAITV,
+            v.as_ptr(),
+            words.len() as libc::c_uint,
+            0u32,
+            ts_ptr,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}

@@ -54,6 +54,7 @@ fn child_sync() {
         "pi-queue" => pi_contender(&name, false),
         "pi-spin" => pi_contender(&name, true),
         "no-pi2" => without_lock_pi2(&name),
+        "waitv-waker" => waitv_waker(&name),
         other => panic!("unknown role {other}"),
     }
 }
@@ -793,6 +794,79 @@ fn seqlock_reports_a_writer_that_died_mid_update() {
     // The next write replaces the dead writer and makes the value consistent again.
     s.write([9; 8]).unwrap();
     assert_eq!(s.read().unwrap(), [9; 8]);
+}
+
+// ------------------------------------------------------------ futex_waitv
+
+fn waitv_layout() -> (Layout, Region<AtomicU32>) {
+    let mut l = Layout::new();
+    let words = l.push_aligned::<AtomicU32>(4, 128).unwrap();
+    (l, words)
+}
+
+fn waitv_builder(name: &str) -> SegmentBuilder {
+    SegmentBuilder::new(name)
+        .kind(Kind::Sync)
+        .fingerprint(Fingerprint::untyped(0xfa17))
+        .layout(&waitv_layout().0)
+}
+
+/// Bumps word 2 and wakes it (as a ring's waker bumps an epoch), 100 ms after it is ready.
+fn waitv_waker(name: &str) {
+    let seg = waitv_builder(name).open().unwrap();
+    let words = seg.region(waitv_layout().1).unwrap();
+    println!("CHILD:ready");
+    std::thread::sleep(Duration::from_millis(100));
+    words[2].fetch_add(1, Ordering::Release);
+    shm_sync::futex::wake(&words[2], 1);
+}
+
+/// `futex::wait_any` sleeps on four words at once and is woken by another process's wake
+/// of one of them; it says which. A word that already changed: `ValueChanged` at once; none
+/// woken: `TimedOut` after about the timeout.
+#[test]
+fn wait_any_sleeps_on_several_words_and_a_wake_of_any_from_another_process_ends_it() {
+    use shm_sync::futex::{wait_any, WaitAnyOutcome};
+    let (name, _c) = scratch("waitv");
+    let seg = waitv_builder(&name).create().unwrap();
+    let words = seg.region(waitv_layout().1).unwrap();
+    let set: Vec<(&AtomicU32, u32)> = words.iter().map(|w| (w, 0)).collect();
+    let t = Instant::now();
+    let r = wait_any(&set, Some(Duration::from_millis(30)));
+    if r == WaitAnyOutcome::Unsupported {
+        println!("futex_waitv is not available here: nothing more to check");
+        return;
+    }
+    assert_eq!(r, WaitAnyOutcome::TimedOut);
+    assert!(
+        t.elapsed() >= Duration::from_millis(25),
+        "{:?}",
+        t.elapsed()
+    );
+    words[1].store(5, Ordering::Relaxed);
+    assert_eq!(wait_any(&set, Some(HANG)), WaitAnyOutcome::ValueChanged);
+    words[1].store(0, Ordering::Relaxed);
+    let mut kid = Running::spawn(role("waitv-waker", &name));
+    kid.expect_line("ready", HANG);
+    let t = Instant::now();
+    loop {
+        match wait_any(&set, Some(HANG)) {
+            WaitAnyOutcome::Woken(i) => {
+                assert_eq!(i, 2, "woken on the wrong word");
+                break;
+            }
+            // Bumped before we slept: as good as a wake.
+            WaitAnyOutcome::ValueChanged if words[2].load(Ordering::Acquire) == 1 => break,
+            WaitAnyOutcome::Interrupted => continue,
+            other => panic!("{other:?} after {:?}", t.elapsed()),
+        }
+    }
+    assert_eq!(words[2].load(Ordering::Acquire), 1);
+    assert!(kid.wait_success(HANG));
+    println!(
+        "woken by the other process {:?} after it was ready (it waits 100 ms)",
+        t.elapsed()
+    );
 }
 
 // ------------------------------------------------------------ semaphore and event

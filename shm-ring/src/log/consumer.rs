@@ -26,6 +26,7 @@ enum Look {
 
 impl Look {
     /// A `try_` call's look: `Due` once per liveness interval, `Fast` otherwise.
+    #[inline]
     fn now(waits: &mut Waits) -> Look {
         // Loom models no clock: every look there is a full one (its claim timeouts are
         // the model's choices), so that the give-up and padding paths are explored.
@@ -172,6 +173,7 @@ impl Consumer {
     /// producer is writing it, or stalled or died before committing, which the claim
     /// timeout then settles); `Disconnected` / `PeerDied` once every producer closed /
     /// died (the last to leave says which) and the log is drained; `Corrupted`; `Forked`.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Frame<'_>, PopError> {
         let f = self.poll_now()?;
         Ok(self.frame(f))
@@ -182,6 +184,7 @@ impl Consumer {
     /// # Errors
     ///
     /// As `try_recv` but `Empty` and `InFlight`, plus `Interrupted`.
+    #[inline]
     pub fn recv(&mut self) -> Result<Frame<'_>, PopError> {
         let f = self.poll_until(Deadline::after(None))?;
         Ok(self.frame(f))
@@ -192,6 +195,7 @@ impl Consumer {
     /// # Errors
     ///
     /// As `recv`, plus `Timeout`.
+    #[inline]
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Frame<'_>, PopError> {
         let f = self.poll_until(Deadline::after(Some(timeout)))?;
         Ok(self.frame(f))
@@ -203,6 +207,7 @@ impl Consumer {
     /// # Errors
     ///
     /// As [`try_recv`](Self::try_recv).
+    #[inline]
     pub fn peek(&mut self) -> Result<Message<'_>, PopError> {
         let f = self.poll_now()?;
         Ok(Message {
@@ -323,6 +328,8 @@ impl Consumer {
         let deadline = Deadline::after(Some(timeout));
         let c = self.ring.mem.ctrl();
         loop {
+            // Before the look: an attach (and its wake) after it changes the digest.
+            let owners = c.producers.owners_digest();
             c.producers.reap(&mut self.watches);
             if c.producers.attached() > 0 {
                 return Ok(());
@@ -333,7 +340,6 @@ impl Consumer {
             if crate::shutdown::requested() {
                 return Err(PopError::Interrupted);
             }
-            let owners = c.producers.owners_digest();
             let target = FlagTarget::of(&self.ring.mem, |c| &c.consumer_waiting);
             wait::park(
                 &target,
@@ -346,9 +352,10 @@ impl Consumer {
 
     /// Whether every producer is gone (closed, or dead) after at least one attached.
     pub fn is_abandoned(&mut self) -> bool {
-        self.producers_gone(true).is_some()
+        self.producers_gone(Look::Due).is_some()
     }
 
+    #[inline]
     fn frame(&mut self, f: Found) -> Frame<'_> {
         Frame {
             end: f
@@ -361,6 +368,7 @@ impl Consumer {
 
     /// The `len` bytes after the header at `at`.
     #[cfg(not(shm_loom))]
+    #[inline]
     fn bytes(&self, at: u64, len: usize) -> &[u8] {
         let first = self
             .ring
@@ -376,12 +384,14 @@ impl Consumer {
     }
 
     #[cfg(shm_loom)]
+    #[inline]
     fn bytes(&self, _at: u64, _len: usize) -> &[u8] {
         &[]
     }
 
     /// One attempt at the next message: skips padding and holes (freeing them), settles
     /// claims stuck past the claim timeout.
+    #[inline]
     fn poll(&mut self, look: Look) -> Result<Found, PopError> {
         if !self.origin.is_current() {
             return Err(PopError::Forked);
@@ -638,6 +648,7 @@ impl Consumer {
     /// Records `self.head..to` as read (frames dropped, padding skipped), counting `n`
     /// messages of `bytes`; frees it for the producers once a batch is pending or a
     /// producer waits for room.
+    #[inline]
     fn consume(&mut self, to: u64, n: u64, bytes: u64) {
         let c = self.ring.mem.ctrl();
         if n > 0 {
@@ -694,7 +705,7 @@ impl Consumer {
         if !std::mem::replace(&mut self.stalled, true) {
             bump(&c.head.empty_stalls, 1);
         }
-        match self.producers_gone(look == Look::Due) {
+        match self.producers_gone(look) {
             None => Err(PopError::Empty),
             Some(how) => {
                 // Everyone left: anything they committed first.
@@ -712,10 +723,18 @@ impl Consumer {
     }
 
     /// How the last producer left, once none is attached (`None` while one is, or none
-    /// ever was). Reaps dead ones once per liveness interval (`now`: at once).
-    fn producers_gone(&mut self, now: bool) -> Option<u32> {
+    /// ever was). Reaps dead ones: at once for a `Due` look, once per liveness interval
+    /// for a `Full` one, never for a `Fast` one (whose caller asked the timer already:
+    /// asking it twice per poll shifts which ask lands on its clock reads, and a polling
+    /// consumer's looks then never come due).
+    fn producers_gone(&mut self, look: Look) -> Option<u32> {
         let c = self.ring.mem.ctrl();
-        if now || self.waits.liveness.due() {
+        let reap = match look {
+            Look::Due => true,
+            Look::Full => self.waits.liveness.due(),
+            Look::Fast => false,
+        };
+        if reap {
             c.producers.reap(&mut self.watches);
         }
         c.producers.gone()
@@ -723,6 +742,7 @@ impl Consumer {
 
     /// `poll` for a `try_` call: the full check (`tail`, claim timeouts) once per
     /// liveness interval.
+    #[inline]
     fn poll_now(&mut self) -> Result<Found, PopError> {
         let look = Look::now(&mut self.waits);
         self.poll(look)
@@ -853,11 +873,13 @@ pub struct Frame<'a> {
 
 impl Frame<'_> {
     /// Its type ([`Claim::set_type`](super::Claim::set_type)).
+    #[inline]
     pub fn msg_type(&self) -> u16 {
         self.found.msg_type
     }
 
     /// Its flags ([`Claim::set_flags`](super::Claim::set_flags)).
+    #[inline]
     pub fn flags(&self) -> u8 {
         self.found.flags
     }
@@ -871,6 +893,7 @@ impl Frame<'_> {
 impl std::ops::Deref for Frame<'_> {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.consumer.bytes(self.found.at, self.found.len)
     }
@@ -888,11 +911,49 @@ impl std::fmt::Debug for Frame<'_> {
 }
 
 impl Drop for Frame<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.consumer.origin.is_current() {
             return; // a forked child's copy: frees nothing of the parent's
         }
         let len = self.found.len as u64;
         self.consumer.consume(self.end, 1, len);
+    }
+}
+
+impl crate::select::Sealed for Consumer {}
+
+/// Ready when a message is, or when `try_recv` has something to report (every producer
+/// gone with the log drained, corruption, a fork).
+impl crate::select::Selectable for Consumer {
+    fn select_ready(&mut self) -> bool {
+        if self
+            .watches
+            .iter_mut()
+            .fold(false, |any, p| p.take_exited() | any)
+        {
+            // A producer died (its exit notice fired): check it now.
+            self.waits.liveness.expire();
+        }
+        !matches!(self.poll_now(), Err(PopError::Empty | PopError::InFlight))
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let c = self.ring.mem.ctrl();
+        let target = FlagTarget::of(&self.ring.mem, |c| &c.consumer_waiting);
+        let watched =
+            c.producers
+                .wake_on_deaths(&mut self.watches, self.me, &target, &self.waits.deaths);
+        // The first look after the sleep is a full one (claim timeouts, the producers'
+        // liveness): a sleeping select looks once per slice, too rarely for the timer's
+        // count of polls.
+        self.waits.liveness.expire();
+        crate::select::Armed {
+            flag: target.line(),
+            // A claim in flight is settled by a look after its claim timeout: wake once
+            // per liveness interval meanwhile, not once per watched slice.
+            watched: watched && self.stuck.is_none(),
+            _shutdown: crate::shutdown::register(&target),
+        }
     }
 }

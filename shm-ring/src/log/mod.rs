@@ -272,16 +272,27 @@ pub(crate) struct Owned {
 impl Owned {
     /// The claim a line names, if it names one that could exist: `at` on a record start,
     /// a span of whole records no longer than two records of `max_len` (the padding
-    /// before a record is shorter than the record). Acquire: pairs with the producer's
-    /// Release store of `at`, so `span` is the one written with it.
+    /// before a record is shorter than the record). `at`, `span`, `at` again, as a
+    /// seqlock: the producer clears `at` after each commit or abort and stores `span`
+    /// before the next `at`, so a `span` newer than the first `at` shows as a changed `at`
+    /// (then `None`: the claim is not seen, and the Dekker pair makes its producer see the
+    /// horizon instead).
     pub fn of(line: &ClaimLine, s: &Settings) -> Option<Owned> {
+        // Acquire: pairs with the producer's Release store of `at` in `mark_words`, so the
+        // `span` stored before it is visible.
         let w = line.at.load(Ordering::Acquire);
         let at = w & !1;
         if w & 1 == 0 || at % s.align != 0 {
             return None;
         }
-        // Relaxed: ordered by the Acquire load above.
-        let sw = line.span.load(Ordering::Relaxed);
+        // Acquire: pairs with the producer's Release store of `span` in `mark_words`: a
+        // newer span than `w`'s comes after the clear of `w` (in `commit` / drop), which
+        // the re-read below then sees.
+        let sw = line.span.load(Ordering::Acquire);
+        // Relaxed: ordered by the Acquire load of `span` above.
+        if line.at.load(Ordering::Relaxed) != w {
+            return None;
+        }
         let span = sw & LEN;
         if span == 0 || span % s.align != 0 || span > 2 * record_span(s.max_len, s.align) {
             return None;
@@ -448,7 +459,7 @@ impl Settings {
                 what: format!("its record alignment {align} is impossible"),
             });
         }
-        if max_len > u64::from(u32::MAX) || record_span(max_len, align) > capacity / 2 {
+        if !max_len_fits(max_len, align) || record_span(max_len, align) > capacity / 2 {
             return Err(RingError::Corrupted {
                 name: name.to_owned(),
                 what: format!(
@@ -732,6 +743,13 @@ pub(crate) fn release_words(mem: &Mem<Control, Word>, from: u64, to: u64, align:
     }
 }
 
+/// Whether every span a claim of up to `max_len` bytes can take fits a 32-bit length
+/// field: a claim line's span (its padding included: under two records) and a padding
+/// word's.
+fn max_len_fits(max_len: u64, align: u64) -> bool {
+    max_len <= LEN && 2 * record_span(max_len, align) <= LEN
+}
+
 /// Checks a log's largest message and record alignment against its capacity in words.
 pub(crate) fn check_max_len(
     name: &str,
@@ -740,7 +758,7 @@ pub(crate) fn check_max_len(
     align: u64,
 ) -> Result<(), RingError> {
     let cap = crate::spsc::round_capacity(name, words)? * 8;
-    if max_len > u64::from(u32::MAX) || align > cap / 4 || record_span(max_len, align) > cap / 2 {
+    if !max_len_fits(max_len, align) || align > cap / 4 || record_span(max_len, align) > cap / 2 {
         return Err(RingError::MaxLenTooLarge {
             name: name.to_owned(),
             max_len,

@@ -95,6 +95,7 @@ impl Producer {
     /// call retrying for as long as it goes on (each retry re-checks the space against
     /// `head`; garbage gives `Corrupted`); this is where the promise that a hostile peer
     /// causes no hang stops.
+    #[inline]
     pub fn try_claim(&mut self, max: usize) -> Result<Claim<'_>, SendError> {
         let r = self.reserve(max, true)?;
         self.mark(r, max)
@@ -114,6 +115,7 @@ impl Producer {
     /// # Errors
     ///
     /// As `claim`, plus `Timeout`.
+    #[inline]
     pub fn claim_timeout(&mut self, max: usize, timeout: Duration) -> Result<Claim<'_>, SendError> {
         // Fast path first: no deadline (no clock read) when there is room.
         match self.reserve(max, false) {
@@ -147,6 +149,7 @@ impl Producer {
     /// # Errors
     ///
     /// As [`try_claim`](Self::try_claim).
+    #[inline]
     pub fn try_send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         let mut c = self.try_claim(msg.len())?;
         c.buf().copy_from_slice(msg);
@@ -158,6 +161,7 @@ impl Producer {
     /// # Errors
     ///
     /// As [`claim`](Self::claim).
+    #[inline]
     pub fn send(&mut self, msg: &[u8]) -> Result<(), SendError> {
         let mut c = self.claim(msg.len())?;
         c.buf().copy_from_slice(msg);
@@ -169,6 +173,7 @@ impl Producer {
     /// # Errors
     ///
     /// As [`claim_timeout`](Self::claim_timeout).
+    #[inline]
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<(), SendError> {
         let mut c = self.claim_timeout(msg.len(), timeout)?;
         c.buf().copy_from_slice(msg);
@@ -195,6 +200,7 @@ impl Producer {
     /// P1: claims the space for a record of up to `max` bytes (and the padding before it,
     /// if it would straddle the end of the buffer). `poll_checks`: a `try_` call, which
     /// looks at the consumer's liveness (rate-limited) when the log is full.
+    #[inline]
     fn reserve(&mut self, max: usize, poll_checks: bool) -> Result<Reserved, SendError> {
         if !self.origin.is_current() {
             return Err(SendError::Forked);
@@ -366,6 +372,7 @@ impl Producer {
     }
 
     /// P2, then the record lent as a claim.
+    #[inline]
     fn mark(&mut self, r: Reserved, max: usize) -> Result<Claim<'_>, SendError> {
         self.mark_words(r)?;
         Ok(self.lend(r, max))
@@ -373,15 +380,18 @@ impl Producer {
 
     /// P2: marks what `reserve` claimed, in our claim line, then looks whether the
     /// consumer gave it up first; then writes the padding before it, if any.
+    #[inline]
     fn mark_words(&mut self, r: Reserved) -> Result<(), SendError> {
         let mem = &self.ring.mem;
         let c = mem.ctrl();
         let line = &c.claims[self.index];
         let start = r.pad.map_or(r.at, |(at, _)| at);
         let total = r.at.wrapping_add(r.span).wrapping_sub(start);
-        // Relaxed: published by the Release store of `at` below.
+        // Release: after our clear of the last claim's `at` (commit / drop), for the
+        // Acquire load in `Owned::of` (which then re-reads `at`); published with `at`
+        // below.
         line.span
-            .store(claim_word(self.mark, total), Ordering::Relaxed);
+            .store(claim_word(self.mark, total), Ordering::Release);
         // Release: orders the span before the claim, for the Acquire load in `Owned::of`
         // (the consumer's, or our endpoint's next owner's).
         line.at.store(start | 1, Ordering::Release);
@@ -413,6 +423,17 @@ impl Producer {
         Ok(())
     }
 
+    /// After a commit or abort: our claim line names no claim (see `Owned::of`).
+    #[inline]
+    fn unmark(&self) {
+        // Release: after the header store (a consumer that reads the line cleared, with
+        // Acquire, then finds the header written), and before the next claim's `span`.
+        self.ring.mem.ctrl().claims[self.index]
+            .at
+            .store(NO_CLAIM, Ordering::Release);
+    }
+
+    #[inline]
     fn lend(&mut self, r: Reserved, max: usize) -> Claim<'_> {
         Claim {
             producer: self,
@@ -427,6 +448,7 @@ impl Producer {
 
     /// The bytes of the record at `at`, `len` of them after its header.
     #[cfg(not(shm_loom))]
+    #[inline]
     fn bytes_mut(&mut self, at: u64, len: usize) -> &mut [u8] {
         let first = self.ring.mem.slot_ptr((at >> 3) + 1).cast::<u8>();
         // SAFETY: the record's span lies inside the buffer without wrapping (`reserve`
@@ -439,6 +461,7 @@ impl Producer {
 
     /// Loom models no payload bytes (the words are loom atomics): an empty slice.
     #[cfg(shm_loom)]
+    #[inline]
     fn bytes_mut(&mut self, _at: u64, _len: usize) -> &mut [u8] {
         &mut []
     }
@@ -504,6 +527,7 @@ pub struct Claim<'a> {
 
 impl Claim<'_> {
     /// The claimed bytes (as many as were claimed), to write the message into.
+    #[inline]
     pub fn buf(&mut self) -> &mut [u8] {
         if !self.producer.origin.is_current() {
             return &mut []; // a forked child's copy: writes nowhere
@@ -513,11 +537,13 @@ impl Claim<'_> {
     }
 
     /// The message's type (a number for the consumer; 0 unless set).
+    #[inline]
     pub fn set_type(&mut self, msg_type: u16) {
         self.msg_type = msg_type;
     }
 
     /// The message's flags (8 bits for the consumer; 0 unless set).
+    #[inline]
     pub fn set_flags(&mut self, flags: u8) {
         self.flags = flags;
     }
@@ -533,6 +559,7 @@ impl Claim<'_> {
     ///
     /// `TooLong` if `len` exceeds what was claimed (the claim is then given up, as on
     /// drop); `Forked` in a forked child (the claim is the parent's: nothing is written).
+    #[inline]
     pub fn commit(mut self, len: usize) -> Result<(), SendError> {
         if !self.producer.origin.is_current() {
             self.done = true;
@@ -558,11 +585,13 @@ impl Claim<'_> {
             committed_word(len as u64, self.msg_type, self.flags),
             Ordering::Release,
         );
+        self.producer.unmark();
         crate::fault_point!("log-producer-committed");
         self.wake();
         Ok(())
     }
 
+    #[inline]
     fn wake(&self) {
         let p = &*self.producer;
         let c = p.ring.mem.ctrl();
@@ -583,6 +612,7 @@ impl Drop for Claim<'_> {
         // store, as in `commit`.
         mem.slot(self.at >> 3)
             .store(pad_word(self.span), Ordering::Release);
+        p.unmark();
         p.ring
             .mem
             .ctrl()

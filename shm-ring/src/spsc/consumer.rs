@@ -527,3 +527,39 @@ impl<T: Pod> ReadChunk<'_, T> {
         self.commit(n);
     }
 }
+
+impl<T: Pod> crate::select::Sealed for Consumer<T> {}
+
+/// Ready when an item is, or when `try_pop` has something to report (the producer gone
+/// with the ring drained, corruption, a fork).
+impl<T: Pod> crate::select::Selectable for Consumer<T> {
+    fn select_ready(&mut self) -> bool {
+        if !self.origin.is_current() || self.tail_cache != self.head {
+            return true;
+        }
+        if self.refresh_tail().is_err() || self.tail_cache != self.head {
+            return true;
+        }
+        if self.peer.take_exited() {
+            // The producer died (its exit notice fired): check it now.
+            self.liveness.expire();
+        }
+        self.empty() != PopError::Empty
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let c = self.mem.ctrl();
+        let target = FlagTarget::of(&self.mem, |c| &c.consumer_waiting);
+        // Relaxed: which process to watch; a change of owner (an attach) wakes the flag.
+        let word = c.config.producer.owner.load(Ordering::Relaxed);
+        let watched = self.peer.wake_on_exit(word, self.me, &target, &self.deaths);
+        // The first look after the sleep checks the producer's liveness (a sleeping
+        // select looks once per slice, too rarely for the timer's count of polls).
+        self.liveness.expire();
+        crate::select::Armed {
+            flag: target.line(),
+            watched,
+            _shutdown: crate::shutdown::register(&target),
+        }
+    }
+}
