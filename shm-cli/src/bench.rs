@@ -21,13 +21,15 @@ use shm_ring::{broadcast, mpmc, spsc, ChunkError, PopError, PushError, RecvError
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 30] = [
+pub const ROWS: [&str; 32] = [
     "floor",
     "spsc-spin",
     "spsc-park",
     "mpmc",
     "broadcast",
     "service",
+    "select-1",
+    "select-8",
     "pipe",
     "unix-socket",
     "spsc-throughput-8B-try",
@@ -70,6 +72,9 @@ fn calls_of(row: &str) -> &'static str {
         "log-64B" => "send / recv, 64-byte messages, BusySpin",
         "memcpy-4KiB" => "copy_from_slice of 4 KiB through 1 MiB, one thread",
         "log-4KiB" => "claim / copy / commit, recv / copy out, 4 KiB, records aligned to 64",
+        "select-1" | "select-8" => {
+            "push into one of N rings in turn; peer select / try_pop, push back; pop BusySpin"
+        }
         "pipe" => "write / read, 8 bytes",
         "unix-socket" => "write / read, 8 bytes",
         "spsc-throughput-8B-try" => "try_push / try_pop retry loops",
@@ -350,6 +355,47 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                 last = v;
                 pong.store(v, Ordering::Release);
             }
+        }
+        "select-echo" => {
+            // Selects over `arg` rings and echoes each item on the pong ring.
+            let mut rxs = (0..arg)
+                .map(|k| {
+                    spsc::open::<u64>(&format!("{name}-ping-{k}"))
+                        .map_err(es)?
+                        .consumer()
+                        .map_err(es)
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut tx = spsc::open::<u64>(&format!("{name}-pong"))
+                .map_err(es)?
+                .producer()
+                .map_err(es)?;
+            tx.set_wait_strategy(WaitStrategy::BusySpin);
+            ready();
+            loop {
+                let i = {
+                    let mut ends: Vec<&mut dyn shm_ring::select::Selectable> = rxs
+                        .iter_mut()
+                        .map(|r| r as &mut dyn shm_ring::select::Selectable)
+                        .collect();
+                    match shm_ring::select::select(&mut ends, Some(Duration::from_secs(10))) {
+                        Ok(i) => i,
+                        Err(shm_ring::select::SelectError::Timeout) => continue,
+                        Err(e) => return Err(e.to_string()),
+                    }
+                };
+                match rxs[i].try_pop() {
+                    Ok(v) => {
+                        if tx.push(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(shm_ring::PopError::Empty) => {}
+                    // The bench closed its pings: done.
+                    Err(_) => break,
+                }
+            }
+            Ok(())
         }
         "spsc-echo-spin" | "spsc-echo-park" => {
             let strategy = if role.ends_with("spin") {
@@ -814,6 +860,30 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
                 rx.pop().map(drop).map_err(es)
             });
             drop(tx);
+            p.finish()?;
+            Ok(rtt_row(r?))
+        }
+        "select-1" | "select-8" => {
+            let n: u64 = if row == "select-1" { 1 } else { 8 };
+            let pings = (0..n)
+                .map(|k| spsc::create::<u64>(&format!("{name}-ping-{k}"), 64).map_err(es))
+                .collect::<Result<Vec<_>, String>>()?;
+            let pong = spsc::create::<u64>(&format!("{name}-pong"), 64).map_err(es)?;
+            let mut txs = pings
+                .iter()
+                .map(|r| r.producer().map_err(es))
+                .collect::<Result<Vec<_>, String>>()?;
+            let mut rx = pong.consumer().map_err(es)?;
+            rx.set_wait_strategy(WaitStrategy::BusySpin);
+            let mut p = Peer::spawn("select-echo", &name, ctx.cpu(1), n)?;
+            p.expect_ready()?;
+            let mut k = 0usize;
+            let r = ctx.rtt(|| {
+                k = (k + 1) % txs.len();
+                txs[k].try_push(7).map_err(es)?;
+                rx.pop().map(drop).map_err(es)
+            });
+            drop(txs);
             p.finish()?;
             Ok(rtt_row(r?))
         }

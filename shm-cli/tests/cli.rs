@@ -372,7 +372,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 30, "{j}");
+    assert_eq!(lines.len(), 32, "{j}");
     for row in [
         "floor",
         "spsc-spin",
@@ -380,6 +380,8 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         "mpmc",
         "broadcast",
         "service",
+        "select-1",
+        "select-8",
         "pipe",
         "unix-socket",
     ] {
@@ -457,7 +459,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[32/32]"), "progress lines missing: {se}");
+    assert!(se.contains("[34/34]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),

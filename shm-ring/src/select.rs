@@ -1,8 +1,8 @@
 //! Waiting on many ring ends at once.
 //!
 //! [`select`] waits until any of a set of ends is ready and says which: then a `try_`
-//! call on that end takes the item (or reports what ended it). No busy polling: it checks
-//! every end, counts itself in as a sleeper on each end's futex epoch (the word the end's
+//! call on that end takes the item (or reports what ended it). It polls the ends for a
+//! short, adaptive budget (as a `SpinThenPark` wait does), then sleeps: it counts itself in as a sleeper on each end's futex epoch (the word the end's
 //! own blocking calls sleep on, which every publish that sees a sleeper bumps), passes
 //! one heavy barrier, checks again, and sleeps on all the epochs at once with
 //! `futex_waitv(2)` (Linux >= 5.16). Where the kernel refuses `futex_waitv`, it sleeps on
@@ -14,9 +14,13 @@
 //! end's liveness check, once per [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL)). A
 //! shutdown ([`Shutdown`](crate::Shutdown)) ends the wait with `Interrupted`.
 //!
-//! Ends that can be selected: the SPSC ring's consumer and the byte log's consumer (ready:
-//! an item is, or the end has something to report: its producers gone, corruption, a
-//! fork).
+//! Ends that can be selected (ready: what their `try_` call waits for is there, or the end
+//! has something to report: its peer gone, corruption, a fork):
+//! - the SPSC ring's consumer (an item) and producer (room for one);
+//! - the byte log's consumer (a message);
+//! - a broadcast subscriber (a message, or a lap to report as `Lagged`).
+//!
+//! Not yet: MPMC ends, the log's producers, the broadcast publisher (issue 17 goes on).
 //!
 //! ```
 //! use std::time::Duration;
@@ -94,6 +98,29 @@ pub struct Armed {
     pub(crate) _shutdown: crate::shutdown::Registration,
 }
 
+/// How an end with one peer (the SPSC ends, a broadcast subscriber) arms: its peer's
+/// death wakes `target`'s flag (where a pidfd can watch it), and its first look after the
+/// sleep checks the peer's liveness (a sleeping select looks once per slice, too rarely
+/// for the liveness timer's count of polls).
+pub(crate) fn arm_one(
+    target: crate::end::FlagTarget<'_>,
+    (peer_end, me): (&crate::end::End, u64),
+    peer: &mut crate::end::PeerWatch,
+    deaths: &crate::end::Deaths,
+    liveness: &mut crate::end::LivenessTimer,
+) -> Armed {
+    // Relaxed: which process to watch; a change of owner (an attach, a take-over) wakes
+    // the flag.
+    let word = peer_end.owner.load(Ordering::Relaxed);
+    let watched = peer.wake_on_exit(word, me, &target, deaths);
+    liveness.expire();
+    Armed {
+        flag: target.line(),
+        watched,
+        _shutdown: crate::shutdown::register(&target),
+    }
+}
+
 /// A ring end [`select`] can wait on (sealed: implemented by this crate's ends).
 pub trait Selectable: Sealed {
     /// Whether a `try_` call would return now (an item, or an error to report). May
@@ -110,6 +137,9 @@ thread_local! {
     /// Where this thread's next select starts looking (rotated, so that one busy end
     /// does not starve the others).
     static START: Cell<usize> = const { Cell::new(0) };
+    /// This thread's spin budget before a select sleeps (adaptive, as `SpinThenPark`'s).
+    static WAITER: std::cell::RefCell<crate::wait::Waiter> =
+        std::cell::RefCell::new(crate::wait::Waiter::new());
 }
 
 /// Waits up to `timeout` (`None`: no limit) until any of `ends` is ready; returns its
@@ -154,6 +184,20 @@ pub fn select(
         return Ok(i);
     }
     let deadline = Deadline::after(timeout);
+    // Spin first, as a `SpinThenPark` wait does (its adaptive budget, this thread's): an
+    // end that becomes ready within it costs no barrier and no syscall.
+    let spun = WAITER.with(|w| {
+        crate::wait::spin(
+            crate::WaitStrategy::SpinThenPark,
+            &mut w.borrow_mut(),
+            crate::wait::MPMC_POLL_PAUSES,
+            (&deadline, crate::LIVENESS_INTERVAL),
+            || ready(ends),
+        )
+    });
+    if let Some(i) = spun {
+        return Ok(i);
+    }
     // Only a select that sleeps allocates (its futex list), once per call.
     let mut armed: Vec<Armed> = Vec::with_capacity(n);
     let mut epochs: Vec<u32> = Vec::with_capacity(n);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shm_ring::select::{select, SelectError, Selectable};
-use shm_ring::{log, spsc, PopError};
+use shm_ring::{broadcast, log, spsc, PopError};
 
 const ROLE: &str = "SHMRING_ROLE";
 const HANG: Duration = Duration::from_secs(30);
@@ -38,6 +38,22 @@ fn child_select() {
             println!("CHILD:attached");
             std::thread::sleep(Duration::from_millis(100));
             tx.try_send(b"late").unwrap();
+        }
+        // Publishes 9 on the broadcast ring `name` 100 ms after it is ready, then exits.
+        "bcast-publish-later" => {
+            let mut tx = broadcast::open::<u64>(&name).unwrap().publisher().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            tx.publish(9).unwrap();
+        }
+        // Pops one item from the (full) SPSC ring `name` 100 ms after it is ready, then
+        // holds its end until killed (or 60 s).
+        "spsc-pop-later" => {
+            let mut rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            rx.try_pop().unwrap();
+            std::thread::sleep(Duration::from_secs(60));
         }
         // Attaches to the SPSC ring `name` and holds it until killed (or 60 s).
         "spsc-hold" => {
@@ -170,4 +186,48 @@ fn a_producer_killed_while_select_sleeps_wakes_it_with_peer_died() {
         "woken {:?} after the SIGKILL (a select sleeping on a watched producer)",
         woke.duration_since(killed)
     );
+}
+
+/// A broadcast subscriber and an SPSC producer on a full ring, in one select with an SPSC
+/// consumer: another process's publish wakes the subscriber, another process's pop the
+/// producer (room for one more).
+#[test]
+fn select_waits_for_a_broadcast_message_and_for_room_on_a_full_ring() {
+    let (nb, _cb) = scratch("sel-bcast");
+    let (nf, _cf) = scratch("sel-full");
+    let (ne, _ce) = scratch("sel-quiet");
+    let bring = broadcast::create::<u64>(&nb, 8).unwrap();
+    let fring = spsc::create::<u64>(&nf, 2).unwrap();
+    let ering = spsc::create::<u64>(&ne, 8).unwrap();
+    let mut sub = bring.subscribe().unwrap();
+    let mut tx = fring.producer().unwrap();
+    let mut quiet = ering.consumer().unwrap();
+    while tx.try_push(1).is_ok() {}
+    // The publisher wakes the subscriber (end 1).
+    let mut kid = Running::spawn(role("bcast-publish-later", &nb));
+    kid.expect_line("attached", HANG);
+    let t = Instant::now();
+    let i = select(&mut [&mut quiet, &mut sub, &mut tx], Some(HANG)).unwrap();
+    println!("a publish woke the subscriber after {:?}", t.elapsed());
+    assert_eq!(i, 1);
+    assert_eq!(sub.try_recv(), Ok(9));
+    assert!(kid.wait_success(HANG));
+    // The consumer's pop makes room for the producer (end 2).
+    let mut kid = Running::spawn(role("spsc-pop-later", &nf));
+    kid.expect_line("attached", HANG);
+    let t = Instant::now();
+    // The subscriber's publisher left: it is ready to report that; leave it out.
+    let i = select(&mut [&mut quiet, &mut tx], Some(HANG)).unwrap();
+    println!(
+        "a pop woke the producer of a full ring after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(i, 1);
+    assert!(tx.try_push(2).is_ok());
+    // Full again, and the consumer is killed: the producer's end is ready (`PeerDied`).
+    kid.kill9();
+    let i = select(&mut [&mut quiet, &mut tx], Some(HANG)).unwrap();
+    assert_eq!(i, 1);
+    let r = tx.try_push(3);
+    assert!(matches!(r, Err(shm_ring::PushError::PeerDied(3))), "{r:?}");
 }

@@ -499,3 +499,35 @@ impl<T> Drop for Subscriber<T> {
         }
     }
 }
+
+impl<T: Pod> crate::select::Sealed for Subscriber<T> {}
+
+/// Ready when a message is (or a lap: `Lagged`), or when `try_recv` has something to
+/// report (eviction, the publisher gone with everything read, a fork).
+impl<T: Pod> crate::select::Selectable for Subscriber<T> {
+    fn select_ready(&mut self) -> bool {
+        if !self.origin.is_current() || self.evicted_now() || self.ready() {
+            return true;
+        }
+        if self.peer.take_exited() {
+            // The publisher died (its exit notice fired): check it now.
+            self.liveness.expire();
+        }
+        self.empty() != RecvError::Empty
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let c = self.mem.ctrl();
+        let mut armed = crate::select::arm_one(
+            FlagTarget::of(&self.mem, |c| &c.subscribers_waiting),
+            (&c.config.publisher, self.me),
+            &mut self.peer,
+            &self.deaths,
+            &mut self.liveness,
+        );
+        // A tethered subscriber's eviction is seen by a look, not a wake: look once per
+        // liveness interval.
+        armed.watched &= !self.tethered;
+        armed
+    }
+}

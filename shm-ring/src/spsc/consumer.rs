@@ -549,17 +549,12 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
 
     fn select_arm(&mut self) -> crate::select::Armed {
         let c = self.mem.ctrl();
-        let target = FlagTarget::of(&self.mem, |c| &c.consumer_waiting);
-        // Relaxed: which process to watch; a change of owner (an attach) wakes the flag.
-        let word = c.config.producer.owner.load(Ordering::Relaxed);
-        let watched = self.peer.wake_on_exit(word, self.me, &target, &self.deaths);
-        // The first look after the sleep checks the producer's liveness (a sleeping
-        // select looks once per slice, too rarely for the timer's count of polls).
-        self.liveness.expire();
-        crate::select::Armed {
-            flag: target.line(),
-            watched,
-            _shutdown: crate::shutdown::register(&target),
-        }
+        crate::select::arm_one(
+            FlagTarget::of(&self.mem, |c| &c.consumer_waiting),
+            (&c.config.producer, self.me),
+            &mut self.peer,
+            &self.deaths,
+            &mut self.liveness,
+        )
     }
 }

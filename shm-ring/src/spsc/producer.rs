@@ -676,3 +676,40 @@ impl<T: Pod> WriteChunk<'_, T> {
         self.commit(n);
     }
 }
+
+impl<T: Pod> crate::select::Sealed for Producer<T> {}
+
+/// Ready when there is room for an item, or when `try_push` has something to report (the
+/// consumer closed or died, corruption, a fork).
+impl<T: Pod> crate::select::Selectable for Producer<T> {
+    fn select_ready(&mut self) -> bool {
+        if !self.origin.is_current() || !matches!(self.consumer_exited(), Left::No) {
+            return true;
+        }
+        if self.tail.wrapping_sub(self.head_cache) < self.mem.cap() {
+            return true;
+        }
+        if self.refresh_head().is_err() || self.tail.wrapping_sub(self.head_cache) < self.mem.cap()
+        {
+            return true;
+        }
+        if self.peer.take_exited() {
+            // The consumer died (its exit notice fired): check it now.
+            self.liveness.expire();
+        }
+        // What `try_push` says on a full ring (the same checks, the same remembered
+        // verdict): anything but `Full` is for it to report.
+        !matches!(self.full(()), PushError::Full(()))
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let c = self.mem.ctrl();
+        crate::select::arm_one(
+            FlagTarget::of(&self.mem, |c| &c.producer_waiting),
+            (&c.config.consumer, self.me),
+            &mut self.peer,
+            &self.deaths,
+            &mut self.liveness,
+        )
+    }
+}
