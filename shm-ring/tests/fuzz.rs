@@ -32,7 +32,10 @@ const MPMC_SLOT: u64 = 16;
 const BCAST_SLOTS: u64 = HEADER + 128 * (4 + 64);
 const BCAST_SLOT: u64 = 16;
 /// Log: a 1,280-byte control block, then the buffer's words.
-const LOG_WORDS: u64 = HEADER + 1280;
+/// The log's control block: 1408 bytes, then a claim line (128 bytes) per producer
+/// endpoint (32).
+const LOG_CLAIMS: u64 = HEADER + 1408;
+const LOG_WORDS: u64 = LOG_CLAIMS + 32 * 128;
 const LOG_BYTES: u64 = 1024;
 const LOG_MAX: u64 = 100;
 
@@ -465,6 +468,12 @@ proptest! {
         before in 0u64..12,
         writes in prop::collection::vec(write(), 1..8),
         words in prop::collection::vec((0u64..LOG_BYTES / 8, log_word()), 0..6),
+        // Claim lines that name plausible claims (a position of this lap or the next, a
+        // span near a record's, any mark), for the endpoints in use and one beyond.
+        lines in prop::collection::vec(
+            (0u64..3, 0u64..LOG_BYTES / 4, 0u64..300, any::<u32>()),
+            0..3,
+        ),
         ops in prop::collection::vec(op(), 1..24),
     ) {
         let (name, _c) = scratch("fuzz-log");
@@ -488,6 +497,11 @@ proptest! {
         }
         for &(at, v) in &words {
             poke(&name, LOG_WORDS + at * 8, &v.to_ne_bytes());
+        }
+        for &(k, pos, span, mark) in &lines {
+            let line = LOG_CLAIMS + k * 128;
+            poke(&name, line + 8, &((u64::from(mark) << 32) | span).to_ne_bytes());
+            poke(&name, line, &((pos * 8) | 1).to_ne_bytes());
         }
         let n = name.clone();
         watchdog("log", move || {
