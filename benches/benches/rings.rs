@@ -103,14 +103,14 @@ fn peer(role: &str, name: &str) {
             // Answers each request with its own bytes, written in place.
             let mut server = shm_ring::service::Server::create(name).unwrap();
             server.set_wait_strategy(WaitStrategy::BusySpin);
-            loop {
-                if let Ok(req) = server.recv_timeout(Duration::from_secs(60)) {
-                    let n = req.bytes().len();
-                    let _ = req.reply_with(n, |request, reply| {
-                        reply.copy_from_slice(request);
-                        n
-                    });
-                }
+            // Ends after a minute with no request (the bench also kills it when done), so
+            // a bench that died cannot leave it running.
+            while let Ok(req) = server.recv_timeout(Duration::from_secs(60)) {
+                let n = req.bytes().len();
+                let _ = req.reply_with(n, |request, reply| {
+                    reply.copy_from_slice(request);
+                    n
+                });
             }
         }
         "log-echo" => {
