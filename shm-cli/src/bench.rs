@@ -21,7 +21,7 @@ use shm_ring::{broadcast, mpmc, spsc, ChunkError, PopError, PushError, RecvError
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 32] = [
+pub const ROWS: [&str; 33] = [
     "floor",
     "spsc-spin",
     "spsc-park",
@@ -51,6 +51,7 @@ pub const ROWS: [&str; 32] = [
     "broadcast-fanout-8",
     "log-64B",
     "memcpy-4KiB",
+    "rtrb-4KiB",
     "log-4KiB",
     "spsc-bursty-spin",
     "spsc-bursty-park",
@@ -82,6 +83,7 @@ fn calls_of(row: &str) -> &'static str {
         "spsc-throughput-8B-park" => "push / pop, SpinThenPark",
         "spsc-throughput-8B-chunk64" => "write_chunk_uninit(64) / pop_slice(64)",
         "rtrb-8B" | "rtrb-64B" => "push / pop retry loops, 2 threads",
+        "rtrb-4KiB" => "byte ring of 1 MiB: write_chunk_uninit / copy / commit, read_chunk / copy out, 2 threads",
         "mpmc-throughput" | "mpmc-throughput-2p2c" | "mpmc-throughput-4p4c" => {
             "push / pop, BusySpin"
         }
@@ -114,6 +116,7 @@ fn peer_of(row: &str) -> Option<&'static str> {
         | "spsc-throughput-8B-park"
         | "spsc-throughput-8B-chunk64" => "rtrb-8B",
         "spsc-throughput-64B" => "rtrb-64B",
+        "log-4KiB" => "rtrb-4KiB",
         "mpmc-throughput" => "arrayqueue-1p1c",
         "mpmc-throughput-2p2c" => "arrayqueue-2p2c",
         "mpmc-throughput-4p4c" => "arrayqueue-4p4c",
@@ -993,7 +996,7 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
             Some(WaitStrategy::BusySpin),
             |i| [i; 8],
         ),
-        "rtrb-8B" | "rtrb-64B" => peer_row(ctx, row),
+        "rtrb-8B" | "rtrb-64B" | "rtrb-4KiB" => peer_row(ctx, row),
         "log-64B" => log_throughput(ctx, row, 64),
         "log-4KiB" => log_throughput(ctx, row, 4096),
         "memcpy-4KiB" => memcpy_rate(ctx, row),
@@ -1375,6 +1378,7 @@ fn peer_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
         "rtrb-64B" => {
             crate::peers::rtrb::<[u64; 8]>([ctx.cpu(0), ctx.cpu(1)], w, d, |i| [i; 8], |v| v[0])?
         }
+        "rtrb-4KiB" => crate::peers::rtrb_bytes([ctx.cpu(0), ctx.cpu(1)], w, d, 4096)?,
         _ => {
             let each = match row {
                 "arrayqueue-1p1c" => 1,

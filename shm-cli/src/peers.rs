@@ -240,3 +240,128 @@ pub fn array_queue(
         })
     })
 }
+
+/// rtrb as a byte ring between two threads, the plainest way to move `len`-byte messages
+/// across cores: a 1 MiB `RingBuffer<u8>` (the `log-4KiB` row's capacity); the producer
+/// takes `write_chunk_uninit(len)` (retried while full), copies the message in from a 1 MiB
+/// source and commits; the consumer takes `read_chunk(len)` (retried while empty), copies it
+/// out and commits. Each message carries its number in its first 8 bytes, checked.
+pub fn rtrb_bytes(
+    cpus: [Option<usize>; 2],
+    warmup: Duration,
+    duration: Duration,
+    len: usize,
+) -> Result<Figures, String> {
+    const RING: usize = 1 << 20;
+    if !(8..=RING / 2).contains(&len) {
+        return Err(format!("rtrb byte ring: a message of {len} bytes"));
+    }
+    let (mut tx, mut rx) = rtrb::RingBuffer::<u8>::new(RING);
+    let src: Vec<u8> = (0..RING + len).map(|k| k as u8).collect();
+    let done = AtomicBool::new(false);
+    let sent = AtomicU64::new(0);
+    let abort = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let consumer = s.spawn(|| -> Result<Instant, String> {
+            let guard = Abort::new(&abort);
+            pin(cpus[1])?;
+            let mut out = vec![0u8; len];
+            let mut got = 0u64;
+            loop {
+                match rx.read_chunk(len) {
+                    Ok(chunk) => {
+                        let (a, b) = chunk.as_slices();
+                        out[..a.len()].copy_from_slice(a);
+                        out[a.len()..].copy_from_slice(b);
+                        chunk.commit_all();
+                        let seq = u64::from_le_bytes(out[..8].try_into().unwrap_or_default());
+                        if seq != got {
+                            return Err(format!("rtrb byte ring: message {got} came as {seq}"));
+                        }
+                        got += 1;
+                    }
+                    // Acquire: pairs with the Release store of `done` below, so `sent`
+                    // is final once `done` reads true.
+                    Err(_)
+                        if done.load(Ordering::Acquire) && got == sent.load(Ordering::Relaxed) =>
+                    {
+                        guard.disarm();
+                        return Ok(Instant::now());
+                    }
+                    // Relaxed: a stop request.
+                    Err(_) if abort.load(Ordering::Relaxed) => {
+                        return Err("the rtrb byte-ring producer stopped".into());
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        let producer = s.spawn(|| -> Result<(u64, Instant), String> {
+            let guard = Abort::new(&abort);
+            pin(cpus[0])?;
+            let mut i = 0u64;
+            let mut run = |d: Duration, i: &mut u64| -> Result<(), String> {
+                let t0 = Instant::now();
+                while t0.elapsed() < d {
+                    for _ in 0..64 {
+                        let at = (*i as usize * len) % RING;
+                        let mut chunk = loop {
+                            match tx.write_chunk_uninit(len) {
+                                Ok(c) => break c,
+                                // Relaxed: a stop request.
+                                Err(_) if abort.load(Ordering::Relaxed) => {
+                                    return Err("the rtrb byte-ring consumer stopped".into());
+                                }
+                                Err(_) => {}
+                            }
+                        };
+                        let (a, b) = chunk.as_mut_slices();
+                        let n = a.len();
+                        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; `a` and `b` are
+                        // the chunk's slots (`n` and `len - n` long), `src[at..at + len]`
+                        // is in bounds (`src` is `RING + len` long, `at < RING`), and the
+                        // ring's memory is not `src`'s.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src[at..].as_ptr(),
+                                a.as_mut_ptr().cast::<u8>(),
+                                n,
+                            );
+                            std::ptr::copy_nonoverlapping(
+                                src[at + n..].as_ptr(),
+                                b.as_mut_ptr().cast::<u8>(),
+                                len - n,
+                            );
+                        }
+                        for (slot, byte) in a.iter_mut().chain(b.iter_mut()).zip(i.to_le_bytes()) {
+                            slot.write(byte);
+                        }
+                        // SAFETY: the copies above wrote every one of the chunk's `len`
+                        // slots (`a` and `b` together are exactly `len` long).
+                        unsafe { chunk.commit_all() };
+                        *i += 1;
+                    }
+                }
+                Ok(())
+            };
+            run(warmup, &mut i)?;
+            let (before, t0) = (i, Instant::now());
+            run(duration, &mut i)?;
+            sent.store(i, Ordering::Relaxed);
+            // Release: pairs with the consumer's Acquire load of `done`.
+            done.store(true, Ordering::Release);
+            guard.disarm();
+            Ok((i - before, t0))
+        });
+        let (count, t0) = producer
+            .join()
+            .map_err(|_| "the rtrb byte-ring producer panicked")??;
+        let end = consumer
+            .join()
+            .map_err(|_| "the rtrb byte-ring consumer panicked")??;
+        Ok(Figures {
+            msgs_per_sec: count as f64 / (end - t0).as_secs_f64(),
+            count,
+        })
+    })
+}

@@ -372,7 +372,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 32, "{j}");
+    assert_eq!(lines.len(), 33, "{j}");
     for row in [
         "floor",
         "spsc-spin",
@@ -409,6 +409,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         "spsc-throughput-8B-chunk64",
         "rtrb-8B",
         "rtrb-64B",
+        "rtrb-4KiB",
         "mpmc-throughput",
         "mpmc-throughput-2p2c",
         "arrayqueue-1p1c",
@@ -459,7 +460,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[34/34]"), "progress lines missing: {se}");
+    assert!(se.contains("[35/35]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),
