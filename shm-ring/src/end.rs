@@ -282,7 +282,28 @@ pub(crate) struct FlagRef {
 unsafe impl Send for FlagRef {}
 
 #[cfg(not(shm_loom))]
+impl Clone for FlagRef {
+    fn clone(&self) -> Self {
+        FlagRef {
+            flag: self.flag,
+            _keep: self._keep.clone(),
+        }
+    }
+}
+
+#[cfg(not(shm_loom))]
 impl FlagRef {
+    /// The flag line.
+    pub(crate) fn line(&self) -> &FlagLine {
+        // SAFETY: `_keep` keeps the mapping (and so the flag) alive while `self` lives.
+        unsafe { self.flag.as_ref() }
+    }
+
+    /// The flag line's address (to tell two flags apart).
+    pub(crate) fn addr(&self) -> usize {
+        self.flag.as_ptr() as usize
+    }
+
     /// Bumps the flag's epoch and wakes every sleeper on it.
     pub(crate) fn wake(&self) {
         // SAFETY: `_keep` keeps the mapping (and so the flag) alive while `self` lives.

@@ -82,6 +82,8 @@ mod not_send_doctests {
     }
 }
 
+#[cfg(all(feature = "async", not(shm_loom)))]
+pub mod aio;
 pub mod broadcast;
 mod end;
 mod error;

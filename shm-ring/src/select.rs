@@ -94,6 +94,9 @@ pub(crate) use sealed::Sealed;
 #[doc(hidden)]
 pub struct Armed {
     pub(crate) flag: *const FlagLine,
+    /// The flag again, with its mapping kept alive (for this process's async waiters).
+    #[cfg(not(shm_loom))]
+    pub(crate) keep: crate::end::FlagRef,
     pub(crate) watched: bool,
     pub(crate) _shutdown: crate::shutdown::Registration,
 }
@@ -116,6 +119,8 @@ pub(crate) fn arm_one(
     liveness.expire();
     Armed {
         flag: target.line(),
+        #[cfg(not(shm_loom))]
+        keep: target.to_ref(),
         watched,
         _shutdown: crate::shutdown::register(&target),
     }

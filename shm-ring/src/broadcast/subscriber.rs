@@ -531,3 +531,25 @@ impl<T: Pod> crate::select::Selectable for Subscriber<T> {
         armed
     }
 }
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl<T: Pod> Subscriber<T> {
+    /// [`recv`](Self::recv) as a future (feature `async`): waits for a message without a
+    /// thread of its own (see [`aio`](crate::aio)). Cancellation-safe: a future dropped
+    /// before it is ready took nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `recv`.
+    pub async fn recv_async(&mut self) -> Result<T, RecvError> {
+        loop {
+            match self.try_recv() {
+                Err(RecvError::Empty) => {}
+                r => return r,
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(RecvError::Interrupted);
+            }
+        }
+    }
+}

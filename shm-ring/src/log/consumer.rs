@@ -950,10 +950,35 @@ impl crate::select::Selectable for Consumer {
         self.waits.liveness.expire();
         crate::select::Armed {
             flag: target.line(),
+            #[cfg(not(shm_loom))]
+            keep: target.to_ref(),
             // A claim in flight is settled by a look after its claim timeout: wake once
             // per liveness interval meanwhile, not once per watched slice.
             watched: watched && self.stuck.is_none(),
             _shutdown: crate::shutdown::register(&target),
+        }
+    }
+}
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl Consumer {
+    /// [`recv`](Self::recv) as a future (feature `async`): waits for a message without a
+    /// thread of its own (see [`aio`](crate::aio)); a claim in flight is settled as `recv`
+    /// settles it. Cancellation-safe: a future dropped before it is ready took nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `recv`.
+    pub async fn recv_async(&mut self) -> Result<Frame<'_>, PopError> {
+        loop {
+            match self.poll_now() {
+                Ok(f) => return Ok(self.frame(f)),
+                Err(PopError::Empty | PopError::InFlight) => {}
+                Err(e) => return Err(e),
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(PopError::Interrupted);
+            }
         }
     }
 }

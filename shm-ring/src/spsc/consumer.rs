@@ -558,3 +558,25 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
         )
     }
 }
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl<T: Pod> Consumer<T> {
+    /// [`pop`](Self::pop) as a future (feature `async`): waits for an item without a
+    /// thread of its own (see [`aio`](crate::aio)). Cancellation-safe: a future dropped
+    /// before it is ready took nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `pop`.
+    pub async fn pop_async(&mut self) -> Result<T, PopError> {
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty) => {}
+                r => return r,
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(PopError::Interrupted);
+            }
+        }
+    }
+}

@@ -713,3 +713,26 @@ impl<T: Pod> crate::select::Selectable for Producer<T> {
         )
     }
 }
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl<T: Pod> Producer<T> {
+    /// [`push`](Self::push) as a future (feature `async`): waits for room without a
+    /// thread of its own (see [`aio`](crate::aio)). A future dropped before it is ready
+    /// has not pushed `value`.
+    ///
+    /// # Errors
+    ///
+    /// As `push`.
+    pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
+        let mut value = value;
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(back)) => value = back,
+                r => return r,
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(PushError::Interrupted(value));
+            }
+        }
+    }
+}

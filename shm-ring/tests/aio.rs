@@ -1,0 +1,271 @@
+//! The `async` forms (feature `async`) under a hand-written executor (the offline registry
+//! has no tokio; the futures use nothing but std's `Waker`): woken by another process's
+//! push, send and publish; a future dropped mid-wait leaves no registration and loses no
+//! message; a publisher SIGKILLed while two tasks wait wakes both with `PeerDied`; 200
+//! rings waited on at once spread over two waiter threads.
+#![cfg(not(shm_loom))] // real processes and segments: nothing here runs under loom
+
+#[path = "../../shm-core/tests/common/mod.rs"]
+mod common;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use common::*;
+use shm_ring::{broadcast, log, spsc, PopError, RecvError};
+
+const ROLE: &str = "SHMRING_ROLE";
+const HANG: Duration = Duration::from_secs(30);
+
+/// The waiter threads are per process and the tests of this file share them: each test
+/// takes this lock, so that the registrations a test counts are its own.
+static COUNTS: Mutex<()> = Mutex::new(());
+
+fn role(r: &str, name: &str) -> std::process::Command {
+    let mut c = child("child_aio", name);
+    c.env(ROLE, r);
+    c
+}
+
+#[test]
+#[ignore = "child process of the tests in this file"]
+fn child_aio() {
+    let Some(name) = child_name() else { return };
+    match std::env::var(ROLE).unwrap().as_str() {
+        // Attaches to the SPSC ring `name`, then after 100 ms pushes 7 and exits cleanly.
+        "spsc-push-later" => {
+            let mut tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            tx.try_push(7).unwrap();
+        }
+        // Attaches to the log `name`, then after 100 ms sends "late" and exits cleanly.
+        "log-send-later" => {
+            let mut tx = log::open(&name).unwrap().producer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            tx.try_send(b"late").unwrap();
+        }
+        // Publishes 9 on the broadcast ring `name` 100 ms after attaching, then holds its
+        // end until killed (or 60 s).
+        "bcast-publish-hold" => {
+            let mut tx = broadcast::open::<u64>(&name).unwrap().publisher().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            tx.publish(9).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // Pops one item from the (full) SPSC ring `name` 100 ms after attaching, then
+        // holds its end until killed (or 60 s).
+        "spsc-pop-later" => {
+            let mut rx = spsc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            assert_eq!(rx.try_pop(), Ok(1));
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Wakes the executor's thread; counts the wakes.
+struct Unpark {
+    thread: std::thread::Thread,
+    wakes: AtomicUsize,
+}
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+        self.thread.unpark();
+    }
+}
+
+fn waker() -> (Waker, Arc<Unpark>) {
+    let u = Arc::new(Unpark {
+        thread: std::thread::current(),
+        wakes: AtomicUsize::new(0),
+    });
+    (Waker::from(u.clone()), u)
+}
+
+/// A future as `run_all` takes it.
+type Task<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Runs the futures on this thread until all are done, polling each only after its waker
+/// fired (so a missed wake-up hangs, and `HANG` turns it into a failure); returns their
+/// outputs in order.
+fn run_all<T>(mut futs: Vec<Task<'_, T>>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    let wakers: Vec<(Waker, Arc<Unpark>)> = futs.iter().map(|_| waker()).collect();
+    let mut seen: Vec<usize> = vec![usize::MAX; futs.len()];
+    let t0 = Instant::now();
+    while out.iter().any(Option::is_none) {
+        for (k, f) in futs.iter_mut().enumerate() {
+            let wakes = wakers[k].1.wakes.load(Ordering::Relaxed);
+            if out[k].is_some() || seen[k] == wakes {
+                continue;
+            }
+            seen[k] = wakes;
+            if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&wakers[k].0)) {
+                out[k] = Some(v);
+            }
+        }
+        if out.iter().all(Option::is_some) {
+            break;
+        }
+        assert!(t0.elapsed() < HANG, "a future was never woken");
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+fn block_on<T>(f: impl Future<Output = T>) -> T {
+    run_all(vec![Box::pin(f)]).pop().unwrap()
+}
+
+#[test]
+fn async_calls_wake_on_another_process_push_send_and_pop() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    // pop_async: the child pushes after 100 ms.
+    let (n, _c) = scratch("aio-spsc");
+    let ring = spsc::create::<u64>(&n, 8).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut kid = Running::spawn(role("spsc-push-later", &n));
+    kid.expect_line("attached", HANG);
+    let t = Instant::now();
+    assert_eq!(block_on(rx.pop_async()), Ok(7));
+    println!("pop_async: woken {:?} after it began", t.elapsed());
+    assert!(kid.wait_success(HANG));
+    // The producer closed: the next call reports it without waiting.
+    assert_eq!(block_on(rx.pop_async()), Err(PopError::Disconnected));
+
+    // recv_async on the log.
+    let (n, _c) = scratch("aio-log");
+    let ring = log::Builder::new(&n)
+        .capacity(4096)
+        .max_len(64)
+        .create()
+        .unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let mut kid = Running::spawn(role("log-send-later", &n));
+    kid.expect_line("attached", HANG);
+    let t = Instant::now();
+    let got = block_on(async { rx.recv_async().await.map(|f| f.to_vec()) });
+    println!("recv_async: woken {:?} after it began", t.elapsed());
+    assert_eq!(got.as_deref(), Ok(&b"late"[..]));
+    assert!(kid.wait_success(HANG));
+
+    // push_async on a full ring: the child pops one after 100 ms.
+    let (n, _c) = scratch("aio-full");
+    let ring = spsc::create::<u64>(&n, 2).unwrap();
+    let mut tx = ring.producer().unwrap();
+    tx.try_push(1).unwrap();
+    tx.try_push(2).unwrap();
+    let mut kid = Running::spawn(role("spsc-pop-later", &n));
+    kid.expect_line("attached", HANG);
+    let t = Instant::now();
+    assert_eq!(block_on(tx.push_async(3)), Ok(()));
+    println!("push_async: woken {:?} after it began", t.elapsed());
+    kid.kill9();
+}
+
+#[test]
+fn a_dropped_future_leaves_no_registration_and_loses_no_message() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let ring = spsc::Ring::<u64>::in_process(8).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let before = shm_ring::aio::waiters().1;
+    {
+        let (w, _) = waker();
+        let mut f = Box::pin(rx.pop_async());
+        assert!(f.as_mut().poll(&mut Context::from_waker(&w)).is_pending());
+        assert_eq!(
+            shm_ring::aio::waiters().1,
+            before + 1,
+            "registered while pending"
+        );
+        // Dropped here, as a task aborted mid-wait (or a timeout around it) drops it.
+    }
+    assert_eq!(
+        shm_ring::aio::waiters().1,
+        before,
+        "the drop removed its registration"
+    );
+    tx.try_push(5).unwrap();
+    assert_eq!(rx.try_pop(), Ok(5), "the message after the drop is there");
+    // A publish with nobody counted in costs the publisher no wake: the sleeper count went
+    // back to 0 (seen through the next wait, which registers and completes normally).
+    tx.try_push(6).unwrap();
+    assert_eq!(block_on(rx.pop_async()), Ok(6));
+    assert_eq!(shm_ring::aio::waiters().1, before);
+}
+
+#[test]
+fn a_publisher_killed_while_two_tasks_wait_wakes_both_with_peer_died() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let (n, _c) = scratch("aio-kill");
+    let ring = broadcast::create::<u64>(&n, 8).unwrap();
+    let mut a = ring.subscribe().unwrap();
+    let mut b = ring.subscribe().unwrap();
+    let mut kid = Running::spawn(role("bcast-publish-hold", &n));
+    kid.expect_line("attached", HANG);
+    // Both receive the publish, then wait again while the child is SIGKILLed.
+    let first = run_all(vec![Box::pin(a.recv_async()), Box::pin(b.recv_async())]);
+    assert_eq!(first, vec![Ok(9), Ok(9)]);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        kid.kill9();
+        t
+    });
+    let second = run_all(vec![Box::pin(a.recv_async()), Box::pin(b.recv_async())]);
+    let woke = Instant::now();
+    let killed = killer.join().unwrap();
+    assert_eq!(
+        second,
+        vec![Err(RecvError::PeerDied), Err(RecvError::PeerDied)]
+    );
+    println!(
+        "both tasks woken {:?} after the SIGKILL",
+        woke.duration_since(killed)
+    );
+}
+
+#[test]
+fn two_hundred_rings_waited_on_at_once_spread_over_two_waiters() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    const N: usize = 200;
+    let rings: Vec<spsc::Ring<u64>> = (0..N)
+        .map(|_| spsc::Ring::<u64>::in_process(4).unwrap())
+        .collect();
+    let mut txs: Vec<spsc::Producer<u64>> = rings.iter().map(|r| r.producer().unwrap()).collect();
+    let mut rxs: Vec<spsc::Consumer<u64>> = rings.iter().map(|r| r.consumer().unwrap()).collect();
+    let pusher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        for (k, tx) in txs.iter_mut().enumerate().rev() {
+            tx.try_push(k as u64).unwrap();
+        }
+        txs
+    });
+    let futs: Vec<Task<'_, Result<u64, PopError>>> = rxs
+        .iter_mut()
+        .map(|rx| Box::pin(rx.pop_async()) as Task<'_, _>)
+        .collect();
+    let got = run_all(futs);
+    let _txs = pusher.join().unwrap();
+    assert_eq!(got, (0..N as u64).map(Ok).collect::<Vec<_>>());
+    let (threads, regs) = shm_ring::aio::waiters();
+    assert!(
+        threads >= 2,
+        "{N} distinct words need two waiters (127 each): {threads}"
+    );
+    assert_eq!(regs, 0, "every registration fired and was removed");
+}
