@@ -294,12 +294,14 @@ impl Clone for FlagRef {
 #[cfg(not(shm_loom))]
 impl FlagRef {
     /// The flag line.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn line(&self) -> &FlagLine {
         // SAFETY: `_keep` keeps the mapping (and so the flag) alive while `self` lives.
         unsafe { self.flag.as_ref() }
     }
 
     /// The flag line's address (to tell two flags apart).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn addr(&self) -> usize {
         self.flag.as_ptr() as usize
     }

@@ -96,6 +96,7 @@ pub struct Armed {
     pub(crate) flag: *const FlagLine,
     /// The flag again, with its mapping kept alive (for this process's async waiters).
     #[cfg(not(shm_loom))]
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) keep: crate::end::FlagRef,
     pub(crate) watched: bool,
     pub(crate) _shutdown: crate::shutdown::Registration,

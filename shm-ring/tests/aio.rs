@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use common::*;
-use shm_ring::{broadcast, log, spsc, PopError, RecvError};
+use shm_ring::{broadcast, log, mpmc, spsc, PopError, RecvError};
 
 const ROLE: &str = "SHMRING_ROLE";
 const HANG: Duration = Duration::from_secs(30);
@@ -268,4 +268,117 @@ fn two_hundred_rings_waited_on_at_once_spread_over_two_waiters() {
         "{N} distinct words need two waiters (127 each): {threads}"
     );
     assert_eq!(regs, 0, "every registration fired and was removed");
+}
+
+/// Two consumer tasks on one MPMC ring each get one of two items pushed by another
+/// thread; a producer task on a full ring gets room from a pop; a consumer task whose
+/// producers all close gets `Disconnected`.
+#[test]
+fn mpmc_tasks_share_the_items_and_wait_for_room() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let ring = mpmc::Ring::<u64>::in_process(2).unwrap();
+    let (mut a, mut b) = (ring.consumer().unwrap(), ring.consumer().unwrap());
+    let mut tx = ring.producer().unwrap();
+    let pusher = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        tx.try_push(1).unwrap();
+        tx.try_push(2).unwrap();
+        tx
+    });
+    let got = run_all(vec![Box::pin(a.pop_async()), Box::pin(b.pop_async())]);
+    let mut got: Vec<u64> = got.into_iter().map(Result::unwrap).collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![1, 2]);
+    let mut tx = pusher.join().unwrap();
+    tx.try_push(3).unwrap();
+    tx.try_push(4).unwrap();
+    let popper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = a.try_pop();
+        (a, v)
+    });
+    assert_eq!(block_on(tx.push_async(5)), Ok(()));
+    let (mut a, v) = popper.join().unwrap();
+    assert_eq!(v, Ok(3));
+    assert_eq!((a.try_pop(), b.try_pop()), (Ok(4), Ok(5)));
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        drop(tx);
+    });
+    assert_eq!(block_on(a.pop_async()), Err(PopError::Disconnected));
+    closer.join().unwrap();
+}
+
+/// `send_async` on a full log and `publish_async` under back-pressure each wait for the
+/// reader (another thread) to make room; a select over a log producer and a publisher
+/// says which got room.
+#[test]
+fn writers_wait_for_room_on_a_full_log_and_under_back_pressure() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    // The log: 256 bytes, messages of up to 56 (a record of 64): full after 4.
+    let ring = log::Ring::in_process(256, 56).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let mut sent = 0;
+    while tx.try_send(&[7; 56]).is_ok() {
+        sent += 1;
+    }
+    assert!(sent >= 2, "{sent}");
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let n = rx.try_recv().map(|f| f.len());
+        (rx, n)
+    });
+    assert_eq!(block_on(tx.send_async(b"after room")), Ok(()));
+    let (mut rx, n) = reader.join().unwrap();
+    assert_eq!(n, Ok(56));
+    for _ in 1..sent {
+        assert_eq!(rx.try_recv().map(|f| f.len()), Ok(56));
+    }
+    assert_eq!(
+        rx.try_recv().map(|f| f.to_vec()),
+        Ok(b"after room".to_vec())
+    );
+
+    // Broadcast under back-pressure: a subscriber a ring behind blocks the publisher.
+    let bring =
+        broadcast::Ring::<u64>::in_process(4, broadcast::Policy::BackPressure, None).unwrap();
+    let mut sub = bring.subscribe().unwrap();
+    let mut publ = bring.publisher().unwrap();
+    for v in 0..4 {
+        publ.try_publish(v).unwrap();
+    }
+    assert!(publ.try_publish(4).is_err(), "full under back-pressure");
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = sub.try_recv();
+        (sub, v)
+    });
+    assert_eq!(block_on(publ.publish_async(4)), Ok(()));
+    let (mut sub, v) = reader.join().unwrap();
+    assert_eq!(v, Ok(0));
+    for want in 1..=4 {
+        assert_eq!(sub.try_recv(), Ok(want));
+    }
+
+    // select: both full again; the subscriber makes room, so the publisher (end 1) is the
+    // one ready, not the log producer (end 0), whose consumer reads nothing.
+    while tx.try_send(&[7; 56]).is_ok() {}
+    for v in 5..9 {
+        publ.try_publish(v).unwrap();
+    }
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        let v = sub.try_recv();
+        (sub, v)
+    });
+    let mut room = tx.room_for(56);
+    let i = shm_ring::select::select(&mut [&mut room, &mut publ], Some(HANG)).unwrap();
+    assert_eq!(i, 1);
+    let (_sub, v) = reader.join().unwrap();
+    assert_eq!(v, Ok(5));
+    assert_eq!(publ.try_publish(9), Ok(()));
+    // The log's consumer reads one: now the producer's room is there.
+    assert_eq!(rx.try_recv().map(|f| f.len()), Ok(56));
+    let i = shm_ring::select::select(&mut [&mut tx.room_for(56)], Some(HANG)).unwrap();
+    assert_eq!(i, 0);
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use shm_ring::select::{select, SelectError, Selectable};
-use shm_ring::{broadcast, log, spsc, PopError};
+use shm_ring::{broadcast, log, mpmc, spsc, PopError};
 
 const ROLE: &str = "SHMRING_ROLE";
 const HANG: Duration = Duration::from_secs(30);
@@ -59,6 +59,24 @@ fn child_select() {
         "spsc-hold" => {
             let _tx = spsc::open::<u64>(&name).unwrap().producer().unwrap();
             println!("CHILD:attached");
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // Attaches a producer to the MPMC ring `name`, pushes 11 after 100 ms, then holds
+        // its end until killed (or 60 s).
+        "mpmc-push-hold" => {
+            let mut tx = mpmc::open::<u64>(&name).unwrap().producer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            tx.try_push(11).unwrap();
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        // Attaches a consumer to the (full) MPMC ring `name`, pops one after 100 ms, then
+        // holds its end until killed (or 60 s).
+        "mpmc-pop-hold" => {
+            let mut rx = mpmc::open::<u64>(&name).unwrap().consumer().unwrap();
+            println!("CHILD:attached");
+            std::thread::sleep(Duration::from_millis(100));
+            rx.try_pop().unwrap();
             std::thread::sleep(Duration::from_secs(60));
         }
         other => panic!("unknown role {other}"),
@@ -226,6 +244,52 @@ fn select_waits_for_a_broadcast_message_and_for_room_on_a_full_ring() {
     assert!(tx.try_push(2).is_ok());
     // Full again, and the consumer is killed: the producer's end is ready (`PeerDied`).
     kid.kill9();
+    let i = select(&mut [&mut quiet, &mut tx], Some(HANG)).unwrap();
+    assert_eq!(i, 1);
+    let r = tx.try_push(3);
+    assert!(matches!(r, Err(shm_ring::PushError::PeerDied(3))), "{r:?}");
+}
+
+/// MPMC ends in a select: another process's push wakes a consumer, its pop wakes a
+/// producer on a full ring, and its SIGKILL wakes both (`PeerDied` once drained / for the
+/// producer).
+#[test]
+fn select_waits_on_mpmc_ends_for_an_item_for_room_and_for_a_death() {
+    let (na, _ca) = scratch("sel-mpmc-items");
+    let (nb, _cb) = scratch("sel-mpmc-room");
+    let (ne, _ce) = scratch("sel-mpmc-quiet");
+    let items = mpmc::create::<u64>(&na, 8).unwrap();
+    let room = mpmc::create::<u64>(&nb, 2).unwrap();
+    let ering = spsc::create::<u64>(&ne, 8).unwrap();
+    let mut rx = items.consumer().unwrap();
+    let mut tx = room.producer().unwrap();
+    let mut quiet = ering.consumer().unwrap();
+    while tx.try_push(1).is_ok() {}
+    // Another process's push wakes the consumer (end 1).
+    let mut pusher = Running::spawn(role("mpmc-push-hold", &na));
+    pusher.expect_line("attached", HANG);
+    let t = Instant::now();
+    let i = select(&mut [&mut quiet, &mut rx], Some(HANG)).unwrap();
+    println!("an MPMC push woke the consumer after {:?}", t.elapsed());
+    assert_eq!(i, 1);
+    assert_eq!(rx.try_pop(), Ok(11));
+    // Another process's pop makes room for the producer (end 1).
+    let mut popper = Running::spawn(role("mpmc-pop-hold", &nb));
+    popper.expect_line("attached", HANG);
+    let t = Instant::now();
+    let i = select(&mut [&mut quiet, &mut tx], Some(HANG)).unwrap();
+    println!(
+        "an MPMC pop woke the producer of a full ring after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(i, 1);
+    assert!(tx.try_push(2).is_ok());
+    // Both peers are SIGKILLed: both ends become ready to report it.
+    pusher.kill9();
+    popper.kill9();
+    let i = select(&mut [&mut quiet, &mut rx], Some(HANG)).unwrap();
+    assert_eq!(i, 1);
+    assert_eq!(rx.try_pop(), Err(PopError::PeerDied));
     let i = select(&mut [&mut quiet, &mut tx], Some(HANG)).unwrap();
     assert_eq!(i, 1);
     let r = tx.try_push(3);

@@ -496,3 +496,56 @@ impl<T> Drop for Publisher<T> {
         wait::wake(&c.subscribers_waiting, u32::MAX);
     }
 }
+
+impl<T: Pod> crate::select::Sealed for Publisher<T> {}
+
+/// Ready when a publish would not wait: always under overwrite; under back-pressure, once
+/// the slowest attached subscriber leaves room (or is evicted, dead or untethered).
+impl<T: Pod> crate::select::Selectable for Publisher<T> {
+    fn select_ready(&mut self) -> bool {
+        if !self.origin.is_current() {
+            return true;
+        }
+        if self.liveness.due() {
+            self.evict_blockers();
+        }
+        self.room(1) > 0
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let target = crate::end::FlagTarget::of(&self.mem, |c| &c.publisher_waiting);
+        // The first look after the sleep checks the blocker (death, untether); the
+        // publisher's own wait re-checks once per liveness interval, and so does this.
+        self.liveness.expire();
+        crate::select::Armed {
+            flag: target.line(),
+            #[cfg(not(shm_loom))]
+            keep: target.to_ref(),
+            watched: false,
+            _shutdown: crate::shutdown::register(&target),
+        }
+    }
+}
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl<T: Pod> Publisher<T> {
+    /// [`publish`](Self::publish) as a future (feature `async`): under back-pressure,
+    /// waits for room without a thread of its own (see [`aio`](crate::aio)); under
+    /// overwrite it never waits. A future dropped before it is ready has not published `v`.
+    ///
+    /// # Errors
+    ///
+    /// As `publish`.
+    pub async fn publish_async(&mut self, v: T) -> Result<(), PublishError<T>> {
+        let mut v = v;
+        loop {
+            match self.try_publish(v) {
+                Err(PublishError::Full(back)) => v = back,
+                r => return r,
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(PublishError::Interrupted(v));
+            }
+        }
+    }
+}

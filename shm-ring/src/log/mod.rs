@@ -103,7 +103,7 @@ mod shared;
 
 pub use crate::mpmc::Attachment;
 pub use consumer::{Consumer, Frame, Message};
-pub use producer::{Claim, Producer};
+pub use producer::{Claim, Producer, Room};
 #[cfg(not(shm_loom))]
 pub use shared::{create, open, open_or_create, Builder};
 

@@ -622,3 +622,126 @@ impl Drop for Claim<'_> {
         self.wake();
     }
 }
+
+/// A log producer as [`select`](crate::select::select) (or
+/// [`aio::ready`](crate::aio::ready)) waits on it: ready once a message of `len` bytes
+/// fits (or the claim has something to report: the consumer gone, `len` past `max_len`,
+/// corruption, a fork). Made by [`Producer::room_for`]; a [`Producer`] itself selects as
+/// `room_for(max_len)`.
+pub struct Room<'a> {
+    producer: &'a mut Producer,
+    len: usize,
+}
+
+impl Producer {
+    /// This producer, waiting for room for a message of `len` bytes (see [`Room`]).
+    pub fn room_for(&mut self, len: usize) -> Room<'_> {
+        Room {
+            producer: self,
+            len,
+        }
+    }
+
+    /// Whether a claim of `len` bytes would return now (room, or an error to report).
+    fn room_ready(&mut self, len: usize) -> bool {
+        let settings = self.ring.settings;
+        let c = self.ring.mem.ctrl();
+        // Relaxed (all): hints; the claim that follows re-reads `head` with Acquire.
+        if !self.origin.is_current()
+            || len as u64 > settings.max_len
+            || c.config.consumer.state.load(Ordering::Relaxed) == CLOSED
+        {
+            return true;
+        }
+        let (cap, span) = (settings.capacity, record_span(len as u64, settings.align));
+        let t = c.tail.pos.load(Ordering::Relaxed);
+        let h = c.head.pos.load(Ordering::Relaxed);
+        let off = t & (cap - 1);
+        let pad = if off + span > cap { cap - off } else { 0 };
+        if t.wrapping_add(pad + span).wrapping_sub(h) <= cap {
+            return true;
+        }
+        if self.peer.take_exited() {
+            // The consumer died (its exit notice fired): check it now.
+            self.waits.liveness.expire();
+        }
+        self.full(true) != SendError::Full
+    }
+
+    fn room_arm(&mut self) -> crate::select::Armed {
+        let c = self.ring.mem.ctrl();
+        crate::select::arm_one(
+            FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting),
+            (&c.config.consumer, self.me),
+            &mut self.peer,
+            &self.waits.deaths,
+            &mut self.waits.liveness,
+        )
+    }
+}
+
+impl crate::select::Sealed for Room<'_> {}
+
+impl crate::select::Selectable for Room<'_> {
+    fn select_ready(&mut self) -> bool {
+        self.producer.room_ready(self.len)
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        self.producer.room_arm()
+    }
+}
+
+impl crate::select::Sealed for Producer {}
+
+impl crate::select::Selectable for Producer {
+    fn select_ready(&mut self) -> bool {
+        let max = self.ring.settings.max_len as usize;
+        self.room_ready(max)
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        self.room_arm()
+    }
+}
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl Producer {
+    /// [`claim`](Self::claim) as a future (feature `async`): waits for room without a
+    /// thread of its own (see [`aio`](crate::aio)). A future dropped before it is ready
+    /// has claimed nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `claim`.
+    pub async fn claim_async(&mut self, max: usize) -> Result<Claim<'_>, SendError> {
+        loop {
+            match self.reserve(max, true) {
+                Ok(r) => match self.mark_words(r) {
+                    Ok(()) => return Ok(self.lend(r, max)),
+                    // This task stalled past the claim timeout before marking (nothing
+                    // was written): claim again.
+                    Err(SendError::Expired) => continue,
+                    Err(e) => return Err(e),
+                },
+                Err(SendError::Full) => {}
+                Err(e) => return Err(e),
+            }
+            if crate::aio::ready(&mut self.room_for(max)).await.is_err() {
+                return Err(SendError::Interrupted);
+            }
+        }
+    }
+
+    /// [`send`](Self::send) as a future (feature `async`): a [`claim_async`](Self::claim_async)
+    /// of its length, a copy, a commit. A future dropped before it is ready has sent nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `send`.
+    pub async fn send_async(&mut self, msg: &[u8]) -> Result<(), SendError> {
+        let mut c = self.claim_async(msg.len()).await?;
+        c.buf().copy_from_slice(msg);
+        c.commit(msg.len())
+    }
+}

@@ -46,27 +46,50 @@ impl<T: Pod> Consumer<T> {
     /// timeout, are for the checks made once per spin budget (`check_claims` true).
     #[inline]
     fn attempt(&mut self, check_claims: bool) -> Attempt<T> {
-        let mem = &self.ring.mem;
-        let c = mem.ctrl();
-        let cap = mem.cap();
-        let mut pos = c.head.pos.load(Ordering::Relaxed);
+        self.scan(check_claims, |me, pos| {
+            match me.ring.mem.ctrl().head.pos.compare_exchange_weak(
+                pos,
+                pos.wrapping_add(1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => Ok(me.take(pos)),
+                Err(now) => Err(now),
+            }
+        })
+    }
+
+    /// Whether a pop would find an item, an error to report, or nothing (`Blocked`),
+    /// without taking anything: [`attempt`](Self::attempt)'s walk (a claim past the claim
+    /// timeout is given up as there), stopping at a published item instead of claiming it.
+    fn probe(&mut self) -> Attempt<()> {
+        self.scan(true, |_, _| Ok(Attempt::Done(())))
+    }
+
+    /// The walk from `head` that `attempt` and `probe` share: `published` is called on a
+    /// published `pos` and either ends the walk or gives the `head` to go on from.
+    #[inline]
+    fn scan<R>(
+        &mut self,
+        check_claims: bool,
+        mut published: impl FnMut(&mut Self, u64) -> Result<Attempt<R>, u64>,
+    ) -> Attempt<R> {
+        let mut pos = self.ring.mem.ctrl().head.pos.load(Ordering::Relaxed);
         let mut retries = 0;
         loop {
             retries += 1;
             if retries > MAX_RETRIES {
                 return Attempt::Failed(Failure::Corrupted);
             }
+            let mem = &self.ring.mem;
+            let c = mem.ctrl();
+            let cap = mem.cap();
             let slot = mem.slot(pos);
             // Acquire: pairs with the producer's Release publish (and marks) of `seq`.
             let seq = slot.seq.load(Ordering::Acquire);
             if seq == seq_of(pos, PUBLISHED) {
-                match c.head.pos.compare_exchange_weak(
-                    pos,
-                    pos.wrapping_add(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => return self.take(pos),
+                match published(self, pos) {
+                    Ok(a) => return a,
                     Err(now) => {
                         pos = now;
                         continue;
@@ -631,5 +654,83 @@ impl<T> Drop for Consumer<T> {
         c.consumers.detach(self.index, self.me);
         // Sleeping producers must wake to see whether we were the last.
         wait::wake(&c.producers_waiting, u32::MAX);
+    }
+}
+
+impl<T: Pod> crate::select::Sealed for Consumer<T> {}
+
+impl<T: Pod> crate::select::Selectable for Consumer<T> {
+    fn select_ready(&mut self) -> bool {
+        if !self.origin.is_current() {
+            return true;
+        }
+        match self.probe() {
+            Attempt::Done(()) | Attempt::Failed(_) => true,
+            Attempt::Blocked => {
+                if self
+                    .peers
+                    .iter_mut()
+                    .fold(false, |any, p| p.take_exited() | any)
+                {
+                    // A producer died (its exit notice fired): check it now.
+                    self.liveness.expire();
+                }
+                if self.producers_gone().is_none() {
+                    return false;
+                }
+                // Every producer left: ready to report it, unless a dead producer's claim
+                // is pending (as `try_pop` says: `Empty` until it expires).
+                let c = self.ring.mem.ctrl();
+                // Relaxed: a verdict re-checked by the `try_pop` that follows.
+                let (head, tail) = (
+                    c.head.pos.load(Ordering::Relaxed),
+                    c.tail.pos.load(Ordering::Relaxed),
+                );
+                head == tail || self.stuck.is_none()
+            }
+        }
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let c = self.ring.mem.ctrl();
+        let target = FlagTarget::of(&self.ring.mem, |c| &c.consumers_waiting);
+        let slice = c.producers.sleep_slice(
+            &mut self.peers,
+            (self.me, &self.deaths),
+            &target,
+            self.liveness.interval(),
+            self.stuck.is_some(),
+        );
+        // The first look after the sleep checks the producers' liveness.
+        self.liveness.expire();
+        crate::select::Armed {
+            flag: target.line(),
+            #[cfg(not(shm_loom))]
+            keep: target.to_ref(),
+            watched: slice >= crate::WATCHED_SLICE,
+            _shutdown: crate::shutdown::register(&target),
+        }
+    }
+}
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl<T: Pod> Consumer<T> {
+    /// [`pop`](Self::pop) as a future (feature `async`): waits for an item without a
+    /// thread of its own (see [`aio`](crate::aio)). Cancellation-safe: a future dropped
+    /// before it is ready took nothing.
+    ///
+    /// # Errors
+    ///
+    /// As `pop`.
+    pub async fn pop_async(&mut self) -> Result<T, PopError> {
+        loop {
+            match self.try_pop() {
+                Err(PopError::Empty | PopError::InFlight) => {}
+                r => return r,
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(PopError::Interrupted);
+            }
+        }
     }
 }

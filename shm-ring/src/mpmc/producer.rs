@@ -45,16 +45,49 @@ impl<T: Pod> Producer<T> {
     /// its claim timeout) is checked once per spin budget (`check_claims` true).
     #[inline]
     fn attempt(&mut self, value: &T, check_claims: bool) -> Attempt<()> {
-        let mem = &self.ring.mem;
-        let c = mem.ctrl();
-        let cap = mem.cap();
-        let mut pos = c.tail.pos.load(Ordering::Relaxed);
+        self.scan(check_claims, |me, pos| {
+            let c = me.ring.mem.ctrl();
+            if c.tail
+                .pos
+                .compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+            {
+                return Err(c.tail.pos.load(Ordering::Relaxed));
+            }
+            Ok(me.fill(pos, value))
+        })
+    }
+
+    /// Whether a push would find room, an error to report, or neither (`Blocked`),
+    /// without pushing: [`attempt`](Self::attempt)'s walk (a consumer claim past the claim
+    /// timeout is given up as there), stopping at a free slot instead of claiming it.
+    fn probe(&mut self) -> Attempt<()> {
+        self.scan(true, |_, _| Ok(Attempt::Done(())))
+    }
+
+    /// The walk from `tail` that `attempt` and `probe` share: `free` is called on a slot
+    /// free for this lap and either ends the walk or gives the `tail` to go on from.
+    #[inline]
+    fn scan(
+        &mut self,
+        check_claims: bool,
+        mut free: impl FnMut(&mut Self, u64) -> Result<Attempt<()>, u64>,
+    ) -> Attempt<()> {
+        let mut pos = self.ring.mem.ctrl().tail.pos.load(Ordering::Relaxed);
         let mut retries = 0;
         loop {
             retries += 1;
             if retries > MAX_RETRIES {
                 return Attempt::Failed(Failure::Corrupted);
             }
+            let mem = &self.ring.mem;
+            let c = mem.ctrl();
+            let cap = mem.cap();
             let slot = mem.slot(pos);
             // Acquire: pairs with the consumer's Release release of the previous lap (its
             // read of that value happens before we overwrite it), with the Release of a skip
@@ -62,20 +95,13 @@ impl<T: Pod> Producer<T> {
             // read-modify-write continues) with the publish of a value reclaimed unread.
             let seq = slot.seq.load(Ordering::Acquire);
             if seq == seq_of(pos, FREE) {
-                if c.tail
-                    .pos
-                    .compare_exchange_weak(
-                        pos,
-                        pos.wrapping_add(1),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-                {
-                    pos = c.tail.pos.load(Ordering::Relaxed);
-                    continue;
+                match free(self, pos) {
+                    Ok(a) => return a,
+                    Err(now) => {
+                        pos = now;
+                        continue;
+                    }
                 }
-                return self.fill(pos, value);
             }
             let lap = laps(seq, pos);
             if lap == 0 {
@@ -913,5 +939,73 @@ impl<T> Drop for Producer<T> {
         c.producers.detach(self.index, self.me);
         // Sleeping consumers must wake to see whether we were the last.
         wait::wake(&c.consumers_waiting, u32::MAX);
+    }
+}
+
+impl<T: Pod> crate::select::Sealed for Producer<T> {}
+
+impl<T: Pod> crate::select::Selectable for Producer<T> {
+    fn select_ready(&mut self) -> bool {
+        if !self.origin.is_current() || self.consumers_left().is_some() {
+            return true;
+        }
+        match self.probe() {
+            Attempt::Done(()) | Attempt::Failed(_) => true,
+            Attempt::Blocked => {
+                if self
+                    .peers
+                    .iter_mut()
+                    .fold(false, |any, p| p.take_exited() | any)
+                {
+                    // A consumer died (its exit notice fired): check it now.
+                    self.liveness.expire();
+                }
+                self.consumers_gone().is_some()
+            }
+        }
+    }
+
+    fn select_arm(&mut self) -> crate::select::Armed {
+        let c = self.ring.mem.ctrl();
+        let target = FlagTarget::of(&self.ring.mem, |c| &c.producers_waiting);
+        let slice = c.consumers.sleep_slice(
+            &mut self.peers,
+            (self.me, &self.deaths),
+            &target,
+            self.liveness.interval(),
+            self.stuck.is_some(),
+        );
+        // The first look after the sleep checks the consumers' liveness.
+        self.liveness.expire();
+        crate::select::Armed {
+            flag: target.line(),
+            #[cfg(not(shm_loom))]
+            keep: target.to_ref(),
+            watched: slice >= crate::WATCHED_SLICE,
+            _shutdown: crate::shutdown::register(&target),
+        }
+    }
+}
+
+#[cfg(all(feature = "async", not(shm_loom)))]
+impl<T: Pod> Producer<T> {
+    /// [`push`](Self::push) as a future (feature `async`): waits for room without a
+    /// thread of its own (see [`aio`](crate::aio)). A future dropped before it is ready
+    /// has not pushed `value`.
+    ///
+    /// # Errors
+    ///
+    /// As `push`.
+    pub async fn push_async(&mut self, value: T) -> Result<(), PushError<T>> {
+        let mut value = value;
+        loop {
+            match self.try_push(value) {
+                Err(PushError::Full(back) | PushError::InFlight(back)) => value = back,
+                r => return r,
+            }
+            if crate::aio::ready(self).await.is_err() {
+                return Err(PushError::Interrupted(value));
+            }
+        }
     }
 }
