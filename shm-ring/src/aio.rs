@@ -119,40 +119,57 @@ impl<E: Selectable + ?Sized> Future for Ready<'_, E> {
             this.ticket = None;
             this.armed = None;
         }
-        if this.end.select_ready() {
-            return Poll::Ready(Ok(()));
+        match arm_wait(this.end, cx.waker()) {
+            Ok(None) => Poll::Ready(Ok(())),
+            Ok(Some((ticket, armed))) => {
+                this.ticket = Some(ticket);
+                this.armed = Some(armed);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
         }
-        if crate::shutdown::requested() {
-            return Poll::Ready(Err(SelectError::Interrupted));
-        }
-        let armed = this.end.select_arm();
-        let flag = armed.keep.clone();
-        // Acquire: pairs with the Release bump in `wait::wake`, as in `wait::park`.
-        let epoch = flag.line().epoch.load(Ordering::Acquire);
-        // Release: as in `sleepers::announce` (pairs with the Acquire in
-        // `sleepers::first_wake`).
-        shm_sync::sleepers::count_in(&flag.line().waiting);
-        // The heavy barrier between the count and the re-check (as `sleepers::announce`
-        // has): a publish after it sees us counted in (and bumps the epoch), or the
-        // re-check sees the publish.
-        let ordered = shm_sync::barrier::heavy();
-        if this.end.select_ready() {
-            shm_sync::sleepers::retire(&flag.line().waiting);
-            return Poll::Ready(Ok(()));
-        }
-        let mut slice = if armed.watched {
-            crate::WATCHED_SLICE
-        } else {
-            crate::LIVENESS_INTERVAL
-        };
-        if !ordered {
-            // A waker that skipped its fence may miss our count: short slices.
-            slice = slice.min(Duration::from_millis(1));
-        }
-        this.ticket = Some(register(flag, epoch, slice, cx.waker().clone()));
-        this.armed = Some(armed);
-        Poll::Pending
     }
+}
+
+/// The registration step of a wait: `None` if `end` is ready (at once, or at the re-check
+/// after counting in); else the registration with a waiter, which wakes `waker`, and the
+/// end's arming (kept for as long as the registration: its shutdown registration).
+fn arm_wait<E: Selectable + ?Sized>(
+    end: &mut E,
+    waker: &Waker,
+) -> Result<Option<(Ticket, Armed)>, SelectError> {
+    if end.select_ready() {
+        return Ok(None);
+    }
+    if crate::shutdown::requested() {
+        return Err(SelectError::Interrupted);
+    }
+    let armed = end.select_arm();
+    let flag = armed.keep.clone();
+    // Acquire: pairs with the Release bump in `wait::wake`, as in `wait::park`.
+    let epoch = flag.line().epoch.load(Ordering::Acquire);
+    // Release: as in `sleepers::announce` (pairs with the Acquire in
+    // `sleepers::first_wake`).
+    shm_sync::sleepers::count_in(&flag.line().waiting);
+    // The heavy barrier between the count and the re-check (as `sleepers::announce` has):
+    // a publish after it sees us counted in (and bumps the epoch), or the re-check sees
+    // the publish.
+    let ordered = shm_sync::barrier::heavy();
+    if end.select_ready() {
+        shm_sync::sleepers::retire(&flag.line().waiting);
+        return Ok(None);
+    }
+    let mut slice = if armed.watched {
+        crate::WATCHED_SLICE
+    } else {
+        crate::LIVENESS_INTERVAL
+    };
+    if !ordered {
+        // A waker that skipped its fence may miss our count: short slices.
+        slice = slice.min(Duration::from_millis(1));
+    }
+    let ticket = register(flag, epoch, slice, waker.clone());
+    Ok(Some((ticket, armed)))
 }
 
 impl<E: ?Sized> Drop for Ready<'_, E> {
@@ -235,6 +252,12 @@ impl Ticket {
             }
             None => false,
         }
+    }
+
+    /// Whether the registration still waits (the waiter has not fired it).
+    fn is_pending(&self) -> bool {
+        let mut g = lock();
+        slot_of(&mut g, self).is_some()
     }
 
     /// Removes the registration if it still waits, counting the sleeper out.
@@ -426,5 +449,170 @@ pub fn waiters() -> (usize, usize) {
                 .sum(),
         ),
         None => (0, 0),
+    }
+}
+
+/// A file descriptor that becomes readable when an armed ring end may be ready: for an
+/// epoll / mio / poll event loop that waits on sockets and rings together (feature
+/// `async`). An eventfd, signalled by this process's waiter (the one the `async` calls
+/// use).
+///
+/// The loop: [`arm`](Self::arm) each end that is empty (full, for a producer); wait on
+/// the fd with the other fds; when it is readable, [`clear`](Self::clear) it, drain each
+/// armed end with its `try_` calls, and arm again those that came up empty. Readable is
+/// a hint, not a promise: an armed end also signals once per slice
+/// ([`WATCHED_SLICE`](crate::WATCHED_SLICE), or
+/// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL) where a peer's death cannot be
+/// watched) so that its `try_` call can check its peer, and another handle on a shared
+/// ring may take the item first. Peer death and close signal it as they wake a parked
+/// handle. See `examples/examples/epoll.rs`.
+///
+/// ```
+/// use std::os::fd::AsRawFd;
+/// use shm_ring::{aio::ReadyFd, spsc};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ring = spsc::Ring::<u64>::in_process(64)?;
+/// let (mut tx, mut rx) = (ring.producer()?, ring.consumer()?);
+/// let mut fd = ReadyFd::new()?;
+/// assert!(!fd.arm(&mut rx)?, "empty: armed");
+/// tx.push(7)?;
+/// // The waiter signals the eventfd: poll(2) it as an event loop would.
+/// let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+/// assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1);
+/// fd.clear();
+/// assert_eq!(rx.try_pop()?, 7);
+/// # Ok(()) }
+/// ```
+pub struct ReadyFd {
+    signal: Arc<Signal>,
+    armed: Vec<(Ticket, Armed, usize)>,
+}
+
+/// The eventfd, shared with the wakers the waiter holds (it stays open until the last
+/// of them is gone).
+struct Signal(std::os::fd::OwnedFd);
+
+impl std::task::Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        use std::os::fd::AsRawFd;
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live local to our own eventfd. EAGAIN (the
+        // counter at its maximum) leaves it readable, which is all a signal needs.
+        let _ = unsafe {
+            libc::write(
+                self.0.as_raw_fd(),
+                std::ptr::from_ref(&one).cast::<libc::c_void>(),
+                8,
+            )
+        };
+    }
+}
+
+// SAFETY: as for `Ready`: each `Armed` points into the mapping its `keep` keeps mapped,
+// and holds an index into a process-wide table; the tickets and the eventfd are plain data.
+unsafe impl Send for ReadyFd {}
+
+impl ReadyFd {
+    /// A new eventfd, not readable until an armed end signals it.
+    ///
+    /// # Errors
+    ///
+    /// The OS error of `eventfd(2)`.
+    pub fn new() -> std::io::Result<ReadyFd> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: plain syscall with integer arguments.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        Ok(ReadyFd {
+            signal: Arc::new(Signal(fd)),
+            armed: Vec::new(),
+        })
+    }
+
+    /// Arms `end`: the fd becomes readable once it may be ready. `true` (and the fd
+    /// signalled) if it is ready now: then nothing is armed. An end armed before and not
+    /// yet signalled stays armed (arming it again adds nothing).
+    ///
+    /// # Errors
+    ///
+    /// `Interrupted` once a shutdown was requested ([`Shutdown`](crate::Shutdown)).
+    pub fn arm<E: Selectable + ?Sized>(&mut self, end: &mut E) -> Result<bool, SelectError> {
+        self.forget_fired();
+        let waker = Waker::from(self.signal.clone());
+        match arm_wait(end, &waker)? {
+            None => {
+                waker.wake();
+                Ok(true)
+            }
+            Some((ticket, armed)) => {
+                let addr = armed.keep.addr();
+                if self.armed.iter().any(|(_, _, a)| *a == addr) {
+                    // Armed already (and not signalled yet): the older registration
+                    // covers this one.
+                    ticket.cancel();
+                } else {
+                    self.armed.push((ticket, armed, addr));
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Makes the fd unreadable again (reads its counter), and forgets the ends that
+    /// signalled it: arm them again once their `try_` calls come up empty. Returns
+    /// whether it was readable.
+    pub fn clear(&mut self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut count: u64 = 0;
+        // SAFETY: reads 8 bytes into a live local from our own (non-blocking) eventfd.
+        let n = unsafe {
+            libc::read(
+                self.signal.0.as_raw_fd(),
+                std::ptr::from_mut(&mut count).cast::<libc::c_void>(),
+                8,
+            )
+        };
+        self.forget_fired();
+        n == 8 && count > 0
+    }
+
+    /// How many ends are armed and have not signalled yet.
+    pub fn armed(&mut self) -> usize {
+        self.forget_fired();
+        self.armed.len()
+    }
+
+    fn forget_fired(&mut self) {
+        // A registration the waiter fired is gone from its table.
+        self.armed.retain(|(t, _, _)| t.is_pending());
+    }
+}
+
+impl std::os::fd::AsRawFd for ReadyFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.signal.0.as_raw_fd()
+    }
+}
+
+impl std::os::fd::AsFd for ReadyFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.signal.0.as_fd()
+    }
+}
+
+impl Drop for ReadyFd {
+    fn drop(&mut self) {
+        for (t, _, _) in self.armed.drain(..) {
+            t.cancel();
+        }
     }
 }

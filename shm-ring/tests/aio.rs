@@ -382,3 +382,108 @@ fn writers_wait_for_room_on_a_full_log_and_under_back_pressure() {
     let i = shm_ring::select::select(&mut [&mut tx.room_for(56)], Some(HANG)).unwrap();
     assert_eq!(i, 0);
 }
+
+/// Whether `fd` is readable within `timeout` (poll(2)).
+fn readable(fd: &impl std::os::fd::AsRawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `p` is one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) == 1 }
+}
+
+/// `ReadyFd`: armed on two ends, unreadable while they are empty, readable once another
+/// process pushes; arming an armed end adds nothing; arming a ready end signals at once;
+/// its drop removes its registrations; a producer SIGKILLed signals it too.
+#[test]
+fn a_ready_fd_is_signalled_by_another_process_push_and_by_a_death() {
+    let _g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let before = shm_ring::aio::waiters().1;
+    let (n, _c) = scratch("aio-fd");
+    let ring = spsc::create::<u64>(&n, 8).unwrap();
+    let quiet = spsc::Ring::<u64>::in_process(8).unwrap();
+    let mut rx = ring.consumer().unwrap();
+    let (_qtx, mut qrx) = (quiet.producer().unwrap(), quiet.consumer().unwrap());
+    let mut fd = shm_ring::aio::ReadyFd::new().unwrap();
+    assert_eq!(fd.arm(&mut rx), Ok(false));
+    assert_eq!(fd.arm(&mut qrx), Ok(false));
+    assert_eq!(fd.arm(&mut rx), Ok(false), "armed again");
+    assert_eq!(fd.armed(), 2, "the second arm of rx added nothing");
+    assert_eq!(shm_ring::aio::waiters().1, before + 2);
+    assert!(!readable(&fd, Duration::from_millis(20)), "nothing yet");
+    let mut kid = Running::spawn(role("spsc-push-later", &n));
+    kid.expect_line("attached", HANG);
+    // The loop the docs give: readable is a hint (the producer's attach signals too).
+    let t = Instant::now();
+    let mut hints = 0;
+    let v = loop {
+        assert!(readable(&fd, HANG), "the push signals the fd");
+        assert!(fd.clear());
+        assert!(!readable(&fd, Duration::ZERO), "cleared");
+        match rx.try_pop() {
+            Err(PopError::Empty) => {
+                hints += 1;
+                assert!(hints < 100, "signalled over and over with nothing to pop");
+                assert_eq!(fd.arm(&mut rx), Ok(false));
+            }
+            r => break r,
+        }
+    };
+    assert_eq!(v, Ok(7));
+    println!(
+        "ReadyFd: the push read {:?} after the wait began, after {hints} empty signals",
+        t.elapsed()
+    );
+    assert_eq!(
+        fd.armed(),
+        1,
+        "rx signalled and was forgotten; qrx still armed"
+    );
+    assert!(kid.wait_success(HANG));
+    // rx's producer has left: arming it finds it ready (to report Disconnected) at once.
+    assert_eq!(fd.arm(&mut rx), Ok(true));
+    assert!(readable(&fd, Duration::ZERO));
+    assert!(fd.clear());
+    assert_eq!(rx.try_pop(), Err(PopError::Disconnected));
+    drop(fd);
+    assert_eq!(
+        shm_ring::aio::waiters().1,
+        before,
+        "the drop removed qrx's registration"
+    );
+
+    // A producer killed while its consumer is armed signals the fd.
+    let (n, _c) = scratch("aio-fd-kill");
+    let bring = broadcast::create::<u64>(&n, 8).unwrap();
+    let mut sub = bring.subscribe().unwrap();
+    let mut kid = Running::spawn(role("bcast-publish-hold", &n));
+    kid.expect_line("attached", HANG);
+    let mut fd = shm_ring::aio::ReadyFd::new().unwrap();
+    // Drains with the docs' loop until `want` comes (each signal a hint).
+    let mut until = |fd: &mut shm_ring::aio::ReadyFd, want: Result<u64, RecvError>| {
+        let mut hints = 0;
+        loop {
+            match sub.try_recv() {
+                Err(RecvError::Empty) => {}
+                r => {
+                    assert_eq!(r, want);
+                    return;
+                }
+            }
+            if fd.arm(&mut sub) == Ok(false) {
+                assert!(readable(fd, HANG), "never signalled");
+            }
+            fd.clear();
+            hints += 1;
+            assert!(
+                hints < 100,
+                "signalled over and over with nothing to receive"
+            );
+        }
+    };
+    until(&mut fd, Ok(9));
+    kid.kill9();
+    until(&mut fd, Err(RecvError::PeerDied));
+}
