@@ -17,4 +17,6 @@ tsan --test mpmc -- four_producer_and_four_consumer_threads matches_a_vecdeque
 tsan --test spsc -- matches_a_vecdeque dropping_the_producer timeouts_return
 tsan --test broadcast -- threads_ a_sleeping_subscriber untether
 tsan --test log -- threads_ aborted_and_shortened consumer_close
+# The async waiter: tasks woken from other threads, a future dropped mid-wait.
+tsan --test aio -- mpmc_tasks writers_wait a_dropped_future
 echo "=== tsan: all passed"

@@ -21,7 +21,7 @@ use shm_ring::{broadcast, mpmc, spsc, ChunkError, PopError, PushError, RecvError
 use crate::sys;
 
 /// The rows, in the order they run and print.
-pub const ROWS: [&str; 33] = [
+pub const ROWS: [&str; 35] = [
     "floor",
     "spsc-spin",
     "spsc-park",
@@ -55,6 +55,8 @@ pub const ROWS: [&str; 33] = [
     "log-4KiB",
     "spsc-bursty-spin",
     "spsc-bursty-park",
+    "spsc-wake-park",
+    "spsc-wake-async",
 ];
 
 /// What each row's code calls, as the table prints it.
@@ -92,6 +94,8 @@ fn calls_of(row: &str) -> &'static str {
         }
         "spsc-bursty-spin" => "push / pop, BusySpin",
         "spsc-bursty-park" => "push / pop, SpinThenPark",
+        "spsc-wake-park" => "push / pop, SpinThenPark",
+        "spsc-wake-async" => "push / pop_async, block_on",
         _ => "",
     }
 }
@@ -134,6 +138,9 @@ enum Column {
 const BURST: u32 = 200;
 const BURST_SPACING: Duration = Duration::from_micros(5);
 const BURST_PAUSE: Duration = Duration::from_millis(1);
+/// The pause before each message of the `spsc-wake-*` rows: long enough that the
+/// consumer is asleep (past its spin budget) when the message comes.
+const WAKE_PAUSE: Duration = Duration::from_millis(1);
 
 /// What `shmring bench` was asked for.
 pub struct Options {
@@ -588,7 +595,9 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
             sink_one_at_a_time::<[u64; 8]>(name, Some(WaitStrategy::BusySpin), |v| v[0])
         }
         "spsc-bursty-spin" => bursty_sink(name, WaitStrategy::BusySpin),
-        "spsc-bursty-park" => bursty_sink(name, WaitStrategy::SpinThenPark),
+        "spsc-bursty-park" | "spsc-wake-park" => bursty_sink(name, WaitStrategy::SpinThenPark),
+        "spsc-wake-async" => wake_sink_async(name),
+        "async-idle" => async_idle(name),
         "spsc-sink-chunk" => {
             let mut rx = spsc::open::<u64>(name)
                 .map_err(es)?
@@ -1001,7 +1010,9 @@ fn run_row(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
         "log-4KiB" => log_throughput(ctx, row, 4096),
         "memcpy-4KiB" => memcpy_rate(ctx, row),
         "arrayqueue-1p1c" | "arrayqueue-2p2c" | "arrayqueue-4p4c" => peer_row(ctx, row),
-        "spsc-bursty-spin" | "spsc-bursty-park" => bursty(ctx, row),
+        "spsc-bursty-spin" | "spsc-bursty-park" | "spsc-wake-park" | "spsc-wake-async" => {
+            bursty(ctx, row)
+        }
         "spsc-throughput-8B-chunk64" => {
             let ring = spsc::create::<u64>(&name, 4096).map_err(es)?;
             let mut tx = ring.producer().map_err(es)?;
@@ -1414,19 +1425,25 @@ fn bursty(ctx: &Ctx<'_>, row: &'static str) -> Result<Row, String> {
     // Warm-up messages carry the top bit; the consumer does not record them.
     const WARM: u64 = 1 << 63;
     let mut pushes = 0u64;
+    // The wake rows: one message at a time, each after the consumer has gone to sleep.
+    let (burst, spacing, pause) = if row.starts_with("spsc-wake") {
+        (1, Duration::ZERO, WAKE_PAUSE)
+    } else {
+        (BURST, BURST_SPACING, BURST_PAUSE)
+    };
     let mut run = |d: Duration, flag: u64, pushes: &mut u64| -> Result<(), String> {
         let t0 = Instant::now();
         while t0.elapsed() < d {
             let start = sys::mono_ns();
-            for k in 0..u64::from(BURST) {
-                let due = start + k * BURST_SPACING.as_nanos() as u64;
+            for k in 0..u64::from(burst) {
+                let due = start + k * spacing.as_nanos() as u64;
                 while sys::mono_ns() < due {
                     std::hint::spin_loop();
                 }
                 tx.push(sys::mono_ns() | flag).map_err(es)?;
                 *pushes += 1;
             }
-            let until = Instant::now() + BURST_PAUSE;
+            let until = Instant::now() + pause;
             while Instant::now() < until {
                 std::hint::spin_loop();
             }
@@ -1500,6 +1517,184 @@ fn bursty_sink(name: &str, strategy: WaitStrategy) -> Result<(), String> {
         t0.elapsed().as_micros()
     );
     Ok(())
+}
+
+/// A minimal executor, as a user without a runtime writes one: polls `f` on this thread,
+/// parking between polls until its waker unparks it.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+/// The consumer of `spsc-wake-async`: `bursty_sink` with `pop_async` under `block_on`.
+fn wake_sink_async(name: &str) -> Result<(), String> {
+    let mut rx = spsc::open::<u64>(name)
+        .map_err(es)?
+        .consumer()
+        .map_err(es)?;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(es)?;
+    ready();
+    let mut start: Option<(u64, Instant)> = None;
+    loop {
+        match block_on(rx.pop_async()) {
+            Ok(v) if v >> 63 == 0 => {
+                let now = sys::mono_ns();
+                start.get_or_insert_with(|| (sys::process_cpu_us(), Instant::now()));
+                h.saturating_record(now.saturating_sub(v).max(1));
+            }
+            Ok(_) => {}
+            Err(PopError::Disconnected) => break,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    // The whole process's CPU: the waiter thread's as well as this one's.
+    let (c0, t0) = start.unwrap_or((sys::process_cpu_us(), Instant::now()));
+    println!(
+        "{} {} {} {} {}",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.len(),
+        sys::process_cpu_us() - c0,
+        t0.elapsed().as_micros()
+    );
+    Ok(())
+}
+
+/// Idle async subscribers: how many, over how many broadcast rings.
+const IDLE_TASKS: usize = 1000;
+const IDLE_RINGS: usize = 16;
+
+/// In a peer: `IDLE_TASKS` subscribers over the `IDLE_RINGS` broadcast rings `name-K`,
+/// each a task blocked in `recv_async` on one executor thread (polled only when its waker
+/// fires). Says it is ready once every task waits, and when the parent has published one
+/// message on every ring (every task then completes) prints the process's CPU time, the
+/// wall time and the task polls (wake-ups) between.
+fn async_idle(name: &str) -> Result<(), String> {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Wake, Waker};
+    sys::raise_fd_limit();
+    let rings: Vec<broadcast::Ring<u64>> = (0..IDLE_RINGS)
+        .map(|k| broadcast::open::<u64>(&format!("{name}-{k}")).map_err(es))
+        .collect::<Result<_, _>>()?;
+    let mut subs: Vec<broadcast::Subscriber<u64>> = (0..IDLE_TASKS)
+        .map(|i| rings[i % IDLE_RINGS].subscribe().map_err(es))
+        .collect::<Result<_, _>>()?;
+    /// A task's waker: queues its index and unparks the executor.
+    struct Queue {
+        ready: Mutex<Vec<usize>>,
+        thread: std::thread::Thread,
+    }
+    struct TaskWake(usize, Arc<Queue>);
+    impl Wake for TaskWake {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.1
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(self.0);
+            self.1.thread.unpark();
+        }
+    }
+    let queue = Arc::new(Queue {
+        ready: Mutex::new((0..IDLE_TASKS).collect()),
+        thread: std::thread::current(),
+    });
+    let wakers: Vec<Waker> = (0..IDLE_TASKS)
+        .map(|i| Waker::from(Arc::new(TaskWake(i, queue.clone()))))
+        .collect();
+    type Task<'a> = Pin<Box<dyn Future<Output = Result<u64, RecvError>> + 'a>>;
+    let mut tasks: Vec<Option<Task<'_>>> = subs
+        .iter_mut()
+        .map(|s| Some(Box::pin(s.recv_async()) as Task<'_>))
+        .collect();
+    let (mut left, mut polls, mut t0) = (IDLE_TASKS, 0u64, None);
+    while left > 0 {
+        let batch = std::mem::take(&mut *queue.ready.lock().unwrap_or_else(|p| p.into_inner()));
+        for i in batch {
+            let Some(f) = tasks[i].as_mut() else { continue };
+            polls += 1;
+            if let Poll::Ready(r) = f.as_mut().poll(&mut Context::from_waker(&wakers[i])) {
+                r.map_err(es)?;
+                tasks[i] = None;
+                left -= 1;
+            }
+        }
+        if t0.is_none() {
+            // Every task has been polled once and waits: the idle time starts.
+            ready();
+            t0 = Some((sys::process_cpu_us(), Instant::now(), polls));
+        }
+        if left > 0
+            && queue
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        {
+            std::thread::park();
+        }
+    }
+    let (c0, w0, p0) = t0.unwrap_or((0, Instant::now(), 0));
+    // The polls that completed the tasks are the parent's publishes, not idle wake-ups.
+    println!(
+        "cpu_us {} wall_us {} wakeups {} waiters {}",
+        sys::process_cpu_us() - c0,
+        w0.elapsed().as_micros(),
+        (polls - p0).saturating_sub(IDLE_TASKS as u64),
+        shm_ring::aio::waiters().0
+    );
+    Ok(())
+}
+
+/// `IDLE_TASKS` idle async subscribers in a peer for the row's duration, then one publish
+/// per ring: (CPU µs, wall µs, idle wake-ups, waiter threads).
+fn idle_async(ctx: &Ctx<'_>) -> Result<(u64, u64, u64, u64), String> {
+    let name = ctx.name("idle-async");
+    let rings: Vec<broadcast::Ring<u64>> = (0..IDLE_RINGS)
+        .map(|k| broadcast::create::<u64>(&format!("{name}-{k}"), 64).map_err(es))
+        .collect::<Result<_, _>>()?;
+    let mut pubs: Vec<broadcast::Publisher<u64>> = rings
+        .iter()
+        .map(|r| r.publisher().map_err(es))
+        .collect::<Result<_, _>>()?;
+    let mut p = Peer::spawn("async-idle", &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    std::thread::sleep(ctx.opts.duration);
+    for tx in &mut pubs {
+        tx.publish(1).map_err(es)?;
+    }
+    let l = p.line()?;
+    p.finish()?;
+    let v: Vec<u64> = l
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match v[..] {
+        [cpu, wall, wakeups, waiters] => Ok((cpu, wall, wakeups, waiters)),
+        _ => Err(format!("the idle async peer said {l:?}")),
+    }
 }
 
 /// In a peer: says it is ready, blocks in `pop` until the parent pushes, and prints the
@@ -1663,7 +1858,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     );
     let mut done = Vec::new();
     let mut failures = Vec::new();
-    let n = rows.len() + 2 * usize::from(!opts.skip_idle);
+    let n = rows.len() + 3 * usize::from(!opts.skip_idle);
     for (i, &row) in rows.iter().enumerate() {
         eprint!("[{}/{n}] {row} ... ", i + 1);
         let t = Instant::now();
@@ -1710,6 +1905,24 @@ pub fn run(opts: &Options) -> Result<(), String> {
                     eprintln!("failed: {e}");
                     failures.push(format!("idle {kind}: {e}"));
                 }
+            }
+        }
+    }
+    let mut idle_tasks = None;
+    if !opts.skip_idle {
+        eprint!(
+            "[{}/{n}] {IDLE_TASKS} idle async subscribers ... ",
+            rows.len() + 3
+        );
+        let t = Instant::now();
+        match idle_async(&ctx) {
+            Ok(v) => {
+                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                idle_tasks = Some(v);
+            }
+            Err(e) => {
+                eprintln!("failed: {e}");
+                failures.push(format!("idle async: {e}"));
             }
         }
     }
@@ -1794,10 +2007,12 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .filter_map(|r| r.bursty.map(|b| (r.name, b, r.floor_p50)))
         .collect();
     if !bursts.is_empty() {
-        let spin_p50 = bursts
-            .iter()
-            .find(|(n, _, _)| *n == "spsc-bursty-spin")
-            .map(|(_, b, _)| b.p50);
+        let p50_of = |row: &str| {
+            bursts
+                .iter()
+                .find(|(n, _, _)| *n == row)
+                .map(|(_, b, _)| b.p50)
+        };
         println!();
         println!(
             "bursty feed: bursts of {BURST} messages {} us apart ({} k msg/s), {} ms between bursts; \
@@ -1807,18 +2022,28 @@ pub fn run(opts: &Options) -> Result<(), String> {
             BURST_PAUSE.as_millis()
         );
         println!(
+            "wake rows: one message every {} ms (the consumer asleep when it comes); \
+             x ref: bursty-park over bursty-spin, wake-async over wake-park",
+            WAKE_PAUSE.as_millis()
+        );
+        println!(
             "{:<18} {:<28} {:>8} {:>8} {:>7} {:>11} {:>13} {:>9}",
             "bursty",
             "calls",
             "p50 ns",
             "p99 ns",
-            "x spin",
+            "x ref",
             "wakes/push",
             "consumer CPU",
             "floor ns"
         );
         for (name, b, floor) in &bursts {
-            let x = spin_p50.filter(|s| *s > 0).map_or_else(
+            let reference = match *name {
+                "spsc-bursty-park" => Some("spsc-bursty-spin"),
+                "spsc-wake-async" => Some("spsc-wake-park"),
+                _ => None,
+            };
+            let x = reference.and_then(p50_of).filter(|s| *s > 0).map_or_else(
                 || "-".to_owned(),
                 |s| format!("{:.2}", b.p50 as f64 / s as f64),
             );
@@ -1876,6 +2101,16 @@ pub fn run(opts: &Options) -> Result<(), String> {
              of CPU in {secs:.2} s), {:.1} wake-ups a second",
             cpu as f64 * 100.0 / wall.max(1) as f64,
             sleeps as f64 / secs
+        );
+    }
+    if let Some((cpu, wall, wakeups, waiters)) = idle_tasks {
+        let secs = wall.max(1) as f64 / 1e6;
+        println!(
+            "{IDLE_TASKS} idle async subscribers (recv_async on {IDLE_RINGS} broadcast rings, \
+             one executor thread, {waiters} waiter thread(s)): {:.3}% of a core together \
+             ({cpu} us of CPU in {secs:.2} s), {:.1} task wake-ups a second",
+            cpu as f64 * 100.0 / wall.max(1) as f64,
+            wakeups as f64 / secs
         );
     }
     if let Some(path) = &opts.json {

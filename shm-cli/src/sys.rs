@@ -53,6 +53,32 @@ pub fn thread_cpu_us() -> u64 {
     us(ru.ru_utime) + us(ru.ru_stime)
 }
 
+/// CPU time (user and system) of this whole process so far, in microseconds.
+pub fn process_cpu_us() -> u64 {
+    // SAFETY: `rusage` is plain integers; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable `rusage`.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
+}
+
+/// Raises this process's soft limit on open files to its hard limit (a process holding
+/// many ring handles holds a pidfd per watched peer).
+pub fn raise_fd_limit() {
+    // SAFETY: `rlimit` is plain integers; all-zero is valid.
+    let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `r` is a valid, writable `rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 && r.rlim_cur < r.rlim_max {
+        r.rlim_cur = r.rlim_max;
+        // SAFETY: `r` is a valid `rlimit`; a refusal leaves the limit as it was.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
+    }
+}
+
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock that every process on the machine shares
 /// (`Instant` is the same clock, but cannot be sent to another process).
 pub fn mono_ns() -> u64 {

@@ -372,7 +372,7 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
-    assert_eq!(lines.len(), 33, "{j}");
+    assert_eq!(lines.len(), 35, "{j}");
     for row in [
         "floor",
         "spsc-spin",
@@ -449,7 +449,12 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         }
     }
     // The bursty feeds: latency percentiles, wakes per push, the consumer's CPU.
-    for row in ["spsc-bursty-spin", "spsc-bursty-park"] {
+    for row in [
+        "spsc-bursty-spin",
+        "spsc-bursty-park",
+        "spsc-wake-park",
+        "spsc-wake-async",
+    ] {
         let l = lines
             .iter()
             .find(|l| l.contains(&format!("\"name\": \"{row}\"")))
@@ -460,13 +465,14 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[35/35]"), "progress lines missing: {se}");
+    assert!(se.contains("[38/38]"), "progress lines missing: {se}");
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),
             "{so}"
         );
     }
+    assert!(so.contains("1000 idle async subscribers"), "{so}");
     // Nothing left behind in /dev/shm.
     let tag = "/shmring-bench-";
     assert!(

@@ -19,9 +19,14 @@
 //! - **Peer death and close** wake a waiting task as they wake a parked handle: a close
 //!   bumps the epoch, a peer's exit is heard through its pidfd, or (where none can be
 //!   had) by the end's liveness check, for which the waiter wakes the task once per
-//!   [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL); a watched wait wakes once per
-//!   [`WATCHED_SLICE`](crate::WATCHED_SLICE) to re-check, as a parked handle does. The
-//!   call then returns what its blocking form returns (`PeerDied`, `Disconnected`).
+//!   [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL). The call then returns what its
+//!   blocking form returns (`PeerDied`, `Disconnected`).
+//! - **Idle cost**: a parked handle whose peers' deaths are watched wakes once per
+//!   [`WATCHED_SLICE`](crate::WATCHED_SLICE) to re-check on its own (a safety net). A
+//!   waiter spreads that net over its tasks: their re-checks are a `WATCHED_SLICE` apart,
+//!   so the idle tasks of one waiter thread (any number, on up to 127 words) wake about
+//!   once a second together; 1,000 of them each about once every 1,000 s. A task that must check a peer on a timer (no pidfd for
+//!   it) wakes once per `LIVENESS_INTERVAL`, as a parked handle does.
 //! - **Shutdown** ([`Shutdown`](crate::Shutdown)) wakes every waiting task; its call
 //!   returns `Interrupted` as a blocking one does.
 //! - **Cancellation-safe**: the item is taken only inside a `poll` that returns it, so a
@@ -63,6 +68,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicPtr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -159,15 +165,20 @@ fn arm_wait<E: Selectable + ?Sized>(
         shm_sync::sleepers::retire(&flag.line().waiting);
         return Ok(None);
     }
-    let mut slice = if armed.watched {
-        crate::WATCHED_SLICE
-    } else {
-        crate::LIVENESS_INTERVAL
-    };
-    if !ordered {
-        // A waker that skipped its fence may miss our count: short slices.
-        slice = slice.min(Duration::from_millis(1));
+    // A shutdown requested before the end's arming registered with it woke nobody: look
+    // again (as `park` does).
+    if crate::shutdown::requested() {
+        shm_sync::sleepers::retire(&flag.line().waiting);
+        return Err(SelectError::Interrupted);
     }
+    let slice = if !ordered {
+        // A waker that skipped its fence may miss our count: short slices.
+        Slice::Short(Duration::from_millis(1))
+    } else if armed.watched {
+        Slice::SafetyNet
+    } else {
+        Slice::Short(crate::LIVENESS_INTERVAL)
+    };
     let ticket = register(flag, epoch, slice, waker.clone());
     Ok(Some((ticket, armed)))
 }
@@ -175,7 +186,12 @@ fn arm_wait<E: Selectable + ?Sized>(
 impl<E: ?Sized> Drop for Ready<'_, E> {
     fn drop(&mut self) {
         if let Some(t) = self.ticket.take() {
-            t.cancel();
+            let fired = !t.cancel();
+            if let (true, Some(a)) = (fired, &self.armed) {
+                // Woken, and dropped before it looked: the wake may have been the one a
+                // waker gave this word (MPMC and SPSC wake one sleeper), so pass it on.
+                crate::wait::wake(a.keep.line(), 1);
+            }
         }
     }
 }
@@ -192,6 +208,8 @@ struct Reg {
 struct Shard {
     regs: Vec<Option<(u64, Reg)>>,
     kick: Arc<AtomicU32>,
+    /// The latest safety-net deadline given (see [`Slice::SafetyNet`]).
+    net: Instant,
 }
 
 impl Shard {
@@ -213,107 +231,176 @@ impl Shard {
             .flatten()
             .any(|(_, r)| r.flag.addr() == addr && r.epoch == epoch)
     }
+
+    fn kick(&self) {
+        // Release: pairs with the waiter's Acquire load of its kick word under the lock;
+        // the wake makes a waiter asleep on the old set look again.
+        self.kick.fetch_add(1, Ordering::Release);
+        futex::wake(&self.kick, 1);
+    }
 }
 
-/// This process's waiters (rebuilt in a forked child, whose threads did not come along).
+/// This process's waiters: their shards, under one lock.
 struct Waiters {
-    pid: u32,
     shards: Vec<Shard>,
     next_id: u64,
 }
 
-static WAITERS: Mutex<Option<Waiters>> = Mutex::new(None);
-
-fn lock() -> std::sync::MutexGuard<'static, Option<Waiters>> {
-    // A panic while the lock is held leaves the table consistent (every update is one
-    // assignment): go on with it.
-    WAITERS.lock().unwrap_or_else(|p| p.into_inner())
+/// The waiters of the process whose pid it names. A forked child makes its own (the
+/// parent's threads did not come along, and the parent's lock may have been held by one
+/// of them at the fork): the parent's is left as it is, never locked or freed in the child.
+struct Table {
+    pid: u32,
+    waiters: Mutex<Waiters>,
 }
 
-/// A registration: which shard, which slot, and its id (slots are reused).
+static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's table.
+fn table() -> &'static Table {
+    let pid = std::process::id();
+    loop {
+        // Acquire: pairs with the AcqRel compare-exchange below, so a table is seen whole.
+        let p = TABLE.load(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: a non-null `TABLE` points at a leaked `Box<Table>`, never freed.
+        if let Some(t) = unsafe { p.as_ref() } {
+            if t.pid == pid {
+                return t;
+            }
+        }
+        let fresh = Box::into_raw(Box::new(Table {
+            pid,
+            waiters: Mutex::new(Waiters {
+                shards: Vec::new(),
+                next_id: 0,
+            }),
+        }));
+        // AcqRel: Release publishes the new table; Acquire as for the load above.
+        match TABLE.compare_exchange(
+            p,
+            fresh,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Acquire,
+        ) {
+            // SAFETY: just published; leaked for the life of the process.
+            Ok(_) => return unsafe { &*fresh },
+            // Another thread of this process made one first: use it.
+            // SAFETY: `fresh` was never shared.
+            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+        }
+    }
+}
+
+fn lock(t: &'static Table) -> std::sync::MutexGuard<'static, Waiters> {
+    // A panic while the lock is held leaves the table consistent (every update is one
+    // assignment): go on with it.
+    t.waiters.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A registration: which process's table, which shard, which slot, and its id (slots
+/// are reused).
 struct Ticket {
+    pid: u32,
     shard: usize,
     slot: usize,
     id: u64,
-    pid: u32,
 }
 
 impl Ticket {
+    /// This process's table, if the ticket is of this process (a future inherited
+    /// across a fork is not: its registration is the parent's).
+    fn table(&self) -> Option<&'static Table> {
+        let t = table();
+        (t.pid == self.pid).then_some(t)
+    }
+
     /// Whether the registration still waits (then with `waker` as its waker); `false`
-    /// once the waiter fired it (the word moved, or its slice passed).
+    /// once the waiter fired it (the word moved, or its slice passed), or in a forked
+    /// child.
     fn still_waiting(&self, waker: &Waker) -> bool {
-        let mut g = lock();
-        match slot_of(&mut g, self) {
-            Some(r) => {
-                if !r.waker.will_wake(waker) {
-                    r.waker = waker.clone();
-                }
-                true
-            }
-            None => false,
-        }
+        let Some(t) = self.table() else { return false };
+        let mut g = lock(t);
+        let Some(r) = slot_of(&mut g, self) else {
+            return false;
+        };
+        let old =
+            (!r.waker.will_wake(waker)).then(|| std::mem::replace(&mut r.waker, waker.clone()));
+        drop(g);
+        // The old waker is dropped outside the lock (its drop may run executor code).
+        drop(old);
+        true
     }
 
     /// Whether the registration still waits (the waiter has not fired it).
     fn is_pending(&self) -> bool {
-        let mut g = lock();
-        slot_of(&mut g, self).is_some()
+        let Some(t) = self.table() else { return false };
+        slot_of(&mut lock(t), self).is_some()
     }
 
-    /// Removes the registration if it still waits, counting the sleeper out.
-    fn cancel(self) {
-        let mut g = lock();
-        let Some(w) = g.as_mut().filter(|w| w.pid == self.pid) else {
-            return;
+    /// Removes the registration if it still waits, counting the sleeper out; `true` if it
+    /// did (`false`: the waiter had fired it, or a forked child, which leaves the
+    /// parent's count alone).
+    fn cancel(self) -> bool {
+        let Some(t) = self.table() else { return false };
+        let mut g = lock(t);
+        let Some(s) = g.shards.get_mut(self.shard) else {
+            return false;
         };
-        let Some(entry) = w
-            .shards
-            .get_mut(self.shard)
-            .and_then(|s| s.regs.get_mut(self.slot))
-        else {
-            return;
+        let Some(entry) = s.regs.get_mut(self.slot) else {
+            return false;
         };
-        if matches!(entry, Some((id, _)) if *id == self.id) {
-            if let Some((_, r)) = entry.take() {
-                shm_sync::sleepers::retire(&r.flag.line().waiting);
-            }
+        if !matches!(entry, Some((id, _)) if *id == self.id) {
+            return false;
         }
-        // No kick: the waiter's next look drops the word (until then it may wake once for
-        // nothing).
+        let Some((_, r)) = entry.take() else {
+            return false;
+        };
+        shm_sync::sleepers::retire(&r.flag.line().waiting);
+        // The waiter stops sleeping on the word (while it sleeps there it could take a
+        // wake meant for another sleeper of it).
+        s.kick();
+        drop(g);
+        // Acquire: as in the waiter's look. The word moved while we were counted in: a
+        // waker may have meant its one wake for us; pass it on.
+        if r.flag.line().epoch.load(Ordering::Acquire) != r.epoch {
+            crate::wait::wake(r.flag.line(), 1);
+        }
+        // `r` (its waker, its mapping) is dropped here, outside the lock.
+        true
     }
 }
 
-fn slot_of<'g>(g: &'g mut Option<Waiters>, t: &Ticket) -> Option<&'g mut Reg> {
-    let w = g.as_mut().filter(|w| w.pid == t.pid)?;
+fn slot_of<'g>(w: &'g mut Waiters, t: &Ticket) -> Option<&'g mut Reg> {
     match w.shards.get_mut(t.shard)?.regs.get_mut(t.slot)? {
         Some((id, r)) if *id == t.id => Some(r),
         _ => None,
     }
 }
 
+/// When the waiter wakes a task whose word has not moved.
+#[derive(Clone, Copy)]
+enum Slice {
+    /// After this long: the end must check its peers on a timer (no exit watcher covers
+    /// one of them), or a barrier failed.
+    Short(Duration),
+    /// The safety net of a wait whose peers' deaths will bump its word (as a parked
+    /// handle's [`WATCHED_SLICE`](crate::WATCHED_SLICE) is), spread over the waiter's
+    /// tasks: its deadlines are at least a `WATCHED_SLICE` apart, so the tasks of one
+    /// waiter together wake for it about as often as one parked handle (the `n` tasks of
+    /// a waiter each re-check about every `n` slices).
+    SafetyNet,
+}
+
 /// Hands a counted-in wait on `flag`'s epoch (`epoch` seen before the count) to a waiter.
-fn register(flag: FlagRef, epoch: u32, slice: Duration, waker: Waker) -> Ticket {
-    let pid = std::process::id();
+/// Where no waiter thread can be started, the registration is not kept and `waker` is
+/// woken at once: the task then polls (each poll tries to start one again) rather than
+/// sleeping unserved.
+fn register(flag: FlagRef, epoch: u32, slice: Slice, waker: Waker) -> Ticket {
+    let t = table();
     let addr = flag.addr();
-    // A slice too long for the clock saturates to an hour (the task then re-checks once
-    // an hour).
     let now = Instant::now();
-    let deadline = now
-        .checked_add(slice)
-        .unwrap_or_else(|| now + Duration::from_secs(3600));
-    let mut g = lock();
-    if g.as_ref().is_none_or(|w| w.pid != pid) {
-        // First use in this process (or in this forked child: the parent's table, and the
-        // registrations in it, belong to threads that are not here).
-        *g = Some(Waiters {
-            pid,
-            shards: Vec::new(),
-            next_id: 0,
-        });
-    }
-    let Some(w) = g.as_mut() else {
-        unreachable!("just set")
-    };
+    let mut g = lock(t);
+    let w = &mut *g;
     let shard = match w
         .shards
         .iter()
@@ -322,22 +409,57 @@ fn register(flag: FlagRef, epoch: u32, slice: Duration, waker: Waker) -> Ticket 
         Some(i) => i,
         None => {
             let kick = Arc::new(AtomicU32::new(0));
+            let i = w.shards.len();
+            let pid = t.pid;
+            let k = kick.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("shm-ring-waiter-{i}"))
+                .spawn(move || serve(i, pid, k))
+                .is_ok();
+            if !started {
+                drop(g);
+                shm_sync::sleepers::retire(&flag.line().waiting);
+                waker.wake();
+                // A ticket that names no registration: it reads as fired.
+                return Ticket {
+                    pid: t.pid,
+                    shard: usize::MAX,
+                    slot: 0,
+                    id: 0,
+                };
+            }
             w.shards.push(Shard {
                 regs: Vec::new(),
-                kick: kick.clone(),
+                kick,
+                net: now,
             });
-            let i = w.shards.len() - 1;
-            // A waiter that cannot be started leaves its shard unserved: its tasks then
-            // wake only by polling again (documented as the fallback's cost).
-            let _ = std::thread::Builder::new()
-                .name(format!("shm-ring-waiter-{i}"))
-                .spawn(move || serve(i, pid, kick));
             i
         }
     };
     w.next_id += 1;
     let id = w.next_id;
     let s = &mut w.shards[shard];
+    let deadline = match slice {
+        Slice::Short(d) => now.checked_add(d),
+        Slice::SafetyNet => {
+            // One slice after the latest safety net of this waiter, but never more than
+            // one slice per task it holds now (so that churn does not push the nets ever
+            // later).
+            let tasks = s.regs.iter().flatten().count() as u32 + 1;
+            let latest = s.net.max(now);
+            let spread = crate::WATCHED_SLICE.saturating_mul(tasks);
+            let d = latest
+                .checked_add(crate::WATCHED_SLICE)
+                .zip(now.checked_add(spread))
+                .map(|(a, b)| a.min(b));
+            if let Some(d) = d {
+                s.net = d;
+            }
+            d
+        }
+    }
+    // Past what the clock can say: re-check in an hour.
+    .unwrap_or_else(|| now + Duration::from_secs(3600));
     let reg = Reg {
         flag,
         epoch,
@@ -354,39 +476,34 @@ fn register(flag: FlagRef, epoch: u32, slice: Duration, waker: Waker) -> Ticket 
             s.regs.len() - 1
         }
     };
-    let kick = s.kick.clone();
-    drop(g);
-    // Release: pairs with the waiter's Acquire load of its kick word under the lock; the
-    // wake makes a waiter asleep on the old set look again.
-    kick.fetch_add(1, Ordering::Release);
-    futex::wake(&kick, 1);
+    s.kick();
     Ticket {
+        pid: t.pid,
         shard,
         slot,
         id,
-        pid,
     }
 }
 
 /// A waiter thread: sleeps on its shard's words and wakes the tasks whose word moved or
 /// whose slice passed.
 fn serve(shard: usize, pid: u32, kick: Arc<AtomicU32>) {
-    let mut fired: Vec<Waker> = Vec::new();
+    let mut fired: Vec<Reg> = Vec::new();
     let mut held: Vec<(FlagRef, u32)> = Vec::new();
     loop {
         held.clear();
         let kicked;
         let mut next: Option<Instant> = None;
         {
-            let mut g = lock();
-            let Some(s) = g
-                .as_mut()
-                .filter(|w| w.pid == pid)
-                .and_then(|w| w.shards.get_mut(shard))
-            else {
+            let t = table();
+            if t.pid != pid {
+                return;
+            }
+            let mut g = lock(t);
+            let Some(s) = g.shards.get_mut(shard) else {
                 return;
             };
-            // Acquire: pairs with the Release bump in `register`, so the registrations
+            // Acquire: pairs with the Release bump in `Shard::kick`, so the registrations
             // made before it are seen.
             kicked = s.kick.load(Ordering::Acquire);
             let now = Instant::now();
@@ -402,7 +519,7 @@ fn serve(shard: usize, pid: u32, kick: Arc<AtomicU32>) {
                 if due {
                     if let Some((_, r)) = entry.take() {
                         shm_sync::sleepers::retire(&r.flag.line().waiting);
-                        fired.push(r.waker);
+                        fired.push(r);
                     }
                 } else if let Some((_, r)) = entry {
                     next = Some(next.map_or(r.deadline, |n| n.min(r.deadline)));
@@ -413,8 +530,10 @@ fn serve(shard: usize, pid: u32, kick: Arc<AtomicU32>) {
                 }
             }
         }
-        for waker in fired.drain(..) {
-            waker.wake();
+        // Outside the lock: the wakers run executor code (which may poll, and so lock).
+        // One that panics must not take this thread (and its tasks) with it.
+        for r in fired.drain(..) {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.waker.wake()));
         }
         let timeout = next.map(|n| n.saturating_duration_since(Instant::now()));
         let kick_word: &AtomicU32 = &kick;
@@ -439,17 +558,14 @@ fn serve(shard: usize, pid: u32, kick: Arc<AtomicU32>) {
 /// The waiter threads this process runs now, and the registrations they hold (tests).
 #[doc(hidden)]
 pub fn waiters() -> (usize, usize) {
-    let g = lock();
-    match g.as_ref().filter(|w| w.pid == std::process::id()) {
-        Some(w) => (
-            w.shards.len(),
-            w.shards
-                .iter()
-                .map(|s| s.regs.iter().flatten().count())
-                .sum(),
-        ),
-        None => (0, 0),
-    }
+    let g = lock(table());
+    (
+        g.shards.len(),
+        g.shards
+            .iter()
+            .map(|s| s.regs.iter().flatten().count())
+            .sum(),
+    )
 }
 
 /// A file descriptor that becomes readable when an armed ring end may be ready: for an
@@ -460,10 +576,9 @@ pub fn waiters() -> (usize, usize) {
 /// The loop: [`arm`](Self::arm) each end that is empty (full, for a producer); wait on
 /// the fd with the other fds; when it is readable, [`clear`](Self::clear) it, drain each
 /// armed end with its `try_` calls, and arm again those that came up empty. Readable is
-/// a hint, not a promise: an armed end also signals once per slice
-/// ([`WATCHED_SLICE`](crate::WATCHED_SLICE), or
-/// [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL) where a peer's death cannot be
-/// watched) so that its `try_` call can check its peer, and another handle on a shared
+/// a hint, not a promise: an armed end also signals for its safety-net re-check (see the
+/// [module docs](self)), once per [`LIVENESS_INTERVAL`](crate::LIVENESS_INTERVAL) where a
+/// peer's death cannot be watched, and for a peer's attach; another handle on a shared
 /// ring may take the item first. Peer death and close signal it as they wake a parked
 /// handle. See `examples/examples/epoll.rs`.
 ///

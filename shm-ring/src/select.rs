@@ -16,11 +16,14 @@
 //!
 //! Ends that can be selected (ready: what their `try_` call waits for is there, or the end
 //! has something to report: its peer gone, corruption, a fork):
-//! - the SPSC ring's consumer (an item) and producer (room for one);
-//! - the byte log's consumer (a message);
-//! - a broadcast subscriber (a message, or a lap to report as `Lagged`).
+//! - the SPSC and MPMC rings' consumers (an item) and producers (room for one);
+//! - the byte log's consumer (a message) and producers (room for a message of `max_len`,
+//!   or of any length with [`Producer::room_for`](crate::log::Producer::room_for));
+//! - a broadcast subscriber (a message, or a lap to report as `Lagged`) and the publisher
+//!   (room under back-pressure; under overwrite it is always ready).
 //!
-//! Not yet: MPMC ends, the log's producers, the broadcast publisher (issue 17 goes on).
+//! The same ends have `async` forms (feature `async`, [`aio`](crate::aio)), and an event
+//! loop can wait on them through a file descriptor ([`aio::ReadyFd`](crate::aio::ReadyFd)).
 //!
 //! ```
 //! use std::time::Duration;

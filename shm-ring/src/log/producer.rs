@@ -658,7 +658,9 @@ impl Producer {
         let h = c.head.pos.load(Ordering::Relaxed);
         let off = t & (cap - 1);
         let pad = if off + span > cap { cap - off } else { 0 };
-        if t.wrapping_add(pad + span).wrapping_sub(h) <= cap {
+        // More than the log apart: a race between the two loads, or garbage: let the
+        // claim decide (it reads again, and calls persistent garbage `Corrupted`).
+        if t.wrapping_sub(h) > cap || t.wrapping_add(pad + span).wrapping_sub(h) <= cap {
             return true;
         }
         if self.peer.take_exited() {
