@@ -1371,3 +1371,122 @@ impl Default for NoRecheckSelect {
         Self::new()
     }
 }
+
+/// Broken twin of the async waiter's hand-off (`shm_ring::aio`): a task counts in on an
+/// end's epoch, re-checks, and registers its wait in the waiter's table, then bumps the
+/// waiter's kick word and wakes it; the waiter snapshots the table and sleeps on the
+/// registered epoch and its kick word together. PLANTED BUG (with `new`; `fixed` reads it
+/// as the real waiter does, under the lock before the snapshot): the waiter reads its kick
+/// word after taking the snapshot and releasing the lock. A registration between the two
+/// is in neither the snapshot nor behind the kick value it sleeps on, so the waiter sleeps
+/// on the old set and the publisher's wake of the epoch reaches nobody.
+pub struct LateKickWaiter {
+    late: bool,
+    pos: AtomicU64,
+    waiting: AtomicU32,
+    epoch: AtomicU32,
+    kick: AtomicU32,
+    /// The registration: the epoch a task waits past (`None`: none yet), and whether the
+    /// task is done (then the waiter ends).
+    table: loom::sync::Mutex<(Option<u32>, bool)>,
+    /// Set by the waiter once it fired the registration (the task's "park").
+    fired: AtomicU32,
+}
+
+impl LateKickWaiter {
+    pub fn new() -> Self {
+        Self::with(true)
+    }
+
+    pub fn fixed() -> Self {
+        Self::with(false)
+    }
+
+    fn with(late: bool) -> Self {
+        LateKickWaiter {
+            late,
+            pos: AtomicU64::new(0),
+            waiting: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
+            kick: AtomicU32::new(0),
+            table: loom::sync::Mutex::new((None, false)),
+            fired: AtomicU32::new(0),
+        }
+    }
+
+    pub fn publish(&self) {
+        self.pos.store(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::Relaxed) != 0 {
+            self.epoch.fetch_add(1, Ordering::Release);
+            shm_sync::futex::wake(&self.epoch, 1);
+        }
+    }
+
+    fn kick(&self) {
+        self.kick.fetch_add(1, Ordering::Release);
+        shm_sync::futex::wake(&self.kick, 1);
+    }
+
+    /// The task: returns once the item is there (at once, or after the waiter fired it),
+    /// and tells the waiter it is done.
+    pub fn wait(&self) {
+        self.wait_for_item();
+        assert_eq!(self.pos.load(Ordering::Acquire), 1);
+        self.table.lock().unwrap().1 = true;
+        self.kick();
+    }
+
+    fn wait_for_item(&self) {
+        if self.pos.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let e = self.epoch.load(Ordering::Acquire);
+        self.waiting.fetch_add(1, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if self.pos.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        self.table.lock().unwrap().0 = Some(e);
+        self.kick();
+        while self.fired.load(Ordering::Acquire) == 0 {
+            shm_sync::futex::wait(&self.fired, 0, None);
+        }
+    }
+
+    /// The waiter, until the task is done.
+    pub fn serve(&self) {
+        loop {
+            let (snapshot, kicked) = {
+                let t = self.table.lock().unwrap();
+                let early = (!self.late).then(|| self.kick.load(Ordering::Acquire));
+                if t.1 {
+                    return;
+                }
+                (t.0, early)
+            };
+            // The bug: read after the snapshot, outside the lock.
+            let kicked = kicked.unwrap_or_else(|| self.kick.load(Ordering::Acquire));
+            match snapshot {
+                Some(e) if self.epoch.load(Ordering::Acquire) != e => {
+                    self.table.lock().unwrap().0 = None;
+                    self.fired.store(1, Ordering::Release);
+                    shm_sync::futex::wake(&self.fired, 1);
+                }
+                Some(e) => {
+                    let words = [(&self.epoch, e), (&self.kick, kicked)];
+                    let _ = shm_sync::futex::wait_any(&words, None);
+                }
+                None => {
+                    shm_sync::futex::wait(&self.kick, kicked, None);
+                }
+            }
+        }
+    }
+}
+
+impl Default for LateKickWaiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1341,3 +1341,75 @@ fn select_twin_announcing_without_the_recheck_is_caught() {
         p.join().unwrap();
     });
 }
+
+// ------------------------------------------------------------ async waiter
+
+/// A `block_on` on loom's threads: polls, and parks until the waker unparks it (a missed
+/// wake-up leaves it parked for ever, which loom reports as a deadlock).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(loom::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(&waker)) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+/// The async path end to end, real code: `pop_async` counts in, passes the barrier,
+/// re-checks and hands its epoch to the waiter thread, which sleeps on it and on its kick
+/// word; a push from another thread wakes it, and the waiter wakes the task. Two pops in a
+/// row, so that the second registration can meet a waiter that already runs (between its
+/// snapshot and its sleep). Every interleaving ends with both items popped.
+#[test]
+fn async_pops_are_woken_through_the_waiter_by_pushes() {
+    model(|| {
+        let a = spsc::Ring::<u64>::in_process(2).unwrap();
+        let (mut rx, mut tx) = (a.consumer().unwrap(), a.producer().unwrap());
+        let p = thread::spawn(move || {
+            tx.try_push(5).unwrap();
+            tx.try_push(6).unwrap();
+            tx
+        });
+        assert_eq!(block_on(rx.pop_async()), Ok(5));
+        assert_eq!(block_on(rx.pop_async()), Ok(6));
+        drop(p.join().unwrap());
+        shm_ring::aio::stop_waiters();
+    });
+}
+
+/// The waiter's hand-off alone (the twin's model with the kick read as the real waiter
+/// reads it): never a lost wake-up.
+#[test]
+fn async_waiter_hand_off_reading_its_kick_under_the_lock_is_sound() {
+    model(|| {
+        let w = Arc::new(LateKickWaiter::fixed());
+        let (w2, w3) = (w.clone(), w.clone());
+        let waiter = thread::spawn(move || w2.serve());
+        let p = thread::spawn(move || w3.publish());
+        w.wait();
+        p.join().unwrap();
+        waiter.join().unwrap();
+    });
+}
+
+#[test]
+fn async_waiter_twin_reading_its_kick_after_the_snapshot_is_caught() {
+    twin_fails(|| {
+        let w = Arc::new(LateKickWaiter::new());
+        let (w2, w3) = (w.clone(), w.clone());
+        let waiter = thread::spawn(move || w2.serve());
+        let p = thread::spawn(move || w3.publish());
+        w.wait();
+        p.join().unwrap();
+        waiter.join().unwrap();
+    });
+}

@@ -68,8 +68,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicPtr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+#[cfg(not(shm_loom))]
+use std::sync::{atomic::AtomicPtr, Mutex, MutexGuard};
+
+#[cfg(shm_loom)]
+use loom::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -252,11 +256,53 @@ struct Waiters {
 struct Table {
     pid: u32,
     waiters: Mutex<Waiters>,
+    /// Loom only: set by [`stop_waiters`] (a model ends only once every thread does).
+    #[cfg(shm_loom)]
+    stopping: std::sync::atomic::AtomicBool,
+    /// Loom only: the waiter threads, for `stop_waiters` to join.
+    #[cfg(shm_loom)]
+    threads: Mutex<Vec<loom::thread::JoinHandle<()>>>,
 }
 
+#[cfg(not(shm_loom))]
 static TABLE: AtomicPtr<Table> = AtomicPtr::new(std::ptr::null_mut());
 
+// Under loom, a table per model execution.
+#[cfg(shm_loom)]
+loom::lazy_static! {
+    static ref TABLE: Table = Table {
+        pid: std::process::id(),
+        waiters: Mutex::new(Waiters {
+            shards: Vec::new(),
+            next_id: 0,
+        }),
+        stopping: std::sync::atomic::AtomicBool::new(false),
+        threads: Mutex::new(Vec::new()),
+    };
+}
+
+#[cfg(shm_loom)]
+fn table() -> &'static Table {
+    &TABLE
+}
+
+/// Loom only: ends the waiter threads of this execution (each returns at its next look)
+/// and joins them, so that the model ends with every thread.
+#[cfg(shm_loom)]
+pub fn stop_waiters() {
+    let t = table();
+    t.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in &lock(t).shards {
+        s.kick();
+    }
+    let threads = std::mem::take(&mut *t.threads.lock().unwrap_or_else(|p| p.into_inner()));
+    for h in threads {
+        let _ = h.join();
+    }
+}
+
 /// This process's table.
+#[cfg(not(shm_loom))]
 fn table() -> &'static Table {
     let pid = std::process::id();
     loop {
@@ -291,7 +337,7 @@ fn table() -> &'static Table {
     }
 }
 
-fn lock(t: &'static Table) -> std::sync::MutexGuard<'static, Waiters> {
+fn lock(t: &'static Table) -> MutexGuard<'static, Waiters> {
     // A panic while the lock is held leaves the table consistent (every update is one
     // assignment): go on with it.
     t.waiters.lock().unwrap_or_else(|p| p.into_inner())
@@ -332,6 +378,7 @@ impl Ticket {
     }
 
     /// Whether the registration still waits (the waiter has not fired it).
+    #[cfg_attr(shm_loom, allow(dead_code))]
     fn is_pending(&self) -> bool {
         let Some(t) = self.table() else { return false };
         slot_of(&mut lock(t), self).is_some()
@@ -412,10 +459,17 @@ fn register(flag: FlagRef, epoch: u32, slice: Slice, waker: Waker) -> Ticket {
             let i = w.shards.len();
             let pid = t.pid;
             let k = kick.clone();
+            #[cfg(not(shm_loom))]
             let started = std::thread::Builder::new()
                 .name(format!("shm-ring-waiter-{i}"))
                 .spawn(move || serve(i, pid, k))
                 .is_ok();
+            #[cfg(shm_loom)]
+            let started = {
+                let h = loom::thread::spawn(move || serve(i, pid, k));
+                t.threads.lock().unwrap_or_else(|p| p.into_inner()).push(h);
+                true
+            };
             if !started {
                 drop(g);
                 shm_sync::sleepers::retire(&flag.line().waiting);
@@ -460,6 +514,13 @@ fn register(flag: FlagRef, epoch: u32, slice: Slice, waker: Waker) -> Ticket {
     }
     // Past what the clock can say: re-check in an hour.
     .unwrap_or_else(|| now + Duration::from_secs(3600));
+    // Under loom, real time must not steer an execution: no slice ever passes (the model
+    // is of the wake-up, not of the timers).
+    let deadline = if cfg!(shm_loom) {
+        now + Duration::from_secs(3600)
+    } else {
+        deadline
+    };
     let reg = Reg {
         flag,
         epoch,
@@ -500,6 +561,10 @@ fn serve(shard: usize, pid: u32, kick: Arc<AtomicU32>) {
                 return;
             }
             let mut g = lock(t);
+            #[cfg(shm_loom)]
+            if t.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let Some(s) = g.shards.get_mut(shard) else {
                 return;
             };
@@ -533,7 +598,11 @@ fn serve(shard: usize, pid: u32, kick: Arc<AtomicU32>) {
         // Outside the lock: the wakers run executor code (which may poll, and so lock).
         // One that panics must not take this thread (and its tasks) with it.
         for r in fired.drain(..) {
+            // (Not under loom, whose own panics end a failing model.)
+            #[cfg(not(shm_loom))]
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.waker.wake()));
+            #[cfg(shm_loom)]
+            r.waker.wake();
         }
         let timeout = next.map(|n| n.saturating_duration_since(Instant::now()));
         let kick_word: &AtomicU32 = &kick;
@@ -599,6 +668,7 @@ pub fn waiters() -> (usize, usize) {
 /// assert_eq!(rx.try_pop()?, 7);
 /// # Ok(()) }
 /// ```
+#[cfg(not(shm_loom))]
 pub struct ReadyFd {
     signal: Arc<Signal>,
     armed: Vec<(Ticket, Armed, usize)>,
@@ -606,8 +676,10 @@ pub struct ReadyFd {
 
 /// The eventfd, shared with the wakers the waiter holds (it stays open until the last
 /// of them is gone).
+#[cfg(not(shm_loom))]
 struct Signal(std::os::fd::OwnedFd);
 
+#[cfg(not(shm_loom))]
 impl std::task::Wake for Signal {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
@@ -630,8 +702,10 @@ impl std::task::Wake for Signal {
 
 // SAFETY: as for `Ready`: each `Armed` points into the mapping its `keep` keeps mapped,
 // and holds an index into a process-wide table; the tickets and the eventfd are plain data.
+#[cfg(not(shm_loom))]
 unsafe impl Send for ReadyFd {}
 
+#[cfg(not(shm_loom))]
 impl ReadyFd {
     /// A new eventfd, not readable until an armed end signals it.
     ///
@@ -712,18 +786,21 @@ impl ReadyFd {
     }
 }
 
+#[cfg(not(shm_loom))]
 impl std::os::fd::AsRawFd for ReadyFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.signal.0.as_raw_fd()
     }
 }
 
+#[cfg(not(shm_loom))]
 impl std::os::fd::AsFd for ReadyFd {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.signal.0.as_fd()
     }
 }
 
+#[cfg(not(shm_loom))]
 impl Drop for ReadyFd {
     fn drop(&mut self) {
         for (t, _, _) in self.armed.drain(..) {

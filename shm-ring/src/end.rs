@@ -258,7 +258,6 @@ impl<'a> FlagTarget<'a> {
 
     /// An owned reference to the flag, which keeps its mapping alive (for another thread
     /// to wake it later).
-    #[cfg(not(shm_loom))]
     pub fn to_ref(&self) -> FlagRef {
         // The flag lies in the mapping `keep` keeps (`FlagTarget::of`).
         FlagRef {
@@ -269,7 +268,6 @@ impl<'a> FlagTarget<'a> {
 }
 
 /// A flag line inside a mapping, kept alive by `_keep`, handed to the exit watcher's thread.
-#[cfg(not(shm_loom))]
 pub(crate) struct FlagRef {
     flag: std::ptr::NonNull<FlagLine>,
     _keep: Arc<dyn Any + Send + Sync>,
@@ -278,10 +276,8 @@ pub(crate) struct FlagRef {
 // SAFETY: `flag` points into memory that `_keep` keeps mapped (it came from a `FlagTarget`,
 // whose flag lies in what its `keep` keeps); `FlagLine` is atomics only, which any thread
 // may use.
-#[cfg(not(shm_loom))]
 unsafe impl Send for FlagRef {}
 
-#[cfg(not(shm_loom))]
 impl Clone for FlagRef {
     fn clone(&self) -> Self {
         FlagRef {
@@ -291,7 +287,6 @@ impl Clone for FlagRef {
     }
 }
 
-#[cfg(not(shm_loom))]
 impl FlagRef {
     /// The flag line.
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
@@ -307,6 +302,7 @@ impl FlagRef {
     }
 
     /// Bumps the flag's epoch and wakes every sleeper on it.
+    #[cfg_attr(shm_loom, allow(dead_code))]
     pub(crate) fn wake(&self) {
         // SAFETY: `_keep` keeps the mapping (and so the flag) alive while `self` lives.
         crate::wait::wake(unsafe { self.flag.as_ref() }, u32::MAX);

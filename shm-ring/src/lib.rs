@@ -82,7 +82,7 @@ mod not_send_doctests {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 pub mod aio;
 pub mod broadcast;
 mod end;

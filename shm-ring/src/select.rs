@@ -98,7 +98,6 @@ pub(crate) use sealed::Sealed;
 pub struct Armed {
     pub(crate) flag: *const FlagLine,
     /// The flag again, with its mapping kept alive (for this process's async waiters).
-    #[cfg(not(shm_loom))]
     #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) keep: crate::end::FlagRef,
     pub(crate) watched: bool,
@@ -123,7 +122,6 @@ pub(crate) fn arm_one(
     liveness.expire();
     Armed {
         flag: target.line(),
-        #[cfg(not(shm_loom))]
         keep: target.to_ref(),
         watched,
         _shutdown: crate::shutdown::register(&target),

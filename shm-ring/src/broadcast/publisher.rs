@@ -519,7 +519,6 @@ impl<T: Pod> crate::select::Selectable for Publisher<T> {
         self.liveness.expire();
         crate::select::Armed {
             flag: target.line(),
-            #[cfg(not(shm_loom))]
             keep: target.to_ref(),
             watched: false,
             _shutdown: crate::shutdown::register(&target),
@@ -527,7 +526,7 @@ impl<T: Pod> crate::select::Selectable for Publisher<T> {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl<T: Pod> Publisher<T> {
     /// [`publish`](Self::publish) as a future (feature `async`): under back-pressure,
     /// waits for room without a thread of its own (see [`aio`](crate::aio)); under

@@ -532,7 +532,7 @@ impl<T: Pod> crate::select::Selectable for Subscriber<T> {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl<T: Pod> Subscriber<T> {
     /// [`recv`](Self::recv) as a future (feature `async`): waits for a message without a
     /// thread of its own (see [`aio`](crate::aio)). Cancellation-safe: a future dropped

@@ -950,7 +950,6 @@ impl crate::select::Selectable for Consumer {
         self.waits.liveness.expire();
         crate::select::Armed {
             flag: target.line(),
-            #[cfg(not(shm_loom))]
             keep: target.to_ref(),
             // A claim in flight is settled by a look after its claim timeout: wake once
             // per liveness interval meanwhile, not once per watched slice.
@@ -960,7 +959,7 @@ impl crate::select::Selectable for Consumer {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl Consumer {
     /// [`recv`](Self::recv) as a future (feature `async`): waits for a message without a
     /// thread of its own (see [`aio`](crate::aio)); a claim in flight is settled as `recv`

@@ -707,7 +707,7 @@ impl crate::select::Selectable for Producer {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl Producer {
     /// [`claim`](Self::claim) as a future (feature `async`): waits for room without a
     /// thread of its own (see [`aio`](crate::aio)). A future dropped before it is ready

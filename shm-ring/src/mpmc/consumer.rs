@@ -705,7 +705,6 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
         self.liveness.expire();
         crate::select::Armed {
             flag: target.line(),
-            #[cfg(not(shm_loom))]
             keep: target.to_ref(),
             watched: slice >= crate::WATCHED_SLICE,
             _shutdown: crate::shutdown::register(&target),
@@ -713,7 +712,7 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl<T: Pod> Consumer<T> {
     /// [`pop`](Self::pop) as a future (feature `async`): waits for an item without a
     /// thread of its own (see [`aio`](crate::aio)). Cancellation-safe: a future dropped

@@ -979,7 +979,6 @@ impl<T: Pod> crate::select::Selectable for Producer<T> {
         self.liveness.expire();
         crate::select::Armed {
             flag: target.line(),
-            #[cfg(not(shm_loom))]
             keep: target.to_ref(),
             watched: slice >= crate::WATCHED_SLICE,
             _shutdown: crate::shutdown::register(&target),
@@ -987,7 +986,7 @@ impl<T: Pod> crate::select::Selectable for Producer<T> {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl<T: Pod> Producer<T> {
     /// [`push`](Self::push) as a future (feature `async`): waits for room without a
     /// thread of its own (see [`aio`](crate::aio)). A future dropped before it is ready

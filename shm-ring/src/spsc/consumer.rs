@@ -559,7 +559,7 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl<T: Pod> Consumer<T> {
     /// [`pop`](Self::pop) as a future (feature `async`): waits for an item without a
     /// thread of its own (see [`aio`](crate::aio)). Cancellation-safe: a future dropped

@@ -714,7 +714,7 @@ impl<T: Pod> crate::select::Selectable for Producer<T> {
     }
 }
 
-#[cfg(all(feature = "async", not(shm_loom)))]
+#[cfg(feature = "async")]
 impl<T: Pod> Producer<T> {
     /// [`push`](Self::push) as a future (feature `async`): waits for room without a
     /// thread of its own (see [`aio`](crate::aio)). A future dropped before it is ready
