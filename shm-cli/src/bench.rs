@@ -1492,14 +1492,24 @@ fn bursty_sink(name: &str, strategy: WaitStrategy) -> Result<(), String> {
         .consumer()
         .map_err(es)?;
     rx.set_wait_strategy(strategy);
+    record_latencies(|| rx.pop(), sys::thread_cpu_us)
+}
+
+/// The body of a bursty or wake consumer: takes messages with `pop` until `Disconnected`,
+/// records each measured one's latency (its push's timestamp to now), and prints p50, p99,
+/// the count, and the CPU (`cpu`, in µs) and wall time from the first measured message.
+fn record_latencies(
+    mut pop: impl FnMut() -> Result<u64, PopError>,
+    cpu: fn() -> u64,
+) -> Result<(), String> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(es)?;
     ready();
     let mut start: Option<(u64, Instant)> = None;
     loop {
-        match rx.pop() {
+        match pop() {
             Ok(v) if v >> 63 == 0 => {
                 let now = sys::mono_ns();
-                start.get_or_insert_with(|| (sys::thread_cpu_us(), Instant::now()));
+                start.get_or_insert_with(|| (cpu(), Instant::now()));
                 h.saturating_record(now.saturating_sub(v).max(1));
             }
             Ok(_) => {}
@@ -1507,13 +1517,13 @@ fn bursty_sink(name: &str, strategy: WaitStrategy) -> Result<(), String> {
             Err(e) => return Err(e.to_string()),
         }
     }
-    let (c0, t0) = start.unwrap_or((sys::thread_cpu_us(), Instant::now()));
+    let (c0, t0) = start.unwrap_or((cpu(), Instant::now()));
     println!(
         "{} {} {} {} {}",
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
         h.len(),
-        sys::thread_cpu_us() - c0,
+        cpu() - c0,
         t0.elapsed().as_micros()
     );
     Ok(())
@@ -1543,38 +1553,14 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
     }
 }
 
-/// The consumer of `spsc-wake-async`: `bursty_sink` with `pop_async` under `block_on`.
+/// The consumer of `spsc-wake-async`: `bursty_sink` with `pop_async` under `block_on`,
+/// and the whole process's CPU (the waiter thread's as well as this one's).
 fn wake_sink_async(name: &str) -> Result<(), String> {
     let mut rx = spsc::open::<u64>(name)
         .map_err(es)?
         .consumer()
         .map_err(es)?;
-    let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).map_err(es)?;
-    ready();
-    let mut start: Option<(u64, Instant)> = None;
-    loop {
-        match block_on(rx.pop_async()) {
-            Ok(v) if v >> 63 == 0 => {
-                let now = sys::mono_ns();
-                start.get_or_insert_with(|| (sys::process_cpu_us(), Instant::now()));
-                h.saturating_record(now.saturating_sub(v).max(1));
-            }
-            Ok(_) => {}
-            Err(PopError::Disconnected) => break,
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    // The whole process's CPU: the waiter thread's as well as this one's.
-    let (c0, t0) = start.unwrap_or((sys::process_cpu_us(), Instant::now()));
-    println!(
-        "{} {} {} {} {}",
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.len(),
-        sys::process_cpu_us() - c0,
-        t0.elapsed().as_micros()
-    );
-    Ok(())
+    record_latencies(|| block_on(rx.pop_async()), sys::process_cpu_us)
 }
 
 /// Idle async subscribers: how many, over how many broadcast rings.

@@ -448,11 +448,7 @@ impl<T: Pod> Consumer<T> {
             return;
         }
         // Every spent notice is taken (each says so once), not only the first.
-        if self
-            .peers
-            .iter_mut()
-            .fold(false, |any, p| p.take_exited() | any)
-        {
+        if take_any_exited(&mut *self.peers) {
             // A watched peer died while we were not asleep (its notice woke nobody): let
             // the caller's next check reap it now.
             self.liveness.expire();
@@ -667,11 +663,7 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
         match self.probe() {
             Attempt::Done(()) | Attempt::Failed(_) => true,
             Attempt::Blocked => {
-                if self
-                    .peers
-                    .iter_mut()
-                    .fold(false, |any, p| p.take_exited() | any)
-                {
+                if take_any_exited(&mut *self.peers) {
                     // A producer died (its exit notice fired): check it now.
                     self.liveness.expire();
                 }
@@ -692,23 +684,13 @@ impl<T: Pod> crate::select::Selectable for Consumer<T> {
     }
 
     fn select_arm(&mut self) -> crate::select::Armed {
-        let c = self.ring.mem.ctrl();
-        let target = FlagTarget::of(&self.ring.mem, |c| &c.consumers_waiting);
-        let slice = c.producers.sleep_slice(
+        self.ring.mem.ctrl().producers.arm(
             &mut self.peers,
             (self.me, &self.deaths),
-            &target,
-            self.liveness.interval(),
+            FlagTarget::of(&self.ring.mem, |c| &c.consumers_waiting),
+            &mut self.liveness,
             self.stuck.is_some(),
-        );
-        // The first look after the sleep checks the producers' liveness.
-        self.liveness.expire();
-        crate::select::Armed {
-            flag: target.line(),
-            keep: target.to_ref(),
-            watched: slice >= crate::WATCHED_SLICE,
-            _shutdown: crate::shutdown::register(&target),
-        }
+        )
     }
 }
 

@@ -399,6 +399,27 @@ impl Side {
         }
     }
 
+    /// How a handle of the other side arms for `select` and `aio` on `target`: as its own
+    /// sleep does (every endpoint here that a pidfd can watch wakes `target` by dying),
+    /// with the handle's next look a full one (`liveness` expired).
+    pub(crate) fn arm(
+        &self,
+        watches: &mut [PeerWatch; MAX_ENDPOINTS],
+        (me, deaths): (u64, &Deaths),
+        target: FlagTarget<'_>,
+        liveness: &mut LivenessTimer,
+        stuck: bool,
+    ) -> crate::select::Armed {
+        let slice = self.sleep_slice(watches, (me, deaths), &target, liveness.interval(), stuck);
+        liveness.expire();
+        crate::select::Armed {
+            flag: target.line(),
+            keep: target.to_ref(),
+            watched: slice >= end::WATCHED_SLICE,
+            _shutdown: crate::shutdown::register(&target),
+        }
+    }
+
     /// A digest of the owner words: it changes when any endpoint is taken, released or
     /// reaped (a sleeper compares it to re-arm its watches on a new peer).
     pub(crate) fn owners_digest(&self) -> u64 {
@@ -1049,4 +1070,10 @@ mod tests {
         assert!(!is_later_lap(2 * cap + 1, cap, u64::MAX / 4, pos));
         assert!(!is_later_lap(cap, cap, pos + 100, pos));
     }
+}
+
+/// Whether any of `peers` has exited since last asked (each notice is taken, not only the
+/// first).
+fn take_any_exited(peers: &mut [PeerWatch]) -> bool {
+    peers.iter_mut().fold(false, |any, p| p.take_exited() | any)
 }
