@@ -1415,15 +1415,19 @@ impl LateKickWaiter {
     }
 
     pub fn publish(&self) {
+        // Release: pairs with the task's Acquire loads of `pos`.
         self.pos.store(1, Ordering::Release);
+        // SeqCst: pairs with the task's fence after counting in (the Dekker pair).
         fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::Relaxed) != 0 {
+            // Release: pairs with the waiter's Acquire load of `epoch`.
             self.epoch.fetch_add(1, Ordering::Release);
             shm_sync::futex::wake(&self.epoch, 1);
         }
     }
 
     fn kick(&self) {
+        // Release: pairs with the waiter's Acquire load of `kick`.
         self.kick.fetch_add(1, Ordering::Release);
         shm_sync::futex::wake(&self.kick, 1);
     }
@@ -1432,23 +1436,29 @@ impl LateKickWaiter {
     /// and tells the waiter it is done.
     pub fn wait(&self) {
         self.wait_for_item();
+        // Acquire: pairs with the publisher's Release store.
         assert_eq!(self.pos.load(Ordering::Acquire), 1);
         self.table.lock().unwrap().1 = true;
         self.kick();
     }
 
     fn wait_for_item(&self) {
+        // Acquire (every load of `pos`): pairs with the publisher's Release store.
         if self.pos.load(Ordering::Acquire) != 0 {
             return;
         }
+        // Acquire: pairs with the publisher's Release bump.
         let e = self.epoch.load(Ordering::Acquire);
+        // Release: as `sleepers::count_in`; the fence below does the ordering.
         self.waiting.fetch_add(1, Ordering::Release);
+        // SeqCst: pairs with the publisher's fence (the Dekker pair).
         fence(Ordering::SeqCst);
         if self.pos.load(Ordering::Acquire) != 0 {
             return;
         }
         self.table.lock().unwrap().0 = Some(e);
         self.kick();
+        // Acquire: pairs with the waiter's Release store of `fired`.
         while self.fired.load(Ordering::Acquire) == 0 {
             shm_sync::futex::wait(&self.fired, 0, None);
         }
@@ -1459,6 +1469,7 @@ impl LateKickWaiter {
         loop {
             let (snapshot, kicked) = {
                 let t = self.table.lock().unwrap();
+                // Acquire (both loads of `kick`): pairs with the task's Release bump.
                 let early = (!self.late).then(|| self.kick.load(Ordering::Acquire));
                 if t.1 {
                     return;
@@ -1468,8 +1479,10 @@ impl LateKickWaiter {
             // The bug: read after the snapshot, outside the lock.
             let kicked = kicked.unwrap_or_else(|| self.kick.load(Ordering::Acquire));
             match snapshot {
+                // Acquire: pairs with the publisher's Release bump.
                 Some(e) if self.epoch.load(Ordering::Acquire) != e => {
                     self.table.lock().unwrap().0 = None;
+                    // Release: pairs with the task's Acquire load of `fired`.
                     self.fired.store(1, Ordering::Release);
                     shm_sync::futex::wake(&self.fired, 1);
                 }

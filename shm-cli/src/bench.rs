@@ -1566,6 +1566,9 @@ fn wake_sink_async(name: &str) -> Result<(), String> {
 /// Idle async subscribers: how many, over how many broadcast rings.
 const IDLE_TASKS: usize = 1000;
 const IDLE_RINGS: usize = 16;
+/// How long the idle async peer waits for a wake-up before it fails the row: longer than
+/// any row's duration plus the spread safety nets of its tasks.
+const IDLE_GIVE_UP: Duration = Duration::from_secs(120);
 
 /// In a peer: `IDLE_TASKS` subscribers over the `IDLE_RINGS` broadcast rings `name-K`,
 /// each a task blocked in `recv_async` on one executor thread (polled only when its waker
@@ -1639,7 +1642,20 @@ fn async_idle(name: &str) -> Result<(), String> {
                 .unwrap_or_else(|p| p.into_inner())
                 .is_empty()
         {
-            std::thread::park();
+            // A wake-up that never comes fails the row rather than hanging the bench.
+            let parked = Instant::now();
+            std::thread::park_timeout(IDLE_GIVE_UP);
+            if parked.elapsed() >= IDLE_GIVE_UP
+                && queue
+                    .ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+            {
+                return Err(format!(
+                    "{left} idle async tasks never woke in {IDLE_GIVE_UP:?}"
+                ));
+            }
         }
     }
     let (c0, w0, p0) = t0.unwrap_or((0, Instant::now(), 0));

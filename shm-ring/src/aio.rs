@@ -663,6 +663,7 @@ pub fn waiters() -> (usize, usize) {
 /// tx.push(7)?;
 /// // The waiter signals the eventfd: poll(2) it as an event loop would.
 /// let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+/// // SAFETY: `p` is one valid pollfd.
 /// assert_eq!(unsafe { libc::poll(&mut p, 1, 10_000) }, 1);
 /// fd.clear();
 /// assert_eq!(rx.try_pop()?, 7);
