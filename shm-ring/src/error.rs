@@ -445,6 +445,16 @@ pub enum RingError {
         /// The log's capacity in bytes (a power of two).
         capacity: u64,
     },
+    /// A ring opened through a byte view (`broadcast::open_declared`) declares a payload
+    /// whose slots are not shaped like the view's: another size class or alignment.
+    PayloadView {
+        /// The ring's name.
+        name: String,
+        /// The declared payload's size and alignment.
+        declared: (u64, u64),
+        /// The view's size and alignment.
+        view: (usize, usize),
+    },
     /// The ring's control block holds impossible values.
     Corrupted {
         /// The ring's name.
@@ -473,6 +483,17 @@ impl fmt::Display for RingError {
             RingError::ZeroSizedPayload { name } => write!(
                 f,
                 "cannot create ring {name:?}: the payload type has size 0; use a counter"
+            ),
+            RingError::PayloadView {
+                name,
+                declared,
+                view,
+            } => write!(
+                f,
+                "cannot view ring {name:?} as bytes: its payload (size {}, align {}) is not \
+                 stored like a view of size {}, align {} (views hold payloads aligned to at \
+                 most 8 bytes, of up to the view's size)",
+                declared.0, declared.1, view.0, view.1
             ),
             RingError::PayloadAlignment { name, align } => write!(
                 f,

@@ -742,3 +742,53 @@ fn handles_learn_that_their_name_was_removed_and_re_created() {
     p2.try_publish(2).unwrap();
     assert_eq!(s2.try_recv(), Ok(2));
 }
+
+/// `open_declared`: a ring of `[u32; 3]` read and written through a `[u64; 2]` view with
+/// the fingerprint its header declares; another fingerprint, or a view of another size
+/// class, is refused with both named.
+#[test]
+fn a_byte_view_opens_a_ring_by_its_declared_fingerprint_and_refuses_other_shapes() {
+    let (name, _c) = scratch("bcast-view");
+    let ring = broadcast::create::<[u32; 3]>(&name, 8).unwrap();
+    let declared = shm_core::inspect(&name)
+        .unwrap()
+        .header
+        .unwrap()
+        .fingerprint;
+    let mut typed_sub = ring.subscribe().unwrap();
+    let view = broadcast::open_declared::<[u64; 2]>(&name, declared).unwrap();
+    let mut raw_sub = view.subscribe().unwrap();
+    let mut typed_pub = ring.publisher().unwrap();
+    typed_pub.publish([1, 2, 3]).unwrap();
+    let got = raw_sub.try_recv().unwrap();
+    assert_eq!(
+        &bytemuck::bytes_of(&got)[..12],
+        bytemuck::bytes_of(&[1u32, 2, 3])
+    );
+    drop(typed_pub);
+    let mut raw_pub = view.publisher().unwrap();
+    let mut v = [0u64; 2];
+    bytemuck::bytes_of_mut(&mut v)[..12].copy_from_slice(bytemuck::bytes_of(&[7u32, 8, 9]));
+    raw_pub.publish(v).unwrap();
+    assert_eq!(typed_sub.try_recv(), Ok([1, 2, 3]));
+    assert_eq!(typed_sub.try_recv(), Ok([7, 8, 9]));
+
+    match broadcast::open_declared::<[u64; 3]>(&name, declared) {
+        Err(e @ RingError::PayloadView { .. }) => {
+            let s = e.to_string();
+            assert!(
+                s.contains("size 12, align 4") && s.contains("size 24"),
+                "{s}"
+            );
+        }
+        other => panic!("a 24-byte view of a 12-byte payload: {:?}", other.err()),
+    }
+    let other = shm_core::Fingerprint::of::<[u16; 6]>(0, 0);
+    match broadcast::open_declared::<[u64; 2]>(&name, other) {
+        Err(RingError::Open(e)) => {
+            let s = e.to_string();
+            assert!(s.contains("[u16; 6]") && s.contains("[u32; 3]"), "{s}");
+        }
+        other => panic!("another payload type: {:?}", other.err()),
+    }
+}

@@ -545,5 +545,5 @@ mod subscriber;
 
 pub use publisher::Publisher;
 #[cfg(not(shm_loom))]
-pub use shared::{create, open, open_or_create, Builder};
+pub use shared::{create, open, open_declared, open_or_create, Builder};
 pub use subscriber::Subscriber;
