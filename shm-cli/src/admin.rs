@@ -76,7 +76,7 @@ pub fn ls() -> Result<(), String> {
 }
 
 /// One end for `ls`: `1234`, `1234(dead)`, `closed`, `never`.
-fn end_word(e: &EndStatus) -> String {
+pub fn end_word(e: &EndStatus) -> String {
     match e {
         EndStatus::Never => "never".to_owned(),
         EndStatus::Closed => "closed".to_owned(),
@@ -97,26 +97,33 @@ fn ends_words(ends: &[EndStatus]) -> String {
     words.join(",")
 }
 
-/// The live ends of a ring for `ls` (`P:1234 C:5678(dead)`); `-` for a segment that is not
-/// a ring, or not ready, or whose ends cannot be read.
+/// The live ends of a ring for `ls`: `-` for a segment that is not a ring, or not ready,
+/// or whose ends cannot be read.
 fn ends_summary(name: &str) -> String {
     match shm_ring::inspect(name) {
-        Ok(Some(RingInfo::Spsc(s))) => {
+        Ok(Some(info)) => ends_of(&info),
+        _ => "-".to_owned(),
+    }
+}
+
+/// A ring's ends as `ls` and `top` show them: `P:1234 C:5678(dead)`.
+pub fn ends_of(info: &RingInfo) -> String {
+    match info {
+        RingInfo::Spsc(s) => {
             format!("P:{} C:{}", end_word(&s.producer), end_word(&s.consumer))
         }
-        Ok(Some(RingInfo::Mpmc(_, ends))) => format!(
+        RingInfo::Mpmc(_, ends) => format!(
             "P:{} C:{}",
             ends_words(&ends.producers),
             ends_words(&ends.consumers)
         ),
-        Ok(Some(RingInfo::Broadcast(s))) => {
+        RingInfo::Broadcast(s) => {
             let subs: Vec<EndStatus> = s.subscribers.iter().map(|x| x.end).collect();
             format!("P:{} S:{}", end_word(&s.publisher), ends_words(&subs))
         }
-        Ok(Some(RingInfo::Log(s))) => {
+        RingInfo::Log(s) => {
             format!("P:{} C:{}", ends_words(&s.producers), end_word(&s.consumer))
         }
-        _ => "-".to_owned(),
     }
 }
 

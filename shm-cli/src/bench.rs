@@ -156,6 +156,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Skip the idle-consumer CPU measurement.
     pub skip_idle: bool,
+    /// Where to draw the round-trip rows' percentile curves (SVG).
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Round-trip percentiles, in nanoseconds.
@@ -165,6 +167,8 @@ struct Rtt {
     p99: u64,
     p999: u64,
     max: u64,
+    /// At each of the plot's quantiles, p0 to p99.99.
+    curve: [u64; crate::plot::STEPS],
 }
 
 struct Row {
@@ -800,6 +804,7 @@ impl Ctx<'_> {
                 p99: h.value_at_quantile(0.99),
                 p999: h.value_at_quantile(0.999),
                 max: h.max(),
+                curve: std::array::from_fn(|k| h.value_at_quantile(crate::plot::quantile(k))),
             },
             n,
         ))
@@ -1814,7 +1819,9 @@ fn json(rows: &[Row]) -> String {
     s
 }
 
-/// `shmring bench`.
+/// `shmring bench`. Progress (rows done, the row running, time elapsed) goes to stderr
+/// only when it is a terminal: piped or redirected, a bench prints its table and nothing
+/// else (failures are in the error it returns).
 pub fn run(opts: &Options) -> Result<(), String> {
     let rows: Vec<&'static str> = ROWS
         .iter()
@@ -1861,8 +1868,16 @@ pub fn run(opts: &Options) -> Result<(), String> {
     let mut done = Vec::new();
     let mut failures = Vec::new();
     let n = rows.len() + 3 * usize::from(!opts.skip_idle);
-    for (i, &row) in rows.iter().enumerate() {
-        eprint!("[{}/{n}] {row} ... ", i + 1);
+    let progress = crate::term::Progress::steps(n as u64);
+    let finished = |what: &str, t: Instant, outcome: Result<(), &str>| {
+        progress.step();
+        progress.println(match outcome {
+            Ok(()) => format!("{what}: {:.1} s", t.elapsed().as_secs_f64()),
+            Err(e) => format!("{what}: failed: {e}"),
+        });
+    };
+    for &row in &rows {
+        progress.say(row.to_owned());
         let t = Instant::now();
         // Every row but the floor itself gets a short floor run just before it: round
         // trips divide by it, and the other rows print it, so that rows compared with
@@ -1871,7 +1886,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             match run_row(&adjacent, "floor") {
                 Ok(f) => f.rtt.map(|r| r.p50),
                 Err(e) => {
-                    eprintln!("failed: floor before {row}: {e}");
+                    finished(row, t, Err(&format!("the floor before it: {e}")));
                     failures.push(format!("floor before {row}: {e}"));
                     continue;
                 }
@@ -1881,30 +1896,28 @@ pub fn run(opts: &Options) -> Result<(), String> {
         };
         match run_row(&ctx, row).map(|r| Row { floor_p50, ..r }) {
             Ok(r) => {
-                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                finished(row, t, Ok(()));
                 done.push(r);
             }
             Err(e) => {
-                eprintln!("failed: {e}");
+                finished(row, t, Err(&e));
                 failures.push(format!("{row}: {e}"));
             }
         }
     }
     let mut idle = Vec::new();
     if !opts.skip_idle {
-        for (k, kind) in ["spsc", "mpmc"].into_iter().enumerate() {
-            eprint!(
-                "[{}/{n}] idle {kind} consumer in park mode ... ",
-                rows.len() + 1 + k
-            );
+        for kind in ["spsc", "mpmc"] {
+            let what = format!("idle {kind} consumer in park mode");
+            progress.say(what.clone());
             let t = Instant::now();
             match idle_park(&ctx, kind) {
                 Ok(v) => {
-                    eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                    finished(&what, t, Ok(()));
                     idle.push((kind, v));
                 }
                 Err(e) => {
-                    eprintln!("failed: {e}");
+                    finished(&what, t, Err(&e));
                     failures.push(format!("idle {kind}: {e}"));
                 }
             }
@@ -1912,22 +1925,21 @@ pub fn run(opts: &Options) -> Result<(), String> {
     }
     let mut idle_tasks = None;
     if !opts.skip_idle {
-        eprint!(
-            "[{}/{n}] {IDLE_TASKS} idle async subscribers ... ",
-            rows.len() + 3
-        );
+        let what = format!("{IDLE_TASKS} idle async subscribers");
+        progress.say(what.clone());
         let t = Instant::now();
         match idle_async(&ctx) {
             Ok(v) => {
-                eprintln!("{:.1} s", t.elapsed().as_secs_f64());
+                finished(&what, t, Ok(()));
                 idle_tasks = Some(v);
             }
             Err(e) => {
-                eprintln!("failed: {e}");
+                finished(&what, t, Err(&e));
                 failures.push(format!("idle async: {e}"));
             }
         }
     }
+    drop(progress);
     let floor = done
         .iter()
         .find(|r| r.name == "floor")
@@ -2119,6 +2131,43 @@ pub fn run(opts: &Options) -> Result<(), String> {
         std::fs::write(path, json(&done))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         println!("rows written to {}", path.display());
+    }
+    if let Some(path) = &opts.plot {
+        let curves: Vec<crate::plot::Curve<'_>> = done
+            .iter()
+            .filter_map(|r| {
+                r.rtt.map(|t| crate::plot::Curve {
+                    name: r.name,
+                    ns: t.curve,
+                    p50: t.p50,
+                })
+            })
+            .collect();
+        if curves.is_empty() {
+            return Err(format!(
+                "--plot {}: no round-trip row ran, so there is nothing to draw",
+                path.display()
+            ));
+        }
+        let floors: Vec<u64> = done.iter().filter_map(|r| r.floor_p50).collect();
+        let state = format!(
+            "{pinning}; {} per row after {} warm-up; floor p50 {}{}; {}",
+            crate::plot::span(opts.duration),
+            crate::plot::span(opts.warmup),
+            floor.map_or_else(|| "not measured".to_owned(), |f| format!("{f} ns")),
+            match (floors.iter().min(), floors.iter().max()) {
+                (Some(lo), Some(hi)) => format!(" (floors before each row {lo}-{hi} ns)"),
+                _ => String::new(),
+            },
+            crate::plot::today()
+        );
+        let labels = crate::plot::Labels {
+            machine: crate::plot::machine(),
+            state,
+        };
+        let svg = crate::plot::svg(&curves, &labels)?;
+        std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("{} curves drawn in {}", curves.len(), path.display());
     }
     if failures.is_empty() {
         Ok(())

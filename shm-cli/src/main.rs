@@ -1,11 +1,16 @@
-//! `shmring`: measure shmring against the hardware floor and the kernel (`bench`), and list,
-//! inspect and remove shared-memory segments (`ls`, `inspect`, `rm`).
+//! `shmring`: measure shmring against the hardware floor and the kernel (`bench`), list,
+//! inspect and remove shared-memory segments (`ls`, `inspect`, `rm`), watch rings live
+//! (`top`, `hz`), and record and replay them (`record`, `replay`).
 
 mod admin;
 mod bench;
 #[cfg(feature = "peers")]
 mod peers;
+mod plot;
+mod record;
 mod sys;
+mod term;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +64,70 @@ enum Cmd {
         #[arg(long, requires = "stale")]
         trust_locks: bool,
     },
+    /// A live view of every ring (or those whose names match PATTERN): ends, rates in and
+    /// out, occupancy, lag per subscriber, stalls, wake-ups, drops. Reads counters without
+    /// joining any ring. `q` quits.
+    Top {
+        /// Only segments whose names match: `*` and `?` as in a shell, else a substring.
+        pattern: Option<String>,
+        /// Refresh interval, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+        /// Print one table (rates over one interval) and exit: the form for scripts.
+        #[arg(long)]
+        once: bool,
+        /// Print JSON instead of the table: an array of segments per interval (with
+        /// --once, one).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages per second of one ring, each interval, with min / max / mean over a window.
+    Hz {
+        /// Ring name, e.g. /my-ring.
+        name: String,
+        /// Sampling interval, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+        interval_ms: u64,
+        /// Samples the min / max / mean are taken over.
+        #[arg(long, value_name = "N", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        window: u64,
+        /// Stop after N samples (default: until Ctrl-C).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Record a broadcast ring (as one more subscriber) or a log (as its consumer) into
+    /// FILE: every message with the time it came; until Ctrl-C, --count, --duration-ms or
+    /// the ring's writers leave.
+    Record {
+        /// Ring name, e.g. /ticks.
+        name: String,
+        /// The recording to write (its format: the README's "Recording format").
+        file: PathBuf,
+        /// Stop after N messages.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after this many milliseconds.
+        #[arg(long, value_name = "MS")]
+        duration_ms: Option<u64>,
+        /// Overwrite FILE if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Publish a recording into a ring of the same payload type (a broadcast ring as its
+    /// publisher, a log as one producer), at the recorded pace or faster.
+    Replay {
+        /// The recording.
+        file: PathBuf,
+        /// Ring name, e.g. /ticks (it must exist).
+        name: String,
+        /// `1` for the recorded pace, `2` for twice as fast, `max` for as fast as the ring
+        /// takes them.
+        #[arg(long, default_value = "1", value_parser = record::parse_speed)]
+        speed: record::Speed,
+    },
     /// (internal) The peer process of `bench`.
     #[command(name = "__peer", hide = true)]
     Peer {
@@ -99,6 +168,9 @@ struct BenchArgs {
     /// Skip the idle-consumer CPU measurement.
     #[arg(long)]
     no_idle: bool,
+    /// Also draw each round-trip row's latency percentiles (p0 to p99.99) into an SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 /// Parses `0,2,4-7` into CPU numbers.
@@ -165,6 +237,7 @@ fn bench_options(a: BenchArgs) -> Result<bench::Options, String> {
         json: a.json,
         only: a.only,
         skip_idle: a.no_idle,
+        plot: a.plot,
     })
 }
 
@@ -206,6 +279,44 @@ fn main() -> ExitCode {
             shm_core::StaleCheck::Strict
         }),
         Cmd::Rm { names, force, .. } => admin::rm(&names, force),
+        Cmd::Top {
+            pattern,
+            interval_ms,
+            once,
+            json,
+        } => top::top(
+            pattern.as_deref(),
+            Duration::from_millis(interval_ms),
+            once,
+            json,
+        ),
+        Cmd::Hz {
+            name,
+            interval_ms,
+            window,
+            count,
+        } => top::hz(
+            &name,
+            Duration::from_millis(interval_ms),
+            window as usize,
+            count,
+        ),
+        Cmd::Record {
+            name,
+            file,
+            count,
+            duration_ms,
+            force,
+        } => record::record(
+            &name,
+            &file,
+            &record::Until {
+                count,
+                duration: duration_ms.map(Duration::from_millis),
+            },
+            force,
+        ),
+        Cmd::Replay { file, name, speed } => record::replay(&file, &name, speed),
         Cmd::Peer {
             role,
             name,

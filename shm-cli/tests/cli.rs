@@ -1,15 +1,17 @@
 //! The `shmring` command as a user runs it: one-line errors with a non-zero exit, `ls` /
-//! `inspect` on live rings, `rm --stale` after both ends of a ring were SIGKILLed, and a
-//! short `bench` whose JSON has every row.
+//! `inspect` on live rings, `rm --stale` after both ends of a ring were SIGKILLed, a short
+//! `bench` whose JSON has every row and whose plot has every round trip, `top` live in a
+//! tmux terminal and as JSON beside `inspect`, `hz`, and record / replay (a million
+//! messages exactly, a log at its recorded pace, a recorder SIGKILLed mid-file).
 
 #[path = "../../shm-core/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{child, child_name, scratch, unique_name, Cleanup, Running};
-use shm_ring::{mpmc, spsc};
+use shm_ring::{mpmc, spsc, EndStatus, RingInfo};
 
 fn shmring(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shmring"))
@@ -355,9 +357,116 @@ fn ls_and_inspect_show_the_live_ends_not_only_the_creator() {
     }
 }
 
+/// The round-trip rows, in the bench's order: each is a curve on the plot.
+const ROUND_TRIPS: [&str; 10] = [
+    "floor",
+    "spsc-spin",
+    "spsc-park",
+    "mpmc",
+    "broadcast",
+    "service",
+    "select-1",
+    "select-8",
+    "pipe",
+    "unix-socket",
+];
+
+/// The points of every `<polyline ... stroke-width="2">` (curves and legend lines), with
+/// their colour.
+fn thick_lines(svg: &str) -> Vec<(String, Vec<(f64, f64)>)> {
+    let attr = |el: &str, a: &str| -> String {
+        let at = el
+            .find(&format!(" {a}=\""))
+            .unwrap_or_else(|| panic!("no {a} in {el}"));
+        let v = &el[at + a.len() + 3..];
+        v[..v.find('"').unwrap()].to_owned()
+    };
+    svg.split("<polyline")
+        .skip(1)
+        .map(|el| &el[..el.find("/>").unwrap()])
+        .filter(|el| attr(el, "stroke-width") == "2")
+        .map(|el| {
+            let pts = attr(el, "points")
+                .split_whitespace()
+                .map(|p| {
+                    let (x, y) = p.split_once(',').unwrap();
+                    (x.parse().unwrap(), y.parse().unwrap())
+                })
+                .collect();
+            (attr(el, "stroke"), pts)
+        })
+        .collect()
+}
+
+/// The SVG `bench --plot` wrote: title, machine and state; percentile ticks p0 to
+/// p99.99 and latency ticks; one curve of 33 points (p0 to p99.99, latency never going
+/// down) per row, in its own colour, and a legend line of that colour beside the row's
+/// name and median.
+fn check_plot(svg: &str, rows: &[&str]) {
+    assert!(
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "{svg}"
+    );
+    let texts: Vec<&str> = svg
+        .split("<text")
+        .skip(1)
+        .map(|t| {
+            let body = &t[t.find('>').unwrap() + 1..];
+            body[..body.find("</text>").unwrap()].trim()
+        })
+        .collect();
+    let has = |want: &str| texts.contains(&want);
+    assert!(
+        has("Round-trip latency by percentile (shmring bench)"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains(" CPUs, Linux ")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains(" per row after ") && t.contains("floor p50")),
+        "{texts:?}"
+    );
+    for tick in ["0%", "90%", "99%", "99.9%", "99.99%"] {
+        assert!(has(tick), "no {tick} tick: {texts:?}");
+    }
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.ends_with(" ns") || t.ends_with(" us")),
+        "{texts:?}"
+    );
+    assert!(has("percentile (log scale of 1 / (1 - p))") && has("round trip (log scale)"));
+    let lines = thick_lines(svg);
+    let (curves, legend): (Vec<_>, Vec<_>) = lines.iter().partition(|(_, p)| p.len() > 2);
+    assert_eq!(curves.len(), rows.len(), "one curve per row");
+    assert_eq!(legend.len(), rows.len(), "one legend line per row");
+    for (i, row) in rows.iter().enumerate() {
+        let (colour, pts) = curves[i];
+        assert_eq!(pts.len(), 33, "{row}: p0 to p99.99");
+        // SVG's y grows downwards: a latency that never falls never rises on the page.
+        assert!(
+            pts.windows(2)
+                .all(|w| w[1].0 > w[0].0 && w[1].1 <= w[0].1 + 0.01),
+            "{row}: {pts:?}"
+        );
+        assert_eq!(&legend[i].0, colour, "{row}'s legend line");
+        assert!(
+            texts
+                .iter()
+                .any(|t| t.starts_with(&format!("{row} (p50 ")) && t.ends_with("s)")),
+            "no legend for {row}: {texts:?}"
+        );
+    }
+}
+
 #[test]
 fn a_short_bench_fills_every_row_and_writes_json() {
     let json = std::env::temp_dir().join(format!("shmring-bench-{}.json", std::process::id()));
+    let plot = TempFile::new("bench-plot");
     let out = shmring(&[
         "bench",
         "--duration-ms",
@@ -366,25 +475,17 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         "0",
         "--json",
         json.to_str().unwrap(),
+        "--plot",
+        plot.path(),
     ]);
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{so}\n{se}");
     let j = std::fs::read_to_string(&json).unwrap();
     let _ = std::fs::remove_file(&json);
+    let svg = std::fs::read_to_string(&plot.0).unwrap();
     let lines: Vec<&str> = j.lines().filter(|l| l.contains("\"name\"")).collect();
     assert_eq!(lines.len(), 35, "{j}");
-    for row in [
-        "floor",
-        "spsc-spin",
-        "spsc-park",
-        "mpmc",
-        "broadcast",
-        "service",
-        "select-1",
-        "select-8",
-        "pipe",
-        "unix-socket",
-    ] {
+    for row in ROUND_TRIPS {
         let l = lines
             .iter()
             .find(|l| l.contains(&format!("\"name\": \"{row}\"")))
@@ -465,7 +566,13 @@ fn a_short_bench_fills_every_row_and_writes_json() {
         );
     }
     assert!(so.contains("x rtrb") && so.contains("x AQ"), "{so}");
-    assert!(se.contains("[38/38]"), "progress lines missing: {se}");
+    // Piped, the bench shows no progress: its stderr stays empty.
+    assert_eq!(se, "", "stderr of a piped bench");
+    check_plot(&svg, &ROUND_TRIPS);
+    assert!(
+        so.contains(&format!("10 curves drawn in {}", plot.path())),
+        "{so}"
+    );
     for kind in ["spsc", "mpmc"] {
         assert!(
             so.contains(&format!("idle {kind} consumer blocked in pop")),
@@ -571,4 +678,678 @@ fn ls_and_inspect_show_a_log_with_its_ends_and_counters() {
         s.contains(&format!("producers    pid {me}, pid {me}")),
         "{s}"
     );
+}
+
+// ---- top, hz, record and replay ----
+
+/// A file in the temp dir that is removed when dropped, even if the test failed.
+struct TempFile(std::path::PathBuf);
+
+impl TempFile {
+    fn new(tag: &str) -> TempFile {
+        TempFile(std::env::temp_dir().join(format!("{}.rec", &unique_name(tag)[1..])))
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+    fn len(&self) -> u64 {
+        std::fs::metadata(&self.0).map_or(0, |m| m.len())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `shmring ARGS` started with its output piped.
+fn start(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_shmring"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shmring")
+}
+
+/// Waits (bounded) for a started command to end; kills it and fails past the deadline.
+fn finish(mut c: std::process::Child, timeout: Duration) -> Output {
+    let deadline = Instant::now() + timeout;
+    while c.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = c.kill();
+            let out = c.wait_with_output().unwrap();
+            panic!(
+                "shmring did not end within {timeout:?}:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    c.wait_with_output().unwrap()
+}
+
+/// Polls `cond` until it holds; fails after `timeout`.
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn attached_subscribers(name: &str) -> usize {
+    match shm_ring::inspect(name) {
+        Ok(Some(RingInfo::Broadcast(s))) => s
+            .subscribers
+            .iter()
+            .filter(|x| matches!(x.end, EndStatus::Attached { .. }))
+            .count(),
+        _ => 0,
+    }
+}
+
+/// A message that differs from its neighbours in every byte.
+fn tick(i: u64) -> u64 {
+    i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i
+}
+
+#[test]
+fn record_then_replay_reproduces_a_million_broadcast_messages_exactly() {
+    use shm_ring::broadcast::{Builder, Policy};
+    const N: u64 = 1_000_000;
+    let (src, _c1) = scratch("rec-src");
+    let (dst, _c2) = scratch("rec-dst");
+    let file = TempFile::new("rec-1m");
+    let ring = Builder::<u64>::new(&src)
+        .capacity(4096)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let rec = start(&["record", &src, file.path()]);
+    wait_for("the recorder to subscribe", Duration::from_secs(20), || {
+        attached_subscribers(&src) == 1
+    });
+    for i in 0..N {
+        tx.publish(tick(i)).unwrap();
+    }
+    drop(tx);
+    let out = finish(rec, Duration::from_secs(120));
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{so}{se}");
+    assert!(
+        so.contains(&format!("recorded {N} messages"))
+            && so.contains("the publisher closed the ring")
+            && !so.contains("missed"),
+        "{so}"
+    );
+    // Piped, the recorder shows no progress.
+    assert_eq!(se, "", "stderr of a piped record");
+
+    // Published again into a fresh ring of the same type, to a subscriber here.
+    let ring2 = Builder::<u64>::new(&dst)
+        .capacity(4096)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut rx = ring2.subscribe().unwrap();
+    let rep = start(&["replay", file.path(), &dst, "--speed", "max"]);
+    for i in 0..N {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) => assert_eq!(v, tick(i), "message {i} of the replay"),
+            Err(e) => panic!("message {i} of the replay: {e}"),
+        }
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(shm_ring::RecvError::Disconnected)
+    ));
+    let out = finish(rep, Duration::from_secs(60));
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{so}{se}");
+    assert!(so.contains(&format!("replayed {N} messages")), "{so}");
+    assert_eq!(se, "", "stderr of a piped replay");
+}
+
+#[test]
+fn record_then_replay_a_log_keeps_types_flags_lengths_and_the_recorded_pace() {
+    use shm_ring::log;
+    const N: usize = 400;
+    const GAP: Duration = Duration::from_micros(2500);
+    let payload = |i: usize| -> Vec<u8> { (0..i % 97 + 1).map(|k| (i * 31 + k) as u8).collect() };
+    let (src, _c1) = scratch("rec-log-src");
+    let (dst, _c2) = scratch("rec-log-dst");
+    let file = TempFile::new("rec-log");
+    let ring = log::Builder::new(&src)
+        .capacity(1 << 16)
+        .max_len(128)
+        .create()
+        .unwrap();
+    let rec = start(&["record", &src, file.path()]);
+    wait_for("the recorder to consume", Duration::from_secs(20), || {
+        matches!(shm_ring::inspect(&src), Ok(Some(RingInfo::Log(s)))
+            if matches!(s.consumer, EndStatus::Attached { .. }))
+    });
+    let mut tx = ring.producer().unwrap();
+    let t0 = Instant::now();
+    for i in 0..N {
+        // Sent on a schedule (sleep, then spin to the instant), so the pace is known.
+        let due = t0 + GAP * i as u32;
+        if let Some(left) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(left.saturating_sub(Duration::from_micros(300)));
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let p = payload(i);
+        let mut c = tx.claim(p.len()).unwrap();
+        c.buf()[..p.len()].copy_from_slice(&p);
+        c.set_type((i % 7) as u16);
+        c.set_flags((i % 3) as u8);
+        c.commit(p.len()).unwrap();
+    }
+    let sent = t0.elapsed();
+    drop(tx);
+    let out = finish(rec, Duration::from_secs(60));
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{so}{}", text(&out.stderr));
+    assert!(
+        so.contains(&format!("recorded {N} messages"))
+            && so.contains("every producer closed the log"),
+        "{so}"
+    );
+
+    let ring2 = log::Builder::new(&dst)
+        .capacity(1 << 16)
+        .max_len(128)
+        .create()
+        .unwrap();
+    let mut rx = ring2.consumer().unwrap();
+    let rep = start(&["replay", file.path(), &dst, "--speed", "1"]);
+    let (mut first, mut last) = (None, Instant::now());
+    for i in 0..N {
+        let f = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("message {i} of the replay: {e}"));
+        last = Instant::now();
+        first.get_or_insert(last);
+        assert_eq!(&f[..], &payload(i)[..], "message {i}");
+        assert_eq!(
+            (f.msg_type(), f.flags()),
+            ((i % 7) as u16, (i % 3) as u8),
+            "message {i}"
+        );
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(shm_ring::PopError::Disconnected)
+    ));
+    let out = finish(rep, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The recorded pace, within 5%: first to last message as sent, and as replayed.
+    let sent_span = sent.as_secs_f64();
+    let replayed_span = last.duration_since(first.unwrap()).as_secs_f64();
+    let ratio = replayed_span / sent_span;
+    println!("pace: sent over {sent_span:.4} s, replayed over {replayed_span:.4} s (x{ratio:.4})");
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "sent over {sent_span:.4} s, replayed over {replayed_span:.4} s (x{ratio:.4})"
+    );
+}
+
+#[test]
+fn a_recorder_killed_mid_file_leaves_a_recording_replay_reads_up_to_its_last_whole_record() {
+    use shm_ring::broadcast::{Builder, Policy};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (src, _c1) = scratch("rec-kill-src");
+    let (dst, _c2) = scratch("rec-kill-dst");
+    let (dst2, _c3) = scratch("rec-kill-cut");
+    let file = TempFile::new("rec-kill");
+    let ring = Builder::<u64>::new(&src)
+        .capacity(1024)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let mut rec = start(&["record", &src, file.path()]);
+    wait_for("the recorder to subscribe", Duration::from_secs(20), || {
+        attached_subscribers(&src) == 1
+    });
+    // Messages flow while the recorder is SIGKILLed.
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut i = 0;
+            // Relaxed: a stop flag; nothing is published through it.
+            while !stop.load(Ordering::Relaxed) {
+                if tx.try_publish(tick(i)).is_ok() {
+                    i += 1;
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        wait_for("the recording to grow", Duration::from_secs(30), || {
+            file.len() > 64 * 1024
+        });
+        rec.kill().unwrap();
+        let _ = rec.wait();
+        stop.store(true, Ordering::Relaxed);
+    });
+    let len = file.len();
+    // The header is 122 bytes, the ring's name and a checksum; a u64 record 28 bytes.
+    let header = 122 + src.len() as u64 + 4;
+    let whole = (len - header) / 28;
+    assert!(whole > 1000, "{len} bytes");
+
+    // Replay reads every whole record, in order, and says where it stopped if the file
+    // ends inside one.
+    let ring2 = Builder::<u64>::new(&dst)
+        .capacity(1024)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut rx = ring2.subscribe().unwrap();
+    let rep = start(&["replay", file.path(), &dst, "--speed", "max"]);
+    for i in 0..whole {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(v) => assert_eq!(v, tick(i), "message {i}"),
+            Err(e) => panic!("message {i}: {e}"),
+        }
+    }
+    assert!(matches!(
+        rx.recv_timeout(Duration::from_secs(30)),
+        Err(shm_ring::RecvError::Disconnected)
+    ));
+    let out = finish(rep, Duration::from_secs(60));
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{so}{se}");
+    assert!(so.contains(&format!("replayed {whole} messages")), "{so}");
+    if (len - header) % 28 == 0 {
+        assert_eq!(se, "", "a file of whole records");
+    } else {
+        assert!(
+            se.contains(&format!(
+                "stopped at byte {} after {whole} whole records: its last record is cut short",
+                header + whole * 28
+            )),
+            "{se}"
+        );
+    }
+
+    // The same file cut 8 bytes before its last whole record ends.
+    let cut = header + whole * 28 - 8;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file.0)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let _ring3 = Builder::<u64>::new(&dst2).capacity(16).create().unwrap();
+    let out = shmring(&["replay", file.path(), &dst2, "--speed", "max"]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{so}{se}");
+    assert!(
+        so.contains(&format!("replayed {} messages", whole - 1)),
+        "{so}"
+    );
+    assert_eq!(
+        se.trim_end(),
+        format!(
+            "shmring: {}: stopped at byte {} after {} whole records: its last record is cut \
+             short (20 of its 28 bytes) (a recorder killed mid-write leaves this)",
+            file.path(),
+            cut - 20,
+            whole - 1
+        )
+    );
+}
+
+#[test]
+fn record_and_replay_refuse_what_they_cannot_carry_naming_both_types() {
+    use shm_ring::broadcast::Builder;
+    let (bname, _c1) = scratch("rec-u64");
+    let (other, _c2) = scratch("rec-u32x2");
+    let (lname, _c3) = scratch("rec-log");
+    let (sname, _c4) = scratch("rec-spsc");
+    let file = TempFile::new("rec-err");
+    let _b = Builder::<u64>::new(&bname).capacity(16).create().unwrap();
+    let _o = Builder::<[u32; 2]>::new(&other)
+        .capacity(16)
+        .create()
+        .unwrap();
+    let _l = shm_ring::log::Builder::new(&lname)
+        .capacity(4096)
+        .create()
+        .unwrap();
+    let _s = spsc::create::<u64>(&sname, 4).unwrap();
+    // A recording of no messages: the header alone.
+    let out = shmring(&["record", &bname, file.path(), "--duration-ms", "50"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("recorded 0 messages")
+            && text(&out.stdout).contains("the duration passed"),
+        "{}",
+        text(&out.stdout)
+    );
+    one_line_error(
+        &["record", &bname, file.path()],
+        1,
+        "exists; record refuses to overwrite it without --force",
+    );
+    one_line_error(
+        &["record", &sname, "/tmp/never-written.rec"],
+        1,
+        "record reads broadcast and log rings only",
+    );
+    assert!(!std::path::Path::new("/tmp/never-written.rec").exists());
+    one_line_error(
+        &["replay", file.path(), &other],
+        1,
+        "holds messages of `u64` (size 8, align 8",
+    );
+    one_line_error(
+        &["replay", file.path(), &other],
+        1,
+        "carries `[u32; 2]` (size 8, align 4",
+    );
+    one_line_error(
+        &["replay", file.path(), &lname],
+        1,
+        &format!("holds a broadcast recording; {lname} is a log ring"),
+    );
+    let not_one = TempFile::new("rec-not");
+    std::fs::write(
+        &not_one.0,
+        b"hello, this is not a recording of anything at all, no",
+    )
+    .unwrap();
+    one_line_error(
+        &["replay", not_one.path(), &bname],
+        1,
+        "is not a shmring recording: it is shorter than a header",
+    );
+    std::fs::write(&not_one.0, vec![7u8; 200]).unwrap();
+    one_line_error(&["replay", not_one.path(), &bname], 1, "no SHMRREC magic");
+    // A header with one byte changed fails its checksum.
+    let mut h = std::fs::read(&file.0).unwrap();
+    h[100] ^= 1;
+    std::fs::write(&not_one.0, h).unwrap();
+    one_line_error(
+        &["replay", not_one.path(), &bname],
+        1,
+        "header's checksum is wrong",
+    );
+    usage_error(
+        &["replay", file.path(), &bname, "--speed", "0"],
+        "expected `max` or a factor above 0",
+        None,
+    );
+}
+
+#[test]
+fn top_once_json_says_what_inspect_says() {
+    use shm_ring::broadcast::{Builder, Policy};
+    let (name, _c) = scratch("cli-top-json");
+    let me = std::process::id();
+    let ring = Builder::<u64>::new(&name)
+        .capacity(16)
+        .policy(Policy::BackPressure)
+        .create()
+        .unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let mut fast = ring.subscribe().unwrap();
+    let _slow = ring.subscribe().unwrap();
+    for i in 0..5 {
+        tx.publish(i).unwrap();
+    }
+    for _ in 0..3 {
+        fast.try_recv().unwrap();
+    }
+    let (sname, _c2) = scratch("cli-top-json-spsc");
+    let s = spsc::create::<u64>(&sname, 8).unwrap();
+    let (mut stx, mut srx) = (s.producer().unwrap(), s.consumer().unwrap());
+    for i in 0..6 {
+        stx.push(i).unwrap();
+    }
+    srx.pop().unwrap();
+
+    let out = shmring(&[
+        "top",
+        "--once",
+        "--json",
+        "--interval-ms",
+        "50",
+        "cli-top-json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("top's JSON");
+    let segs = v.as_array().expect("an array of segments");
+    assert_eq!(segs.len(), 2, "{v}");
+    let seg = |n: &str| segs.iter().find(|s| s["name"] == n).expect("listed");
+
+    let b = seg(&name);
+    let inspect = text(&shmring(&["inspect", &name]).stdout);
+    assert_eq!(b["kind"], "broadcast");
+    assert!(inspect.contains("kind         broadcast"), "{inspect}");
+    let c = &b["counters"];
+    assert!(
+        inspect.contains(&format!(
+            "capacity 16, tail {}, policy back-pressure",
+            c["tail"]
+        )),
+        "{inspect}\n{b}"
+    );
+    assert!(
+        inspect.contains(&format!("published {}", c["published"])),
+        "{inspect}"
+    );
+    assert_eq!(c["publisher"]["pid"], me);
+    let subs = c["subscribers"].as_array().unwrap();
+    assert_eq!(subs.len(), 2);
+    for sub in subs {
+        let line = format!(
+            "position {}, lag {}, received {}, lagged {}",
+            sub["position"], sub["lag"], sub["received"], sub["lagged"]
+        );
+        assert!(inspect.contains(&line), "{line} not in {inspect}");
+        assert_eq!(sub["received_per_s"], 0.0, "{sub}");
+    }
+    assert_eq!(
+        (b["lag"].as_u64(), b["occupancy"].as_u64()),
+        (Some(5), Some(5))
+    );
+    assert_eq!(b["rates"]["in_per_s"], 0.0);
+
+    let sp = seg(&sname);
+    let inspect = text(&shmring(&["inspect", &sname]).stdout);
+    let c = &sp["counters"];
+    assert!(
+        inspect.contains(&format!(
+            "capacity 8, head {}, tail {}, occupancy {}",
+            c["head"], c["tail"], sp["occupancy"]
+        )),
+        "{inspect}\n{sp}"
+    );
+    assert!(
+        inspect.contains(&format!("pushes {}, pops {}", c["pushes"], c["pops"])),
+        "{inspect}"
+    );
+    assert_eq!(c["producer"]["pid"], me);
+    assert_eq!(c["consumer"]["alive"], true);
+    // And the plain table, one line per ring and per subscriber.
+    let out = shmring(&["top", "--once", "--interval-ms", "50", "cli-top-json"]);
+    let t = text(&out.stdout);
+    assert!(t.starts_with("shmring top: 2 segments matching"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with(&name) && l.contains("broadcast")),
+        "{t}"
+    );
+    assert_eq!(t.lines().filter(|l| l.contains(" sub ")).count(), 2, "{t}");
+}
+
+#[test]
+fn hz_counts_the_messages_of_one_ring() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (name, _c) = scratch("cli-hz");
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    let stop = AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Relaxed: a stop flag; nothing is published through it.
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..32 {
+                    let _ = tx.try_push(i);
+                }
+                while rx.try_pop().is_ok() {}
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        });
+        let out = shmring(&[
+            "hz",
+            &name,
+            "--interval-ms",
+            "100",
+            "--window",
+            "2",
+            "--count",
+            "3",
+        ]);
+        stop.store(true, Ordering::Relaxed);
+        out
+    });
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{so}{}", text(&out.stderr));
+    let lines: Vec<&str> = so.lines().collect();
+    assert_eq!(lines.len(), 3, "{so}");
+    for (i, l) in lines.iter().enumerate() {
+        assert!(l.starts_with(&format!("{name}: ")), "{l}");
+        let n = (i + 1).min(2);
+        assert!(
+            l.contains(&format!(
+                "over the last {n} sample{}",
+                if n == 1 { "" } else { "s" }
+            )),
+            "{l}"
+        );
+        let rate: f64 = l[name.len() + 2..]
+            .split(' ')
+            .next()
+            .and_then(|r| r.trim_end_matches('k').parse().ok())
+            .unwrap_or_else(|| panic!("no rate in {l}"));
+        assert!(rate > 0.0, "{l}");
+    }
+    let missing = unique_name("missing");
+    one_line_error(&["hz", &missing], 1, "no segment of that name exists");
+}
+
+/// A tmux session, killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["capture-pane", "-p", "-t", &self.0])
+            .output()
+            .expect("tmux capture-pane");
+        text(&out.stdout)
+    }
+    fn wait_for(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let screen = self.capture();
+            if cond(&screen) {
+                return screen;
+            }
+            assert!(Instant::now() < deadline, "{what} never showed:\n{screen}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn top_runs_live_in_a_terminal_refreshes_and_q_quits() {
+    let (name, _c) = scratch("cli-top-live");
+    let me = std::process::id();
+    let ring = spsc::create::<u64>(&name, 64).unwrap();
+    let (mut tx, mut rx) = (ring.producer().unwrap(), ring.consumer().unwrap());
+    for i in 0..10 {
+        tx.push(i).unwrap();
+    }
+    for _ in 0..4 {
+        rx.pop().unwrap();
+    }
+    let session = format!("shmring-test-top-{me}");
+    let command = format!(
+        "{} top {name} --interval-ms 200; echo top exited $?; sleep 60",
+        env!("CARGO_BIN_EXE_shmring")
+    );
+    let started = Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "220",
+            "-y",
+            "40",
+            &command,
+        ])
+        .env_remove("TMUX")
+        .status()
+        .expect("tmux is needed for this test (apt-get install tmux)");
+    assert!(started.success());
+    let tmux = Tmux(session);
+    let row = |screen: &str| -> Option<String> {
+        screen
+            .lines()
+            .find(|l| l.starts_with(&name))
+            .map(str::to_owned)
+    };
+    let screen = tmux.wait_for("the ring's row", |s| row(s).is_some());
+    assert!(
+        screen.contains("shmring top: 1 segment matching") && screen.contains("(q quits)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("NAME") && screen.contains("OCC%"),
+        "{screen}"
+    );
+    let line = row(&screen).unwrap();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cols[1], "spsc", "{line}");
+    assert_eq!(cols[2], format!("P:{me}"), "{line}");
+    // It refreshes: after more pushes, the next frames show the new lag (6 + 20).
+    for i in 0..20 {
+        tx.push(i).unwrap();
+    }
+    let screen = tmux.wait_for("the new lag", |s| {
+        row(s).is_some_and(|l| l.contains("40.6") && l.split_whitespace().any(|c| c == "26"))
+    });
+    let line = row(&screen).unwrap();
+    assert!(line.contains(&format!("C:{me}")), "{line}");
+    let out = Command::new("tmux")
+        .args(["send-keys", "-t", &tmux.0, "q"])
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let screen = tmux.wait_for("top's exit", |s| s.contains("top exited"));
+    assert!(screen.contains("top exited 0"), "{screen}");
+    // The terminal was given back: the alternate screen is gone with the table.
+    assert!(!screen.contains("OCC%"), "{screen}");
 }

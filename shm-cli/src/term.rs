@@ -1,0 +1,212 @@
+//! The terminal: whether a stream is one, a progress line that only a terminal sees
+//! (indicatif), the live view's screen and keys (crossterm), and a Ctrl-C / SIGTERM flag
+//! (signal-hook) for the commands that run until stopped.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::{cursor, execute, queue, terminal};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Whether stderr is a terminal (progress is drawn only then).
+pub fn stderr_is_tty() -> bool {
+    io::stderr().is_terminal()
+}
+
+/// Whether stdin and stdout are both a terminal (the live view needs both).
+pub fn interactive() -> bool {
+    io::stdin().is_terminal() && io::stdout().is_terminal()
+}
+
+fn stop_flag() -> &'static Arc<AtomicBool> {
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
+}
+
+/// Makes SIGINT and SIGTERM set the flag [`stopped`] reads instead of killing the process,
+/// so that a recorder finishes its file and a live view restores the terminal.
+pub fn catch_stop() {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A failure leaves the default action (the process ends), which is what a
+        // command without the flag would do anyway.
+        let _ = signal_hook::flag::register(sig, Arc::clone(stop_flag()));
+    }
+}
+
+/// Whether SIGINT or SIGTERM came since [`catch_stop`].
+pub fn stopped() -> bool {
+    // Relaxed: a flag polled by the main loop; signal-hook's handler stores it and nothing
+    // else is published through it.
+    stop_flag().load(Ordering::Relaxed)
+}
+
+/// A one-line progress report on stderr, redrawn at most 4 times a second, only when
+/// stderr is a terminal: piped or redirected, it says nothing.
+pub struct Progress {
+    bar: ProgressBar,
+    last: Option<Instant>,
+}
+
+impl Progress {
+    /// A spinner with a message and the time elapsed.
+    pub fn new() -> Progress {
+        Progress::with(None, "{spinner} {msg} ({elapsed})")
+    }
+
+    /// A bar of `len` steps: `[3/38] message (12s)`.
+    pub fn steps(len: u64) -> Progress {
+        Progress::with(Some(len), "[{pos}/{len}] {wide_msg} ({elapsed})")
+    }
+
+    fn with(len: Option<u64>, template: &str) -> Progress {
+        let target = if stderr_is_tty() {
+            ProgressDrawTarget::stderr_with_hz(4)
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(len, target);
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Progress { bar, last: None }
+    }
+
+    /// Sets the message to `text()` if a quarter second has passed (the text is only built
+    /// then, so a hot loop pays one clock read).
+    pub fn tick(&mut self, text: impl FnOnce() -> String) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_millis(250))
+        {
+            return;
+        }
+        self.last = Some(now);
+        self.bar.set_message(text());
+    }
+
+    /// Sets the message now.
+    pub fn say(&self, text: String) {
+        self.bar.set_message(text);
+    }
+
+    /// One step done.
+    pub fn step(&self) {
+        self.bar.inc(1);
+    }
+
+    /// A line printed above the progress line (nothing when hidden).
+    pub fn println(&self, line: String) {
+        self.bar.println(line);
+    }
+
+    /// Clears the line (before other output, or at the end).
+    pub fn clear(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// `12.3 MiB`, `4.0 KiB`, `17 B`.
+pub fn bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// The terminal in raw mode with the alternate screen and a hidden cursor, for a live
+/// view; dropping it restores everything.
+pub struct Screen(());
+
+/// What the user asked for while [`Screen::wait`] waited.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Nothing (the time ran out).
+    None,
+    /// Redraw now (the terminal was resized).
+    Redraw,
+    /// `q`, Esc or Ctrl-C.
+    Quit,
+}
+
+impl Screen {
+    /// Enters the live view on stdout.
+    ///
+    /// # Errors
+    ///
+    /// If the terminal cannot be put in raw mode.
+    pub fn enter() -> io::Result<Screen> {
+        terminal::enable_raw_mode()?;
+        let screen = Screen(());
+        execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)?;
+        Ok(screen)
+    }
+
+    /// Waits up to `timeout` for a key or a resize.
+    pub fn wait(&self, timeout: Duration) -> Input {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match event::poll(left) {
+                Ok(true) => {}
+                Ok(false) => return Input::None,
+                // Input is gone (the terminal closed): nothing more can come.
+                Err(_) => return Input::Quit,
+            }
+            match event::read() {
+                Ok(Event::Key(k)) if k.kind != KeyEventKind::Release => {
+                    let ctrl_c = k.modifiers.contains(KeyModifiers::CONTROL)
+                        && matches!(k.code, KeyCode::Char('c'));
+                    if ctrl_c || matches!(k.code, KeyCode::Char('q' | 'Q') | KeyCode::Esc) {
+                        return Input::Quit;
+                    }
+                }
+                Ok(Event::Resize(..)) => return Input::Redraw,
+                Ok(_) => {}
+                Err(_) => return Input::Quit,
+            }
+            if left.is_zero() {
+                return Input::None;
+            }
+        }
+    }
+
+    /// Replaces the screen's contents with `frame` (lines cut to the terminal's width and
+    /// height).
+    pub fn draw(&self, frame: &str) {
+        let (cols, rows) = terminal::size().unwrap_or((80, 24));
+        let mut out = io::stdout().lock();
+        let _ = queue!(
+            out,
+            cursor::MoveTo(0, 0),
+            terminal::Clear(terminal::ClearType::All)
+        );
+        for (i, line) in frame.lines().take(usize::from(rows)).enumerate() {
+            let _ = queue!(out, cursor::MoveTo(0, i as u16));
+            let line: String = line.chars().take(usize::from(cols)).collect();
+            let _ = out.write_all(line.as_bytes());
+        }
+        let _ = out.flush();
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        let _ = execute!(io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
+        let _ = terminal::disable_raw_mode();
+    }
+}
