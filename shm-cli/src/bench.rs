@@ -1720,6 +1720,109 @@ fn idle_pop(mut pop: impl FnMut() -> Result<u64, String>) -> Result<(), String> 
     Ok(())
 }
 
+/// What `top_watch` measured: medians of the watched and unwatched windows, the window
+/// pairs, and how many times `top` looked at the ring.
+struct TopWatch {
+    watched: f64,
+    unwatched: f64,
+    pairs: usize,
+    looks: usize,
+}
+
+/// The watch window: `top` refreshes once in each.
+const WATCH_WINDOW: Duration = Duration::from_millis(100);
+
+/// Throughput of an SPSC ring of u64 (`push` / `pop`, BusySpin, to the `spsc-sink-8` peer)
+/// in alternating 100 ms windows, with a `shmring top --json --interval-ms 100` process (10
+/// times top's default refresh rate) watching it in one window (SIGCONT) and stopped in the
+/// next (SIGSTOP): one run, the same ring and peers, so that the ratio of the medians is
+/// top's cost and not the machine's drift.
+fn top_watch(ctx: &Ctx<'_>) -> Result<TopWatch, String> {
+    let name = ctx.name("top-watch");
+    let ring = spsc::create::<u64>(&name, 4096).map_err(es)?;
+    let mut tx = ring.producer().map_err(es)?;
+    tx.set_wait_strategy(WaitStrategy::BusySpin);
+    let mut p = Peer::spawn("spsc-sink-8", &name, ctx.cpu(1), 0)?;
+    p.expect_ready()?;
+    let seen = std::env::temp_dir().join(format!("{}.top.json", &name[1..]));
+    let out = std::fs::File::create(&seen).map_err(|e| format!("{}: {e}", seen.display()))?;
+    let exe = std::env::current_exe().map_err(es)?;
+    let mut top = Command::new(exe)
+        .args(["top", "--json", "--interval-ms", "100", &name])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start shmring top: {e}"))?;
+    let pid = top.id() as libc::pid_t;
+    let mut i = 0u64;
+    let mut window = |d: Duration, i: &mut u64| -> Result<f64, String> {
+        let (from, t0) = (*i, Instant::now());
+        while t0.elapsed() < d {
+            for _ in 0..1024 {
+                tx.push(*i).map_err(es)?;
+                *i += 1;
+            }
+        }
+        Ok((*i - from) as f64 / t0.elapsed().as_secs_f64())
+    };
+    let measured = (|| {
+        window(ctx.opts.warmup.max(WATCH_WINDOW), &mut i)?;
+        let pairs = (ctx.opts.duration.as_millis() / (2 * WATCH_WINDOW.as_millis()))
+            .clamp(10, 10_000) as usize;
+        let (mut on, mut off) = (Vec::new(), Vec::new());
+        for k in 0..2 * pairs {
+            let watched = k % 2 == 0;
+            // SAFETY: kill only sends a signal; `pid` is our own child, not yet reaped, so
+            // the pid cannot name another process.
+            unsafe {
+                libc::kill(
+                    pid,
+                    if watched {
+                        libc::SIGCONT
+                    } else {
+                        libc::SIGSTOP
+                    },
+                )
+            };
+            let r = window(WATCH_WINDOW, &mut i)?;
+            if watched {
+                on.push(r)
+            } else {
+                off.push(r)
+            }
+        }
+        Ok::<_, String>((on, off, pairs))
+    })();
+    let alive = matches!(top.try_wait(), Ok(None));
+    let _ = top.kill();
+    let _ = top.wait();
+    let looked = std::fs::read_to_string(&seen).unwrap_or_default();
+    let _ = std::fs::remove_file(&seen);
+    let (mut on, mut off, pairs) = measured?;
+    if !alive {
+        return Err("shmring top exited while it watched".to_owned());
+    }
+    spin_until(|| ring.stats().pops >= i)?;
+    drop(tx);
+    check_received(&mut p, i)?;
+    p.finish()?;
+    let looks = looked.matches(&format!("\"name\": {name:?}")).count();
+    if looks == 0 {
+        return Err("shmring top never printed the ring it watched".to_owned());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Ok(TopWatch {
+        watched: median(&mut on),
+        unwatched: median(&mut off),
+        pairs,
+        looks,
+    })
+}
+
 /// CPU used by a consumer blocked in `pop` (park mode) on an idle `kind` ring (`spsc` or
 /// `mpmc`): (CPU µs, wall µs, sleeps).
 fn idle_park(ctx: &Ctx<'_>, kind: &str) -> Result<(u64, u64, u64), String> {
@@ -1867,7 +1970,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     );
     let mut done = Vec::new();
     let mut failures = Vec::new();
-    let n = rows.len() + 3 * usize::from(!opts.skip_idle);
+    let n = rows.len() + 4 * usize::from(!opts.skip_idle);
     let progress = crate::term::Progress::steps(n as u64);
     let finished = |what: &str, t: Instant, outcome: Result<(), &str>| {
         progress.step();
@@ -1936,6 +2039,22 @@ pub fn run(opts: &Options) -> Result<(), String> {
             Err(e) => {
                 finished(&what, t, Err(&e));
                 failures.push(format!("idle async: {e}"));
+            }
+        }
+    }
+    let mut watched = None;
+    if !opts.skip_idle {
+        let what = "an SPSC ring with and without `shmring top` watching".to_owned();
+        progress.say(what.clone());
+        let t = Instant::now();
+        match top_watch(&ctx) {
+            Ok(v) => {
+                finished(&what, t, Ok(()));
+                watched = Some(v);
+            }
+            Err(e) => {
+                finished(&what, t, Err(&e));
+                failures.push(format!("top watching: {e}"));
             }
         }
     }
@@ -2125,6 +2244,18 @@ pub fn run(opts: &Options) -> Result<(), String> {
              ({cpu} us of CPU in {secs:.2} s), {:.1} task wake-ups a second",
             cpu as f64 * 100.0 / wall.max(1) as f64,
             wakeups as f64 / secs
+        );
+    }
+    if let Some(w) = watched {
+        println!(
+            "spsc push / pop (BusySpin) with `shmring top --interval-ms 100` watching: {:.1} M/s, \
+             not watching: {:.1} M/s, x{:.3} (medians of {} alternating 100 ms windows each; \
+             top looked {} times)",
+            w.watched / 1e6,
+            w.unwatched / 1e6,
+            w.watched / w.unwatched,
+            w.pairs,
+            w.looks
         );
     }
     if let Some(path) = &opts.json {

@@ -165,7 +165,8 @@ struct BenchArgs {
     /// name is refused with the whole list.
     #[arg(long, value_name = "ROWS", value_delimiter = ',')]
     only: Vec<String>,
-    /// Skip the idle-consumer CPU measurement.
+    /// Skip the measurements after the rows: idle consumers' CPU, and a ring's throughput
+    /// with and without `shmring top` watching it.
     #[arg(long)]
     no_idle: bool,
     /// Also draw each round-trip row's latency percentiles (p0 to p99.99) into an SVG.
