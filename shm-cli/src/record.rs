@@ -731,6 +731,53 @@ pub fn replay(path: &Path, name: &str, speed: Speed) -> Result<(), String> {
     Ok(())
 }
 
+/// What one message's publishing came to.
+enum Sent {
+    Done,
+    /// A signal: stop, keeping what was published.
+    Stop,
+    /// The record cannot be published: replay stops before it, saying why.
+    Bad(String),
+}
+
+/// Publishes every whole record with `send`, each at its time (`pace`), counting what went
+/// out and the gaps the recorder marked.
+fn replay_each(
+    recs: &mut Records,
+    speed: Speed,
+    start: Instant,
+    progress: &mut Progress,
+    mut send: impl FnMut(&Rec, &[u8]) -> Result<Sent, String>,
+) -> Result<Replayed, String> {
+    let mut done = Replayed {
+        messages: 0,
+        bytes: 0,
+        missed: 0,
+    };
+    while let Some(rec) = recs.next() {
+        if term::stopped() {
+            break;
+        }
+        if rec.what == WHAT_GAP {
+            done.missed += u64::from_le_bytes(recs.payload[..8].try_into().expect("8 bytes"));
+            continue;
+        }
+        pace(start, rec.t_ns, speed);
+        match send(&rec, &recs.payload)? {
+            Sent::Done => {}
+            Sent::Stop => break,
+            Sent::Bad(why) => {
+                recs.stop(why);
+                break;
+            }
+        }
+        done.messages += 1;
+        done.bytes += recs.payload.len() as u64;
+        progress.tick(|| replay_line(&done, start, recs));
+    }
+    Ok(done)
+}
+
 fn replay_broadcast<const W: usize>(
     name: &str,
     fingerprint: Fingerprint,
@@ -745,40 +792,22 @@ where
     let ring =
         broadcast::open_declared::<[u64; W]>(name, fingerprint).map_err(|e| e.to_string())?;
     let mut tx = ring.publisher().map_err(|e| e.to_string())?;
-    let mut done = Replayed {
-        messages: 0,
-        bytes: 0,
-        missed: 0,
-    };
-    while let Some(rec) = recs.next() {
-        if term::stopped() {
-            break;
-        }
-        if rec.what == WHAT_GAP {
-            done.missed += u64::from_le_bytes(recs.payload[..8].try_into().expect("8 bytes"));
-            continue;
-        }
-        if recs.payload.len() != fingerprint.payload_size as usize {
-            recs.stop(format!(
-                "a record there holds {} bytes, not the payload's {}",
-                recs.payload.len(),
-                fingerprint.payload_size
-            ));
-            break;
+    let size = fingerprint.payload_size as usize;
+    replay_each(recs, speed, start, progress, |_, payload| {
+        if payload.len() != size {
+            return Ok(Sent::Bad(format!(
+                "a record there holds {} bytes, not the payload's {size}",
+                payload.len()
+            )));
         }
         let mut v = [0u64; W];
-        bytemuck::bytes_of_mut(&mut v)[..recs.payload.len()].copy_from_slice(&recs.payload);
-        pace(start, rec.t_ns, speed);
+        bytemuck::bytes_of_mut(&mut v)[..size].copy_from_slice(payload);
         match tx.publish(v) {
-            Ok(()) => {}
-            Err(PublishError::Interrupted(_)) => break,
-            Err(e) => return Err(format!("{name}: {e}")),
+            Ok(()) => Ok(Sent::Done),
+            Err(PublishError::Interrupted(_)) => Ok(Sent::Stop),
+            Err(e) => Err(format!("{name}: {e}")),
         }
-        done.messages += 1;
-        done.bytes += recs.payload.len() as u64;
-        progress.tick(|| replay_line(&done, start, recs));
-    }
-    Ok(done)
+    })
 }
 
 fn replay_line(done: &Replayed, start: Instant, recs: &Records) -> String {
@@ -804,41 +833,22 @@ fn replay_log(
         .open()
         .map_err(|e| e.to_string())?;
     let mut tx = ring.producer().map_err(|e| e.to_string())?;
-    let mut done = Replayed {
-        messages: 0,
-        bytes: 0,
-        missed: 0,
-    };
-    while let Some(rec) = recs.next() {
-        if term::stopped() {
-            break;
-        }
-        if rec.what == WHAT_GAP {
-            done.missed += u64::from_le_bytes(recs.payload[..8].try_into().expect("8 bytes"));
-            continue;
-        }
-        let len = recs.payload.len();
-        pace(start, rec.t_ns, speed);
+    replay_each(recs, speed, start, progress, |rec, payload| {
+        let len = payload.len();
         let sent = tx.claim(len).and_then(|mut c| {
-            c.buf()[..len].copy_from_slice(&recs.payload);
+            c.buf()[..len].copy_from_slice(payload);
             c.set_type(rec.msg_type);
             c.set_flags(rec.flags);
             c.commit(len)
         });
         match sent {
-            Ok(()) => {}
-            Err(SendError::Interrupted) => break,
-            Err(SendError::TooLong { .. }) => {
-                return Err(format!(
-                    "{name} takes messages of up to {} bytes; the recording holds one of {len}",
-                    tx.max_len()
-                ))
-            }
-            Err(e) => return Err(format!("{name}: {e}")),
+            Ok(()) => Ok(Sent::Done),
+            Err(SendError::Interrupted) => Ok(Sent::Stop),
+            Err(SendError::TooLong { .. }) => Err(format!(
+                "{name} takes messages of up to {} bytes; the recording holds one of {len}",
+                tx.max_len()
+            )),
+            Err(e) => Err(format!("{name}: {e}")),
         }
-        done.messages += 1;
-        done.bytes += len as u64;
-        progress.tick(|| replay_line(&done, start, recs));
-    }
-    Ok(done)
+    })
 }

@@ -180,6 +180,25 @@ struct Rates {
     claimed: Option<f64>,
 }
 
+/// A broadcast subscriber's messages received per second since the look before (`None`
+/// on the first look, or for a subscriber that look did not see).
+fn sub_rate(
+    before: Option<&Sample>,
+    now: &Sample,
+    sub: &shm_ring::broadcast::SubscriberStats,
+) -> Option<f64> {
+    let b = before?;
+    let Some(RingInfo::Broadcast(y)) = &b.info else {
+        return None;
+    };
+    let p = y.subscribers.iter().find(|p| p.index == sub.index)?;
+    Some(rate(
+        p.received,
+        sub.received,
+        now.at.duration_since(b.at).as_secs_f64(),
+    ))
+}
+
 fn rates(before: Option<&Sample>, now: &Sample) -> Option<Rates> {
     let (b, n) = (before?.info.as_ref()?, now.info.as_ref()?);
     let secs = now.at.duration_since(before?.at).as_secs_f64();
@@ -283,20 +302,11 @@ fn json_of(before: Option<&Sample>, s: &Sample) -> String {
                 list_json(&ends.consumers)
             ),
             RingInfo::Broadcast(x) => {
-                let secs = before.map(|b| s.at.duration_since(b.at).as_secs_f64());
                 let subs: Vec<String> = x
                     .subscribers
                     .iter()
                     .map(|sub| {
-                        let prev = before.and_then(|b| match &b.info {
-                            Some(RingInfo::Broadcast(y)) => {
-                                y.subscribers.iter().find(|p| p.index == sub.index)
-                            }
-                            _ => None,
-                        });
-                        let r = prev
-                            .zip(secs)
-                            .map(|(p, secs)| rate(p.received, sub.received, secs));
+                        let r = sub_rate(before, s, sub);
                         format!(
                             "{{\"index\": {}, \"end\": {}, \"position\": {}, \"lag\": {}, \
                              \"received\": {}, \"lagged\": {}, \"evicted\": {}, \
@@ -433,17 +443,8 @@ fn table(before: &[Sample], now: &[Sample], interval: Duration, watching: Option
             s.name, s.kind, ends, inp, outp, bps, occ, f.lag, st, wk, f.drops
         ));
         if let RingInfo::Broadcast(b) = info {
-            let secs = prev.map(|p| s.at.duration_since(p.at).as_secs_f64());
             for sub in &b.subscribers {
-                let before_sub = prev.and_then(|p| match &p.info {
-                    Some(RingInfo::Broadcast(y)) => {
-                        y.subscribers.iter().find(|x| x.index == sub.index)
-                    }
-                    _ => None,
-                });
-                let r = before_sub
-                    .zip(secs)
-                    .map_or_else(dash, |(x, secs)| si(rate(x.received, sub.received, secs)));
+                let r = sub_rate(prev, s, sub).map_or_else(dash, si);
                 out.push_str(&format!(
                     "{:<w$} {:<9} {:<24} {:>9} {:>9} {:>10} {:>6} {:>9} {:>8} {:>8} {:>9}\n",
                     format!("  #{}", sub.index),

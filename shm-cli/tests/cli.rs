@@ -795,14 +795,24 @@ fn record_then_replay_reproduces_a_million_broadcast_messages_exactly() {
     assert_eq!(se, "", "stderr of a piped record");
 
     // Published again into a fresh ring of the same type, to a subscriber here.
-    let ring2 = Builder::<u64>::new(&dst)
-        .capacity(4096)
+    let (so, se) = replay_ticks(&file, &dst, N);
+    assert!(so.contains(&format!("replayed {N} messages")), "{so}");
+    assert_eq!(se, "", "stderr of a piped replay");
+}
+
+/// Replays `file` as fast as possible into a new back-pressure broadcast ring `dst` of
+/// u64, whose subscriber here checks it gets `tick(0)..tick(n)` in order and then the
+/// publisher's close; returns replay's stdout and stderr.
+fn replay_ticks(file: &TempFile, dst: &str, n: u64) -> (String, String) {
+    use shm_ring::broadcast::{Builder, Policy};
+    let ring = Builder::<u64>::new(dst)
+        .capacity(1024)
         .policy(Policy::BackPressure)
         .create()
         .unwrap();
-    let mut rx = ring2.subscribe().unwrap();
-    let rep = start(&["replay", file.path(), &dst, "--speed", "max"]);
-    for i in 0..N {
+    let mut rx = ring.subscribe().unwrap();
+    let rep = start(&["replay", file.path(), dst, "--speed", "max"]);
+    for i in 0..n {
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(v) => assert_eq!(v, tick(i), "message {i} of the replay"),
             Err(e) => panic!("message {i} of the replay: {e}"),
@@ -815,8 +825,7 @@ fn record_then_replay_reproduces_a_million_broadcast_messages_exactly() {
     let out = finish(rep, Duration::from_secs(60));
     let (so, se) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{so}{se}");
-    assert!(so.contains(&format!("replayed {N} messages")), "{so}");
-    assert_eq!(se, "", "stderr of a piped replay");
+    (so, se)
 }
 
 #[test]
@@ -952,26 +961,7 @@ fn a_recorder_killed_mid_file_leaves_a_recording_replay_reads_up_to_its_last_who
 
     // Replay reads every whole record, in order, and says where it stopped if the file
     // ends inside one.
-    let ring2 = Builder::<u64>::new(&dst)
-        .capacity(1024)
-        .policy(Policy::BackPressure)
-        .create()
-        .unwrap();
-    let mut rx = ring2.subscribe().unwrap();
-    let rep = start(&["replay", file.path(), &dst, "--speed", "max"]);
-    for i in 0..whole {
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(v) => assert_eq!(v, tick(i), "message {i}"),
-            Err(e) => panic!("message {i}: {e}"),
-        }
-    }
-    assert!(matches!(
-        rx.recv_timeout(Duration::from_secs(30)),
-        Err(shm_ring::RecvError::Disconnected)
-    ));
-    let out = finish(rep, Duration::from_secs(60));
-    let (so, se) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{so}{se}");
+    let (so, se) = replay_ticks(&file, &dst, whole);
     assert!(so.contains(&format!("replayed {whole} messages")), "{so}");
     if (len - header) % 28 == 0 {
         assert_eq!(se, "", "a file of whole records");
