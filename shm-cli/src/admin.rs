@@ -24,15 +24,21 @@ fn alive(info: &SegmentInfo) -> &'static str {
 pub fn ls() -> Result<(), String> {
     let segs = shm_core::list().map_err(|e| e.to_string())?;
     if segs.is_empty() {
-        println!("no shmring segments in /dev/shm");
+        say!("no shmring segments in /dev/shm");
         return Ok(());
     }
     let w = segs.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
     let ends: Vec<String> = segs.iter().map(|s| ends_summary(&s.name)).collect();
     let e = ends.iter().map(String::len).max().unwrap_or(4).max(4);
-    println!(
+    say!(
         "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  {:<e$}  STALE",
-        "NAME", "KIND", "SIZE", "STATE", "CREATOR", "ALIVE", "ENDS"
+        "NAME",
+        "KIND",
+        "SIZE",
+        "STATE",
+        "CREATOR",
+        "ALIVE",
+        "ENDS"
     );
     let mut undecided = None;
     for (s, ends) in segs.iter().zip(&ends) {
@@ -50,7 +56,7 @@ pub fn ls() -> Result<(), String> {
         let kind = h
             .kind()
             .map_or_else(|| format!("?{}", h.kind), |k| k.to_string());
-        println!(
+        say!(
             "{:<w$}  {:<5}  {:>10}  {:<12}  {:>8}  {:<5}  {:<e$}  {}",
             s.name,
             kind,
@@ -62,12 +68,12 @@ pub fn ls() -> Result<(), String> {
             stale
         );
     }
-    println!(
+    say!(
         "ENDS: the processes holding each end now, P producers, C consumers (a creator may \
          be long gone while they run)"
     );
     if let Some(pid) = undecided {
-        println!(
+        say!(
             "stale?: no shmring handle uses it, but process {pid} cannot be inspected and \
              might map it without shmring; `shmring rm --stale --trust-locks` removes it"
         );
@@ -143,8 +149,8 @@ pub fn inspect(name: &str) -> Result<(), String> {
             h.magic
         ));
     }
-    println!("name         {}", info.name);
-    println!(
+    say!("name         {}", info.name);
+    say!(
         "file         /dev/shm/{}, {} bytes, mode {:04o}, owner uid {}",
         &info.name[1..],
         info.file_len,
@@ -154,9 +160,9 @@ pub fn inspect(name: &str) -> Result<(), String> {
     let kind = h
         .kind()
         .map_or_else(|| format!("unknown ({})", h.kind), |k| k.to_string());
-    println!("kind         {kind}");
-    println!("state        {}", h.state);
-    println!(
+    say!("kind         {kind}");
+    say!("state        {}", h.state);
+    say!(
         "creator      {} ({})",
         h.creator,
         match info.creator_alive() {
@@ -165,12 +171,14 @@ pub fn inspect(name: &str) -> Result<(), String> {
             None => "liveness unknown",
         }
     );
-    println!(
+    say!(
         "format       header version {}, {} bytes in all, data at offset {}",
-        h.version, h.total_len, h.data_offset
+        h.version,
+        h.total_len,
+        h.data_offset
     );
     let f = h.fingerprint;
-    println!(
+    say!(
         "payload      `{}`, size {}, align {}; identity {:#018x}; schema id {:#x}; layout \
          version {}",
         f.type_name,
@@ -195,45 +203,51 @@ pub fn inspect(name: &str) -> Result<(), String> {
         }
         Staleness::NotStale => "no".to_owned(),
     };
-    println!("stale        {stale}");
+    say!("stale        {stale}");
     if h.state != SegmentState::Ready {
         return Ok(());
     }
     match shm_ring::inspect(name) {
         Ok(Some(RingInfo::Spsc(s))) => {
-            println!(
+            say!(
                 "ring         capacity {}, head {}, tail {}, occupancy {}",
                 s.capacity,
                 s.head,
                 s.tail,
                 s.len()
             );
-            println!("counters     pushes {}, pops {}", s.pushes, s.pops);
-            println!(
+            say!("counters     pushes {}, pops {}", s.pushes, s.pops);
+            say!(
                 "stalls       full {}, empty {}; wake-ups {}",
-                s.full_stalls, s.empty_stalls, s.wakeups
+                s.full_stalls,
+                s.empty_stalls,
+                s.wakeups
             );
-            println!("producer     {}", s.producer);
-            println!("consumer     {}", s.consumer);
+            say!("producer     {}", s.producer);
+            say!("consumer     {}", s.consumer);
         }
         Ok(Some(RingInfo::Mpmc(s, ends))) => {
-            println!(
+            say!(
                 "ring         capacity {}, head {}, tail {}, occupancy {}",
                 s.capacity,
                 s.head,
                 s.tail,
                 s.tail.saturating_sub(s.head)
             );
-            println!("counters     pushes {}, pops {}", s.pushes, s.pops);
-            println!(
+            say!("counters     pushes {}, pops {}", s.pushes, s.pops);
+            say!(
                 "stalls       full {}, empty {}; wake-ups {}",
-                s.full_stalls, s.empty_stalls, s.wakeups
+                s.full_stalls,
+                s.empty_stalls,
+                s.wakeups
             );
-            println!(
+            say!(
                 "claims       {} skipped, {} reclaimed (claim timeout {:?})",
-                s.skipped, s.reclaimed, s.claim_timeout
+                s.skipped,
+                s.reclaimed,
+                s.claim_timeout
             );
-            println!(
+            say!(
                 "endpoints    {} attached, {} attached",
                 plural(u64::from(s.producers), "producer"),
                 plural(u64::from(s.consumers), "consumer")
@@ -248,25 +262,29 @@ pub fn inspect(name: &str) -> Result<(), String> {
                         .join(", ")
                 }
             };
-            println!("producers    {}", list(&ends.producers));
-            println!("consumers    {}", list(&ends.consumers));
+            say!("producers    {}", list(&ends.producers));
+            say!("consumers    {}", list(&ends.consumers));
         }
         Ok(Some(RingInfo::Broadcast(s))) => {
             let policy = s
                 .policy
                 .map_or_else(|| "impossible (corrupted)".to_owned(), |p| p.to_string());
-            println!(
+            say!(
                 "ring         capacity {}, tail {}, policy {policy}",
-                s.capacity, s.tail
+                s.capacity,
+                s.tail
             );
-            println!(
+            say!(
                 "counters     published {}, full stalls {}, evictions {}; wake-ups {}",
-                s.published, s.full_stalls, s.evictions, s.wakeups
+                s.published,
+                s.full_stalls,
+                s.evictions,
+                s.wakeups
             );
-            println!("publisher    {}", s.publisher);
-            println!("subscribers  {} attached", s.subscribers.len());
+            say!("publisher    {}", s.publisher);
+            say!("subscribers  {} attached", s.subscribers.len());
             for x in &s.subscribers {
-                println!(
+                say!(
                     "  #{:<2}        {}: position {}, lag {}, received {}, lagged {}{}",
                     x.index,
                     x.end,
@@ -279,7 +297,7 @@ pub fn inspect(name: &str) -> Result<(), String> {
             }
         }
         Ok(Some(RingInfo::Log(s))) => {
-            println!(
+            say!(
                 "log          capacity {} bytes, messages up to {} bytes, records aligned to {}, \
                  head {}, tail {}, in use {} bytes",
                 s.capacity,
@@ -289,23 +307,27 @@ pub fn inspect(name: &str) -> Result<(), String> {
                 s.tail,
                 s.tail.wrapping_sub(s.head)
             );
-            println!(
+            say!(
                 "counters     received {} ({} bytes)",
                 plural(s.received, "message"),
                 s.bytes
             );
-            println!(
+            say!(
                 "claims       {} skipped (unmarked past the claim timeout), {} abandoned (dead \
                  producers), {} aborted",
-                s.skipped, s.abandoned, s.aborted
+                s.skipped,
+                s.abandoned,
+                s.aborted
             );
-            println!(
+            say!(
                 "stalls       full {}, empty {}; wake-ups {}",
-                s.full_stalls, s.empty_stalls, s.wakeups
+                s.full_stalls,
+                s.empty_stalls,
+                s.wakeups
             );
-            println!("consumer     {}", s.consumer);
+            say!("consumer     {}", s.consumer);
             let producers: Vec<String> = s.producers.iter().map(|e| e.to_string()).collect();
-            println!(
+            say!(
                 "producers    {}",
                 if producers.is_empty() {
                     "none".to_owned()
@@ -315,7 +337,7 @@ pub fn inspect(name: &str) -> Result<(), String> {
             );
         }
         Ok(None) => {}
-        Err(e) => println!("ring         counters unavailable: {e}"),
+        Err(e) => say!("ring         counters unavailable: {e}"),
     }
     Ok(())
 }
@@ -360,7 +382,7 @@ pub fn rm(names: &[String], force: bool) -> Result<(), String> {
             })
         };
         match removed {
-            Ok(()) => println!("removed {n}"),
+            Ok(()) => say!("removed {n}"),
             Err(e) => failed.push(e),
         }
     }
@@ -394,7 +416,7 @@ pub fn rm_stale(check: StaleCheck) -> Result<(), String> {
                     }
                     _ => "no header was ever written".to_owned(),
                 };
-                println!("removed {} ({why})", s.name);
+                say!("removed {} ({why})", s.name);
             }
             Err(e) => match e.kind() {
                 RemoveErrorKind::NotStale { .. }
@@ -402,13 +424,13 @@ pub fn rm_stale(check: StaleCheck) -> Result<(), String> {
                 | RemoveErrorKind::NotFound
                 | RemoveErrorKind::Replaced => {}
                 RemoveErrorKind::InUse { .. } | RemoveErrorKind::Undecided { .. } => {
-                    println!("kept {}: {e}", s.name)
+                    say!("kept {}: {e}", s.name)
                 }
                 _ => failed.push(e.to_string()),
             },
         }
     }
-    println!(
+    say!(
         "{removed} stale segment{} removed",
         if removed == 1 { "" } else { "s" }
     );

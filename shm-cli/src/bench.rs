@@ -336,7 +336,7 @@ fn floor_segment(name: &str) -> Result<SegmentBuilder, String> {
 }
 
 fn ready() {
-    println!("ready");
+    say!("ready");
 }
 
 fn es<E: std::fmt::Display>(e: E) -> String {
@@ -472,7 +472,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            println!("received {expect} gaps {gaps}");
+            say!("received {expect} gaps {gaps}");
             Ok(())
         }
         "broadcast-lazy" => {
@@ -495,7 +495,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                     }
                 }
             }
-            println!("received {received} lagged {lagged}");
+            say!("received {received} lagged {lagged}");
             Ok(())
         }
         "mpmc-echo" => {
@@ -592,7 +592,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            println!("received {expect} gaps {gaps}");
+            say!("received {expect} gaps {gaps}");
             Ok(())
         }
         "spsc-sink-64" => {
@@ -628,7 +628,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                     }
                 }
             }
-            println!("received {expect} gaps {gaps}");
+            say!("received {expect} gaps {gaps}");
             Ok(())
         }
         "mpmc-producer" => {
@@ -655,7 +655,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                 }
             }
             drop(tx);
-            println!("pushed {seq}");
+            say!("pushed {seq}");
             Ok(())
         }
         "mpmc-consumer" => {
@@ -680,7 +680,7 @@ pub fn peer(role: &str, name: &str, cpu: Option<usize>, arg: u64) -> Result<(), 
                     Err(e) => return Err(e.to_string()),
                 }
             }
-            println!("popped {got} disorder {disorder}");
+            say!("popped {got} disorder {disorder}");
             Ok(())
         }
         "spsc-park-idle" => {
@@ -737,7 +737,7 @@ fn sink_one_at_a_time<T: bytemuck::Pod + shm_ring::TypeIdentity>(
             Err(e) => return Err(e.to_string()),
         }
     }
-    println!("received {expect} gaps {gaps}");
+    say!("received {expect} gaps {gaps}");
     Ok(())
 }
 
@@ -1523,7 +1523,7 @@ fn record_latencies(
         }
     }
     let (c0, t0) = start.unwrap_or((cpu(), Instant::now()));
-    println!(
+    say!(
         "{} {} {} {} {}",
         h.value_at_quantile(0.5),
         h.value_at_quantile(0.99),
@@ -1665,7 +1665,7 @@ fn async_idle(name: &str) -> Result<(), String> {
     }
     let (c0, w0, p0) = t0.unwrap_or((0, Instant::now(), 0));
     // The polls that completed the tasks are the parent's publishes, not idle wake-ups.
-    println!(
+    say!(
         "cpu_us {} wall_us {} wakeups {} waiters {}",
         sys::process_cpu_us() - c0,
         w0.elapsed().as_micros(),
@@ -1711,7 +1711,7 @@ fn idle_pop(mut pop: impl FnMut() -> Result<u64, String>) -> Result<(), String> 
     let (c0, t0, s0) = (sys::thread_cpu_us(), Instant::now(), sys::thread_sleeps());
     pop()?;
     let (c1, t1, s1) = (sys::thread_cpu_us(), Instant::now(), sys::thread_sleeps());
-    println!(
+    say!(
         "cpu_us {} wall_us {} sleeps {}",
         c1 - c0,
         (t1 - t0).as_micros(),
@@ -1961,7 +1961,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
                 .join(",")
         ),
     };
-    println!(
+    say!(
         "shmring bench: 2 processes, {pinning}; {:.1} s per row after {:.1} s warm-up; \
          the clock's own cost ({} ns) is subtracted from each round trip",
         opts.duration.as_secs_f64(),
@@ -2066,10 +2066,16 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .map(|r| r.p50);
     let rtts: Vec<&Row> = done.iter().filter(|r| r.rtt.is_some()).collect();
     if !rtts.is_empty() {
-        println!();
-        println!(
+        say!();
+        say!(
             "{:<14} {:<40} {:>9} {:>9} {:>9} {:>10} {:>8}",
-            "round trip", "calls", "p50 ns", "p99 ns", "p99.9 ns", "max ns", "x floor"
+            "round trip",
+            "calls",
+            "p50 ns",
+            "p99 ns",
+            "p99.9 ns",
+            "max ns",
+            "x floor"
         );
     }
     for r in &rtts {
@@ -2078,7 +2084,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             Some(f) if f > 0 => format!("{:.2}", t.p50 as f64 / f as f64),
             _ => "-".into(),
         };
-        println!(
+        say!(
             "{:<14} {:<40} {:>9} {:>9} {:>9} {:>10} {ratio:>8}",
             r.name,
             calls_of(r.name),
@@ -2098,15 +2104,21 @@ pub fn run(opts: &Options) -> Result<(), String> {
         .filter(|r| r.msgs_per_sec.is_some() || (r.note.is_some() && r.bursty.is_none()))
         .collect();
     if !rates.is_empty() {
-        println!();
-        println!(
+        say!();
+        say!(
             "{:<27} {:<39} {:>10} {:>6} {:>7} {:>6} {:>9}",
-            "throughput", "calls", "msgs/s", "x ref", "x rtrb", "x AQ", "floor ns"
+            "throughput",
+            "calls",
+            "msgs/s",
+            "x ref",
+            "x rtrb",
+            "x AQ",
+            "floor ns"
         );
     }
     for r in &rates {
         let Some(rate) = r.msgs_per_sec else {
-            println!(
+            say!(
                 "{:<27} {:<39} {}",
                 r.name,
                 calls_of(r.name),
@@ -2128,7 +2140,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         let fl = r
             .floor_p50
             .map_or_else(|| "-".to_owned(), |f| f.to_string());
-        println!(
+        say!(
             "{:<27} {:<39} {:>10} {x_try:>6} {x_rtrb:>7} {x_aq:>6} {fl:>9}",
             r.name,
             calls_of(r.name),
@@ -2146,20 +2158,20 @@ pub fn run(opts: &Options) -> Result<(), String> {
                 .find(|(n, _, _)| *n == row)
                 .map(|(_, b, _)| b.p50)
         };
-        println!();
-        println!(
+        say!();
+        say!(
             "bursty feed: bursts of {BURST} messages {} us apart ({} k msg/s), {} ms between bursts; \
              latency = the feed's push to the consumer's pop, one way",
             BURST_SPACING.as_micros(),
             1_000_000 / BURST_SPACING.as_micros().max(1) / 1000,
             BURST_PAUSE.as_millis()
         );
-        println!(
+        say!(
             "wake rows: one message every {} ms (the consumer asleep when it comes); \
              x ref: bursty-park over bursty-spin, wake-async over wake-park",
             WAKE_PAUSE.as_millis()
         );
-        println!(
+        say!(
             "{:<18} {:<28} {:>8} {:>8} {:>7} {:>11} {:>13} {:>9}",
             "bursty",
             "calls",
@@ -2181,7 +2193,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
                 |s| format!("{:.2}", b.p50 as f64 / s as f64),
             );
             let fl = floor.map_or_else(|| "-".to_owned(), |f| f.to_string());
-            println!(
+            say!(
                 "{:<18} {:<28} {:>8} {:>8} {x:>7} {:>10.2}% {:>12.1}% {fl:>9}",
                 name,
                 calls_of(name),
@@ -2192,20 +2204,20 @@ pub fn run(opts: &Options) -> Result<(), String> {
             );
         }
     }
-    println!();
+    say!();
     let counts: Vec<String> = done
         .iter()
         .filter(|r| r.count > 0)
         .map(|r| format!("{} {}", r.name, r.count))
         .collect();
-    println!("(samples / messages per row: {})", counts.join(", "));
+    say!("(samples / messages per row: {})", counts.join(", "));
     let adjacent: Vec<u64> = done.iter().filter_map(|r| r.floor_p50).collect();
     if !adjacent.is_empty() {
         let (lo, hi) = (
             adjacent.iter().min().copied().unwrap_or(0),
             adjacent.iter().max().copied().unwrap_or(0),
         );
-        println!(
+        say!(
             "x floor: each round trip over a floor measured just before it ({}); floors \
              seen: {lo}-{hi} ns{}",
             adjacent
@@ -2221,7 +2233,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
             }
         );
     }
-    println!(
+    say!(
         "x ref: spsc blocking rows over the try_push / try_pop loop on the same ring, \
          broadcast-throughput-8B over spsc-throughput-8B, broadcast-fanout-N over \
          broadcast-fanout-1; x rtrb, x AQ: over rtrb / crossbeam's ArrayQueue between \
@@ -2229,7 +2241,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     );
     for (kind, (cpu, wall, sleeps)) in idle {
         let secs = wall.max(1) as f64 / 1e6;
-        println!(
+        say!(
             "idle {kind} consumer blocked in pop (spin-then-park): {:.3}% of a core ({cpu} us \
              of CPU in {secs:.2} s), {:.1} wake-ups a second",
             cpu as f64 * 100.0 / wall.max(1) as f64,
@@ -2238,7 +2250,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     }
     if let Some((cpu, wall, wakeups, waiters)) = idle_tasks {
         let secs = wall.max(1) as f64 / 1e6;
-        println!(
+        say!(
             "{IDLE_TASKS} idle async subscribers (recv_async on {IDLE_RINGS} broadcast rings, \
              one executor thread, {waiters} waiter thread(s)): {:.3}% of a core together \
              ({cpu} us of CPU in {secs:.2} s), {:.1} task wake-ups a second",
@@ -2247,7 +2259,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         );
     }
     if let Some(w) = watched {
-        println!(
+        say!(
             "spsc push / pop (BusySpin) with `shmring top --interval-ms 100` watching: {:.1} M/s, \
              not watching: {:.1} M/s, x{:.3} (medians of {} alternating 100 ms windows each; \
              top looked {} times)",
@@ -2261,7 +2273,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     if let Some(path) = &opts.json {
         std::fs::write(path, json(&done))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("rows written to {}", path.display());
+        say!("rows written to {}", path.display());
     }
     if let Some(path) = &opts.plot {
         let curves: Vec<crate::plot::Curve<'_>> = done
@@ -2298,7 +2310,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
         };
         let svg = crate::plot::svg(&curves, &labels)?;
         std::fs::write(path, svg).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("{} curves drawn in {}", curves.len(), path.display());
+        say!("{} curves drawn in {}", curves.len(), path.display());
     }
     if failures.is_empty() {
         Ok(())

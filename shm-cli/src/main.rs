@@ -2,6 +2,23 @@
 //! inspect and remove shared-memory segments (`ls`, `inspect`, `rm`), watch rings live
 //! (`top`, `hz`), and record and replay them (`record`, `replay`).
 
+/// `println!` for stdout, without its panic when the reader went away ([`term::out`]).
+macro_rules! say {
+    () => {
+        $crate::term::out(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::term::out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `print!` for stdout, as [`say!`].
+macro_rules! say_part {
+    ($($t:tt)*) => {
+        $crate::term::out(format_args!($($t)*))
+    };
+}
+
 mod admin;
 mod bench;
 #[cfg(feature = "peers")]
@@ -95,26 +112,31 @@ enum Cmd {
               value_parser = clap::value_parser!(u64).range(1..=100_000))]
         window: u64,
         /// Stop after N samples (default: until Ctrl-C).
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
     },
     /// Record a broadcast ring (as one more subscriber) or a log (as its consumer) into
     /// FILE: every message with the time it came; until Ctrl-C, --count, --duration-ms or
-    /// the ring's writers leave.
+    /// (without --wait) the ring's writers leave.
     Record {
         /// Ring name, e.g. /ticks.
         name: String,
         /// The recording to write (its format: the README's "Recording format").
         file: PathBuf,
         /// Stop after N messages.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
         /// Stop after this many milliseconds.
-        #[arg(long, value_name = "MS")]
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
         duration_ms: Option<u64>,
         /// Overwrite FILE if it exists.
         #[arg(long)]
         force: bool,
+        /// Keep recording while the ring has no writer: wait for the first, and for the
+        /// next after one leaves (a `shmring replay` into a log needs its consumer there
+        /// first: this recorder can be it).
+        #[arg(long)]
+        wait: bool,
     },
     /// Publish a recording into a ring of the same payload type (a broadcast ring as its
     /// publisher, a log as one producer), at the recorded pace or faster.
@@ -123,8 +145,8 @@ enum Cmd {
         file: PathBuf,
         /// Ring name, e.g. /ticks (it must exist).
         name: String,
-        /// `1` for the recorded pace, `2` for twice as fast, `max` for as fast as the ring
-        /// takes them.
+        /// `1` for the recorded pace, `2` for twice as fast, `0.5` for half as fast
+        /// (0.001 to 1e6), `max` for as fast as the ring takes them.
         #[arg(long, default_value = "1", value_parser = record::parse_speed)]
         speed: record::Speed,
     },
@@ -308,12 +330,14 @@ fn main() -> ExitCode {
             count,
             duration_ms,
             force,
+            wait,
         } => record::record(
             &name,
             &file,
             &record::Until {
                 count,
                 duration: duration_ms.map(Duration::from_millis),
+                wait,
             },
             force,
         ),

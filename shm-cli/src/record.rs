@@ -40,7 +40,9 @@
 //!
 //! A recorder writes whole records and flushes at least every `FLUSH_EVERY`; one killed
 //! mid-write leaves a file whose last record is cut short, which `replay` stops before,
-//! saying where.
+//! saying where, and succeeds. A whole record that is wrong (checksum, length, kind) is
+//! damage: `replay` stops before it and fails. Missed messages between two that were read
+//! are one gap record, written before the second.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -62,6 +64,8 @@ const BUFFER: usize = 1 << 20;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Broadcast payloads are viewed as `[u64; W]`, W up to this (512 bytes).
 const MAX_WORDS: usize = 64;
+/// How often a `--wait` recorder looks for a writer while the ring has none.
+const NO_WRITER_POLL: Duration = Duration::from_millis(20);
 const WHAT_MESSAGE: u8 = 0;
 const WHAT_GAP: u8 = 1;
 
@@ -188,6 +192,8 @@ fn type_of(f: &Fingerprint) -> String {
 pub struct Until {
     pub count: Option<u64>,
     pub duration: Option<Duration>,
+    /// `--wait`: the ring having no writer does not end the recording.
+    pub wait: bool,
 }
 
 /// The file being written and what went into it.
@@ -198,10 +204,19 @@ struct Writer {
     messages: u64,
     bytes: u64,
     missed: u64,
+    /// Messages missed since the last record, written as one gap record before the next
+    /// message (or at the end): a recorder a ring behind a busy overwrite ring is told
+    /// `Lagged` many times between two messages it reads.
+    gap: u64,
     buf: Vec<u8>,
 }
 
 impl Writer {
+    fn message(&mut self, msg_type: u16, flags: u8, payload: &[u8]) -> io::Result<()> {
+        self.end_gap()?;
+        self.record(WHAT_MESSAGE, msg_type, flags, payload)
+    }
+
     fn record(&mut self, what: u8, msg_type: u16, flags: u8, payload: &[u8]) -> io::Result<()> {
         let t = self.start.elapsed().as_nanos() as u64;
         self.buf.clear();
@@ -222,9 +237,17 @@ impl Writer {
         Ok(())
     }
 
-    fn gap(&mut self, n: u64) -> io::Result<()> {
-        self.missed += n;
-        self.record(WHAT_GAP, 0, 0, &n.to_le_bytes())
+    fn gap(&mut self, n: u64) {
+        self.missed = self.missed.saturating_add(n);
+        self.gap = self.gap.saturating_add(n);
+    }
+
+    /// Writes the gap counted since the last message, if any.
+    fn end_gap(&mut self) -> io::Result<()> {
+        match std::mem::take(&mut self.gap) {
+            0 => Ok(()),
+            n => self.record(WHAT_GAP, 0, 0, &n.to_le_bytes()),
+        }
     }
 
     /// Flushes if `FLUSH_EVERY` passed since the last time.
@@ -267,15 +290,17 @@ pub fn record(name: &str, path: &Path, until: &Until, force: bool) -> Result<(),
         .ok_or_else(|| format!("{name} has no shmring header (too short)"))?;
     let kind = match h.kind() {
         Some(k @ (Kind::Broadcast | Kind::Log)) => k,
+        Some(k @ (Kind::Spsc | Kind::Mpmc)) => {
+            return Err(format!(
+                "{name} is {} ring: record reads broadcast and log rings only (each of its \
+                 messages goes to one consumer, so a recorder would take them from it)",
+                k.with_article()
+            ))
+        }
         Some(k) => {
             return Err(format!(
-                "{name} is {} ring: record reads broadcast and log rings only (an {k} ring's \
-                 messages go to one consumer, so a recorder would take them from it)",
-                if matches!(k, Kind::Mpmc) {
-                    "an mpmc"
-                } else {
-                    "a"
-                }
+                "{name} is {} segment, not a ring: record reads broadcast and log rings only",
+                k.with_article()
             ))
         }
         None => return Err(format!("{name} is not a ring (kind {})", h.kind)),
@@ -342,6 +367,7 @@ pub fn record(name: &str, path: &Path, until: &Until, force: bool) -> Result<(),
         messages: 0,
         bytes: 0,
         missed: 0,
+        gap: 0,
         buf: Vec::with_capacity(64 * 1024),
     };
     let mut progress = Progress::new();
@@ -362,9 +388,21 @@ pub fn record(name: &str, path: &Path, until: &Until, force: bool) -> Result<(),
         _ => record_log(name, h.fingerprint.schema_id, &mut w, until, &mut progress),
     };
     progress.clear();
-    let flushed = w.out.flush().and_then(|()| w.out.get_ref().sync_data());
-    let ended = ended?;
+    let flushed = w
+        .end_gap()
+        .and_then(|()| w.out.flush())
+        .and_then(|()| w.out.get_ref().sync_data());
+    let ended = match ended {
+        // Refused before any message (the log's consumer is taken, the type does not
+        // open): no file of only a header is left behind to block the next try.
+        Err(e) if w.messages == 0 && w.missed == 0 => {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        r => r?,
+    };
     flushed.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let on_disk = w.out.get_ref().metadata().map_or(0, |m| m.len());
     let secs = w.start.elapsed().as_secs_f64();
     let why = match ended {
         End::Stopped => "stopped by a signal".to_owned(),
@@ -372,21 +410,28 @@ pub fn record(name: &str, path: &Path, until: &Until, force: bool) -> Result<(),
         End::Duration => "the duration passed".to_owned(),
         End::Source(s) => s,
     };
-    println!(
-        "recorded {} messages ({}) from {name} into {} in {secs:.2} s ({why}){}",
-        w.messages,
+    say!(
+        "recorded {} ({} of payload, a file of {}) from {name} into {} in {secs:.2} s \
+         ({why}){}",
+        plural(w.messages, "message", "messages"),
         term::bytes(w.bytes),
+        term::bytes(on_disk),
         path.display(),
         if w.missed > 0 {
             format!(
-                "; {} messages were missed (the recorder fell a ring behind)",
-                w.missed
+                "; {} missed (the recorder fell a ring behind)",
+                plural(w.missed, "message was", "messages were")
             )
         } else {
             String::new()
         }
     );
     Ok(())
+}
+
+/// `1 message`, `2 messages`.
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn progress_line(w: &Writer, verb: &str) -> String {
@@ -422,15 +467,15 @@ where
         }
         match sub.recv_timeout(Duration::from_millis(20)) {
             Ok(v) => {
-                w.record(WHAT_MESSAGE, 0, 0, &bytemuck::bytes_of(&v)[..size])
+                w.message(0, 0, &bytemuck::bytes_of(&v)[..size])
                     .map_err(io_err)?;
                 // Whatever else is ready, without a clock read per message.
                 for _ in 0..1024 {
                     match sub.try_recv() {
                         Ok(v) => w
-                            .record(WHAT_MESSAGE, 0, 0, &bytemuck::bytes_of(&v)[..size])
+                            .message(0, 0, &bytemuck::bytes_of(&v)[..size])
                             .map_err(io_err)?,
-                        Err(RecvError::Lagged(n)) => w.gap(n).map_err(io_err)?,
+                        Err(RecvError::Lagged(n)) => w.gap(n),
                         Err(_) => break,
                     }
                     if until.count.is_some_and(|c| w.messages >= c) {
@@ -439,7 +484,12 @@ where
                 }
             }
             Err(RecvError::Timeout | RecvError::Empty) => {}
-            Err(RecvError::Lagged(n)) => w.gap(n).map_err(io_err)?,
+            Err(RecvError::Lagged(n)) => w.gap(n),
+            // --wait: a publisher may come (a replay, a restart), and go on from where the
+            // ring is, so this subscriber reads on.
+            Err(RecvError::Disconnected | RecvError::PeerDied) if until.wait => {
+                term::sleep(NO_WRITER_POLL);
+            }
             Err(RecvError::Disconnected) => {
                 return Ok(End::Source("the publisher closed the ring".into()))
             }
@@ -482,10 +532,14 @@ fn record_log(
             return Ok(end);
         }
         let got = match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(f) => w
-                .record(WHAT_MESSAGE, f.msg_type(), f.flags(), &f)
-                .map_err(io_err),
+            Ok(f) => w.message(f.msg_type(), f.flags(), &f).map_err(io_err),
             Err(PopError::Timeout | PopError::Empty | PopError::InFlight) => Ok(()),
+            // --wait: a producer may come (a replay, a restart); what it sends waits in
+            // the log until this consumer reads it, so a poll loses nothing.
+            Err(PopError::Disconnected | PopError::PeerDied) if until.wait => {
+                term::sleep(NO_WRITER_POLL);
+                Ok(())
+            }
             Err(PopError::Disconnected) => {
                 return Ok(End::Source("every producer closed the log".into()))
             }
@@ -514,9 +568,9 @@ pub fn parse_speed(s: &str) -> Result<Speed, String> {
         return Ok(Speed::Max);
     }
     match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 && x <= 1e6 => Ok(Speed::Times(x)),
+        Ok(x) if (1e-3..=1e6).contains(&x) => Ok(Speed::Times(x)),
         _ => Err(format!(
-            "{s:?}: expected `max` or a factor above 0 and at most 1e6 (1 is the recorded pace)"
+            "{s:?}: expected `max` or a factor from 0.001 to 1e6 (1 is the recorded pace)"
         )),
     }
 }
@@ -536,9 +590,15 @@ struct Records {
     at: u64,
     whole: u64,
     max_len: usize,
+    /// The longest payload the target ring takes: a longer (undamaged) record stops reading
+    /// before its payload, into `too_long`.
+    fits: usize,
+    too_long: Option<usize>,
     payload: Vec<u8>,
     /// Why reading stopped before the end of the file.
     stopped: Option<String>,
+    /// Whether that was a damaged record rather than a file cut short.
+    damaged: bool,
 }
 
 impl Records {
@@ -554,14 +614,18 @@ impl Records {
                     "its last record is cut short ({n} bytes of a record's 16-byte head)"
                 ))
             }
-            Err(e) => return self.stop(format!("reading failed: {e}")),
+            Err(e) => return self.damaged(format!("reading failed: {e}")),
         }
         let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
         let what = head[7];
         if len > self.max_len || (what == WHAT_GAP && len != 8) || what > WHAT_GAP {
-            return self.stop(format!(
+            return self.damaged(format!(
                 "a record there is damaged (length {len}, kind {what})"
             ));
+        }
+        if len > self.fits {
+            self.too_long = Some(len);
+            return None;
         }
         self.payload.resize(len + 4, 0);
         match read_full(&mut self.r, &mut self.payload) {
@@ -573,11 +637,11 @@ impl Records {
                     RECORD_HEAD + len + 4
                 ))
             }
-            Err(e) => return self.stop(format!("reading failed: {e}")),
+            Err(e) => return self.damaged(format!("reading failed: {e}")),
         }
         let sum = u32::from_le_bytes(self.payload[len..].try_into().expect("4 bytes"));
         if fnv(&self.payload[..len], fnv(&head, FNV_START)) != sum {
-            return self.stop("a record there has a wrong checksum".to_owned());
+            return self.damaged("a record there has a wrong checksum".to_owned());
         }
         self.payload.truncate(len);
         self.at += (RECORD_HEAD + len + 4) as u64;
@@ -590,13 +654,30 @@ impl Records {
         })
     }
 
+    /// The file ends inside a record: what a recorder killed mid-write leaves, so
+    /// replay reports it and succeeds.
     fn stop(&mut self, why: String) -> Option<Rec> {
         self.stopped = Some(format!(
-            "stopped at byte {} after {} whole records: {why} (a recorder killed mid-write \
-             leaves this)",
-            self.at, self.whole
+            "{}: {why} (a recorder killed mid-write leaves this)",
+            self.where_()
         ));
         None
+    }
+
+    /// A record that is whole but wrong, or a failed read: the file is damaged (or is not
+    /// what its header says), so replay ends with an error after what it published.
+    fn damaged(&mut self, why: String) -> Option<Rec> {
+        self.stopped = Some(format!("{}: {why}; the file is damaged", self.where_()));
+        self.damaged = true;
+        None
+    }
+
+    fn where_(&self) -> String {
+        format!(
+            "stopped at byte {} after {}",
+            self.at,
+            plural(self.whole, "whole record", "whole records")
+        )
     }
 }
 
@@ -619,20 +700,32 @@ struct Replayed {
     messages: u64,
     bytes: u64,
     missed: u64,
+    /// A signal ended the replay before the file's end.
+    stopped: bool,
 }
 
-/// Waits until `t_ns` of the recording, scaled by `speed`, has passed since `start`.
-fn pace(start: Instant, t_ns: u64, speed: Speed) {
-    let Speed::Times(x) = speed else { return };
-    let target = start + Duration::from_nanos((t_ns as f64 / x) as u64);
+/// Waits until `t_ns` of the recording, scaled by `speed`, has passed since `start`:
+/// sleeps to within 100 us of it (in slices, so that Ctrl-C ends a long quiet stretch at
+/// once), then spins. Returns false if a signal ended the wait.
+fn pace(start: Instant, t_ns: u64, speed: Speed) -> bool {
+    let Speed::Times(x) = speed else { return true };
+    // Saturating: a time far in the future (a factor of 0.001 on a long recording) waits
+    // until Ctrl-C rather than overflowing.
+    let Some(target) = start
+        .checked_add(Duration::try_from_secs_f64(t_ns as f64 / x / 1e9).unwrap_or(Duration::MAX))
+    else {
+        return term::sleep(Duration::MAX);
+    };
     loop {
         let now = Instant::now();
         if now >= target {
-            return;
+            return true;
         }
         let left = target - now;
         if left > Duration::from_micros(200) {
-            std::thread::sleep(left - Duration::from_micros(100));
+            if !term::sleep(left - Duration::from_micros(100)) {
+                return false;
+            }
         } else {
             std::hint::spin_loop();
         }
@@ -642,6 +735,12 @@ fn pace(start: Instant, t_ns: u64, speed: Speed) {
 /// `shmring replay FILE NAME`.
 pub fn replay(path: &Path, name: &str, speed: Speed) -> Result<(), String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(format!(
+            "{} is a directory, not a recording",
+            path.display()
+        ));
+    }
     let mut r = BufReader::with_capacity(BUFFER, file);
     let (header, at) = Header::decode(&mut r, path)?;
     // The target ring's own header, compared with the recorded one before anything else,
@@ -655,8 +754,18 @@ pub fn replay(path: &Path, name: &str, speed: Speed) -> Result<(), String> {
             "{} holds a {} recording; {name} is {}",
             path.display(),
             header.kind,
-            fh.kind()
-                .map_or_else(|| format!("of kind {}", fh.kind), |k| format!("a {k} ring"))
+            fh.kind().map_or_else(
+                || format!("of kind {}", fh.kind),
+                |k| format!(
+                    "{} {}",
+                    k.with_article(),
+                    if matches!(k, Kind::Raw | Kind::Sync) {
+                        "segment"
+                    } else {
+                        "ring"
+                    }
+                )
+            )
         ));
     }
     let (rf, ff) = (&header.fingerprint, &fh.fingerprint);
@@ -680,8 +789,11 @@ pub fn replay(path: &Path, name: &str, speed: Speed) -> Result<(), String> {
         at,
         whole: 0,
         max_len: max_len.max(8),
+        fits: usize::MAX,
+        too_long: None,
         payload: Vec::new(),
         stopped: None,
+        damaged: false,
     };
     term::catch_stop();
     let mut progress = Progress::new();
@@ -707,28 +819,37 @@ pub fn replay(path: &Path, name: &str, speed: Speed) -> Result<(), String> {
     progress.clear();
     let done = done?;
     let secs = start.elapsed().as_secs_f64();
-    println!(
-        "replayed {} messages ({}) from {} into {name} in {secs:.3} s{}{}",
-        done.messages,
+    say!(
+        "replayed {} ({}) from {} into {name} in {secs:.3} s{}{}{}",
+        plural(done.messages, "message", "messages"),
         term::bytes(done.bytes),
         path.display(),
         match speed {
             Speed::Max => " (as fast as the ring took them)".to_owned(),
             Speed::Times(x) => format!(" (speed {x})"),
         },
+        if done.stopped {
+            "; stopped by a signal before the file's end"
+        } else {
+            ""
+        },
         if done.missed > 0 {
             format!(
-                "; the recording marks {} messages its recorder missed",
-                done.missed
+                "; the recording marks {} its recorder missed",
+                plural(done.missed, "message", "messages")
             )
         } else {
             String::new()
         }
     );
-    if let Some(why) = recs.stopped {
-        eprintln!("shmring: {}: {why}", path.display());
+    match recs.stopped {
+        Some(why) if recs.damaged => Err(format!("{}: {why}", path.display())),
+        Some(why) => {
+            eprintln!("shmring: {}: {why}", path.display());
+            Ok(())
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What one message's publishing came to.
@@ -753,21 +874,29 @@ fn replay_each(
         messages: 0,
         bytes: 0,
         missed: 0,
+        stopped: false,
     };
     while let Some(rec) = recs.next() {
         if term::stopped() {
+            done.stopped = true;
             break;
         }
         if rec.what == WHAT_GAP {
             done.missed += u64::from_le_bytes(recs.payload[..8].try_into().expect("8 bytes"));
             continue;
         }
-        pace(start, rec.t_ns, speed);
+        if !pace(start, rec.t_ns, speed) {
+            done.stopped = true;
+            break;
+        }
         match send(&rec, &recs.payload)? {
             Sent::Done => {}
-            Sent::Stop => break,
+            Sent::Stop => {
+                done.stopped = true;
+                break;
+            }
             Sent::Bad(why) => {
-                recs.stop(why);
+                recs.damaged(why);
                 break;
             }
         }
@@ -833,6 +962,10 @@ fn replay_log(
         .open()
         .map_err(|e| e.to_string())?;
     let mut tx = ring.producer().map_err(|e| e.to_string())?;
+    // The header's max_len is the file's word, up to 4 GiB: a record longer than this ring
+    // takes ends the replay before its payload is read, so no record makes replay allocate
+    // more than the ring's own maximum.
+    recs.fits = tx.max_len().max(8);
     replay_each(recs, speed, start, progress, |rec, payload| {
         let len = payload.len();
         let sent = tx.claim(len).and_then(|mut c| {
@@ -844,11 +977,16 @@ fn replay_log(
         match sent {
             Ok(()) => Ok(Sent::Done),
             Err(SendError::Interrupted) => Ok(Sent::Stop),
-            Err(SendError::TooLong { .. }) => Err(format!(
-                "{name} takes messages of up to {} bytes; the recording holds one of {len}",
-                tx.max_len()
-            )),
+            Err(SendError::TooLong { .. }) => Err(too_long(name, tx.max_len(), len)),
             Err(e) => Err(format!("{name}: {e}")),
         }
     })
+    .and_then(|done| match recs.too_long {
+        Some(len) => Err(too_long(name, tx.max_len(), len)),
+        None => Ok(done),
+    })
+}
+
+fn too_long(name: &str, max_len: usize, len: usize) -> String {
+    format!("{name} takes messages of up to {max_len} bytes; the recording holds one of {len}")
 }

@@ -43,6 +43,39 @@ pub fn stopped() -> bool {
     stop_flag().load(Ordering::Relaxed)
 }
 
+/// Sleeps for `d`, in slices of at most 50 ms so that SIGINT / SIGTERM (after
+/// [`catch_stop`]) end the wait within one; returns whether the whole time passed.
+pub fn sleep(d: Duration) -> bool {
+    const SLICE: Duration = Duration::from_millis(50);
+    let deadline = Instant::now().checked_add(d);
+    loop {
+        if stopped() {
+            return false;
+        }
+        let left = match deadline {
+            Some(t) => t.saturating_duration_since(Instant::now()),
+            None => SLICE,
+        };
+        if left.is_zero() {
+            return true;
+        }
+        std::thread::sleep(left.min(SLICE));
+    }
+}
+
+/// Writes to stdout (what `say!` calls). A reader that went away (`shmring ls | head`)
+/// ends the command quietly with status 0, as for any Unix filter, instead of a panic;
+/// any other failure to write ends it with status 1 and says why on stderr.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    if let Err(e) = io::stdout().lock().write_fmt(args) {
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            let _ = writeln!(io::stderr(), "shmring: cannot write to stdout: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+}
+
 /// A one-line progress report on stderr, redrawn at most 4 times a second, only when
 /// stderr is a terminal: piped or redirected, it says nothing.
 pub struct Progress {
@@ -185,8 +218,14 @@ impl Screen {
         }
     }
 
-    /// Replaces the screen's contents with `frame` (lines cut to the terminal's width and
-    /// height).
+    /// The terminal's width in columns.
+    pub fn width(&self) -> usize {
+        usize::from(terminal::size().map_or(80, |(c, _)| c))
+    }
+
+    /// Replaces the screen's contents with `frame`: lines cut to the terminal's height, and
+    /// to its width at a space, so that a column that does not fit is left out whole
+    /// rather than shown as a shorter number.
     pub fn draw(&self, frame: &str) {
         let (cols, rows) = terminal::size().unwrap_or((80, 24));
         let mut out = io::stdout().lock();
@@ -197,7 +236,7 @@ impl Screen {
         );
         for (i, line) in frame.lines().take(usize::from(rows)).enumerate() {
             let _ = queue!(out, cursor::MoveTo(0, i as u16));
-            let line: String = line.chars().take(usize::from(cols)).collect();
+            let line = cut_at_space(line, usize::from(cols));
             let _ = out.write_all(line.as_bytes());
         }
         let _ = out.flush();
@@ -208,5 +247,33 @@ impl Drop for Screen {
     fn drop(&mut self) {
         let _ = execute!(io::stdout(), cursor::Show, terminal::LeaveAlternateScreen);
         let _ = terminal::disable_raw_mode();
+    }
+}
+
+/// `line` cut to at most `cols` characters; where that would split a word (a number, a
+/// heading), cut before that word instead.
+fn cut_at_space(line: &str, cols: usize) -> &str {
+    let Some((at, _)) = line.char_indices().nth(cols) else {
+        return line;
+    };
+    let (kept, rest) = line.split_at(at);
+    if rest.starts_with(' ') || kept.ends_with(' ') {
+        return kept;
+    }
+    kept.rfind(' ').map_or(kept, |sp| kept[..sp].trim_end())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_at_space;
+
+    #[test]
+    fn a_line_is_cut_before_a_word_that_does_not_fit() {
+        assert_eq!(cut_at_space("ab   191.23M   7", 20), "ab   191.23M   7");
+        assert_eq!(cut_at_space("ab   191.23M   7", 8), "ab");
+        assert_eq!(cut_at_space("ab   191.23M   7", 12), "ab   191.23M");
+        assert_eq!(cut_at_space("ab   191.23M   7", 13), "ab   191.23M ");
+        assert_eq!(cut_at_space("abcdef", 3), "abc");
+        assert_eq!(cut_at_space("", 3), "");
     }
 }

@@ -375,21 +375,49 @@ fn json_of(before: Option<&Sample>, s: &Sample) -> String {
 }
 
 /// The table `top` draws: a line per segment, and one per broadcast subscriber.
-fn table(before: &[Sample], now: &[Sample], interval: Duration, watching: Option<&str>) -> String {
+/// The widths of the columns after NAME, and the spaces between them.
+const FIXED: usize = 9 + 24 + 9 + 9 + 10 + 6 + 9 + 8 + 8 + 9 + 11;
+
+/// The table `top` shows. `width`: the live view's terminal columns (its names are then
+/// cut to leave room for the numbers, keeping their distinct ends, and the header says
+/// `q quits`); `None` for `--once`, whose names are whole.
+fn table(
+    before: &[Sample],
+    now: &[Sample],
+    interval: Duration,
+    watching: Option<&str>,
+    width: Option<usize>,
+) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "shmring top: {} segment{}{}, every {:.1} s (q quits)\n",
+        "shmring top: {} segment{}{}, every {:.1} s{}\n",
         now.len(),
         if now.len() == 1 { "" } else { "s" },
         watching.map_or_else(String::new, |p| format!(" matching {p:?}")),
-        interval.as_secs_f64()
+        interval.as_secs_f64(),
+        if width.is_some() { " (q quits)" } else { "" }
     ));
-    let w = now
+    let longest = now
         .iter()
-        .map(|s| s.name.len())
+        .map(|s| s.name.chars().count())
         .max()
-        .unwrap_or(4)
-        .clamp(4, 40);
+        .unwrap_or(4);
+    let w = match width {
+        Some(cols) => longest.min(cols.saturating_sub(FIXED + 1).max(16)),
+        None => longest,
+    }
+    .max(4);
+    let name = |n: &str| -> String {
+        let len = n.chars().count();
+        if len <= w {
+            n.to_owned()
+        } else {
+            // The end of a name tells rings apart (`...-fanout-1`, `...-fanout-2`).
+            std::iter::once('~')
+                .chain(n.chars().skip(len - (w - 1)))
+                .collect()
+        }
+    };
     out.push_str(&format!(
         "{:<w$} {:<9} {:<24} {:>9} {:>9} {:>10} {:>6} {:>9} {:>8} {:>8} {:>9}\n",
         "NAME", "KIND", "ENDS", "IN/s", "OUT/s", "B/s", "OCC%", "LAG", "STALL/s", "WAKE/s", "DROPS"
@@ -406,7 +434,7 @@ fn table(before: &[Sample], now: &[Sample], interval: Duration, watching: Option
             });
             out.push_str(&format!(
                 "{:<w$} {:<9} {why}{}\n",
-                s.name,
+                name(&s.name),
                 s.kind,
                 if s.stale { " stale" } else { "" }
             ));
@@ -440,7 +468,17 @@ fn table(before: &[Sample], now: &[Sample], interval: Duration, watching: Option
         }
         out.push_str(&format!(
             "{:<w$} {:<9} {:<24} {:>9} {:>9} {:>10} {:>6} {:>9} {:>8} {:>8} {:>9}\n",
-            s.name, s.kind, ends, inp, outp, bps, occ, f.lag, st, wk, f.drops
+            name(&s.name),
+            s.kind,
+            ends,
+            inp,
+            outp,
+            bps,
+            occ,
+            f.lag,
+            st,
+            wk,
+            f.drops
         ));
         if let RingInfo::Broadcast(b) = info {
             for sub in &b.subscribers {
@@ -462,11 +500,25 @@ fn table(before: &[Sample], now: &[Sample], interval: Duration, watching: Option
             }
         }
     }
-    out.push_str(
-        "IN/s OUT/s: messages (a log's IN: bytes claimed); OCC%: of capacity; LAG: unread \
-         (slowest subscriber; a log's in bytes); DROPS: lagged + evicted, skipped + \
-         reclaimed, or skipped + abandoned + aborted\n",
-    );
+    let legend = "IN/s OUT/s: messages (a log's IN: bytes claimed); OCC%: of capacity; LAG: \
+                  behind the newest (slowest subscriber, beyond capacity once overwritten; a \
+                  log's in bytes); DROPS: lagged + evicted, skipped + reclaimed, or skipped + \
+                  abandoned + aborted";
+    // The live view wraps the legend to its width; `--once` keeps it one line.
+    let mut line = String::new();
+    for word in legend.split(' ') {
+        if width.is_some_and(|cols| !line.is_empty() && line.len() + 1 + word.len() > cols) {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
     out
 }
 
@@ -483,16 +535,18 @@ pub fn top(
                 .iter()
                 .map(|s| json_of(before.iter().find(|b| b.name == s.name), s))
                 .collect();
-            println!("[{}]", lines.join(",\n "));
+            say!("[{}]", lines.join(",\n "));
         } else {
-            print!("{}", table(before, now, interval, pattern));
+            say_part!("{}", table(before, now, interval, pattern, None));
         }
     };
     if once || json {
         term::catch_stop();
         let mut before = look(pattern)?;
         loop {
-            std::thread::sleep(interval);
+            if !term::sleep(interval) {
+                return Ok(());
+            }
             let now = look(pattern)?;
             emit(&before, &now);
             if once || term::stopped() {
@@ -513,7 +567,13 @@ pub fn top(
     let mut before: Vec<Sample> = Vec::new();
     let mut now = look(pattern)?;
     loop {
-        screen.draw(&table(&before, &now, interval, pattern));
+        screen.draw(&table(
+            &before,
+            &now,
+            interval,
+            pattern,
+            Some(screen.width()),
+        ));
         let deadline = Instant::now() + interval;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -523,7 +583,13 @@ pub fn top(
             match screen.wait(left.min(Duration::from_millis(100))) {
                 Input::Quit => return Ok(()),
                 // Redrawn at once, the counters as they were (rates need a whole interval).
-                Input::Redraw => screen.draw(&table(&before, &now, interval, pattern)),
+                Input::Redraw => screen.draw(&table(
+                    &before,
+                    &now,
+                    interval,
+                    pattern,
+                    Some(screen.width()),
+                )),
                 Input::None => {}
             }
             if term::stopped() {
@@ -543,6 +609,12 @@ fn count_of(info: &RingInfo) -> u64 {
 
 /// `shmring hz NAME`.
 pub fn hz(name: &str, interval: Duration, window: usize, count: Option<u64>) -> Result<(), String> {
+    if name.contains(['*', '?', '[']) {
+        return Err(format!(
+            "{name:?}: hz follows one ring, named exactly; `shmring top {name:?}` watches every \
+             ring a pattern matches"
+        ));
+    }
     let read = || -> Result<(u64, Instant), String> {
         match shm_ring::inspect(name) {
             Ok(Some(info)) => Ok((count_of(&info), Instant::now())),
@@ -554,8 +626,10 @@ pub fn hz(name: &str, interval: Duration, window: usize, count: Option<u64>) -> 
     let (mut last, mut at) = read()?;
     let mut rates: std::collections::VecDeque<f64> = std::collections::VecDeque::new();
     let mut printed = 0u64;
-    while count.is_none_or(|c| printed < c) && !term::stopped() {
-        std::thread::sleep(interval);
+    while count.is_none_or(|c| printed < c) {
+        if !term::sleep(interval) {
+            break;
+        }
         let (n, t) = read()?;
         let r = rate(last, n, t.duration_since(at).as_secs_f64());
         (last, at) = (n, t);
@@ -566,7 +640,7 @@ pub fn hz(name: &str, interval: Duration, window: usize, count: Option<u64>) -> 
         let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
         let max = rates.iter().copied().fold(0.0, f64::max);
         let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-        println!(
+        say!(
             "{name}: {} msg/s   min {} max {} mean {} over the last {} sample{} ({:.1} s)",
             si(r),
             si(min),

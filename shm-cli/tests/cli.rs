@@ -1078,11 +1078,391 @@ fn record_and_replay_refuse_what_they_cannot_carry_naming_both_types() {
         1,
         "header's checksum is wrong",
     );
+    one_line_error(
+        &["record", &sname, "/tmp/never-written.rec"],
+        1,
+        "is an SPSC ring: record reads broadcast and log rings only",
+    );
+    one_line_error(
+        &["replay", &std::env::temp_dir().to_string_lossy(), &bname],
+        1,
+        "is a directory, not a recording",
+    );
+    one_line_error(
+        &["hz", "/shmring-*"],
+        1,
+        "hz follows one ring, named exactly; `shmring top \"/shmring-*\"` watches",
+    );
+    for args in [
+        vec!["record", &bname, "/tmp/never-written.rec", "--count", "0"],
+        vec![
+            "record",
+            &bname,
+            "/tmp/never-written.rec",
+            "--duration-ms",
+            "0",
+        ],
+        vec!["hz", &bname, "--count", "0"],
+    ] {
+        usage_error(&args, "0 is not in 1..", None);
+    }
     usage_error(
-        &["replay", file.path(), &bname, "--speed", "0"],
-        "expected `max` or a factor above 0",
+        &["replay", file.path(), &bname, "--speed", "0.0001"],
+        "expected `max` or a factor from 0.001 to 1e6",
         None,
     );
+    usage_error(
+        &["replay", file.path(), &bname, "--speed", "0"],
+        "expected `max` or a factor from 0.001 to 1e6",
+        None,
+    );
+}
+
+#[test]
+fn replay_into_a_log_that_takes_shorter_messages_stops_at_the_first_too_long_unread() {
+    use shm_ring::log;
+    let (src, _c1) = scratch("rec-long-src");
+    let (dst, _c2) = scratch("rec-long-dst");
+    let file = TempFile::new("rec-long");
+    let ring = log::Builder::new(&src)
+        .capacity(1 << 16)
+        .max_len(4096)
+        .create()
+        .unwrap();
+    let rec = start(&["record", &src, file.path()]);
+    wait_for("the recorder to consume", Duration::from_secs(20), || {
+        matches!(shm_ring::inspect(&src), Ok(Some(RingInfo::Log(s)))
+            if matches!(s.consumer, EndStatus::Attached { .. }))
+    });
+    let mut tx = ring.producer().unwrap();
+    for len in [10, 300, 10] {
+        let mut c = tx.claim(len).unwrap();
+        c.buf()[..len].fill(len as u8);
+        c.commit(len).unwrap();
+    }
+    drop(tx);
+    let out = finish(rec, Duration::from_secs(60));
+    assert!(
+        text(&out.stdout).contains("recorded 3 messages"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let _ring2 = log::Builder::new(&dst)
+        .capacity(1 << 16)
+        .max_len(128)
+        .create()
+        .unwrap();
+    let want = format!("{dst} takes messages of up to 128 bytes; the recording holds one of 300");
+    one_line_error(&["replay", file.path(), &dst, "--speed", "max"], 1, &want);
+
+    // A record head that claims 4000 bytes (within the recorded log's 4096) and ends the
+    // file: refused for its length before replay reads (or allocates) its payload, so the
+    // error is the length, not a cut-short record.
+    let mut bytes = std::fs::read(&file.0).unwrap();
+    let whole_first = 122 + src.len() + 4 + 16 + 10 + 4;
+    bytes.truncate(whole_first);
+    bytes.extend_from_slice(&4000u32.to_le_bytes());
+    bytes.extend_from_slice(&[0u8; 12]);
+    std::fs::write(&file.0, &bytes).unwrap();
+    let want = format!("{dst} takes messages of up to 128 bytes; the recording holds one of 4000");
+    one_line_error(&["replay", file.path(), &dst, "--speed", "max"], 1, &want);
+}
+
+/// A size as shmring's summaries say it.
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// A recording's records: (what, payload length, messages missed for a gap) each, after checking that the header and
+/// the records fill the file exactly.
+fn records_of(file: &TempFile, ring: &str) -> Vec<(u8, usize, u64)> {
+    let b = std::fs::read(&file.0).unwrap();
+    let mut at = 122 + ring.len() + 4;
+    let mut out = Vec::new();
+    while at < b.len() {
+        let len = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let gap = match b[at + 7] {
+            1 => u64::from_le_bytes(b[at + 16..at + 24].try_into().unwrap()),
+            _ => 0,
+        };
+        out.push((b[at + 7], len, gap));
+        at += 16 + len + 4;
+    }
+    assert_eq!(at, b.len(), "records run past the file's end");
+    out
+}
+
+/// Waits until process `pid` catches SIGINT (its handler is installed), from
+/// /proc/PID/status, so that the signal a test sends is the one the command handles.
+fn wait_catching_sigint(pid: u32) {
+    wait_for(
+        "the command to catch SIGINT",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("SigCgt:"))
+                        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                })
+                .is_some_and(|mask| mask & (1 << (2 - 1)) != 0)
+        },
+    );
+}
+
+fn sigint(c: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &c.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn ctrl_c_ends_every_long_wait_and_a_closed_stdout_ends_a_command_quietly() {
+    use shm_ring::broadcast::Builder;
+    let (src, _c1) = scratch("sig-src");
+    let (dst, _c2) = scratch("sig-dst");
+    let file = TempFile::new("sig");
+    let ring = Builder::<u64>::new(&src).capacity(16).create().unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let rec = start(&["record", &src, file.path(), "--count", "2"]);
+    wait_for("the recorder to subscribe", Duration::from_secs(20), || {
+        attached_subscribers(&src) == 1
+    });
+    tx.publish(tick(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    tx.publish(tick(2)).unwrap();
+    let out = finish(rec, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Replay at a thousandth of the pace: the wait for the first message (the time from
+    // the recording's start to it, times 1000) is many seconds; Ctrl-C ends it at once.
+    let _dst = Builder::<u64>::new(&dst).capacity(16).create().unwrap();
+    let quiet: [(&str, Vec<&str>); 3] = [
+        (
+            "replay",
+            vec!["replay", file.path(), &dst, "--speed", "0.001"],
+        ),
+        ("hz", vec!["hz", &src, "--interval-ms", "3600000"]),
+        ("top", vec!["top", "--once", "--interval-ms", "3600000"]),
+    ];
+    for (what, args) in quiet {
+        let c = start(&args);
+        wait_catching_sigint(c.id());
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = Instant::now();
+        sigint(&c);
+        let out = finish(c, Duration::from_secs(10));
+        assert!(
+            out.status.success(),
+            "{what}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: {:?}",
+            t0.elapsed()
+        );
+        if what == "replay" {
+            let so = text(&out.stdout);
+            assert!(
+                so.contains("stopped by a signal before the file's end"),
+                "{so}"
+            );
+        }
+    }
+
+    // stdout closed before the command writes: status 0 and no panic, as `| head` does.
+    let quick: [Vec<&str>; 4] = [
+        vec!["ls"],
+        vec!["inspect", &src],
+        vec!["hz", &src, "--interval-ms", "10", "--count", "20"],
+        vec!["top", "--json", "--interval-ms", "10"],
+    ];
+    for args in quick {
+        let mut c = start(&args);
+        drop(c.stdout.take());
+        let out = finish(c, Duration::from_secs(30));
+        assert!(
+            out.status.success() && !text(&out.stderr).contains("panicked"),
+            "{args:?}: {:?} {}",
+            out.status,
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn replay_fails_at_a_damaged_record_after_publishing_those_before_it() {
+    use shm_ring::broadcast::Builder;
+    let (src, _c1) = scratch("dmg-src");
+    let (dst, _c2) = scratch("dmg-dst");
+    let file = TempFile::new("dmg");
+    let ring = Builder::<u64>::new(&src).capacity(16).create().unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let rec = start(&["record", &src, file.path(), "--count", "3"]);
+    wait_for("the recorder to subscribe", Duration::from_secs(20), || {
+        attached_subscribers(&src) == 1
+    });
+    for i in 0..3 {
+        tx.publish(tick(i)).unwrap();
+    }
+    let out = finish(rec, Duration::from_secs(60));
+    assert!(
+        text(&out.stdout).contains("recorded 3 messages"),
+        "{}",
+        text(&out.stdout)
+    );
+    let header = 122 + src.len() + 4;
+    let mut b = std::fs::read(&file.0).unwrap();
+    assert_eq!(b.len(), header + 3 * 28);
+    // One payload byte of the second record: its checksum no longer holds.
+    b[header + 28 + 16] ^= 0x40;
+    std::fs::write(&file.0, &b).unwrap();
+    let ring2 = Builder::<u64>::new(&dst).capacity(16).create().unwrap();
+    let mut rx = ring2.subscribe().unwrap();
+    let out = shmring(&["replay", file.path(), &dst, "--speed", "max"]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{so}{se}");
+    assert!(so.starts_with("replayed 1 message ("), "{so}");
+    assert_eq!(
+        se.trim_end(),
+        format!(
+            "shmring: {}: stopped at byte {} after 1 whole record: a record there has a wrong \
+             checksum; the file is damaged",
+            file.path(),
+            header + 28
+        )
+    );
+    assert_eq!(rx.try_recv().unwrap(), tick(0));
+    assert!(rx.try_recv().is_err(), "only the record before the damage");
+}
+
+#[test]
+fn record_wait_takes_a_log_whose_producers_come_later_and_a_refusal_leaves_no_file() {
+    use shm_ring::log;
+    let (name, _c) = scratch("wait-log");
+    let file = TempFile::new("wait-log");
+    let ring = log::Builder::new(&name)
+        .capacity(1 << 16)
+        .max_len(64)
+        .create()
+        .unwrap();
+    // The consumer is taken: record says whose it is and leaves no file behind.
+    let held = ring.consumer().unwrap();
+    one_line_error(
+        &["record", &name, file.path()],
+        1,
+        &format!("consumer is process {}", std::process::id()),
+    );
+    assert!(!file.0.exists(), "a refused record left {}", file.path());
+    drop(held);
+    let consuming = || {
+        wait_for("the recorder to consume", Duration::from_secs(20), || {
+            matches!(shm_ring::inspect(&name), Ok(Some(RingInfo::Log(s)))
+                if matches!(s.consumer, EndStatus::Attached { .. }))
+        });
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let send_25 = |part: u8| {
+        let mut tx = ring.producer().unwrap();
+        for i in 0..25u8 {
+            let mut c = tx.claim(1).unwrap();
+            c.buf()[0] = part * 25 + i;
+            c.commit(1).unwrap();
+        }
+    };
+    // Without --wait, the first producer's leaving ends the recording.
+    let rec = start(&["record", &name, file.path(), "--count", "50"]);
+    consuming();
+    send_25(0);
+    let out = finish(rec, Duration::from_secs(60));
+    let so = text(&out.stdout);
+    assert!(
+        so.contains("recorded 25 messages") && so.contains("every producer closed the log"),
+        "{so}"
+    );
+    std::fs::remove_file(&file.0).unwrap();
+    // With --wait, the recorder takes two producers, one after the other.
+    let rec = start(&["record", &name, file.path(), "--wait", "--count", "50"]);
+    consuming();
+    for part in 0..2u8 {
+        send_25(part);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = finish(rec, Duration::from_secs(60));
+    let so = text(&out.stdout);
+    assert!(
+        out.status.success() && so.contains("recorded 50 messages") && so.contains("count"),
+        "{so}{}",
+        text(&out.stderr)
+    );
+    assert_eq!(records_of(&file, &name), vec![(0u8, 1usize, 0u64); 50]);
+}
+
+#[test]
+fn a_recorder_behind_a_busy_overwrite_ring_writes_one_gap_between_two_messages() {
+    use shm_ring::broadcast::Builder;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let (name, _c) = scratch("gaps");
+    let file = TempFile::new("gaps");
+    let ring = Builder::<u64>::new(&name).capacity(16).create().unwrap();
+    let mut tx = ring.publisher().unwrap();
+    let rec = start(&["record", &name, file.path()]);
+    wait_for("the recorder to subscribe", Duration::from_secs(20), || {
+        attached_subscribers(&name) == 1
+    });
+    let stop = AtomicBool::new(false);
+    let published = std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let mut i = 0u64;
+            // Relaxed: a stop flag; nothing is published through it.
+            while !stop.load(Ordering::Relaxed) {
+                tx.publish(tick(i)).unwrap();
+                i += 1;
+            }
+            i
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap()
+    });
+    drop(tx);
+    let out = finish(rec, Duration::from_secs(60));
+    let so = text(&out.stdout);
+    assert!(out.status.success(), "{so}{}", text(&out.stderr));
+    let recs = records_of(&file, &name);
+    let messages = recs.iter().filter(|r| r.0 == 0).count();
+    let gaps = recs.len() - messages;
+    assert!(
+        recs.windows(2).all(|w| !(w[0].0 == 1 && w[1].0 == 1)),
+        "two gap records in a row"
+    );
+    assert!(gaps <= messages + 1, "{gaps} gaps for {messages} messages");
+    let missed: u64 = recs.iter().map(|r| r.2).sum();
+    assert_eq!(
+        messages as u64 + missed,
+        published,
+        "every message published was recorded or marked missed"
+    );
+    // The summary says the file's size, and what the recorder read and missed adds up to
+    // what was published.
+    let len = file.len();
+    assert!(
+        so.contains(&format!("recorded {messages} messages"))
+            && so.contains(&format!("a file of {}", human_bytes(len))),
+        "{so} ({len} bytes)"
+    );
+    println!("{published} published; {messages} recorded, {gaps} gap records: {so}");
 }
 
 #[test]
