@@ -745,6 +745,14 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (bounded) until a log's consumer (a recorder) is attached.
+fn wait_log_consumer(name: &str) {
+    wait_for("the recorder to consume", Duration::from_secs(20), || {
+        matches!(shm_ring::inspect(name), Ok(Some(RingInfo::Log(s)))
+            if matches!(s.consumer, EndStatus::Attached { .. }))
+    });
+}
+
 fn attached_subscribers(name: &str) -> usize {
     match shm_ring::inspect(name) {
         Ok(Some(RingInfo::Broadcast(s))) => s
@@ -843,10 +851,7 @@ fn record_then_replay_a_log_keeps_types_flags_lengths_and_the_recorded_pace() {
         .create()
         .unwrap();
     let rec = start(&["record", &src, file.path()]);
-    wait_for("the recorder to consume", Duration::from_secs(20), || {
-        matches!(shm_ring::inspect(&src), Ok(Some(RingInfo::Log(s)))
-            if matches!(s.consumer, EndStatus::Attached { .. }))
-    });
+    wait_log_consumer(&src);
     let mut tx = ring.producer().unwrap();
     let t0 = Instant::now();
     for i in 0..N {
@@ -1130,10 +1135,7 @@ fn replay_into_a_log_that_takes_shorter_messages_stops_at_the_first_too_long_unr
         .create()
         .unwrap();
     let rec = start(&["record", &src, file.path()]);
-    wait_for("the recorder to consume", Duration::from_secs(20), || {
-        matches!(shm_ring::inspect(&src), Ok(Some(RingInfo::Log(s)))
-            if matches!(s.consumer, EndStatus::Attached { .. }))
-    });
+    wait_log_consumer(&src);
     let mut tx = ring.producer().unwrap();
     for len in [10, 300, 10] {
         let mut c = tx.claim(len).unwrap();
@@ -1367,10 +1369,7 @@ fn record_wait_takes_a_log_whose_producers_come_later_and_a_refusal_leaves_no_fi
     assert!(!file.0.exists(), "a refused record left {}", file.path());
     drop(held);
     let consuming = || {
-        wait_for("the recorder to consume", Duration::from_secs(20), || {
-            matches!(shm_ring::inspect(&name), Ok(Some(RingInfo::Log(s)))
-                if matches!(s.consumer, EndStatus::Attached { .. }))
-        });
+        wait_log_consumer(&name);
         std::thread::sleep(Duration::from_millis(200));
     };
     let send_25 = |part: u8| {
