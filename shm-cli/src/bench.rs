@@ -2008,55 +2008,39 @@ pub fn run(opts: &Options) -> Result<(), String> {
             }
         }
     }
-    let mut idle = Vec::new();
-    if !opts.skip_idle {
-        for kind in ["spsc", "mpmc"] {
-            let what = format!("idle {kind} consumer in park mode");
-            progress.say(what.clone());
-            let t = Instant::now();
-            match idle_park(&ctx, kind) {
-                Ok(v) => {
-                    finished(&what, t, Ok(()));
-                    idle.push((kind, v));
-                }
-                Err(e) => {
-                    finished(&what, t, Err(&e));
-                    failures.push(format!("idle {kind}: {e}"));
-                }
-            }
-        }
-    }
-    let mut idle_tasks = None;
-    if !opts.skip_idle {
-        let what = format!("{IDLE_TASKS} idle async subscribers");
+    // The measurements after the rows: each shown as a step, its failure kept under `tag`.
+    let mut after = |what: String, tag: &str, f: &mut dyn FnMut() -> Result<(), String>| {
         progress.say(what.clone());
         let t = Instant::now();
-        match idle_async(&ctx) {
-            Ok(v) => {
-                finished(&what, t, Ok(()));
-                idle_tasks = Some(v);
-            }
+        match f() {
+            Ok(()) => finished(&what, t, Ok(())),
             Err(e) => {
                 finished(&what, t, Err(&e));
-                failures.push(format!("idle async: {e}"));
+                failures.push(format!("{tag}: {e}"));
             }
         }
-    }
+    };
+    let mut idle = Vec::new();
+    let mut idle_tasks = None;
     let mut watched = None;
     if !opts.skip_idle {
-        let what = "an SPSC ring with and without `shmring top` watching".to_owned();
-        progress.say(what.clone());
-        let t = Instant::now();
-        match top_watch(&ctx) {
-            Ok(v) => {
-                finished(&what, t, Ok(()));
-                watched = Some(v);
-            }
-            Err(e) => {
-                finished(&what, t, Err(&e));
-                failures.push(format!("top watching: {e}"));
-            }
+        for kind in ["spsc", "mpmc"] {
+            after(
+                format!("idle {kind} consumer in park mode"),
+                &format!("idle {kind}"),
+                &mut || idle_park(&ctx, kind).map(|v| idle.push((kind, v))),
+            );
         }
+        after(
+            format!("{IDLE_TASKS} idle async subscribers"),
+            "idle async",
+            &mut || idle_async(&ctx).map(|v| idle_tasks = Some(v)),
+        );
+        after(
+            "an SPSC ring with and without `shmring top` watching".to_owned(),
+            "top watching",
+            &mut || top_watch(&ctx).map(|v| watched = Some(v)),
+        );
     }
     drop(progress);
     let floor = done

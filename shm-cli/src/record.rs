@@ -469,7 +469,7 @@ where
             Ok(v) => {
                 w.message(0, 0, &bytemuck::bytes_of(&v)[..size])
                     .map_err(io_err)?;
-                // Whatever else is ready, without a clock read per message.
+                // Whatever else is ready, without the signal and duration checks per message.
                 for _ in 0..1024 {
                     match sub.try_recv() {
                         Ok(v) => w

@@ -44,7 +44,9 @@ pub fn stopped() -> bool {
 }
 
 /// Sleeps for `d`, in slices of at most 50 ms so that SIGINT / SIGTERM (after
-/// [`catch_stop`]) end the wait within one; returns whether the whole time passed.
+/// [`catch_stop`]) end the wait within one; returns whether the whole time passed. A `d`
+/// past what the clock can represent (a replay's time far in the future) waits until a
+/// signal.
 pub fn sleep(d: Duration) -> bool {
     const SLICE: Duration = Duration::from_millis(50);
     let deadline = Instant::now().checked_add(d);

@@ -374,11 +374,10 @@ fn json_of(before: Option<&Sample>, s: &Sample) -> String {
     o
 }
 
-/// The table `top` draws: a line per segment, and one per broadcast subscriber.
-/// The widths of the columns after NAME, and the spaces between them.
-const FIXED: usize = 9 + 24 + 9 + 9 + 10 + 6 + 9 + 8 + 8 + 9 + 11;
+/// The widths of the ten columns after NAME, and the ten spaces before them.
+const FIXED: usize = 9 + 24 + 9 + 9 + 10 + 6 + 9 + 8 + 8 + 9 + 10;
 
-/// The table `top` shows. `width`: the live view's terminal columns (its names are then
+/// The table `top` draws: a line per segment, and one per broadcast subscriber. `width`: the live view's terminal columns (its names are then
 /// cut to leave room for the numbers, keeping their distinct ends, and the header says
 /// `q quits`); `None` for `--once`, whose names are whole.
 fn table(
@@ -403,7 +402,7 @@ fn table(
         .max()
         .unwrap_or(4);
     let w = match width {
-        Some(cols) => longest.min(cols.saturating_sub(FIXED + 1).max(16)),
+        Some(cols) => longest.min(cols.saturating_sub(FIXED).max(16)),
         None => longest,
     }
     .max(4);
