@@ -2,7 +2,9 @@
 //! (indicatif), the live view's screen and keys (crossterm), and a Ctrl-C / SIGTERM flag
 //! (signal-hook) for the commands that run until stopped.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -26,29 +28,50 @@ fn stop_flag() -> &'static Arc<AtomicBool> {
     STOP.get_or_init(|| Arc::new(AtomicBool::new(false)))
 }
 
+/// The read end of a socket pair whose other end the signal handler writes a byte to, so
+/// that [`sleep`] wakes at a signal without polling the flag.
+fn stop_wake() -> &'static OnceLock<UnixStream> {
+    static WAKE: OnceLock<UnixStream> = OnceLock::new();
+    &WAKE
+}
+
 /// Makes SIGINT and SIGTERM set the flag [`stopped`] reads instead of killing the process,
-/// so that a recorder finishes its file and a live view restores the terminal.
+/// so that a recorder finishes its file and a live view restores the terminal, and wake a
+/// [`sleep`] at once.
 pub fn catch_stop() {
+    let wake = UnixStream::pair().ok().and_then(|(read, write)| {
+        // The write end lives for the process: the handler may write to it at any time.
+        let fd = write.into_raw_fd();
+        stop_wake().set(read).ok().map(|()| fd)
+    });
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A failure leaves the default action (the process ends), which is what a
         // command without the flag would do anyway.
         let _ = signal_hook::flag::register(sig, Arc::clone(stop_flag()));
+        if let Some(fd) = wake {
+            // Without it, `sleep` still sees the flag within a slice.
+            let _ = signal_hook::low_level::pipe::register_raw(sig, fd);
+        }
     }
 }
 
 /// Whether SIGINT or SIGTERM came since [`catch_stop`].
 pub fn stopped() -> bool {
-    // Relaxed: a flag polled by the main loop; signal-hook's handler stores it and nothing
-    // else is published through it.
-    stop_flag().load(Ordering::Relaxed)
+    // Acquire: pairs with the SeqCst store of signal-hook's flag handler, which runs before
+    // its socket handler writes the byte that ends a `sleep`: a sleep woken by the byte
+    // sees the flag. Nothing else is published through it.
+    stop_flag().load(Ordering::Acquire)
 }
 
-/// Sleeps for `d`, in slices of at most 50 ms so that SIGINT / SIGTERM (after
-/// [`catch_stop`]) end the wait within one; returns whether the whole time passed. A `d`
-/// past what the clock can represent (a replay's time far in the future) waits until a
-/// signal.
+/// Sleeps for `d`, or until SIGINT / SIGTERM (after [`catch_stop`]); returns whether the
+/// whole time passed. It waits on the handler's socket, so a signal ends it at once and a
+/// watcher sleeping between looks wakes for nothing else (`top` watching a ring costs the
+/// ring's cores one wake-up per look). Where that socket could not be made, it sleeps in
+/// slices of at most 50 ms, looking at the flag between them. A `d` past what the clock
+/// can represent (a replay's time far in the future) waits until a signal.
 pub fn sleep(d: Duration) -> bool {
     const SLICE: Duration = Duration::from_millis(50);
+    const LONGEST: Duration = Duration::from_secs(3600);
     let deadline = Instant::now().checked_add(d);
     loop {
         if stopped() {
@@ -56,12 +79,19 @@ pub fn sleep(d: Duration) -> bool {
         }
         let left = match deadline {
             Some(t) => t.saturating_duration_since(Instant::now()),
-            None => SLICE,
+            None => LONGEST,
         };
         if left.is_zero() {
             return true;
         }
-        std::thread::sleep(left.min(SLICE));
+        match stop_wake().get() {
+            Some(mut wake) => {
+                // A byte (the handler's), a timeout or EINTR: the loop looks again.
+                let _ = wake.set_read_timeout(Some(left.min(LONGEST)));
+                let _ = wake.read(&mut [0u8; 1]);
+            }
+            None => std::thread::sleep(left.min(SLICE)),
+        }
     }
 }
 
