@@ -2244,7 +2244,7 @@ pub fn run(opts: &Options) -> Result<(), String> {
     }
     if let Some(w) = watched {
         say!(
-            "spsc push / pop (BusySpin) with `shmring top --interval-ms 100` watching: {:.1} M/s, \
+            "spsc push / pop (BusySpin) with `shmring top --json --interval-ms 100` watching: {:.1} M/s, \
              not watching: {:.1} M/s, x{:.3} (medians of {} alternating 100 ms windows each; \
              top looked {} times)",
             w.watched / 1e6,

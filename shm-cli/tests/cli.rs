@@ -581,7 +581,9 @@ fn a_short_bench_fills_every_row_and_writes_json() {
     }
     assert!(so.contains("1000 idle async subscribers"), "{so}");
     assert!(
-        so.contains("spsc push / pop (BusySpin) with `shmring top --interval-ms 100` watching: "),
+        so.contains(
+            "spsc push / pop (BusySpin) with `shmring top --json --interval-ms 100` watching: "
+        ),
         "{so}"
     );
     // Nothing left behind in /dev/shm.
